@@ -1,0 +1,50 @@
+// Builds the C shim bound by Deno.dlopen: zig-out/lib/libnkb.so (Zig 0.17.0).
+const std = @import("std");
+
+const c_sources = [_][]const u8{
+    "ffi/netlink.c",
+    "ffi/bpf_filter.c",
+    "ffi/frame.c",
+    "ffi/xsk.c",
+    "ffi/datapath.c",
+    "ffi/api.c",
+    "ffi/attach.c",
+};
+
+const c_flags = [_][]const u8{
+    "-std=gnu11",
+    "-Wall",
+    "-Wextra",
+    "-Werror",
+    "-Wshadow",
+    "-fno-strict-aliasing",
+    // Assertions stay on in every build: they guard the boundary with JavaScript.
+    "-UNDEBUG",
+    // Only NKB_API entries are the library's interface.
+    "-fvisibility=hidden",
+};
+
+pub fn build(b: *std.Build) void {
+    // Native target by default; glibc is what the host's Deno links against.
+    const target = b.standardTargetOptions(.{});
+    const optimize = b.standardOptimizeOption(.{});
+
+    const mod = b.createModule(.{
+        .target = target,
+        .optimize = optimize,
+        .link_libc = true,
+        .pic = true,
+    });
+    mod.addIncludePath(b.path("ffi"));
+    mod.addCSourceFiles(.{ .files = &c_sources, .flags = &c_flags });
+
+    // No .version: the output is a plain libnkb.so, without soname symlinks.
+    const lib = b.addLibrary(.{
+        .linkage = .dynamic,
+        .name = "nkb",
+        .root_module = mod,
+    });
+    // -z defs: a symbol missing from c_sources fails the link, not the later dlopen.
+    lib.link_z_defs = true;
+    b.installArtifact(lib);
+}

@@ -1,0 +1,233 @@
+// Control entries of the shim: socket and engine tables, kernel socket calls,
+// attaching a socket to an interface's engine, and the lookups the TypeScript
+// control plane needs. Nothing here runs per datagram.
+#define _GNU_SOURCE
+#include <assert.h>
+#include <errno.h>
+#include <linux/capability.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sock.h"
+
+#define NKB_INDEX_BITS 10u
+#define NKB_GEN_MAX 0x1fffffu
+#define NKB_ENV_MAX_LEN 256u
+
+nkb_sock_t *g_socks[NKB_MAX_SOCKS];
+nkb_engine_slot_t g_engines[NKB_MAX_ENGINES];
+static uint32_t g_gen[NKB_MAX_SOCKS];
+pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+
+_Static_assert(NKB_MAX_SOCKS == (1u << NKB_INDEX_BITS), "handle layout");
+
+uint64_t nkb_now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+int32_t nkb_sock_index(int32_t h) {
+  if (h <= 0) return -1;
+  uint32_t idx = (uint32_t)h & (NKB_MAX_SOCKS - 1u);
+  uint32_t gen = (uint32_t)h >> NKB_INDEX_BITS;
+  nkb_sock_t *s = g_socks[idx];
+  if (s == 0 || s->gen != gen) return -1;
+  return (int32_t)idx;
+}
+
+nkb_sock_t *nkb_sock_get(int32_t h) {
+  int32_t idx = nkb_sock_index(h);
+  if (idx < 0) return 0;
+  nkb_sock_t *s = g_socks[idx];
+  assert(s != 0);
+  if (__atomic_load_n(&s->closing, __ATOMIC_ACQUIRE)) return 0;
+  return s;
+}
+
+int32_t nkb_abi_version(void) { return NKB_ABI_VERSION; }
+
+int32_t nkb_env_int(const uint8_t *name, int32_t fallback) {
+  if (name == 0) return fallback;
+  // The name comes from JavaScript: insist on a terminator within a bound.
+  if (memchr(name, 0, NKB_ENV_MAX_LEN) == 0) return fallback;
+  const char *v = getenv((const char *)name);
+  if (v == 0 || *v == 0) return fallback;
+  char *end = 0;
+  errno = 0;
+  long n = strtol(v, &end, 10);
+  if (errno != 0 || *end != 0 || n < INT32_MIN || n > INT32_MAX) return fallback;
+  return (int32_t)n;
+}
+
+int32_t nkb_sock_open(void) {
+  nkb_sock_t *s = calloc(1, sizeof(*s));
+  if (s == 0) return -ENOMEM;
+  s->fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  s->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (s->fd < 0 || s->wake_fd < 0) {
+    int32_t rc = -errno;
+    if (s->fd >= 0) close(s->fd);
+    if (s->wake_fd >= 0) close(s->wake_fd);
+    free(s);
+    return rc;
+  }
+  // A kernel-path send must not block the event loop forever.
+  struct timeval tv = {.tv_sec = 1, .tv_usec = 0};
+  (void)setsockopt(s->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+  s->engine = -1;
+  s->busy_wait_cnt = 15;
+  s->ttl = 64;
+  s->mcast_ttl = 1;
+  pthread_mutex_lock(&g_lock);
+  int32_t h = -EMFILE;
+  for (uint32_t i = 0; i < NKB_MAX_SOCKS; i++) {
+    if (g_socks[i] != 0) continue;
+    g_gen[i] = g_gen[i] % NKB_GEN_MAX + 1u;
+    s->gen = g_gen[i];
+    g_socks[i] = s;
+    h = (int32_t)(s->gen << NKB_INDEX_BITS | i);
+    break;
+  }
+  pthread_mutex_unlock(&g_lock);
+  if (h < 0) {
+    close(s->fd);
+    close(s->wake_fd);
+    free(s);
+  }
+  assert(h != 0);
+  return h;
+}
+
+static struct sockaddr_in nkb_sin(uint32_t ip_be, uint32_t port) {
+  struct sockaddr_in sin;
+  memset(&sin, 0, sizeof(sin));
+  sin.sin_family = AF_INET;
+  sin.sin_addr.s_addr = ip_be;
+  sin.sin_port = htons((uint16_t)port);
+  return sin;
+}
+
+int32_t nkb_sock_bind(int32_t h, uint32_t ip_be, uint32_t port) {
+  nkb_sock_t *s = nkb_sock_get(h);
+  if (s == 0) return -EBADF;
+  if (port > 65535u) return -EINVAL;
+  struct sockaddr_in sin = nkb_sin(ip_be, port);
+  if (bind(s->fd, (struct sockaddr *)&sin, sizeof(sin)) != 0) return -errno;
+  return 0;
+}
+
+int32_t nkb_sock_connect(int32_t h, uint32_t ip_be, uint32_t port) {
+  nkb_sock_t *s = nkb_sock_get(h);
+  if (s == 0) return -EBADF;
+  if (port > 65535u) return -EINVAL;
+  struct sockaddr_in sin = nkb_sin(ip_be, port);
+  if (ip_be == 0 && port == 0) sin.sin_family = AF_UNSPEC;  // dissolve the association
+  if (connect(s->fd, (struct sockaddr *)&sin, sizeof(sin)) != 0) return -errno;
+  return 0;
+}
+
+int32_t nkb_sock_name(int32_t h, uint32_t *out2) {
+  nkb_sock_t *s = nkb_sock_get(h);
+  if (s == 0) return -EBADF;
+  if (out2 == 0) return -EINVAL;
+  struct sockaddr_in sin;
+  socklen_t len = sizeof(sin);
+  if (getsockname(s->fd, (struct sockaddr *)&sin, &len) != 0) return -errno;
+  out2[0] = sin.sin_addr.s_addr;
+  out2[1] = ntohs(sin.sin_port);
+  return 0;
+}
+
+static int32_t nkb_setsockopt_int(int32_t fd, int32_t level, int32_t name, int32_t value) {
+  if (setsockopt(fd, level, name, &value, sizeof(value)) != 0) return -errno;
+  return 0;
+}
+
+int32_t nkb_sock_setopt(int32_t h, uint32_t opt, int32_t value) {
+  nkb_sock_t *s = nkb_sock_get(h);
+  if (s == 0) return -EBADF;
+  switch (opt) {
+    case NKB_OPT_BUSY_WAIT_CNT:
+      if (value < 0 || value > 1000000) return -EINVAL;
+      s->busy_wait_cnt = (uint32_t)value;
+      return 0;
+    case NKB_OPT_TTL:
+      if (value < 1 || value > 255) return -EINVAL;
+      s->ttl = (uint8_t)value;
+      return nkb_setsockopt_int(s->fd, IPPROTO_IP, IP_TTL, value);
+    case NKB_OPT_TOS:
+      if (value < 0 || value > 255) return -EINVAL;
+      s->tos = (uint8_t)value;
+      return nkb_setsockopt_int(s->fd, IPPROTO_IP, IP_TOS, value);
+    case NKB_OPT_MCAST_TTL:
+      if (value < 0 || value > 255) return -EINVAL;
+      s->mcast_ttl = (uint8_t)value;
+      return nkb_setsockopt_int(s->fd, IPPROTO_IP, IP_MULTICAST_TTL, value);
+    case NKB_OPT_MCAST_LOOP:
+      return nkb_setsockopt_int(s->fd, IPPROTO_IP, IP_MULTICAST_LOOP, value != 0);
+    case NKB_OPT_REUSEADDR:
+      return nkb_setsockopt_int(s->fd, SOL_SOCKET, SO_REUSEADDR, value != 0);
+    case NKB_OPT_RCVBUF:
+      return nkb_setsockopt_int(s->fd, SOL_SOCKET, SO_RCVBUF, value);
+    case NKB_OPT_SNDBUF:
+      return nkb_setsockopt_int(s->fd, SOL_SOCKET, SO_SNDBUF, value);
+    case NKB_OPT_BROADCAST:
+      return nkb_setsockopt_int(s->fd, SOL_SOCKET, SO_BROADCAST, value != 0);
+    default:
+      return -ENOPROTOOPT;
+  }
+}
+
+int32_t nkb_sock_mcast(int32_t h, uint32_t op, uint32_t group_be, uint32_t iface_be) {
+  nkb_sock_t *s = nkb_sock_get(h);
+  if (s == 0) return -EBADF;
+  if (op == NKB_MCAST_IF) {
+    struct in_addr a = {.s_addr = iface_be};
+    if (setsockopt(s->fd, IPPROTO_IP, IP_MULTICAST_IF, &a, sizeof(a)) != 0) return -errno;
+    return 0;
+  }
+  if (op != NKB_MCAST_JOIN && op != NKB_MCAST_LEAVE) return -EINVAL;
+  // The kernel join programs the NIC's multicast list and sends IGMP for both paths.
+  struct ip_mreq mreq = {.imr_multiaddr = {.s_addr = group_be}, .imr_interface = {.s_addr = iface_be}};
+  int32_t name = op == NKB_MCAST_JOIN ? IP_ADD_MEMBERSHIP : IP_DROP_MEMBERSHIP;
+  if (setsockopt(s->fd, IPPROTO_IP, name, &mreq, sizeof(mreq)) != 0) return -errno;
+  return 0;
+}
+
+int32_t nkb_sock_shutdown(int32_t h) {
+  int32_t idx = nkb_sock_index(h);
+  if (idx < 0) return -EBADF;
+  nkb_sock_t *s = g_socks[idx];
+  if (__atomic_exchange_n(&s->closing, 1u, __ATOMIC_ACQ_REL) != 0) return -EBADF;
+  uint64_t one = 1;
+  (void)!write(s->wake_fd, &one, sizeof(one));  // a full eventfd already wakes the waiter
+  return 0;
+}
+
+int32_t nkb_sock_free(int32_t h) {
+  int32_t idx = nkb_sock_index(h);
+  if (idx < 0) return -EBADF;
+  nkb_sock_t *s = g_socks[idx];
+  if (!__atomic_load_n(&s->closing, __ATOMIC_ACQUIRE)) return -EINVAL;  // shutdown first
+  pthread_mutex_lock(&g_lock);
+  if (__atomic_load_n(&s->waiters, __ATOMIC_ACQUIRE) != 0) {
+    pthread_mutex_unlock(&g_lock);
+    return -EBUSY;  // a wait still runs on another thread: the caller frees it later
+  }
+  if (s->engine >= 0) nkb_detach_locked((uint32_t)idx);
+  g_socks[idx] = 0;
+  pthread_mutex_unlock(&g_lock);
+  close(s->fd);
+  close(s->wake_fd);
+  free(s);
+  return 0;
+}

@@ -1,0 +1,292 @@
+// Attaching sockets to an interface's engine (one per interface per process,
+// shared by every socket on it), their filter flows, the destination header
+// cache, counters, and thin guarded wrappers over the rtnetlink lookups.
+#define _GNU_SOURCE
+#include <assert.h>
+#include <errno.h>
+#include <linux/capability.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "sock.h"
+
+_Static_assert(sizeof(nkb_link_t) == 76, "nkb_link_t layout is read from TypeScript");
+
+static int32_t nkb_engine_find(uint32_t ifindex) {
+  for (uint32_t i = 0; i < NKB_MAX_ENGINES; i++) {
+    if (g_engines[i].engine != 0 && g_engines[i].engine->ifindex == ifindex) return (int32_t)i;
+  }
+  return -1;
+}
+
+static int32_t nkb_engine_create(uint32_t ifindex, uint32_t queue_count, uint32_t frame_size,
+                                 uint32_t attach_flags) {
+  int32_t slot = -1;
+  for (uint32_t i = 0; i < NKB_MAX_ENGINES && slot < 0; i++) {
+    if (g_engines[i].engine == 0) slot = (int32_t)i;
+  }
+  if (slot < 0) return -EMFILE;
+  nkb_engine_t *e = calloc(1, sizeof(*e));
+  if (e == 0) return -ENOMEM;
+  int32_t rc = nkb_engine_open(e, ifindex, queue_count, frame_size, attach_flags);
+  if (rc != 0) {
+    free(e);
+    return rc;
+  }
+  nkb_engine_slot_t *es = &g_engines[slot];
+  memset(es, 0, sizeof(*es));
+  for (uint32_t i = 0; i < NKB_MAX_ATTACH; i++) es->flows[i].sock = -1;
+  es->engine = e;
+  assert(es->refs == 0);
+  return slot;
+}
+
+int32_t nkb_sock_attach(int32_t h, uint32_t ifindex, uint32_t queue_count, uint32_t frame_size,
+                        uint32_t attach_flags, uint32_t mtu) {
+  nkb_sock_t *s = nkb_sock_get(h);
+  if (s == 0) return -EBADF;
+  if (mtu < 68 || mtu + NKB_ETH_LEN + NKB_XDP_HEADROOM > frame_size) return -EMSGSIZE;
+  pthread_mutex_lock(&g_lock);
+  int32_t rc = 0;
+  if (s->engine >= 0) rc = -EALREADY;
+  int32_t slot = rc == 0 ? nkb_engine_find(ifindex) : -1;
+  if (rc == 0 && slot < 0) {
+    slot = nkb_engine_create(ifindex, queue_count, frame_size, attach_flags);
+    if (slot < 0) rc = slot;
+  }
+  if (rc == 0 && g_engines[slot].engine->frame_size < frame_size) rc = -EMSGSIZE;
+  if (rc == 0) {
+    g_engines[slot].refs++;
+    s->engine = slot;
+    s->mtu = mtu;
+  }
+  pthread_mutex_unlock(&g_lock);
+  assert(rc != 0 || s->engine >= 0);
+  return rc;
+}
+
+static int32_t nkb_flow_update(int32_t h, uint32_t ip_be, uint32_t port, bool add) {
+  int32_t idx = nkb_sock_index(h);
+  nkb_sock_t *s = nkb_sock_get(h);
+  if (s == 0 || idx < 0) return -EBADF;
+  if (port == 0 || port > 65535u) return -EINVAL;
+  pthread_mutex_lock(&g_lock);
+  int32_t rc = s->engine < 0 ? -ENOTCONN : 0;
+  nkb_engine_slot_t *es = rc == 0 ? &g_engines[s->engine] : 0;
+  int32_t found = -1, free_slot = -1;
+  for (uint32_t i = 0; rc == 0 && i < NKB_MAX_ATTACH; i++) {
+    nkb_flow_t *f = &es->flows[i];
+    if (f->sock < 0 && free_slot < 0) free_slot = (int32_t)i;
+    if (f->sock >= 0 && f->ip_be == ip_be && f->port == port) found = (int32_t)i;
+  }
+  if (rc == 0 && add) {
+    if (found >= 0) rc = -EADDRINUSE;
+    else if (free_slot < 0) rc = -ENOSPC;
+    else rc = nkb_filter_add_flow(&es->engine->filter, ip_be, htons((uint16_t)port));
+    if (rc == 0) {
+      pthread_mutex_lock(&es->engine->rx_lock);
+      es->flows[free_slot] = (nkb_flow_t){.sock = idx, .ip_be = ip_be, .port = (uint16_t)port};
+      pthread_mutex_unlock(&es->engine->rx_lock);
+    }
+  } else if (rc == 0) {
+    if (found < 0 || es->flows[found].sock != idx) rc = -ENOENT;
+    else rc = nkb_filter_del_flow(&es->engine->filter, ip_be, htons((uint16_t)port));
+    if (rc == 0 || rc == -ENOENT) {
+      pthread_mutex_lock(&es->engine->rx_lock);
+      if (found >= 0 && es->flows[found].sock == idx) es->flows[found].sock = -1;
+      pthread_mutex_unlock(&es->engine->rx_lock);
+    }
+  }
+  pthread_mutex_unlock(&g_lock);
+  return rc;
+}
+
+int32_t nkb_sock_add_flow(int32_t h, uint32_t ip_be, uint32_t port) {
+  return nkb_flow_update(h, ip_be, port, true);
+}
+
+int32_t nkb_sock_del_flow(int32_t h, uint32_t ip_be, uint32_t port) {
+  return nkb_flow_update(h, ip_be, port, false);
+}
+
+void nkb_detach_locked(uint32_t idx) {
+  nkb_sock_t *s = g_socks[idx];
+  assert(s != 0 && s->engine >= 0);
+  nkb_engine_slot_t *es = &g_engines[s->engine];
+  nkb_engine_t *e = es->engine;
+  assert(e != 0 && es->refs > 0);
+  pthread_mutex_lock(&e->rx_lock);
+  for (uint32_t i = 0; i < NKB_MAX_ATTACH; i++) {
+    nkb_flow_t *f = &es->flows[i];
+    if (f->sock != (int32_t)idx) continue;
+    (void)nkb_filter_del_flow(&e->filter, f->ip_be, htons(f->port));
+    f->sock = -1;
+  }
+  // Frames parked for this socket go back to the device.
+  for (uint32_t n = 0; s->park_head != s->park_tail && n < NKB_PENDING; n++) {
+    nkb_parked_t *p = &s->parked[s->park_head % NKB_PENDING];
+    nkb_frame_release(e, p->queue, p->addr);
+    s->park_head++;
+  }
+  assert(s->park_head == s->park_tail);
+  pthread_mutex_unlock(&e->rx_lock);
+  s->engine = -1;
+  es->refs--;
+  if (es->refs == 0) {
+    nkb_engine_close(e);
+    free(e);
+    es->engine = 0;
+  }
+}
+
+int32_t nkb_sock_detach(int32_t h) {
+  int32_t idx = nkb_sock_index(h);
+  if (idx < 0 || nkb_sock_get(h) == 0) return -EBADF;
+  pthread_mutex_lock(&g_lock);
+  int32_t rc = g_socks[idx]->engine < 0 ? -ENOTCONN : 0;
+  // A wait on another thread may be reading the engine's rings right now.
+  if (rc == 0 && __atomic_load_n(&g_socks[idx]->waiters, __ATOMIC_ACQUIRE) != 0) rc = -EBUSY;
+  if (rc == 0) nkb_detach_locked((uint32_t)idx);
+  pthread_mutex_unlock(&g_lock);
+  return rc;
+}
+
+int32_t nkb_sock_info(int32_t h, uint32_t *out, uint32_t words) {
+  nkb_sock_t *s = nkb_sock_get(h);
+  if (s == 0) return -EBADF;
+  if (out == 0 || words < 8) return -EINVAL;
+  memset(out, 0, words * sizeof(uint32_t));
+  pthread_mutex_lock(&g_lock);
+  if (s->engine >= 0) {
+    nkb_engine_slot_t *es = &g_engines[s->engine];
+    out[0] = 1;
+    out[1] = es->engine->ifindex;
+    out[2] = es->engine->queue_count;
+    out[3] = es->engine->zero_copy;
+    out[4] = es->engine->frame_size;
+    out[5] = es->engine->filter.prog_id;
+    out[6] = s->mtu;
+    out[7] = es->refs;
+  }
+  pthread_mutex_unlock(&g_lock);
+  return 0;
+}
+
+int32_t nkb_sock_stats(int32_t h, uint64_t *out, uint32_t words) {
+  nkb_sock_t *s = nkb_sock_get(h);
+  if (s == 0) return -EBADF;
+  if (out == 0 || words < NKB_ST_COUNT) return -EINVAL;
+  memcpy(out, s->stats, sizeof(s->stats));
+  pthread_mutex_lock(&g_lock);
+  if (s->engine >= 0) out[NKB_ST_ENGINE_DROPS] = nkb_engine_kernel_drops(g_engines[s->engine].engine);
+  pthread_mutex_unlock(&g_lock);
+  return 0;
+}
+
+int32_t nkb_sock_last_error(int32_t h) {
+  nkb_sock_t *s = nkb_sock_get(h);
+  if (s == 0) return -EBADF;
+  return s->last_error;
+}
+
+static uint32_t nkb_dest_hash(uint32_t daddr_be, uint32_t dport) {
+  uint32_t x = daddr_be ^ (dport * 2654435761u);
+  x ^= x >> 15;
+  return x * 2246822519u;
+}
+
+int32_t nkb_dest_set(int32_t h, uint32_t daddr_be, uint32_t dport, uint32_t kind,
+                     const uint8_t *macs12, uint32_t saddr_be, uint32_t ttl_ms) {
+  nkb_sock_t *s = nkb_sock_get(h);
+  if (s == 0) return -EBADF;
+  if (dport == 0 || dport > 65535u) return -EINVAL;
+  if (kind != NKB_DEST_BYPASS && kind != NKB_DEST_KERNEL) return -EINVAL;
+  if (kind == NKB_DEST_BYPASS && (macs12 == 0 || s->engine < 0)) return -EINVAL;
+  uint32_t name[2];
+  int32_t rc = nkb_sock_name(h, name);
+  if (rc != 0) return rc;
+  uint32_t base = nkb_dest_hash(daddr_be, dport);
+  nkb_dest_t *slot = &s->dest[base & (NKB_DEST_SLOTS - 1u)];  // evicted when every probe is taken
+  for (uint32_t i = 0; i < NKB_DEST_PROBES; i++) {
+    nkb_dest_t *d = &s->dest[(base + i) & (NKB_DEST_SLOTS - 1u)];
+    if (d->kind == 0 || (d->daddr_be == daddr_be && d->dport == dport)) {
+      slot = d;
+      break;
+    }
+  }
+  memset(slot, 0, sizeof(*slot));
+  slot->daddr_be = daddr_be;
+  slot->dport = (uint16_t)dport;
+  slot->expires_ns = ttl_ms == 0 ? UINT64_MAX : nkb_now_ns() + (uint64_t)ttl_ms * 1000000ull;
+  if (kind == NKB_DEST_BYPASS) {
+    bool mcast = (ntohl(daddr_be) >> 28) == 0xe;
+    nkb_tmpl_init(&slot->tmpl, macs12 + 6, macs12, saddr_be, daddr_be, (uint16_t)name[1],
+                  (uint16_t)dport, mcast ? s->mcast_ttl : s->ttl, s->tos);
+  }
+  slot->kind = (uint8_t)kind;
+  return 0;
+}
+
+nkb_dest_t *nkb_dest_find(nkb_sock_t *s, uint32_t daddr_be, uint32_t dport) {
+  uint32_t base = nkb_dest_hash(daddr_be, dport);
+  for (uint32_t i = 0; i < NKB_DEST_PROBES; i++) {
+    nkb_dest_t *d = &s->dest[(base + i) & (NKB_DEST_SLOTS - 1u)];
+    if (d->kind != 0 && d->daddr_be == daddr_be && d->dport == dport) return d;
+  }
+  return 0;
+}
+
+int32_t nkb_dest_clear(int32_t h) {
+  nkb_sock_t *s = nkb_sock_get(h);
+  if (s == 0) return -EBADF;
+  memset(s->dest, 0, sizeof(s->dest));
+  assert(s->dest[0].kind == 0);
+  return 0;
+}
+
+int32_t nkb_link_get(uint32_t ifindex, uint8_t *out76) {
+  if (out76 == 0 || ifindex == 0) return -EINVAL;
+  return nkb_nl_link_get(ifindex, (nkb_link_t *)(void *)out76);
+}
+
+int32_t nkb_route_get(uint32_t dst_be, uint32_t *out4) {
+  if (out4 == 0) return -EINVAL;
+  return nkb_nl_route_get(dst_be, (nkb_route_t *)(void *)out4);
+}
+
+int32_t nkb_addr_ifindex(uint32_t ip_be) { return nkb_nl_addr_ifindex(ip_be); }
+
+int32_t nkb_addr_first(uint32_t ifindex, uint32_t *out1) {
+  if (out1 == 0 || ifindex == 0) return -EINVAL;
+  return nkb_nl_addr_first(ifindex, out1);
+}
+
+int32_t nkb_neigh_get(uint32_t ifindex, uint32_t ip_be, uint8_t *mac6) {
+  if (mac6 == 0 || ifindex == 0) return -EINVAL;
+  return nkb_nl_neigh_get(ifindex, ip_be, mac6);
+}
+
+int32_t nkb_neigh_resolve(uint32_t ifindex, uint32_t ip_be) {
+  if (ifindex == 0) return -EINVAL;
+  return nkb_nl_neigh_resolve(ifindex, ip_be);
+}
+
+int32_t nkb_caps(uint64_t *out4) {
+  if (out4 == 0) return -EINVAL;
+  struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+  struct __user_cap_data_struct data[2];
+  memset(data, 0, sizeof(data));
+  if (syscall(SYS_capget, &hdr, data) != 0) return -errno;
+  out4[0] = (uint64_t)data[0].effective | (uint64_t)data[1].effective << 32;
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_MEMLOCK, &rl) != 0) return -errno;
+  out4[1] = rl.rlim_cur == RLIM_INFINITY ? UINT64_MAX : rl.rlim_cur;
+  out4[2] = rl.rlim_max == RLIM_INFINITY ? UINT64_MAX : rl.rlim_max;
+  out4[3] = (uint64_t)geteuid();
+  return 0;
+}

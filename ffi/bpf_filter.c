@@ -1,0 +1,400 @@
+// XDP filter: steers the UDP flows we own to AF_XDP sockets, leaves the rest to the kernel.
+//
+// No libbpf and no bpffs: the program is a hand-assembled instruction array loaded with the
+// raw bpf(2) syscall, and attached with a BPF link (not netlink IFLA_XDP) so that it can
+// never outlive the process that owns the sockets it redirects to.
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE  // syscall(), F_DUPFD_CLOEXEC, strnlen()
+#endif
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <linux/bpf.h>
+#include <linux/if_link.h>  // XDP_FLAGS_*
+
+#include "nkb_net.h"
+
+// ---- Instruction encoding ----------------------------------------------------------------
+// Plain brace initializers (not compound literals) so the program can be a static const
+// array that the compiler lays out at build time.
+
+#define NKB_INSN(code_, dst_, src_, off_, imm_) \
+  { .code = (code_), .dst_reg = (dst_), .src_reg = (src_), .off = (off_), .imm = (imm_) }
+
+#define NKB_MOV64_REG(dst, src) NKB_INSN(BPF_ALU64 | BPF_MOV | BPF_X, dst, src, 0, 0)
+#define NKB_MOV64_IMM(dst, imm) NKB_INSN(BPF_ALU64 | BPF_MOV | BPF_K, dst, 0, 0, imm)
+#define NKB_ADD64_IMM(dst, imm) NKB_INSN(BPF_ALU64 | BPF_ADD | BPF_K, dst, 0, 0, imm)
+#define NKB_AND64_IMM(dst, imm) NKB_INSN(BPF_ALU64 | BPF_AND | BPF_K, dst, 0, 0, imm)
+#define NKB_LDX_MEM(size, dst, src, off) NKB_INSN(BPF_LDX | BPF_MEM | (size), dst, src, off, 0)
+#define NKB_STX_MEM(size, dst, src, off) NKB_INSN(BPF_STX | BPF_MEM | (size), dst, src, off, 0)
+#define NKB_ST_MEM(size, dst, off, imm) NKB_INSN(BPF_ST | BPF_MEM | (size), dst, 0, off, imm)
+#define NKB_JMP_REG(op, dst, src, off) NKB_INSN(BPF_JMP | (op) | BPF_X, dst, src, off, 0)
+#define NKB_JMP_IMM(op, dst, imm, off) NKB_INSN(BPF_JMP | (op) | BPF_K, dst, 0, off, imm)
+#define NKB_CALL(helper) NKB_INSN(BPF_JMP | BPF_CALL, 0, 0, 0, helper)
+#define NKB_EXIT() NKB_INSN(BPF_JMP | BPF_EXIT, 0, 0, 0, 0)
+// A map reference takes two slots; imm holds a placeholder patched with the real fd at load.
+#define NKB_LD_MAP_FD(dst, placeholder)                                          \
+  NKB_INSN(BPF_LD | BPF_DW | BPF_IMM, dst, BPF_PSEUDO_MAP_FD, 0, placeholder), \
+      NKB_INSN(0, 0, 0, 0, 0)
+
+// Packet loads are in host order, so wire constants are compared in their byte-swapped form.
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define NKB_BE16(x) ((int32_t)((((x) & 0xff) << 8) | (((x) >> 8) & 0xff)))
+#else
+#define NKB_BE16(x) ((int32_t)(x))
+#endif
+
+enum {
+  NKB_MAP_FLOWS = 1,  // placeholders in NKB_LD_MAP_FD, replaced by the map fds
+  NKB_MAP_XSKS = 2,
+  NKB_HDR_LEN = 14 + 20 + 8,  // eth + IPv4 without options + UDP
+  NKB_PASS = 32,              // index of the shared "give it to the kernel" exit
+};
+
+// R1..R5 are clobbered by helper calls; R6 keeps ctx alive across them, R10 is the stack.
+static const struct bpf_insn nkb_prog[] = {
+    NKB_MOV64_REG(BPF_REG_6, BPF_REG_1),
+    // The verifier only lets us touch packet bytes after a data_end comparison that covers
+    // every header byte we read below, so do it once for the whole fixed-size prefix.
+    NKB_LDX_MEM(BPF_W, BPF_REG_2, BPF_REG_6, offsetof(struct xdp_md, data)),
+    NKB_LDX_MEM(BPF_W, BPF_REG_3, BPF_REG_6, offsetof(struct xdp_md, data_end)),
+    NKB_MOV64_REG(BPF_REG_4, BPF_REG_2),
+    NKB_ADD64_IMM(BPF_REG_4, NKB_HDR_LEN),
+    NKB_JMP_REG(BPF_JGT, BPF_REG_4, BPF_REG_3, NKB_PASS - 6),  // [5] runt: kernel decides
+    // Only untagged IPv4: VLAN, ARP, IPv6 and everything else must keep working normally.
+    NKB_LDX_MEM(BPF_H, BPF_REG_4, BPF_REG_2, 12),
+    NKB_JMP_IMM(BPF_JNE, BPF_REG_4, NKB_BE16(0x0800), NKB_PASS - 8),  // [7]
+    // Version 4 with IHL 5 keeps the UDP header at a fixed offset; options are rare enough to
+    // leave to the kernel rather than pay for variable-offset parsing.
+    NKB_LDX_MEM(BPF_B, BPF_REG_4, BPF_REG_2, 14),
+    NKB_JMP_IMM(BPF_JNE, BPF_REG_4, 0x45, NKB_PASS - 10),  // [9]
+    NKB_LDX_MEM(BPF_B, BPF_REG_4, BPF_REG_2, 14 + 9),
+    NKB_JMP_IMM(BPF_JNE, BPF_REG_4, 17, NKB_PASS - 12),  // [11] not UDP
+    // Any fragment (MF set or non-zero offset) needs kernel reassembly; a non-first fragment
+    // has no UDP header at all, so its "port" would be payload bytes.
+    NKB_LDX_MEM(BPF_H, BPF_REG_4, BPF_REG_2, 14 + 6),
+    NKB_AND64_IMM(BPF_REG_4, NKB_BE16(0x3fff)),
+    NKB_JMP_IMM(BPF_JNE, BPF_REG_4, 0, NKB_PASS - 15),  // [14]
+    // Build nkb_flow_key_t at fp-8. The hash compares all 8 key bytes, so the padding must be
+    // zeroed: for a root loader the verifier accepts uninitialized stack here, and stale
+    // bytes would just make every lookup miss.
+    NKB_LDX_MEM(BPF_W, BPF_REG_4, BPF_REG_2, 14 + 16),
+    NKB_STX_MEM(BPF_W, BPF_REG_10, BPF_REG_4, -8),
+    NKB_LDX_MEM(BPF_H, BPF_REG_4, BPF_REG_2, 14 + 20 + 2),
+    NKB_STX_MEM(BPF_H, BPF_REG_10, BPF_REG_4, -4),
+    NKB_ST_MEM(BPF_H, BPF_REG_10, -2, 0),
+    NKB_LD_MAP_FD(BPF_REG_1, NKB_MAP_FLOWS),
+    NKB_MOV64_REG(BPF_REG_2, BPF_REG_10),
+    NKB_ADD64_IMM(BPF_REG_2, -8),
+    NKB_CALL(BPF_FUNC_map_lookup_elem),
+    NKB_JMP_IMM(BPF_JEQ, BPF_REG_0, 0, NKB_PASS - 26),  // [25] not our flow
+    // Our flow: hand it to the XSK of the queue it arrived on. The XDP_PASS fallback flag
+    // keeps traffic flowing through the kernel while no socket is bound to that queue yet
+    // (or after it closed), instead of silently dropping it.
+    NKB_LDX_MEM(BPF_W, BPF_REG_2, BPF_REG_6, offsetof(struct xdp_md, rx_queue_index)),
+    NKB_LD_MAP_FD(BPF_REG_1, NKB_MAP_XSKS),
+    NKB_MOV64_IMM(BPF_REG_3, XDP_PASS),
+    NKB_CALL(BPF_FUNC_redirect_map),
+    NKB_EXIT(),
+    // [32] NKB_PASS
+    NKB_MOV64_IMM(BPF_REG_0, XDP_PASS),
+    NKB_EXIT(),
+};
+
+enum { NKB_PROG_LEN = sizeof(nkb_prog) / sizeof(nkb_prog[0]) };
+_Static_assert(NKB_PROG_LEN == NKB_PASS + 2, "NKB_PASS must index the final two-insn exit");
+_Static_assert(sizeof(nkb_flow_key_t) == 8, "the program builds an 8-byte key");
+
+#define NKB_LOG_SIZE (64u * 1024u)
+// Setup-time only and single-threaded by contract, so a static buffer is fine and keeps 64 KiB
+// off the stack of whatever thread Deno calls us on.
+static char nkb_log[NKB_LOG_SIZE];
+static bool nkb_log_printed = false;
+
+static int32_t nkb_bpf(int32_t cmd, union bpf_attr *attr, uint32_t size) {
+  assert(attr != NULL);
+  assert(size <= sizeof(*attr));
+  const long rc = syscall(__NR_bpf, cmd, attr, size);
+  if (rc < 0) {
+    assert(errno > 0);
+    return -errno;
+  }
+  assert(rc <= INT32_MAX);
+  return (int32_t)rc;
+}
+
+// A zeroed nkb_filter_t must be safe to close, so fd 0 has to mean "not open": never keep a
+// bpf object on fd 0 (only possible if the host closed stdin).
+static int32_t nkb_fd_settle(int32_t fd) {
+  assert(fd >= 0);
+  if (fd > 0) return fd;
+  const int32_t moved = fcntl(fd, F_DUPFD_CLOEXEC, 1);
+  const int32_t err = (moved < 0) ? -errno : 0;
+  close(fd);
+  if (err < 0) return err;
+  assert(moved > 0);
+  return moved;
+}
+
+static void nkb_fd_close(int32_t *fd) {
+  assert(fd != NULL);
+  if (*fd > 0) close(*fd);  // EINTR/EIO on close still release the fd on Linux: no retry.
+  *fd = -1;
+  assert(*fd == -1);
+}
+
+static int32_t nkb_map_create(uint32_t type, uint32_t key_size, uint32_t value_size,
+                              uint32_t max_entries, const char *name) {
+  assert(key_size > 0 && value_size > 0 && max_entries > 0);
+  assert(strlen(name) < BPF_OBJ_NAME_LEN);
+  union bpf_attr attr;
+  memset(&attr, 0, sizeof(attr));
+  attr.map_type = type;
+  attr.key_size = key_size;
+  attr.value_size = value_size;
+  attr.max_entries = max_entries;
+  memcpy(attr.map_name, name, strlen(name));
+  const int32_t fd = nkb_bpf(BPF_MAP_CREATE, &attr, sizeof(attr));
+  if (fd < 0) return fd;
+  return nkb_fd_settle(fd);
+}
+
+static void nkb_log_print(void) {
+  assert(NKB_LOG_SIZE > 0);
+  if (nkb_log_printed) return;
+  nkb_log_printed = true;
+  nkb_log[NKB_LOG_SIZE - 1] = '\0';  // a truncated log (ENOSPC) is not NUL-terminated
+  const size_t len = strnlen(nkb_log, NKB_LOG_SIZE);
+  assert(len < NKB_LOG_SIZE);
+  fprintf(stderr, "nkb: XDP program rejected by the verifier:\n%.*s\n", (int)len, nkb_log);
+}
+
+static int32_t nkb_prog_load_attempt(const struct bpf_insn *insns, bool with_log) {
+  assert(insns != NULL);
+  union bpf_attr attr;
+  memset(&attr, 0, sizeof(attr));
+  attr.prog_type = BPF_PROG_TYPE_XDP;
+  attr.expected_attach_type = BPF_XDP;
+  attr.insns = (uint64_t)(uintptr_t)insns;
+  attr.insn_cnt = NKB_PROG_LEN;
+  attr.license = (uint64_t)(uintptr_t)"GPL";
+  memcpy(attr.prog_name, "nkb_xdp", sizeof("nkb_xdp"));
+  if (with_log) {
+    // The kernel rejects a log buffer with log_level 0, so the log is only for the retry.
+    nkb_log[0] = '\0';
+    attr.log_level = 1;
+    attr.log_size = NKB_LOG_SIZE;
+    attr.log_buf = (uint64_t)(uintptr_t)nkb_log;
+  }
+  assert(attr.insn_cnt == NKB_PROG_LEN);
+  return nkb_bpf(BPF_PROG_LOAD, &attr, sizeof(attr));
+}
+
+// Every conditional jump must land on the shared pass exit: a miscounted offset would still
+// verify but silently redirect or pass the wrong packets.
+static void nkb_prog_check(const struct bpf_insn *insns) {
+  uint32_t jumps = 0;
+  for (uint32_t i = 0; i < NKB_PROG_LEN; i++) {
+    const uint8_t op = BPF_OP(insns[i].code);
+    if (BPF_CLASS(insns[i].code) != BPF_JMP) continue;
+    if (op == BPF_CALL || op == BPF_EXIT) continue;
+    assert(i + 1 + insns[i].off == NKB_PASS);
+    jumps++;
+  }
+  assert(jumps == 6);
+  (void)jumps;  // only read by assertions, which -O2 (NDEBUG) removes
+  assert(insns[NKB_PASS + 1].code == (BPF_JMP | BPF_EXIT));
+}
+
+static int32_t nkb_prog_load(int32_t flows_fd, int32_t xsks_fd) {
+  assert(flows_fd > 0);
+  assert(xsks_fd > 0);
+  struct bpf_insn insns[NKB_PROG_LEN];
+  memcpy(insns, nkb_prog, sizeof(insns));
+  uint32_t patched = 0;
+  for (uint32_t i = 0; i < NKB_PROG_LEN; i++) {
+    if (insns[i].code != (BPF_LD | BPF_DW | BPF_IMM)) continue;
+    assert(insns[i].src_reg == BPF_PSEUDO_MAP_FD);
+    assert(insns[i].imm == NKB_MAP_FLOWS || insns[i].imm == NKB_MAP_XSKS);
+    insns[i].imm = (insns[i].imm == NKB_MAP_FLOWS) ? flows_fd : xsks_fd;
+    patched++;
+    i++;  // skip the second half of the 16-byte instruction
+  }
+  assert(patched == 2);
+  (void)patched;
+  nkb_prog_check(insns);
+
+  int32_t fd = nkb_prog_load_attempt(insns, false);
+  if (fd == -EACCES || fd == -EINVAL) {
+    const int32_t first = fd;
+    fd = nkb_prog_load_attempt(insns, true);
+    if (fd < 0) {
+      nkb_log_print();
+      return first;
+    }
+  }
+  if (fd < 0) return fd;
+  return nkb_fd_settle(fd);
+}
+
+static int32_t nkb_link_create(int32_t prog_fd, uint32_t ifindex, uint32_t attach_flags) {
+  assert(prog_fd > 0);
+  assert(ifindex > 0);
+  union bpf_attr attr;
+  memset(&attr, 0, sizeof(attr));
+  attr.link_create.prog_fd = (uint32_t)prog_fd;
+  attr.link_create.target_ifindex = ifindex;
+  attr.link_create.attach_type = BPF_XDP;
+  attr.link_create.flags = attach_flags;
+  const int32_t fd = nkb_bpf(BPF_LINK_CREATE, &attr, sizeof(attr));
+  if (fd < 0) return fd;
+  return nkb_fd_settle(fd);
+}
+
+static int32_t nkb_prog_id(int32_t prog_fd, uint32_t *id_out) {
+  assert(prog_fd > 0);
+  assert(id_out != NULL);
+  struct bpf_prog_info info;
+  memset(&info, 0, sizeof(info));
+  union bpf_attr attr;
+  memset(&attr, 0, sizeof(attr));
+  attr.info.bpf_fd = (uint32_t)prog_fd;
+  attr.info.info_len = sizeof(info);
+  attr.info.info = (uint64_t)(uintptr_t)&info;
+  const int32_t rc = nkb_bpf(BPF_OBJ_GET_INFO_BY_FD, &attr, sizeof(attr));
+  if (rc < 0) return rc;
+  if (info.id == 0) return -EIO;
+  *id_out = info.id;
+  return 0;
+}
+
+static int32_t nkb_filter_open_steps(nkb_filter_t *f, uint32_t attach_flags) {
+  assert(f->ifindex > 0);
+  assert(f->prog_fd == -1 && f->link_fd == -1);
+  int32_t rc = nkb_map_create(BPF_MAP_TYPE_XSKMAP, sizeof(uint32_t), sizeof(uint32_t),
+                              f->max_queues, "nkb_xsks");
+  if (rc < 0) return rc;
+  f->xsks_map_fd = rc;
+  rc = nkb_map_create(BPF_MAP_TYPE_HASH, sizeof(nkb_flow_key_t), sizeof(uint32_t), f->max_flows,
+                      "nkb_flows");
+  if (rc < 0) return rc;
+  f->flows_map_fd = rc;
+  rc = nkb_prog_load(f->flows_map_fd, f->xsks_map_fd);
+  if (rc < 0) return rc;
+  f->prog_fd = rc;
+  rc = nkb_prog_id(f->prog_fd, &f->prog_id);
+  if (rc < 0) return rc;
+  rc = nkb_link_create(f->prog_fd, f->ifindex, attach_flags);
+  if (rc < 0) return rc;
+  f->link_fd = rc;
+  assert(f->prog_id > 0);
+  return 0;
+}
+
+int32_t nkb_filter_open(nkb_filter_t *f, uint32_t ifindex, uint32_t max_queues, uint32_t max_flows,
+                        uint32_t attach_flags) {
+  assert(f != NULL);
+  memset(f, 0, sizeof(*f));
+  f->prog_fd = -1;
+  f->link_fd = -1;
+  f->xsks_map_fd = -1;
+  f->flows_map_fd = -1;
+  if (ifindex == 0 || max_queues == 0 || max_flows == 0) return -EINVAL;
+  if (attach_flags != 0 && attach_flags != XDP_FLAGS_SKB_MODE &&
+      attach_flags != XDP_FLAGS_DRV_MODE) {
+    return -EINVAL;
+  }
+  f->ifindex = ifindex;
+  f->max_queues = max_queues;
+  f->max_flows = max_flows;
+
+  const int32_t rc = nkb_filter_open_steps(f, attach_flags);
+  if (rc < 0) {
+    nkb_filter_close(f);
+    f->prog_fd = -1;
+    f->link_fd = -1;
+    f->xsks_map_fd = -1;
+    f->flows_map_fd = -1;
+    return rc;
+  }
+  assert(f->prog_fd > 0 && f->link_fd > 0);
+  assert(f->xsks_map_fd > 0 && f->flows_map_fd > 0);
+  return 0;
+}
+
+static int32_t nkb_map_update(int32_t map_fd, const void *key, const void *value) {
+  assert(map_fd > 0);
+  assert(key != NULL && value != NULL);
+  union bpf_attr attr;
+  memset(&attr, 0, sizeof(attr));
+  attr.map_fd = (uint32_t)map_fd;
+  attr.key = (uint64_t)(uintptr_t)key;
+  attr.value = (uint64_t)(uintptr_t)value;
+  attr.flags = BPF_ANY;
+  const int32_t rc = nkb_bpf(BPF_MAP_UPDATE_ELEM, &attr, sizeof(attr));
+  assert(rc <= 0);
+  return rc;
+}
+
+int32_t nkb_filter_set_xsk(nkb_filter_t *f, uint32_t queue, int32_t xsk_fd) {
+  assert(f != NULL);
+  if (f->xsks_map_fd <= 0) return -EBADF;
+  if (queue >= f->max_queues) return -EINVAL;
+  if (xsk_fd < 0) return -EBADF;
+  const uint32_t value = (uint32_t)xsk_fd;
+  const int32_t rc = nkb_map_update(f->xsks_map_fd, &queue, &value);
+  assert(rc <= 0);
+  return rc;
+}
+
+static nkb_flow_key_t nkb_flow_key(uint32_t daddr_be, uint16_t dport_be) {
+  nkb_flow_key_t key;
+  memset(&key, 0, sizeof(key));  // the program writes zero padding; so must we, to match
+  key.daddr_be = daddr_be;
+  key.dport_be = dport_be;
+  assert(key.zero == 0);
+  return key;
+}
+
+int32_t nkb_filter_add_flow(nkb_filter_t *f, uint32_t daddr_be, uint16_t dport_be) {
+  assert(f != NULL);
+  if (f->flows_map_fd <= 0) return -EBADF;
+  const nkb_flow_key_t key = nkb_flow_key(daddr_be, dport_be);
+  const uint32_t value = 1;
+  const int32_t rc = nkb_map_update(f->flows_map_fd, &key, &value);
+  assert(rc <= 0);
+  return rc;  // -E2BIG once max_flows distinct keys are present
+}
+
+int32_t nkb_filter_del_flow(nkb_filter_t *f, uint32_t daddr_be, uint16_t dport_be) {
+  assert(f != NULL);
+  if (f->flows_map_fd <= 0) return -EBADF;
+  const nkb_flow_key_t key = nkb_flow_key(daddr_be, dport_be);
+  union bpf_attr attr;
+  memset(&attr, 0, sizeof(attr));
+  attr.map_fd = (uint32_t)f->flows_map_fd;
+  attr.key = (uint64_t)(uintptr_t)&key;
+  const int32_t rc = nkb_bpf(BPF_MAP_DELETE_ELEM, &attr, sizeof(attr));
+  assert(rc <= 0);
+  return rc;  // -ENOENT when the flow was not present
+}
+
+void nkb_filter_close(nkb_filter_t *f) {
+  assert(f != NULL);
+  // The link goes first so the program detaches from the interface before the maps it
+  // references lose their last user-space reference.
+  nkb_fd_close(&f->link_fd);
+  nkb_fd_close(&f->prog_fd);
+  nkb_fd_close(&f->xsks_map_fd);
+  nkb_fd_close(&f->flows_map_fd);
+  memset(f, 0, sizeof(*f));
+  assert(f->link_fd == 0 && f->prog_fd == 0);
+}

@@ -1,0 +1,381 @@
+// The data path: send and receive batches, and waiting for data. Runs per
+// datagram, so: no allocation, no locks but the engine's uncontended ring locks,
+// no syscall except the TX doorbell and the companion socket.
+#define _GNU_SOURCE
+#include <assert.h>
+#include <errno.h>
+#include <linux/if_xdp.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "sock.h"
+
+#define NKB_WAIT_MAX_MS 60000u
+#define NKB_SPIN_POLL_EVERY 16u   // spins between looks at the companion socket
+#define NKB_SPIN_CLOCK_EVERY 64u  // spins between clock reads
+#define NKB_RX_EXTRA 32u          // descriptors read beyond the caller's room (other sockets' frames)
+
+static inline void nkb_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+void nkb_frame_release(nkb_engine_t *e, uint32_t queue, uint64_t addr) {
+  nkb_engine_refill(e, queue, addr);
+}
+
+// ---- send -----------------------------------------------------------------
+
+static int32_t nkb_send_kernel(nkb_sock_t *s, const uint8_t *buf, uint32_t len, uint32_t daddr_be,
+                               uint32_t dport) {
+  struct sockaddr_in sin;
+  memset(&sin, 0, sizeof(sin));
+  sin.sin_family = AF_INET;
+  sin.sin_addr.s_addr = daddr_be;
+  sin.sin_port = htons((uint16_t)dport);
+  ssize_t r = sendto(s->fd, buf, len, 0, (struct sockaddr *)&sin, sizeof(sin));
+  if (r < 0) return -errno;
+  assert((uint32_t)r == len);
+  s->stats[NKB_ST_KERNEL_OPKTS]++;
+  return (int32_t)r;
+}
+
+// One frame onto the TX ring. When no frame is free, each spin rings the doorbell
+// and reaps completions; after busy_wait_cnt spins the send is refused.
+static int32_t nkb_send_ring(nkb_sock_t *s, nkb_engine_t *e, const nkb_dest_t *d,
+                             const uint8_t *buf, uint32_t len) {
+  uint32_t spins = 0;
+  if (e->tx_free_count == 0) (void)nkb_engine_reap_tx(e);
+  while (e->tx_free_count == 0) {
+    if (spins >= s->busy_wait_cnt) {
+      s->stats[NKB_ST_TX_FULL]++;
+      if (spins > s->stats[NKB_ST_SEND_SPIN_MAX]) s->stats[NKB_ST_SEND_SPIN_MAX] = spins;
+      return -ENOBUFS;
+    }
+    spins++;
+    (void)nkb_engine_kick_tx(e);  // a link that is down keeps its frames on the ring
+    (void)nkb_engine_reap_tx(e);
+  }
+  nkb_xsk_t *x = &e->xsk[0];
+  uint32_t idx = 0;
+  uint32_t got = nkb_ring_reserve(&x->tx, 1, &idx);
+  assert(got == 1);  // the ring has a slot for every TX frame
+  uint64_t addr = e->tx_free[--e->tx_free_count];
+  assert(addr + NKB_HDR_LEN + len <= e->umem_len);
+  uint32_t flen = nkb_frame_build(e->umem + addr, &d->tmpl, buf, len, e->ip_id++);
+  struct xdp_desc *desc = &((struct xdp_desc *)x->tx.entries)[idx & x->tx.mask];
+  desc->addr = addr;
+  desc->len = flen;
+  desc->options = 0;
+  nkb_ring_submit(&x->tx, 1);
+  e->tx_outstanding++;
+  s->stats[NKB_ST_OPKTS]++;
+  if (spins > 0) s->stats[NKB_ST_OPKTS_SPIN]++;
+  if (spins > s->stats[NKB_ST_SEND_SPIN_MAX]) s->stats[NKB_ST_SEND_SPIN_MAX] = spins;
+  return (int32_t)len;
+}
+
+// One datagram, without the doorbell. Returns bytes, -errno or NKB_ENEEDROUTE.
+static int32_t nkb_send_one(nkb_sock_t *s, nkb_engine_t *e, const uint8_t *buf, uint32_t len,
+                            uint32_t daddr_be, uint32_t dport, uint64_t now) {
+  if (len > NKB_MAX_DGRAM) return -EMSGSIZE;
+  if (dport == 0 || dport > 65535u) return -EINVAL;
+  nkb_dest_t *d = nkb_dest_find(s, daddr_be, dport);
+  if (d == 0 || now > d->expires_ns) return NKB_ENEEDROUTE;
+  // Over the MTU the kernel fragments: the bypass path never does.
+  if (d->kind == NKB_DEST_KERNEL || e == 0 || len + NKB_IP_LEN + NKB_UDP_LEN > s->mtu) {
+    return nkb_send_kernel(s, buf, len, daddr_be, dport);
+  }
+  assert(d->kind == NKB_DEST_BYPASS);
+  return nkb_send_ring(s, e, d, buf, len);
+}
+
+static nkb_engine_t *nkb_sock_engine(const nkb_sock_t *s) {
+  if (s->engine < 0) return 0;
+  nkb_engine_t *e = g_engines[s->engine].engine;
+  assert(e != 0);
+  return e;
+}
+
+int32_t nkb_send(int32_t h, const uint8_t *buf, uint32_t len, uint32_t daddr_be, uint32_t dport) {
+  nkb_sock_t *s = nkb_sock_get(h);
+  if (s == 0) return -EBADF;
+  if (buf == 0 && len != 0) return -EFAULT;
+  nkb_engine_t *e = nkb_sock_engine(s);
+  if (e != 0) pthread_mutex_lock(&e->tx_lock);
+  uint64_t before = s->stats[NKB_ST_OPKTS];
+  int32_t rc = nkb_send_one(s, e, buf, len, daddr_be, dport, nkb_now_ns());
+  if (e != 0 && s->stats[NKB_ST_OPKTS] != before) (void)nkb_engine_kick_tx(e);
+  if (e != 0) pthread_mutex_unlock(&e->tx_lock);
+  s->last_error = rc < 0 ? rc : 0;
+  return rc;
+}
+
+int32_t nkb_send_batch(int32_t h, const uint8_t *buf, uint32_t buf_len, const uint32_t *meta,
+                       uint32_t count) {
+  nkb_sock_t *s = nkb_sock_get(h);
+  if (s == 0) return -EBADF;
+  if (buf == 0 || meta == 0 || count > NKB_BATCH_MAX) return -EINVAL;
+  nkb_engine_t *e = nkb_sock_engine(s);
+  if (e != 0) pthread_mutex_lock(&e->tx_lock);
+  uint64_t before = s->stats[NKB_ST_OPKTS];
+  uint64_t now = nkb_now_ns();
+  uint32_t sent = 0;
+  int32_t rc = 0;
+  for (; sent < count; sent++) {
+    const uint32_t *m = &meta[sent * NKB_SEND_META_WORDS];
+    // Offsets and lengths come from JavaScript: check them against the buffer.
+    if (m[0] > buf_len || m[1] > buf_len - m[0]) {
+      rc = -EINVAL;
+      break;
+    }
+    rc = nkb_send_one(s, e, buf + m[0], m[1], m[2], m[3], now);
+    if (rc < 0) break;
+  }
+  if (e != 0 && s->stats[NKB_ST_OPKTS] != before) (void)nkb_engine_kick_tx(e);
+  if (e != 0) pthread_mutex_unlock(&e->tx_lock);
+  s->last_error = rc < 0 ? rc : 0;
+  assert(sent <= count);
+  return (int32_t)sent;
+}
+
+// ---- receive --------------------------------------------------------------
+
+typedef struct nkb_rx_out {
+  uint8_t *buf;
+  uint32_t buf_len;
+  uint32_t off;
+  uint32_t *meta;
+  uint32_t max;
+  uint32_t n;
+} nkb_rx_out_t;
+
+// Room for a payload of len: everything fits the first slot (truncated if need be).
+static bool nkb_rx_fits(const nkb_rx_out_t *o, uint32_t len) {
+  return o->n == 0 || len <= o->buf_len - o->off;
+}
+
+static void nkb_rx_put(nkb_rx_out_t *o, const uint8_t *payload, uint32_t len, uint32_t saddr_be,
+                       uint32_t sport, uint32_t flags) {
+  assert(o->n < o->max && o->off <= o->buf_len);
+  uint32_t room = o->buf_len - o->off;
+  uint32_t copy = len <= room ? len : room;
+  if (copy < len) flags |= NKB_RX_TRUNCATED;
+  if (payload != 0) memcpy(o->buf + o->off, payload, copy);
+  uint32_t *m = &o->meta[o->n * NKB_RECV_META_WORDS];
+  m[0] = o->off;
+  m[1] = copy;
+  m[2] = saddr_be;
+  m[3] = sport;
+  m[4] = flags;
+  m[5] = m[6] = m[7] = 0;
+  o->off += copy;
+  o->n++;
+}
+
+static int32_t nkb_flow_owner(nkb_engine_slot_t *es, uint32_t daddr_be, uint16_t dport) {
+  for (uint32_t i = 0; i < NKB_MAX_ATTACH; i++) {
+    const nkb_flow_t *f = &es->flows[i];
+    if (f->sock >= 0 && f->ip_be == daddr_be && f->port == dport) return f->sock;
+  }
+  return -1;
+}
+
+static void nkb_park(nkb_sock_t *owner, nkb_engine_t *e, uint32_t q, uint64_t addr,
+                     const nkb_parked_t *p) {
+  if (owner->park_tail - owner->park_head >= NKB_PENDING) {
+    owner->stats[NKB_ST_RX_DROPPED]++;
+    nkb_frame_release(e, q, addr);
+    return;
+  }
+  owner->parked[owner->park_tail % NKB_PENDING] = *p;
+  __atomic_store_n(&owner->park_tail, owner->park_tail + 1u, __ATOMIC_RELEASE);
+}
+
+static void nkb_rx_parked(nkb_sock_t *s, nkb_engine_t *e, nkb_rx_out_t *o) {
+  for (uint32_t i = 0; i < NKB_PENDING && s->park_head != s->park_tail && o->n < o->max; i++) {
+    nkb_parked_t *p = &s->parked[s->park_head % NKB_PENDING];
+    if (!nkb_rx_fits(o, p->payload_len)) break;
+    nkb_rx_put(o, e->umem + p->addr + NKB_HDR_LEN, p->payload_len, p->saddr_be, p->sport, 0);
+    s->stats[NKB_ST_IPKTS]++;
+    nkb_frame_release(e, p->queue, p->addr);
+    __atomic_store_n(&s->park_head, s->park_head + 1u, __ATOMIC_RELEASE);
+  }
+}
+
+// One frame from queue q's RX ring: validate, then deliver, park or drop it.
+static void nkb_rx_frame(nkb_sock_t *s, int32_t self, nkb_engine_slot_t *es, uint32_t q,
+                         const struct xdp_desc *desc, nkb_rx_out_t *o) {
+  nkb_engine_t *e = es->engine;
+  // Never trust a descriptor: it must lie inside one chunk of the UMEM.
+  uint64_t chunk = desc->addr - desc->addr % e->frame_size;
+  if (desc->addr >= e->umem_len || desc->len > e->frame_size - (desc->addr - chunk)) {
+    s->stats[NKB_ST_RX_INVALID]++;
+    if (desc->addr < e->umem_len) nkb_frame_release(e, q, chunk);
+    return;
+  }
+  const uint8_t *frame = e->umem + desc->addr;
+  nkb_parsed_t pr;
+  if (nkb_frame_parse(frame, desc->len, &pr) != NKB_FRAME_OK) {
+    s->stats[NKB_ST_RX_INVALID]++;
+    nkb_frame_release(e, q, desc->addr);
+    return;
+  }
+  int32_t owner = nkb_flow_owner(es, pr.daddr_be, pr.dport);
+  nkb_sock_t *os = owner >= 0 ? g_socks[owner] : 0;
+  if (os == 0) {
+    s->stats[NKB_ST_RX_DROPPED]++;  // its socket left between the filter and us
+    nkb_frame_release(e, q, desc->addr);
+    return;
+  }
+  bool mine = owner == self && s->park_head == s->park_tail;
+  if (mine && o->n < o->max && nkb_rx_fits(o, pr.payload_len)) {
+    nkb_rx_put(o, frame + NKB_HDR_LEN, pr.payload_len, pr.saddr_be, pr.sport, 0);
+    s->stats[NKB_ST_IPKTS]++;
+    nkb_frame_release(e, q, desc->addr);
+    return;
+  }
+  nkb_parked_t p = {.addr = desc->addr, .payload_len = pr.payload_len, .saddr_be = pr.saddr_be,
+                    .sport = pr.sport, .queue = (uint16_t)q};
+  nkb_park(os, e, q, desc->addr, &p);
+}
+
+static void nkb_rx_ring(nkb_sock_t *s, int32_t self, nkb_engine_slot_t *es, nkb_rx_out_t *o) {
+  nkb_engine_t *e = es->engine;
+  nkb_rx_parked(s, e, o);
+  if (s->park_head != s->park_tail) return;  // order: parked frames go first
+  for (uint32_t q = 0; q < e->queue_count && o->n < o->max; q++) {
+    nkb_xsk_t *x = &e->xsk[q];
+    uint32_t idx = 0;
+    uint32_t n = nkb_ring_peek(&x->rx, o->max - o->n + NKB_RX_EXTRA, &idx);
+    for (uint32_t i = 0; i < n; i++) {
+      const struct xdp_desc *d = &((const struct xdp_desc *)x->rx.entries)[(idx + i) & x->rx.mask];
+      nkb_rx_frame(s, self, es, q, d, o);
+    }
+    if (n > 0) nkb_ring_release(&x->rx, n);
+    nkb_engine_wake_rx(e, q);
+  }
+}
+
+static int32_t nkb_rx_kernel(nkb_sock_t *s, nkb_rx_out_t *o) {
+  for (uint32_t i = 0; i < NKB_BATCH_MAX && o->n < o->max; i++) {
+    // A datagram read from the kernel cannot be put back: read only into full room.
+    if (o->n > 0 && o->buf_len - o->off < NKB_MAX_DGRAM) break;
+    struct sockaddr_in sin;
+    socklen_t slen = sizeof(sin);
+    uint32_t room = o->buf_len - o->off;
+    ssize_t r = recvfrom(s->fd, o->buf + o->off, room, MSG_DONTWAIT | MSG_TRUNC,
+                         (struct sockaddr *)&sin, &slen);
+    if (r < 0) {
+      if (errno == EAGAIN || errno == EINTR) return 0;
+      return -errno;  // e.g. ECONNREFUSED from an ICMP error on the kernel path
+    }
+    uint32_t len = (uint32_t)r;
+    s->stats[NKB_ST_KERNEL_IPKTS]++;
+    if (len > room) s->stats[NKB_ST_RX_TRUNCATED]++;
+    nkb_rx_put(o, 0, len, sin.sin_addr.s_addr, ntohs(sin.sin_port), NKB_RX_KERNEL);
+  }
+  return 0;
+}
+
+int32_t nkb_recv_batch(int32_t h, uint8_t *buf, uint32_t buf_len, uint32_t *meta,
+                       uint32_t max_msgs) {
+  int32_t self = nkb_sock_index(h);
+  nkb_sock_t *s = nkb_sock_get(h);
+  if (s == 0 || self < 0) return -EBADF;
+  if (buf == 0 || meta == 0 || max_msgs == 0 || max_msgs > NKB_BATCH_MAX) return -EINVAL;
+  nkb_rx_out_t o = {.buf = buf, .buf_len = buf_len, .off = 0, .meta = meta, .max = max_msgs, .n = 0};
+  // Every 16th call looks at the companion socket first, so neither path starves.
+  bool kernel_first = (++s->fairness & 15u) == 0;
+  int32_t krc = kernel_first ? nkb_rx_kernel(s, &o) : 0;
+  if (s->engine >= 0 && o.n < o.max) {
+    nkb_engine_slot_t *es = &g_engines[s->engine];
+    uint32_t before = o.n;
+    pthread_mutex_lock(&es->engine->rx_lock);
+    nkb_rx_ring(s, self, es, &o);
+    pthread_mutex_unlock(&es->engine->rx_lock);
+    if (o.n > before && s->rx_spun) {
+      s->stats[NKB_ST_IPKTS_SPIN]++;
+      s->rx_spun = 0;
+    }
+  }
+  if (!kernel_first && o.n < o.max) krc = nkb_rx_kernel(s, &o);
+  assert(o.n <= max_msgs && o.off <= buf_len);
+  if (o.n == 0 && krc < 0) return krc;
+  return (int32_t)o.n;
+}
+
+// ---- wait -----------------------------------------------------------------
+
+static bool nkb_ready_ring(const nkb_sock_t *s, const nkb_engine_t *e) {
+  if (__atomic_load_n(&s->park_head, __ATOMIC_ACQUIRE) !=
+      __atomic_load_n(&s->park_tail, __ATOMIC_ACQUIRE)) {
+    return true;
+  }
+  if (e == 0) return false;
+  for (uint32_t q = 0; q < e->queue_count; q++) {
+    const nkb_ring_t *r = &e->xsk[q].rx;
+    if (__atomic_load_n(r->producer, __ATOMIC_ACQUIRE) !=
+        __atomic_load_n(r->consumer, __ATOMIC_ACQUIRE)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+static bool nkb_ready_fd(int32_t fd) {
+  struct pollfd p = {.fd = fd, .events = POLLIN, .revents = 0};
+  return poll(&p, 1, 0) > 0;
+}
+
+static int32_t nkb_wait_spin(nkb_sock_t *s, const nkb_engine_t *e, uint32_t timeout_ms) {
+  uint64_t deadline = nkb_now_ns() + (uint64_t)timeout_ms * 1000000ull;
+  uint64_t max_iter = (uint64_t)timeout_ms * 1000000ull + 1000u;  // also bounded by count
+  for (uint64_t i = 0; i < max_iter; i++) {
+    if (__atomic_load_n(&s->closing, __ATOMIC_ACQUIRE)) return -EBADF;
+    if (nkb_ready_ring(s, e)) {
+      if (i > 0) s->rx_spun = 1;
+      return 1;
+    }
+    if (i % NKB_SPIN_POLL_EVERY == 0 && nkb_ready_fd(s->fd)) return 1;
+    if (i % NKB_SPIN_CLOCK_EVERY == 0 && nkb_now_ns() >= deadline) return 0;
+    nkb_cpu_relax();
+  }
+  return 0;
+}
+
+static int32_t nkb_wait_sleep(nkb_sock_t *s, const nkb_engine_t *e, uint32_t timeout_ms) {
+  struct pollfd fds[2 + NKB_MAX_QUEUES];
+  uint32_t n = 0;
+  fds[n++] = (struct pollfd){.fd = s->wake_fd, .events = POLLIN, .revents = 0};
+  fds[n++] = (struct pollfd){.fd = s->fd, .events = POLLIN, .revents = 0};
+  for (uint32_t q = 0; e != 0 && q < e->queue_count; q++) {
+    fds[n++] = (struct pollfd){.fd = e->xsk[q].fd, .events = POLLIN, .revents = 0};
+  }
+  assert(n <= 2 + NKB_MAX_QUEUES);
+  if (nkb_ready_ring(s, e)) return 1;
+  int r = poll(fds, n, (int)timeout_ms);
+  if (r < 0) return errno == EINTR ? 0 : -errno;
+  if (fds[0].revents != 0 || __atomic_load_n(&s->closing, __ATOMIC_ACQUIRE)) return -EBADF;
+  if (r > 0) return 1;
+  return nkb_ready_ring(s, e) ? 1 : 0;
+}
+
+int32_t nkb_wait(int32_t h, uint32_t timeout_ms, uint32_t spin) {
+  if (timeout_ms > NKB_WAIT_MAX_MS) timeout_ms = NKB_WAIT_MAX_MS;
+  // Pin the socket: nkb_sock_free refuses while a wait runs on another thread.
+  pthread_mutex_lock(&g_lock);
+  nkb_sock_t *s = nkb_sock_get(h);
+  if (s != 0) __atomic_add_fetch(&s->waiters, 1u, __ATOMIC_ACQ_REL);
+  const nkb_engine_t *e = s != 0 ? nkb_sock_engine(s) : 0;
+  pthread_mutex_unlock(&g_lock);
+  if (s == 0) return -EBADF;
+  int32_t rc = spin ? nkb_wait_spin(s, e, timeout_ms) : nkb_wait_sleep(s, e, timeout_ms);
+  assert(rc <= 1);
+  __atomic_sub_fetch(&s->waiters, 1u, __ATOMIC_ACQ_REL);
+  return rc;
+}

@@ -1,0 +1,113 @@
+// The shim's public entry points, bound from src/ffi.ts with Deno.dlopen.
+// Every entry validates its handle and arguments: a stale handle, a closed socket
+// or a bad size is an error code (-errno), never a crash.
+#ifndef NKB_H
+#define NKB_H
+
+#include <stdint.h>
+
+#include "frame.h"
+#include "nkb_net.h"
+#include "xsk.h"
+
+#define NKB_API __attribute__((visibility("default")))
+#define NKB_ABI_VERSION 1
+
+#define NKB_MAX_SOCKS 1024u
+#define NKB_MAX_ENGINES 16u
+#define NKB_MAX_ATTACH 64u         // sockets (and their flow keys) per interface
+#define NKB_PENDING 256u           // frames parked for a socket while another one reads
+#define NKB_DEST_SLOTS 256u        // per-socket destination header cache
+#define NKB_DEST_PROBES 8u
+#define NKB_BATCH_MAX 1024u        // datagrams one batch call may move
+#define NKB_RECV_META_WORDS 8u     // offset, len, saddr_be, sport, flags, 0, 0, 0
+#define NKB_SEND_META_WORDS 4u     // offset, len, daddr_be, dport
+#define NKB_MAX_DGRAM 65507u
+
+// Returned by send entries when the destination is not in the header cache:
+// the control plane must resolve it (route, neighbour) and call nkb_dest_set.
+#define NKB_ENEEDROUTE (-10000)
+
+// flags in recv meta word 4
+#define NKB_RX_KERNEL 1u
+#define NKB_RX_TRUNCATED 2u
+
+// nkb_dest_set kinds
+#define NKB_DEST_BYPASS 1u
+#define NKB_DEST_KERNEL 2u
+
+// nkb_sock_setopt options
+#define NKB_OPT_BUSY_WAIT_CNT 1u
+#define NKB_OPT_TTL 2u
+#define NKB_OPT_TOS 3u
+#define NKB_OPT_MCAST_TTL 4u
+#define NKB_OPT_MCAST_LOOP 5u
+#define NKB_OPT_REUSEADDR 6u
+#define NKB_OPT_RCVBUF 7u
+#define NKB_OPT_SNDBUF 8u
+#define NKB_OPT_BROADCAST 9u
+
+// nkb_sock_mcast ops
+#define NKB_MCAST_JOIN 1u
+#define NKB_MCAST_LEAVE 2u
+#define NKB_MCAST_IF 3u
+
+// stats words (u64)
+enum {
+  NKB_ST_IPKTS = 0,
+  NKB_ST_IPKTS_SPIN,
+  NKB_ST_OPKTS,
+  NKB_ST_OPKTS_SPIN,
+  NKB_ST_SEND_SPIN_MAX,
+  NKB_ST_RX_DROPPED,      // parked queue full
+  NKB_ST_RX_INVALID,      // frames that failed validation
+  NKB_ST_KERNEL_IPKTS,    // datagrams received through the companion socket
+  NKB_ST_KERNEL_OPKTS,    // datagrams sent through the companion socket
+  NKB_ST_TX_FULL,         // sends refused after the busy-wait count
+  NKB_ST_RX_TRUNCATED,
+  NKB_ST_ENGINE_DROPS,    // XDP_STATISTICS drops of the whole interface (all sockets)
+  NKB_ST_COUNT = 16,
+};
+
+NKB_API int32_t nkb_abi_version(void);
+NKB_API int32_t nkb_env_int(const uint8_t *name, int32_t fallback);
+
+NKB_API int32_t nkb_sock_open(void);
+NKB_API int32_t nkb_sock_bind(int32_t h, uint32_t ip_be, uint32_t port);
+NKB_API int32_t nkb_sock_connect(int32_t h, uint32_t ip_be, uint32_t port);
+NKB_API int32_t nkb_sock_name(int32_t h, uint32_t *out2);
+NKB_API int32_t nkb_sock_setopt(int32_t h, uint32_t opt, int32_t value);
+NKB_API int32_t nkb_sock_mcast(int32_t h, uint32_t op, uint32_t group_be, uint32_t iface_be);
+NKB_API int32_t nkb_sock_shutdown(int32_t h);
+NKB_API int32_t nkb_sock_free(int32_t h);
+
+NKB_API int32_t nkb_sock_attach(int32_t h, uint32_t ifindex, uint32_t queue_count,
+                                uint32_t frame_size, uint32_t attach_flags, uint32_t mtu);
+NKB_API int32_t nkb_sock_add_flow(int32_t h, uint32_t ip_be, uint32_t port);
+NKB_API int32_t nkb_sock_del_flow(int32_t h, uint32_t ip_be, uint32_t port);
+NKB_API int32_t nkb_sock_detach(int32_t h);
+NKB_API int32_t nkb_sock_info(int32_t h, uint32_t *out, uint32_t words);
+NKB_API int32_t nkb_sock_stats(int32_t h, uint64_t *out, uint32_t words);
+NKB_API int32_t nkb_sock_last_error(int32_t h);
+
+NKB_API int32_t nkb_dest_set(int32_t h, uint32_t daddr_be, uint32_t dport, uint32_t kind,
+                             const uint8_t *macs12, uint32_t saddr_be, uint32_t ttl_ms);
+NKB_API int32_t nkb_dest_clear(int32_t h);
+
+NKB_API int32_t nkb_send(int32_t h, const uint8_t *buf, uint32_t len, uint32_t daddr_be,
+                         uint32_t dport);
+NKB_API int32_t nkb_send_batch(int32_t h, const uint8_t *buf, uint32_t buf_len,
+                               const uint32_t *meta, uint32_t count);
+NKB_API int32_t nkb_recv_batch(int32_t h, uint8_t *buf, uint32_t buf_len, uint32_t *meta,
+                               uint32_t max_msgs);
+NKB_API int32_t nkb_wait(int32_t h, uint32_t timeout_ms, uint32_t spin);
+
+NKB_API int32_t nkb_link_get(uint32_t ifindex, uint8_t *out76);
+NKB_API int32_t nkb_route_get(uint32_t dst_be, uint32_t *out4);
+NKB_API int32_t nkb_addr_ifindex(uint32_t ip_be);
+NKB_API int32_t nkb_addr_first(uint32_t ifindex, uint32_t *out1);
+NKB_API int32_t nkb_neigh_get(uint32_t ifindex, uint32_t ip_be, uint8_t *mac6);
+NKB_API int32_t nkb_neigh_resolve(uint32_t ifindex, uint32_t ip_be);
+NKB_API int32_t nkb_caps(uint64_t *out4);
+
+#endif

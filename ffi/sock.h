@@ -1,0 +1,81 @@
+// Shim-internal state shared by the control entries (api.c) and the data path
+// (datapath.c): the socket and engine tables.
+#ifndef NKB_SOCK_H
+#define NKB_SOCK_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "nkb.h"
+
+typedef struct nkb_dest {
+  uint32_t daddr_be;
+  uint16_t dport;
+  uint8_t kind;          // 0 empty, NKB_DEST_BYPASS, NKB_DEST_KERNEL
+  uint8_t reserved;
+  uint64_t expires_ns;   // after this the control plane re-resolves (neighbour changes)
+  nkb_tmpl_t tmpl;
+} nkb_dest_t;
+
+// A validated frame waiting in its owner's queue while another socket read the ring.
+typedef struct nkb_parked {
+  uint64_t addr;          // UMEM offset of the frame (start of the Ethernet header)
+  uint32_t payload_len;
+  uint32_t saddr_be;
+  uint16_t sport;
+  uint16_t queue;
+  uint32_t reserved;
+} nkb_parked_t;
+
+typedef struct nkb_sock {
+  uint32_t gen;
+  int32_t fd;             // the companion kernel UDP socket: it exists for every socket
+  int32_t wake_fd;        // eventfd that ends a sleeping wait when the socket closes
+  uint32_t closing;       // atomic
+  uint32_t waiters;       // atomic: waits in progress (they run on other threads)
+  int32_t engine;         // index into the engine table, -1 on the kernel path
+  uint32_t mtu;
+  uint32_t busy_wait_cnt;
+  uint8_t ttl;
+  uint8_t tos;
+  uint8_t mcast_ttl;
+  uint8_t reserved;
+  uint32_t rx_spun;       // the last wait spun: the next bypass datagram counts as a spin
+  uint32_t fairness;      // turns between ring and companion socket
+  int32_t last_error;
+  uint32_t park_head;     // atomic (a waiter reads it)
+  uint32_t park_tail;     // atomic
+  nkb_parked_t parked[NKB_PENDING];
+  uint64_t stats[NKB_ST_COUNT];
+  nkb_dest_t dest[NKB_DEST_SLOTS];
+} nkb_sock_t;
+
+typedef struct nkb_flow {
+  int32_t sock;           // index into the socket table, -1 when free
+  uint32_t ip_be;
+  uint16_t port;
+  uint16_t reserved;
+} nkb_flow_t;
+
+typedef struct nkb_engine_slot {
+  uint32_t refs;          // sockets attached
+  nkb_engine_t *engine;
+  nkb_flow_t flows[NKB_MAX_ATTACH];
+} nkb_engine_slot_t;
+
+extern nkb_sock_t *g_socks[NKB_MAX_SOCKS];
+extern nkb_engine_slot_t g_engines[NKB_MAX_ENGINES];
+extern pthread_mutex_t g_lock;  // guards both tables; never taken on the data path
+
+// Handle (generation << 10 | index) to socket, or null when stale or closed.
+nkb_sock_t *nkb_sock_get(int32_t h);
+int32_t nkb_sock_index(int32_t h);
+uint64_t nkb_now_ns(void);
+// Remove socket idx from its engine (closing the engine with its last socket). g_lock held.
+void nkb_detach_locked(uint32_t idx);
+// Give a parked or just-read frame back to its queue's fill ring.
+nkb_dest_t *nkb_dest_find(nkb_sock_t *s, uint32_t daddr_be, uint32_t dport);
+void nkb_frame_release(nkb_engine_t *e, uint32_t queue, uint64_t addr);
+
+#endif

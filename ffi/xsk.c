@@ -1,0 +1,306 @@
+// AF_XDP socket and UMEM setup for one interface: one XSK per receive queue,
+// all sharing one UMEM, each with its own fill and completion ring.
+#define _GNU_SOURCE
+#include "xsk.h"
+
+#include <errno.h>
+#include <linux/if_xdp.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef XDP_MAX_TX_SKB_BUDGET
+#define XDP_MAX_TX_SKB_BUDGET 9
+#endif
+
+#define NKB_BIND_RETRY_MAX 40u      // a queue stays busy 15-25 ms after its last user closed
+#define NKB_BIND_RETRY_SLEEP_MS 10u
+#define NKB_TX_SKB_BUDGET 256u
+
+static void nkb_sleep_ms(uint32_t ms) {
+  struct timespec ts = {.tv_sec = ms / 1000u, .tv_nsec = (long)(ms % 1000u) * 1000000L};
+  nanosleep(&ts, 0);
+}
+
+// UMEM pages count against RLIMIT_MEMLOCK unless CAP_IPC_LOCK: raise the soft
+// limit to what we need when the hard limit allows it; the kernel decides the rest.
+static void nkb_memlock_reserve(uint64_t len) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_MEMLOCK, &rl) != 0) return;
+  if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= len * 2) return;
+  rlim_t want = (rl.rlim_max == RLIM_INFINITY || rl.rlim_max > len * 2) ? len * 2 : rl.rlim_max;
+  if (want > rl.rlim_cur) {
+    rl.rlim_cur = want;
+    (void)setrlimit(RLIMIT_MEMLOCK, &rl);
+  }
+}
+
+static int32_t nkb_ring_size_opt(int32_t fd, int32_t opt, uint32_t size) {
+  assert(fd >= 0);
+  assert((size & (size - 1)) == 0);
+  if (setsockopt(fd, SOL_XDP, opt, &size, sizeof(size)) != 0) return -errno;
+  return 0;
+}
+
+static int32_t nkb_ring_map(nkb_ring_t *r, int32_t fd, const struct xdp_ring_offset *off,
+                            uint64_t pgoff, uint32_t size, uint32_t entry_size) {
+  assert(r->map == 0);
+  assert(entry_size == sizeof(uint64_t) || entry_size == sizeof(struct xdp_desc));
+  uint64_t len = off->desc + (uint64_t)size * entry_size;
+  void *m = mmap(0, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, (off_t)pgoff);
+  if (m == MAP_FAILED) return -errno;
+  r->map = m;
+  r->map_len = len;
+  r->producer = (uint32_t *)((uint8_t *)m + off->producer);
+  r->consumer = (uint32_t *)((uint8_t *)m + off->consumer);
+  r->flags = (uint32_t *)((uint8_t *)m + off->flags);
+  r->entries = (uint8_t *)m + off->desc;
+  r->size = size;
+  r->mask = size - 1;
+  r->cached_prod = __atomic_load_n(r->producer, __ATOMIC_ACQUIRE);
+  r->cached_cons = __atomic_load_n(r->consumer, __ATOMIC_ACQUIRE);
+  return 0;
+}
+
+static void nkb_ring_unmap(nkb_ring_t *r) {
+  if (r->map != 0) munmap(r->map, r->map_len);
+  memset(r, 0, sizeof(*r));
+}
+
+// Producer rings (fill, tx) start with all slots free: keep cached_cons = consumer + size.
+static void nkb_ring_init_producer(nkb_ring_t *r) {
+  assert(r->map != 0);
+  r->cached_cons += r->size;
+}
+
+static int32_t nkb_xsk_rings(nkb_xsk_t *x, bool with_tx) {
+  int32_t rc = nkb_ring_size_opt(x->fd, XDP_UMEM_FILL_RING, NKB_RING_SIZE);
+  if (rc == 0) rc = nkb_ring_size_opt(x->fd, XDP_UMEM_COMPLETION_RING, NKB_RING_SIZE);
+  if (rc == 0) rc = nkb_ring_size_opt(x->fd, XDP_RX_RING, NKB_RING_SIZE);
+  if (rc == 0 && with_tx) rc = nkb_ring_size_opt(x->fd, XDP_TX_RING, NKB_RING_SIZE);
+  if (rc != 0) return rc;
+  struct xdp_mmap_offsets off;
+  memset(&off, 0, sizeof(off));
+  socklen_t len = sizeof(off);
+  if (getsockopt(x->fd, SOL_XDP, XDP_MMAP_OFFSETS, &off, &len) != 0) return -errno;
+  if (len != sizeof(off)) return -EPROTO;
+  rc = nkb_ring_map(&x->fill, x->fd, &off.fr, XDP_UMEM_PGOFF_FILL_RING, NKB_RING_SIZE, 8);
+  if (rc == 0)
+    rc = nkb_ring_map(&x->comp, x->fd, &off.cr, XDP_UMEM_PGOFF_COMPLETION_RING, NKB_RING_SIZE, 8);
+  if (rc == 0)
+    rc = nkb_ring_map(&x->rx, x->fd, &off.rx, XDP_PGOFF_RX_RING, NKB_RING_SIZE,
+                      sizeof(struct xdp_desc));
+  if (rc == 0 && with_tx)
+    rc = nkb_ring_map(&x->tx, x->fd, &off.tx, XDP_PGOFF_TX_RING, NKB_RING_SIZE,
+                      sizeof(struct xdp_desc));
+  if (rc != 0) return rc;
+  nkb_ring_init_producer(&x->fill);
+  if (with_tx) nkb_ring_init_producer(&x->tx);
+  return 0;
+}
+
+static int32_t nkb_xsk_bind(nkb_xsk_t *x, uint32_t ifindex, int32_t shared_fd) {
+  struct sockaddr_xdp sxdp;
+  memset(&sxdp, 0, sizeof(sxdp));
+  sxdp.sxdp_family = AF_XDP;
+  sxdp.sxdp_ifindex = ifindex;
+  sxdp.sxdp_queue_id = x->queue;
+  sxdp.sxdp_flags = XDP_USE_NEED_WAKEUP;
+  if (shared_fd >= 0) {
+    // The kernel takes XDP_SHARED_UMEM only alone: the rest comes from the owner.
+    sxdp.sxdp_flags = XDP_SHARED_UMEM;
+    sxdp.sxdp_shared_umem_fd = (uint32_t)shared_fd;
+  }
+  // A queue released by a process that just died stays busy for a few ms.
+  for (uint32_t attempt = 0; attempt < NKB_BIND_RETRY_MAX; attempt++) {
+    if (bind(x->fd, (struct sockaddr *)&sxdp, sizeof(sxdp)) == 0) return 0;
+    if (errno != EBUSY) return -errno;
+    nkb_sleep_ms(NKB_BIND_RETRY_SLEEP_MS);
+  }
+  return -EBUSY;
+}
+
+static void nkb_xsk_fill_all(nkb_xsk_t *x, uint32_t frame_size) {
+  uint32_t idx = 0;
+  uint32_t n = nkb_ring_reserve(&x->fill, NKB_RX_FRAMES, &idx);
+  assert(n == NKB_RX_FRAMES);  // NKB_RX_FRAMES <= NKB_RING_SIZE, ring empty at start
+  for (uint32_t i = 0; i < n; i++) {
+    *nkb_ring_addr(&x->fill, idx + i) = x->rx_frame_base + (uint64_t)i * frame_size;
+  }
+  nkb_ring_submit(&x->fill, n);
+}
+
+static int32_t nkb_engine_umem(nkb_engine_t *e) {
+  uint64_t frames = (uint64_t)NKB_RX_FRAMES * e->queue_count + NKB_TX_FRAMES;
+  e->umem_len = frames * e->frame_size;
+  nkb_memlock_reserve(e->umem_len);
+  void *m = mmap(0, e->umem_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE,
+                 -1, 0);
+  if (m == MAP_FAILED) return -errno;
+  e->umem = m;
+  struct xdp_umem_reg reg;
+  memset(&reg, 0, sizeof(reg));
+  reg.addr = (uint64_t)(uintptr_t)m;
+  reg.len = e->umem_len;
+  reg.chunk_size = e->frame_size;
+  if (setsockopt(e->xsk[0].fd, SOL_XDP, XDP_UMEM_REG, &reg, sizeof(reg)) != 0) return -errno;
+  // TX frames live after every queue's RX frames.
+  uint64_t tx_base = (uint64_t)NKB_RX_FRAMES * e->queue_count * e->frame_size;
+  for (uint32_t i = 0; i < NKB_TX_FRAMES; i++) {
+    e->tx_free[i] = tx_base + (uint64_t)(NKB_TX_FRAMES - 1u - i) * e->frame_size;
+  }
+  e->tx_free_count = NKB_TX_FRAMES;
+  return 0;
+}
+
+static int32_t nkb_engine_queue(nkb_engine_t *e, uint32_t q) {
+  nkb_xsk_t *x = &e->xsk[q];
+  assert(x->fd >= 0);
+  x->queue = q;
+  x->rx_frame_base = (uint64_t)NKB_RX_FRAMES * q * e->frame_size;
+  int32_t rc = nkb_xsk_rings(x, q == 0);
+  if (rc != 0) return rc;
+  rc = nkb_xsk_bind(x, e->ifindex, q == 0 ? -1 : e->xsk[0].fd);
+  if (rc != 0) return rc;
+  nkb_xsk_fill_all(x, e->frame_size);
+  return nkb_filter_set_xsk(&e->filter, q, x->fd);
+}
+
+static void nkb_xsk_close(nkb_xsk_t *x) {
+  // Unmap before close: mapped rings keep the socket, and its XSKMAP entry, alive.
+  nkb_ring_unmap(&x->fill);
+  nkb_ring_unmap(&x->comp);
+  nkb_ring_unmap(&x->rx);
+  nkb_ring_unmap(&x->tx);
+  if (x->fd >= 0) close(x->fd);
+  x->fd = -1;
+  assert(x->rx.map == 0);
+}
+
+// Keeps queues [0, count) and closes the sockets of the others.
+static void nkb_engine_trim(nkb_engine_t *e, uint32_t count) {
+  assert(count > 0 && count <= e->queue_count);
+  for (uint32_t q = count; q < e->queue_count; q++) nkb_xsk_close(&e->xsk[q]);
+  e->queue_count = count;
+}
+
+int32_t nkb_engine_open(nkb_engine_t *e, uint32_t ifindex, uint32_t queue_count,
+                        uint32_t frame_size, uint32_t attach_flags) {
+  assert(e != 0);
+  if (queue_count == 0 || queue_count > NKB_MAX_QUEUES) return -EINVAL;
+  if (frame_size != 2048u && frame_size != 4096u) return -EINVAL;
+  memset(e, 0, sizeof(*e));
+  e->ifindex = ifindex;
+  e->queue_count = queue_count;
+  e->frame_size = frame_size;
+  e->filter.prog_fd = e->filter.link_fd = e->filter.xsks_map_fd = e->filter.flows_map_fd = -1;
+  for (uint32_t q = 0; q < NKB_MAX_QUEUES; q++) e->xsk[q].fd = -1;
+  pthread_mutex_init(&e->rx_lock, 0);
+  pthread_mutex_init(&e->tx_lock, 0);
+  for (uint32_t q = 0; q < queue_count; q++) {
+    e->xsk[q].fd = socket(AF_XDP, SOCK_RAW | SOCK_CLOEXEC, 0);
+    if (e->xsk[q].fd < 0) {
+      int32_t rc = -errno;
+      nkb_engine_close(e);
+      return rc;
+    }
+  }
+  int32_t rc = nkb_engine_umem(e);
+  if (rc == 0) rc = nkb_filter_open(&e->filter, ifindex, NKB_MAX_QUEUES, 1024u, attach_flags);
+  for (uint32_t q = 0; rc == 0 && q < queue_count; q++) {
+    rc = nkb_engine_queue(e, q);
+    // rtnetlink reports allocated queues; bind refuses those beyond the real count.
+    if (rc == -EINVAL && q > 0) {
+      nkb_engine_trim(e, q);
+      rc = 0;
+      break;
+    }
+  }
+  if (rc != 0) {
+    nkb_engine_close(e);
+    return rc;
+  }
+  uint32_t budget = NKB_TX_SKB_BUDGET;  // fewer kicks per batch; old kernels refuse: harmless
+  (void)setsockopt(e->xsk[0].fd, SOL_XDP, XDP_MAX_TX_SKB_BUDGET, &budget, sizeof(budget));
+  struct xdp_options opts;
+  socklen_t olen = sizeof(opts);
+  if (getsockopt(e->xsk[0].fd, SOL_XDP, XDP_OPTIONS, &opts, &olen) == 0) {
+    e->zero_copy = (opts.flags & XDP_OPTIONS_ZEROCOPY) ? 1u : 0u;
+  }
+  return 0;
+}
+
+void nkb_engine_close(nkb_engine_t *e) {
+  assert(e != 0);
+  // The filter goes first so no frame is redirected to a socket being torn down.
+  nkb_filter_close(&e->filter);
+  for (uint32_t q = 0; q < NKB_MAX_QUEUES; q++) nkb_xsk_close(&e->xsk[q]);
+  if (e->umem != 0) munmap(e->umem, e->umem_len);
+  e->umem = 0;
+  e->queue_count = 0;
+}
+
+int32_t nkb_engine_kick_tx(nkb_engine_t *e) {
+  nkb_xsk_t *x = &e->xsk[0];
+  assert(x->tx.map != 0);
+  // Copy-mode drivers send only inside this call; zero-copy ones say when they need it.
+  if (e->zero_copy && !(__atomic_load_n(x->tx.flags, __ATOMIC_ACQUIRE) & XDP_RING_NEED_WAKEUP)) {
+    return 0;
+  }
+  if (sendto(x->fd, 0, 0, MSG_DONTWAIT, 0, 0) >= 0) return 0;
+  int32_t err = errno;
+  if (err == EAGAIN || err == EBUSY || err == ENOBUFS || err == EINTR) return 0;
+  return -err;
+}
+
+uint32_t nkb_engine_reap_tx(nkb_engine_t *e) {
+  nkb_xsk_t *x = &e->xsk[0];
+  uint32_t idx = 0;
+  uint32_t n = nkb_ring_peek(&x->comp, NKB_RING_SIZE, &idx);
+  assert(n <= e->tx_outstanding);
+  for (uint32_t i = 0; i < n; i++) {
+    uint64_t addr = *nkb_ring_addr(&x->comp, idx + i);
+    assert(e->tx_free_count < NKB_TX_FRAMES);
+    e->tx_free[e->tx_free_count++] = addr - addr % e->frame_size;
+  }
+  if (n > 0) nkb_ring_release(&x->comp, n);
+  e->tx_outstanding -= n;
+  assert(e->tx_free_count + e->tx_outstanding == NKB_TX_FRAMES);
+  return n;
+}
+
+void nkb_engine_refill(nkb_engine_t *e, uint32_t q, uint64_t addr) {
+  assert(q < e->queue_count);
+  assert(addr < e->umem_len);
+  nkb_xsk_t *x = &e->xsk[q];
+  uint32_t idx = 0;
+  // The fill ring holds every RX frame of its queue, so a slot is always free.
+  uint32_t n = nkb_ring_reserve(&x->fill, 1, &idx);
+  assert(n == 1);
+  *nkb_ring_addr(&x->fill, idx) = addr - addr % e->frame_size;
+  nkb_ring_submit(&x->fill, 1);
+}
+
+void nkb_engine_wake_rx(nkb_engine_t *e, uint32_t q) {
+  nkb_xsk_t *x = &e->xsk[q];
+  assert(x->fd >= 0);
+  if (__atomic_load_n(x->fill.flags, __ATOMIC_ACQUIRE) & XDP_RING_NEED_WAKEUP) {
+    (void)recvfrom(x->fd, 0, 0, MSG_DONTWAIT, 0, 0);
+  }
+}
+
+uint64_t nkb_engine_kernel_drops(nkb_engine_t *e) {
+  uint64_t total = 0;
+  for (uint32_t q = 0; q < e->queue_count; q++) {
+    struct xdp_statistics st;
+    memset(&st, 0, sizeof(st));
+    socklen_t len = sizeof(st);
+    if (getsockopt(e->xsk[q].fd, SOL_XDP, XDP_STATISTICS, &st, &len) != 0) continue;
+    total += st.rx_dropped + st.rx_invalid_descs + st.rx_ring_full + st.rx_fill_ring_empty_descs;
+  }
+  return total;
+}

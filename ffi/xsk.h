@@ -1,0 +1,129 @@
+// AF_XDP rings and the per-interface engine that owns them.
+// Ring access is four tiny functions over cached indices (reserve/submit on the
+// producer side, peek/release on the consumer side); everything else is setup.
+#ifndef NKB_XSK_H
+#define NKB_XSK_H
+
+#include <assert.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "nkb_net.h"
+
+#define NKB_MAX_QUEUES 8u      // receive queues covered per interface
+#define NKB_RX_FRAMES 2048u    // frames per queue owned by the fill/RX side
+#define NKB_TX_FRAMES 2048u    // frames owned by the TX side (queue 0 only)
+#define NKB_RING_SIZE 2048u    // entries in every ring (power of two)
+#define NKB_XDP_HEADROOM 256u  // the kernel puts RX data this far into a chunk
+
+// One ring as mapped from the kernel: producer and consumer are shared with it.
+typedef struct nkb_ring {
+  uint32_t cached_prod;
+  uint32_t cached_cons;
+  uint32_t mask;
+  uint32_t size;
+  uint32_t *producer;
+  uint32_t *consumer;
+  uint32_t *flags;
+  void *entries;       // u64 addresses (fill, completion) or struct xdp_desc (rx, tx)
+  void *map;           // what munmap needs
+  uint64_t map_len;
+} nkb_ring_t;
+
+typedef struct nkb_xsk {
+  int32_t fd;
+  uint32_t queue;
+  nkb_ring_t fill;
+  nkb_ring_t comp;
+  nkb_ring_t rx;
+  nkb_ring_t tx;       // mapped on queue 0 only
+  uint64_t rx_frame_base;   // first UMEM byte of this queue's RX frames
+} nkb_xsk_t;
+
+typedef struct nkb_engine {
+  uint32_t ifindex;
+  uint32_t queue_count;
+  uint32_t frame_size;      // UMEM chunk size: 2048 or 4096
+  uint32_t zero_copy;       // 1 when the driver gave us zero-copy
+  uint8_t *umem;
+  uint64_t umem_len;
+  nkb_filter_t filter;
+  nkb_xsk_t xsk[NKB_MAX_QUEUES];
+  // TX frame pool (queue 0): a stack of free chunk addresses.
+  uint64_t tx_free[NKB_TX_FRAMES];
+  uint32_t tx_free_count;
+  uint32_t tx_outstanding;  // frames on the TX or completion ring
+  uint16_t ip_id;
+  pthread_mutex_t rx_lock;
+  pthread_mutex_t tx_lock;
+} nkb_engine_t;
+
+// Consumer side: how many entries are ready (at most want), refreshing the cache
+// from the kernel's producer index only when the cache is exhausted.
+static inline uint32_t nkb_ring_peek(nkb_ring_t *r, uint32_t want, uint32_t *idx) {
+  uint32_t ready = r->cached_prod - r->cached_cons;
+  if (ready == 0) {
+    r->cached_prod = __atomic_load_n(r->producer, __ATOMIC_ACQUIRE);
+    ready = r->cached_prod - r->cached_cons;
+  }
+  assert(ready <= r->size);
+  if (ready > want) ready = want;
+  *idx = r->cached_cons;
+  return ready;
+}
+
+static inline void nkb_ring_release(nkb_ring_t *r, uint32_t n) {
+  assert(n <= r->cached_prod - r->cached_cons);
+  r->cached_cons += n;
+  __atomic_store_n(r->consumer, r->cached_cons, __ATOMIC_RELEASE);
+}
+
+// Producer side: free slots (at most want). cached_cons is kept as consumer + size
+// so that free = cached_cons - cached_prod, as in the kernel's own idiom.
+static inline uint32_t nkb_ring_reserve(nkb_ring_t *r, uint32_t want, uint32_t *idx) {
+  uint32_t free_slots = r->cached_cons - r->cached_prod;
+  if (free_slots < want) {
+    r->cached_cons = __atomic_load_n(r->consumer, __ATOMIC_ACQUIRE) + r->size;
+    free_slots = r->cached_cons - r->cached_prod;
+  }
+  assert(free_slots <= r->size);
+  if (free_slots > want) free_slots = want;
+  *idx = r->cached_prod;
+  return free_slots;
+}
+
+static inline void nkb_ring_submit(nkb_ring_t *r, uint32_t n) {
+  assert(n <= r->size);
+  r->cached_prod += n;
+  __atomic_store_n(r->producer, r->cached_prod, __ATOMIC_RELEASE);
+}
+
+// Entries without a cached index refresh: what the kernel has published right now.
+static inline uint32_t nkb_ring_pending(const nkb_ring_t *r) {
+  if (r->map == 0) return 0;
+  uint32_t prod = __atomic_load_n(r->producer, __ATOMIC_ACQUIRE);
+  return prod - r->cached_cons;
+}
+
+static inline uint64_t *nkb_ring_addr(nkb_ring_t *r, uint32_t idx) {
+  return &((uint64_t *)r->entries)[idx & r->mask];
+}
+
+// Open an engine on ifindex covering queue_count queues (1..NKB_MAX_QUEUES) with
+// chunks of frame_size bytes; attaches the XDP filter. 0 or -errno.
+int32_t nkb_engine_open(nkb_engine_t *e, uint32_t ifindex, uint32_t queue_count,
+                        uint32_t frame_size, uint32_t attach_flags);
+void nkb_engine_close(nkb_engine_t *e);
+// Ring the TX doorbell. 0, or -errno for errors that are not "try again".
+int32_t nkb_engine_kick_tx(nkb_engine_t *e);
+// Return completed TX frames to the pool. Returns how many were reaped.
+uint32_t nkb_engine_reap_tx(nkb_engine_t *e);
+// Give RX frame addr (any address inside its chunk) back to queue q's fill ring.
+void nkb_engine_refill(nkb_engine_t *e, uint32_t q, uint64_t addr);
+// Fill-ring need_wakeup (zero-copy drivers): poke the kernel.
+void nkb_engine_wake_rx(nkb_engine_t *e, uint32_t q);
+// XDP_STATISTICS summed over queues: rx_dropped + rx_invalid + rx_ring_full + fill empty.
+uint64_t nkb_engine_kernel_drops(nkb_engine_t *e);
+
+#endif

@@ -1,0 +1,144 @@
+/**
+ * The shim's symbol table and its loading. Hot-path symbols take `pointer`s and
+ * plain 32-bit integers so that V8 fast calls apply; `buffer` variants exist
+ * for caller-owned Uint8Arrays.
+ *
+ * @module
+ */
+
+const I32 = "i32" as const;
+const U32 = "u32" as const;
+
+/** Every symbol of libnkb.so that TypeScript calls. */
+export const symbols = {
+  nkb_abi_version: { parameters: [], result: I32 },
+  nkb_env_int: { parameters: ["buffer", I32], result: I32 },
+  nkb_sock_open: { parameters: [], result: I32 },
+  nkb_sock_bind: { parameters: [I32, U32, U32], result: I32 },
+  nkb_sock_connect: { parameters: [I32, U32, U32], result: I32 },
+  nkb_sock_name: { parameters: [I32, "buffer"], result: I32 },
+  nkb_sock_setopt: { parameters: [I32, U32, I32], result: I32 },
+  nkb_sock_mcast: { parameters: [I32, U32, U32, U32], result: I32 },
+  nkb_sock_shutdown: { parameters: [I32], result: I32 },
+  nkb_sock_free: { parameters: [I32], result: I32 },
+  nkb_sock_attach: { parameters: [I32, U32, U32, U32, U32, U32], result: I32 },
+  nkb_sock_add_flow: { parameters: [I32, U32, U32], result: I32 },
+  nkb_sock_del_flow: { parameters: [I32, U32, U32], result: I32 },
+  nkb_sock_detach: { parameters: [I32], result: I32 },
+  nkb_sock_info: { parameters: [I32, "buffer", U32], result: I32 },
+  nkb_sock_stats: { parameters: [I32, "buffer", U32], result: I32 },
+  nkb_sock_last_error: { parameters: [I32], result: I32 },
+  nkb_dest_set: { parameters: [I32, U32, U32, U32, "buffer", U32, U32], result: I32 },
+  nkb_dest_clear: { parameters: [I32], result: I32 },
+  nkb_send: { parameters: [I32, "buffer", U32, U32, U32], result: I32 },
+  nkb_send_batch: { parameters: [I32, "buffer", U32, "buffer", U32], result: I32 },
+  nkb_recv_batch: { parameters: [I32, "buffer", U32, "buffer", U32], result: I32 },
+  nkb_recv_batch_ptr: {
+    name: "nkb_recv_batch",
+    parameters: [I32, "pointer", U32, "pointer", U32],
+    result: I32,
+  },
+  nkb_wait: { parameters: [I32, U32, U32], result: I32 },
+  nkb_wait_async: { name: "nkb_wait", parameters: [I32, U32, U32], result: I32, nonblocking: true },
+  nkb_link_get: { parameters: [U32, "buffer"], result: I32 },
+  nkb_route_get: { parameters: [U32, "buffer"], result: I32 },
+  nkb_addr_ifindex: { parameters: [U32], result: I32 },
+  nkb_addr_first: { parameters: [U32, "buffer"], result: I32 },
+  nkb_neigh_get: { parameters: [U32, U32, "buffer"], result: I32 },
+  nkb_neigh_resolve: { parameters: [U32, U32], result: I32 },
+  nkb_caps: { parameters: ["buffer"], result: I32 },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+/** The ABI this TypeScript expects from the shim (NKB_ABI_VERSION in ffi/nkb.h). */
+export const ABI_VERSION = 1;
+
+/** Returned by send entries when a destination must be resolved first. */
+export const E_NEED_ROUTE = -10000;
+
+/** Words per datagram in the receive metadata array. */
+export const RECV_META_WORDS = 8;
+/** Words per datagram in the send metadata array. */
+export const SEND_META_WORDS = 4;
+/** Most datagrams one batch call moves. */
+export const BATCH_MAX = 1024;
+
+/** Socket options of nkb_sock_setopt. */
+export const Opt = {
+  busyWaitCnt: 1,
+  ttl: 2,
+  tos: 3,
+  multicastTtl: 4,
+  multicastLoop: 5,
+  reuseAddress: 6,
+  recvBuf: 7,
+  sendBuf: 8,
+  broadcast: 9,
+} as const;
+
+/** Operations of nkb_sock_mcast. */
+export const Mcast = { join: 1, leave: 2, setInterface: 3 } as const;
+
+/** Destination kinds of nkb_dest_set. */
+export const Dest = { bypass: 1, kernel: 2 } as const;
+
+/** Words of nkb_sock_stats. */
+export const Stat = {
+  ipkts: 0,
+  ipktsSpin: 1,
+  opkts: 2,
+  opktsSpin: 3,
+  sendSpinMax: 4,
+  rxDropped: 5,
+  rxInvalid: 6,
+  kernelIpkts: 7,
+  kernelOpkts: 8,
+  txFull: 9,
+  rxTruncated: 10,
+  engineDrops: 11,
+  count: 16,
+} as const;
+
+/** The loaded shim. */
+export type NkbLib = Deno.DynamicLibrary<typeof symbols>["symbols"];
+
+let loaded: NkbLib | null = null;
+
+function candidatePaths(): string[] {
+  const paths: string[] = [];
+  try {
+    const fromEnv = Deno.env.get("NKB_LIB");
+    if (fromEnv) paths.push(fromEnv);
+  } catch {
+    // Environment access denied: the local build is still a candidate.
+  }
+  const local = new URL("../zig-out/lib/libnkb.so", import.meta.url);
+  if (local.protocol === "file:") paths.push(local.pathname);
+  return paths;
+}
+
+/**
+ * Loads libnkb.so once: from `NKB_LIB` when set, else the build next to the
+ * sources (`zig-out/lib/libnkb.so`, made by `./nkbw build`).
+ */
+export function lib(): NkbLib {
+  if (loaded !== null) return loaded;
+  const errors: string[] = [];
+  for (const path of candidatePaths()) {
+    try {
+      const dl = Deno.dlopen(path, symbols);
+      const abi = dl.symbols.nkb_abi_version();
+      if (abi !== ABI_VERSION) {
+        dl.close();
+        errors.push(`${path}: ABI ${abi}, expected ${ABI_VERSION}`);
+        continue;
+      }
+      loaded = dl.symbols;
+      return loaded;
+    } catch (e) {
+      errors.push(`${path}: ${e instanceof Error ? e.message : String(e)}`);
+    }
+  }
+  throw new Error(
+    `nkb: cannot load libnkb.so (build it with ./nkbw build or set NKB_LIB): ${errors.join("; ")}`,
+  );
+}

@@ -1,0 +1,151 @@
+/**
+ * Kernel network facts the control plane decides on: links, routes, local
+ * addresses and neighbours, all looked up over rtnetlink by the shim.
+ *
+ * @module
+ */
+
+import { lib } from "./ffi.ts";
+
+/** One interface as rtnetlink describes it. */
+export interface LinkInfo {
+  ifindex: number;
+  name: string;
+  mtu: number;
+  flags: number;
+  rxQueues: number;
+  txQueues: number;
+  xdpProgId: number;
+  operstate: number;
+  arptype: number;
+  masterIfindex: number;
+  mac: Uint8Array;
+  kind: string;
+}
+
+/** A route lookup's answer. */
+export interface RouteInfo {
+  oif: number;
+  type: number;
+  prefsrcBe: number;
+  gatewayBe: number;
+}
+
+/** Route types (rtnetlink RTN_*). */
+export const RouteType = { unicast: 1, local: 2, broadcast: 3, multicast: 5 } as const;
+
+const IFF_UP = 0x1;
+const IFF_LOOPBACK = 0x8;
+const decoder = new TextDecoder();
+
+function cString(bytes: Uint8Array): string {
+  const end = bytes.indexOf(0);
+  return decoder.decode(end < 0 ? bytes : bytes.subarray(0, end));
+}
+
+/** Link facts of `ifindex`, or a negative errno. */
+export function linkGet(ifindex: number): LinkInfo | number {
+  const out = new Uint8Array(76);
+  const rc = lib().nkb_link_get(ifindex, out);
+  if (rc < 0) return rc;
+  const w = new Uint32Array(out.buffer, 0, 9);
+  return {
+    ifindex: w[0],
+    mtu: w[1],
+    flags: w[2],
+    rxQueues: w[3],
+    txQueues: w[4],
+    xdpProgId: w[5],
+    operstate: w[6],
+    arptype: w[7],
+    masterIfindex: w[8],
+    mac: out.slice(36, 42),
+    kind: cString(out.subarray(44, 60)),
+    name: cString(out.subarray(60, 76)),
+  };
+}
+
+/** True when the interface is administratively up. */
+export function linkIsUp(link: LinkInfo): boolean {
+  return (link.flags & IFF_UP) !== 0;
+}
+
+/** True for the loopback device. */
+export function linkIsLoopback(link: LinkInfo): boolean {
+  return (link.flags & IFF_LOOPBACK) !== 0 || link.arptype === 772;
+}
+
+/** Where the kernel would send a datagram to `dstBe`, or a negative errno. */
+export function routeGet(dstBe: number): RouteInfo | number {
+  const out = new Uint32Array(4);
+  const rc = lib().nkb_route_get(dstBe, new Uint8Array(out.buffer));
+  if (rc < 0) return rc;
+  return { oif: out[0], type: out[1], prefsrcBe: out[2], gatewayBe: out[3] };
+}
+
+/** The interface that owns local address `ipBe`, or a negative errno. */
+export function addrIfindex(ipBe: number): number {
+  return lib().nkb_addr_ifindex(ipBe);
+}
+
+/** The first IPv4 address of an interface, or a negative errno. */
+export function addrFirst(ifindex: number): number {
+  const out = new Uint32Array(1);
+  const rc = lib().nkb_addr_first(ifindex, new Uint8Array(out.buffer));
+  return rc < 0 ? rc : out[0];
+}
+
+const NUD_REACHABLE = 0x02;
+const NUD_STALE = 0x04;
+const NUD_DELAY = 0x08;
+const NUD_PROBE = 0x10;
+const NUD_NOARP = 0x40;
+const NUD_PERMANENT = 0x80;
+const NUD_USABLE = NUD_REACHABLE | NUD_STALE | NUD_DELAY | NUD_PROBE | NUD_NOARP |
+  NUD_PERMANENT;
+
+const sleepCell = new Int32Array(new SharedArrayBuffer(4));
+
+function sleepSync(ms: number): void {
+  Atomics.wait(sleepCell, 0, 0, ms);
+}
+
+/**
+ * The Ethernet address of next hop `ipBe` on `ifindex`, asking the kernel to
+ * resolve it when unknown; null when it stays unresolved within `timeoutMs`.
+ */
+export function neighbourMac(ifindex: number, ipBe: number, timeoutMs: number): Uint8Array | null {
+  const mac = new Uint8Array(6);
+  let state = lib().nkb_neigh_get(ifindex, ipBe, mac);
+  if (state > 0 && (state & NUD_USABLE) !== 0) {
+    // Stale entries are still right almost always; ask the kernel to confirm them.
+    if ((state & NUD_REACHABLE) === 0 && (state & (NUD_PERMANENT | NUD_NOARP)) === 0) {
+      lib().nkb_neigh_resolve(ifindex, ipBe);
+    }
+    return mac;
+  }
+  if (lib().nkb_neigh_resolve(ifindex, ipBe) < 0) return null;
+  const deadline = performance.now() + timeoutMs;
+  for (let i = 0; i < 1000 && performance.now() < deadline; i++) {
+    state = lib().nkb_neigh_get(ifindex, ipBe, mac);
+    if (state > 0 && (state & NUD_USABLE) !== 0) return mac;
+    sleepSync(1);
+  }
+  return null;
+}
+
+/** Effective capabilities and the memlock limit of this process. */
+export interface Privileges {
+  effective: bigint;
+  memlockCur: bigint;
+  memlockMax: bigint;
+  euid: number;
+}
+
+/** Reads this process's privileges, or a negative errno. */
+export function privileges(): Privileges | number {
+  const out = new BigUint64Array(4);
+  const rc = lib().nkb_caps(new Uint8Array(out.buffer));
+  if (rc < 0) return rc;
+  return { effective: out[0], memlockCur: out[1], memlockMax: out[2], euid: Number(out[3]) };
+}
