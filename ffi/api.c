@@ -132,6 +132,8 @@ int32_t nkb_sock_connect(int32_t h, uint32_t ip_be, uint32_t port) {
   struct sockaddr_in sin = nkb_sin(ip_be, port);
   if (ip_be == 0 && port == 0) sin.sin_family = AF_UNSPEC;  // dissolve the association
   if (connect(s->fd, (struct sockaddr *)&sin, sizeof(sin)) != 0) return -errno;
+  s->peer_be = ip_be;
+  s->peer_port = port;
   return 0;
 }
 

@@ -232,6 +232,12 @@ static void nkb_rx_frame(nkb_sock_t *s, int32_t self, nkb_engine_slot_t *es, uin
     nkb_frame_release(e, q, desc->addr);
     return;
   }
+  // A connected socket takes datagrams from its peer only, as the kernel's does.
+  if (os->peer_port != 0 && (pr.saddr_be != os->peer_be || pr.sport != os->peer_port)) {
+    os->stats[NKB_ST_RX_FOREIGN]++;
+    nkb_frame_release(e, q, desc->addr);
+    return;
+  }
   bool mine = owner == self && s->park_head == s->park_tail;
   if (mine && o->n < o->max && nkb_rx_fits(o, pr.payload_len)) {
     nkb_rx_put(o, frame + NKB_HDR_LEN, pr.payload_len, pr.saddr_be, pr.sport, 0);

@@ -66,6 +66,7 @@ enum {
   NKB_ST_TX_FULL,         // sends refused after the busy-wait count
   NKB_ST_RX_TRUNCATED,
   NKB_ST_ENGINE_DROPS,    // XDP_STATISTICS drops of the whole interface (all sockets)
+  NKB_ST_RX_FOREIGN,      // bypass frames from a source other than the connected peer
   NKB_ST_COUNT = 16,
 };
 

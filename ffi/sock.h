@@ -37,6 +37,8 @@ typedef struct nkb_sock {
   int32_t engine;         // index into the engine table, -1 on the kernel path
   uint32_t mtu;
   uint32_t busy_wait_cnt;
+  uint32_t peer_be;       // set by connect: the kernel would drop datagrams from others
+  uint32_t peer_port;     // 0 when not connected
   uint8_t ttl;
   uint8_t tos;
   uint8_t mcast_ttl;

@@ -95,6 +95,7 @@ export const Stat = {
   txFull: 9,
   rxTruncated: 10,
   engineDrops: 11,
+  rxForeign: 12,
   count: 16,
 } as const;
 

@@ -53,6 +53,8 @@ export interface BypassStats {
   rxTruncated: number;
   /** Drops the kernel counted on the interface's AF_XDP sockets (all sockets of this process). */
   interfaceDrops: number;
+  /** Bypass datagrams dropped because they came from someone other than the connected peer. */
+  rxForeign: number;
 }
 
 /** Options of {@linkcode UdpBypass.listenDatagram}. */
@@ -76,6 +78,16 @@ const NEIGH_TIMEOUT_MS = 200;
 const WAIT_SLICE_MS = 100;
 const MAX_DATAGRAM = 65507;
 const ownProgIds = new Set<number>();
+// Reasons where bypass was possible in principle but setting it up failed: the
+// cases _NET_KERNEL_BYPASS_ERR_EXIT=1 turns into an exit. The others (wildcard,
+// loopback, other kinds of interface) are not failures: the socket is simply not
+// a bypass candidate, as in the contract.
+const SETUP_FAILURES: ReadonlySet<FallbackReason> = new Set([
+  "missing-privilege",
+  "queue-busy",
+  "setup-failed",
+  "foreign-xdp-program",
+]);
 
 function checkAddr(addr: { hostname?: string; port: number }, what: string): [number, number] {
   const host = addr.hostname ?? "0.0.0.0";
@@ -129,7 +141,7 @@ export class UdpBypass implements Deno.DatagramConn {
     if (h < 0) throw errorFromErrno(h, "socket");
     this.#h = h;
     this.#check(lib().nkb_sock_setopt(h, Opt.busyWaitCnt, this.#opts.sendBusyWaitCnt), "setopt");
-    if (this.#opts.kernelOnly) this.#fallback("forced-kernel", "kernelOnly option", false);
+    if (this.#opts.kernelOnly) this.#fallback("forced-kernel", "kernelOnly option");
   }
 
   /** Creates a socket and binds it: like `Deno.listenDatagram`. */
@@ -288,6 +300,7 @@ export class UdpBypass implements Deno.DatagramConn {
       txFull: n(Stat.txFull),
       rxTruncated: n(Stat.rxTruncated),
       interfaceDrops: n(Stat.engineDrops),
+      rxForeign: n(Stat.rxForeign),
     };
   }
 
@@ -431,17 +444,17 @@ export class UdpBypass implements Deno.DatagramConn {
     this.#localBe = name[0];
     this.#localPort = name[1];
     const verdict = decide(this.#localBe, ownProgIds);
-    if (!verdict.ok) return this.#fallback(verdict.reason, verdict.detail, true);
+    if (!verdict.ok) return this.#fallback(verdict.reason, verdict.detail);
     const { link, frameSize, queues } = verdict;
     const rc = lib().nkb_sock_attach(this.#h, link.ifindex, queues, frameSize, 0, link.mtu);
     if (rc < 0) {
       const reason = rc === -16 ? "queue-busy" : "setup-failed";
-      return this.#fallback(reason, `AF_XDP on ${link.name}: ${errnoName(rc)}`, true);
+      return this.#fallback(reason, `AF_XDP on ${link.name}: ${errnoName(rc)}`);
     }
     const flow = lib().nkb_sock_add_flow(this.#h, this.#localBe, this.#localPort);
     if (flow < 0) {
       lib().nkb_sock_detach(this.#h);
-      return this.#fallback("setup-failed", `filter flow: ${errnoName(flow)}`, true);
+      return this.#fallback("setup-failed", `filter flow: ${errnoName(flow)}`);
     }
     const info = new Uint32Array(8);
     lib().nkb_sock_info(this.#h, new Uint8Array(info.buffer), 8);
@@ -451,11 +464,11 @@ export class UdpBypass implements Deno.DatagramConn {
     this.#reason = null;
   }
 
-  #fallback(reason: FallbackReason, detail: string, setupFailure: boolean): void {
+  #fallback(reason: FallbackReason, detail: string): void {
     this.#phase = "kernel";
     this.#reason = reason;
     this.#detail = detail;
-    if (setupFailure && this.#opts.errExit === 1 && reason !== "wildcard-bind") {
+    if (this.#opts.errExit === 1 && SETUP_FAILURES.has(reason)) {
       const err = new BypassSetupError(reason, detail);
       console.error(`nkb: ${err.message}; exiting (_NET_KERNEL_BYPASS_ERR_EXIT=1)`);
       Deno.exit(1);
