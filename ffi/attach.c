@@ -290,3 +290,8 @@ int32_t nkb_caps(uint64_t *out4) {
   out4[3] = (uint64_t)geteuid();
   return 0;
 }
+
+int32_t nkb_prog_name(uint32_t prog_id, uint8_t *out16) {
+  if (out16 == 0) return -EINVAL;
+  return nkb_filter_prog_name(prog_id, (char *)out16);
+}

@@ -398,3 +398,27 @@ void nkb_filter_close(nkb_filter_t *f) {
   memset(f, 0, sizeof(*f));
   assert(f->link_fd == 0 && f->prog_fd == 0);
 }
+
+int32_t nkb_filter_prog_name(uint32_t prog_id, char name_out[16]) {
+  assert(name_out != NULL);
+  if (prog_id == 0) return -EINVAL;
+  union bpf_attr attr;
+  memset(&attr, 0, sizeof(attr));
+  attr.prog_id = prog_id;
+  const int32_t fd = nkb_bpf(BPF_PROG_GET_FD_BY_ID, &attr, sizeof(attr));
+  if (fd < 0) return fd;
+  struct bpf_prog_info info;
+  memset(&info, 0, sizeof(info));
+  memset(&attr, 0, sizeof(attr));
+  attr.info.bpf_fd = (uint32_t)fd;
+  attr.info.info_len = sizeof(info);
+  attr.info.info = (uint64_t)(uintptr_t)&info;
+  const int32_t rc = nkb_bpf(BPF_OBJ_GET_INFO_BY_FD, &attr, sizeof(attr));
+  close(fd);
+  if (rc < 0) return rc;
+  _Static_assert(sizeof(info.name) == 16, "BPF_OBJ_NAME_LEN");
+  memcpy(name_out, info.name, sizeof(info.name));
+  name_out[15] = 0;
+  assert(strlen(name_out) < 16);
+  return 0;
+}

@@ -87,5 +87,8 @@ int32_t nkb_filter_del_flow(nkb_filter_t *f, uint32_t daddr_be, uint16_t dport_b
 // Closes every fd (link first, so the program detaches) and zeroes *f. Safe on a zeroed f
 // and on one already closed (fds set to -1).
 void nkb_filter_close(nkb_filter_t *f);
+// The name of loaded program prog_id (ours are "nkb_xdp"): tells another nkb process's
+// filter from a foreign program. 0 or -errno.
+int32_t nkb_filter_prog_name(uint32_t prog_id, char name_out[16]);
 
 #endif

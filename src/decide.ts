@@ -12,6 +12,7 @@ import {
   linkIsLoopback,
   linkIsUp,
   privileges,
+  progName,
 } from "./netinfo.ts";
 import { errnoName } from "./errors.ts";
 
@@ -40,6 +41,8 @@ const ARPHRD_ETHER = 1;
 const XDP_HEADROOM = 256;
 const ETH_HEADER = 14;
 const MAX_QUEUES = 8;
+/** The name our shim gives its XDP program (bpf_filter.c). */
+const NKB_PROG_NAME = "nkb_xdp";
 
 const CAP_NET_ADMIN = 12n;
 const CAP_NET_RAW = 13n;
@@ -76,6 +79,13 @@ export function judgeLink(link: LinkInfo, ownProgIds: ReadonlySet<number>): Deci
     return no("unsupported-interface", `${link.name} is enslaved to ifindex ${link.masterIfindex}`);
   }
   if (link.xdpProgId !== 0 && !ownProgIds.has(link.xdpProgId)) {
+    const name = progName(link.xdpProgId);
+    if (name === NKB_PROG_NAME) {
+      return no(
+        "queue-busy",
+        `another nkb process holds ${link.name} (XDP program ${link.xdpProgId})`,
+      );
+    }
     return no("foreign-xdp-program", `${link.name} already runs XDP program ${link.xdpProgId}`);
   }
   if (!linkIsUp(link)) return no("interface-down", `${link.name} is down`);

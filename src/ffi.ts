@@ -47,6 +47,7 @@ export const symbols = {
   nkb_neigh_get: { parameters: [U32, U32, "buffer"], result: I32 },
   nkb_neigh_resolve: { parameters: [U32, U32], result: I32 },
   nkb_caps: { parameters: ["buffer"], result: I32 },
+  nkb_prog_name: { parameters: [U32, "buffer"], result: I32 },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The ABI this TypeScript expects from the shim (NKB_ABI_VERSION in ffi/nkb.h). */

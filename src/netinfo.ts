@@ -149,3 +149,10 @@ export function privileges(): Privileges | number {
   if (rc < 0) return rc;
   return { effective: out[0], memlockCur: out[1], memlockMax: out[2], euid: Number(out[3]) };
 }
+
+/** The name of a loaded BPF program ("nkb_xdp" for ours), or a negative errno. */
+export function progName(progId: number): string | number {
+  const out = new Uint8Array(16);
+  const rc = lib().nkb_prog_name(progId, out);
+  return rc < 0 ? rc : cString(out);
+}
