@@ -9,11 +9,12 @@
 #include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "sock.h"
 
-#define NKB_WAIT_MAX_MS 60000u
+#define NKB_WAIT_MAX_US 60000000u
 #define NKB_SPIN_POLL_EVERY 16u   // spins between looks at the companion socket
 #define NKB_SPIN_CLOCK_EVERY 64u  // spins between clock reads
 #define NKB_RX_EXTRA 32u          // descriptors read beyond the caller's room (other sockets' frames)
@@ -338,9 +339,9 @@ static bool nkb_ready_fd(int32_t fd) {
   return poll(&p, 1, 0) > 0;
 }
 
-static int32_t nkb_wait_spin(nkb_sock_t *s, const nkb_engine_t *e, uint32_t timeout_ms) {
-  uint64_t deadline = nkb_now_ns() + (uint64_t)timeout_ms * 1000000ull;
-  uint64_t max_iter = (uint64_t)timeout_ms * 1000000ull + 1000u;  // also bounded by count
+static int32_t nkb_wait_spin(nkb_sock_t *s, const nkb_engine_t *e, uint32_t timeout_us) {
+  uint64_t deadline = nkb_now_ns() + (uint64_t)timeout_us * 1000ull;
+  uint64_t max_iter = (uint64_t)timeout_us * 1000ull + 1000u;  // also bounded by count
   for (uint64_t i = 0; i < max_iter; i++) {
     if (__atomic_load_n(&s->closing, __ATOMIC_ACQUIRE)) return -EBADF;
     if (nkb_ready_ring(s, e)) {
@@ -354,7 +355,7 @@ static int32_t nkb_wait_spin(nkb_sock_t *s, const nkb_engine_t *e, uint32_t time
   return 0;
 }
 
-static int32_t nkb_wait_sleep(nkb_sock_t *s, const nkb_engine_t *e, uint32_t timeout_ms) {
+static int32_t nkb_wait_sleep(nkb_sock_t *s, const nkb_engine_t *e, uint32_t timeout_us) {
   struct pollfd fds[2 + NKB_MAX_QUEUES];
   uint32_t n = 0;
   fds[n++] = (struct pollfd){.fd = s->wake_fd, .events = POLLIN, .revents = 0};
@@ -364,15 +365,17 @@ static int32_t nkb_wait_sleep(nkb_sock_t *s, const nkb_engine_t *e, uint32_t tim
   }
   assert(n <= 2 + NKB_MAX_QUEUES);
   if (nkb_ready_ring(s, e)) return 1;
-  int r = poll(fds, n, (int)timeout_ms);
+  struct timespec ts = {.tv_sec = timeout_us / 1000000u,
+                        .tv_nsec = (long)(timeout_us % 1000000u) * 1000L};
+  int r = ppoll(fds, n, &ts, 0);
   if (r < 0) return errno == EINTR ? 0 : -errno;
   if (fds[0].revents != 0 || __atomic_load_n(&s->closing, __ATOMIC_ACQUIRE)) return -EBADF;
   if (r > 0) return 1;
   return nkb_ready_ring(s, e) ? 1 : 0;
 }
 
-int32_t nkb_wait(int32_t h, uint32_t timeout_ms, uint32_t spin) {
-  if (timeout_ms > NKB_WAIT_MAX_MS) timeout_ms = NKB_WAIT_MAX_MS;
+int32_t nkb_wait(int32_t h, uint32_t timeout_us, uint32_t spin) {
+  if (timeout_us > NKB_WAIT_MAX_US) timeout_us = NKB_WAIT_MAX_US;
   // Pin the socket: nkb_sock_free refuses while a wait runs on another thread.
   pthread_mutex_lock(&g_lock);
   nkb_sock_t *s = nkb_sock_get(h);
@@ -380,7 +383,7 @@ int32_t nkb_wait(int32_t h, uint32_t timeout_ms, uint32_t spin) {
   const nkb_engine_t *e = s != 0 ? nkb_sock_engine(s) : 0;
   pthread_mutex_unlock(&g_lock);
   if (s == 0) return -EBADF;
-  int32_t rc = spin ? nkb_wait_spin(s, e, timeout_ms) : nkb_wait_sleep(s, e, timeout_ms);
+  int32_t rc = spin ? nkb_wait_spin(s, e, timeout_us) : nkb_wait_sleep(s, e, timeout_us);
   assert(rc <= 1);
   __atomic_sub_fetch(&s->waiters, 1u, __ATOMIC_ACQ_REL);
   return rc;

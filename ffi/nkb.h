@@ -101,7 +101,8 @@ NKB_API int32_t nkb_send_batch(int32_t h, const uint8_t *buf, uint32_t buf_len,
                                const uint32_t *meta, uint32_t count);
 NKB_API int32_t nkb_recv_batch(int32_t h, uint8_t *buf, uint32_t buf_len, uint32_t *meta,
                                uint32_t max_msgs);
-NKB_API int32_t nkb_wait(int32_t h, uint32_t timeout_ms, uint32_t spin);
+// Waits up to timeout_us for data on either path: 1 ready, 0 timed out, -EBADF closed.
+NKB_API int32_t nkb_wait(int32_t h, uint32_t timeout_us, uint32_t spin);
 
 NKB_API int32_t nkb_link_get(uint32_t ifindex, uint8_t *out76);
 NKB_API int32_t nkb_route_get(uint32_t dst_be, uint32_t *out4);

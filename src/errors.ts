@@ -11,6 +11,7 @@ export class NkbError extends Error {
   readonly code: string;
   /** The errno behind it, when one is. */
   readonly errno: number;
+  /** An error with a stable `code` and the errno behind it (0 when none). */
   constructor(code: string, message: string, errno = 0) {
     super(message);
     this.name = "NkbError";
@@ -21,6 +22,7 @@ export class NkbError extends Error {
 
 /** The TX ring stayed full through every busy-wait try (`_NET_KERNEL_BYPASS_SEND_BUSY_WAIT_CNT`). */
 export class TxRingFullError extends NkbError {
+  /** `tries`: the busy-wait count that was exhausted. */
   constructor(tries: number) {
     super("ERR_TX_RING_FULL", `TX ring still full after ${tries} busy-wait tries`, 105);
     this.name = "TxRingFullError";
@@ -29,6 +31,7 @@ export class TxRingFullError extends NkbError {
 
 /** Bypass setup failed and `_NET_KERNEL_BYPASS_ERR_EXIT=1` asked to stop. */
 export class BypassSetupError extends NkbError {
+  /** `reason`: the fallback code; `detail`: what failed. */
   constructor(reason: string, detail: string) {
     super("ERR_BYPASS_SETUP", `kernel bypass setup failed (${reason}): ${detail}`);
     this.name = "BypassSetupError";
