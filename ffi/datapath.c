@@ -64,7 +64,7 @@ static int32_t nkb_send_ring(nkb_sock_t *s, nkb_engine_t *e, const nkb_dest_t *d
   nkb_xsk_t *x = &e->xsk[0];
   uint32_t idx = 0;
   uint32_t got = nkb_ring_reserve(&x->tx, 1, &idx);
-  assert(got == 1);  // the ring has a slot for every TX frame
+  assert(got == 1);  // the ring has a slot for every TX frame twice over
   uint64_t addr = e->tx_free[--e->tx_free_count];
   assert(addr + NKB_HDR_LEN + len <= e->umem_len);
   uint32_t flen = nkb_frame_build(e->umem + addr, &d->tmpl, buf, len, e->ip_id++);

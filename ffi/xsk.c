@@ -78,24 +78,25 @@ static void nkb_ring_init_producer(nkb_ring_t *r) {
 }
 
 static int32_t nkb_xsk_rings(nkb_xsk_t *x, bool with_tx) {
-  int32_t rc = nkb_ring_size_opt(x->fd, XDP_UMEM_FILL_RING, NKB_RING_SIZE);
+  int32_t rc = nkb_ring_size_opt(x->fd, XDP_UMEM_FILL_RING, NKB_PROD_RING_SIZE);
   if (rc == 0) rc = nkb_ring_size_opt(x->fd, XDP_UMEM_COMPLETION_RING, NKB_RING_SIZE);
   if (rc == 0) rc = nkb_ring_size_opt(x->fd, XDP_RX_RING, NKB_RING_SIZE);
-  if (rc == 0 && with_tx) rc = nkb_ring_size_opt(x->fd, XDP_TX_RING, NKB_RING_SIZE);
+  if (rc == 0 && with_tx) rc = nkb_ring_size_opt(x->fd, XDP_TX_RING, NKB_PROD_RING_SIZE);
   if (rc != 0) return rc;
   struct xdp_mmap_offsets off;
   memset(&off, 0, sizeof(off));
   socklen_t len = sizeof(off);
   if (getsockopt(x->fd, SOL_XDP, XDP_MMAP_OFFSETS, &off, &len) != 0) return -errno;
   if (len != sizeof(off)) return -EPROTO;
-  rc = nkb_ring_map(&x->fill, x->fd, &off.fr, XDP_UMEM_PGOFF_FILL_RING, NKB_RING_SIZE, 8);
+  rc = nkb_ring_map(&x->fill, x->fd, &off.fr, XDP_UMEM_PGOFF_FILL_RING, NKB_PROD_RING_SIZE,
+                    8);
   if (rc == 0)
     rc = nkb_ring_map(&x->comp, x->fd, &off.cr, XDP_UMEM_PGOFF_COMPLETION_RING, NKB_RING_SIZE, 8);
   if (rc == 0)
     rc = nkb_ring_map(&x->rx, x->fd, &off.rx, XDP_PGOFF_RX_RING, NKB_RING_SIZE,
                       sizeof(struct xdp_desc));
   if (rc == 0 && with_tx)
-    rc = nkb_ring_map(&x->tx, x->fd, &off.tx, XDP_PGOFF_TX_RING, NKB_RING_SIZE,
+    rc = nkb_ring_map(&x->tx, x->fd, &off.tx, XDP_PGOFF_TX_RING, NKB_PROD_RING_SIZE,
                       sizeof(struct xdp_desc));
   if (rc != 0) return rc;
   nkb_ring_init_producer(&x->fill);
@@ -127,7 +128,7 @@ static int32_t nkb_xsk_bind(nkb_xsk_t *x, uint32_t ifindex, int32_t shared_fd) {
 static void nkb_xsk_fill_all(nkb_xsk_t *x, uint32_t frame_size) {
   uint32_t idx = 0;
   uint32_t n = nkb_ring_reserve(&x->fill, NKB_RX_FRAMES, &idx);
-  assert(n == NKB_RX_FRAMES);  // NKB_RX_FRAMES <= NKB_RING_SIZE, ring empty at start
+  assert(n == NKB_RX_FRAMES);  // NKB_RX_FRAMES < NKB_PROD_RING_SIZE, ring empty at start
   for (uint32_t i = 0; i < n; i++) {
     *nkb_ring_addr(&x->fill, idx + i) = x->rx_frame_base + (uint64_t)i * frame_size;
   }
@@ -278,7 +279,7 @@ void nkb_engine_refill(nkb_engine_t *e, uint32_t q, uint64_t addr) {
   assert(addr < e->umem_len);
   nkb_xsk_t *x = &e->xsk[q];
   uint32_t idx = 0;
-  // The fill ring holds every RX frame of its queue, so a slot is always free.
+  // The fill ring has a slot for every RX frame twice over (see NKB_PROD_RING_SIZE).
   uint32_t n = nkb_ring_reserve(&x->fill, 1, &idx);
   assert(n == 1);
   *nkb_ring_addr(&x->fill, idx) = addr - addr % e->frame_size;

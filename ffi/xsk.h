@@ -14,7 +14,11 @@
 #define NKB_MAX_QUEUES 8u      // receive queues covered per interface
 #define NKB_RX_FRAMES 2048u    // frames per queue owned by the fill/RX side
 #define NKB_TX_FRAMES 2048u    // frames owned by the TX side (queue 0 only)
-#define NKB_RING_SIZE 2048u    // entries in every ring (power of two)
+#define NKB_RING_SIZE 2048u    // entries in the rings the kernel produces: RX, completion
+// Rings we produce (fill, TX) have twice as many slots as frames: the kernel publishes a
+// new RX (or completion) entry before it publishes the consumer index of the fill (or TX)
+// ring that the frame came from, so a frame can come back before its old slot is free.
+#define NKB_PROD_RING_SIZE (2u * NKB_RING_SIZE)
 #define NKB_XDP_HEADROOM 256u  // the kernel puts RX data this far into a chunk
 
 // One ring as mapped from the kernel: producer and consumer are shared with it.

@@ -1,0 +1,76 @@
+/**
+ * What the benchmark workers share: argument parsing, JSON-line output and the
+ * datagram format (a little-endian u32 sequence number at offset 0).
+ *
+ * @module
+ */
+
+/** Sequence number of the datagrams that mark the end of a run. */
+export const SEQ_END = 0xffff_ffff;
+/** Sequence number of warm-up datagrams (not counted). */
+export const SEQ_WARM = 0xffff_fffe;
+
+/** `--key value` arguments as a map. */
+export function parseArgs(args: readonly string[]): Map<string, string> {
+  const out = new Map<string, string>();
+  for (let i = 0; i + 1 < args.length; i += 2) {
+    if (!args[i].startsWith("--")) throw new Error(`bad argument ${args[i]}`);
+    out.set(args[i].slice(2), args[i + 1]);
+  }
+  return out;
+}
+
+/** A required string argument. */
+export function str(args: Map<string, string>, key: string): string {
+  const v = args.get(key);
+  if (v === undefined) throw new Error(`missing --${key}`);
+  return v;
+}
+
+/** A required non-negative integer argument. */
+export function int(args: Map<string, string>, key: string): number {
+  const v = Number(str(args, key));
+  if (!Number.isInteger(v) || v < 0) throw new Error(`--${key} must be a non-negative integer`);
+  return v;
+}
+
+/** The implementation a worker measures. */
+export function impl(args: Map<string, string>): "nkb" | "kernel" {
+  const v = str(args, "impl");
+  if (v !== "nkb" && v !== "kernel") throw new Error(`--impl must be nkb or kernel, got ${v}`);
+  return v;
+}
+
+const encoder = new TextEncoder();
+
+/** Writes one JSON line to stdout, synchronously (busy loops never yield to the event loop). */
+export function emit(msg: Record<string, unknown>): void {
+  const bytes = encoder.encode(JSON.stringify(msg) + "\n");
+  let off = 0;
+  for (let i = 0; i < 1000 && off < bytes.length; i++) {
+    off += Deno.stdout.writeSync(bytes.subarray(off));
+  }
+}
+
+/** Resolves after `ms` milliseconds. */
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Blocks the thread for `ms` milliseconds without yielding (for sync workers). */
+export function spinFor(ms: number): void {
+  const end = performance.now() + ms;
+  for (let i = 0; i < 1e9 && performance.now() < end; i++) {
+    // spin
+  }
+}
+
+/** Runs `main`, reporting any error as `{ error }` and exiting non-zero. */
+export async function runWorker(main: () => Promise<void> | void): Promise<void> {
+  try {
+    await main();
+  } catch (e) {
+    emit({ error: e instanceof Error ? `${e.name}: ${e.message}` : String(e) });
+    Deno.exit(1);
+  }
+}

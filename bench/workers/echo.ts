@@ -1,0 +1,95 @@
+/**
+ * Echo-server worker: sends every datagram back to its sender until the first
+ * end marker (or `--max-ms`). The nkb variant busy-polls (recvMode 1).
+ *
+ * `--impl nkb|kernel --host IP --port N --max-ms N`
+ *
+ * Prints `{ready, bypass}` once listening, then `{result}`.
+ *
+ * @module
+ */
+
+import { UdpBypass } from "../../mod.ts";
+import { emit, impl, int, parseArgs, runWorker, SEQ_END, str } from "./common.ts";
+
+const SLICE_MS = 20;
+const SEND_BUSY_WAIT_CNT = 1000;
+
+function isEnd(data: Uint8Array): boolean {
+  if (data.byteLength < 4) return false;
+  return new DataView(data.buffer, data.byteOffset).getUint32(0, true) === SEQ_END;
+}
+
+function echoNkb(host: string, port: number, maxMs: number): void {
+  const sock = UdpBypass.listenDatagram({
+    transport: "udp",
+    hostname: host,
+    port,
+    recvMode: 1,
+    sendBusyWaitCnt: SEND_BUSY_WAIT_CNT,
+  });
+  emit({ ready: true, bypass: sock.bypass });
+  const buf = new Uint8Array(65536);
+  const hardEnd = performance.now() + maxMs;
+  let echoed = 0;
+  let ended = false;
+  const maxIter = 1e10;
+  for (let i = 0; i < maxIter; i++) {
+    const got = sock.receiveSync(buf, { timeoutMs: SLICE_MS });
+    if (got === null) {
+      if (performance.now() > hardEnd) break;
+      continue;
+    }
+    if (isEnd(got[0])) {
+      ended = true;
+      break;
+    }
+    sock.sendSync(got[0], got[1]);
+    echoed++;
+    if ((i & 4095) === 0 && performance.now() > hardEnd) break;
+  }
+  emit({ result: { echoed, ended, stats: sock.stats() } });
+  sock.close();
+}
+
+async function echoKernel(host: string, port: number, maxMs: number): Promise<void> {
+  const conn = Deno.listenDatagram({ transport: "udp", hostname: host, port });
+  emit({ ready: true, bypass: null });
+  const buf = new Uint8Array(65536);
+  let closed = false;
+  const timer = setTimeout(() => {
+    closed = true;
+    conn.close();
+  }, maxMs);
+  let echoed = 0;
+  let ended = false;
+  const maxIter = 1e10;
+  for (let i = 0; i < maxIter; i++) {
+    let data: Uint8Array;
+    let from: Deno.Addr;
+    try {
+      [data, from] = await conn.receive(buf);
+    } catch (e) {
+      if (closed) break;
+      throw e;
+    }
+    if (isEnd(data)) {
+      ended = true;
+      break;
+    }
+    await conn.send(data, from);
+    echoed++;
+  }
+  clearTimeout(timer);
+  emit({ result: { echoed, ended, stats: null } });
+  if (!closed) conn.close();
+}
+
+await runWorker(async () => {
+  const args = parseArgs(Deno.args);
+  const host = str(args, "host");
+  const port = int(args, "port");
+  const maxMs = int(args, "max-ms");
+  if (impl(args) === "nkb") echoNkb(host, port, maxMs);
+  else await echoKernel(host, port, maxMs);
+});

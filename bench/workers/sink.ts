@@ -1,0 +1,112 @@
+/**
+ * Receive-side worker: receives sequence-numbered datagrams until the first
+ * end marker (or `--max-ms`), then prints what it got.
+ *
+ * `--impl nkb|kernel --host IP --port N --max-ms N`
+ *
+ * Prints `{ready, bypass}` once listening, then `{result}`.
+ *
+ * @module
+ */
+
+import { UdpBypass } from "../../mod.ts";
+import { emit, impl, int, parseArgs, runWorker, SEQ_END, SEQ_WARM, str } from "./common.ts";
+
+/** What a sink counted. */
+interface Tally {
+  received: number;
+  warm: number;
+  short: number;
+  ended: boolean;
+  firstMs: number;
+  lastMs: number;
+  maxSeq: number;
+}
+
+const TIME_EVERY = 64; // packets between clock reads
+const SLICE_MS = 20;
+
+function newTally(): Tally {
+  return { received: 0, warm: 0, short: 0, ended: false, firstMs: 0, lastMs: 0, maxSeq: -1 };
+}
+
+// Counts one datagram; returns false at the end marker.
+function count(t: Tally, view: DataView, off: number, len: number): boolean {
+  if (len < 4) {
+    t.short++;
+    return true;
+  }
+  const seq = view.getUint32(off, true);
+  if (seq === SEQ_END) {
+    t.ended = true;
+    return false;
+  }
+  if (seq === SEQ_WARM) {
+    t.warm++;
+    return true;
+  }
+  if (t.received === 0) t.firstMs = t.lastMs = performance.now();
+  t.received++;
+  if (seq > t.maxSeq) t.maxSeq = seq;
+  if (t.received % TIME_EVERY === 0) t.lastMs = performance.now();
+  return true;
+}
+
+function sinkNkb(host: string, port: number, maxMs: number): void {
+  const sock = UdpBypass.listenDatagram({ transport: "udp", hostname: host, port, recvMode: 1 });
+  emit({ ready: true, bypass: sock.bypass });
+  const buf = new Uint8Array(65536);
+  const view = new DataView(buf.buffer);
+  const t = newTally();
+  const hardEnd = performance.now() + maxMs;
+  const maxIter = 1e10;
+  for (let i = 0; i < maxIter; i++) {
+    const got = sock.receiveSync(buf, { timeoutMs: SLICE_MS });
+    if (got === null) {
+      if (performance.now() > hardEnd) break;
+      continue;
+    }
+    const data = got[0];
+    if (!count(t, view, data.byteOffset, data.byteLength)) break;
+    if ((i & 4095) === 0 && performance.now() > hardEnd) break;
+  }
+  emit({ result: { ...t, spanMs: t.lastMs - t.firstMs, stats: sock.stats() } });
+  sock.close();
+}
+
+async function sinkKernel(host: string, port: number, maxMs: number): Promise<void> {
+  const conn = Deno.listenDatagram({ transport: "udp", hostname: host, port });
+  emit({ ready: true, bypass: null });
+  const buf = new Uint8Array(65536);
+  const view = new DataView(buf.buffer);
+  const t = newTally();
+  let closed = false;
+  // The hard bound: closing the socket makes the pending receive reject.
+  const timer = setTimeout(() => {
+    closed = true;
+    conn.close();
+  }, maxMs);
+  const maxIter = 1e10;
+  for (let i = 0; i < maxIter; i++) {
+    let data: Uint8Array;
+    try {
+      [data] = await conn.receive(buf);
+    } catch (e) {
+      if (closed) break;
+      throw e;
+    }
+    if (!count(t, view, data.byteOffset, data.byteLength)) break;
+  }
+  clearTimeout(timer);
+  emit({ result: { ...t, spanMs: t.lastMs - t.firstMs, stats: null } });
+  if (!closed) conn.close();
+}
+
+await runWorker(async () => {
+  const args = parseArgs(Deno.args);
+  const host = str(args, "host");
+  const port = int(args, "port");
+  const maxMs = int(args, "max-ms");
+  if (impl(args) === "nkb") sinkNkb(host, port, maxMs);
+  else await sinkKernel(host, port, maxMs);
+});
