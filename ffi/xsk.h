@@ -12,14 +12,18 @@
 #include "nkb_net.h"
 
 #define NKB_MAX_QUEUES 8u      // receive queues covered per interface
-#define NKB_RX_FRAMES 2048u    // frames per queue owned by the fill/RX side
+#define NKB_RX_FRAMES 4096u    // frames per queue owned by the fill/RX side (slack for GC pauses)
 #define NKB_TX_FRAMES 2048u    // frames owned by the TX side (queue 0 only)
-#define NKB_RING_SIZE 2048u    // entries in the rings the kernel produces: RX, completion
+#define NKB_RING_SIZE 4096u    // entries in the rings the kernel produces: RX, completion
 // Rings we produce (fill, TX) have twice as many slots as frames: the kernel publishes a
 // new RX (or completion) entry before it publishes the consumer index of the fill (or TX)
 // ring that the frame came from, so a frame can come back before its old slot is free.
 #define NKB_PROD_RING_SIZE (2u * NKB_RING_SIZE)
 #define NKB_XDP_HEADROOM 256u  // the kernel puts RX data this far into a chunk
+
+_Static_assert((NKB_RING_SIZE & (NKB_RING_SIZE - 1u)) == 0, "ring sizes are powers of two");
+_Static_assert(NKB_RX_FRAMES <= NKB_RING_SIZE, "the RX ring holds every RX frame");
+_Static_assert(NKB_TX_FRAMES <= NKB_RING_SIZE, "the completion ring holds every TX frame");
 
 // One ring as mapped from the kernel: producer and consumer are shared with it.
 typedef struct nkb_ring {

@@ -106,7 +106,9 @@ export class JsonChild {
       const left = deadline - Date.now();
       if (left <= 0) {
         this.kill("SIGKILL");
-        throw new Error(`${this.name}: did not exit within ${timeoutMs} ms; stderr:\n${this.#stderr}`);
+        throw new Error(
+          `${this.name}: did not exit within ${timeoutMs} ms; stderr:\n${this.#stderr}`,
+        );
       }
       await this.#sleepOrWake(left);
     }
@@ -131,7 +133,7 @@ export class JsonChild {
       // the child may be gone
     }
     this.kill("SIGKILL");
-    let timer = 0;
+    let timer: ReturnType<typeof setTimeout> | undefined;
     await Promise.race([
       this.#done,
       new Promise<void>((resolve) => timer = setTimeout(resolve, 3000)),
@@ -160,7 +162,7 @@ export class JsonChild {
   }
 
   async #sleepOrWake(ms: number): Promise<void> {
-    let timer = 0;
+    let timer: ReturnType<typeof setTimeout> | undefined;
     await new Promise<void>((resolve) => {
       this.#wake = resolve;
       timer = setTimeout(resolve, Math.min(ms, 1000));
