@@ -1,8 +1,8 @@
 /**
  * The embedded default network: two network namespaces joined by a veth pair,
- * for the demo and the benchmark. Addresses come from 198.18.0.0/15 only (the
- * benchmarking block of RFC 2544), so nothing here can collide with a real
- * network. Needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN) and `ip` (iproute2).
+ * for the demo, the benchmark and the integration tests. Addresses come from
+ * 198.18.0.0/15 only (the benchmarking block of RFC 2544), so nothing here can
+ * collide with a real network. Needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN) and `ip` (iproute2).
  *
  * Deleting the namespaces removes the veth. Every testbed this process created
  * is also deleted on SIGINT, SIGTERM, an uncaught error and at exit, and
@@ -36,8 +36,12 @@ export interface TestbedSide {
 
 /** Options of {@linkcode Testbed.create}. */
 export interface TestbedOptions {
-  /** The third octet of both addresses (198.18.X.1 and 198.18.X.2), 0..255; default 0. */
-  thirdOctet?: number;
+  /**
+   * The third octet of both addresses (198.18.X.1 and 198.18.X.2), 0..255; default 0.
+   * `"next"`: 1..250 in turn from a random start, so each testbed of this process
+   * gets another /24.
+   */
+  thirdOctet?: number | "next";
   /** veth receive queues per end (`ip link ... numrxqueues N`); default: the kernel's (1). */
   numRxQueues?: number;
   /** veth transmit queues per end (`ip link ... numtxqueues N`); default: the kernel's (1). */
@@ -48,6 +52,11 @@ export interface TestbedOptions {
   ipv6?: boolean;
   /** Bound of each setup command in milliseconds; default 10000. */
   commandTimeoutMs?: number;
+  /**
+   * The directory of relative scripts given to {@linkcode Testbed.spawnDeno} and
+   * {@linkcode Testbed.spawnPython}; default: the current directory.
+   */
+  scriptDir?: string;
 }
 
 /** Output of a finished command. */
@@ -60,7 +69,7 @@ export interface ExecResult {
   stderr: string;
 }
 
-/** Options of {@linkcode Testbed.spawn} and {@linkcode Testbed.spawnDeno}. */
+/** Options of {@linkcode Testbed.spawn} and the script starters built on it. */
 export interface SpawnOptions {
   /** Variables added to the inherited environment. */
   env?: Record<string, string>;
@@ -88,6 +97,7 @@ const DISPOSE_TIMEOUT_MS = 3_000;
 const STDERR_KEEP_CHARS = 8_000;
 const MAX_QUEUES = 64;
 const decoder = new TextDecoder();
+let lastOctet = Math.floor(Math.random() * 250); // for thirdOctet "next"
 
 /** Resolves after `ms` milliseconds. */
 export function sleep(ms: number): Promise<void> {
@@ -204,8 +214,9 @@ export class TestbedProcess {
         if (pred(m)) return m;
       }
       if (this.#exited !== null) {
+        const { code, signal } = this.#exited;
         throw new Error(
-          `${this.name}: exited (code ${this.#exited.code}) before ${what}` + this.#tail(),
+          `${this.name}: exited (code ${code}, signal ${signal}) before ${what}` + this.#tail(),
         );
       }
       const left = deadline - Date.now();
@@ -408,7 +419,8 @@ export class Testbed {
   #closed = false;
 
   private constructor(opts: TestbedOptions) {
-    const octet = opts.thirdOctet ?? 0;
+    if (opts.thirdOctet === "next") lastOctet = lastOctet % 250 + 1;
+    const octet = opts.thirdOctet === "next" ? lastOctet : opts.thirdOctet ?? 0;
     if (!Number.isInteger(octet) || octet < 0 || octet > 255) {
       throw new RangeError(`thirdOctet must be an integer 0..255, got ${octet}`);
     }
@@ -496,12 +508,24 @@ export class Testbed {
 
   /**
    * Starts `<this deno> run -A --unstable-net --no-lock script ...args` in side
-   * `s`'s namespace. A relative `script` is taken from the current directory.
+   * `s`'s namespace. A relative `script` is taken from `scriptDir`.
    */
   spawnDeno(s: Side, script: string, args: string[] = [], opts: SpawnOptions = {}): TestbedProcess {
-    const cmd = [Deno.execPath(), "run", "-A", "--unstable-net", "--no-lock", script, ...args];
-    const base = script.slice(script.lastIndexOf("/") + 1);
-    return this.spawn(s, cmd, { ...opts, name: opts.name ?? `${base}@${s}` });
+    const deno = [Deno.execPath(), "run", "-A", "--unstable-net", "--no-lock"];
+    return this.#spawnScript(s, deno, script, args, opts);
+  }
+
+  /**
+   * Starts `python3 script ...args` in side `s`'s namespace. A relative
+   * `script` is taken from `scriptDir`.
+   */
+  spawnPython(
+    s: Side,
+    script: string,
+    args: string[] = [],
+    opts: SpawnOptions = {},
+  ): TestbedProcess {
+    return this.#spawnScript(s, ["python3"], script, args, opts);
   }
 
   /** The processes spawned so far (killed by {@linkcode close}). */
@@ -512,6 +536,26 @@ export class Testbed {
   /** The `Udp:` counters of /proc/net/snmp in side `s`'s namespace. */
   async udpCounters(s: Side): Promise<UdpCounters> {
     return parseUdpCounters(await this.execOk(s, ["cat", "/proc/net/snmp"]));
+  }
+
+  /** `ip -d link show dev ifname` in side `s`'s namespace (default: the side's veth end). */
+  linkText(s: Side, ifname: string = this.side(s).ifname): Promise<string> {
+    return this.execOk(s, ["ip", "-d", "link", "show", "dev", ifname]);
+  }
+
+  /** Whether an XDP program (native, generic or offload) is attached to `ifname` in side `s`. */
+  async xdpAttached(s: Side, ifname: string = this.side(s).ifname): Promise<boolean> {
+    return /\bprog\/xdp|\bxdp(generic|drv|offload)?\b/.test(await this.linkText(s, ifname));
+  }
+
+  /** The MAC address of `ifname` in side `s` (default: the side's veth end). */
+  async mac(s: Side, ifname: string = this.side(s).ifname): Promise<string> {
+    return (await this.execOk(s, ["cat", `/sys/class/net/${ifname}/address`])).trim();
+  }
+
+  /** `ip neigh show dev ifname` in side `s`'s namespace (default: the side's veth end). */
+  neigh(s: Side, ifname: string = this.side(s).ifname): Promise<string> {
+    return this.execOk(s, ["ip", "neigh", "show", "dev", ifname]);
   }
 
   /** Kills the children, then deletes both namespaces (and so the veth). Idempotent. */
@@ -550,6 +594,22 @@ export class Testbed {
 
   #timeout(): number {
     return this.#opts.commandTimeoutMs ?? DEFAULT_TIMEOUT_MS;
+  }
+
+  #spawnScript(
+    s: Side,
+    interpreter: string[],
+    script: string,
+    args: string[],
+    opts: SpawnOptions,
+  ): TestbedProcess {
+    const dir = this.#opts.scriptDir;
+    const path = script.startsWith("/") || !dir ? script : `${dir.replace(/\/*$/, "/")}${script}`;
+    const base = script.slice(script.lastIndexOf("/") + 1);
+    return this.spawn(s, [...interpreter, path, ...args], {
+      ...opts,
+      name: opts.name ?? `${base}@${s}`,
+    });
   }
 
   #checkOpen(): void {

@@ -4,7 +4,7 @@
  */
 
 import assert from "node:assert/strict";
-import { createNetPair } from "./helpers/netns.ts";
+import { createTestbed } from "./helpers/testbed.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
 
@@ -12,10 +12,10 @@ Deno.test({
   name: "coexistence: ping, ARP, TCP and kernel UDP keep working beside an active bypass socket",
   ...opts,
   fn: async (t) => {
-    await using net = await createNetPair();
-    const server = net.spawnDeno(net.nsA, "echo_server.ts", [
+    await using tb = await createTestbed();
+    const server = tb.spawnDeno("a", "echo_server.ts", [
       "--mode=bypass",
-      `--host=${net.ipA}`,
+      `--host=${tb.a.ip}`,
       "--port=9000",
       "--count=100",
       "--idleMs=60000",
@@ -23,28 +23,28 @@ Deno.test({
     const ready = await server.nextWith("ready", 15_000);
     assert.equal((ready.bypass as { active: boolean }).active, true, JSON.stringify(ready));
     assert.equal(
-      await net.xdpAttached(net.nsA, net.ifA),
+      await tb.xdpAttached("a"),
       true,
-      await net.linkText(net.nsA, net.ifA),
+      await tb.linkText("a"),
     );
     // Forget what the setup resolved: ARP must work from scratch.
-    await net.execOk(net.nsA, ["ip", "neigh", "flush", "dev", net.ifA]);
-    await net.execOk(net.nsB, ["ip", "neigh", "flush", "dev", net.ifB]);
+    await tb.execOk("a", ["ip", "neigh", "flush", "dev", tb.a.ifname]);
+    await tb.execOk("b", ["ip", "neigh", "flush", "dev", tb.b.ifname]);
 
     await t.step("ping both ways (ICMP echo, raw socket)", async () => {
-      for (const [ns, dst] of [[net.nsB, net.ipA], [net.nsA, net.ipB]]) {
-        const ping = net.spawnPython(ns, "ping.py", [dst, "3", "1"]);
+      for (const [s, dst] of [["b", tb.a.ip], ["a", tb.b.ip]] as const) {
+        const ping = tb.spawnPython(s, "ping.py", [dst, "3", "1"]);
         const r = await ping.nextWith("received", 10_000);
-        assert.equal(r.received, 3, `ping ${dst} from ${ns}: ${JSON.stringify(r)}`);
+        assert.equal(r.received, 3, `ping ${dst} from ${tb.side(s).ns}: ${JSON.stringify(r)}`);
       }
     });
 
     await t.step("ARP: each side has the other's address resolved", async () => {
-      const a = await net.neigh(net.nsA, net.ifA);
-      const b = await net.neigh(net.nsB, net.ifB);
+      const a = await tb.neigh("a");
+      const b = await tb.neigh("b");
       const ok = /REACHABLE|STALE|DELAY|PROBE/;
-      const lineA = a.split("\n").find((l) => l.startsWith(net.ipB + " ")) ?? "";
-      const lineB = b.split("\n").find((l) => l.startsWith(net.ipA + " ")) ?? "";
+      const lineA = a.split("\n").find((l) => l.startsWith(tb.b.ip + " ")) ?? "";
+      const lineB = b.split("\n").find((l) => l.startsWith(tb.a.ip + " ")) ?? "";
       assert.match(lineA, ok, `ip neigh in a:\n${a}`);
       assert.match(lineA, /lladdr/, `ip neigh in a:\n${a}`);
       assert.match(lineB, ok, `ip neigh in b:\n${b}`);
@@ -52,15 +52,15 @@ Deno.test({
     });
 
     await t.step("TCP: a connection to the bypass host echoes 64 KiB", async () => {
-      const srv = net.spawnDeno(net.nsA, "tcp.ts", [
+      const srv = tb.spawnDeno("a", "tcp.ts", [
         "--role=server",
-        `--host=${net.ipA}`,
+        `--host=${tb.a.ip}`,
         "--port=9500",
       ]);
       await srv.nextWith("ready", 15_000);
-      const cli = net.spawnDeno(net.nsB, "tcp.ts", [
+      const cli = tb.spawnDeno("b", "tcp.ts", [
         "--role=client",
-        `--host=${net.ipA}`,
+        `--host=${tb.a.ip}`,
         "--port=9500",
       ]);
       const c = await cli.nextWith("done", 20_000);
@@ -71,21 +71,21 @@ Deno.test({
 
     await t.step("UDP to another port of the same address goes through the kernel", async () => {
       const count = 2000;
-      const rx = net.spawnDeno(net.nsA, "rx.ts", [
+      const rx = tb.spawnDeno("a", "rx.ts", [
         "--mode=kernel",
-        `--host=${net.ipA}`,
+        `--host=${tb.a.ip}`,
         "--port=9001",
         `--count=${count}`,
         "--api=async",
-        `--ackTo=${net.ipB}`,
+        `--ackTo=${tb.b.ip}`,
         "--ackPort=9901",
       ]);
       await rx.nextWith("ready", 15_000);
-      const tx = net.spawnDeno(net.nsB, "tx.ts", [
+      const tx = tb.spawnDeno("b", "tx.ts", [
         "--mode=kernel",
-        `--host=${net.ipB}`,
+        `--host=${tb.b.ip}`,
         "--port=9101",
-        `--to=${net.ipA}`,
+        `--to=${tb.a.ip}`,
         "--toPort=9001",
         `--count=${count}`,
         "--api=async",
@@ -99,11 +99,11 @@ Deno.test({
     });
 
     await t.step("the bypass socket still echoes, and saw none of the other traffic", async () => {
-      const cli = net.spawnDeno(net.nsB, "echo_client.ts", [
+      const cli = tb.spawnDeno("b", "echo_client.ts", [
         "--mode=kernel",
-        `--host=${net.ipB}`,
+        `--host=${tb.b.ip}`,
         "--port=9100",
-        `--to=${net.ipA}`,
+        `--to=${tb.a.ip}`,
         "--toPort=9000",
         "--count=100",
       ]);

@@ -6,8 +6,7 @@
  */
 
 import assert from "node:assert/strict";
-import { createNetPair, type NetPair } from "./helpers/netns.ts";
-import type { Msg } from "./helpers/child.ts";
+import { createTestbed, type Message, type Testbed } from "./helpers/testbed.ts";
 
 const N = 100_000;
 const SLACK = 100; // unrelated UDP a namespace may see
@@ -34,38 +33,38 @@ interface Bypass {
   reason: string | null;
 }
 
-function stats(m: Msg): Stats {
+function stats(m: Message): Stats {
   return m.stats as Stats;
 }
 
-function bypass(m: Msg): Bypass {
+function bypass(m: Message): Bypass {
   return m.bypass as Bypass;
 }
 
 /** Runs a kernel sender in b against a receiver in a; returns both summaries and a's snmp delta. */
 async function kernelToA(
-  net: NetPair,
+  tb: Testbed,
   mode: "bypass" | "kernelOnly",
   window: number,
   api: "sync" | "async" = "sync",
-): Promise<{ rx: Msg; tx: Msg; inA: number; ready: Msg; udpB: string }> {
-  const ack = window > 0 ? [`--ackTo=${net.ipB}`, "--ackPort=9900"] : [];
-  const rx = net.spawnDeno(net.nsA, "rx.ts", [
+): Promise<{ rx: Message; tx: Message; inA: number; ready: Message; udpB: string }> {
+  const ack = window > 0 ? [`--ackTo=${tb.b.ip}`, "--ackPort=9900"] : [];
+  const rx = tb.spawnDeno("a", "rx.ts", [
     `--mode=${mode}`,
-    `--host=${net.ipA}`,
+    `--host=${tb.a.ip}`,
     "--port=9000",
     `--count=${N}`,
     `--api=${api}`,
     ...ack,
   ]);
   const ready = await rx.nextWith("ready", 15_000);
-  const before = await net.snmp(net.nsA);
-  const beforeB = await net.snmp(net.nsB);
-  const tx = net.spawnDeno(net.nsB, "tx.ts", [
+  const before = await tb.udpCounters("a");
+  const beforeB = await tb.udpCounters("b");
+  const tx = tb.spawnDeno("b", "tx.ts", [
     "--mode=kernel",
-    `--host=${net.ipB}`,
+    `--host=${tb.b.ip}`,
     "--port=9100",
-    `--to=${net.ipA}`,
+    `--to=${tb.a.ip}`,
     "--toPort=9000",
     `--count=${N}`,
     "--api=async",
@@ -74,8 +73,8 @@ async function kernelToA(
   // The receiver ends on its own (count, idle, time); a sender still going then is stuck.
   const rxDone = await rx.nextWith("done", WAIT_MS);
   const txDone = await tx.nextWith("done", 10_000).catch((e) => ({ unfinished: String(e) }));
-  const after = await net.snmp(net.nsA);
-  const afterB = await net.snmp(net.nsB);
+  const after = await tb.udpCounters("a");
+  const afterB = await tb.udpCounters("b");
   // The sender's side, to tell its own losses (SndbufErrors) from the receiver's.
   const udpB = JSON.stringify(
     Object.fromEntries(Object.entries(afterB).map(([k, v]) => [k, v - beforeB[k]])),
@@ -83,7 +82,7 @@ async function kernelToA(
   return { rx: rxDone, tx: txDone, inA: after.InDatagrams - before.InDatagrams, ready, udpB };
 }
 
-function assertAllIntact(rx: Msg, what: string): void {
+function assertAllIntact(rx: Message, what: string): void {
   const summary = JSON.stringify({ ...rx, stats: undefined, bypass: undefined });
   assert.equal(rx.error, null, `${what}: receiver error ${summary}`);
   assert.equal(rx.missing, 0, `${what}: lost datagrams ${summary}`);
@@ -97,10 +96,10 @@ Deno.test({
   name: "rx: 100k datagrams from a kernel peer reach a bypass socket intact, in order, not via IP",
   ...opts,
   fn: async () => {
-    await using net = await createNetPair();
-    const { rx, tx, inA, ready, udpB } = await kernelToA(net, "bypass", 0);
+    await using tb = await createTestbed();
+    const { rx, tx, inA, ready, udpB } = await kernelToA(tb, "bypass", 0);
     assert.equal(bypass(ready).active, true, `bypass not active: ${JSON.stringify(ready)}`);
-    assert.equal(bypass(ready).interface, net.ifA);
+    assert.equal(bypass(ready).interface, tb.a.ifname);
     assert.equal(tx.sent, N, `sender: ${JSON.stringify(tx)}`);
     assertAllIntact(rx, `bypass rx (stats ${JSON.stringify(rx.stats)}, sender Udp delta ${udpB})`);
     assert.equal(stats(rx).ipkts, N, `stats ${JSON.stringify(rx.stats)}`);
@@ -113,8 +112,8 @@ Deno.test({
   name: "rx: 100k datagrams through async receive() (DatagramConn), windowed kernel sender",
   ...opts,
   fn: async () => {
-    await using net = await createNetPair();
-    const { rx, tx, inA, ready } = await kernelToA(net, "bypass", WINDOW, "async");
+    await using tb = await createTestbed();
+    const { rx, tx, inA, ready } = await kernelToA(tb, "bypass", WINDOW, "async");
     assert.equal(bypass(ready).active, true, `bypass not active: ${JSON.stringify(ready)}`);
     assert.equal(tx.sent, N, `sender: ${JSON.stringify(tx)}`);
     assertAllIntact(rx, `bypass async rx (stats ${JSON.stringify(rx.stats)})`);
@@ -127,8 +126,8 @@ Deno.test({
   name: "rx: kernelOnly socket gets the same 100k datagrams through the kernel (InDatagrams grows)",
   ...opts,
   fn: async () => {
-    await using net = await createNetPair();
-    const { rx, tx, inA, ready } = await kernelToA(net, "kernelOnly", WINDOW);
+    await using tb = await createTestbed();
+    const { rx, tx, inA, ready } = await kernelToA(tb, "kernelOnly", WINDOW);
     assert.equal(bypass(ready).active, false, JSON.stringify(ready));
     assert.notEqual(bypass(ready).reason, null, JSON.stringify(ready));
     assert.equal(tx.sent, N, `sender: ${JSON.stringify(tx)}`);
@@ -143,24 +142,24 @@ Deno.test({
   name: "tx: 100k datagrams from a bypass socket reach a kernel peer intact, not via IP",
   ...opts,
   fn: async () => {
-    await using net = await createNetPair();
-    const rx = net.spawnDeno(net.nsB, "rx.ts", [
+    await using tb = await createTestbed();
+    const rx = tb.spawnDeno("b", "rx.ts", [
       "--mode=kernel",
-      `--host=${net.ipB}`,
+      `--host=${tb.b.ip}`,
       "--port=9000",
       `--count=${N}`,
       "--api=async",
-      `--ackTo=${net.ipA}`,
+      `--ackTo=${tb.a.ip}`,
       "--ackPort=9900",
     ]);
     await rx.nextWith("ready", 15_000);
-    const beforeA = await net.snmp(net.nsA);
-    const beforeB = await net.snmp(net.nsB);
-    const tx = net.spawnDeno(net.nsA, "tx.ts", [
+    const beforeA = await tb.udpCounters("a");
+    const beforeB = await tb.udpCounters("b");
+    const tx = tb.spawnDeno("a", "tx.ts", [
       "--mode=bypass",
-      `--host=${net.ipA}`,
+      `--host=${tb.a.ip}`,
       "--port=9100",
-      `--to=${net.ipB}`,
+      `--to=${tb.b.ip}`,
       "--toPort=9000",
       `--count=${N}`,
       "--api=sync",
@@ -171,8 +170,8 @@ Deno.test({
     assert.equal(bypass(ready).active, true, `bypass not active: ${JSON.stringify(ready)}`);
     const rxDone = await rx.nextWith("done", WAIT_MS);
     const txDone = await tx.nextWith("done", 10_000);
-    const afterA = await net.snmp(net.nsA);
-    const afterB = await net.snmp(net.nsB);
+    const afterA = await tb.udpCounters("a");
+    const afterB = await tb.udpCounters("b");
     assert.equal(txDone.sent, N, `sender: ${JSON.stringify(txDone)}`);
     assert.equal(txDone.errors, 0, `sender: ${JSON.stringify(txDone)}`);
     assertAllIntact(rxDone, `kernel rx of bypass tx (sender ${JSON.stringify(txDone)})`);
@@ -187,26 +186,26 @@ Deno.test({
 });
 
 async function echo(
-  net: NetPair,
+  tb: Testbed,
   serverApi: "iter" | "sync",
   clientMode: "kernel" | "bypass",
   clientApi: "async" | "sync",
 ): Promise<void> {
   const rounds = 1000;
-  const server = net.spawnDeno(net.nsA, "echo_server.ts", [
+  const server = tb.spawnDeno("a", "echo_server.ts", [
     "--mode=bypass",
-    `--host=${net.ipA}`,
+    `--host=${tb.a.ip}`,
     "--port=9000",
     `--count=${rounds}`,
     `--api=${serverApi}`,
   ]);
   const sReady = await server.nextWith("ready", 15_000);
   assert.equal(bypass(sReady).active, true, `server not bypassed: ${JSON.stringify(sReady)}`);
-  const client = net.spawnDeno(net.nsB, "echo_client.ts", [
+  const client = tb.spawnDeno("b", "echo_client.ts", [
     `--mode=${clientMode}`,
-    `--host=${net.ipB}`,
+    `--host=${tb.b.ip}`,
     "--port=9100",
-    `--to=${net.ipA}`,
+    `--to=${tb.a.ip}`,
     "--toPort=9000",
     `--count=${rounds}`,
     `--api=${clientApi}`,
@@ -234,8 +233,8 @@ Deno.test({
   name: "echo: kernel client, bypass echo server (listenDatagram + for await), 1000 round trips",
   ...opts,
   fn: async () => {
-    await using net = await createNetPair();
-    await echo(net, "iter", "kernel", "async");
+    await using tb = await createTestbed();
+    await echo(tb, "iter", "kernel", "async");
   },
 });
 
@@ -243,7 +242,7 @@ Deno.test({
   name: "echo: bypass client (async send/receive), bypass echo server (sync), 1000 round trips",
   ...opts,
   fn: async () => {
-    await using net = await createNetPair();
-    await echo(net, "sync", "bypass", "async");
+    await using tb = await createTestbed();
+    await echo(tb, "sync", "bypass", "async");
   },
 });

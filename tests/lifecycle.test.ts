@@ -6,9 +6,13 @@
  */
 
 import assert from "node:assert/strict";
-import { createNetPair } from "./helpers/netns.ts";
-import type { JsonChild, Msg } from "./helpers/child.ts";
-import { sleep } from "./helpers/child.ts";
+import {
+  createTestbed,
+  type Message,
+  sendUdp,
+  sleep,
+  type TestbedProcess,
+} from "./helpers/testbed.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
 const NEXT_WITHIN_MS = 1000;
@@ -18,19 +22,19 @@ Deno.test({
     "process exit: close+end, Deno.exit, uncaught throw, SIGKILL leave no XDP; next bind is bypassed",
   ...opts,
   fn: async (t) => {
-    await using net = await createNetPair();
-    const args = [`--host=${net.ipA}`, "--port=9000"];
-    assert.equal(await net.xdpAttached(net.nsA, net.ifA), false, "XDP attached before any test");
+    await using tb = await createTestbed();
+    const args = [`--host=${tb.a.ip}`, "--port=9000"];
+    assert.equal(await tb.xdpAttached("a"), false, "XDP attached before any test");
 
-    async function start(then: string, extra: string[] = []): Promise<[JsonChild, Msg]> {
-      const c = net.spawnDeno(net.nsA, "hold.ts", [...args, `--then=${then}`, ...extra], {
+    async function start(then: string, extra: string[] = []): Promise<[TestbedProcess, Message]> {
+      const c = tb.spawnDeno("a", "hold.ts", [...args, `--then=${then}`, ...extra], {
         name: `hold(${then})`,
         stdin: true,
       });
       const ready = await c.nextWith("ready", 15_000);
       const b = ready.bypass as { active: boolean; interface: string };
       assert.equal(b.active, true, `hold(${then}) not bypassed: ${JSON.stringify(ready)}`);
-      assert.equal(b.interface, net.ifA);
+      assert.equal(b.interface, tb.a.ifname);
       return [c, ready];
     }
 
@@ -38,10 +42,10 @@ Deno.test({
     async function afterDeath(what: string, diedAt: number): Promise<void> {
       let attached = true;
       for (let i = 0; i < 50 && attached; i++) {
-        attached = await net.xdpAttached(net.nsA, net.ifA);
+        attached = await tb.xdpAttached("a");
         if (attached) await sleep(20);
       }
-      const link = await net.linkText(net.nsA, net.ifA);
+      const link = await tb.linkText("a");
       assert.equal(
         attached,
         false,
@@ -51,7 +55,7 @@ Deno.test({
 
     let [child] = await start("close");
 
-    const cases: [string, string, (c: JsonChild) => Promise<number>][] = [
+    const cases: [string, string, (c: TestbedProcess) => Promise<number>][] = [
       ["close, then the program ends", "exit", async (c) => {
         const st = await c.wait(10_000);
         assert.equal(st.code, 0, `exit code ${st.code}: ${c.stderr}`);
@@ -77,7 +81,7 @@ Deno.test({
     ];
     for (const [what, nextThen, end] of cases) {
       await t.step(what, async () => {
-        assert.equal(await net.xdpAttached(net.nsA, net.ifA), true, "no XDP while bound");
+        assert.equal(await tb.xdpAttached("a"), true, "no XDP while bound");
         await child.send({ go: true });
         const diedAt = await end(child);
         await afterDeath(what, diedAt);
@@ -92,9 +96,7 @@ Deno.test({
     }
 
     await t.step("the last holder receives through the rings, then ends cleanly", async () => {
-      const code = `import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); ` +
-        `s.sendto(b"still-works", (${JSON.stringify(net.ipA)}, 9000))`;
-      await net.execOk(net.nsB, ["python3", "-c", code]);
+      await sendUdp(tb, "b", "still-works", tb.a.ip, 9000);
       const r = await child.nextWith("received", 10_000);
       assert.equal(r.received, "still-works", JSON.stringify(r));
       assert.equal((r.stats as Record<string, number>).ipkts, 1, JSON.stringify(r));

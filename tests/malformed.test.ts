@@ -7,7 +7,7 @@
  */
 
 import assert from "node:assert/strict";
-import { createNetPair } from "./helpers/netns.ts";
+import { createTestbed } from "./helpers/testbed.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
 // Frames the bypass socket itself must reject (see fixtures/raw_frames.py).
@@ -17,18 +17,18 @@ Deno.test({
   name: "malformed frames: counted in rxInvalid, not delivered, no crash; valid traffic continues",
   ...opts,
   fn: async () => {
-    await using net = await createNetPair();
-    const rx = net.spawnDeno(net.nsA, "collect.ts", [`--host=${net.ipA}`, "--port=9000"]);
+    await using tb = await createTestbed();
+    const rx = tb.spawnDeno("a", "collect.ts", [`--host=${tb.a.ip}`, "--port=9000"]);
     const ready = await rx.nextWith("ready", 15_000);
     assert.equal((ready.bypass as { active: boolean }).active, true, JSON.stringify(ready));
-    const macA = await net.mac(net.nsA, net.ifA);
-    const macB = await net.mac(net.nsB, net.ifB);
-    const sender = net.spawnPython(net.nsB, "raw_frames.py", [
-      net.ifB,
+    const macA = await tb.mac("a");
+    const macB = await tb.mac("b");
+    const sender = tb.spawnPython("b", "raw_frames.py", [
+      tb.b.ifname,
       macB,
       macA,
-      net.ipB,
-      net.ipA,
+      tb.b.ip,
+      tb.a.ip,
       "9100",
       "9000",
     ]);

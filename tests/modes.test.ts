@@ -4,36 +4,29 @@
  */
 
 import assert from "node:assert/strict";
-import { createNetPair, type NetPair } from "./helpers/netns.ts";
+import { createTestbed, sendUdp } from "./helpers/testbed.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
 const LATE_MS = 40;
-
-/** Sends one UDP datagram from namespace b with python3 (no Deno start-up). */
-async function sendFromB(net: NetPair, text: string, port: number): Promise<void> {
-  const code = `import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); ` +
-    `s.sendto(${JSON.stringify(text)}.encode(), (${JSON.stringify(net.ipA)}, ${port}))`;
-  await net.execOk(net.nsB, ["python3", "-c", code]);
-}
 
 async function idle(
   recvMode: "0" | "1",
   how: "env" | "option",
 ): Promise<{ cpu: number; maxLate: number; measured: Record<string, unknown> }> {
-  await using net = await createNetPair();
+  await using tb = await createTestbed();
   const env = {
     _NET_KERNEL_BYPASS_RECV_MODE: how === "env" ? recvMode : recvMode === "0" ? "1" : "0",
   };
   const args = [
-    `--host=${net.ipA}`,
+    `--host=${tb.a.ip}`,
     "--port=9000",
     ...(how === "option" ? [`--recvMode=${recvMode}`] : []),
   ];
-  const child = net.spawnDeno(net.nsA, "idle_rx.ts", args, { env });
+  const child = tb.spawnDeno("a", "idle_rx.ts", args, { env });
   const ready = await child.nextWith("ready", 15_000);
   assert.equal((ready.bypass as { active: boolean }).active, true, JSON.stringify(ready));
   const measured = await child.nextWith("measured", 15_000);
-  await sendFromB(net, "wake-up", 9000);
+  await sendUdp(tb, "b", "wake-up", tb.a.ip, 9000);
   const done = await child.nextWith("done", 10_000);
   assert.equal(
     done.received,
@@ -83,13 +76,13 @@ Deno.test({
   name: "send busy-wait count: with the link down, a send fails with TxRingFullError after 5 tries",
   ...opts,
   fn: async () => {
-    await using net = await createNetPair();
-    const child = net.spawnDeno(net.nsA, "tx_full.ts", [
-      `--host=${net.ipA}`,
+    await using tb = await createTestbed();
+    const child = tb.spawnDeno("a", "tx_full.ts", [
+      `--host=${tb.a.ip}`,
       "--port=9000",
-      `--to=${net.ipB}`,
+      `--to=${tb.b.ip}`,
       "--toPort=9000",
-      `--ifname=${net.ifA}`,
+      `--ifname=${tb.a.ifname}`,
     ], { env: { _NET_KERNEL_BYPASS_SEND_BUSY_WAIT_CNT: "5" } });
     const first = await child.nextWith("sent1", 15_000);
     assert.equal((first.bypass as { active: boolean }).active, true, JSON.stringify(first));
