@@ -9,6 +9,7 @@ const c_sources = [_][]const u8{
     "ffi/datapath.c",
     "ffi/api.c",
     "ffi/attach.c",
+    "ffi/policy.c",
 };
 
 const c_flags = [_][]const u8{

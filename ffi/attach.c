@@ -16,6 +16,7 @@
 #include "sock.h"
 
 _Static_assert(sizeof(nkb_link_t) == 76, "nkb_link_t layout is read from TypeScript");
+_Static_assert(sizeof(nkb_policy_t) == 20, "nkb_policy_t layout is read from TypeScript");
 
 static int32_t nkb_engine_find(uint32_t ifindex) {
   for (uint32_t i = 0; i < NKB_MAX_ENGINES; i++) {
@@ -294,4 +295,9 @@ int32_t nkb_caps(uint64_t *out4) {
 int32_t nkb_prog_name(uint32_t prog_id, uint8_t *out16) {
   if (out16 == 0) return -EINVAL;
   return nkb_filter_prog_name(prog_id, (char *)out16);
+}
+
+int32_t nkb_policy(uint8_t *out20) {
+  if (out20 == 0) return -EINVAL;
+  return nkb_policy_probe((nkb_policy_t *)(void *)out20);
 }

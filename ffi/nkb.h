@@ -111,6 +111,7 @@ NKB_API int32_t nkb_addr_first(uint32_t ifindex, uint32_t *out1);
 NKB_API int32_t nkb_neigh_get(uint32_t ifindex, uint32_t ip_be, uint8_t *mac6);
 NKB_API int32_t nkb_neigh_resolve(uint32_t ifindex, uint32_t ip_be);
 NKB_API int32_t nkb_caps(uint64_t *out4);
+NKB_API int32_t nkb_policy(uint8_t *out20);
 NKB_API int32_t nkb_prog_name(uint32_t prog_id, uint8_t *out16);
 
 #endif

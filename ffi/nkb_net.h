@@ -91,4 +91,24 @@ void nkb_filter_close(nkb_filter_t *f);
 // filter from a foreign program. 0 or -errno.
 int32_t nkb_filter_prog_name(uint32_t prog_id, char name_out[16]);
 
+// ---- packet filtering and IPsec (policy.c) ---------------------------------
+// The Solaris contract allows no bypass while packet filtering or IPsec is configured:
+// datagrams on the rings never meet the kernel's filters or SAs. Counts are of the calling
+// thread's network namespace and saturate at UINT32_MAX; reading needs CAP_NET_ADMIN
+// (legacy iptables also CAP_NET_RAW). A source that cannot be read sets its flag bit and
+// leaves its counts as far as they were read: treat it as "unknown", not as "none".
+
+typedef struct nkb_policy {
+  uint32_t nft_rules;        // nftables rules (any family, any table, iptables-nft too), plus base
+                             // chains whose policy is not accept
+  uint32_t ipt_legacy_rules; // user rules in legacy IPv4 x_tables (filter, nat, mangle, raw,
+                             // security), plus built-in chains whose policy is not ACCEPT
+  uint32_t xfrm_policies;    // IPsec policies (XFRM_MSG_GETPOLICY dump)
+  uint32_t xfrm_states;      // IPsec SAs (XFRM_MSG_GETSA dump)
+  uint32_t flags;            // bit0: nft unknown, bit1: legacy unknown, bit2: xfrm unknown
+} nkb_policy_t;              // 20 bytes, read from TypeScript: keep it stable
+
+// 0, or -EINVAL for a NULL out; per-source failures are in out->flags.
+int32_t nkb_policy_probe(nkb_policy_t *out);
+
 #endif
