@@ -11,13 +11,8 @@
  * @module
  */
 
-export {
-  type BypassState,
-  type BypassStats,
-  type ListenOptions,
-  type ReceiveOptions,
-  UdpBypass,
-} from "./src/udp_bypass.ts";
+export { UdpBypass } from "./src/udp_bypass.ts";
+export type { BypassState, BypassStats, ListenOptions, ReceiveOptions } from "./src/types.ts";
 export type { BypassOptions } from "./src/config.ts";
 export type { FallbackReason } from "./src/decide.ts";
 export { BypassSetupError, NkbError, TxRingFullError } from "./src/errors.ts";

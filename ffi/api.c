@@ -184,6 +184,19 @@ int32_t nkb_sock_setopt(int32_t h, uint32_t opt, int32_t value) {
       return nkb_setsockopt_int(s->fd, SOL_SOCKET, SO_SNDBUF, value);
     case NKB_OPT_BROADCAST:
       return nkb_setsockopt_int(s->fd, SOL_SOCKET, SO_BROADCAST, value != 0);
+    case NKB_OPT_MTU:
+      // Frames must fit a UMEM chunk behind the XDP headroom: cap at what the engine holds.
+      if (value < 68 || value > 65535) return -EINVAL;
+      if (s->engine >= 0) {
+        uint32_t cap = g_engines[s->engine].engine->frame_size - NKB_XDP_HEADROOM - NKB_ETH_LEN;
+        s->mtu = (uint32_t)value < cap ? (uint32_t)value : cap;
+      } else {
+        s->mtu = (uint32_t)value;
+      }
+      return 0;
+    case NKB_OPT_SUSPEND:
+      s->suspended = value != 0;
+      return 0;
     default:
       return -ENOPROTOOPT;
   }

@@ -39,6 +39,12 @@ static int32_t nkb_send_kernel(nkb_sock_t *s, const uint8_t *buf, uint32_t len, 
   sin.sin_addr.s_addr = daddr_be;
   sin.sin_port = htons((uint16_t)dport);
   ssize_t r = sendto(s->fd, buf, len, 0, (struct sockaddr *)&sin, sizeof(sin));
+  // A bypass socket does not report ICMP errors (the contract): an error the companion
+  // socket holds from an earlier datagram is consumed and the send tried once more.
+  if (r < 0 && errno == ECONNREFUSED && s->engine >= 0) {
+    s->stats[NKB_ST_ICMP_IGNORED]++;
+    r = sendto(s->fd, buf, len, 0, (struct sockaddr *)&sin, sizeof(sin));
+  }
   if (r < 0) return -errno;
   assert((uint32_t)r == len);
   s->stats[NKB_ST_KERNEL_OPKTS]++;
@@ -88,7 +94,8 @@ static int32_t nkb_send_one(nkb_sock_t *s, nkb_engine_t *e, const uint8_t *buf, 
   nkb_dest_t *d = nkb_dest_find(s, daddr_be, dport);
   if (d == 0 || now > d->expires_ns) return NKB_ENEEDROUTE;
   // Over the MTU the kernel fragments: the bypass path never does.
-  if (d->kind == NKB_DEST_KERNEL || e == 0 || len + NKB_IP_LEN + NKB_UDP_LEN > s->mtu) {
+  if (d->kind == NKB_DEST_KERNEL || e == 0 || s->suspended ||
+      len + NKB_IP_LEN + NKB_UDP_LEN > s->mtu) {
     return nkb_send_kernel(s, buf, len, daddr_be, dport);
   }
   assert(d->kind == NKB_DEST_BYPASS);
@@ -142,6 +149,20 @@ int32_t nkb_send_batch(int32_t h, const uint8_t *buf, uint32_t buf_len, const ui
   s->last_error = rc < 0 ? rc : 0;
   assert(sent <= count);
   return (int32_t)sent;
+}
+
+int32_t nkb_sock_flush(int32_t h) {
+  nkb_sock_t *s = nkb_sock_get(h);
+  if (s == 0) return -EBADF;
+  nkb_engine_t *e = nkb_sock_engine(s);
+  if (e == 0) return -ENOTCONN;
+  pthread_mutex_lock(&e->tx_lock);
+  (void)nkb_engine_reap_tx(e);
+  int32_t rc = nkb_engine_kick_tx(e);
+  (void)nkb_engine_reap_tx(e);
+  pthread_mutex_unlock(&e->tx_lock);
+  assert(rc <= 0);
+  return rc;
 }
 
 // ---- receive --------------------------------------------------------------
@@ -279,7 +300,12 @@ static int32_t nkb_rx_kernel(nkb_sock_t *s, nkb_rx_out_t *o) {
                          (struct sockaddr *)&sin, &slen);
     if (r < 0) {
       if (errno == EAGAIN || errno == EINTR) return 0;
-      return -errno;  // e.g. ECONNREFUSED from an ICMP error on the kernel path
+      // ICMP errors are reported on the kernel path only, as the contract says.
+      if (errno == ECONNREFUSED && s->engine >= 0) {
+        s->stats[NKB_ST_ICMP_IGNORED]++;
+        continue;
+      }
+      return -errno;
     }
     uint32_t len = (uint32_t)r;
     s->stats[NKB_ST_KERNEL_IPKTS]++;

@@ -46,6 +46,8 @@
 #define NKB_OPT_RCVBUF 7u
 #define NKB_OPT_SNDBUF 8u
 #define NKB_OPT_BROADCAST 9u
+#define NKB_OPT_MTU 10u        // largest IP datagram the bypass path may send (interface MTU)
+#define NKB_OPT_SUSPEND 11u    // 1: every send takes the kernel path (the interface is down)
 
 // nkb_sock_mcast ops
 #define NKB_MCAST_JOIN 1u
@@ -67,6 +69,7 @@ enum {
   NKB_ST_RX_TRUNCATED,
   NKB_ST_ENGINE_DROPS,    // XDP_STATISTICS drops of the whole interface (all sockets)
   NKB_ST_RX_FOREIGN,      // bypass frames from a source other than the connected peer
+  NKB_ST_ICMP_IGNORED,    // ICMP errors the companion socket reported, hidden as the contract says
   NKB_ST_COUNT = 16,
 };
 
@@ -90,6 +93,8 @@ NKB_API int32_t nkb_sock_detach(int32_t h);
 NKB_API int32_t nkb_sock_info(int32_t h, uint32_t *out, uint32_t words);
 NKB_API int32_t nkb_sock_stats(int32_t h, uint64_t *out, uint32_t words);
 NKB_API int32_t nkb_sock_last_error(int32_t h);
+// Reaps TX completions and rings the doorbell: frames left on the ring (link was down) go.
+NKB_API int32_t nkb_sock_flush(int32_t h);
 
 NKB_API int32_t nkb_dest_set(int32_t h, uint32_t daddr_be, uint32_t dport, uint32_t kind,
                              const uint8_t *macs12, uint32_t saddr_be, uint32_t ttl_ms);

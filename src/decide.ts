@@ -1,6 +1,6 @@
 /**
- * Whether a socket whose local address is now known may bypass the kernel,
- * and through which interface. Every "no" carries a stable reason code.
+ * Whether a socket whose interface is now known may bypass the kernel, and
+ * through which interface. Every "no" carries a stable reason code.
  *
  * @module
  */
@@ -11,6 +11,7 @@ import {
   type LinkInfo,
   linkIsLoopback,
   linkIsUp,
+  policy,
   privileges,
   progName,
 } from "./netinfo.ts";
@@ -22,38 +23,111 @@ export type FallbackReason =
   | "wildcard-bind"
   | "no-interface"
   | "loopback"
+  | "link-aggregation"
+  | "bridge"
+  | "vlan"
+  | "virtual-interface"
   | "unsupported-interface"
   | "foreign-xdp-program"
   | "interface-down"
   | "mtu-too-large"
   | "missing-privilege"
+  | "packet-filter"
+  | "ipsec"
   | "queue-busy"
-  | "setup-failed";
+  | "setup-failed"
+  | "address-removed"
+  | "interface-gone";
+
+/** What the engine for an interface is made of. */
+export interface Plan {
+  link: LinkInfo;
+  frameSize: number;
+  queues: number;
+}
 
 /** The verdict: an interface to attach to, or a reason not to. */
 export type Decision =
-  | { ok: true; link: LinkInfo; frameSize: number; queues: number }
+  | ({ ok: true } & Plan)
   | { ok: false; reason: FallbackReason; detail: string };
 
-/** Interface kinds that carry AF_XDP and a native XDP program: physical ("") and veth. */
-const CAPABLE_KINDS = new Set(["", "veth"]);
 const ARPHRD_ETHER = 1;
 const XDP_HEADROOM = 256;
 const ETH_HEADER = 14;
 const MAX_QUEUES = 8;
+const RX_FRAMES_PER_QUEUE = 4096;
+const TX_FRAMES = 2048;
 /** The name our shim gives its XDP program (bpf_filter.c). */
 const NKB_PROG_NAME = "nkb_xdp";
 
 const CAP_NET_ADMIN = 12n;
 const CAP_NET_RAW = 13n;
+const CAP_IPC_LOCK = 14n;
 const CAP_SYS_ADMIN = 21n;
 const CAP_BPF = 39n;
+
+function no(reason: FallbackReason, detail: string): Decision {
+  return { ok: false, reason, detail };
+}
+
+/** The reason an interface kind cannot bypass, or null for physical devices and veth. */
+function kindReason(kind: string): FallbackReason | null {
+  if (kind === "" || kind === "veth") return null;
+  if (kind === "bond" || kind === "team") return "link-aggregation";
+  if (kind === "bridge") return "bridge";
+  if (kind === "vlan") return "vlan";
+  return "virtual-interface";
+}
+
+function judgeKind(link: LinkInfo): Decision | null {
+  const own = kindReason(link.kind);
+  if (own !== null) return no(own, `${link.name} is a ${link.kind} interface`);
+  if (link.arptype !== ARPHRD_ETHER) {
+    return no("unsupported-interface", `${link.name} is not Ethernet (ARPHRD ${link.arptype})`);
+  }
+  if (link.masterIfindex !== 0) {
+    const master = linkGet(link.masterIfindex);
+    const kind = typeof master === "number" ? "unknown" : master.kind;
+    const name = typeof master === "number" ? `ifindex ${link.masterIfindex}` : master.name;
+    return no(
+      kindReason(kind) ?? "virtual-interface",
+      `${link.name} is enslaved to ${kind} ${name}`,
+    );
+  }
+  return null;
+}
+
+function judgeProgram(link: LinkInfo, ownProgIds: ReadonlySet<number>): Decision | null {
+  if (link.xdpProgId === 0 || ownProgIds.has(link.xdpProgId)) return null;
+  if (progName(link.xdpProgId) === NKB_PROG_NAME) {
+    return no(
+      "queue-busy",
+      `another nkb process holds ${link.name} (XDP program ${link.xdpProgId})`,
+    );
+  }
+  return no("foreign-xdp-program", `${link.name} already runs XDP program ${link.xdpProgId}`);
+}
+
+/** Checks a link's own fitness for bypass. */
+export function judgeLink(link: LinkInfo, ownProgIds: ReadonlySet<number>): Decision {
+  if (linkIsLoopback(link)) return no("loopback", `${link.name} is the loopback device`);
+  const byKind = judgeKind(link);
+  if (byKind !== null) return byKind;
+  const byProgram = judgeProgram(link, ownProgIds);
+  if (byProgram !== null) return byProgram;
+  if (!linkIsUp(link)) return no("interface-down", `${link.name} is down`);
+  const need = link.mtu + ETH_HEADER + XDP_HEADROOM;
+  if (need > 4096) return no("mtu-too-large", `${link.name} MTU ${link.mtu} exceeds 3826`);
+  const queues = Math.max(1, Math.min(link.rxQueues, MAX_QUEUES));
+  return { ok: true, link, frameSize: need <= 2048 ? 2048 : 4096, queues };
+}
 
 function has(caps: bigint, cap: bigint): boolean {
   return ((caps >> cap) & 1n) === 1n;
 }
 
-function missingCapabilities(): string | null {
+/** What this process lacks for an engine of `plan`, or null. */
+export function missingPrivileges(plan: Plan): string | null {
   const p = privileges();
   if (typeof p === "number") return `capget failed: ${errnoName(p)}`;
   const missing: string[] = [];
@@ -62,51 +136,45 @@ function missingCapabilities(): string | null {
   if (!has(p.effective, CAP_BPF) && !has(p.effective, CAP_SYS_ADMIN)) {
     missing.push("CAP_BPF or CAP_SYS_ADMIN");
   }
+  // UMEM pages are locked memory: CAP_IPC_LOCK, or a hard limit the shim can raise to.
+  const umem = BigInt((RX_FRAMES_PER_QUEUE * plan.queues + TX_FRAMES) * plan.frameSize);
+  if (!has(p.effective, CAP_IPC_LOCK) && p.memlockMax < umem) {
+    missing.push(`CAP_IPC_LOCK or a memlock limit of ${umem} bytes (hard limit ${p.memlockMax})`);
+  }
   return missing.length === 0 ? null : missing.join(", ");
 }
 
-function no(reason: FallbackReason, detail: string): Decision {
-  return { ok: false, reason, detail };
+/** Netfilter rules or IPsec in this namespace forbid bypass (the contract): why, or null. */
+export function policyVerdict(): Decision | null {
+  const p = policy();
+  if (typeof p === "number") return null;
+  const rules = p.nftRules + p.iptLegacyRules;
+  if (rules > 0) {
+    return no("packet-filter", `${p.nftRules} nftables and ${p.iptLegacyRules} iptables rules`);
+  }
+  if (p.xfrmPolicies + p.xfrmStates > 0) {
+    return no("ipsec", `${p.xfrmPolicies} IPsec policies and ${p.xfrmStates} states`);
+  }
+  return null;
 }
 
-/** Checks a link's own fitness for bypass. */
-export function judgeLink(link: LinkInfo, ownProgIds: ReadonlySet<number>): Decision {
-  if (linkIsLoopback(link)) return no("loopback", `${link.name} is the loopback device`);
-  if (link.arptype !== ARPHRD_ETHER || !CAPABLE_KINDS.has(link.kind)) {
-    return no("unsupported-interface", `${link.name} is of kind "${link.kind || link.arptype}"`);
-  }
-  if (link.masterIfindex !== 0 && link.kind === "") {
-    return no("unsupported-interface", `${link.name} is enslaved to ifindex ${link.masterIfindex}`);
-  }
-  if (link.xdpProgId !== 0 && !ownProgIds.has(link.xdpProgId)) {
-    const name = progName(link.xdpProgId);
-    if (name === NKB_PROG_NAME) {
-      return no(
-        "queue-busy",
-        `another nkb process holds ${link.name} (XDP program ${link.xdpProgId})`,
-      );
-    }
-    return no("foreign-xdp-program", `${link.name} already runs XDP program ${link.xdpProgId}`);
-  }
-  if (!linkIsUp(link)) return no("interface-down", `${link.name} is down`);
-  const need = link.mtu + ETH_HEADER + XDP_HEADROOM;
-  if (need > 4096) return no("mtu-too-large", `${link.name} MTU ${link.mtu} exceeds 3826`);
-  const queues = Math.max(1, Math.min(link.rxQueues, MAX_QUEUES));
-  return { ok: true, link, frameSize: need <= 2048 ? 2048 : 4096, queues };
-}
-
-/** Decides for a socket bound (explicitly or by the kernel) to local address `localBe`. */
-export function decide(localBe: number, ownProgIds: ReadonlySet<number>): Decision {
-  if (localBe === 0) return no("wildcard-bind", "bound to 0.0.0.0: no single interface");
-  const ifindex = addrIfindex(localBe);
+/** Decides for the interface that owns local address `ipBe`. */
+export function decide(ipBe: number, ownProgIds: ReadonlySet<number>): Decision {
+  if (ipBe === 0) return no("wildcard-bind", "bound to 0.0.0.0: no single interface");
+  const ifindex = addrIfindex(ipBe);
   if (ifindex < 0) {
     return no("no-interface", `no interface has this address (${errnoName(ifindex)})`);
   }
+  return decideLink(ifindex, ownProgIds);
+}
+
+/** Decides for interface `ifindex`. */
+export function decideLink(ifindex: number, ownProgIds: ReadonlySet<number>): Decision {
   const link = linkGet(ifindex);
   if (typeof link === "number") return no("no-interface", `link lookup: ${errnoName(link)}`);
   const verdict = judgeLink(link, ownProgIds);
   if (!verdict.ok) return verdict;
-  const missing = missingCapabilities();
+  const missing = missingPrivileges(verdict);
   if (missing !== null) return no("missing-privilege", `missing ${missing}`);
-  return verdict;
+  return policyVerdict() ?? verdict;
 }

@@ -28,6 +28,7 @@ export const symbols = {
   nkb_sock_info: { parameters: [I32, "buffer", U32], result: I32 },
   nkb_sock_stats: { parameters: [I32, "buffer", U32], result: I32 },
   nkb_sock_last_error: { parameters: [I32], result: I32 },
+  nkb_sock_flush: { parameters: [I32], result: I32 },
   nkb_dest_set: { parameters: [I32, U32, U32, U32, "buffer", U32, U32], result: I32 },
   nkb_dest_clear: { parameters: [I32], result: I32 },
   nkb_send: { parameters: [I32, "buffer", U32, U32, U32], result: I32 },
@@ -48,6 +49,7 @@ export const symbols = {
   nkb_neigh_resolve: { parameters: [U32, U32], result: I32 },
   nkb_caps: { parameters: ["buffer"], result: I32 },
   nkb_prog_name: { parameters: [U32, "buffer"], result: I32 },
+  nkb_policy: { parameters: ["buffer"], result: I32 },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The ABI this TypeScript expects from the shim (NKB_ABI_VERSION in ffi/nkb.h). */
@@ -74,6 +76,8 @@ export const Opt = {
   recvBuf: 7,
   sendBuf: 8,
   broadcast: 9,
+  mtu: 10,
+  suspend: 11,
 } as const;
 
 /** Operations of nkb_sock_mcast. */
@@ -97,6 +101,7 @@ export const Stat = {
   rxTruncated: 10,
   engineDrops: 11,
   rxForeign: 12,
+  icmpIgnored: 13,
   count: 16,
 } as const;
 

@@ -156,3 +156,27 @@ export function progName(progId: number): string | number {
   const rc = lib().nkb_prog_name(progId, out);
   return rc < 0 ? rc : cString(out);
 }
+
+/** Packet filtering and IPsec present in this network namespace. */
+export interface PolicyInfo {
+  nftRules: number;
+  iptLegacyRules: number;
+  xfrmPolicies: number;
+  xfrmStates: number;
+  /** bit 0: nftables unknown, bit 1: legacy iptables unknown, bit 2: xfrm unknown. */
+  unknown: number;
+}
+
+/** Counts nftables/iptables rules and xfrm policies/states, or a negative errno. */
+export function policy(): PolicyInfo | number {
+  const out = new Uint32Array(5);
+  const rc = lib().nkb_policy(new Uint8Array(out.buffer));
+  if (rc < 0) return rc;
+  return {
+    nftRules: out[0],
+    iptLegacyRules: out[1],
+    xfrmPolicies: out[2],
+    xfrmStates: out[3],
+    unknown: out[4],
+  };
+}

@@ -1,84 +1,33 @@
 /**
- * `UdpBypass`: a UDP socket that tracks its own bind/connect/send choices and,
- * when they name one interface that can bypass the kernel, moves its datagrams
- * through that interface's AF_XDP rings. Otherwise it is a plain kernel socket.
+ * `UdpBypass`: a UDP socket that tracks its own bind/connect/send/multicast
+ * choices and, when they name one interface that can bypass the kernel, moves
+ * its datagrams through that interface's AF_XDP rings. Otherwise it is a plain
+ * kernel socket.
  *
  * @module
  */
 
 import { type BypassOptions, type ResolvedOptions, resolveOptions } from "./config.ts";
-import { decide, type FallbackReason } from "./decide.ts";
+import { decide, decideLink, type FallbackReason, type Plan } from "./decide.ts";
+import { resolveDestination, useKernel } from "./destinations.ts";
 import { BypassSetupError, errnoName, errorFromErrno, TxRingFullError } from "./errors.ts";
-import { Dest, E_NEED_ROUTE, lib, Mcast, Opt, RECV_META_WORDS, Stat } from "./ffi.ts";
-import { formatIpv4, isMulticast, multicastMac, parseIpv4 } from "./ipv4.ts";
-import { type LinkInfo, neighbourMac, routeGet, RouteType } from "./netinfo.ts";
+import { E_NEED_ROUTE, lib, Mcast, Opt, RECV_META_WORDS } from "./ffi.ts";
+import { formatIpv4, isMulticast, parseIpv4 } from "./ipv4.ts";
+import { WATCH_INTERVAL_MS, watchLink } from "./link_watch.ts";
+import { membership } from "./membership.ts";
+import { addrFirst, addrIfindex, type LinkInfo, routeGet } from "./netinfo.ts";
+import {
+  type BypassState,
+  type BypassStats,
+  type ListenOptions,
+  readStats,
+  type ReceiveOptions,
+} from "./types.ts";
 
-/** Where a socket's datagrams go, and why not through the rings when they don't. */
-export interface BypassState {
-  /** True when send and receive use the AF_XDP rings. */
-  active: boolean;
-  /** The bypass interface, or null. */
-  interface: string | null;
-  /** The first receive queue covered (all queues of the interface are), or null. */
-  queue: number | null;
-  /** Why the socket is on the kernel path (a stable code), or null when active or undecided. */
-  reason: FallbackReason | null;
-  /** A human explanation of `reason` (what failed, with the errno), or null. */
-  detail: string | null;
-}
+// open: nothing decided; multicast: bound to a wildcard or group address, waiting
+// for a multicast interface choice; bypass / kernel: decided; closed.
+type Phase = "open" | "multicast" | "bypass" | "kernel" | "closed";
 
-/** The counters of SO_NET_KERNEL_BYPASS_STATS plus nkb's own. */
-export interface BypassStats {
-  /** Datagrams received through the bypass path. */
-  ipkts: number;
-  /** Of those, how many arrived after the receiver had to spin. */
-  ipktsSpin: number;
-  /** Datagrams sent through the bypass path. */
-  opkts: number;
-  /** Of those, how many needed busy-waiting for a free TX slot. */
-  opktsSpin: number;
-  /** The most busy-wait tries one send needed. */
-  sendSpinMax: number;
-  /** Datagrams dropped because this socket's parked queue was full. */
-  rxDropped: number;
-  /** Frames that failed validation (lengths, checksums). */
-  rxInvalid: number;
-  /** Datagrams received through the kernel (companion) socket. */
-  kernelIpkts: number;
-  /** Datagrams sent through the kernel socket (other interface, over the MTU, fallback). */
-  kernelOpkts: number;
-  /** Sends refused because the TX ring stayed full. */
-  txFull: number;
-  /** Datagrams cut to fit the caller's buffer. */
-  rxTruncated: number;
-  /** Drops the kernel counted on the interface's AF_XDP sockets (all sockets of this process). */
-  interfaceDrops: number;
-  /** Bypass datagrams dropped because they came from someone other than the connected peer. */
-  rxForeign: number;
-}
-
-/** Options of {@linkcode UdpBypass.listenDatagram}. */
-export interface ListenOptions extends BypassOptions {
-  /** Only "udp". */
-  transport: "udp";
-  /** Local IPv4 address (default 0.0.0.0, which keeps the socket on the kernel path). */
-  hostname?: string;
-  /** Local port (0: the kernel picks one). */
-  port: number;
-  /** SO_REUSEADDR on the kernel socket. */
-  reuseAddress?: boolean;
-}
-
-/** Options of {@linkcode UdpBypass.receiveSync}. */
-export interface ReceiveOptions {
-  /** 0: do not wait; absent: wait until a datagram arrives. */
-  timeoutMs?: number;
-}
-
-type Phase = "open" | "bypass" | "kernel" | "closed";
-
-const DEST_TTL_MS = 5000;
-const NEIGH_TIMEOUT_MS = 200;
 const WAIT_SLICE_US = 100_000;
 // An async receive first spins this long on the calling thread (mode 1): a datagram
 // that is about to arrive is then taken without the ~40 us hop through a thread.
@@ -87,11 +36,13 @@ const SYNC_SPIN_US = 50;
 // the event loop at least this often.
 const YIELD_EVERY_MS = 4;
 const MAX_DATAGRAM = 65507;
+const EBUSY = -16;
+const ENOBUFS = -105;
 const ownProgIds = new Set<number>();
 // Reasons where bypass was possible in principle but setting it up failed: the
 // cases _NET_KERNEL_BYPASS_ERR_EXIT=1 turns into an exit. The others (wildcard,
-// loopback, other kinds of interface) are not failures: the socket is simply not
-// a bypass candidate, as in the contract.
+// loopback, other kinds of interface, filters) are not failures: the socket is
+// simply not a bypass candidate, as in the contract.
 const SETUP_FAILURES: ReadonlySet<FallbackReason> = new Set([
   "missing-privilege",
   "queue-busy",
@@ -101,12 +52,20 @@ const SETUP_FAILURES: ReadonlySet<FallbackReason> = new Set([
 
 function checkAddr(addr: { hostname?: string; port: number }, what: string): [number, number] {
   const host = addr.hostname ?? "0.0.0.0";
-  const ip = parseIpv4(host);
+  const ip = typeof host === "string" ? parseIpv4(host) : null;
   if (ip === null) throw new TypeError(`${what}: "${host}" is not an IPv4 address`);
   if (!Number.isInteger(addr.port) || addr.port < 0 || addr.port > 65535) {
     throw new RangeError(`${what}: port ${addr.port} is out of range 0..65535`);
   }
   return [ip, addr.port];
+}
+
+function checkIface(text: string, what: string): number {
+  const ip = typeof text === "string" ? parseIpv4(text) : null;
+  if (ip === null || ip === 0 || isMulticast(ip)) {
+    throw new TypeError(`${what}: "${text}" is not the IPv4 address of an interface`);
+  }
+  return ip;
 }
 
 function netAddr(ipBe: number, port: number): Deno.NetAddr {
@@ -115,7 +74,7 @@ function netAddr(ipBe: number, port: number): Deno.NetAddr {
 
 /**
  * A tracked UDP socket. Its kernel socket exists from construction; bind,
- * connect, the first send and the multicast interface choice are the moments
+ * connect, the first send and the multicast interface choices are the moments
  * bypass is decided, once.
  *
  * @example
@@ -134,10 +93,15 @@ export class UdpBypass implements Deno.DatagramConn {
   #reason: FallbackReason | null = null;
   #detail: string | null = null;
   #link: LinkInfo | null = null;
+  #suspended = false;
+  #detachLater = false;
+  #lastWatch = 0;
   #localBe = 0;
   #localPort = 0;
   #bound = false;
   #peer: [number, number] | null = null;
+  #multicastIfaceBe = 0;
+  #bypassGroupBe = 0;
   #meta = new Uint32Array(RECV_META_WORDS);
   #metaBytes = new Uint8Array(this.#meta.buffer);
   #scratch: Uint8Array<ArrayBuffer> | null = null;
@@ -157,7 +121,7 @@ export class UdpBypass implements Deno.DatagramConn {
 
   /** Creates a socket and binds it: like `Deno.listenDatagram`. */
   static listenDatagram(options: ListenOptions): UdpBypass {
-    if (options.transport !== "udp") throw new TypeError('transport must be "udp"');
+    if (options?.transport !== "udp") throw new TypeError('transport must be "udp"');
     const sock = new UdpBypass(options);
     try {
       if (options.reuseAddress) {
@@ -173,7 +137,8 @@ export class UdpBypass implements Deno.DatagramConn {
 
   /** Where this socket's datagrams go. */
   get bypass(): BypassState {
-    const active = this.#phase === "bypass";
+    this.#maybeWatch();
+    const active = this.#phase === "bypass" && !this.#suspended;
     return {
       active,
       interface: active && this.#link ? this.#link.name : null,
@@ -198,7 +163,7 @@ export class UdpBypass implements Deno.DatagramConn {
     if (this.#bound) throw new Deno.errors.AddrInUse("bind: socket is already bound");
     this.#check(lib().nkb_sock_bind(this.#h, ip, port), "bind");
     this.#bound = true;
-    this.#decideNow();
+    this.#decideLocal();
   }
 
   /** connect(): fixes the peer; decides bypass from the local address the kernel chose. */
@@ -209,7 +174,17 @@ export class UdpBypass implements Deno.DatagramConn {
     this.#check(lib().nkb_sock_connect(this.#h, ip, port), "connect");
     this.#peer = [ip, port];
     this.#bound = true;
-    this.#decideNow();
+    this.#decideLocal();
+  }
+
+  /** IP_MULTICAST_IF: multicast leaves through the interface with address `ifaceAddr`. */
+  setMulticastInterface(ifaceAddr: string): void {
+    this.#open("setMulticastInterface");
+    const iface = checkIface(ifaceAddr, "setMulticastInterface");
+    this.#check(lib().nkb_sock_mcast(this.#h, Mcast.setInterface, 0, iface), "IP_MULTICAST_IF");
+    this.#multicastIfaceBe = iface;
+    lib().nkb_dest_clear(this.#h);
+    if (this.#phase === "multicast") this.#decideInterface(iface);
   }
 
   /** Sends one datagram; returns its length. Throws {@linkcode TxRingFullError} when the ring stays full. */
@@ -221,20 +196,29 @@ export class UdpBypass implements Deno.DatagramConn {
     }
     const [ip, port] = this.#destination(addr);
     if (!this.#bound) this.#bindForSend(ip);
+    // A wildcard socket sending unicast has no interface of its own: the kernel's, for good.
+    if (this.#phase === "multicast" && !isMulticast(ip)) {
+      this.#fallback("wildcard-bind", "unicast send from a socket bound to a wildcard address");
+    }
+    this.#maybeWatch();
     let rc = lib().nkb_send(this.#h, data, data.byteLength, ip, port);
     if (rc === E_NEED_ROUTE) {
-      this.#resolveDestination(ip, port);
+      this.#resolve(ip, port);
       rc = lib().nkb_send(this.#h, data, data.byteLength, ip, port);
     }
     if (rc >= 0) return rc;
-    if (rc === -105) throw new TxRingFullError(this.#opts.sendBusyWaitCnt);
+    if (rc === ENOBUFS) {
+      this.#watchNow();
+      throw new TxRingFullError(this.#opts.sendBusyWaitCnt);
+    }
+    this.#watchNow();
     throw errorFromErrno(rc, "send");
   }
 
   /** Sends one datagram (Deno.DatagramConn). */
   send(p: Uint8Array, addr: Deno.Addr): Promise<number> {
     try {
-      if (addr.transport !== "udp") throw new TypeError("send: address must be udp");
+      if (addr?.transport !== "udp") throw new TypeError("send: address must be udp");
       return Promise.resolve(this.sendSync(p, addr));
     } catch (e) {
       return Promise.reject(e);
@@ -250,6 +234,7 @@ export class UdpBypass implements Deno.DatagramConn {
     opts: ReceiveOptions = {},
   ): [Uint8Array<ArrayBuffer>, Deno.NetAddr] | null {
     this.#open("receive");
+    if (this.#receiving) throw new Deno.errors.Busy("receive: another receive is in progress");
     const target = this.#target(buf);
     const timeout = opts.timeoutMs ?? Infinity;
     if (!(timeout >= 0)) throw new RangeError("receive: timeoutMs must be >= 0");
@@ -259,6 +244,7 @@ export class UdpBypass implements Deno.DatagramConn {
       if (got !== null) return got;
       const left = deadline - performance.now();
       if (left <= 0) return null;
+      this.#maybeWatch();
       const us = Math.min(Math.ceil(left * 1000), WAIT_SLICE_US);
       const rc = lib().nkb_wait(this.#h, us, this.#opts.recvMode);
       if (rc < 0) throw errorFromErrno(rc, "receive");
@@ -286,12 +272,14 @@ export class UdpBypass implements Deno.DatagramConn {
           if (rc < 0) throw errorFromErrno(rc, "receive");
           if (rc === 1) continue;
         }
+        this.#maybeWatch();
         // The wait runs on another thread: the event loop stays free in both modes.
         this.#pendingWait = lib().nkb_wait_async(this.#h, WAIT_SLICE_US, this.#opts.recvMode);
         const rc = await this.#pendingWait;
         this.#pendingWait = null;
         this.#lastYield = performance.now();
         if (this.#phase === "closed") throw new Deno.errors.BadResource("receive: socket closed");
+        if (this.#detachLater) this.#detach();
         if (rc < 0) throw errorFromErrno(rc, "receive");
       }
       throw new Deno.errors.TimedOut("receive: gave up");
@@ -303,59 +291,27 @@ export class UdpBypass implements Deno.DatagramConn {
   /** Per-socket counters (SO_NET_KERNEL_BYPASS_STATS and more). */
   stats(): BypassStats {
     this.#open("stats");
-    const out = new BigUint64Array(Stat.count);
-    this.#check(lib().nkb_sock_stats(this.#h, new Uint8Array(out.buffer), Stat.count), "stats");
-    const n = (i: number): number => Number(out[i]);
-    return {
-      ipkts: n(Stat.ipkts),
-      ipktsSpin: n(Stat.ipktsSpin),
-      opkts: n(Stat.opkts),
-      opktsSpin: n(Stat.opktsSpin),
-      sendSpinMax: n(Stat.sendSpinMax),
-      rxDropped: n(Stat.rxDropped),
-      rxInvalid: n(Stat.rxInvalid),
-      kernelIpkts: n(Stat.kernelIpkts),
-      kernelOpkts: n(Stat.kernelOpkts),
-      txFull: n(Stat.txFull),
-      rxTruncated: n(Stat.rxTruncated),
-      interfaceDrops: n(Stat.engineDrops),
-      rxForeign: n(Stat.rxForeign),
-    };
+    return readStats(this.#h);
   }
 
-  /** Joins an IPv4 group on the interface with address `networkInterface`. */
+  /**
+   * Joins group `address` on the interface with address `networkInterface`. The
+   * first group joined on the bypass interface is received through the rings;
+   * other groups through the kernel socket (one group per bypass socket).
+   */
   joinMulticastV4(address: string, networkInterface: string): Promise<Deno.MulticastV4Membership> {
     try {
       this.#open("joinMulticastV4");
-      const group = parseIpv4(address);
-      const iface = parseIpv4(networkInterface);
+      const group = typeof address === "string" ? parseIpv4(address) : null;
       if (group === null || !isMulticast(group)) {
-        throw new TypeError(`${address} is not an IPv4 group`);
+        throw new TypeError(`joinMulticastV4: "${address}" is not an IPv4 group`);
       }
-      if (iface === null) throw new TypeError(`${networkInterface} is not an IPv4 address`);
+      const iface = checkIface(networkInterface, "joinMulticastV4");
+      if (!this.#bound) this.bind({ hostname: "0.0.0.0", port: 0 });
       this.#check(lib().nkb_sock_mcast(this.#h, Mcast.join, group, iface), "IP_ADD_MEMBERSHIP");
-      const h = this.#h;
-      const membership: Deno.MulticastV4Membership = {
-        leave: (): Promise<void> => {
-          const rc = lib().nkb_sock_mcast(h, Mcast.leave, group, iface);
-          return rc < 0
-            ? Promise.reject(errorFromErrno(rc, "IP_DROP_MEMBERSHIP"))
-            : Promise.resolve();
-        },
-        setLoopback: (loopback: boolean): Promise<void> => {
-          const rc = lib().nkb_sock_setopt(h, Opt.multicastLoop, loopback ? 1 : 0);
-          return rc < 0
-            ? Promise.reject(errorFromErrno(rc, "IP_MULTICAST_LOOP"))
-            : Promise.resolve();
-        },
-        setTTL: (ttl: number): Promise<void> => {
-          const rc = lib().nkb_sock_setopt(h, Opt.multicastTtl, ttl);
-          return rc < 0
-            ? Promise.reject(errorFromErrno(rc, "IP_MULTICAST_TTL"))
-            : Promise.resolve();
-        },
-      };
-      return Promise.resolve(membership);
+      if (this.#phase === "multicast") this.#decideInterface(iface);
+      if (this.#phase === "bypass" && this.#bypassGroupBe === 0) this.#addGroupFlow(group, iface);
+      return Promise.resolve(membership(this.#membershipHost(), group, iface));
     } catch (e) {
       return Promise.reject(e);
     }
@@ -402,8 +358,7 @@ export class UdpBypass implements Deno.DatagramConn {
 
   #free(): void {
     for (let i = 0; i < 100; i++) {
-      const rc = lib().nkb_sock_free(this.#h);
-      if (rc !== -16) return;
+      if (lib().nkb_sock_free(this.#h) !== EBUSY) return;
     }
   }
 
@@ -450,30 +405,49 @@ export class UdpBypass implements Deno.DatagramConn {
   // the reply path and the bypass decision name one interface.
   #bindForSend(dstBe: number): void {
     const route = routeGet(dstBe);
-    const src = typeof route === "number" ? 0 : route.prefsrcBe;
+    const src = typeof route === "number" || isMulticast(dstBe) ? 0 : route.prefsrcBe;
     this.#check(lib().nkb_sock_bind(this.#h, src, 0), "bind");
     this.#bound = true;
-    this.#decideNow();
+    this.#decideLocal();
   }
 
-  #decideNow(): void {
+  #decideLocal(): void {
     if (this.#phase !== "open") return;
     const name = new Uint32Array(2);
     this.#check(lib().nkb_sock_name(this.#h, new Uint8Array(name.buffer)), "getsockname");
     this.#localBe = name[0];
     this.#localPort = name[1];
+    if (this.#localBe === 0 || isMulticast(this.#localBe)) {
+      // The contract's exception: multicast may still name one interface.
+      this.#phase = "multicast";
+      this.#reason = "wildcard-bind";
+      this.#detail = "bound to a wildcard or group address: waiting for a multicast interface";
+      if (this.#multicastIfaceBe !== 0) this.#decideInterface(this.#multicastIfaceBe);
+      return;
+    }
     const verdict = decide(this.#localBe, ownProgIds);
     if (!verdict.ok) return this.#fallback(verdict.reason, verdict.detail);
-    const { link, frameSize, queues } = verdict;
+    if (this.#attach(verdict)) this.#addFlow(this.#localBe);
+  }
+
+  // A wildcard or group-bound socket names its interface by a multicast choice.
+  #decideInterface(ifaceBe: number): void {
+    const ifindex = addrIfindex(ifaceBe);
+    if (ifindex < 0) {
+      return this.#fallback("no-interface", `no interface has ${formatIpv4(ifaceBe)}`);
+    }
+    const verdict = decideLink(ifindex, ownProgIds);
+    if (!verdict.ok) return this.#fallback(verdict.reason, verdict.detail);
+    this.#attach(verdict);
+  }
+
+  #attach(plan: Plan): boolean {
+    const { link, frameSize, queues } = plan;
     const rc = lib().nkb_sock_attach(this.#h, link.ifindex, queues, frameSize, 0, link.mtu);
     if (rc < 0) {
-      const reason = rc === -16 ? "queue-busy" : "setup-failed";
-      return this.#fallback(reason, `AF_XDP on ${link.name}: ${errnoName(rc)}`);
-    }
-    const flow = lib().nkb_sock_add_flow(this.#h, this.#localBe, this.#localPort);
-    if (flow < 0) {
-      lib().nkb_sock_detach(this.#h);
-      return this.#fallback("setup-failed", `filter flow: ${errnoName(flow)}`);
+      const reason = rc === EBUSY ? "queue-busy" : "setup-failed";
+      this.#fallback(reason, `AF_XDP on ${link.name}: ${errnoName(rc)}`);
+      return false;
     }
     const info = new Uint32Array(8);
     lib().nkb_sock_info(this.#h, new Uint8Array(info.buffer), 8);
@@ -481,6 +455,40 @@ export class UdpBypass implements Deno.DatagramConn {
     this.#link = link;
     this.#phase = "bypass";
     this.#reason = null;
+    this.#detail = null;
+    this.#lastWatch = performance.now();
+    return true;
+  }
+
+  #addFlow(ipBe: number): void {
+    const rc = lib().nkb_sock_add_flow(this.#h, ipBe, this.#localPort);
+    if (rc < 0) {
+      this.#detach();
+      this.#fallback("setup-failed", `filter flow: ${errnoName(rc)}`);
+    }
+  }
+
+  #addGroupFlow(groupBe: number, ifaceBe: number): void {
+    if (this.#link === null || addrIfindex(ifaceBe) !== this.#link.ifindex) return;
+    if (lib().nkb_sock_add_flow(this.#h, groupBe, this.#localPort) >= 0) {
+      this.#bypassGroupBe = groupBe;
+    }
+  }
+
+  #membershipHost(): Parameters<typeof membership>[0] {
+    return {
+      handle: (): number => {
+        this.#open("multicast membership");
+        return this.#h;
+      },
+      bypassActive: (): boolean => this.#phase === "bypass",
+      left: (groupBe: number): void => {
+        if (groupBe !== this.#bypassGroupBe || this.#phase !== "bypass") return;
+        lib().nkb_sock_del_flow(this.#h, groupBe, this.#localPort);
+        this.#bypassGroupBe = 0;
+      },
+      ttlChanged: (): void => void lib().nkb_dest_clear(this.#h),
+    };
   }
 
   #fallback(reason: FallbackReason, detail: string): void {
@@ -494,37 +502,57 @@ export class UdpBypass implements Deno.DatagramConn {
     }
   }
 
-  // Fills the shim's header cache for one destination: through the ring when its
-  // route leaves through our interface and its next hop resolves, else the kernel.
-  #resolveDestination(ipBe: number, port: number): void {
-    const kernel = (): void => {
-      this.#check(
-        lib().nkb_dest_set(this.#h, ipBe, port, Dest.kernel, null, 0, DEST_TTL_MS),
-        "dest",
-      );
-    };
+  // Leaves the rings for good; a wait on another thread defers it to its return.
+  #detach(): void {
+    lib().nkb_dest_clear(this.#h);
+    const rc = lib().nkb_sock_detach(this.#h);
+    this.#detachLater = rc === EBUSY;
+    this.#bypassGroupBe = 0;
+  }
+
+  #resolve(ipBe: number, port: number): void {
     const link = this.#link;
-    if (this.#phase !== "bypass" || link === null) return kernel();
-    let mac: Uint8Array | null;
-    if (isMulticast(ipBe)) {
-      mac = multicastMac(ipBe);
-    } else {
-      const route = routeGet(ipBe);
-      if (typeof route === "number" || route.oif !== link.ifindex) return kernel();
-      if (route.type !== RouteType.unicast) return kernel();
-      mac = neighbourMac(link.ifindex, route.gatewayBe || ipBe, NEIGH_TIMEOUT_MS);
-      // Unresolved: the kernel queues this datagram behind ARP; the next send retries.
-      if (mac === null) {
-        this.#check(lib().nkb_dest_set(this.#h, ipBe, port, Dest.kernel, null, 0, 100), "dest");
-        return;
-      }
+    if (this.#phase !== "bypass" || link === null || this.#suspended) {
+      return useKernel(this.#h, ipBe, port);
     }
-    const macs = new Uint8Array(12);
-    macs.set(mac, 0);
-    macs.set(link.mac, 6);
-    this.#check(
-      lib().nkb_dest_set(this.#h, ipBe, port, Dest.bypass, macs, this.#localBe, DEST_TTL_MS),
-      "dest",
-    );
+    const srcBe = this.#localBe || this.#multicastIfaceBe || Math.max(addrFirst(link.ifindex), 0);
+    const multicastIfindex = this.#multicastIfaceBe === 0
+      ? 0
+      : Math.max(addrIfindex(this.#multicastIfaceBe), 0);
+    resolveDestination({ handle: this.#h, link, srcBe, multicastIfindex }, ipBe, port);
+  }
+
+  #maybeWatch(): void {
+    if (this.#phase !== "bypass") return;
+    if (performance.now() - this.#lastWatch < WATCH_INTERVAL_MS) return;
+    this.#watchNow();
+  }
+
+  // The interface may have gone down, changed its MTU, lost our address or vanished.
+  #watchNow(): void {
+    const link = this.#link;
+    if (this.#phase !== "bypass" || link === null) return;
+    this.#lastWatch = performance.now();
+    const v = watchLink(link.ifindex, this.#localBe);
+    if (v.state === "interface-gone" || v.state === "address-removed") {
+      this.#detach();
+      this.#phase = "kernel";
+      this.#reason = v.state;
+      this.#detail = v.detail;
+      return;
+    }
+    if (v.mtu !== link.mtu) {
+      this.#link = { ...link, mtu: v.mtu };
+      lib().nkb_sock_setopt(this.#h, Opt.mtu, v.mtu);
+    }
+    const down = v.state === "down";
+    if (down === this.#suspended) return;
+    this.#suspended = down;
+    lib().nkb_sock_setopt(this.#h, Opt.suspend, down ? 1 : 0);
+    lib().nkb_dest_clear(this.#h);
+    this.#reason = down ? "interface-down" : null;
+    this.#detail = down ? `${link.name} went down: sends take the kernel path` : null;
+    // Frames that waited on the TX ring while the link was down leave now.
+    if (!down) lib().nkb_sock_flush(this.#h);
   }
 }

@@ -95,6 +95,9 @@ Deno.test({
     assert.equal(err!.name, "TxRingFullError", JSON.stringify(done));
     assert.equal(st.sendSpinMax, 5, JSON.stringify(done));
     assert.ok(st.txFull >= 1, JSON.stringify(done));
-    assert.equal((done.bypass as { active: boolean }).active, true, JSON.stringify(done));
+    // The socket is still the interface's (its frames wait on the ring), unless it noticed
+    // the link went down, which it reports as such.
+    const b = done.bypass as { active: boolean; reason: string | null };
+    assert.ok(b.active || b.reason === "interface-down", JSON.stringify(done));
   },
 });

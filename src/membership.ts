@@ -1,0 +1,71 @@
+/**
+ * `Deno.MulticastV4Membership` objects of nkb sockets.
+ *
+ * @module
+ */
+
+import { lib, Mcast, Opt } from "./ffi.ts";
+import { errorFromErrno } from "./errors.ts";
+
+/** What a membership needs from its socket. */
+export interface MembershipHost {
+  /** The socket's shim handle; throws when the socket is closed. */
+  handle(): number;
+  /** True while the socket sends through the bypass path. */
+  bypassActive(): boolean;
+  /** Called after the kernel membership of `groupBe` is dropped. */
+  left(groupBe: number): void;
+  /** Called after the multicast TTL changed (cached headers carry it). */
+  ttlChanged(): void;
+}
+
+function settle(rc: number, what: string): Promise<void> {
+  return rc < 0 ? Promise.reject(errorFromErrno(rc, what)) : Promise.resolve();
+}
+
+function attempt(fn: () => Promise<void>): Promise<void> {
+  try {
+    return fn();
+  } catch (e) {
+    return Promise.reject(e);
+  }
+}
+
+/** The membership of `groupBe` joined on the interface with address `ifaceBe`. */
+export function membership(
+  host: MembershipHost,
+  groupBe: number,
+  ifaceBe: number,
+): Deno.MulticastV4Membership {
+  return {
+    leave: (): Promise<void> =>
+      attempt(() => {
+        const rc = lib().nkb_sock_mcast(host.handle(), Mcast.leave, groupBe, ifaceBe);
+        if (rc >= 0) host.left(groupBe);
+        return settle(rc, "IP_DROP_MEMBERSHIP");
+      }),
+    setLoopback: (loopback: boolean): Promise<void> =>
+      attempt(() => {
+        // Frames sent through the ring never pass the kernel, so no local socket sees them.
+        if (loopback && host.bypassActive()) {
+          throw new Deno.errors.NotSupported(
+            "multicast loopback cannot happen on the bypass path: local sockets never see " +
+              "datagrams sent through the ring",
+          );
+        }
+        return settle(
+          lib().nkb_sock_setopt(host.handle(), Opt.multicastLoop, loopback ? 1 : 0),
+          "IP_MULTICAST_LOOP",
+        );
+      }),
+    setTTL: (ttl: number): Promise<void> =>
+      attempt(() => {
+        if (!Number.isInteger(ttl) || ttl < 0 || ttl > 255) {
+          throw new RangeError(`multicast TTL must be 0..255, got ${ttl}`);
+        }
+        const rc = lib().nkb_sock_setopt(host.handle(), Opt.multicastTtl, ttl);
+        if (rc >= 0) host.ttlChanged();
+        return settle(rc, "IP_MULTICAST_TTL");
+      }),
+  };
+}

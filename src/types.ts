@@ -1,0 +1,98 @@
+/**
+ * The public shapes of nkb sockets: their state, counters and options.
+ *
+ * @module
+ */
+
+import type { BypassOptions } from "./config.ts";
+import type { FallbackReason } from "./decide.ts";
+import { lib, Stat } from "./ffi.ts";
+import { errorFromErrno } from "./errors.ts";
+
+/** Where a socket's datagrams go, and why not through the rings when they don't. */
+export interface BypassState {
+  /** True when send and receive use the AF_XDP rings. */
+  active: boolean;
+  /** The bypass interface, or null. */
+  interface: string | null;
+  /** The first receive queue covered (all queues of the interface are), or null. */
+  queue: number | null;
+  /** Why the socket is on the kernel path (a stable code), or null when active or undecided. */
+  reason: FallbackReason | null;
+  /** A human explanation of `reason` (what failed, with the errno), or null. */
+  detail: string | null;
+}
+
+/** The counters of SO_NET_KERNEL_BYPASS_STATS plus nkb's own. */
+export interface BypassStats {
+  /** Datagrams received through the bypass path. */
+  ipkts: number;
+  /** Of those, how many arrived after the receiver had to spin. */
+  ipktsSpin: number;
+  /** Datagrams sent through the bypass path. */
+  opkts: number;
+  /** Of those, how many needed busy-waiting for a free TX slot. */
+  opktsSpin: number;
+  /** The most busy-wait tries one send needed. */
+  sendSpinMax: number;
+  /** Datagrams dropped because this socket's parked queue was full. */
+  rxDropped: number;
+  /** Frames that failed validation (lengths, checksums). */
+  rxInvalid: number;
+  /** Datagrams received through the kernel (companion) socket. */
+  kernelIpkts: number;
+  /** Datagrams sent through the kernel socket (other interface, over the MTU, fallback). */
+  kernelOpkts: number;
+  /** Sends refused because the TX ring stayed full. */
+  txFull: number;
+  /** Datagrams cut to fit the caller's buffer. */
+  rxTruncated: number;
+  /** Drops the kernel counted on the interface's AF_XDP sockets (all sockets of this process). */
+  interfaceDrops: number;
+  /** Bypass datagrams dropped because they came from someone other than the connected peer. */
+  rxForeign: number;
+  /** ICMP errors the kernel reported for this socket and nkb hid (bypass sockets do not report them). */
+  icmpIgnored: number;
+}
+
+/** Options of {@linkcode UdpBypass.listenDatagram}. */
+export interface ListenOptions extends BypassOptions {
+  /** Only "udp". */
+  transport: "udp";
+  /** Local IPv4 address (default 0.0.0.0, which keeps the socket on the kernel path). */
+  hostname?: string;
+  /** Local port (0: the kernel picks one). */
+  port: number;
+  /** SO_REUSEADDR on the kernel socket. */
+  reuseAddress?: boolean;
+}
+
+/** Options of {@linkcode UdpBypass.receiveSync}. */
+export interface ReceiveOptions {
+  /** 0: do not wait; absent: wait until a datagram arrives. */
+  timeoutMs?: number;
+}
+
+/** Reads the shim's counters of socket `h`. */
+export function readStats(h: number): BypassStats {
+  const out = new BigUint64Array(Stat.count);
+  const rc = lib().nkb_sock_stats(h, new Uint8Array(out.buffer), Stat.count);
+  if (rc < 0) throw errorFromErrno(rc, "stats");
+  const n = (i: number): number => Number(out[i]);
+  return {
+    ipkts: n(Stat.ipkts),
+    ipktsSpin: n(Stat.ipktsSpin),
+    opkts: n(Stat.opkts),
+    opktsSpin: n(Stat.opktsSpin),
+    sendSpinMax: n(Stat.sendSpinMax),
+    rxDropped: n(Stat.rxDropped),
+    rxInvalid: n(Stat.rxInvalid),
+    kernelIpkts: n(Stat.kernelIpkts),
+    kernelOpkts: n(Stat.kernelOpkts),
+    txFull: n(Stat.txFull),
+    rxTruncated: n(Stat.rxTruncated),
+    interfaceDrops: n(Stat.engineDrops),
+    rxForeign: n(Stat.rxForeign),
+    icmpIgnored: n(Stat.icmpIgnored),
+  };
+}
