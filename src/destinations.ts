@@ -49,18 +49,15 @@ export function useKernel(h: number, ipBe: number, port: number, ttlMs = DEST_TT
 
 function nextHopMac(ctx: DestinationContext, ipBe: number): Uint8Array | null | "kernel" {
   if (isMulticast(ipBe)) {
-    const oif = ctx.multicastIfindex || routeOif(ipBe);
+    // A bypass socket has one interface for both directions: multicast leaves through it
+    // unless IP_MULTICAST_IF names another.
+    const oif = ctx.multicastIfindex || ctx.link.ifindex;
     return oif === ctx.link.ifindex ? multicastMac(ipBe) : "kernel";
   }
   const route = routeGet(ipBe);
   if (typeof route === "number" || route.oif !== ctx.link.ifindex) return "kernel";
   if (route.type !== RouteType.unicast) return "kernel";
   return neighbourMac(ctx.link.ifindex, route.gatewayBe || ipBe, NEIGH_TIMEOUT_MS);
-}
-
-function routeOif(ipBe: number): number {
-  const route = routeGet(ipBe);
-  return typeof route === "number" ? 0 : route.oif;
 }
 
 /**
