@@ -2,6 +2,7 @@
 const std = @import("std");
 
 const c_sources = [_][]const u8{
+    "ffi/nl_io.c",
     "ffi/netlink.c",
     "ffi/bpf_filter.c",
     "ffi/frame.c",

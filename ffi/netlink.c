@@ -5,7 +5,7 @@
 // request; sequence numbers are still checked to reject anything stale.
 // Everything read from the kernel is length-checked before use.
 #ifndef _DEFAULT_SOURCE
-#define _DEFAULT_SOURCE // struct timeval, socket API under -std=c11
+#define _DEFAULT_SOURCE // socket API under -std=c11
 #endif
 
 #include <assert.h>
@@ -15,7 +15,6 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/time.h>
 #include <unistd.h>
 
 #include <linux/if_addr.h>
@@ -25,6 +24,7 @@
 #include <linux/rtnetlink.h>
 
 #include "nkb_net.h"
+#include "nl_io.h"
 
 // The UAPI NLA_* macros compute in int; these keep all length arithmetic unsigned.
 #define NL_ATTR_HDRLEN ((uint32_t)sizeof(struct nlattr))
@@ -42,14 +42,10 @@ _Static_assert(sizeof(struct nlattr) == 4, "attributes start right after a 4-byt
 #define NL_ATTRS_MAX (NL_BUF_SIZE / NL_ATTR_HDRLEN)
 // Requests are a header, a family header and one or two small attributes.
 #define NL_REQ_SIZE 256u
-// Retries of a syscall interrupted by a signal (EINTR) before giving up.
-#define NL_EINTR_MAX 8u
 // Retries of a dump the kernel flagged as inconsistent (NLM_F_DUMP_INTR).
 #define NL_DUMP_TRIES 4u
 // Any other value would do: the socket is private to one request.
 #define NL_SEQ 0x6e6b6201u
-// No call may hang on a kernel that never answers.
-#define NL_TIMEOUT_S 1
 // Returned by message handlers to end a transaction early (the answer is known).
 #define NL_STOP 1
 
@@ -101,86 +97,23 @@ static void nl_req_attr(nl_req_t *req, uint16_t type, const void *data, uint16_t
   assert(req->hdr.nlmsg_len <= NL_REQ_SIZE);
 }
 
-// ---- socket ------------------------------------------------------------------
-
-static int32_t nl_open(void) {
-  int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
-  if (fd < 0) return -(int32_t)errno;
-  assert(fd >= 0);
-  struct timeval tv = {.tv_sec = NL_TIMEOUT_S, .tv_usec = 0};
-  if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0 ||
-      setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0) {
-    int32_t err = -(int32_t)errno;
-    (void)close(fd);
-    assert(err < 0);
-    return err;
-  }
-  return (int32_t)fd;
-}
-
-static int32_t nl_send(int32_t fd, const struct nlmsghdr *h) {
-  assert(fd >= 0);
-  assert(h->nlmsg_len >= NLMSG_HDRLEN && h->nlmsg_len <= NL_REQ_SIZE);
-  struct sockaddr_nl to = {.nl_family = AF_NETLINK}; // nl_pid 0: the kernel
-  for (uint32_t attempt = 0; attempt < NL_EINTR_MAX; attempt++) {
-    ssize_t n = sendto(fd, h, h->nlmsg_len, 0, (const struct sockaddr *)&to, sizeof(to));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return -(int32_t)errno;
-    // Netlink datagrams are all or nothing; a short count means something is off.
-    if ((size_t)n != h->nlmsg_len) return -EIO;
-    return 0;
-  }
-  return -EINTR;
-}
-
-// One datagram into rx; returns its length or -errno (-ETIMEDOUT on SO_RCVTIMEO).
-static int32_t nl_recv(int32_t fd, nl_rxbuf_t *rx) {
-  assert(fd >= 0);
-  assert(rx != NULL);
-  for (uint32_t attempt = 0; attempt < NL_EINTR_MAX; attempt++) {
-    struct sockaddr_nl from;
-    memset(&from, 0, sizeof(from));
-    struct iovec iov = {.iov_base = rx->buf, .iov_len = sizeof(rx->buf)};
-    struct msghdr msg = {
-        .msg_name = &from, .msg_namelen = sizeof(from), .msg_iov = &iov, .msg_iovlen = 1};
-    // MSG_TRUNC makes the kernel report the real size, so truncation is detectable.
-    ssize_t n = recvmsg(fd, &msg, MSG_TRUNC);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return -ETIMEDOUT;
-    if (n < 0) return -(int32_t)errno;
-    if ((msg.msg_flags & MSG_TRUNC) != 0 || (size_t)n > sizeof(rx->buf)) return -EMSGSIZE;
-    // Other processes may unicast to our port; only the kernel's word counts.
-    if (msg.msg_namelen < sizeof(from) || from.nl_family != AF_NETLINK || from.nl_pid != 0) {
-      continue;
-    }
-    assert((size_t)n <= NL_BUF_SIZE);
-    return (int32_t)n;
-  }
-  return -EAGAIN;
-}
-
 // ---- reply walking -------------------------------------------------------------
 
 static int32_t nl_msg_error(const struct nlmsghdr *h) {
   assert(h->nlmsg_type == NLMSG_ERROR);
-  if (h->nlmsg_len < NLMSG_HDRLEN + sizeof(int32_t)) return -EPROTO;
   int32_t err = 0;
-  memcpy(&err, NLMSG_DATA(h), sizeof(err));
+  // An error message must carry its status; a short or out-of-range one is malformed.
+  if (nkb_nlio_status(h, &err) != 1) return -EPROTO;
   if (err == 0) return NL_STOP; // the ack that ends a non-dump request
-  // The kernel reports -errno; anything else is not a well-formed error.
-  if (err > 0 || err < -4095) return -EPROTO;
   assert(err < 0);
   return err;
 }
 
 static int32_t nl_msg_done(const nl_walk_t *w, const struct nlmsghdr *h) {
   assert(h->nlmsg_type == NLMSG_DONE);
-  // The payload, when present, is the dump's final status.
-  if (h->nlmsg_len >= NLMSG_HDRLEN + sizeof(int32_t)) {
-    int32_t err = 0;
-    memcpy(&err, NLMSG_DATA(h), sizeof(err));
-    if (err < 0 && err >= -4095) return err;
-  }
+  // The payload, when present and well formed, is the dump's final status.
+  int32_t err = 0;
+  if (nkb_nlio_status(h, &err) == 1 && err < 0) return err;
   // Reached the end without the handler finding its answer in an inconsistent dump:
   // the answer may have been missed, so the caller retries.
   if (w->dump_intr) return -EAGAIN;
@@ -226,7 +159,7 @@ static int32_t nl_collect(int32_t fd, nl_walk_t *w) {
   assert(w->fn != NULL);
   nl_rxbuf_t rx;
   for (uint32_t i = 0; i < NL_RECV_MAX; i++) {
-    int32_t n = nl_recv(fd, &rx);
+    int32_t n = nkb_nlio_recv(fd, rx.buf, sizeof(rx.buf));
     if (n < 0) return n;
     int32_t rc = nl_datagram(w, &rx, (uint32_t)n);
     if (rc != 0) return rc;
@@ -239,10 +172,11 @@ static int32_t nl_collect(int32_t fd, nl_walk_t *w) {
 static int32_t nl_transact(const struct nlmsghdr *req, nl_msg_fn fn, void *ctx) {
   assert(req->nlmsg_seq == NL_SEQ);
   assert((req->nlmsg_flags & NLM_F_REQUEST) != 0);
-  int32_t fd = nl_open();
+  assert(req->nlmsg_len >= NLMSG_HDRLEN && req->nlmsg_len <= NL_REQ_SIZE);
+  int32_t fd = nkb_nlio_open(NETLINK_ROUTE);
   if (fd < 0) return fd;
   nl_walk_t w = {.fn = fn, .ctx = ctx, .seq = req->nlmsg_seq, .dump_intr = false};
-  int32_t rc = nl_send(fd, req);
+  int32_t rc = nkb_nlio_send(fd, req);
   if (rc == 0) rc = nl_collect(fd, &w);
   // Nothing useful to do if close fails on a socket we only read from.
   (void)close(fd);

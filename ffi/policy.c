@@ -8,7 +8,7 @@
 // Raw syscalls, no libraries. A source that cannot be read sets its flag instead of failing
 // the probe, so the caller can tell "none" from "unknown".
 #ifndef _DEFAULT_SOURCE
-#define _DEFAULT_SOURCE // struct timeval, socket API under -std=c11
+#define _DEFAULT_SOURCE // socket API under -std=c11
 #endif
 
 #include <assert.h>
@@ -22,7 +22,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/time.h>
 #include <unistd.h>
 
 #include <linux/netfilter.h>
@@ -33,6 +32,7 @@
 #include <linux/xfrm.h>
 
 #include "nkb_net.h"
+#include "nl_io.h"
 
 #define POL_NFT_UNKNOWN 1u
 #define POL_IPT_UNKNOWN 2u
@@ -50,7 +50,6 @@
 #define POL_TRIES 4u
 #define POL_EINTR_MAX 8u
 #define POL_SEQ 0x6e6b6250u
-#define POL_TIMEOUT_S 1
 // ip_tables_names lists a handful of tables; 4 KiB holds over a hundred names.
 #define POL_NAMES_SIZE 4096u
 // A legacy table bigger than this is read by entry count only (which may include user
@@ -77,76 +76,19 @@ static uint32_t pol_add_sat(uint32_t a, uint32_t b) {
 
 // ---- netlink -----------------------------------------------------------------
 
-static int32_t pol_nl_open(int protocol) {
-  int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, protocol);
-  if (fd < 0) return -(int32_t)errno;
-  struct timeval tv = {.tv_sec = POL_TIMEOUT_S, .tv_usec = 0};
-  if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0 ||
-      setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0) {
-    int32_t err = -(int32_t)errno;
-    (void)close(fd);
-    return err;
-  }
-  return (int32_t)fd;
-}
-
-static int32_t pol_nl_send(int32_t fd, const struct nlmsghdr *h) {
-  assert(fd >= 0);
-  assert(h->nlmsg_len >= NLMSG_HDRLEN);
-  struct sockaddr_nl to = {.nl_family = AF_NETLINK}; // nl_pid 0: the kernel
-  for (uint32_t attempt = 0; attempt < POL_EINTR_MAX; attempt++) {
-    ssize_t n = sendto(fd, h, h->nlmsg_len, 0, (const struct sockaddr *)&to, sizeof(to));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return -(int32_t)errno;
-    if ((size_t)n != h->nlmsg_len) return -EIO; // netlink datagrams are all or nothing
-    return 0;
-  }
-  return -EINTR;
-}
-
-// One datagram into rx; its length or -errno (-ETIMEDOUT on SO_RCVTIMEO).
-static int32_t pol_nl_recv(int32_t fd, pol_rxbuf_t *rx) {
-  assert(fd >= 0);
-  for (uint32_t attempt = 0; attempt < POL_EINTR_MAX; attempt++) {
-    struct sockaddr_nl from;
-    memset(&from, 0, sizeof(from));
-    struct iovec iov = {.iov_base = rx->buf, .iov_len = sizeof(rx->buf)};
-    struct msghdr msg = {
-        .msg_name = &from, .msg_namelen = sizeof(from), .msg_iov = &iov, .msg_iovlen = 1};
-    // MSG_TRUNC makes the kernel report the real size, so truncation is detectable.
-    ssize_t n = recvmsg(fd, &msg, MSG_TRUNC);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return -ETIMEDOUT;
-    if (n < 0) return -(int32_t)errno;
-    if ((msg.msg_flags & MSG_TRUNC) != 0 || (size_t)n > sizeof(rx->buf)) return -EMSGSIZE;
-    // Other processes may unicast to our port; only the kernel's word counts.
-    if (msg.msg_namelen < sizeof(from) || from.nl_family != AF_NETLINK || from.nl_pid != 0) {
-      continue;
-    }
-    return (int32_t)n;
-  }
-  return -EAGAIN;
-}
-
-// The int32 status carried by NLMSG_ERROR and NLMSG_DONE; 0 when absent.
-static int32_t pol_nl_status(const struct nlmsghdr *h) {
-  int32_t err = 0;
-  if (h->nlmsg_len < NLMSG_HDRLEN + sizeof(err)) return h->nlmsg_type == NLMSG_ERROR ? -EPROTO : 0;
-  memcpy(&err, NLMSG_DATA(h), sizeof(err));
-  if (err > 0 || err < -4095) return -EPROTO; // the kernel reports -errno or 0
-  return err;
-}
-
 // 0: keep reading, 1: NLMSG_DONE, <0: -errno.
 static int32_t pol_nl_msg(pol_dump_t *d, const struct nlmsghdr *h) {
   if (h->nlmsg_seq != POL_SEQ) return 0; // not an answer to our request
   if ((h->nlmsg_flags & NLM_F_DUMP_INTR) != 0) d->intr = true;
+  int32_t err = 0;
   if (h->nlmsg_type == NLMSG_ERROR) {
-    int32_t err = pol_nl_status(h);
-    return err < 0 ? err : -EPROTO; // a dump ends with DONE, never with an ack
+    // A short or malformed error is a protocol error, and so is an ack: a dump ends with DONE.
+    int32_t rc = nkb_nlio_status(h, &err);
+    return rc == 1 && err < 0 ? err : -EPROTO;
   }
   if (h->nlmsg_type == NLMSG_DONE) {
-    int32_t err = pol_nl_status(h);
+    int32_t rc = nkb_nlio_status(h, &err); // a DONE without status ends the dump cleanly
+    if (rc < 0) return rc;
     return err < 0 ? err : 1;
   }
   if (h->nlmsg_type == NLMSG_OVERRUN) return -EOVERFLOW;
@@ -175,15 +117,15 @@ static int32_t pol_nl_datagram(pol_dump_t *d, const pol_rxbuf_t *rx, uint32_t le
 
 // One dump on a fresh socket: 0 with d->count set, -EAGAIN if it raced with a change, or -errno.
 static int32_t pol_nl_dump_once(int protocol, const struct nlmsghdr *req, pol_dump_t *d) {
-  int32_t fd = pol_nl_open(protocol);
+  int32_t fd = nkb_nlio_open(protocol);
   if (fd < 0) return fd;
   d->count = 0;
   d->intr = false;
   // On the stack like netlink.c's: setup time only, and the caller's stack is a thread's.
   pol_rxbuf_t rx;
-  int32_t rc = pol_nl_send(fd, req);
+  int32_t rc = nkb_nlio_send(fd, req);
   for (uint32_t i = 0; rc == 0 && i < POL_RECV_MAX; i++) {
-    int32_t n = pol_nl_recv(fd, &rx);
+    int32_t n = nkb_nlio_recv(fd, rx.buf, sizeof(rx.buf));
     rc = n < 0 ? n : pol_nl_datagram(d, &rx, (uint32_t)n);
   }
   (void)close(fd); // nothing useful to do if closing a socket we only read from fails

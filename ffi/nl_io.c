@@ -1,0 +1,96 @@
+// Netlink socket plumbing (see nl_io.h). Raw syscalls, no libraries.
+#ifndef _DEFAULT_SOURCE
+#define _DEFAULT_SOURCE // struct timeval, socket API under -std=c11
+#endif
+
+#include <assert.h>
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <linux/netlink.h>
+
+#include "nl_io.h"
+
+// Retries of a syscall interrupted by a signal (EINTR) before giving up.
+#define NLIO_EINTR_MAX 8u
+// No call may hang on a kernel that never answers.
+#define NLIO_TIMEOUT_S 1
+// The kernel reports -errno, and errno values stop at 4095 (MAX_ERRNO).
+#define NLIO_ERRNO_MAX 4095
+
+int32_t nkb_nlio_open(int32_t protocol) {
+  assert(protocol >= 0);
+  int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, protocol);
+  if (fd < 0) return -(int32_t)errno;
+  assert(fd >= 0);
+  struct timeval tv = {.tv_sec = NLIO_TIMEOUT_S, .tv_usec = 0};
+  if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0 ||
+      setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0) {
+    int32_t err = -(int32_t)errno;
+    (void)close(fd); // already failing: the setsockopt error is the one to report
+    assert(err < 0);
+    return err;
+  }
+  return (int32_t)fd;
+}
+
+int32_t nkb_nlio_send(int32_t fd, const struct nlmsghdr *h) {
+  assert(fd >= 0);
+  assert(h != NULL);
+  assert(h->nlmsg_len >= NLMSG_HDRLEN);
+  struct sockaddr_nl to = {.nl_family = AF_NETLINK}; // nl_pid 0: the kernel
+  for (uint32_t attempt = 0; attempt < NLIO_EINTR_MAX; attempt++) {
+    ssize_t n = sendto(fd, h, h->nlmsg_len, 0, (const struct sockaddr *)&to, sizeof(to));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return -(int32_t)errno;
+    // Netlink datagrams are all or nothing; a short count means something is off.
+    if ((size_t)n != h->nlmsg_len) return -EIO;
+    return 0;
+  }
+  return -EINTR;
+}
+
+int32_t nkb_nlio_recv(int32_t fd, void *buf, uint32_t cap) {
+  assert(fd >= 0);
+  assert(buf != NULL);
+  assert(cap >= NLMSG_HDRLEN && cap <= INT32_MAX); // the length is returned as int32
+  for (uint32_t attempt = 0; attempt < NLIO_EINTR_MAX; attempt++) {
+    struct sockaddr_nl from;
+    memset(&from, 0, sizeof(from));
+    struct iovec iov = {.iov_base = buf, .iov_len = cap};
+    struct msghdr msg = {
+        .msg_name = &from, .msg_namelen = sizeof(from), .msg_iov = &iov, .msg_iovlen = 1};
+    // MSG_TRUNC makes the kernel report the real size, so truncation is detectable.
+    ssize_t n = recvmsg(fd, &msg, MSG_TRUNC);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return -ETIMEDOUT;
+    if (n < 0) return -(int32_t)errno;
+    if ((msg.msg_flags & MSG_TRUNC) != 0 || (size_t)n > cap) return -EMSGSIZE;
+    // Other processes may unicast to our port; only the kernel's word counts.
+    if (msg.msg_namelen < sizeof(from) || from.nl_family != AF_NETLINK || from.nl_pid != 0) {
+      continue;
+    }
+    assert((size_t)n <= cap);
+    return (int32_t)n;
+  }
+  return -EAGAIN;
+}
+
+int32_t nkb_nlio_status(const struct nlmsghdr *h, int32_t *status) {
+  assert(h != NULL);
+  assert(h->nlmsg_type == NLMSG_ERROR || h->nlmsg_type == NLMSG_DONE);
+  assert(status != NULL);
+  *status = 0;
+  // A DONE without payload is legal (old kernels); callers decide what a short ERROR means.
+  if (h->nlmsg_len < NLMSG_HDRLEN + sizeof(int32_t)) return 0;
+  int32_t err = 0;
+  memcpy(&err, NLMSG_DATA(h), sizeof(err));
+  if (err > 0 || err < -NLIO_ERRNO_MAX) return -EPROTO;
+  *status = err;
+  assert(*status <= 0);
+  return 1;
+}
