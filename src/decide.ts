@@ -79,14 +79,17 @@ function kindReason(kind: string): FallbackReason | null {
   return "virtual-interface";
 }
 
-function judgeKind(link: LinkInfo): Decision | null {
+/** Finds a link by index (rtnetlink by default; tests pass their own). */
+export type LinkLookup = (ifindex: number) => LinkInfo | number;
+
+function judgeKind(link: LinkInfo, lookup: LinkLookup): Decision | null {
   const own = kindReason(link.kind);
   if (own !== null) return no(own, `${link.name} is a ${link.kind} interface`);
   if (link.arptype !== ARPHRD_ETHER) {
     return no("unsupported-interface", `${link.name} is not Ethernet (ARPHRD ${link.arptype})`);
   }
   if (link.masterIfindex !== 0) {
-    const master = linkGet(link.masterIfindex);
+    const master = lookup(link.masterIfindex);
     const kind = typeof master === "number" ? "unknown" : master.kind;
     const name = typeof master === "number" ? `ifindex ${link.masterIfindex}` : master.name;
     return no(
@@ -109,9 +112,13 @@ function judgeProgram(link: LinkInfo, ownProgIds: ReadonlySet<number>): Decision
 }
 
 /** Checks a link's own fitness for bypass. */
-export function judgeLink(link: LinkInfo, ownProgIds: ReadonlySet<number>): Decision {
+export function judgeLink(
+  link: LinkInfo,
+  ownProgIds: ReadonlySet<number>,
+  lookup: LinkLookup = linkGet,
+): Decision {
   if (linkIsLoopback(link)) return no("loopback", `${link.name} is the loopback device`);
-  const byKind = judgeKind(link);
+  const byKind = judgeKind(link, lookup);
   if (byKind !== null) return byKind;
   const byProgram = judgeProgram(link, ownProgIds);
   if (byProgram !== null) return byProgram;

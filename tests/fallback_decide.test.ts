@@ -1,0 +1,360 @@
+/**
+ * Fallback rules 1-5 of the contract: where bypass is decided (socket creation,
+ * bind, connect, the first send, the multicast interface choice), wildcard
+ * binds and their multicast exception, one group per bypass socket, per-datagram
+ * destination and size rules. Each case checks the datagrams delivered, the
+ * socket's `bypass` state and the path they took (stats and /proc/net/snmp).
+ */
+
+import assert from "node:assert/strict";
+import {
+  addVeth,
+  assertBypass,
+  createFbTestbed,
+  delta,
+  exchange,
+  OPTS,
+  seqTags,
+  sh,
+  show,
+  startAgent,
+  startPeer,
+  tags,
+  udp,
+} from "./fixtures/fb_driver.ts";
+
+// Multicast groups cannot come from 198.18.0.0/15: these are administratively scoped.
+const G1 = "239.255.18.1";
+const G2 = "239.255.18.2";
+
+Deno.test({
+  name: "rule 1: new, bind, connect, first sendSync/send and the multicast choices each decide",
+  ...OPTS,
+  fn: async (t) => {
+    await using tb = await createFbTestbed();
+    const ag = await startAgent(tb, "a");
+    const peer = await startPeer(tb, "b");
+    await peer.ok("open", { id: "p", host: tb.b.ip, port: 9000 });
+    const to: [string, number] = [tb.b.ip, 9000];
+
+    await t.step("new UdpBypass(): tracked, undecided (active false, reason null)", async () => {
+      const r = await ag.ok("new", { id: "n" });
+      assertBypass(r, { active: false, reason: null });
+      assert.equal(r.bypass.interface, null, show(r));
+    });
+
+    await t.step("bind to the veth address: active, traffic through the rings", async () => {
+      await ag.ok("new", { id: "b" });
+      const r = await ag.ok("bind", { id: "b", host: tb.a.ip, port: 9001 });
+      assertBypass(r, { active: true, ifname: tb.a.ifname });
+      await exchange(tb, ag, peer, {
+        id: "b",
+        peerSock: "p",
+        to,
+        back: [tb.a.ip, 9001],
+        path: "bypass",
+        tag: "bind",
+      });
+    });
+
+    await t.step("connect on an unbound socket: the kernel's local address decides", async () => {
+      await ag.ok("new", { id: "c" });
+      const r = await ag.ok("connect", { id: "c", host: tb.b.ip, port: 9000 });
+      assertBypass(r, { active: true, ifname: tb.a.ifname });
+      const addr = (await ag.ok("addr", { id: "c" })).addr as { hostname: string; port: number };
+      assert.equal(addr.hostname, tb.a.ip, show(addr));
+      await exchange(tb, ag, peer, {
+        id: "c",
+        peerSock: "p",
+        to: null,
+        back: [tb.a.ip, addr.port],
+        path: "bypass",
+        tag: "conn",
+      });
+    });
+
+    for (const api of ["sync", "async"] as const) {
+      await t.step(
+        `first ${api} send on an unbound socket binds to the route's source`,
+        async () => {
+          const id = `s-${api}`;
+          const r0 = await ag.ok("new", { id });
+          assertBypass(r0, { active: false, reason: null });
+          const s = await ag.ok("send", { id, to, tag: `first-${api}`, api });
+          assert.equal(s.sent, 1, show(s));
+          assertBypass(s, { active: true, ifname: tb.a.ifname });
+          // The first datagram itself went through the rings.
+          assert.equal(s.stats.opkts, 1, show(s));
+          const got = await peer.ok("recv", { id: "p", max: 1, timeoutMs: 3000 });
+          assert.deepEqual(tags(got.got), [`first-${api}`], show(got));
+          const addr = (await ag.ok("addr", { id })).addr as { hostname: string; port: number };
+          assert.equal(addr.hostname, tb.a.ip, show(addr));
+          await exchange(tb, ag, peer, {
+            id,
+            peerSock: "p",
+            to,
+            back: [tb.a.ip, addr.port],
+            path: "bypass",
+            tag: `snd-${api}`,
+          });
+        },
+      );
+    }
+
+    await t.step("bound to 0.0.0.0, setMulticastInterface(veth address) decides", async () => {
+      await ag.ok("new", { id: "mi" });
+      const r = await ag.ok("bind", { id: "mi", host: "0.0.0.0", port: 9005 });
+      assertBypass(r, { active: false, reason: "wildcard-bind" });
+      const m = await ag.ok("setMulticastInterface", { id: "mi", iface: tb.a.ip });
+      assertBypass(m, { active: true, ifname: tb.a.ifname });
+    });
+
+    await t.step("bound to 0.0.0.0, joinMulticastV4(group, veth address) decides", async () => {
+      await ag.ok("new", { id: "mj" });
+      const r = await ag.ok("bind", { id: "mj", host: "0.0.0.0", port: 9006 });
+      assertBypass(r, { active: false, reason: "wildcard-bind" });
+      const j = await ag.ok("join", { id: "mj", mid: "mj1", group: G1, iface: tb.a.ip });
+      assertBypass(j, { active: true, ifname: tb.a.ifname });
+    });
+    await ag.exit();
+    await peer.exit();
+  },
+});
+
+Deno.test({
+  name: "rule 2: 0.0.0.0 stays on the kernel; a wildcard or group bind that joins is bypassed",
+  ...OPTS,
+  fn: async (t) => {
+    await using tb = await createFbTestbed();
+    for (const s of ["a", "b"] as const) {
+      await sh(tb, s, ["ip", "route", "add", "224.0.0.0/4", "dev", tb.side(s).ifname]);
+    }
+    const ag = await startAgent(tb, "a");
+    const peer = await startPeer(tb, "b");
+    await peer.ok("open", { id: "p", host: tb.b.ip, port: 9000 });
+    await peer.ok("open", { id: "m", host: tb.b.ip, port: 0, mcastIf: tb.b.ip });
+
+    await t.step("bind 0.0.0.0: wildcard-bind, traffic works through the kernel", async () => {
+      await ag.ok("new", { id: "w" });
+      const r = await ag.ok("bind", { id: "w", host: "0.0.0.0", port: 9010 });
+      assertBypass(r, { active: false, reason: "wildcard-bind" });
+      await exchange(tb, ag, peer, {
+        id: "w",
+        peerSock: "p",
+        to: [tb.b.ip, 9000],
+        back: [tb.a.ip, 9010],
+        path: "kernel",
+        tag: "wild",
+      });
+    });
+
+    for (const bindHost of ["0.0.0.0", G1]) {
+      await t.step(
+        `bound to ${bindHost}:P, joins ${G1}: group datagrams via the rings`,
+        async () => {
+          const id = `j-${bindHost}`;
+          const port = bindHost === G1 ? 9012 : 9011;
+          await ag.ok("new", { id });
+          await ag.ok("bind", { id, host: bindHost, port });
+          const j = await ag.ok("join", { id, mid: `${id}-m`, group: G1, iface: tb.a.ip });
+          assertBypass(j, { active: true, ifname: tb.a.ifname });
+          const n = 20;
+          const before = await udp(tb, "a");
+          const s = await peer.ok("send", { id: "m", to: G1, port, tag: `grp-${port}`, count: n });
+          assert.equal(s.sent, n, show(s));
+          const r = await ag.ok("recv", { id, max: n, timeoutMs: 5000, quietMs: 1000 });
+          const after = await udp(tb, "a");
+          assert.deepEqual(tags(r.got), seqTags(`grp-${port}`, n), show(r));
+          assert.equal(r.stats.ipkts, n, show(r));
+          assert.equal(r.stats.kernelIpkts, 0, show(r));
+          const inD = delta(before, after, "InDatagrams");
+          assert.ok(inD < 5, `Udp InDatagrams in a grew by ${inD}`);
+        },
+      );
+    }
+
+    await t.step(
+      "setMulticastInterface(veth address), send to the group: via the rings",
+      async () => {
+        await ag.ok("new", { id: "tx" });
+        await ag.ok("bind", { id: "tx", host: "0.0.0.0", port: 9013 });
+        const m = await ag.ok("setMulticastInterface", { id: "tx", iface: tb.a.ip });
+        assertBypass(m, { active: true, ifname: tb.a.ifname });
+        await peer.ok("open", { id: "g", host: "0.0.0.0", port: 9014, join: [G1, tb.b.ip] });
+        const n = 20;
+        const before = await udp(tb, "a");
+        const s = await ag.ok("send", { id: "tx", to: [G1, 9014], tag: "mtx", count: n });
+        assert.equal(s.sent, n, show(s));
+        const r = await peer.ok("recv", { id: "g", max: n, timeoutMs: 5000, quietMs: 1000 });
+        const after = await udp(tb, "a");
+        assert.deepEqual(tags(r.got), seqTags("mtx", n), show(r));
+        const st = (await ag.ok("state", { id: "tx" })).stats;
+        assert.equal(st.opkts, n, JSON.stringify(st));
+        assert.equal(st.kernelOpkts, 0, JSON.stringify(st));
+        const outD = delta(before, after, "OutDatagrams");
+        assert.ok(outD < 5, `Udp OutDatagrams in a grew by ${outD}`);
+      },
+    );
+    await ag.exit();
+    await peer.exit();
+  },
+});
+
+Deno.test({
+  name: "rule 3: one group per bypass socket; leave, setTTL, setLoopback on a bypass membership",
+  ...OPTS,
+  fn: async (t) => {
+    await using tb = await createFbTestbed();
+    for (const s of ["a", "b"] as const) {
+      await sh(tb, s, ["ip", "route", "add", "224.0.0.0/4", "dev", tb.side(s).ifname]);
+    }
+    const ag = await startAgent(tb, "a");
+    const peer = await startPeer(tb, "b");
+    await peer.ok("open", { id: "m", host: tb.b.ip, port: 0, mcastIf: tb.b.ip });
+    await ag.ok("new", { id: "s" });
+    await ag.ok("bind", { id: "s", host: "0.0.0.0", port: 9020 });
+    const j1 = await ag.ok("join", { id: "s", mid: "g1", group: G1, iface: tb.a.ip });
+    assertBypass(j1, { active: true, ifname: tb.a.ifname });
+    const j2 = await ag.ok("join", { id: "s", mid: "g2", group: G2, iface: tb.a.ip });
+    assertBypass(j2, { active: true, ifname: tb.a.ifname });
+    const n = 10;
+
+    await t.step("first group through the rings, second through the kernel socket", async () => {
+      const st0 = (await ag.ok("state", { id: "s" })).stats;
+      await peer.ok("send", { id: "m", to: G1, port: 9020, tag: "g1", count: n });
+      await peer.ok("send", { id: "m", to: G2, port: 9020, tag: "g2", count: n });
+      const r = await ag.ok("recv", { id: "s", max: 2 * n, timeoutMs: 5000, quietMs: 1000 });
+      assert.deepEqual(tags(r.got), [...seqTags("g1", n), ...seqTags("g2", n)].sort(), show(r));
+      const st1 = r.stats;
+      assert.equal(st1.ipkts - st0.ipkts, n, `ipkts ${show([st0, st1])}`);
+      assert.equal(st1.kernelIpkts - st0.kernelIpkts, n, `kernelIpkts ${show([st0, st1])}`);
+    });
+
+    await t.step("setTTL(7) applies to bypass sends (the peer sees TTL 7)", async () => {
+      await peer.ok("open", { id: "ttl", host: "0.0.0.0", port: 9021, join: [G1, tb.b.ip] });
+      await ag.ok("setTTL", { mid: "g1", ttl: 7 });
+      const st0 = (await ag.ok("state", { id: "s" })).stats;
+      const s = await ag.ok("send", { id: "s", to: [G1, 9021], tag: "ttl" });
+      assert.equal(s.sent, 1, show(s));
+      const r = await peer.ok("recv", { id: "ttl", max: 1, timeoutMs: 3000 });
+      assert.deepEqual(tags(r.got), ["ttl"], show(r));
+      assert.equal(r.got[0].ttl, 7, show(r));
+      assert.equal(s.stats.opkts - st0.opkts, 1, `sent through the kernel: ${show(s)}`);
+    });
+
+    await t.step(
+      "setLoopback(true) rejects NotSupported, setLoopback(false) resolves",
+      async () => {
+        const on = await ag.call("setLoopback", { mid: "g1", on: true });
+        assert.equal(on.ok, false, show(on));
+        assert.equal(on.error?.name, "NotSupported", show(on));
+        assert.match(on.error?.message ?? "", /loopback/i, show(on));
+        await ag.ok("setLoopback", { mid: "g1", on: false });
+      },
+    );
+
+    await t.step("leave() the first group: its datagrams stop arriving", async () => {
+      await ag.ok("leave", { mid: "g1" });
+      await peer.ok("send", { id: "m", to: G1, port: 9020, tag: "g1-left", count: 3 });
+      await peer.ok("send", { id: "m", to: G2, port: 9020, tag: "g2-still" });
+      const r = await ag.ok("recv", { id: "s", max: 4, timeoutMs: 1500, quietMs: 700 });
+      assert.deepEqual(tags(r.got), ["g2-still"], show(r));
+    });
+    await ag.exit();
+    await peer.exit();
+  },
+});
+
+Deno.test({
+  name: "rule 4: a destination on the bypass veth goes through the rings, another link's kernel",
+  ...OPTS,
+  fn: async () => {
+    await using tb = await createFbTestbed();
+    await addVeth(tb, "fbx-a", "fbx-b");
+    await sh(
+      tb,
+      "a",
+      ["ip", "addr", "add", "198.19.1.1/24", "dev", "fbx-a"],
+      ["ip", "link", "set", "dev", "fbx-a", "up"],
+    );
+    await sh(
+      tb,
+      "b",
+      ["sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0"],
+      ["sysctl", "-qw", "net.ipv4.conf.fbx-b.rp_filter=0"],
+      ["ip", "addr", "add", "198.19.1.2/24", "dev", "fbx-b"],
+      ["ip", "link", "set", "dev", "fbx-b", "up"],
+    );
+    const ag = await startAgent(tb, "a");
+    const peer = await startPeer(tb, "b");
+    await peer.ok("open", { id: "p", host: tb.b.ip, port: 9000 });
+    await peer.ok("open", { id: "q", host: "198.19.1.2", port: 9001 });
+    await ag.ok("new", { id: "s" });
+    assertBypass(await ag.ok("bind", { id: "s", host: tb.a.ip, port: 9030 }), {
+      active: true,
+      ifname: tb.a.ifname,
+    });
+    await exchange(tb, ag, peer, {
+      id: "s",
+      peerSock: "p",
+      to: [tb.b.ip, 9000],
+      back: [tb.a.ip, 9030],
+      path: "bypass",
+      tag: "veth",
+      in: false,
+    });
+    await exchange(tb, ag, peer, {
+      id: "s",
+      peerSock: "q",
+      to: ["198.19.1.2", 9001],
+      back: [tb.a.ip, 9030],
+      path: "kernel",
+      tag: "other",
+      in: false,
+    });
+    assertBypass(await ag.ok("state", { id: "s" }), { active: true, ifname: tb.a.ifname });
+    await ag.exit();
+    await peer.exit();
+  },
+});
+
+Deno.test({
+  name: "rule 5: no fragmentation on the rings: 3000-byte datagrams both ways via the kernel",
+  ...OPTS,
+  fn: async (t) => {
+    await using tb = await createFbTestbed();
+    const ag = await startAgent(tb, "a");
+    const peer = await startPeer(tb, "b");
+    await peer.ok("open", { id: "p", host: tb.b.ip, port: 9000 });
+    await ag.ok("new", { id: "s" });
+    assertBypass(await ag.ok("bind", { id: "s", host: tb.a.ip, port: 9040 }), {
+      active: true,
+      ifname: tb.a.ifname,
+    });
+    const to: [string, number] = [tb.b.ip, 9000];
+    const common = { id: "s", peerSock: "p", to, back: [tb.a.ip, 9040] as [string, number] };
+
+    await t.step("1472 bytes (fits the MTU): through the rings both ways", async () => {
+      await exchange(tb, ag, peer, { ...common, path: "bypass", tag: "fit", n: 3, size: 1472 });
+    });
+    await t.step(
+      "3000 bytes out: the kernel fragments it; 3000 in: the companion socket",
+      async () => {
+        await exchange(tb, ag, peer, { ...common, path: "kernel", tag: "big", n: 3, size: 3000 });
+      },
+    );
+    await t.step("sizes are exact after reassembly", async () => {
+      await ag.ok("send", { id: "s", to: [tb.b.ip, 9000], tag: "exact", size: 3000 });
+      const r = await peer.ok("recv", { id: "p", max: 1, timeoutMs: 3000 });
+      assert.equal(r.got[0]?.len, 3000, show(r));
+      assert.equal(r.got[0]?.intact, true, show(r));
+      await peer.ok("send", { id: "p", to: tb.a.ip, port: 9040, tag: "exact-in", size: 3000 });
+      const g = await ag.ok("recv", { id: "s", max: 1, timeoutMs: 3000 });
+      assert.equal(g.got[0]?.len, 3000, show(g));
+      assert.equal(g.got[0]?.intact, true, show(g));
+    });
+    assertBypass(await ag.ok("state", { id: "s" }), { active: true, ifname: tb.a.ifname });
+    await ag.exit();
+    await peer.exit();
+  },
+});

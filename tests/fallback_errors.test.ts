@@ -1,0 +1,166 @@
+/**
+ * Fallback rules 10 and 12: ICMP port-unreachable shows on a kernel-path socket
+ * as ConnectionRefused and not on a bypass socket (the contract); bad arguments
+ * and misuse give typed errors.
+ */
+
+import assert from "node:assert/strict";
+import {
+  assertBypass,
+  createFbTestbed,
+  delta,
+  type ErrInfo,
+  OPTS,
+  type Reply,
+  show,
+  sleep,
+  startAgent,
+  udp,
+} from "./fixtures/fb_driver.ts";
+
+Deno.test({
+  name: "rule 10: ICMP port unreachable: ConnectionRefused on the kernel path, nothing on bypass",
+  ...OPTS,
+  fn: async (t) => {
+    await using tb = await createFbTestbed();
+    const ag = await startAgent(tb, "a");
+    const closed = [tb.b.ip, 9999];
+
+    await t.step("kernelOnly socket connected to a closed port", async () => {
+      await ag.ok("new", { id: "k", opts: { kernelOnly: true } });
+      await ag.ok("bind", { id: "k", host: tb.a.ip, port: 9700 });
+      const c = await ag.ok("connect", { id: "k", host: closed[0], port: closed[1] });
+      assertBypass(c, { active: false, reason: "forced-kernel" });
+      const first = await ag.ok("send", { id: "k", to: null, tag: "icmp-k" });
+      assert.equal(first.sent, 1, show(first));
+      await sleep(200); // the ICMP error comes back
+      const errs: (ErrInfo | undefined)[] = [];
+      const second = await ag.ok("send", { id: "k", to: null, tag: "icmp-k2" });
+      errs.push(second.errors[0]);
+      if (second.sent === 1) {
+        // The error may be reported by the next receive instead.
+        const r = await ag.ok("recv", { id: "k", max: 1, timeoutMs: 300 });
+        errs.push(r.error as ErrInfo | undefined);
+      }
+      assert.ok(
+        errs.some((e) => e?.name === "ConnectionRefused"),
+        `no ConnectionRefused: send ${show(second)}; errors ${show(errs)}`,
+      );
+    });
+
+    await t.step("bypass socket connected to the same closed port: no error", async () => {
+      await ag.ok("new", { id: "b" });
+      await ag.ok("bind", { id: "b", host: tb.a.ip, port: 9701 });
+      const c = await ag.ok("connect", { id: "b", host: closed[0], port: closed[1] });
+      assertBypass(c, { active: true, ifname: tb.a.ifname });
+      const before = await udp(tb, "b");
+      const s = await ag.ok("send", { id: "b", to: null, tag: "icmp-b", count: 5, gapMs: 100 });
+      assert.equal(s.sent, 5, show(s));
+      assert.deepEqual(s.errors, [], show(s));
+      assert.equal(s.stats.opkts, 5, show(s));
+      const r = await ag.ok("recv", { id: "b", max: 1, timeoutMs: 300 });
+      assert.equal(r.error, null, show(r));
+      assert.deepEqual(r.got, [], show(r));
+      const again = await ag.ok("send", { id: "b", to: null, tag: "icmp-b-again" });
+      assert.equal(again.sent, 1, show(again));
+      // The datagrams did reach the peer's kernel, which answered port unreachable.
+      const noPorts = delta(before, await udp(tb, "b"), "NoPorts");
+      assert.ok(noPorts >= 5, `peer NoPorts grew by ${noPorts}`);
+    });
+    await ag.exit();
+  },
+});
+
+Deno.test({
+  name:
+    "rule 12: bad addresses TypeError, bad ports and sizes RangeError, closed BadResource, Busy",
+  ...OPTS,
+  fn: async (t) => {
+    await using tb = await createFbTestbed();
+    const ag = await startAgent(tb, "a");
+    const peerAddr = { $addr: [tb.b.ip, 9000] };
+    let n = 0;
+
+    /** Calls `method(...args)` on a new (or the given) socket and returns the error's name. */
+    async function errName(method: string, args: unknown[], id?: string): Promise<string> {
+      const sid = id ?? `x${n++}`;
+      if (id === undefined) await ag.ok("new", { id: sid });
+      const r: Reply = await ag.call("call", { id: sid, method, args });
+      assert.equal(r.ok, false, `${method}(${JSON.stringify(args)}) succeeded: ${show(r)}`);
+      return r.error?.name ?? "";
+    }
+
+    await ag.ok("new", { id: "bound" });
+    await ag.ok("bind", { id: "bound", host: tb.a.ip, port: 9710 });
+
+    await t.step("invalid addresses: TypeError in bind, connect and send", async () => {
+      for (const bad of ["300.1.1.1", "abc", "::1"]) {
+        assert.equal(await errName("bind", [{ hostname: bad, port: 9711 }]), "TypeError", bad);
+        assert.equal(await errName("connect", [{ hostname: bad, port: 9000 }]), "TypeError", bad);
+        const to = { $addr: [bad, 9000] };
+        assert.equal(await errName("sendSync", [{ $bytes: 4 }, to], "bound"), "TypeError", bad);
+        assert.equal(await errName("send", [{ $bytes: 4 }, to], "bound"), "TypeError", bad);
+        assert.equal(await errName("sendSync", [{ $bytes: 4 }, to]), "TypeError", `${bad} unbound`);
+      }
+    });
+
+    await t.step("ports -1 and 70000: RangeError in bind, connect and send", async () => {
+      for (const port of [-1, 70000]) {
+        const what = `port ${port}`;
+        assert.equal(await errName("bind", [{ hostname: tb.a.ip, port }]), "RangeError", what);
+        assert.equal(await errName("connect", [{ hostname: tb.b.ip, port }]), "RangeError", what);
+        const to = { $addr: [tb.b.ip, port] };
+        assert.equal(await errName("sendSync", [{ $bytes: 4 }, to], "bound"), "RangeError", what);
+        assert.equal(await errName("send", [{ $bytes: 4 }, to], "bound"), "RangeError", what);
+      }
+    });
+
+    await t.step("sendSync of 70000 bytes: RangeError", async () => {
+      const name = await errName("sendSync", [{ $bytes: 70000 }, peerAddr], "bound");
+      assert.equal(name, "RangeError");
+      assert.equal(await errName("sendSync", [{ $bytes: 70000 }, peerAddr]), "RangeError");
+    });
+
+    await t.step("receiveSync into a 0-byte buffer: RangeError", async () => {
+      const name = await errName("receiveSync", [{ $bytes: 0 }, { timeoutMs: 0 }], "bound");
+      assert.equal(name, "RangeError");
+    });
+
+    await t.step("a second receive() while one is pending: Busy", async () => {
+      await ag.ok("new", { id: "busy" });
+      await ag.ok("bind", { id: "busy", host: tb.a.ip, port: 9712 });
+      const r = await ag.ok("busy", { id: "busy" });
+      assert.equal((r.second as ErrInfo | null)?.name, "Busy", show(r));
+      // Closing rejects the pending one with BadResource.
+      assert.equal((r.first as ErrInfo | null)?.name, "BadResource", show(r));
+    });
+
+    await t.step("every call after close, and a second close: BadResource", async () => {
+      await ag.ok("new", { id: "c" });
+      await ag.ok("bind", { id: "c", host: tb.a.ip, port: 9713 });
+      await ag.ok("close", { id: "c" });
+      const calls: [string, unknown[]][] = [
+        ["bind", [{ hostname: tb.a.ip, port: 9714 }]],
+        ["connect", [{ hostname: tb.b.ip, port: 9000 }]],
+        ["sendSync", [{ $bytes: 4 }, peerAddr]],
+        ["send", [{ $bytes: 4 }, peerAddr]],
+        ["receiveSync", [{ $bytes: 64 }, { timeoutMs: 0 }]],
+        ["receive", [{ $bytes: 64 }]],
+        ["stats", []],
+        ["joinMulticastV4", ["239.255.18.1", tb.a.ip]],
+        ["close", []],
+      ];
+      for (const [method, args] of calls) {
+        assert.equal(await errName(method, args, "c"), "BadResource", method);
+      }
+      const addr = await ag.call("addr", { id: "c" });
+      assert.equal(addr.error?.name, "BadResource", show(addr));
+      // A never-bound socket too.
+      await ag.ok("new", { id: "c2" });
+      await ag.ok("close", { id: "c2" });
+      assert.equal(await errName("close", [], "c2"), "BadResource", "double close");
+      assert.equal(await errName("sendSync", [{ $bytes: 4 }, peerAddr], "c2"), "BadResource");
+    });
+    await ag.exit();
+  },
+});
