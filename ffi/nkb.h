@@ -27,6 +27,9 @@
 // Returned by send entries when the destination is not in the header cache:
 // the control plane must resolve it (route, neighbour) and call nkb_dest_set.
 #define NKB_ENEEDROUTE (-10000)
+// Returned by send entries, before sending, when the bypass interface changed (link,
+// MTU, address) since the control plane last looked: it re-checks, acks, and retries.
+#define NKB_ELINKCHANGE (-10001)
 
 // flags in recv meta word 4
 #define NKB_RX_KERNEL 1u
@@ -95,6 +98,8 @@ NKB_API int32_t nkb_sock_stats(int32_t h, uint64_t *out, uint32_t words);
 NKB_API int32_t nkb_sock_last_error(int32_t h);
 // Reaps TX completions and rings the doorbell: frames left on the ring (link was down) go.
 NKB_API int32_t nkb_sock_flush(int32_t h);
+// The control plane has looked at the interface: sends go on until the next change.
+NKB_API int32_t nkb_sock_link_ack(int32_t h);
 
 NKB_API int32_t nkb_dest_set(int32_t h, uint32_t daddr_be, uint32_t dport, uint32_t kind,
                              const uint8_t *macs12, uint32_t saddr_be, uint32_t ttl_ms);

@@ -5,6 +5,8 @@
 
 #include <errno.h>
 #include <linux/if_xdp.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
 #include <poll.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -189,6 +191,59 @@ static void nkb_engine_trim(nkb_engine_t *e, uint32_t count) {
   e->queue_count = count;
 }
 
+// A non-blocking rtnetlink socket subscribed to link and IPv4 address changes; -1 when
+// it cannot be had (the periodic watch of the control plane still covers changes).
+static int32_t nkb_link_events_open(void) {
+  int32_t fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_ROUTE);
+  if (fd < 0) return -1;
+  struct sockaddr_nl sa;
+  memset(&sa, 0, sizeof(sa));
+  sa.nl_family = AF_NETLINK;
+  sa.nl_groups = RTMGRP_LINK | RTMGRP_IPV4_IFADDR;
+  if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+    close(fd);
+    return -1;
+  }
+  assert(fd >= 0);
+  return fd;
+}
+
+// True when the notification is about interface ifindex (or cannot be read safely).
+static bool nkb_link_event_ours(const struct nlmsghdr *h, uint32_t ifindex) {
+  if (h->nlmsg_type == RTM_NEWLINK || h->nlmsg_type == RTM_DELLINK) {
+    if (h->nlmsg_len < NLMSG_LENGTH(sizeof(struct ifinfomsg))) return true;
+    const struct ifinfomsg *ifi = NLMSG_DATA(h);
+    return (uint32_t)ifi->ifi_index == ifindex;
+  }
+  if (h->nlmsg_type == RTM_NEWADDR || h->nlmsg_type == RTM_DELADDR) {
+    if (h->nlmsg_len < NLMSG_LENGTH(sizeof(struct ifaddrmsg))) return true;
+    const struct ifaddrmsg *ifa = NLMSG_DATA(h);
+    return ifa->ifa_index == ifindex;
+  }
+  return false;
+}
+
+uint32_t nkb_engine_link_gen(nkb_engine_t *e, uint64_t now_ns) {
+  if (e->nl_fd < 0 || now_ns < e->nl_next_ns) return e->link_gen;
+  e->nl_next_ns = now_ns + 1000000ull;
+  uint8_t buf[8192] __attribute__((aligned(8)));
+  for (uint32_t i = 0; i < 16; i++) {
+    ssize_t n = recv(e->nl_fd, buf, sizeof(buf), MSG_DONTWAIT);
+    if (n < 0) {
+      // ENOBUFS: notifications were lost; assume one was ours.
+      if (errno == ENOBUFS) e->link_gen++;
+      break;
+    }
+    uint32_t left = (uint32_t)n;
+    const struct nlmsghdr *h = (const struct nlmsghdr *)(void *)buf;
+    for (uint32_t m = 0; m < 64 && NLMSG_OK(h, left); m++) {
+      if (nkb_link_event_ours(h, e->ifindex)) e->link_gen++;
+      h = NLMSG_NEXT(h, left);
+    }
+  }
+  return e->link_gen;
+}
+
 int32_t nkb_engine_open(nkb_engine_t *e, uint32_t ifindex, uint32_t queue_count,
                         uint32_t frame_size, uint32_t attach_flags) {
   assert(e != 0);
@@ -199,6 +254,7 @@ int32_t nkb_engine_open(nkb_engine_t *e, uint32_t ifindex, uint32_t queue_count,
   e->queue_count = queue_count;
   e->frame_size = frame_size;
   e->filter.prog_fd = e->filter.link_fd = e->filter.xsks_map_fd = e->filter.flows_map_fd = -1;
+  e->nl_fd = nkb_link_events_open();
   for (uint32_t q = 0; q < NKB_MAX_QUEUES; q++) e->xsk[q].fd = -1;
   pthread_mutex_init(&e->rx_lock, 0);
   pthread_mutex_init(&e->tx_lock, 0);
@@ -239,6 +295,8 @@ void nkb_engine_close(nkb_engine_t *e) {
   assert(e != 0);
   // The filter goes first so no frame is redirected to a socket being torn down.
   nkb_filter_close(&e->filter);
+  if (e->nl_fd >= 0) close(e->nl_fd);
+  e->nl_fd = -1;
   for (uint32_t q = 0; q < NKB_MAX_QUEUES; q++) nkb_xsk_close(&e->xsk[q]);
   if (e->umem != 0) munmap(e->umem, e->umem_len);
   e->umem = 0;

@@ -63,6 +63,11 @@ typedef struct nkb_engine {
   uint32_t tx_free_count;
   uint32_t tx_outstanding;  // frames on the TX or completion ring
   uint16_t ip_id;
+  // rtnetlink link and address notifications: an MTU change, a link going down or an
+  // address leaving is seen within a millisecond of sending, not at the next watch.
+  int32_t nl_fd;
+  uint32_t link_gen;        // bumped on every notification about our interface
+  uint64_t nl_next_ns;      // when the send path looks at nl_fd next
   pthread_mutex_t rx_lock;
   pthread_mutex_t tx_lock;
 } nkb_engine_t;
@@ -131,6 +136,9 @@ uint32_t nkb_engine_reap_tx(nkb_engine_t *e);
 void nkb_engine_refill(nkb_engine_t *e, uint32_t q, uint64_t addr);
 // Fill-ring need_wakeup (zero-copy drivers): poke the kernel.
 void nkb_engine_wake_rx(nkb_engine_t *e, uint32_t q);
+// Reads pending link/address notifications (at most every millisecond) and returns
+// the generation of interface events; a socket that saw an older one re-checks.
+uint32_t nkb_engine_link_gen(nkb_engine_t *e, uint64_t now_ns);
 // XDP_STATISTICS summed over queues: rx_dropped + rx_invalid + rx_ring_full + fill empty.
 uint64_t nkb_engine_kernel_drops(nkb_engine_t *e);
 

@@ -29,6 +29,7 @@ export const symbols = {
   nkb_sock_stats: { parameters: [I32, "buffer", U32], result: I32 },
   nkb_sock_last_error: { parameters: [I32], result: I32 },
   nkb_sock_flush: { parameters: [I32], result: I32 },
+  nkb_sock_link_ack: { parameters: [I32], result: I32 },
   nkb_dest_set: { parameters: [I32, U32, U32, U32, "buffer", U32, U32], result: I32 },
   nkb_dest_clear: { parameters: [I32], result: I32 },
   nkb_send: { parameters: [I32, "buffer", U32, U32, U32], result: I32 },
@@ -57,6 +58,8 @@ export const ABI_VERSION = 1;
 
 /** Returned by send entries when a destination must be resolved first. */
 export const E_NEED_ROUTE = -10000;
+/** Returned by send entries when the bypass interface changed since the last look at it. */
+export const E_LINK_CHANGE = -10001;
 
 /** Words per datagram in the receive metadata array. */
 export const RECV_META_WORDS = 8;

@@ -11,7 +11,7 @@ import { type BypassOptions, type ResolvedOptions, resolveOptions } from "./conf
 import { decide, decideLink, type FallbackReason, type Plan } from "./decide.ts";
 import { resolveDestination, useKernel } from "./destinations.ts";
 import { BypassSetupError, errnoName, errorFromErrno, TxRingFullError } from "./errors.ts";
-import { E_NEED_ROUTE, lib, Mcast, Opt, RECV_META_WORDS } from "./ffi.ts";
+import { E_LINK_CHANGE, E_NEED_ROUTE, lib, Mcast, Opt, RECV_META_WORDS } from "./ffi.ts";
 import { formatIpv4, isMulticast, parseIpv4 } from "./ipv4.ts";
 import { WATCH_INTERVAL_MS, watchLink } from "./link_watch.ts";
 import { membership } from "./membership.ts";
@@ -202,8 +202,11 @@ export class UdpBypass implements Deno.DatagramConn {
     }
     this.#maybeWatch();
     let rc = lib().nkb_send(this.#h, data, data.byteLength, ip, port);
-    if (rc === E_NEED_ROUTE) {
-      this.#resolve(ip, port);
+    // The shim asks the control plane first when it lacks a destination or saw the
+    // interface change; each answer takes one retry.
+    for (let i = 0; i < 3 && (rc === E_NEED_ROUTE || rc === E_LINK_CHANGE); i++) {
+      if (rc === E_LINK_CHANGE) this.#watchNow();
+      else this.#resolve(ip, port);
       rc = lib().nkb_send(this.#h, data, data.byteLength, ip, port);
     }
     if (rc >= 0) return rc;
@@ -533,6 +536,8 @@ export class UdpBypass implements Deno.DatagramConn {
     const link = this.#link;
     if (this.#phase !== "bypass" || link === null) return;
     this.#lastWatch = performance.now();
+    // Ack before looking: a change after the look is then seen by the next send.
+    lib().nkb_sock_link_ack(this.#h);
     const v = watchLink(link.ifindex, this.#localBe);
     if (v.state === "interface-gone" || v.state === "address-removed") {
       this.#detach();
