@@ -194,9 +194,7 @@ int32_t nkb_sock_setopt(int32_t h, uint32_t opt, int32_t value) {
         s->mtu = (uint32_t)value;
       }
       return 0;
-    case NKB_OPT_SUSPEND:
-      s->suspended = value != 0;
-      return 0;
+
     default:
       return -ENOPROTOOPT;
   }

@@ -94,8 +94,7 @@ static int32_t nkb_send_one(nkb_sock_t *s, nkb_engine_t *e, const uint8_t *buf, 
   nkb_dest_t *d = nkb_dest_find(s, daddr_be, dport);
   if (d == 0 || now > d->expires_ns) return NKB_ENEEDROUTE;
   // Over the MTU the kernel fragments: the bypass path never does.
-  if (d->kind == NKB_DEST_KERNEL || e == 0 || s->suspended ||
-      len + NKB_IP_LEN + NKB_UDP_LEN > s->mtu) {
+  if (d->kind == NKB_DEST_KERNEL || e == 0 || len + NKB_IP_LEN + NKB_UDP_LEN > s->mtu) {
     return nkb_send_kernel(s, buf, len, daddr_be, dport);
   }
   assert(d->kind == NKB_DEST_BYPASS);

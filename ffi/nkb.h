@@ -50,7 +50,6 @@
 #define NKB_OPT_SNDBUF 8u
 #define NKB_OPT_BROADCAST 9u
 #define NKB_OPT_MTU 10u        // largest IP datagram the bypass path may send (interface MTU)
-#define NKB_OPT_SUSPEND 11u    // 1: every send takes the kernel path (the interface is down)
 
 // nkb_sock_mcast ops
 #define NKB_MCAST_JOIN 1u

@@ -39,7 +39,6 @@ typedef struct nkb_sock {
   uint32_t busy_wait_cnt;
   uint32_t peer_be;       // set by connect: the kernel would drop datagrams from others
   uint32_t peer_port;     // 0 when not connected
-  uint32_t suspended;     // NKB_OPT_SUSPEND
   uint32_t link_gen_seen; // the engine's link_gen when the control plane last looked
   uint8_t ttl;
   uint8_t tos;

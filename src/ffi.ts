@@ -80,7 +80,6 @@ export const Opt = {
   sendBuf: 8,
   broadcast: 9,
   mtu: 10,
-  suspend: 11,
 } as const;
 
 /** Operations of nkb_sock_mcast. */

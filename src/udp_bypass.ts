@@ -93,7 +93,7 @@ export class UdpBypass implements Deno.DatagramConn {
   #reason: FallbackReason | null = null;
   #detail: string | null = null;
   #link: LinkInfo | null = null;
-  #suspended = false;
+  #linkDown = false;
   #detachLater = false;
   #lastWatch = 0;
   #localBe = 0;
@@ -138,7 +138,7 @@ export class UdpBypass implements Deno.DatagramConn {
   /** Where this socket's datagrams go. */
   get bypass(): BypassState {
     this.#maybeWatch();
-    const active = this.#phase === "bypass" && !this.#suspended;
+    const active = this.#phase === "bypass" && !this.#linkDown;
     return {
       active,
       interface: active && this.#link ? this.#link.name : null,
@@ -515,9 +515,7 @@ export class UdpBypass implements Deno.DatagramConn {
 
   #resolve(ipBe: number, port: number): void {
     const link = this.#link;
-    if (this.#phase !== "bypass" || link === null || this.#suspended) {
-      return useKernel(this.#h, ipBe, port);
-    }
+    if (this.#phase !== "bypass" || link === null) return useKernel(this.#h, ipBe, port);
     const srcBe = this.#localBe || this.#multicastIfaceBe || Math.max(addrFirst(link.ifindex), 0);
     const multicastIfindex = this.#multicastIfaceBe === 0
       ? 0
@@ -551,13 +549,13 @@ export class UdpBypass implements Deno.DatagramConn {
       lib().nkb_sock_setopt(this.#h, Opt.mtu, v.mtu);
     }
     const down = v.state === "down";
-    if (down === this.#suspended) return;
-    this.#suspended = down;
-    lib().nkb_sock_setopt(this.#h, Opt.suspend, down ? 1 : 0);
-    lib().nkb_dest_clear(this.#h);
+    if (down === this.#linkDown) return;
+    this.#linkDown = down;
+    // Down, the ring keeps what it accepted, as a NIC's TX ring does: those frames leave
+    // when the link comes back, and once it is full sends fail with TxRingFullError after
+    // the busy-wait tries.
     this.#reason = down ? "interface-down" : null;
-    this.#detail = down ? `${link.name} went down: sends take the kernel path` : null;
-    // Frames that waited on the TX ring while the link was down leave now.
+    this.#detail = down ? `${link.name} is down: sent datagrams wait on the TX ring` : null;
     if (!down) lib().nkb_sock_flush(this.#h);
   }
 }
