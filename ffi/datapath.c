@@ -168,7 +168,7 @@ int32_t nkb_send_batch(int32_t h, const uint8_t *buf, uint32_t buf_len, const ui
     rc = nkb_send_one(s, e, buf + m[0], m[1], m[2], m[3], now);
     if (rc < 0) break;
   }
-  if (e != 0 && s->stats[NKB_ST_OPKTS] != before) (void)nkb_engine_kick_tx(e);
+  if (e != 0 && s->stats[NKB_ST_OPKTS] != before) (void)nkb_engine_kick_all(e);
   if (e != 0) pthread_mutex_unlock(&e->tx_lock);
   s->last_error = rc < 0 ? rc : 0;
   assert(sent <= count);

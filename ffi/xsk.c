@@ -316,6 +316,21 @@ int32_t nkb_engine_kick_tx(nkb_engine_t *e) {
   return -err;
 }
 
+int32_t nkb_engine_kick_all(nkb_engine_t *e) {
+  nkb_xsk_t *x = &e->xsk[0];
+  int32_t rc = 0;
+  // One doorbell moves at most the TX budget (256 frames): ring until the kernel has
+  // taken everything, a bounded number of times.
+  for (uint32_t i = 0; i < NKB_PROD_RING_SIZE / NKB_TX_SKB_BUDGET + 2u; i++) {
+    rc = nkb_engine_kick_tx(e);
+    (void)nkb_engine_reap_tx(e);
+    if (rc != 0) break;
+    if (__atomic_load_n(x->tx.consumer, __ATOMIC_ACQUIRE) == x->tx.cached_prod) break;
+  }
+  assert(rc <= 0);
+  return rc;
+}
+
 uint32_t nkb_engine_reap_tx(nkb_engine_t *e) {
   nkb_xsk_t *x = &e->xsk[0];
   uint32_t idx = 0;

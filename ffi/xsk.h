@@ -130,6 +130,8 @@ int32_t nkb_engine_open(nkb_engine_t *e, uint32_t ifindex, uint32_t queue_count,
 void nkb_engine_close(nkb_engine_t *e);
 // Ring the TX doorbell. 0, or -errno for errors that are not "try again".
 int32_t nkb_engine_kick_tx(nkb_engine_t *e);
+// Rings the doorbell until the TX ring is empty (bounded); 0 or the doorbell's -errno.
+int32_t nkb_engine_kick_all(nkb_engine_t *e);
 // Return completed TX frames to the pool. Returns how many were reaped.
 uint32_t nkb_engine_reap_tx(nkb_engine_t *e);
 // Give RX frame addr (any address inside its chunk) back to queue q's fill ring.

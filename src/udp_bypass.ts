@@ -7,11 +7,20 @@
  * @module
  */
 
+import type { RecvBatch, SendBatch } from "./batch.ts";
 import { type BypassOptions, type ResolvedOptions, resolveOptions } from "./config.ts";
 import { decide, decideLink, type FallbackReason, type Plan } from "./decide.ts";
 import { resolveDestination, useKernel } from "./destinations.ts";
 import { BypassSetupError, errnoName, errorFromErrno, TxRingFullError } from "./errors.ts";
-import { E_LINK_CHANGE, E_NEED_ROUTE, lib, Mcast, Opt, RECV_META_WORDS } from "./ffi.ts";
+import {
+  E_LINK_CHANGE,
+  E_NEED_ROUTE,
+  lib,
+  Mcast,
+  Opt,
+  RECV_META_WORDS,
+  SEND_META_WORDS,
+} from "./ffi.ts";
 import { formatIpv4, isMulticast, parseIpv4 } from "./ipv4.ts";
 import { WATCH_INTERVAL_MS, watchLink } from "./link_watch.ts";
 import { membership } from "./membership.ts";
@@ -216,6 +225,83 @@ export class UdpBypass implements Deno.DatagramConn {
     }
     this.#watchNow();
     throw errorFromErrno(rc, "send");
+  }
+
+  /**
+   * Sends every datagram of `batch` with one FFI call (and one TX doorbell) when
+   * it can. Returns how many were sent, from the first: fewer than `batch.length`
+   * only when the TX ring stayed full; none at all throws {@linkcode TxRingFullError}.
+   */
+  sendBatch(batch: SendBatch): number {
+    this.#open("sendBatch");
+    const n = batch.length;
+    if (n > 0 && !this.#bound) this.#bindForSend(batch.destination(0)[0]);
+    let sent = 0;
+    // Each round either sends the rest or stops at one datagram the control plane must
+    // look at (unknown destination, changed link): at most two rounds per datagram.
+    for (let round = 0; round < 2 * n + 2 && sent < n; round++) {
+      this.#maybeWatch();
+      const meta = batch.metaBytes.subarray(sent * SEND_META_WORDS * 4);
+      const done = lib().nkb_send_batch(
+        this.#h,
+        batch.bytes,
+        batch.bytes.byteLength,
+        meta,
+        n - sent,
+      );
+      if (done < 0) throw errorFromErrno(done, "sendBatch");
+      sent += done;
+      if (sent === n) break;
+      const err = lib().nkb_sock_last_error(this.#h);
+      if (err === E_LINK_CHANGE) {
+        this.#watchNow();
+      } else if (err === E_NEED_ROUTE) {
+        const [ip, port] = batch.destination(sent);
+        this.#resolve(ip, port);
+      } else if (err === ENOBUFS) {
+        if (sent > 0) return sent;
+        throw new TxRingFullError(this.#opts.sendBusyWaitCnt);
+      } else {
+        if (sent > 0) return sent;
+        throw errorFromErrno(err, "sendBatch");
+      }
+    }
+    return sent;
+  }
+
+  /**
+   * Receives up to `batch.capacity` datagrams from either path with one FFI
+   * call; waits (per the receive mode) up to `timeoutMs` (default: until one
+   * arrives) when none is ready. Returns how many arrived (0: timed out).
+   */
+  receiveBatch(batch: RecvBatch, opts: ReceiveOptions = {}): number {
+    this.#open("receiveBatch");
+    if (this.#receiving) throw new Deno.errors.Busy("receive: another receive is in progress");
+    const timeout = opts.timeoutMs ?? Infinity;
+    if (!(timeout >= 0)) throw new RangeError("receive: timeoutMs must be >= 0");
+    const deadline = performance.now() + timeout;
+    for (let slice = 0; slice < 1e9; slice++) {
+      const n = lib().nkb_recv_batch(
+        this.#h,
+        batch.bytes,
+        batch.bytes.byteLength,
+        batch.metaBytes,
+        batch.capacity,
+      );
+      if (n < 0) throw errorFromErrno(n, "receive");
+      batch.length = n;
+      if (n > 0) return n;
+      const left = deadline - performance.now();
+      if (left <= 0) return 0;
+      this.#maybeWatch();
+      const rc = lib().nkb_wait(
+        this.#h,
+        Math.min(Math.ceil(left * 1000), WAIT_SLICE_US),
+        this.#opts.recvMode,
+      );
+      if (rc < 0) throw errorFromErrno(rc, "receive");
+    }
+    return 0;
   }
 
   /** Sends one datagram (Deno.DatagramConn). */

@@ -1,0 +1,166 @@
+/**
+ * Batches: many datagrams laid out in caller-owned buffers, moved by one FFI
+ * call each way. Nothing is allocated per datagram on the way in or out.
+ *
+ * @module
+ */
+
+import { BATCH_MAX, RECV_META_WORDS, SEND_META_WORDS } from "./ffi.ts";
+import { formatIpv4, parseIpv4 } from "./ipv4.ts";
+
+const MAX_DATAGRAM = 65507;
+const RX_KERNEL = 1;
+const RX_TRUNCATED = 2;
+
+function checkCapacity(maxDatagrams: number, maxBytes: number): void {
+  if (!Number.isInteger(maxDatagrams) || maxDatagrams < 1 || maxDatagrams > BATCH_MAX) {
+    throw new RangeError(`maxDatagrams must be 1..${BATCH_MAX}, got ${maxDatagrams}`);
+  }
+  if (!Number.isInteger(maxBytes) || maxBytes < 1 || maxBytes > 64 * 1024 * 1024) {
+    throw new RangeError(`maxBytes must be 1..64 MiB, got ${maxBytes}`);
+  }
+}
+
+/** Datagrams to send with {@linkcode UdpBypass.sendBatch}: payloads are copied in by `add`. */
+export class SendBatch {
+  /** Where payloads are laid out. */
+  readonly bytes: Uint8Array<ArrayBuffer>;
+  /** Per datagram: offset, length, destination (network order), port. */
+  readonly meta: Uint32Array<ArrayBuffer>;
+  /** `meta` as bytes, for the shim. */
+  readonly metaBytes: Uint8Array<ArrayBuffer>;
+  #count = 0;
+  #used = 0;
+  #lastHost = "";
+  #lastIp = 0;
+
+  /** Room for `maxDatagrams` datagrams (at most 1024) of `maxBytes` payload bytes in all. */
+  constructor(maxDatagrams = 256, maxBytes = maxDatagrams * 1500) {
+    checkCapacity(maxDatagrams, maxBytes);
+    this.bytes = new Uint8Array(maxBytes);
+    this.meta = new Uint32Array(maxDatagrams * SEND_META_WORDS);
+    this.metaBytes = new Uint8Array(this.meta.buffer);
+  }
+
+  /** Datagrams in the batch. */
+  get length(): number {
+    return this.#count;
+  }
+
+  /** Adds one datagram; false (and nothing added) when the batch is full. */
+  add(payload: Uint8Array, addr: Deno.NetAddr): boolean {
+    if (!(payload instanceof Uint8Array)) throw new TypeError("payload must be a Uint8Array");
+    if (payload.byteLength > MAX_DATAGRAM) {
+      throw new RangeError(`${payload.byteLength} bytes exceed the UDP maximum ${MAX_DATAGRAM}`);
+    }
+    const port = addr?.port;
+    if (!Number.isInteger(port) || port < 1 || port > 65535) {
+      throw new RangeError(`port ${port} is out of range 1..65535`);
+    }
+    // A batch usually goes to few destinations: parse each hostname once.
+    if (addr.hostname !== this.#lastHost) {
+      const ip = parseIpv4(addr.hostname);
+      if (ip === null) throw new TypeError(`"${addr.hostname}" is not an IPv4 address`);
+      this.#lastHost = addr.hostname;
+      this.#lastIp = ip;
+    }
+    const slot = this.#count * SEND_META_WORDS;
+    if (slot >= this.meta.length || this.#used + payload.byteLength > this.bytes.byteLength) {
+      return false;
+    }
+    this.bytes.set(payload, this.#used);
+    this.meta[slot] = this.#used;
+    this.meta[slot + 1] = payload.byteLength;
+    this.meta[slot + 2] = this.#lastIp;
+    this.meta[slot + 3] = port;
+    this.#used += payload.byteLength;
+    this.#count++;
+    return true;
+  }
+
+  /** Empties the batch for reuse. */
+  clear(): void {
+    this.#count = 0;
+    this.#used = 0;
+  }
+
+  /** Destination of datagram `i`, network order (for the socket's route resolution). */
+  destination(i: number): [number, number] {
+    return [this.meta[i * SEND_META_WORDS + 2], this.meta[i * SEND_META_WORDS + 3]];
+  }
+}
+
+/**
+ * Datagrams received by {@linkcode UdpBypass.receiveBatch}. Their bytes stay
+ * valid until the next receive into the same batch.
+ */
+export class RecvBatch {
+  /** Where payloads are laid out. */
+  readonly bytes: Uint8Array<ArrayBuffer>;
+  /** Per datagram: offset, length, source (network order), port, flags, 0, 0, 0. */
+  readonly meta: Uint32Array<ArrayBuffer>;
+  /** `meta` as bytes, for the shim. */
+  readonly metaBytes: Uint8Array<ArrayBuffer>;
+  /** Most datagrams one receive takes. */
+  readonly capacity: number;
+  #count = 0;
+
+  /** Room for `maxDatagrams` datagrams (at most 1024) of `maxBytes` payload bytes in all. */
+  constructor(maxDatagrams = 256, maxBytes = maxDatagrams * 2048) {
+    checkCapacity(maxDatagrams, maxBytes);
+    this.capacity = maxDatagrams;
+    this.bytes = new Uint8Array(maxBytes);
+    this.meta = new Uint32Array(maxDatagrams * RECV_META_WORDS);
+    this.metaBytes = new Uint8Array(this.meta.buffer);
+  }
+
+  /** Datagrams received by the last receive. */
+  get length(): number {
+    return this.#count;
+  }
+
+  /** Set by the socket after a receive. */
+  set length(n: number) {
+    if (!Number.isInteger(n) || n < 0 || n > this.capacity) throw new RangeError(`bad count ${n}`);
+    this.#count = n;
+  }
+
+  /** Offset of datagram `i` in `bytes`. */
+  offset(i: number): number {
+    return this.meta[this.#at(i)];
+  }
+
+  /** Length of datagram `i`. */
+  size(i: number): number {
+    return this.meta[this.#at(i) + 1];
+  }
+
+  /** Datagram `i` as a view into `bytes` (no copy). */
+  data(i: number): Uint8Array<ArrayBuffer> {
+    const at = this.#at(i);
+    return this.bytes.subarray(this.meta[at], this.meta[at] + this.meta[at + 1]);
+  }
+
+  /** Sender of datagram `i`. */
+  address(i: number): Deno.NetAddr {
+    const at = this.#at(i);
+    return { transport: "udp", hostname: formatIpv4(this.meta[at + 2]), port: this.meta[at + 3] };
+  }
+
+  /** True when datagram `i` came through the kernel socket. */
+  viaKernel(i: number): boolean {
+    return (this.meta[this.#at(i) + 4] & RX_KERNEL) !== 0;
+  }
+
+  /** True when datagram `i` was cut to fit. */
+  truncated(i: number): boolean {
+    return (this.meta[this.#at(i) + 4] & RX_TRUNCATED) !== 0;
+  }
+
+  #at(i: number): number {
+    if (!Number.isInteger(i) || i < 0 || i >= this.#count) {
+      throw new RangeError(`datagram ${i} is not in the batch (length ${this.#count})`);
+    }
+    return i * RECV_META_WORDS;
+  }
+}
