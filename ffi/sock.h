@@ -28,6 +28,9 @@ typedef struct nkb_parked {
   uint32_t reserved;
 } nkb_parked_t;
 
+// Frames of one engine: every queue's RX frames plus the TX frames.
+#define NKB_MAX_FRAMES (NKB_RX_FRAMES * NKB_MAX_QUEUES + NKB_TX_FRAMES)
+
 typedef struct nkb_sock {
   uint32_t gen;
   int32_t fd;             // the companion kernel UDP socket: it exists for every socket
@@ -51,6 +54,8 @@ typedef struct nkb_sock {
   uint32_t park_tail;     // atomic
   nkb_parked_t parked[NKB_PENDING];
   uint64_t stats[NKB_ST_COUNT];
+  uint32_t zc_count;      // frames held by zero-copy receives
+  uint64_t zc_held[NKB_MAX_FRAMES / 64u];
   nkb_dest_t dest[NKB_DEST_SLOTS];
 } nkb_sock_t;
 
@@ -79,6 +84,8 @@ uint64_t nkb_now_ns(void);
 void nkb_detach_locked(uint32_t idx);
 // Give a parked or just-read frame back to its queue's fill ring.
 nkb_dest_t *nkb_dest_find(nkb_sock_t *s, uint32_t daddr_be, uint32_t dport);
+// Gives back every frame socket s holds through zero-copy receives (engine's rx_lock held).
+void nkb_zc_release_all(nkb_sock_t *s, nkb_engine_t *e);
 void nkb_frame_release(nkb_engine_t *e, uint32_t queue, uint64_t addr);
 
 #endif

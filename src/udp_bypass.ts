@@ -11,7 +11,13 @@ import type { RecvBatch, SendBatch } from "./batch.ts";
 import { type BypassOptions, type ResolvedOptions, resolveOptions } from "./config.ts";
 import { decide, decideLink, type FallbackReason, type Plan } from "./decide.ts";
 import { resolveDestination, useKernel } from "./destinations.ts";
-import { BypassSetupError, errnoName, errorFromErrno, TxRingFullError } from "./errors.ts";
+import {
+  BypassSetupError,
+  errnoName,
+  errorFromErrno,
+  NkbError,
+  TxRingFullError,
+} from "./errors.ts";
 import {
   E_LINK_CHANGE,
   E_NEED_ROUTE,
@@ -19,8 +25,11 @@ import {
   Mcast,
   Opt,
   RECV_META_WORDS,
+  RX_ZEROCOPY,
   SEND_META_WORDS,
+  ZC_MAX_HELD,
 } from "./ffi.ts";
+import { ZeroCopyDatagram } from "./zero_copy.ts";
 import { formatIpv4, isMulticast, parseIpv4 } from "./ipv4.ts";
 import { WATCH_INTERVAL_MS, watchLink } from "./link_watch.ts";
 import { membership } from "./membership.ts";
@@ -117,6 +126,8 @@ export class UdpBypass implements Deno.DatagramConn {
   #pendingWait: Promise<number> | null = null;
   #receiving = false;
   #lastYield = 0;
+  #umem: Deno.PointerValue = null;
+  #held = new Set<ZeroCopyDatagram>();
 
   /** Creates the kernel UDP socket and starts tracking it. */
   constructor(options: BypassOptions = {}) {
@@ -304,6 +315,72 @@ export class UdpBypass implements Deno.DatagramConn {
     return 0;
   }
 
+  /**
+   * Receives one datagram without copying it: `data` views the device's frame
+   * until `release()` (or the end of a `using` block). Datagrams that came
+   * through the kernel socket are copies and need no release. At most 1024 may
+   * be held at once. Returns null when `timeoutMs` passes first.
+   */
+  receiveZeroCopy(opts: ReceiveOptions = {}): ZeroCopyDatagram | null {
+    this.#open("receiveZeroCopy");
+    if (this.#receiving) throw new Deno.errors.Busy("receive: another receive is in progress");
+    if (this.#held.size >= ZC_MAX_HELD) {
+      throw new NkbError(
+        "ERR_ZC_EXHAUSTED",
+        `${ZC_MAX_HELD} zero-copy datagrams held: release some`,
+      );
+    }
+    const target = this.#target(undefined);
+    const timeout = opts.timeoutMs ?? Infinity;
+    if (!(timeout >= 0)) throw new RangeError("receive: timeoutMs must be >= 0");
+    const deadline = performance.now() + timeout;
+    for (let slice = 0; slice < 1e9; slice++) {
+      const n = lib().nkb_recv_zc(this.#h, target, target.byteLength, this.#metaBytes, 1);
+      if (n < 0) throw errorFromErrno(n, "receive");
+      if (n > 0) return this.#zeroCopyDatagram(target);
+      const left = deadline - performance.now();
+      if (left <= 0) return null;
+      this.#maybeWatch();
+      const us = Math.min(Math.ceil(left * 1000), WAIT_SLICE_US);
+      const rc = lib().nkb_wait(this.#h, us, this.#opts.recvMode);
+      if (rc < 0) throw errorFromErrno(rc, "receive");
+    }
+    return null;
+  }
+
+  #zeroCopyDatagram(target: Uint8Array<ArrayBuffer>): ZeroCopyDatagram {
+    const m = this.#meta;
+    const from = netAddr(m[2], m[3]);
+    if ((m[4] & RX_ZEROCOPY) === 0) {
+      return new ZeroCopyDatagram(target.slice(m[0], m[0] + m[1]), from, null, null);
+    }
+    this.#umem ??= this.#umemBase();
+    const frame = m[5];
+    const buffer = m[1] === 0 || this.#umem === null
+      ? new ArrayBuffer(0)
+      : Deno.UnsafePointerView.getArrayBuffer(this.#umem, m[1], m[0]);
+    const h = this.#h;
+    const held = this.#held;
+    const dg: ZeroCopyDatagram = new ZeroCopyDatagram(new Uint8Array(buffer), from, buffer, () => {
+      held.delete(dg);
+      lib().nkb_zc_release(h, frame);
+    });
+    held.add(dg);
+    return dg;
+  }
+
+  #umemBase(): Deno.PointerValue {
+    const len = new Uint32Array(1);
+    return lib().nkb_sock_umem(this.#h, new Uint8Array(len.buffer));
+  }
+
+  // Views into the UMEM must be dead before the socket lets go of its engine.
+  #releaseHeld(): void {
+    for (const dg of [...this.#held]) dg.release();
+    this.#held.clear();
+    this.#umem = null;
+  }
+
   /** Sends one datagram (Deno.DatagramConn). */
   send(p: Uint8Array, addr: Deno.Addr): Promise<number> {
     try {
@@ -417,6 +494,7 @@ export class UdpBypass implements Deno.DatagramConn {
   /** Closes the socket; a pending receive rejects with BadResource. */
   close(): void {
     if (this.#phase === "closed") throw new Deno.errors.BadResource("close: socket already closed");
+    this.#releaseHeld();
     this.#phase = "closed";
     lib().nkb_sock_shutdown(this.#h);
     const pending = this.#pendingWait;
@@ -593,6 +671,7 @@ export class UdpBypass implements Deno.DatagramConn {
 
   // Leaves the rings for good; a wait on another thread defers it to its return.
   #detach(): void {
+    this.#releaseHeld();
     lib().nkb_dest_clear(this.#h);
     const rc = lib().nkb_sock_detach(this.#h);
     this.#detachLater = rc === EBUSY;
