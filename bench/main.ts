@@ -1,22 +1,32 @@
 /**
- * The nkb benchmark: bypass path (UdpBypass) against kernel path
- * (Deno.listenDatagram) over the veth of a {@linkcode Testbed}.
+ * The nkb benchmark: the kernel path (Deno.listenDatagram) against nkb's
+ * copying calls (sendSync/receiveSync), nkb's batch calls (sendBatch/receiveBatch)
+ * and the native ceiling (bench/native/ceiling.c: the same shim driven from C,
+ * without Deno), over the veth of a {@linkcode Testbed}.
  *
  * `deno task bench [--json PATH] [--duration-ms N] [--rtt-count N] [--repeat N]
- *  [--sizes 64,1024] [--tests rx,send,rtt]`
+ *  [--sizes 64,1024] [--tests rx,send,rtt,idle] [--paths kernel,copy,copy0,batch,native]
+ *  [--idle-ms N]`
  *
  * Each figure is the median of `--repeat` runs (default 3; round trips: the run
- * with the median p99), bypass and kernel runs interleaved.
+ * with the median p99), the paths interleaved within each repetition.
  *
  * Every figure comes from child processes in the testbed's namespaces
- * (bench/workers/), traffic flows from side B to side A:
- * - rx capacity: an nkb sender (sendSync in a tight loop) into an nkb receiver
- *   (receiveSync, recvMode 1) or a Deno.listenDatagram receiver; counted by
- *   sequence number until the end markers that follow a drain pause.
- * - send rate: an nkb sender (sendSync) or a Deno.listenDatagram sender (await
- *   each send) into an nkb receiver, which also counts.
- * - round trip: a busy-polling python3 kernel-socket client against an nkb echo
- *   server (receiveSync + sendSync busy loop) or a Deno.listenDatagram echo.
+ * (bench/workers/, and the native program), traffic flows from side B to side A:
+ * - rx capacity: an nkb batch sender (sendBatch of 256 in a tight loop) into a
+ *   Deno.listenDatagram receiver, an nkb receiveSync receiver (recvMode 1) or an nkb
+ *   receiveBatch receiver (RecvBatch of 256, recvMode 1); the native row is the native
+ *   sender into the native receiver. Counted by sequence number until the end markers
+ *   that follow a drain pause.
+ * - send rate: a Deno.listenDatagram sender (await each send), an nkb sendSync sender,
+ *   an nkb sendBatch sender or the native sender, into the native receiver (the nkb
+ *   batch receiver when the native program could not be built), which also counts.
+ * - round trip: a busy-polling python3 kernel-socket client against a Deno.listenDatagram
+ *   echo, an nkb receiveSync + sendSync echo (recvMode 1, and recvMode 0: row "copy0")
+ *   or the native echo (nkb_recv_batch of 1 + nkb_send, busy-polling).
+ * - idle CPU: the CPU time (/proc/<pid>/stat utime + stime) of a receiver that waits in
+ *   an async receive() with no traffic for `--idle-ms`: Deno.listenDatagram against
+ *   UdpBypass in recvMode 0 (and 1).
  *
  * @module
  */
@@ -26,14 +36,33 @@ import { run, Testbed, type TestbedProcess } from "../examples/testbed.ts";
 const ROOT = new URL("..", import.meta.url).pathname;
 const WORKERS = `${ROOT}bench/workers/`;
 const LIB = `${ROOT}zig-out/lib/libnkb.so`;
+const NATIVE_SRC = `${ROOT}bench/native/ceiling.c`;
+const NATIVE_BIN = `${ROOT}.tools/bench/ceiling`;
+const ZIG = `${ROOT}.tools/zig/ziglang/zig`;
+// As build.zig's flags (minus -Werror and -fvisibility, which only matter for the library).
+const NATIVE_CFLAGS = [
+  "-std=gnu11",
+  "-O2",
+  "-UNDEBUG",
+  "-fno-strict-aliasing",
+  "-Wall",
+  "-Wextra",
+];
 const BUILD_TIMEOUT_MS = 300_000;
+const NATIVE_BUILD_TIMEOUT_MS = 120_000;
 const READY_TIMEOUT_MS = 20_000;
 const RESULT_SLACK_MS = 20_000;
 const EXIT_TIMEOUT_MS = 10_000;
+// The whole run, from the start: past BUDGET_MS the remaining runs are skipped; past
+// WATCHDOG_MS the benchmark gives up (and removes its testbed).
+const BUDGET_MS = 255_000;
 const WATCHDOG_MS = 290_000;
 const BASE_PORT = 9000;
 const SETUP_TRIES = 3;
 const RTT_TIMEOUT_MS = 100;
+const IDLE_SETTLE_MS = 500;
+const KEPT_UP_LOSS_PCT = 0.5;
+const T_START = performance.now();
 
 /** The benchmark's knobs. */
 interface Config {
@@ -45,16 +74,49 @@ interface Config {
   rttWarmup: number;
   rttMaxS: number;
   repeat: number;
+  idleMs: number;
   tests: string[];
+  paths: Path[];
   jsonPath: string | null;
 }
 
-type Impl = "nkb" | "kernel";
+/**
+ * A measured path: kernel = Deno.listenDatagram; copy = nkb sendSync/receiveSync
+ * (recvMode 1); copy0 = the same in recvMode 0 (round trip only); batch = nkb
+ * sendBatch/receiveBatch; native = bench/native/ceiling.c.
+ */
+type Path = "kernel" | "copy" | "copy0" | "batch" | "native";
+/** A datagram mover in a flow (copy0 only serves round trips). */
+type Mover = Exclude<Path, "copy0">;
+
+const ALL_PATHS: Path[] = ["kernel", "copy", "copy0", "batch", "native"];
+const LABEL: Record<Path, string> = {
+  kernel: "kernel",
+  copy: "nkb copying",
+  copy0: "nkb copying recvMode 0",
+  batch: "nkb batch",
+  native: "native ceiling",
+};
+const SHORT: Record<Path, string> = {
+  kernel: "kernel",
+  copy: "nkb copying",
+  copy0: "nkb copying m0",
+  batch: "nkb batch",
+  native: "native",
+};
+// What each path measures.
+const PATH_TESTS: Record<Path, string[]> = {
+  kernel: ["rx", "send", "rtt"],
+  copy: ["rx", "send", "rtt"],
+  copy0: ["rtt"],
+  batch: ["rx", "send"],
+  native: ["rx", "send", "rtt"],
+};
 
 /** One sender -> receiver run. */
 interface FlowResult {
-  sender: Impl;
-  receiver: Impl;
+  sender: Mover;
+  receiver: Mover;
   size: number;
   sent: number;
   received: number;
@@ -64,14 +126,14 @@ interface FlowResult {
   senderMs: number;
   receiverSpanMs: number;
   txFull: number;
-  receiverStats: unknown;
-  senderStats: unknown;
+  receiverResult: Record<string, unknown>;
+  senderResult: Record<string, unknown>;
   udpA: Record<string, number>;
 }
 
 /** One round-trip run. */
 interface RttResult {
-  server: Impl;
+  server: Path;
   size: number;
   client: string;
   measured: number;
@@ -83,7 +145,18 @@ interface RttResult {
   max: number;
   mean: number;
   echoed: number;
-  serverStats: unknown;
+  serverResult: Record<string, unknown>;
+}
+
+/** CPU use of one idle receiver. */
+interface IdleResult {
+  what: string;
+  pid: number;
+  ticks: number;
+  seconds: number;
+  cpuPct: number;
+  /** The same from the threads' /proc/<pid>/task/<tid>/schedstat run times (ns resolution). */
+  schedPct: number;
 }
 
 /** The figures of one path at one payload size: medians of the runs (null: every run failed). */
@@ -94,6 +167,14 @@ interface Row {
   rxRuns: FlowResult[];
   sendRuns: FlowResult[];
   rttRuns: RttResult[];
+}
+
+/** What the native program's build did. */
+interface NativeBuild {
+  path: string | null;
+  built: boolean;
+  command: string[];
+  error: string | null;
 }
 
 const errors: string[] = [];
@@ -108,9 +189,11 @@ function parseConfig(argv: string[]): Config {
     count: 50_000_000,
     rttCount: 20_000,
     rttWarmup: 2_000,
-    rttMaxS: 30,
+    rttMaxS: 15,
     repeat: 3,
-    tests: ["rx", "send", "rtt"],
+    idleMs: 2000,
+    tests: ["rx", "send", "rtt", "idle"],
+    paths: [...ALL_PATHS],
     jsonPath: null,
   };
   for (let i = 0; i < args.length; i += 2) {
@@ -121,12 +204,17 @@ function parseConfig(argv: string[]): Config {
     else if (key === "--duration-ms" && n >= 100 && n <= 20_000) cfg.durationMs = n;
     else if (key === "--rtt-count" && n >= 100 && n <= 1_000_000) cfg.rttCount = n;
     else if (key === "--repeat" && Number.isInteger(n) && n >= 1 && n <= 9) cfg.repeat = n;
+    else if (key === "--idle-ms" && n >= 200 && n <= 20_000) cfg.idleMs = n;
     else if (key === "--tests") cfg.tests = value.split(",");
+    else if (key === "--paths") cfg.paths = value.split(",") as Path[];
     else if (key === "--sizes") cfg.sizes = value.split(",").map(Number);
     else throw new Error(`bad argument ${key} ${value}`);
   }
-  if (!cfg.tests.every((t) => ["rx", "send", "rtt"].includes(t))) {
-    throw new Error("--tests: a comma-separated subset of rx,send,rtt");
+  if (!cfg.tests.every((t) => ["rx", "send", "rtt", "idle"].includes(t))) {
+    throw new Error("--tests: a comma-separated subset of rx,send,rtt,idle");
+  }
+  if (!cfg.paths.every((p) => ALL_PATHS.includes(p))) {
+    throw new Error(`--paths: a comma-separated subset of ${ALL_PATHS.join(",")}`);
   }
   if (!cfg.sizes.every((s) => Number.isInteger(s) && s >= 8 && s <= 1472)) {
     throw new Error("--sizes: payload sizes must be integers 8..1472");
@@ -142,19 +230,58 @@ function mtimeMs(path: string): number {
   }
 }
 
+function ffiFiles(): string[] {
+  const out: string[] = [];
+  for (const e of Deno.readDirSync(`${ROOT}ffi`)) {
+    if (e.isFile && /\.[ch]$/.test(e.name)) out.push(`${ROOT}ffi/${e.name}`);
+  }
+  return out.sort();
+}
+
 /** Builds the shim with ./nkbw build when it is missing or older than a source. */
 async function ensureBuilt(): Promise<void> {
-  let newest = 0;
-  for (const e of Deno.readDirSync(`${ROOT}ffi`)) {
-    if (e.isFile && /\.[ch]$/.test(e.name)) {
-      newest = Math.max(newest, mtimeMs(`${ROOT}ffi/${e.name}`));
-    }
-  }
+  const newest = Math.max(0, ...ffiFiles().map(mtimeMs));
   const lib = mtimeMs(LIB);
   if (lib >= 0 && lib >= newest) return;
   console.error(`bench: ${lib < 0 ? "no" : "stale"} ${LIB}: running ./nkbw build`);
   const r = await run([`${ROOT}nkbw`, "build"], BUILD_TIMEOUT_MS);
   if (r.code !== 0) throw new Error(`./nkbw build failed (${r.code}):\n${r.stderr}${r.stdout}`);
+}
+
+/**
+ * Compiles bench/native/ceiling.c with every ffi/*.c into .tools/bench/ceiling
+ * (zig cc) when it is missing or older than a source. A failure is recorded: the
+ * benchmark then runs without the native rows.
+ */
+async function ensureNative(): Promise<NativeBuild> {
+  const sources = ffiFiles();
+  const cSources = sources.filter((s) => s.endsWith(".c"));
+  const cc = mtimeMs(ZIG) >= 0 ? [ZIG, "cc"] : [`${ROOT}nkbw`, "zig", "cc"];
+  const command = [
+    ...cc,
+    ...NATIVE_CFLAGS,
+    "-I",
+    `${ROOT}ffi`,
+    "-o",
+    NATIVE_BIN,
+    NATIVE_SRC,
+    ...cSources,
+    "-lpthread",
+  ];
+  const newest = Math.max(0, mtimeMs(NATIVE_SRC), ...sources.map(mtimeMs));
+  const bin = mtimeMs(NATIVE_BIN);
+  if (bin >= 0 && bin >= newest) return { path: NATIVE_BIN, built: false, command, error: null };
+  console.error(`bench: compiling ${NATIVE_BIN}`);
+  Deno.mkdirSync(`${ROOT}.tools/bench`, { recursive: true });
+  const r = await run(command, NATIVE_BUILD_TIMEOUT_MS);
+  if (r.code === 0) {
+    if (r.stderr.trim() !== "") console.error(r.stderr.trim());
+    return { path: NATIVE_BIN, built: true, command, error: null };
+  }
+  const error = `native ceiling: zig cc failed (${r.code}): ${(r.stderr + r.stdout).trim()}`;
+  errors.push(error.slice(0, 2000));
+  console.error(`bench: ${error}`);
+  return { path: null, built: false, command, error };
 }
 
 function num(v: unknown, what: string): number {
@@ -167,28 +294,84 @@ function rec(v: unknown, what: string): Record<string, unknown> {
   return v as Record<string, unknown>;
 }
 
-// Spawns a worker and waits for its "ready"; an nkb worker must be on the bypass path.
+/** The testbed, the configuration and the native program: what every run needs. */
+interface Bench {
+  tb: Testbed;
+  cfg: Config;
+  native: string | null;
+}
+
+// Spawns a worker and waits for its "ready"; a bypass worker must be on the bypass path.
+// A worker that fails to set up (e.g. the previous one's XDP program not yet gone) is
+// started again, at most SETUP_TRIES times.
 async function startWorker(
-  tb: Testbed,
-  side: "a" | "b",
-  script: string,
-  impl: Impl,
-  args: string[],
+  name: string,
+  bypass: boolean,
+  spawn: () => TestbedProcess,
 ): Promise<TestbedProcess> {
   for (let attempt = 1; attempt <= SETUP_TRIES; attempt++) {
-    const child = tb.spawnDeno(side, WORKERS + script, ["--impl", impl, ...args], {
-      name: `${script}[${impl}]@${side}`,
-    });
-    const ready = await child.nextWith("ready", READY_TIMEOUT_MS);
-    const bypass = ready.bypass as { active?: boolean; reason?: string; detail?: string } | null;
-    if (impl === "kernel" || bypass?.active === true) return child;
+    const child = spawn();
+    let why: string;
+    try {
+      const ready = await child.nextWith("ready", READY_TIMEOUT_MS);
+      const state = ready.bypass as { active?: boolean; reason?: string; detail?: string } | null;
+      if (!bypass || state?.active === true) return child;
+      why = `${name}: not on the bypass path: ${state?.reason} (${state?.detail})`;
+    } catch (e) {
+      why = e instanceof Error ? e.message : String(e);
+    }
     await child.dispose();
-    const why = `${child.name}: not on the bypass path: ${bypass?.reason} (${bypass?.detail})`;
     if (attempt === SETUP_TRIES) throw new Error(why);
-    console.error(`bench: ${why}; retrying`);
+    console.error(`bench: ${why.slice(0, 500)}; retrying`);
     await new Promise((r) => setTimeout(r, 300));
   }
   throw new Error("unreachable");
+}
+
+function nativeBin(b: Bench): string {
+  if (b.native === null) throw new Error("the native program was not built");
+  return b.native;
+}
+
+function denoArgs(kind: Mover): string[] {
+  if (kind === "kernel") return ["--impl", "kernel"];
+  return ["--impl", "nkb", "--mode", kind === "batch" ? "batch" : "copy"];
+}
+
+function startSink(b: Bench, kind: Mover, port: number, maxMs: number): Promise<TestbedProcess> {
+  const { tb } = b;
+  const name = `sink[${kind}]@a`;
+  return startWorker(
+    name,
+    kind !== "kernel",
+    () =>
+      kind === "native"
+        ? tb.spawn("a", [nativeBin(b), "rx", tb.a.ip, `${port}`, "4000000000", `${maxMs / 1000}`], {
+          name,
+        })
+        : tb.spawnDeno("a", `${WORKERS}sink.ts`, [
+          ...denoArgs(kind),
+          ...["--host", tb.a.ip, "--port", `${port}`, "--max-ms", `${maxMs}`],
+        ], { name }),
+  );
+}
+
+function startBlast(b: Bench, kind: Mover, port: number, size: number): Promise<TestbedProcess> {
+  const { tb, cfg } = b;
+  const name = `blast[${kind}]@b`;
+  return startWorker(name, kind !== "kernel", () =>
+    kind === "native"
+      ? tb.spawn("b", [
+        nativeBin(b),
+        ...["tx", tb.b.ip, `${port + 1}`, tb.a.ip, `${port}`, `${cfg.count}`, `${size}`],
+        ...[`${cfg.durationMs / 1000}`, `${cfg.drainMs}`],
+      ], { name })
+      : tb.spawnDeno("b", `${WORKERS}blast.ts`, [
+        ...denoArgs(kind),
+        ...["--src", tb.b.ip, "--sport", `${port + 1}`, "--dst", tb.a.ip, "--port", `${port}`],
+        ...["--size", `${size}`, "--duration-ms", `${cfg.durationMs}`, "--count", `${cfg.count}`],
+        ...["--drain-ms", `${cfg.drainMs}`],
+      ], { name }));
 }
 
 function deltas(
@@ -200,87 +383,177 @@ function deltas(
   return out;
 }
 
-async function flow(
-  tb: Testbed,
-  cfg: Config,
-  sender: Impl,
-  receiver: Impl,
-  size: number,
-): Promise<FlowResult> {
+async function flow(b: Bench, sender: Mover, receiver: Mover, size: number): Promise<FlowResult> {
+  const { tb, cfg } = b;
   const port = BASE_PORT + 2 * portSeq++;
   const udpBefore = await tb.udpCounters("a");
   const maxMs = cfg.durationMs + RESULT_SLACK_MS;
-  const sink = await startWorker(tb, "a", "sink.ts", receiver, [
-    ...["--host", tb.a.ip, "--port", `${port}`, "--max-ms", `${maxMs}`],
-  ]);
-  const blast = await startWorker(tb, "b", "blast.ts", sender, [
-    ...["--src", tb.b.ip, "--sport", `${port + 1}`, "--dst", tb.a.ip, "--port", `${port}`],
-    ...["--size", `${size}`, "--duration-ms", `${cfg.durationMs}`, "--count", `${cfg.count}`],
-    ...["--drain-ms", `${cfg.drainMs}`],
-  ]);
-  const sr = rec((await blast.nextWith("result", maxMs)).result, "sender result");
-  const rr = rec((await sink.nextWith("result", maxMs)).result, "receiver result");
-  await Promise.all([blast.wait(EXIT_TIMEOUT_MS), sink.wait(EXIT_TIMEOUT_MS)]);
-  const udpA = deltas(await tb.udpCounters("a"), udpBefore);
-  if (rr.ended !== true) {
-    errors.push(`${sender}->${receiver} ${size} B: receiver saw no end marker`);
+  const sink = await startSink(b, receiver, port, maxMs);
+  let blast: TestbedProcess | null = null;
+  try {
+    blast = await startBlast(b, sender, port, size);
+    const sr = rec((await blast.nextWith("result", maxMs)).result, "sender result");
+    const rr = rec((await sink.nextWith("result", maxMs)).result, "receiver result");
+    await Promise.all([blast.wait(EXIT_TIMEOUT_MS), sink.wait(EXIT_TIMEOUT_MS)]);
+    const udpA = deltas(await tb.udpCounters("a"), udpBefore);
+    if (rr.ended !== true) {
+      errors.push(`${sender}->${receiver} ${size} B: receiver saw no end marker`);
+    }
+    const sent = num(sr.sent, "sent");
+    const received = num(rr.received, "received");
+    const senderMs = num(sr.elapsedMs, "elapsedMs");
+    const receiverSpanMs = num(rr.spanMs, "spanMs");
+    return {
+      sender,
+      receiver,
+      size,
+      sent,
+      received,
+      lossPct: sent > 0 ? 100 * (sent - received) / sent : 0,
+      sendMpps: sent / senderMs / 1000,
+      rxMpps: receiverSpanMs > 0 ? received / receiverSpanMs / 1000 : 0,
+      senderMs,
+      receiverSpanMs,
+      txFull: num(sr.txFull, "txFull"),
+      receiverResult: rr,
+      senderResult: sr,
+      udpA,
+    };
+  } finally {
+    await Promise.all([sink.dispose(), blast?.dispose()]);
   }
-  const sent = num(sr.sent, "sent");
-  const received = num(rr.received, "received");
-  const senderMs = num(sr.elapsedMs, "elapsedMs");
-  const receiverSpanMs = num(rr.spanMs, "spanMs");
-  return {
-    sender,
-    receiver,
-    size,
-    sent,
-    received,
-    lossPct: sent > 0 ? 100 * (sent - received) / sent : 0,
-    sendMpps: sent / senderMs / 1000,
-    rxMpps: receiverSpanMs > 0 ? received / receiverSpanMs / 1000 : 0,
-    senderMs,
-    receiverSpanMs,
-    txFull: num(sr.txFull, "txFull"),
-    receiverStats: rr.stats,
-    senderStats: sr.stats,
-    udpA,
-  };
 }
 
-async function rtt(tb: Testbed, cfg: Config, server: Impl, size: number): Promise<RttResult> {
+async function rtt(b: Bench, server: Path, size: number): Promise<RttResult> {
+  const { tb, cfg } = b;
   const port = BASE_PORT + 2 * portSeq++;
   const maxMs = cfg.rttMaxS * 1000 + RESULT_SLACK_MS;
-  const echo = await startWorker(tb, "a", "echo.ts", server, [
-    ...["--host", tb.a.ip, "--port", `${port}`, "--max-ms", `${maxMs}`],
-  ]);
-  const client = tb.spawn("b", [
-    "python3",
-    `${WORKERS}rtt_client.py`,
-    ...[tb.b.ip, tb.a.ip, `${port}`, `${size}`, `${cfg.rttCount}`, `${cfg.rttWarmup}`],
-    ...[`${cfg.rttMaxS}`, `${RTT_TIMEOUT_MS}`],
-  ], { name: `rtt_client.py@b` });
-  const cr = rec((await client.nextWith("result", maxMs)).result, "client result");
-  const er = rec((await echo.nextWith("result", EXIT_TIMEOUT_MS)).result, "echo result");
-  await Promise.all([client.wait(EXIT_TIMEOUT_MS), echo.wait(EXIT_TIMEOUT_MS)]);
-  return {
-    server,
-    size,
-    client: "python3 kernel socket, non-blocking recv busy-poll",
-    measured: num(cr.measured, "measured"),
-    lost: num(cr.lost, "lost"),
-    p50: num(cr.p50, "p50"),
-    p99: num(cr.p99, "p99"),
-    p999: num(cr.p999, "p999"),
-    min: num(cr.min, "min"),
-    max: num(cr.max, "max"),
-    mean: num(cr.mean, "mean"),
-    echoed: num(er.echoed, "echoed"),
-    serverStats: er.stats,
-  };
+  const name = `echo[${server}]@a`;
+  const echo = await startWorker(name, server !== "kernel", () => {
+    if (server === "native") {
+      return tb.spawn("a", [nativeBin(b), "echo", tb.a.ip, `${port}`, `${maxMs / 1000}`], { name });
+    }
+    const impl = server === "kernel" ? ["--impl", "kernel"] : ["--impl", "nkb"];
+    const mode = server === "copy0" ? ["--recv-mode", "0"] : ["--recv-mode", "1"];
+    return tb.spawnDeno("a", `${WORKERS}echo.ts`, [
+      ...impl,
+      ...mode,
+      ...["--host", tb.a.ip, "--port", `${port}`, "--max-ms", `${maxMs}`],
+    ], { name });
+  });
+  let client: TestbedProcess | null = null;
+  try {
+    client = tb.spawn("b", [
+      "python3",
+      `${WORKERS}rtt_client.py`,
+      ...[tb.b.ip, tb.a.ip, `${port}`, `${size}`, `${cfg.rttCount}`, `${cfg.rttWarmup}`],
+      ...[`${cfg.rttMaxS}`, `${RTT_TIMEOUT_MS}`],
+    ], { name: `rtt_client.py@b` });
+    const cr = rec((await client.nextWith("result", maxMs)).result, "client result");
+    const er = rec((await echo.nextWith("result", EXIT_TIMEOUT_MS)).result, "echo result");
+    await Promise.all([client.wait(EXIT_TIMEOUT_MS), echo.wait(EXIT_TIMEOUT_MS)]);
+    return {
+      server,
+      size,
+      client: "python3 kernel socket, non-blocking recv busy-poll",
+      measured: num(cr.measured, "measured"),
+      lost: num(cr.lost, "lost"),
+      p50: num(cr.p50, "p50"),
+      p99: num(cr.p99, "p99"),
+      p999: num(cr.p999, "p999"),
+      min: num(cr.min, "min"),
+      max: num(cr.max, "max"),
+      mean: num(cr.mean, "mean"),
+      echoed: num(er.echoed, "echoed"),
+      serverResult: er,
+    };
+  } finally {
+    await Promise.all([echo.dispose(), client?.dispose()]);
+  }
+}
+
+/** utime + stime of a process (all its threads), in clock ticks. */
+function cpuTicks(pid: number): number {
+  const text = Deno.readTextFileSync(`/proc/${pid}/stat`);
+  const fields = text.slice(text.lastIndexOf(")") + 2).split(" "); // from field 3 (state)
+  return Number(fields[11]) + Number(fields[12]); // fields 14 and 15
+}
+
+interface IdleKind {
+  what: string;
+  args: string[];
+  bypass: boolean;
+}
+
+// Only one nkb process at a time may hold the interface: the kernel receiver and the
+// recvMode 0 receiver wait together, then the recvMode 1 receiver alone.
+const IDLE_PHASES: IdleKind[][] = [
+  [
+    { what: "Deno.listenDatagram receive()", args: ["--impl", "kernel"], bypass: false },
+    { what: "nkb receive() recvMode 0", args: ["--impl", "nkb", "--recv-mode", "0"], bypass: true },
+  ],
+  [{ what: "nkb receive() recvMode 1", args: ["--impl", "nkb", "--recv-mode", "1"], bypass: true }],
+];
+
+/** Run time of a process's current threads (/proc/<pid>/task/<tid>/schedstat), in ns. */
+function runNs(pid: number): number {
+  let ns = 0;
+  for (const t of Deno.readDirSync(`/proc/${pid}/task`)) {
+    try {
+      ns += Number(Deno.readTextFileSync(`/proc/${pid}/task/${t.name}/schedstat`).split(" ")[0]);
+    } catch {
+      // the thread ended
+    }
+  }
+  return ns;
+}
+
+async function idle(b: Bench): Promise<IdleResult[]> {
+  const tck = Number((await run(["getconf", "CLK_TCK"])).stdout.trim()) || 100;
+  const out: IdleResult[] = [];
+  for (const phase of IDLE_PHASES) out.push(...await idlePhase(b, phase, tck));
+  return out;
+}
+
+async function idlePhase(b: Bench, kinds: IdleKind[], tck: number): Promise<IdleResult[]> {
+  const { tb, cfg } = b;
+  const maxMs = IDLE_SETTLE_MS + cfg.idleMs + RESULT_SLACK_MS;
+  const workers: TestbedProcess[] = [];
+  try {
+    for (const k of kinds) {
+      const port = BASE_PORT + 2 * portSeq++;
+      const name = `idle[${k.what}]@a`;
+      workers.push(
+        await startWorker(name, k.bypass, () =>
+          tb.spawnDeno("a", `${WORKERS}idle.ts`, [
+            ...k.args,
+            ...["--host", tb.a.ip, "--port", `${port}`, "--max-ms", `${maxMs}`],
+          ], { name })),
+      );
+    }
+    await new Promise((r) => setTimeout(r, IDLE_SETTLE_MS));
+    const t0 = performance.now();
+    const before = workers.map((w) => [cpuTicks(w.pid), runNs(w.pid)]);
+    await new Promise((r) => setTimeout(r, cfg.idleMs));
+    const after = workers.map((w) => [cpuTicks(w.pid), runNs(w.pid)]);
+    const seconds = (performance.now() - t0) / 1000;
+    return workers.map((w, i) => {
+      const ticks = after[i][0] - before[i][0];
+      const cpuPct = 100 * ticks / tck / seconds;
+      const schedPct = 100 * (after[i][1] - before[i][1]) / 1e9 / seconds;
+      return { what: kinds[i].what, pid: w.pid, ticks, seconds, cpuPct, schedPct };
+    });
+  } finally {
+    await Promise.all(workers.map((w) => w.dispose()));
+  }
 }
 
 // Runs one measurement; a failure is recorded and the benchmark goes on.
 async function attempt<T>(what: string, fn: () => Promise<T>): Promise<T | null> {
+  if (performance.now() - T_START > BUDGET_MS) {
+    errors.push(`${what}: skipped (time budget of ${BUDGET_MS / 1000} s used up)`);
+    return null;
+  }
   const t0 = performance.now();
   try {
     const r = await fn();
@@ -288,37 +561,53 @@ async function attempt<T>(what: string, fn: () => Promise<T>): Promise<T | null>
     return r;
   } catch (e) {
     const msg = e instanceof Error ? e.message : String(e);
-    errors.push(`${what}: ${msg}`);
+    errors.push(`${what}: ${msg.slice(0, 3000)}`);
     console.error(`bench: ${what}: FAILED: ${msg}`);
     return null;
   }
 }
 
-async function measure(tb: Testbed, cfg: Config): Promise<Map<string, Row>> {
+// The sender that generates the rx-capacity load for a receiver.
+function generatorFor(receiver: Mover): Mover {
+  return receiver === "native" ? "native" : "batch";
+}
+
+// The receiver that counts what a send-rate sender sent.
+function sendReceiver(b: Bench): Mover {
+  return b.native !== null ? "native" : "batch";
+}
+
+async function measure(b: Bench): Promise<Map<string, Row>> {
+  const { cfg } = b;
   const rows = new Map<string, Row>();
-  const paths = ["bypass", "kernel"] as const;
+  const paths = cfg.paths.filter((p) => p !== "native" || b.native !== null);
+  if (b.native === null && cfg.paths.includes("native")) {
+    errors.push("native ceiling: not measured (the program was not built)");
+  }
+  const want = (p: Path, t: string): boolean => cfg.tests.includes(t) && PATH_TESTS[p].includes(t);
   for (const size of cfg.sizes) {
     for (const path of paths) {
       const row: Row = { rx: null, send: null, rtt: null, rxRuns: [], sendRuns: [], rttRuns: [] };
       rows.set(`${path}/${size}`, row);
     }
-    // Repetitions interleave the paths, so that a disturbance hits both alike.
+    // Repetitions interleave the paths, so that a disturbance hits all alike.
     for (let i = 1; i <= cfg.repeat; i++) {
       for (const path of paths) {
-        const impl: Impl = path === "bypass" ? "nkb" : "kernel";
         const row = rows.get(`${path}/${size}`)!;
         const tag = `${path} ${size} B, run ${i}/${cfg.repeat}`;
-        const want = (t: string): boolean => cfg.tests.includes(t);
-        const rx = want("rx")
-          ? await attempt(`rx capacity ${tag}`, () => flow(tb, cfg, "nkb", impl, size))
-          : null;
-        if (rx !== null) row.rxRuns.push(rx);
-        const send = want("send")
-          ? await attempt(`send rate ${tag}`, () => flow(tb, cfg, impl, "nkb", size))
-          : null;
-        if (send !== null) row.sendRuns.push(send);
-        const r = want("rtt")
-          ? await attempt(`round trip ${tag}`, () => rtt(tb, cfg, impl, size))
+        if (path !== "copy0") {
+          const mover = path as Mover;
+          const rx = want(path, "rx")
+            ? await attempt(`rx capacity ${tag}`, () => flow(b, generatorFor(mover), mover, size))
+            : null;
+          if (rx !== null) row.rxRuns.push(rx);
+          const send = want(path, "send")
+            ? await attempt(`send rate ${tag}`, () => flow(b, mover, sendReceiver(b), size))
+            : null;
+          if (send !== null) row.sendRuns.push(send);
+        }
+        const r = want(path, "rtt")
+          ? await attempt(`round trip ${tag}`, () => rtt(b, path, size))
           : null;
         if (r !== null) row.rttRuns.push(r);
       }
@@ -350,42 +639,57 @@ function ratio(a: number | undefined, b: number | undefined): string {
 
 function table(rows: Map<string, Row>, cfg: Config): string {
   const { sizes, tests } = cfg;
-  const none = (t: string): string => tests.includes(t) ? "failed" : "-";
   const head = [
     "path",
     "payload",
     "rx capacity Mpps (loss %)",
     "offered Mpps",
     "send rate Mpps (loss %)",
+    "rtt p50/p99/p99.9 us",
   ];
-  head.push("rtt p50/p99/p99.9 us");
   const lines: string[][] = [head];
+  // An empty cell: the path does not measure it, it was not asked for, or every run failed.
+  const none = (p: Path, t: string): string =>
+    tests.includes(t) && PATH_TESTS[p].includes(t) ? "failed" : "-";
   for (const size of sizes) {
-    const b = rows.get(`bypass/${size}`);
-    const k = rows.get(`kernel/${size}`);
-    for (const [name, r] of [["bypass", b], ["kernel", k]] as const) {
-      const t = r?.rtt ?? undefined;
+    const get = (p: Path): Row | undefined => rows.get(`${p}/${size}`);
+    for (const p of ALL_PATHS) {
+      if (!cfg.paths.includes(p)) continue;
+      const r = get(p);
+      const rx = r?.rx;
+      const keptUp = rx && rx.lossPct < KEPT_UP_LOSS_PCT ? "*" : "";
+      const t = r?.rtt;
       lines.push([
-        name,
+        LABEL[p],
         `${size} B`,
-        r?.rx ? `${f(r.rx.rxMpps, 3)} (${f(r.rx.lossPct, 2)} %)` : none("rx"),
-        r?.rx ? f(r.rx.sendMpps, 3) : "-",
-        r?.send ? `${f(r.send.sendMpps, 3)} (${f(r.send.lossPct, 2)} %)` : none("send"),
-        t ? `${f(t.p50, 1)} / ${f(t.p99, 1)} / ${f(t.p999, 1)}` : none("rtt"),
+        rx ? `${f(rx.rxMpps, 3)} (${f(rx.lossPct, 2)} %)${keptUp}` : none(p, "rx"),
+        rx ? f(rx.sendMpps, 3) : "",
+        r?.send ? `${f(r.send.sendMpps, 3)} (${f(r.send.lossPct, 2)} %)` : none(p, "send"),
+        t ? `${f(t.p50, 1)} / ${f(t.p99, 1)} / ${f(t.p999, 1)}` : none(p, "rtt"),
       ]);
     }
-    const rt = (r: Row | undefined, key: "p50" | "p99" | "p999"): number | undefined =>
-      r?.rtt?.[key];
-    lines.push([
-      "bypass/kernel",
-      `${size} B`,
-      ratio(b?.rx?.rxMpps, k?.rx?.rxMpps),
-      "",
-      ratio(b?.send?.sendMpps, k?.send?.sendMpps),
-      `${ratio(rt(b, "p50"), rt(k, "p50"))} / ${ratio(rt(b, "p99"), rt(k, "p99"))} / ${
-        ratio(rt(b, "p999"), rt(k, "p999"))
-      }`,
-    ]);
+    for (const p of ["copy", "copy0", "batch"] as const) {
+      if (!cfg.paths.includes(p)) continue;
+      for (const base of ["kernel", "native"] as const) {
+        if (!cfg.paths.includes(base)) continue;
+        const a = get(p);
+        const z = get(base);
+        const has = (t: string): boolean =>
+          PATH_TESTS[p].includes(t) && PATH_TESTS[base].includes(t);
+        const rtts = has("rtt")
+          ? (["p50", "p99", "p999"] as const).map((k) => ratio(a?.rtt?.[k], z?.rtt?.[k]))
+            .join(" / ")
+          : "";
+        lines.push([
+          `${SHORT[p]} / ${SHORT[base]}`,
+          `${size} B`,
+          has("rx") ? ratio(a?.rx?.rxMpps, z?.rx?.rxMpps) : "",
+          "",
+          has("send") ? ratio(a?.send?.sendMpps, z?.send?.sendMpps) : "",
+          rtts,
+        ]);
+      }
+    }
   }
   const widths = head.map((_, i) => Math.max(...lines.map((l) => l[i].length)));
   const fmt = (l: string[]): string => l.map((c, i) => c.padEnd(widths[i])).join(" | ").trimEnd();
@@ -398,11 +702,12 @@ function spread(rows: Map<string, Row>): string {
   const out: string[] = [];
   for (const [key, r] of rows) {
     const rx = r.rxRuns.map((x) => `${f(x.rxMpps, 3)}/${f(x.lossPct, 1)}%`).join(" ");
-    const send = r.sendRuns.map((x) => f(x.sendMpps, 3)).join(" ");
+    const offered = r.rxRuns.map((x) => f(x.sendMpps, 3)).join(" ");
+    const send = r.sendRuns.map((x) => `${f(x.sendMpps, 3)}/${f(x.lossPct, 1)}%`).join(" ");
     const rtt = r.rttRuns.map((x) => `${f(x.p50, 1)}/${f(x.p99, 1)}/${f(x.p999, 1)}`).join(" ");
     out.push(
-      `${key.replace("/", " ")} B: rx Mpps/loss ${rx || "-"}; send Mpps ${send || "-"}; ` +
-        `rtt us ${rtt || "-"}`,
+      `${key.replace("/", " ")} B: rx Mpps/loss ${rx || "-"} (offered ${offered || "-"}); ` +
+        `send Mpps/loss ${send || "-"}; rtt us ${rtt || "-"}`,
     );
   }
   return out.join("\n");
@@ -423,47 +728,76 @@ async function environment(): Promise<Record<string, unknown>> {
 async function main(): Promise<void> {
   const cfg = parseConfig(Deno.args);
   await ensureBuilt();
+  const nativeBuild = cfg.paths.includes("native") || cfg.tests.includes("send")
+    ? await ensureNative()
+    : { path: null, built: false, command: [], error: "not needed" };
   const stale = Testbed.removeStale();
   if (stale.length > 0) console.error(`bench: removed stale namespaces ${stale.join(", ")}`);
   const env = await environment();
-  const t0 = performance.now();
   const tb = await Testbed.create();
   const watchdog = setTimeout(() => {
     console.error(`bench: watchdog: still running after ${WATCHDOG_MS} ms, giving up`);
     tb.closeSync();
     Deno.exit(2);
-  }, WATCHDOG_MS);
+  }, Math.max(1000, WATCHDOG_MS - (performance.now() - T_START)));
   Deno.unrefTimer(watchdog);
+  const b: Bench = { tb, cfg, native: nativeBuild.path };
   let rows: Map<string, Row>;
+  let idleResults: IdleResult[] | null = null;
   try {
     console.error(`bench: testbed ${tb.a.ns} (${tb.a.cidr}) <-> ${tb.b.ns} (${tb.b.cidr})`);
-    rows = await measure(tb, cfg);
+    if (cfg.tests.includes("idle")) idleResults = await attempt("idle CPU", () => idle(b));
+    rows = await measure(b);
   } finally {
     clearTimeout(watchdog);
     await tb.close();
   }
-  const seconds = (performance.now() - t0) / 1000;
+  const seconds = (performance.now() - T_START) / 1000;
+  const sendRx = LABEL[sendReceiver(b)];
   console.log(
     `\nnkb bench: veth between two namespaces, traffic B -> A, ${env.cpus} CPUs, ` +
       `Linux ${env.kernel}, Deno ${env.deno}, load average at start ${env.loadavg}`,
   );
-  console.log(`lib: ${env.lib}`);
+  console.log(`lib: ${env.lib}; native ceiling: ${nativeBuild.path ?? "not built"}`);
   console.log(
-    `rx capacity and send rate: median of ${cfg.repeat} runs of ${cfg.durationMs} ms; ` +
-      `rx capacity generator: nkb ` +
-      `sendSync loop ("offered" is its rate); send-rate receiver: nkb receiveSync (recvMode 1)`,
+    `rx capacity and send rate: median of ${cfg.repeat} runs of ${cfg.durationMs} ms. ` +
+      `rx capacity generator ("offered" is its rate): nkb sendBatch (256 per call) for the ` +
+      `kernel, nkb copying and nkb batch receivers; the native sender for the native ` +
+      `receiver. send-rate receiver: ${sendRx}.`,
   );
   console.log(
-    `round trip: ${cfg.rttCount} after ${cfg.rttWarmup} warm-up, the run with the median p99; client: python3 kernel UDP ` +
-      `socket busy-polling a non-blocking recv; server: nkb receiveSync+sendSync busy loop ` +
-      `(bypass) or Deno.listenDatagram echo (kernel)\n`,
+    `* loss < ${KEPT_UP_LOSS_PCT} %: the receiver kept up, so the figure is the ` +
+      `generator's rate, a lower bound of the receiver's capacity.`,
+  );
+  console.log(
+    `round trip: ${cfg.rttCount} after ${cfg.rttWarmup} warm-up, the run with the median ` +
+      `p99; client: python3 kernel UDP socket busy-polling a non-blocking recv; servers: ` +
+      `Deno.listenDatagram echo (kernel), nkb receiveSync+sendSync loop in recvMode 1 ` +
+      `(nkb copying) and 0, native nkb_recv_batch(1)+nkb_send busy loop.\n`,
   );
   console.log(table(rows, cfg));
+  if (idleResults !== null) {
+    const idleText = idleResults.map((r) =>
+      `${r.what} ${f(r.cpuPct, 1)} % (${r.ticks} ticks; schedstat ${f(r.schedPct, 2)} %)`
+    ).join(", ");
+    console.log(
+      `\nidle CPU (a receiver waiting ${cfg.idleMs} ms, no traffic; /proc/<pid>/stat ` +
+        `utime+stime / wall time): ${idleText}`,
+    );
+  }
   console.log(`\nper run:\n${spread(rows)}`);
   console.log(`\n${seconds.toFixed(0)} s`);
   if (errors.length > 0) console.log(`\nproblems:\n- ${errors.join("\n- ")}`);
   if (cfg.jsonPath !== null) {
-    const raw = { environment: env, config: cfg, results: Object.fromEntries(rows), errors };
+    const raw = {
+      environment: env,
+      config: cfg,
+      native: nativeBuild,
+      idle: idleResults,
+      results: Object.fromEntries(rows),
+      seconds,
+      errors,
+    };
     await Deno.writeTextFile(cfg.jsonPath, JSON.stringify(raw, null, 2) + "\n");
     console.log(`raw numbers: ${cfg.jsonPath}`);
   }

@@ -3,22 +3,39 @@
  * as it can for `--duration-ms` (or `--count` datagrams), waits `--drain-ms`,
  * then sends end markers.
  *
- * `--impl nkb|kernel --src IP --sport N --dst IP --port N --size N --duration-ms N --count N
- *  --drain-ms N`
+ * `--impl nkb|kernel [--mode copy|batch] --src IP --sport N --dst IP --port N --size N
+ *  --duration-ms N --count N --drain-ms N`
+ *
+ * nkb modes: `copy` (default) calls `sendSync` once per datagram; `batch` fills a
+ * `SendBatch` of 256 with `add` (clear, then one `add` per datagram, each stamped with its
+ * sequence number first) and sends it with one `sendBatch`. Datagrams a full TX ring
+ * refused are rebuilt and sent again, so sequence numbers stay contiguous.
  *
  * Prints `{ready, bypass}` once bound, then `{result}`.
  *
  * @module
  */
 
-import { TxRingFullError, UdpBypass } from "../../mod.ts";
-import { emit, impl, int, parseArgs, runWorker, SEQ_END, SEQ_WARM, sleep, str } from "./common.ts";
+import { SendBatch, TxRingFullError, UdpBypass } from "../../mod.ts";
+import {
+  emit,
+  impl,
+  int,
+  nkbMode,
+  parseArgs,
+  runWorker,
+  SEQ_END,
+  SEQ_WARM,
+  sleep,
+  str,
+} from "./common.ts";
 
 const WARM_PACKETS = 5;
 const WARM_GAP_MS = 20;
 const END_PACKETS = 20;
 const END_GAP_MS = 10;
 const SEND_BUSY_WAIT_CNT = 1000;
+const BATCH = 256;
 
 /** The send function of one implementation. */
 type SendFn = (p: Uint8Array) => void | Promise<unknown>;
@@ -68,6 +85,37 @@ function blastNkb(sock: UdpBypass, dst: Deno.NetAddr, plan: Plan): Record<string
   return { sent: seq, txFull, elapsedMs: performance.now() - t0 };
 }
 
+function blastBatch(sock: UdpBypass, dst: Deno.NetAddr, plan: Plan): Record<string, number> {
+  const { payload, count } = plan;
+  const view = new DataView(payload.buffer, payload.byteOffset);
+  const batch = new SendBatch(BATCH, BATCH * payload.byteLength);
+  let seq = 0;
+  let txFull = 0;
+  let batches = 0;
+  const t0 = performance.now();
+  const end = t0 + plan.durationMs;
+  const maxIter = count * 4 + 1000;
+  for (let i = 0; i < maxIter && seq < count; i++) {
+    const n = Math.min(BATCH, count - seq);
+    batch.clear();
+    for (let j = 0; j < n; j++) {
+      view.setUint32(0, seq + j, true);
+      batch.add(payload, dst);
+    }
+    try {
+      const sent = sock.sendBatch(batch);
+      seq += sent;
+      if (sent < n) txFull++;
+    } catch (e) {
+      if (!(e instanceof TxRingFullError)) throw e;
+      txFull++;
+    }
+    batches++;
+    if ((i & 7) === 0 && performance.now() >= end) break;
+  }
+  return { sent: seq, txFull, batches, elapsedMs: performance.now() - t0 };
+}
+
 async function blastKernel(
   conn: Deno.DatagramConn,
   dst: Deno.NetAddr,
@@ -92,6 +140,7 @@ async function blastKernel(
 await runWorker(async () => {
   const args = parseArgs(Deno.args);
   const kind = impl(args);
+  const mode = nkbMode(args);
   const src = str(args, "src");
   const dst: Deno.NetAddr = {
     transport: "udp",
@@ -113,7 +162,11 @@ await runWorker(async () => {
   emit({ ready: true, bypass: nkb?.bypass ?? null });
   const send = (p: Uint8Array): Promise<number> => conn.send(p, dst);
   await markers(send, plan.payload, SEQ_WARM, WARM_PACKETS, WARM_GAP_MS);
-  const r = nkb !== null ? blastNkb(nkb, dst, plan) : await blastKernel(conn, dst, plan);
+  const r = nkb === null
+    ? await blastKernel(conn, dst, plan)
+    : mode === "batch"
+    ? blastBatch(nkb, dst, plan)
+    : blastNkb(nkb, dst, plan);
   await sleep(plan.drainMs);
   await markers(send, plan.payload, SEQ_END, END_PACKETS, END_GAP_MS);
   emit({ result: { ...r, stats: nkb?.stats() ?? null } });

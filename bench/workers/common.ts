@@ -41,6 +41,20 @@ export function impl(args: Map<string, string>): "nkb" | "kernel" {
   return v;
 }
 
+/** How an nkb worker moves datagrams: one per call, or a batch of 256 per call. */
+export function nkbMode(args: Map<string, string>): "copy" | "batch" {
+  const v = args.get("mode") ?? "copy";
+  if (v !== "copy" && v !== "batch") throw new Error(`--mode must be copy or batch, got ${v}`);
+  return v;
+}
+
+/** `--recv-mode 0|1` (default 1). */
+export function recvMode(args: Map<string, string>): 0 | 1 {
+  const v = args.get("recv-mode") ?? "1";
+  if (v !== "0" && v !== "1") throw new Error(`--recv-mode must be 0 or 1, got ${v}`);
+  return v === "0" ? 0 : 1;
+}
+
 const encoder = new TextEncoder();
 
 /** Writes one JSON line to stdout, synchronously (busy loops never yield to the event loop). */

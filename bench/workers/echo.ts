@@ -1,8 +1,9 @@
 /**
  * Echo-server worker: sends every datagram back to its sender until the first
- * end marker (or `--max-ms`). The nkb variant busy-polls (recvMode 1).
+ * end marker (or `--max-ms`). The nkb variant loops on `receiveSync` + `sendSync`;
+ * `--recv-mode 1` (default) busy-polls, `--recv-mode 0` sleeps in the shim's wait.
  *
- * `--impl nkb|kernel --host IP --port N --max-ms N`
+ * `--impl nkb|kernel [--recv-mode 0|1] --host IP --port N --max-ms N`
  *
  * Prints `{ready, bypass}` once listening, then `{result}`.
  *
@@ -10,7 +11,7 @@
  */
 
 import { UdpBypass } from "../../mod.ts";
-import { emit, impl, int, parseArgs, runWorker, SEQ_END, str } from "./common.ts";
+import { emit, impl, int, parseArgs, recvMode, runWorker, SEQ_END, str } from "./common.ts";
 
 const SLICE_MS = 20;
 const SEND_BUSY_WAIT_CNT = 1000;
@@ -20,12 +21,12 @@ function isEnd(data: Uint8Array): boolean {
   return new DataView(data.buffer, data.byteOffset).getUint32(0, true) === SEQ_END;
 }
 
-function echoNkb(host: string, port: number, maxMs: number): void {
+function echoNkb(host: string, port: number, maxMs: number, mode: 0 | 1): void {
   const sock = UdpBypass.listenDatagram({
     transport: "udp",
     hostname: host,
     port,
-    recvMode: 1,
+    recvMode: mode,
     sendBusyWaitCnt: SEND_BUSY_WAIT_CNT,
   });
   emit({ ready: true, bypass: sock.bypass });
@@ -90,6 +91,6 @@ await runWorker(async () => {
   const host = str(args, "host");
   const port = int(args, "port");
   const maxMs = int(args, "max-ms");
-  if (impl(args) === "nkb") echoNkb(host, port, maxMs);
+  if (impl(args) === "nkb") echoNkb(host, port, maxMs, recvMode(args));
   else await echoKernel(host, port, maxMs);
 });

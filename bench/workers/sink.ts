@@ -2,15 +2,29 @@
  * Receive-side worker: receives sequence-numbered datagrams until the first
  * end marker (or `--max-ms`), then prints what it got.
  *
- * `--impl nkb|kernel --host IP --port N --max-ms N`
+ * `--impl nkb|kernel [--mode copy|batch] --host IP --port N --max-ms N`
+ *
+ * nkb modes (both recvMode 1, busy-polling): `copy` (default) calls `receiveSync` once
+ * per datagram; `batch` calls `receiveBatch` with a `RecvBatch` of 256 and reads each
+ * datagram's offset and length from the batch.
  *
  * Prints `{ready, bypass}` once listening, then `{result}`.
  *
  * @module
  */
 
-import { UdpBypass } from "../../mod.ts";
-import { emit, impl, int, parseArgs, runWorker, SEQ_END, SEQ_WARM, str } from "./common.ts";
+import { RecvBatch, UdpBypass } from "../../mod.ts";
+import {
+  emit,
+  impl,
+  int,
+  nkbMode,
+  parseArgs,
+  runWorker,
+  SEQ_END,
+  SEQ_WARM,
+  str,
+} from "./common.ts";
 
 /** What a sink counted. */
 interface Tally {
@@ -25,6 +39,7 @@ interface Tally {
 
 const TIME_EVERY = 64; // packets between clock reads
 const SLICE_MS = 20;
+const BATCH = 256;
 
 function newTally(): Tally {
   return { received: 0, warm: 0, short: 0, ended: false, firstMs: 0, lastMs: 0, maxSeq: -1 };
@@ -74,6 +89,31 @@ function sinkNkb(host: string, port: number, maxMs: number): void {
   sock.close();
 }
 
+function sinkBatch(host: string, port: number, maxMs: number): void {
+  const sock = UdpBypass.listenDatagram({ transport: "udp", hostname: host, port, recvMode: 1 });
+  emit({ ready: true, bypass: sock.bypass });
+  const batch = new RecvBatch(BATCH);
+  const view = new DataView(batch.bytes.buffer);
+  const t = newTally();
+  const hardEnd = performance.now() + maxMs;
+  let calls = 0;
+  let more = true;
+  const maxIter = 1e10;
+  for (let i = 0; i < maxIter && more; i++) {
+    const n = sock.receiveBatch(batch, { timeoutMs: SLICE_MS });
+    calls++;
+    if (n === 0) {
+      if (performance.now() > hardEnd) break;
+      continue;
+    }
+    for (let k = 0; k < n && more; k++) more = count(t, view, batch.offset(k), batch.size(k));
+    if ((i & 1023) === 0 && performance.now() > hardEnd) break;
+  }
+  const result = { ...t, spanMs: t.lastMs - t.firstMs, calls, stats: sock.stats() };
+  emit({ result });
+  sock.close();
+}
+
 async function sinkKernel(host: string, port: number, maxMs: number): Promise<void> {
   const conn = Deno.listenDatagram({ transport: "udp", hostname: host, port });
   emit({ ready: true, bypass: null });
@@ -107,6 +147,7 @@ await runWorker(async () => {
   const host = str(args, "host");
   const port = int(args, "port");
   const maxMs = int(args, "max-ms");
-  if (impl(args) === "nkb") sinkNkb(host, port, maxMs);
-  else await sinkKernel(host, port, maxMs);
+  if (impl(args) === "kernel") await sinkKernel(host, port, maxMs);
+  else if (nkbMode(args) === "batch") sinkBatch(host, port, maxMs);
+  else sinkNkb(host, port, maxMs);
 });

@@ -1,0 +1,435 @@
+// The native ceiling of the benchmark: the shim (ffi/*.c, compiled in) driven from C,
+// without Deno, doing what UdpBypass does for a socket bound to one interface's address.
+// What the Deno rows lose against these figures is the cost of the JavaScript layer.
+//
+//   ceiling rx   IP PORT COUNT SECONDS
+//   ceiling tx   IP PORT DST_IP DST_PORT COUNT SIZE [SECONDS [DRAIN_MS]]
+//   ceiling echo IP PORT SECONDS
+//
+// Datagrams carry a little-endian u32 sequence number at offset 0 (bench/workers/common.ts):
+// 0xfffffffe is warm-up (not counted), 0xffffffff marks the end.
+// Prints {"ready":...} once the socket is on the bypass path, then one {"result":...} line
+// (or {"error":...} and exit 1). Every loop is bounded by a count and by time.
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <arpa/inet.h>
+#include <time.h>
+
+#include "nkb.h"
+
+#define BATCH 256u
+#define RECV_BUF (BATCH * 2048u)
+#define SEQ_END 0xffffffffu
+#define SEQ_WARM 0xfffffffeu
+#define BUSY_WAIT_CNT 1000  // as the Deno workers' sendBusyWaitCnt
+#define MAX_QUEUES 8u       // as src/decide.ts
+#define ETH_HEADER 14u
+#define XDP_HEADROOM 256u
+#define WAIT_SLICE_US 20000u
+#define NEIGH_TIMEOUT_MS 500u
+#define WARM_PACKETS 5
+#define WARM_GAP_MS 20
+#define END_PACKETS 20
+#define END_GAP_MS 10
+#define ENOBUFS_RC (-ENOBUFS)
+
+// NUD states a neighbour entry can be used in (as src/netinfo.ts)
+#define NUD_USABLE (0x02 | 0x04 | 0x08 | 0x10 | 0x40 | 0x80)
+
+typedef struct ctx {
+  int32_t h;
+  uint32_t ip_be;
+  uint32_t port;
+  uint32_t ifindex;
+  nkb_link_t link;
+  uint32_t queues;
+  uint32_t frame;
+} ctx_t;
+
+static const char *const STAT_NAMES[NKB_ST_COUNT] = {
+    "ipkts",       "ipktsSpin",   "opkts",      "opktsSpin",   "sendSpinMax", "rxDropped",
+    "rxInvalid",   "kernelIpkts", "kernelOpkts", "txFull",     "rxTruncated", "interfaceDrops",
+    "rxForeign",   "icmpIgnored", "w14",        "w15",
+};
+
+static double now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static void sleep_ms(uint32_t ms) {
+  struct timespec ts = {.tv_sec = ms / 1000u, .tv_nsec = (long)(ms % 1000u) * 1000000L};
+  nanosleep(&ts, 0);
+}
+
+static _Noreturn void fail(const char *what, int32_t rc) {
+  printf("{\"error\":\"%s: %d (%s)\"}\n", what, rc, rc < 0 ? strerror(-rc) : "");
+  fflush(stdout);
+  exit(1);
+}
+
+static uint32_t parse_ip(const char *s) {
+  struct in_addr a;
+  if (inet_pton(AF_INET, s, &a) != 1) fail("not an IPv4 address", -EINVAL);
+  return a.s_addr;
+}
+
+static uint64_t parse_u64(const char *s, const char *what) {
+  char *end = 0;
+  errno = 0;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (errno != 0 || end == s || *end != 0) fail(what, -EINVAL);
+  return (uint64_t)v;
+}
+
+static double parse_seconds(const char *s) {
+  char *end = 0;
+  errno = 0;
+  double v = strtod(s, &end);
+  if (errno != 0 || end == s || *end != 0 || !(v >= 0 && v <= 3600)) fail("SECONDS", -EINVAL);
+  return v;
+}
+
+static uint32_t parse_port(const char *s) {
+  uint64_t v = parse_u64(s, "PORT");
+  if (v > 65535u) fail("PORT", -EINVAL);
+  return (uint32_t)v;
+}
+
+static void print_stats(int32_t h) {
+  uint64_t st[NKB_ST_COUNT];
+  memset(st, 0, sizeof(st));
+  int32_t rc = nkb_sock_stats(h, st, NKB_ST_COUNT);
+  printf("\"stats\":{");
+  for (uint32_t i = 0; i < NKB_ST_COUNT; i++) {
+    printf("%s\"%s\":%llu", i ? "," : "", STAT_NAMES[i], rc < 0 ? 0ull : (unsigned long long)st[i]);
+  }
+  printf("}");
+}
+
+// What UdpBypass.listenDatagram does for an address of a bypass-capable interface.
+static void open_bypass(ctx_t *c, uint32_t ip_be, uint32_t port) {
+  memset(c, 0, sizeof(*c));
+  c->ip_be = ip_be;
+  int32_t h = nkb_sock_open();
+  if (h < 0) fail("nkb_sock_open", h);
+  c->h = h;
+  int32_t rc = nkb_sock_setopt(h, NKB_OPT_BUSY_WAIT_CNT, BUSY_WAIT_CNT);
+  if (rc < 0) fail("nkb_sock_setopt", rc);
+  rc = nkb_sock_bind(h, ip_be, port);
+  if (rc < 0) fail("nkb_sock_bind", rc);
+  uint32_t name[2];
+  rc = nkb_sock_name(h, name);
+  if (rc < 0) fail("nkb_sock_name", rc);
+  c->port = name[1];
+  int32_t ifindex = nkb_addr_ifindex(ip_be);
+  if (ifindex < 0) fail("nkb_addr_ifindex", ifindex);
+  c->ifindex = (uint32_t)ifindex;
+  _Static_assert(sizeof(nkb_link_t) == 76, "nkb_link_t is 76 bytes");
+  rc = nkb_link_get(c->ifindex, (uint8_t *)&c->link);
+  if (rc < 0) fail("nkb_link_get", rc);
+  uint32_t q = c->link.num_rx_queues;
+  c->queues = q < 1 ? 1 : q > MAX_QUEUES ? MAX_QUEUES : q;
+  uint32_t need = c->link.mtu + ETH_HEADER + XDP_HEADROOM;
+  if (need > 4096u) fail("MTU too large for a frame", -EMSGSIZE);
+  c->frame = need <= 2048u ? 2048u : 4096u;
+  rc = nkb_sock_attach(h, c->ifindex, c->queues, c->frame, 0, c->link.mtu);
+  if (rc < 0) fail("nkb_sock_attach", rc);
+  rc = nkb_sock_add_flow(h, ip_be, c->port);
+  if (rc < 0) fail("nkb_sock_add_flow", rc);
+  (void)nkb_sock_link_ack(h);
+}
+
+static void print_ready(const ctx_t *c) {
+  printf("{\"ready\":true,\"bypass\":{\"active\":true,\"interface\":\"%s\",\"queues\":%u,"
+         "\"frame\":%u,\"mtu\":%u,\"reason\":null,\"detail\":null}}\n",
+         c->link.name, c->queues, c->frame, c->link.mtu);
+  fflush(stdout);
+}
+
+// The next hop's MAC (the peer itself: the testbed's peers are on link), as
+// src/destinations.ts does it, then the destination entry of the header cache.
+static int32_t resolve(const ctx_t *c, uint32_t dst_be, uint32_t dport) {
+  uint8_t macs[12];
+  int32_t state = nkb_neigh_get(c->ifindex, dst_be, macs);
+  if (state <= 0 || (state & NUD_USABLE) == 0) {
+    int32_t rc = nkb_neigh_resolve(c->ifindex, dst_be);
+    if (rc < 0) return rc;
+    double deadline = now_ms() + NEIGH_TIMEOUT_MS;
+    for (uint32_t i = 0; i < 10000u; i++) {
+      state = nkb_neigh_get(c->ifindex, dst_be, macs);
+      if (state > 0 && (state & NUD_USABLE) != 0) break;
+      if (now_ms() > deadline) return -EHOSTUNREACH;
+      sleep_ms(1);
+    }
+    if (state <= 0 || (state & NUD_USABLE) == 0) return -EHOSTUNREACH;
+  }
+  memcpy(macs + 6, c->link.mac, 6);
+  return nkb_dest_set(c->h, dst_be, dport, NKB_DEST_BYPASS, macs, c->ip_be, 0);
+}
+
+// ---- rx: count sequence numbers until the end marker --------------------------------------
+
+static int mode_rx(uint32_t ip_be, uint32_t port, uint64_t count, double seconds) {
+  ctx_t c;
+  open_bypass(&c, ip_be, port);
+  static uint8_t buf[RECV_BUF];
+  static uint32_t meta[BATCH * NKB_RECV_META_WORDS];
+  print_ready(&c);
+  uint64_t received = 0, warm = 0, shortn = 0, gaps = 0, reordered = 0, calls = 0, empty = 0;
+  uint64_t via_kernel = 0;
+  int64_t max_seq = -1;
+  bool ended = false;
+  double first = 0, last = 0;
+  double hard_end = now_ms() + seconds * 1e3;
+  uint64_t max_iter = 10000000000ull;
+  for (uint64_t i = 0; i < max_iter && !ended && received < count; i++) {
+    int32_t n = nkb_recv_batch(c.h, buf, sizeof(buf), meta, BATCH);
+    calls++;
+    if (n < 0) fail("nkb_recv_batch", n);
+    if (n == 0) {
+      empty++;
+      if (now_ms() > hard_end) break;
+      int32_t rc = nkb_wait(c.h, WAIT_SLICE_US, 1);
+      if (rc < 0) fail("nkb_wait", rc);
+      continue;
+    }
+    uint64_t before = received;
+    for (int32_t k = 0; k < n; k++) {
+      const uint32_t *m = &meta[(uint32_t)k * NKB_RECV_META_WORDS];
+      if (m[4] & NKB_RX_KERNEL) via_kernel++;
+      if (m[1] < 4) {
+        shortn++;
+        continue;
+      }
+      uint32_t seq;
+      memcpy(&seq, buf + m[0], 4);  // little-endian host
+      if (seq == SEQ_END) {
+        ended = true;
+        break;
+      }
+      if (seq == SEQ_WARM) {
+        warm++;
+        continue;
+      }
+      received++;
+      if ((int64_t)seq > max_seq + 1) gaps += (uint64_t)((int64_t)seq - max_seq - 1);
+      if ((int64_t)seq <= max_seq) reordered++;
+      if ((int64_t)seq > max_seq) max_seq = seq;
+    }
+    if (received > before) {
+      last = now_ms();
+      if (before == 0) first = last;
+    }
+    if ((i & 1023u) == 0 && now_ms() > hard_end) break;
+  }
+  printf("{\"result\":{\"received\":%llu,\"warm\":%llu,\"short\":%llu,\"ended\":%s,"
+         "\"firstMs\":%.3f,\"lastMs\":%.3f,\"spanMs\":%.3f,\"maxSeq\":%lld,\"gaps\":%llu,"
+         "\"reordered\":%llu,\"viaKernel\":%llu,\"calls\":%llu,\"emptyCalls\":%llu,",
+         (unsigned long long)received, (unsigned long long)warm, (unsigned long long)shortn,
+         ended ? "true" : "false", first, last, last - first, (long long)max_seq,
+         (unsigned long long)gaps, (unsigned long long)reordered, (unsigned long long)via_kernel,
+         (unsigned long long)calls, (unsigned long long)empty);
+  print_stats(c.h);
+  printf("}}\n");
+  fflush(stdout);
+  nkb_sock_shutdown(c.h);
+  nkb_sock_free(c.h);
+  return 0;
+}
+
+// ---- tx: batches of 256 ------------------------------------------------------------------
+
+typedef struct txstate {
+  ctx_t *c;
+  uint32_t dst_be;
+  uint32_t dport;
+  uint8_t *buf;
+  uint32_t *meta;
+  uint32_t size;
+  uint64_t tx_full;
+  uint64_t reroutes;
+  uint64_t link_changes;
+} tx_t;
+
+// Sends datagrams seq..seq+n-1 (one batch); returns how many went (fewer: TX ring full).
+static uint32_t send_batch(tx_t *t, uint32_t seq, uint32_t n) {
+  for (uint32_t k = 0; k < n; k++) {
+    uint32_t s = seq + k;
+    memcpy(t->buf + (size_t)k * t->size, &s, 4);
+  }
+  uint32_t done = 0;
+  for (uint32_t round = 0; round < 2u * n + 2u && done < n; round++) {
+    int32_t rc = nkb_send_batch(t->c->h, t->buf, n * t->size,
+                                t->meta + (size_t)done * NKB_SEND_META_WORDS, n - done);
+    if (rc < 0) fail("nkb_send_batch", rc);
+    done += (uint32_t)rc;
+    if (done == n) break;
+    int32_t err = nkb_sock_last_error(t->c->h);
+    if (err == NKB_ELINKCHANGE) {
+      t->link_changes++;
+      (void)nkb_sock_link_ack(t->c->h);
+    } else if (err == NKB_ENEEDROUTE) {
+      t->reroutes++;
+      int32_t r = resolve(t->c, t->dst_be, t->dport);
+      if (r < 0) fail("resolve", r);
+    } else if (err == ENOBUFS_RC) {
+      t->tx_full++;
+      return done;
+    } else {
+      fail("nkb_send_batch", err);
+    }
+  }
+  return done;
+}
+
+static void send_markers(tx_t *t, uint32_t seq, int n, uint32_t gap_ms) {
+  for (int i = 0; i < n; i++) {
+    memcpy(t->buf, &seq, 4);
+    int32_t rc = nkb_send(t->c->h, t->buf, t->size, t->dst_be, t->dport);
+    for (int k = 0; k < 3 && (rc == NKB_ENEEDROUTE || rc == NKB_ELINKCHANGE); k++) {
+      if (rc == NKB_ELINKCHANGE) (void)nkb_sock_link_ack(t->c->h);
+      else if (resolve(t->c, t->dst_be, t->dport) < 0) break;
+      rc = nkb_send(t->c->h, t->buf, t->size, t->dst_be, t->dport);
+    }
+    if (rc < 0 && rc != ENOBUFS_RC) fail("nkb_send (marker)", rc);
+    sleep_ms(gap_ms);
+  }
+}
+
+static int mode_tx(uint32_t ip_be, uint32_t port, uint32_t dst_be, uint32_t dport, uint64_t count,
+                   uint32_t size, double seconds, uint32_t drain_ms) {
+  if (size < 4 || size > 1472) fail("SIZE must be 4..1472", -EINVAL);
+  if (count > 0xfffffff0ull) count = 0xfffffff0ull;  // below the marker sequence numbers
+  ctx_t c;
+  open_bypass(&c, ip_be, port);
+  static uint8_t buf[BATCH * 1472u];
+  static uint32_t meta[BATCH * NKB_SEND_META_WORDS];
+  memset(buf, 0, sizeof(buf));
+  for (uint32_t k = 0; k < BATCH; k++) {
+    meta[k * NKB_SEND_META_WORDS] = k * size;
+    meta[k * NKB_SEND_META_WORDS + 1] = size;
+    meta[k * NKB_SEND_META_WORDS + 2] = dst_be;
+    meta[k * NKB_SEND_META_WORDS + 3] = dport;
+  }
+  tx_t t = {.c = &c, .dst_be = dst_be, .dport = dport, .buf = buf, .meta = meta, .size = size};
+  int32_t r = resolve(&c, dst_be, dport);
+  if (r < 0) fail("resolve", r);
+  print_ready(&c);
+  send_markers(&t, SEQ_WARM, WARM_PACKETS, WARM_GAP_MS);
+  uint64_t seq = 0, batches = 0;
+  double t0 = now_ms();
+  double end = t0 + seconds * 1e3;
+  uint64_t max_iter = count * 4 + 1000;
+  for (uint64_t i = 0; i < max_iter && seq < count; i++) {
+    uint64_t left = count - seq;
+    uint32_t n = left < BATCH ? (uint32_t)left : BATCH;
+    seq += send_batch(&t, (uint32_t)seq, n);
+    batches++;
+    if ((i & 7u) == 0 && now_ms() >= end) break;
+  }
+  double elapsed = now_ms() - t0;
+  sleep_ms(drain_ms);
+  send_markers(&t, SEQ_END, END_PACKETS, END_GAP_MS);
+  printf("{\"result\":{\"sent\":%llu,\"txFull\":%llu,\"elapsedMs\":%.3f,\"batches\":%llu,"
+         "\"reroutes\":%llu,\"linkChanges\":%llu,",
+         (unsigned long long)seq, (unsigned long long)t.tx_full, elapsed,
+         (unsigned long long)batches, (unsigned long long)t.reroutes,
+         (unsigned long long)t.link_changes);
+  print_stats(c.h);
+  printf("}}\n");
+  fflush(stdout);
+  nkb_sock_shutdown(c.h);
+  nkb_sock_free(c.h);
+  return 0;
+}
+
+// ---- echo: receive one, send it back -------------------------------------------------------
+
+static int mode_echo(uint32_t ip_be, uint32_t port, double seconds) {
+  ctx_t c;
+  open_bypass(&c, ip_be, port);
+  static uint8_t buf[65536];
+  uint32_t meta[NKB_RECV_META_WORDS];
+  print_ready(&c);
+  uint64_t echoed = 0, failed = 0, reroutes = 0;
+  bool ended = false;
+  double hard_end = now_ms() + seconds * 1e3;
+  uint64_t max_iter = 10000000000ull;
+  for (uint64_t i = 0; i < max_iter; i++) {
+    int32_t n = nkb_recv_batch(c.h, buf, sizeof(buf), meta, 1);
+    if (n < 0) fail("nkb_recv_batch", n);
+    if (n == 0) {
+      if (now_ms() > hard_end) break;
+      int32_t rc = nkb_wait(c.h, WAIT_SLICE_US, 1);
+      if (rc < 0) fail("nkb_wait", rc);
+      continue;
+    }
+    const uint8_t *data = buf + meta[0];
+    uint32_t len = meta[1];
+    uint32_t seq = 0;
+    if (len >= 4) memcpy(&seq, data, 4);
+    if (len >= 4 && seq == SEQ_END) {
+      ended = true;
+      break;
+    }
+    int32_t rc = nkb_send(c.h, data, len, meta[2], meta[3]);
+    for (int k = 0; k < 3 && (rc == NKB_ENEEDROUTE || rc == NKB_ELINKCHANGE); k++) {
+      if (rc == NKB_ELINKCHANGE) {
+        (void)nkb_sock_link_ack(c.h);
+      } else {
+        reroutes++;
+        int32_t r = resolve(&c, meta[2], meta[3]);
+        if (r < 0) fail("resolve", r);
+      }
+      rc = nkb_send(c.h, data, len, meta[2], meta[3]);
+    }
+    if (rc < 0) failed++;
+    else echoed++;
+    if ((i & 4095u) == 0 && now_ms() > hard_end) break;
+  }
+  printf("{\"result\":{\"echoed\":%llu,\"failed\":%llu,\"reroutes\":%llu,\"ended\":%s,",
+         (unsigned long long)echoed, (unsigned long long)failed, (unsigned long long)reroutes,
+         ended ? "true" : "false");
+  print_stats(c.h);
+  printf("}}\n");
+  fflush(stdout);
+  nkb_sock_shutdown(c.h);
+  nkb_sock_free(c.h);
+  return 0;
+}
+
+static _Noreturn void usage(void) {
+  fprintf(stderr,
+          "usage: ceiling rx IP PORT COUNT SECONDS\n"
+          "       ceiling tx IP PORT DST_IP DST_PORT COUNT SIZE [SECONDS [DRAIN_MS]]\n"
+          "       ceiling echo IP PORT SECONDS\n");
+  exit(2);
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) usage();
+  const char *mode = argv[1];
+  if (strcmp(mode, "rx") == 0 && argc == 6) {
+    return mode_rx(parse_ip(argv[2]), parse_port(argv[3]),
+                   parse_u64(argv[4], "COUNT"), parse_seconds(argv[5]));
+  }
+  if (strcmp(mode, "tx") == 0 && argc >= 8 && argc <= 10) {
+    double seconds = argc > 8 ? parse_seconds(argv[8]) : 60;
+    uint32_t drain = argc > 9 ? (uint32_t)parse_u64(argv[9], "DRAIN_MS") : 300;
+    return mode_tx(parse_ip(argv[2]), parse_port(argv[3]), parse_ip(argv[4]),
+                   parse_port(argv[5]), parse_u64(argv[6], "COUNT"),
+                   (uint32_t)parse_u64(argv[7], "SIZE"), seconds, drain);
+  }
+  if (strcmp(mode, "echo") == 0 && argc == 5) {
+    return mode_echo(parse_ip(argv[2]), parse_port(argv[3]),
+                     parse_seconds(argv[4]));
+  }
+  usage();
+}
