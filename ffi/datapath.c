@@ -199,6 +199,7 @@ typedef struct nkb_rx_out {
   uint32_t max;
   uint32_t n;
   bool zc;        // hand bypass frames out in place instead of copying them
+  uint32_t truncated;  // bypass datagrams cut to fit
 } nkb_rx_out_t;
 
 // Room for a payload of len: everything fits the first slot (truncated if need be);
@@ -247,6 +248,7 @@ static void nkb_rx_put(nkb_rx_out_t *o, const uint8_t *payload, uint32_t len, ui
   uint32_t room = o->buf_len - o->off;
   uint32_t copy = len <= room ? len : room;
   if (copy < len) flags |= NKB_RX_TRUNCATED;
+  if (copy < len && payload != 0) o->truncated++;  // kernel-path cuts are counted by the caller
   if (payload != 0) memcpy(o->buf + o->off, payload, copy);
   uint32_t *m = &o->meta[o->n * NKB_RECV_META_WORDS];
   m[0] = o->off;
@@ -394,6 +396,7 @@ static int32_t nkb_recv(int32_t h, uint8_t *buf, uint32_t buf_len, uint32_t *met
     }
   }
   if (!kernel_first && o.n < o.max) krc = nkb_rx_kernel(s, &o);
+  s->stats[NKB_ST_RX_TRUNCATED] += o.truncated;
   assert(o.n <= max_msgs && o.off <= buf_len);
   if (o.n == 0 && krc < 0) return krc;
   return (int32_t)o.n;

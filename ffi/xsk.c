@@ -374,7 +374,9 @@ uint64_t nkb_engine_kernel_drops(nkb_engine_t *e) {
     memset(&st, 0, sizeof(st));
     socklen_t len = sizeof(st);
     if (getsockopt(e->xsk[q].fd, SOL_XDP, XDP_STATISTICS, &st, &len) != 0) continue;
-    total += st.rx_dropped + st.rx_invalid_descs + st.rx_ring_full + st.rx_fill_ring_empty_descs;
+    // A drop for an empty fill ring is counted in rx_dropped and again in
+    // rx_fill_ring_empty_descs: count it once.
+    total += st.rx_dropped + st.rx_invalid_descs + st.rx_ring_full;
   }
   return total;
 }

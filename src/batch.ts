@@ -31,11 +31,11 @@ export class SendBatch {
   readonly metaBytes: Uint8Array<ArrayBuffer>;
   #count = 0;
   #used = 0;
-  #lastHost = "";
+  #lastHost: string | null = null;
   #lastIp = 0;
 
   /** Room for `maxDatagrams` datagrams (at most 1024) of `maxBytes` payload bytes in all. */
-  constructor(maxDatagrams = 256, maxBytes = maxDatagrams * 1500) {
+  constructor(maxDatagrams: number = 256, maxBytes: number = maxDatagrams * 1500) {
     checkCapacity(maxDatagrams, maxBytes);
     this.bytes = new Uint8Array(maxBytes);
     this.meta = new Uint32Array(maxDatagrams * SEND_META_WORDS);
@@ -106,7 +106,7 @@ export class RecvBatch {
   #count = 0;
 
   /** Room for `maxDatagrams` datagrams (at most 1024) of `maxBytes` payload bytes in all. */
-  constructor(maxDatagrams = 256, maxBytes = maxDatagrams * 2048) {
+  constructor(maxDatagrams: number = 256, maxBytes: number = maxDatagrams * 2048) {
     checkCapacity(maxDatagrams, maxBytes);
     this.capacity = maxDatagrams;
     this.bytes = new Uint8Array(maxBytes);
