@@ -1,11 +1,12 @@
 /**
  * The nkb benchmark: the kernel path (Deno.listenDatagram) against nkb's
- * copying calls (sendSync/receiveSync), nkb's batch calls (sendBatch/receiveBatch)
- * and the native ceiling (bench/native/ceiling.c: the same shim driven from C,
- * without Deno), over the veth of a {@linkcode Testbed}.
+ * copying calls (sendSync/receiveSync), nkb's zero-copy receive (receiveZeroCopy),
+ * nkb's batch calls (sendBatch/receiveBatch) and the native ceiling
+ * (bench/native/ceiling.c: the same shim driven from C, without Deno), over the veth
+ * of a {@linkcode Testbed}.
  *
  * `deno task bench [--json PATH] [--duration-ms N] [--rtt-count N] [--repeat N]
- *  [--sizes 64,1024] [--tests rx,send,rtt,idle] [--paths kernel,copy,copy0,batch,native]
+ *  [--sizes 64,1024] [--tests rx,send,rtt,idle] [--paths kernel,copy,copy0,zc,batch,native]
  *  [--idle-ms N]`
  *
  * Each figure is the median of `--repeat` runs (default 3; round trips: the run
@@ -14,10 +15,11 @@
  * Every figure comes from child processes in the testbed's namespaces
  * (bench/workers/, and the native program), traffic flows from side B to side A:
  * - rx capacity: an nkb batch sender (sendBatch of 256 in a tight loop) into a
- *   Deno.listenDatagram receiver, an nkb receiveSync receiver (recvMode 1) or an nkb
- *   receiveBatch receiver (RecvBatch of 256, recvMode 1); the native row is the native
- *   sender into the native receiver. Counted by sequence number until the end markers
- *   that follow a drain pause.
+ *   Deno.listenDatagram receiver, an nkb receiveSync receiver (recvMode 1), an nkb
+ *   receiveZeroCopy receiver (recvMode 1; reads the sequence number in the frame, then
+ *   release(): row "zc", receive only) or an nkb receiveBatch receiver (RecvBatch of
+ *   256, recvMode 1); the native row is the native sender into the native receiver.
+ *   Counted by sequence number until the end markers that follow a drain pause.
  * - send rate: a Deno.listenDatagram sender (await each send), an nkb sendSync sender,
  *   an nkb sendBatch sender or the native sender, into the native receiver (the nkb
  *   batch receiver when the native program could not be built), which also counts.
@@ -82,18 +84,22 @@ interface Config {
 
 /**
  * A measured path: kernel = Deno.listenDatagram; copy = nkb sendSync/receiveSync
- * (recvMode 1); copy0 = the same in recvMode 0 (round trip only); batch = nkb
+ * (recvMode 1); copy0 = the same in recvMode 0 (round trip only); zc = nkb
+ * receiveZeroCopy + release (recvMode 1; receive capacity only); batch = nkb
  * sendBatch/receiveBatch; native = bench/native/ceiling.c.
  */
-type Path = "kernel" | "copy" | "copy0" | "batch" | "native";
-/** A datagram mover in a flow (copy0 only serves round trips). */
+type Path = "kernel" | "copy" | "copy0" | "zc" | "batch" | "native";
+/** A datagram mover in a flow (copy0 only serves round trips; zc only receives). */
 type Mover = Exclude<Path, "copy0">;
+/** A datagram sender in a flow. */
+type Sender = Exclude<Mover, "zc">;
 
-const ALL_PATHS: Path[] = ["kernel", "copy", "copy0", "batch", "native"];
+const ALL_PATHS: Path[] = ["kernel", "copy", "copy0", "zc", "batch", "native"];
 const LABEL: Record<Path, string> = {
   kernel: "kernel",
   copy: "nkb copying",
   copy0: "nkb copying recvMode 0",
+  zc: "nkb zero-copy",
   batch: "nkb batch",
   native: "native ceiling",
 };
@@ -101,6 +107,7 @@ const SHORT: Record<Path, string> = {
   kernel: "kernel",
   copy: "nkb copying",
   copy0: "nkb copying m0",
+  zc: "nkb zero-copy",
   batch: "nkb batch",
   native: "native",
 };
@@ -109,13 +116,14 @@ const PATH_TESTS: Record<Path, string[]> = {
   kernel: ["rx", "send", "rtt"],
   copy: ["rx", "send", "rtt"],
   copy0: ["rtt"],
+  zc: ["rx"],
   batch: ["rx", "send"],
   native: ["rx", "send", "rtt"],
 };
 
 /** One sender -> receiver run. */
 interface FlowResult {
-  sender: Mover;
+  sender: Sender;
   receiver: Mover;
   size: number;
   sent: number;
@@ -335,7 +343,7 @@ function nativeBin(b: Bench): string {
 
 function denoArgs(kind: Mover): string[] {
   if (kind === "kernel") return ["--impl", "kernel"];
-  return ["--impl", "nkb", "--mode", kind === "batch" ? "batch" : "copy"];
+  return ["--impl", "nkb", "--mode", kind === "native" ? "copy" : kind];
 }
 
 function startSink(b: Bench, kind: Mover, port: number, maxMs: number): Promise<TestbedProcess> {
@@ -356,7 +364,7 @@ function startSink(b: Bench, kind: Mover, port: number, maxMs: number): Promise<
   );
 }
 
-function startBlast(b: Bench, kind: Mover, port: number, size: number): Promise<TestbedProcess> {
+function startBlast(b: Bench, kind: Sender, port: number, size: number): Promise<TestbedProcess> {
   const { tb, cfg } = b;
   const name = `blast[${kind}]@b`;
   return startWorker(name, kind !== "kernel", () =>
@@ -383,7 +391,7 @@ function deltas(
   return out;
 }
 
-async function flow(b: Bench, sender: Mover, receiver: Mover, size: number): Promise<FlowResult> {
+async function flow(b: Bench, sender: Sender, receiver: Mover, size: number): Promise<FlowResult> {
   const { tb, cfg } = b;
   const port = BASE_PORT + 2 * portSeq++;
   const udpBefore = await tb.udpCounters("a");
@@ -568,12 +576,12 @@ async function attempt<T>(what: string, fn: () => Promise<T>): Promise<T | null>
 }
 
 // The sender that generates the rx-capacity load for a receiver.
-function generatorFor(receiver: Mover): Mover {
+function generatorFor(receiver: Mover): Sender {
   return receiver === "native" ? "native" : "batch";
 }
 
 // The receiver that counts what a send-rate sender sent.
-function sendReceiver(b: Bench): Mover {
+function sendReceiver(b: Bench): Sender {
   return b.native !== null ? "native" : "batch";
 }
 
@@ -601,7 +609,7 @@ async function measure(b: Bench): Promise<Map<string, Row>> {
             ? await attempt(`rx capacity ${tag}`, () => flow(b, generatorFor(mover), mover, size))
             : null;
           if (rx !== null) row.rxRuns.push(rx);
-          const send = want(path, "send")
+          const send = want(path, "send") && mover !== "zc"
             ? await attempt(`send rate ${tag}`, () => flow(b, mover, sendReceiver(b), size))
             : null;
           if (send !== null) row.sendRuns.push(send);
@@ -668,7 +676,7 @@ function table(rows: Map<string, Row>, cfg: Config): string {
         t ? `${f(t.p50, 1)} / ${f(t.p99, 1)} / ${f(t.p999, 1)}` : none(p, "rtt"),
       ]);
     }
-    for (const p of ["copy", "copy0", "batch"] as const) {
+    for (const p of ["copy", "copy0", "zc", "batch"] as const) {
       if (!cfg.paths.includes(p)) continue;
       for (const base of ["kernel", "native"] as const) {
         if (!cfg.paths.includes(base)) continue;
@@ -762,8 +770,10 @@ async function main(): Promise<void> {
   console.log(
     `rx capacity and send rate: median of ${cfg.repeat} runs of ${cfg.durationMs} ms. ` +
       `rx capacity generator ("offered" is its rate): nkb sendBatch (256 per call) for the ` +
-      `kernel, nkb copying and nkb batch receivers; the native sender for the native ` +
-      `receiver. send-rate receiver: ${sendRx}.`,
+      `kernel, nkb copying, nkb zero-copy and nkb batch receivers; the native sender for ` +
+      `the native receiver. send-rate receiver: ${sendRx}. nkb zero-copy: receiveZeroCopy ` +
+      `per datagram (a view of the UMEM frame, detached on release), sequence number ` +
+      `read in place, then release().`,
   );
   console.log(
     `* loss < ${KEPT_UP_LOSS_PCT} %: the receiver kept up, so the figure is the ` +

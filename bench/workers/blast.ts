@@ -140,7 +140,7 @@ async function blastKernel(
 await runWorker(async () => {
   const args = parseArgs(Deno.args);
   const kind = impl(args);
-  const mode = nkbMode(args);
+  const mode = nkbMode(args, ["copy", "batch"] as const);
   const src = str(args, "src");
   const dst: Deno.NetAddr = {
     transport: "udp",

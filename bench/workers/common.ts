@@ -41,11 +41,16 @@ export function impl(args: Map<string, string>): "nkb" | "kernel" {
   return v;
 }
 
-/** How an nkb worker moves datagrams: one per call, or a batch of 256 per call. */
-export function nkbMode(args: Map<string, string>): "copy" | "batch" {
+/**
+ * How an nkb worker moves datagrams (`--mode`, default `copy`), one of `modes`: one
+ * per call (`copy`), a batch of 256 per call (`batch`), or (sink only) one zero-copy
+ * view per call (`zc`).
+ */
+export function nkbMode<M extends string>(args: Map<string, string>, modes: readonly M[]): M {
   const v = args.get("mode") ?? "copy";
-  if (v !== "copy" && v !== "batch") throw new Error(`--mode must be copy or batch, got ${v}`);
-  return v;
+  const m = modes.find((x) => x === v);
+  if (m === undefined) throw new Error(`--mode must be one of ${modes.join(", ")}, got ${v}`);
+  return m;
 }
 
 /** `--recv-mode 0|1` (default 1). */

@@ -2,11 +2,13 @@
  * Receive-side worker: receives sequence-numbered datagrams until the first
  * end marker (or `--max-ms`), then prints what it got.
  *
- * `--impl nkb|kernel [--mode copy|batch] --host IP --port N --max-ms N`
+ * `--impl nkb|kernel [--mode copy|batch|zc] --host IP --port N --max-ms N`
  *
- * nkb modes (both recvMode 1, busy-polling): `copy` (default) calls `receiveSync` once
+ * nkb modes (all recvMode 1, busy-polling): `copy` (default) calls `receiveSync` once
  * per datagram; `batch` calls `receiveBatch` with a `RecvBatch` of 256 and reads each
- * datagram's offset and length from the batch.
+ * datagram's offset and length from the batch; `zc` calls `receiveZeroCopy` once per
+ * datagram, reads the sequence number in place from `dg.data` (a view of the UMEM
+ * frame), then `dg.release()`s it.
  *
  * Prints `{ready, bypass}` once listening, then `{result}`.
  *
@@ -51,7 +53,11 @@ function count(t: Tally, view: DataView, off: number, len: number): boolean {
     t.short++;
     return true;
   }
-  const seq = view.getUint32(off, true);
+  return countSeq(t, view.getUint32(off, true));
+}
+
+// Counts one datagram of sequence number `seq`; returns false at the end marker.
+function countSeq(t: Tally, seq: number): boolean {
   if (seq === SEQ_END) {
     t.ended = true;
     return false;
@@ -114,6 +120,32 @@ function sinkBatch(host: string, port: number, maxMs: number): void {
   sock.close();
 }
 
+function sinkZeroCopy(host: string, port: number, maxMs: number): void {
+  const sock = UdpBypass.listenDatagram({ transport: "udp", hostname: host, port, recvMode: 1 });
+  emit({ ready: true, bypass: sock.bypass });
+  const t = newTally();
+  const hardEnd = performance.now() + maxMs;
+  let viaKernel = 0; // delivered by the kernel socket: `data` is a copy, not a frame view
+  const maxIter = 1e10;
+  for (let i = 0; i < maxIter; i++) {
+    const dg = sock.receiveZeroCopy({ timeoutMs: SLICE_MS });
+    if (dg === null) {
+      if (performance.now() > hardEnd) break;
+      continue;
+    }
+    const d = dg.data;
+    // The little-endian u32 at offset 0, read from the frame in place.
+    const seq = d.length < 4 ? -1 : (d[0] | d[1] << 8 | d[2] << 16 | d[3] << 24) >>> 0;
+    if (dg.viaKernel) viaKernel++;
+    dg.release();
+    if (seq < 0) t.short++;
+    else if (!countSeq(t, seq)) break;
+    if ((i & 4095) === 0 && performance.now() > hardEnd) break;
+  }
+  emit({ result: { ...t, spanMs: t.lastMs - t.firstMs, viaKernel, stats: sock.stats() } });
+  sock.close();
+}
+
 async function sinkKernel(host: string, port: number, maxMs: number): Promise<void> {
   const conn = Deno.listenDatagram({ transport: "udp", hostname: host, port });
   emit({ ready: true, bypass: null });
@@ -147,7 +179,9 @@ await runWorker(async () => {
   const host = str(args, "host");
   const port = int(args, "port");
   const maxMs = int(args, "max-ms");
-  if (impl(args) === "kernel") await sinkKernel(host, port, maxMs);
-  else if (nkbMode(args) === "batch") sinkBatch(host, port, maxMs);
+  const mode = impl(args) === "kernel" ? null : nkbMode(args, ["copy", "batch", "zc"] as const);
+  if (mode === null) await sinkKernel(host, port, maxMs);
+  else if (mode === "batch") sinkBatch(host, port, maxMs);
+  else if (mode === "zc") sinkZeroCopy(host, port, maxMs);
   else sinkNkb(host, port, maxMs);
 });
