@@ -287,11 +287,7 @@ export class UdpBypass implements Deno.DatagramConn {
    */
   receiveBatch(batch: RecvBatch, opts: ReceiveOptions = {}): number {
     this.#open("receiveBatch");
-    if (this.#receiving) throw new Deno.errors.Busy("receive: another receive is in progress");
-    const timeout = opts.timeoutMs ?? Infinity;
-    if (!(timeout >= 0)) throw new RangeError("receive: timeoutMs must be >= 0");
-    const deadline = performance.now() + timeout;
-    for (let slice = 0; slice < 1e9; slice++) {
+    const n = this.#receiveWaiting(opts, () => {
       const n = lib().nkb_recv_batch(
         this.#h,
         batch.bytes,
@@ -300,19 +296,10 @@ export class UdpBypass implements Deno.DatagramConn {
         batch.capacity,
       );
       if (n < 0) throw errorFromErrno(n, "receive");
-      batch.length = n;
-      if (n > 0) return n;
-      const left = deadline - performance.now();
-      if (left <= 0) return 0;
-      this.#maybeWatch();
-      const rc = lib().nkb_wait(
-        this.#h,
-        Math.min(Math.ceil(left * 1000), WAIT_SLICE_US),
-        this.#opts.recvMode,
-      );
-      if (rc < 0) throw errorFromErrno(rc, "receive");
-    }
-    return 0;
+      return n > 0 ? n : null;
+    });
+    batch.length = n ?? 0;
+    return n ?? 0;
   }
 
   /**
@@ -331,21 +318,11 @@ export class UdpBypass implements Deno.DatagramConn {
       );
     }
     const target = this.#target(undefined);
-    const timeout = opts.timeoutMs ?? Infinity;
-    if (!(timeout >= 0)) throw new RangeError("receive: timeoutMs must be >= 0");
-    const deadline = performance.now() + timeout;
-    for (let slice = 0; slice < 1e9; slice++) {
+    return this.#receiveWaiting(opts, () => {
       const n = lib().nkb_recv_zc(this.#h, target, target.byteLength, this.#metaBytes, 1);
       if (n < 0) throw errorFromErrno(n, "receive");
-      if (n > 0) return this.#zeroCopyDatagram(target);
-      const left = deadline - performance.now();
-      if (left <= 0) return null;
-      this.#maybeWatch();
-      const us = Math.min(Math.ceil(left * 1000), WAIT_SLICE_US);
-      const rc = lib().nkb_wait(this.#h, us, this.#opts.recvMode);
-      if (rc < 0) throw errorFromErrno(rc, "receive");
-    }
-    return null;
+      return n > 0 ? this.#zeroCopyDatagram(target) : null;
+    });
   }
 
   #zeroCopyDatagram(target: Uint8Array<ArrayBuffer>): ZeroCopyDatagram {
@@ -400,13 +377,19 @@ export class UdpBypass implements Deno.DatagramConn {
     opts: ReceiveOptions = {},
   ): [Uint8Array<ArrayBuffer>, Deno.NetAddr] | null {
     this.#open("receive");
-    if (this.#receiving) throw new Deno.errors.Busy("receive: another receive is in progress");
     const target = this.#target(buf);
+    return this.#receiveWaiting(opts, () => this.#receiveNow(target, buf === undefined));
+  }
+
+  // The synchronous receives: try, then wait (spinning or in poll(), per the receive
+  // mode) in bounded slices until something arrives or the timeout passes (null).
+  #receiveWaiting<T>(opts: ReceiveOptions, attempt: () => T | null): T | null {
+    if (this.#receiving) throw new Deno.errors.Busy("receive: another receive is in progress");
     const timeout = opts.timeoutMs ?? Infinity;
     if (!(timeout >= 0)) throw new RangeError("receive: timeoutMs must be >= 0");
     const deadline = performance.now() + timeout;
     for (let slice = 0; slice < 1e9; slice++) {
-      const got = this.#receiveNow(target, buf === undefined);
+      const got = attempt();
       if (got !== null) return got;
       const left = deadline - performance.now();
       if (left <= 0) return null;
