@@ -8,16 +8,9 @@
  */
 
 import type { RecvBatch, SendBatch } from "./batch.ts";
+import { BypassBinding } from "./binding.ts";
 import { type BypassOptions, type ResolvedOptions, resolveOptions } from "./config.ts";
-import { decide, decideLink, type FallbackReason, type Plan } from "./decide.ts";
-import { resolveDestination, useKernel } from "./destinations.ts";
-import {
-  BypassSetupError,
-  errnoName,
-  errorFromErrno,
-  NkbError,
-  TxRingFullError,
-} from "./errors.ts";
+import { errorFromErrno, NkbError, TxRingFullError } from "./errors.ts";
 import {
   E_LINK_CHANGE,
   E_NEED_ROUTE,
@@ -29,11 +22,9 @@ import {
   SEND_META_WORDS,
   ZC_MAX_HELD,
 } from "./ffi.ts";
-import { ZeroCopyDatagram } from "./zero_copy.ts";
 import { formatIpv4, isMulticast, parseIpv4 } from "./ipv4.ts";
-import { WATCH_INTERVAL_MS, watchLink } from "./link_watch.ts";
 import { membership } from "./membership.ts";
-import { addrFirst, addrIfindex, type LinkInfo, routeGet } from "./netinfo.ts";
+import { routeGet } from "./netinfo.ts";
 import {
   type BypassState,
   type BypassStats,
@@ -41,10 +32,7 @@ import {
   readStats,
   type ReceiveOptions,
 } from "./types.ts";
-
-// open: nothing decided; multicast: bound to a wildcard or group address, waiting
-// for a multicast interface choice; bypass / kernel: decided; closed.
-type Phase = "open" | "multicast" | "bypass" | "kernel" | "closed";
+import { ZeroCopyDatagram } from "./zero_copy.ts";
 
 const WAIT_SLICE_US = 100_000;
 // An async receive first spins this long on the calling thread (mode 1): a datagram
@@ -56,22 +44,16 @@ const YIELD_EVERY_MS = 4;
 const MAX_DATAGRAM = 65507;
 const EBUSY = -16;
 const ENOBUFS = -105;
-const ownProgIds = new Set<number>();
-// Reasons where bypass was possible in principle but setting it up failed: the
-// cases _NET_KERNEL_BYPASS_ERR_EXIT=1 turns into an exit. The others (wildcard,
-// loopback, other kinds of interface, filters) are not failures: the socket is
-// simply not a bypass candidate, as in the contract.
-const SETUP_FAILURES: ReadonlySet<FallbackReason> = new Set([
-  "missing-privilege",
-  "queue-busy",
-  "setup-failed",
-  "foreign-xdp-program",
-]);
 
-function checkAddr(addr: { hostname?: string; port: number }, what: string): [number, number] {
+function checkAddr(
+  addr: { hostname?: string; port: number },
+  what: string,
+): [number, number] {
   const host = addr.hostname ?? "0.0.0.0";
   const ip = typeof host === "string" ? parseIpv4(host) : null;
-  if (ip === null) throw new TypeError(`${what}: "${host}" is not an IPv4 address`);
+  if (ip === null) {
+    throw new TypeError(`${what}: "${host}" is not an IPv4 address`);
+  }
   if (!Number.isInteger(addr.port) || addr.port < 0 || addr.port > 65535) {
     throw new RangeError(`${what}: port ${addr.port} is out of range 0..65535`);
   }
@@ -81,7 +63,9 @@ function checkAddr(addr: { hostname?: string; port: number }, what: string): [nu
 function checkIface(text: string, what: string): number {
   const ip = typeof text === "string" ? parseIpv4(text) : null;
   if (ip === null || ip === 0 || isMulticast(ip)) {
-    throw new TypeError(`${what}: "${text}" is not the IPv4 address of an interface`);
+    throw new TypeError(
+      `${what}: "${text}" is not the IPv4 address of an interface`,
+    );
   }
   return ip;
 }
@@ -107,19 +91,10 @@ function netAddr(ipBe: number, port: number): Deno.NetAddr {
 export class UdpBypass implements Deno.DatagramConn {
   readonly #h: number;
   readonly #opts: ResolvedOptions;
-  #phase: Phase = "open";
-  #reason: FallbackReason | null = null;
-  #detail: string | null = null;
-  #link: LinkInfo | null = null;
-  #linkDown = false;
-  #detachLater = false;
-  #lastWatch = 0;
-  #localBe = 0;
-  #localPort = 0;
+  readonly #binding: BypassBinding;
+  #closed = false;
   #bound = false;
   #peer: [number, number] | null = null;
-  #multicastIfaceBe = 0;
-  #bypassGroupBe = 0;
   #meta = new Uint32Array(RECV_META_WORDS);
   #metaBytes = new Uint8Array(this.#meta.buffer);
   #scratch: Uint8Array<ArrayBuffer> | null = null;
@@ -135,19 +110,30 @@ export class UdpBypass implements Deno.DatagramConn {
     const h = lib().nkb_sock_open();
     if (h < 0) throw errorFromErrno(h, "socket");
     this.#h = h;
-    this.#check(lib().nkb_sock_setopt(h, Opt.busyWaitCnt, this.#opts.sendBusyWaitCnt), "setopt");
-    if (this.#opts.kernelOnly) this.#fallback("forced-kernel", "kernelOnly option");
+    this.#check(
+      lib().nkb_sock_setopt(h, Opt.busyWaitCnt, this.#opts.sendBusyWaitCnt),
+      "setopt",
+    );
+    this.#binding = new BypassBinding(h, this.#opts, () => this.#releaseHeld());
   }
 
   /** Creates a socket and binds it: like `Deno.listenDatagram`. */
   static listenDatagram(options: ListenOptions): UdpBypass {
-    if (options?.transport !== "udp") throw new TypeError('transport must be "udp"');
+    if (options?.transport !== "udp") {
+      throw new TypeError('transport must be "udp"');
+    }
     const sock = new UdpBypass(options);
     try {
       if (options.reuseAddress) {
-        sock.#check(lib().nkb_sock_setopt(sock.#h, Opt.reuseAddress, 1), "setopt");
+        sock.#check(
+          lib().nkb_sock_setopt(sock.#h, Opt.reuseAddress, 1),
+          "setopt",
+        );
       }
-      sock.bind({ hostname: options.hostname ?? "0.0.0.0", port: options.port });
+      sock.bind({
+        hostname: options.hostname ?? "0.0.0.0",
+        port: options.port,
+      });
     } catch (e) {
       sock.close();
       throw e;
@@ -157,22 +143,18 @@ export class UdpBypass implements Deno.DatagramConn {
 
   /** Where this socket's datagrams go. */
   get bypass(): BypassState {
-    this.#maybeWatch();
-    const active = this.#phase === "bypass" && !this.#linkDown;
-    return {
-      active,
-      interface: active && this.#link ? this.#link.name : null,
-      queue: active ? 0 : null,
-      reason: this.#reason,
-      detail: this.#detail,
-    };
+    if (!this.#closed) this.#binding.maybeWatch();
+    return this.#binding.state();
   }
 
   /** The local address (kernel's view). */
   get addr(): Deno.NetAddr {
     this.#open("addr");
     const out = new Uint32Array(2);
-    this.#check(lib().nkb_sock_name(this.#h, new Uint8Array(out.buffer)), "getsockname");
+    this.#check(
+      lib().nkb_sock_name(this.#h, new Uint8Array(out.buffer)),
+      "getsockname",
+    );
     return netAddr(out[0], out[1]);
   }
 
@@ -180,10 +162,12 @@ export class UdpBypass implements Deno.DatagramConn {
   bind(addr: { hostname?: string; port: number }): void {
     this.#open("bind");
     const [ip, port] = checkAddr(addr, "bind");
-    if (this.#bound) throw new Deno.errors.AddrInUse("bind: socket is already bound");
+    if (this.#bound) {
+      throw new Deno.errors.AddrInUse("bind: socket is already bound");
+    }
     this.#check(lib().nkb_sock_bind(this.#h, ip, port), "bind");
     this.#bound = true;
-    this.#decideLocal();
+    this.#binding.decideLocal();
   }
 
   /** connect(): fixes the peer; decides bypass from the local address the kernel chose. */
@@ -194,47 +178,50 @@ export class UdpBypass implements Deno.DatagramConn {
     this.#check(lib().nkb_sock_connect(this.#h, ip, port), "connect");
     this.#peer = [ip, port];
     this.#bound = true;
-    this.#decideLocal();
+    this.#binding.decideLocal();
   }
 
   /** IP_MULTICAST_IF: multicast leaves through the interface with address `ifaceAddr`. */
   setMulticastInterface(ifaceAddr: string): void {
     this.#open("setMulticastInterface");
     const iface = checkIface(ifaceAddr, "setMulticastInterface");
-    this.#check(lib().nkb_sock_mcast(this.#h, Mcast.setInterface, 0, iface), "IP_MULTICAST_IF");
-    this.#multicastIfaceBe = iface;
-    lib().nkb_dest_clear(this.#h);
-    if (this.#phase === "multicast") this.#decideInterface(iface);
+    this.#check(
+      lib().nkb_sock_mcast(this.#h, Mcast.setInterface, 0, iface),
+      "IP_MULTICAST_IF",
+    );
+    this.#binding.multicastInterface(iface);
   }
 
   /** Sends one datagram; returns its length. Throws {@linkcode TxRingFullError} when the ring stays full. */
   sendSync(data: Uint8Array, addr?: Deno.NetAddr): number {
     this.#open("send");
-    if (!(data instanceof Uint8Array)) throw new TypeError("send: data must be a Uint8Array");
+    if (!(data instanceof Uint8Array)) {
+      throw new TypeError("send: data must be a Uint8Array");
+    }
     if (data.byteLength > MAX_DATAGRAM) {
-      throw new RangeError(`send: ${data.byteLength} bytes exceed the UDP maximum ${MAX_DATAGRAM}`);
+      throw new RangeError(
+        `send: ${data.byteLength} bytes exceed the UDP maximum ${MAX_DATAGRAM}`,
+      );
     }
     const [ip, port] = this.#destination(addr);
     if (!this.#bound) this.#bindForSend(ip);
-    // A wildcard socket sending unicast has no interface of its own: the kernel's, for good.
-    if (this.#phase === "multicast" && !isMulticast(ip)) {
-      this.#fallback("wildcard-bind", "unicast send from a socket bound to a wildcard address");
-    }
-    this.#maybeWatch();
+    if (!isMulticast(ip)) this.#binding.unicastFromWildcard();
+    this.#binding.maybeWatch();
     let rc = lib().nkb_send(this.#h, data, data.byteLength, ip, port);
     // The shim asks the control plane first when it lacks a destination or saw the
     // interface change; each answer takes one retry.
-    for (let i = 0; i < 3 && (rc === E_NEED_ROUTE || rc === E_LINK_CHANGE); i++) {
-      if (rc === E_LINK_CHANGE) this.#watchNow();
-      else this.#resolve(ip, port);
+    for (
+      let i = 0;
+      i < 3 && (rc === E_NEED_ROUTE || rc === E_LINK_CHANGE);
+      i++
+    ) {
+      if (rc === E_LINK_CHANGE) this.#binding.watchNow();
+      else this.#binding.resolve(ip, port);
       rc = lib().nkb_send(this.#h, data, data.byteLength, ip, port);
     }
     if (rc >= 0) return rc;
-    if (rc === ENOBUFS) {
-      this.#watchNow();
-      throw new TxRingFullError(this.#opts.sendBusyWaitCnt);
-    }
-    this.#watchNow();
+    this.#binding.watchNow();
+    if (rc === ENOBUFS) throw new TxRingFullError(this.#opts.sendBusyWaitCnt);
     throw errorFromErrno(rc, "send");
   }
 
@@ -251,7 +238,7 @@ export class UdpBypass implements Deno.DatagramConn {
     // Each round either sends the rest or stops at one datagram the control plane must
     // look at (unknown destination, changed link): at most two rounds per datagram.
     for (let round = 0; round < 2 * n + 2 && sent < n; round++) {
-      this.#maybeWatch();
+      this.#binding.maybeWatch();
       const meta = batch.metaBytes.subarray(sent * SEND_META_WORDS * 4);
       const done = lib().nkb_send_batch(
         this.#h,
@@ -265,10 +252,10 @@ export class UdpBypass implements Deno.DatagramConn {
       if (sent === n) break;
       const err = lib().nkb_sock_last_error(this.#h);
       if (err === E_LINK_CHANGE) {
-        this.#watchNow();
+        this.#binding.watchNow();
       } else if (err === E_NEED_ROUTE) {
         const [ip, port] = batch.destination(sent);
-        this.#resolve(ip, port);
+        this.#binding.resolve(ip, port);
       } else if (err === ENOBUFS) {
         if (sent > 0) return sent;
         throw new TxRingFullError(this.#opts.sendBusyWaitCnt);
@@ -310,7 +297,9 @@ export class UdpBypass implements Deno.DatagramConn {
    */
   receiveZeroCopy(opts: ReceiveOptions = {}): ZeroCopyDatagram | null {
     this.#open("receiveZeroCopy");
-    if (this.#receiving) throw new Deno.errors.Busy("receive: another receive is in progress");
+    if (this.#receiving) {
+      throw new Deno.errors.Busy("receive: another receive is in progress");
+    }
     if (this.#held.size >= ZC_MAX_HELD) {
       throw new NkbError(
         "ERR_ZC_EXHAUSTED",
@@ -319,7 +308,13 @@ export class UdpBypass implements Deno.DatagramConn {
     }
     const target = this.#target(undefined);
     return this.#receiveWaiting(opts, () => {
-      const n = lib().nkb_recv_zc(this.#h, target, target.byteLength, this.#metaBytes, 1);
+      const n = lib().nkb_recv_zc(
+        this.#h,
+        target,
+        target.byteLength,
+        this.#metaBytes,
+        1,
+      );
       if (n < 0) throw errorFromErrno(n, "receive");
       return n > 0 ? this.#zeroCopyDatagram(target) : null;
     });
@@ -329,7 +324,12 @@ export class UdpBypass implements Deno.DatagramConn {
     const m = this.#meta;
     const from = netAddr(m[2], m[3]);
     if ((m[4] & RX_ZEROCOPY) === 0) {
-      return new ZeroCopyDatagram(target.slice(m[0], m[0] + m[1]), from, null, null);
+      return new ZeroCopyDatagram(
+        target.slice(m[0], m[0] + m[1]),
+        from,
+        null,
+        null,
+      );
     }
     this.#umem ??= this.#umemBase();
     const frame = m[5];
@@ -338,10 +338,15 @@ export class UdpBypass implements Deno.DatagramConn {
       : Deno.UnsafePointerView.getArrayBuffer(this.#umem, m[1], m[0]);
     const h = this.#h;
     const held = this.#held;
-    const dg: ZeroCopyDatagram = new ZeroCopyDatagram(new Uint8Array(buffer), from, buffer, () => {
-      held.delete(dg);
-      lib().nkb_zc_release(h, frame);
-    });
+    const dg: ZeroCopyDatagram = new ZeroCopyDatagram(
+      new Uint8Array(buffer),
+      from,
+      buffer,
+      () => {
+        held.delete(dg);
+        lib().nkb_zc_release(h, frame);
+      },
+    );
     held.add(dg);
     return dg;
   }
@@ -361,7 +366,9 @@ export class UdpBypass implements Deno.DatagramConn {
   /** Sends one datagram (Deno.DatagramConn). */
   send(p: Uint8Array, addr: Deno.Addr): Promise<number> {
     try {
-      if (addr?.transport !== "udp") throw new TypeError("send: address must be udp");
+      if (addr?.transport !== "udp") {
+        throw new TypeError("send: address must be udp");
+      }
       return Promise.resolve(this.sendSync(p, addr));
     } catch (e) {
       return Promise.reject(e);
@@ -378,22 +385,29 @@ export class UdpBypass implements Deno.DatagramConn {
   ): [Uint8Array<ArrayBuffer>, Deno.NetAddr] | null {
     this.#open("receive");
     const target = this.#target(buf);
-    return this.#receiveWaiting(opts, () => this.#receiveNow(target, buf === undefined));
+    return this.#receiveWaiting(
+      opts,
+      () => this.#receiveNow(target, buf === undefined),
+    );
   }
 
   // The synchronous receives: try, then wait (spinning or in poll(), per the receive
   // mode) in bounded slices until something arrives or the timeout passes (null).
   #receiveWaiting<T>(opts: ReceiveOptions, attempt: () => T | null): T | null {
-    if (this.#receiving) throw new Deno.errors.Busy("receive: another receive is in progress");
+    if (this.#receiving) {
+      throw new Deno.errors.Busy("receive: another receive is in progress");
+    }
     const timeout = opts.timeoutMs ?? Infinity;
-    if (!(timeout >= 0)) throw new RangeError("receive: timeoutMs must be >= 0");
+    if (!(timeout >= 0)) {
+      throw new RangeError("receive: timeoutMs must be >= 0");
+    }
     const deadline = performance.now() + timeout;
     for (let slice = 0; slice < 1e9; slice++) {
       const got = attempt();
       if (got !== null) return got;
       const left = deadline - performance.now();
       if (left <= 0) return null;
-      this.#maybeWatch();
+      this.#binding.maybeWatch();
       const us = Math.min(Math.ceil(left * 1000), WAIT_SLICE_US);
       const rc = lib().nkb_wait(this.#h, us, this.#opts.recvMode);
       if (rc < 0) throw errorFromErrno(rc, "receive");
@@ -402,9 +416,13 @@ export class UdpBypass implements Deno.DatagramConn {
   }
 
   /** Receives one datagram without blocking the event loop (Deno.DatagramConn). */
-  async receive(p?: Uint8Array<ArrayBuffer>): Promise<[Uint8Array<ArrayBuffer>, Deno.Addr]> {
+  async receive(
+    p?: Uint8Array<ArrayBuffer>,
+  ): Promise<[Uint8Array<ArrayBuffer>, Deno.Addr]> {
     this.#open("receive");
-    if (this.#receiving) throw new Deno.errors.Busy("receive: another receive is in progress");
+    if (this.#receiving) {
+      throw new Deno.errors.Busy("receive: another receive is in progress");
+    }
     this.#receiving = true;
     try {
       const target = this.#target(p);
@@ -425,14 +443,20 @@ export class UdpBypass implements Deno.DatagramConn {
           if (rc < 0) throw errorFromErrno(rc, "receive");
           if (rc === 1) continue;
         }
-        this.#maybeWatch();
+        this.#binding.maybeWatch();
         // The wait runs on another thread: the event loop stays free in both modes.
-        this.#pendingWait = lib().nkb_wait_async(this.#h, WAIT_SLICE_US, this.#opts.recvMode);
+        this.#pendingWait = lib().nkb_wait_async(
+          this.#h,
+          WAIT_SLICE_US,
+          this.#opts.recvMode,
+        );
         const rc = await this.#pendingWait;
         this.#pendingWait = null;
         this.#lastYield = performance.now();
-        if (this.#phase === "closed") throw new Deno.errors.BadResource("receive: socket closed");
-        if (this.#detachLater) this.#detach();
+        if (this.#closed) {
+          throw new Deno.errors.BadResource("receive: socket closed");
+        }
+        this.#binding.afterWait();
         if (rc < 0) throw errorFromErrno(rc, "receive");
       }
       throw new Deno.errors.TimedOut("receive: gave up");
@@ -452,18 +476,25 @@ export class UdpBypass implements Deno.DatagramConn {
    * first group joined on the bypass interface is received through the rings;
    * other groups through the kernel socket (one group per bypass socket).
    */
-  joinMulticastV4(address: string, networkInterface: string): Promise<Deno.MulticastV4Membership> {
+  joinMulticastV4(
+    address: string,
+    networkInterface: string,
+  ): Promise<Deno.MulticastV4Membership> {
     try {
       this.#open("joinMulticastV4");
       const group = typeof address === "string" ? parseIpv4(address) : null;
       if (group === null || !isMulticast(group)) {
-        throw new TypeError(`joinMulticastV4: "${address}" is not an IPv4 group`);
+        throw new TypeError(
+          `joinMulticastV4: "${address}" is not an IPv4 group`,
+        );
       }
       const iface = checkIface(networkInterface, "joinMulticastV4");
       if (!this.#bound) this.bind({ hostname: "0.0.0.0", port: 0 });
-      this.#check(lib().nkb_sock_mcast(this.#h, Mcast.join, group, iface), "IP_ADD_MEMBERSHIP");
-      if (this.#phase === "multicast") this.#decideInterface(iface);
-      if (this.#phase === "bypass" && this.#bypassGroupBe === 0) this.#addGroupFlow(group, iface);
+      this.#check(
+        lib().nkb_sock_mcast(this.#h, Mcast.join, group, iface),
+        "IP_ADD_MEMBERSHIP",
+      );
+      this.#binding.joined(group, iface);
       return Promise.resolve(membership(this.#membershipHost(), group, iface));
     } catch (e) {
       return Promise.reject(e);
@@ -475,14 +506,18 @@ export class UdpBypass implements Deno.DatagramConn {
     _address: string,
     _networkInterface: number,
   ): Promise<Deno.MulticastV6Membership> {
-    return Promise.reject(new Deno.errors.NotSupported("nkb supports IPv4 only"));
+    return Promise.reject(
+      new Deno.errors.NotSupported("nkb supports IPv4 only"),
+    );
   }
 
   /** Closes the socket; a pending receive rejects with BadResource. */
   close(): void {
-    if (this.#phase === "closed") throw new Deno.errors.BadResource("close: socket already closed");
+    if (this.#closed) {
+      throw new Deno.errors.BadResource("close: socket already closed");
+    }
     this.#releaseHeld();
-    this.#phase = "closed";
+    this.#closed = true;
     lib().nkb_sock_shutdown(this.#h);
     const pending = this.#pendingWait;
     if (pending === null) {
@@ -494,8 +529,10 @@ export class UdpBypass implements Deno.DatagramConn {
   }
 
   /** Async iteration over received datagrams until the socket closes. */
-  async *[Symbol.asyncIterator](): AsyncIterableIterator<[Uint8Array<ArrayBuffer>, Deno.Addr]> {
-    while (this.#phase !== "closed") {
+  async *[Symbol.asyncIterator](): AsyncIterableIterator<
+    [Uint8Array<ArrayBuffer>, Deno.Addr]
+  > {
+    while (!this.#closed) {
       try {
         yield await this.receive();
       } catch (e) {
@@ -507,7 +544,7 @@ export class UdpBypass implements Deno.DatagramConn {
 
   /** Releases the socket with `using`. */
   [Symbol.dispose](): void {
-    if (this.#phase !== "closed") this.close();
+    if (!this.#closed) this.close();
   }
 
   #free(): void {
@@ -517,7 +554,9 @@ export class UdpBypass implements Deno.DatagramConn {
   }
 
   #open(what: string): void {
-    if (this.#phase === "closed") throw new Deno.errors.BadResource(`${what}: socket is closed`);
+    if (this.#closed) {
+      throw new Deno.errors.BadResource(`${what}: socket is closed`);
+    }
   }
 
   #check(rc: number, what: string): void {
@@ -525,8 +564,12 @@ export class UdpBypass implements Deno.DatagramConn {
   }
 
   #target(buf: Uint8Array<ArrayBuffer> | undefined): Uint8Array<ArrayBuffer> {
-    if (buf === undefined) return this.#scratch ??= new Uint8Array(MAX_DATAGRAM);
-    if (!(buf instanceof Uint8Array)) throw new TypeError("receive: buffer must be a Uint8Array");
+    if (buf === undefined) {
+      return this.#scratch ??= new Uint8Array(MAX_DATAGRAM);
+    }
+    if (!(buf instanceof Uint8Array)) {
+      throw new TypeError("receive: buffer must be a Uint8Array");
+    }
     if (buf.byteLength === 0) throw new RangeError("receive: buffer is empty");
     return buf;
   }
@@ -535,7 +578,13 @@ export class UdpBypass implements Deno.DatagramConn {
     target: Uint8Array<ArrayBuffer>,
     copy: boolean,
   ): [Uint8Array<ArrayBuffer>, Deno.NetAddr] | null {
-    const n = lib().nkb_recv_batch(this.#h, target, target.byteLength, this.#metaBytes, 1);
+    const n = lib().nkb_recv_batch(
+      this.#h,
+      target,
+      target.byteLength,
+      this.#metaBytes,
+      1,
+    );
     if (n < 0) throw errorFromErrno(n, "receive");
     if (n === 0) return null;
     const m = this.#meta;
@@ -562,71 +611,7 @@ export class UdpBypass implements Deno.DatagramConn {
     const src = typeof route === "number" || isMulticast(dstBe) ? 0 : route.prefsrcBe;
     this.#check(lib().nkb_sock_bind(this.#h, src, 0), "bind");
     this.#bound = true;
-    this.#decideLocal();
-  }
-
-  #decideLocal(): void {
-    if (this.#phase !== "open") return;
-    const name = new Uint32Array(2);
-    this.#check(lib().nkb_sock_name(this.#h, new Uint8Array(name.buffer)), "getsockname");
-    this.#localBe = name[0];
-    this.#localPort = name[1];
-    if (this.#localBe === 0 || isMulticast(this.#localBe)) {
-      // The contract's exception: multicast may still name one interface.
-      this.#phase = "multicast";
-      this.#reason = "wildcard-bind";
-      this.#detail = "bound to a wildcard or group address: waiting for a multicast interface";
-      if (this.#multicastIfaceBe !== 0) this.#decideInterface(this.#multicastIfaceBe);
-      return;
-    }
-    const verdict = decide(this.#localBe, ownProgIds);
-    if (!verdict.ok) return this.#fallback(verdict.reason, verdict.detail);
-    if (this.#attach(verdict)) this.#addFlow(this.#localBe);
-  }
-
-  // A wildcard or group-bound socket names its interface by a multicast choice.
-  #decideInterface(ifaceBe: number): void {
-    const ifindex = addrIfindex(ifaceBe);
-    if (ifindex < 0) {
-      return this.#fallback("no-interface", `no interface has ${formatIpv4(ifaceBe)}`);
-    }
-    const verdict = decideLink(ifindex, ownProgIds);
-    if (!verdict.ok) return this.#fallback(verdict.reason, verdict.detail);
-    this.#attach(verdict);
-  }
-
-  #attach(plan: Plan): boolean {
-    const { link, frameSize, queues } = plan;
-    const rc = lib().nkb_sock_attach(this.#h, link.ifindex, queues, frameSize, 0, link.mtu);
-    if (rc < 0) {
-      const reason = rc === EBUSY ? "queue-busy" : "setup-failed";
-      this.#fallback(reason, `AF_XDP on ${link.name}: ${errnoName(rc)}`);
-      return false;
-    }
-    const info = new Uint32Array(8);
-    lib().nkb_sock_info(this.#h, new Uint8Array(info.buffer), 8);
-    ownProgIds.add(info[5]);
-    this.#link = link;
-    this.#phase = "bypass";
-    this.#reason = null;
-    this.#detail = null;
-    this.#lastWatch = performance.now();
-    return true;
-  }
-
-  #addFlow(ipBe: number): void {
-    const rc = lib().nkb_sock_add_flow(this.#h, ipBe, this.#localPort);
-    if (rc < 0) {
-      this.#detach();
-      this.#fallback("setup-failed", `filter flow: ${errnoName(rc)}`);
-    }
-  }
-
-  #addGroupFlow(groupBe: number, ifaceBe: number): void {
-    if (this.#link === null || addrIfindex(ifaceBe) !== this.#link.ifindex) return;
-    if (lib().nkb_sock_add_flow(this.#h, groupBe, this.#localPort) >= 0) {
-      this.#bypassGroupBe = groupBe;
-    }
+    this.#binding.decideLocal();
   }
 
   #membershipHost(): Parameters<typeof membership>[0] {
@@ -635,79 +620,9 @@ export class UdpBypass implements Deno.DatagramConn {
         this.#open("multicast membership");
         return this.#h;
       },
-      bypassActive: (): boolean => this.#phase === "bypass",
-      left: (groupBe: number): void => {
-        if (groupBe !== this.#bypassGroupBe || this.#phase !== "bypass") return;
-        lib().nkb_sock_del_flow(this.#h, groupBe, this.#localPort);
-        this.#bypassGroupBe = 0;
-      },
+      bypassActive: (): boolean => this.#binding.attached,
+      left: (groupBe: number): void => this.#binding.left(groupBe),
       ttlChanged: (): void => void lib().nkb_dest_clear(this.#h),
     };
-  }
-
-  #fallback(reason: FallbackReason, detail: string): void {
-    this.#phase = "kernel";
-    this.#reason = reason;
-    this.#detail = detail;
-    if (this.#opts.errExit === 1 && SETUP_FAILURES.has(reason)) {
-      const err = new BypassSetupError(reason, detail);
-      console.error(`nkb: ${err.message}; exiting (_NET_KERNEL_BYPASS_ERR_EXIT=1)`);
-      Deno.exit(1);
-    }
-  }
-
-  // Leaves the rings for good; a wait on another thread defers it to its return.
-  #detach(): void {
-    this.#releaseHeld();
-    lib().nkb_dest_clear(this.#h);
-    const rc = lib().nkb_sock_detach(this.#h);
-    this.#detachLater = rc === EBUSY;
-    this.#bypassGroupBe = 0;
-  }
-
-  #resolve(ipBe: number, port: number): void {
-    const link = this.#link;
-    if (this.#phase !== "bypass" || link === null) return useKernel(this.#h, ipBe, port);
-    const srcBe = this.#localBe || this.#multicastIfaceBe || Math.max(addrFirst(link.ifindex), 0);
-    const multicastIfindex = this.#multicastIfaceBe === 0
-      ? 0
-      : Math.max(addrIfindex(this.#multicastIfaceBe), 0);
-    resolveDestination({ handle: this.#h, link, srcBe, multicastIfindex }, ipBe, port);
-  }
-
-  #maybeWatch(): void {
-    if (this.#phase !== "bypass") return;
-    if (performance.now() - this.#lastWatch < WATCH_INTERVAL_MS) return;
-    this.#watchNow();
-  }
-
-  // The interface may have gone down, changed its MTU, lost our address or vanished.
-  #watchNow(): void {
-    const link = this.#link;
-    if (this.#phase !== "bypass" || link === null) return;
-    this.#lastWatch = performance.now();
-    // Ack before looking: a change after the look is then seen by the next send.
-    lib().nkb_sock_link_ack(this.#h);
-    const v = watchLink(link.ifindex, this.#localBe);
-    if (v.state === "interface-gone" || v.state === "address-removed") {
-      this.#detach();
-      this.#phase = "kernel";
-      this.#reason = v.state;
-      this.#detail = v.detail;
-      return;
-    }
-    if (v.mtu !== link.mtu) {
-      this.#link = { ...link, mtu: v.mtu };
-      lib().nkb_sock_setopt(this.#h, Opt.mtu, v.mtu);
-    }
-    const down = v.state === "down";
-    if (down === this.#linkDown) return;
-    this.#linkDown = down;
-    // Down, the ring keeps what it accepted, as a NIC's TX ring does: those frames leave
-    // when the link comes back, and once it is full sends fail with TxRingFullError after
-    // the busy-wait tries.
-    this.#reason = down ? "interface-down" : null;
-    this.#detail = down ? `${link.name} is down: sent datagrams wait on the TX ring` : null;
-    if (!down) lib().nkb_sock_flush(this.#h);
   }
 }

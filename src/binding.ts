@@ -1,0 +1,248 @@
+/**
+ * A socket's binding to the bypass path: when it is decided, to which
+ * interface, which filter flows it holds, and how it follows the interface
+ * afterwards. The socket (udp_bypass.ts) does the I/O; this is its control plane.
+ *
+ * @module
+ */
+
+import type { ResolvedOptions } from "./config.ts";
+import { decide, decideLink, type FallbackReason, type Plan } from "./decide.ts";
+import { resolveDestination, useKernel } from "./destinations.ts";
+import { BypassSetupError, errnoName, errorFromErrno } from "./errors.ts";
+import { lib, Opt } from "./ffi.ts";
+import { formatIpv4, isMulticast } from "./ipv4.ts";
+import { WATCH_INTERVAL_MS, watchLink } from "./link_watch.ts";
+import { addrFirst, addrIfindex, type LinkInfo } from "./netinfo.ts";
+import type { BypassState } from "./types.ts";
+
+// open: nothing decided; multicast: bound to a wildcard or group address, waiting
+// for a multicast interface choice; bypass / kernel: decided.
+type Phase = "open" | "multicast" | "bypass" | "kernel";
+
+const EBUSY = -16;
+// The XDP programs of this process: an interface running one of them is ours to share.
+const ownProgIds = new Set<number>();
+// Reasons where bypass was possible in principle but setting it up failed: the
+// cases _NET_KERNEL_BYPASS_ERR_EXIT=1 turns into an exit. The others (wildcard,
+// loopback, other kinds of interface, filters) are not failures: the socket is
+// simply not a bypass candidate, as in the contract.
+const SETUP_FAILURES: ReadonlySet<FallbackReason> = new Set([
+  "missing-privilege",
+  "queue-busy",
+  "setup-failed",
+  "foreign-xdp-program",
+]);
+
+/** The bypass state machine of one socket (shim handle `h`). */
+export class BypassBinding {
+  readonly #h: number;
+  readonly #opts: ResolvedOptions;
+  // Views into the UMEM must die before the socket lets go of its engine.
+  readonly #beforeDetach: () => void;
+  #phase: Phase = "open";
+  #reason: FallbackReason | null = null;
+  #detail: string | null = null;
+  #link: LinkInfo | null = null;
+  #linkDown = false;
+  #detachLater = false;
+  #lastWatch = 0;
+  #localBe = 0;
+  #localPort = 0;
+  #multicastIfaceBe = 0;
+  #groupBe = 0;
+
+  /** Starts undecided (or on the kernel path for good with `kernelOnly`). */
+  constructor(h: number, opts: ResolvedOptions, beforeDetach: () => void) {
+    this.#h = h;
+    this.#opts = opts;
+    this.#beforeDetach = beforeDetach;
+    if (opts.kernelOnly) this.#fallback("forced-kernel", "kernelOnly option");
+  }
+
+  /** True while the socket is attached to an engine (even with its link down). */
+  get attached(): boolean {
+    return this.#phase === "bypass";
+  }
+
+  /** True while waiting for a multicast interface choice (wildcard or group bind). */
+  get waitingForMulticast(): boolean {
+    return this.#phase === "multicast";
+  }
+
+  /** What `sock.bypass` reports. */
+  state(): BypassState {
+    const active = this.#phase === "bypass" && !this.#linkDown;
+    return {
+      active,
+      interface: active && this.#link ? this.#link.name : null,
+      queue: active ? 0 : null,
+      reason: this.#reason,
+      detail: this.#detail,
+    };
+  }
+
+  /** Decides once the kernel socket has a local address (bind, connect, first send). */
+  decideLocal(): void {
+    if (this.#phase !== "open") return;
+    const name = new Uint32Array(2);
+    const rc = lib().nkb_sock_name(this.#h, new Uint8Array(name.buffer));
+    if (rc < 0) throw errorFromErrno(rc, "getsockname");
+    this.#localBe = name[0];
+    this.#localPort = name[1];
+    if (this.#localBe === 0 || isMulticast(this.#localBe)) {
+      // The contract's exception: multicast may still name one interface.
+      this.#phase = "multicast";
+      this.#reason = "wildcard-bind";
+      this.#detail = "bound to a wildcard or group address: waiting for a multicast interface";
+      if (this.#multicastIfaceBe !== 0) this.#decideInterface(this.#multicastIfaceBe);
+      return;
+    }
+    const verdict = decide(this.#localBe, ownProgIds);
+    if (!verdict.ok) return this.#fallback(verdict.reason, verdict.detail);
+    if (this.#attach(verdict)) this.#addFlow(this.#localBe);
+  }
+
+  /** IP_MULTICAST_IF was set to `ifaceBe`: a waiting socket decides on that interface. */
+  multicastInterface(ifaceBe: number): void {
+    this.#multicastIfaceBe = ifaceBe;
+    lib().nkb_dest_clear(this.#h);
+    if (this.#phase === "multicast") this.#decideInterface(ifaceBe);
+  }
+
+  /** Group `groupBe` was joined on `ifaceBe`: the first one on our interface gets a flow. */
+  joined(groupBe: number, ifaceBe: number): void {
+    if (this.#phase === "multicast") this.#decideInterface(ifaceBe);
+    const link = this.#link;
+    if (this.#phase !== "bypass" || this.#groupBe !== 0 || link === null) return;
+    if (addrIfindex(ifaceBe) !== link.ifindex) return;
+    if (lib().nkb_sock_add_flow(this.#h, groupBe, this.#localPort) >= 0) this.#groupBe = groupBe;
+  }
+
+  /** Group `groupBe` was left: its flow goes. */
+  left(groupBe: number): void {
+    if (groupBe !== this.#groupBe || this.#phase !== "bypass") return;
+    lib().nkb_sock_del_flow(this.#h, groupBe, this.#localPort);
+    this.#groupBe = 0;
+  }
+
+  /** A unicast send from a wildcard socket: no interface of its own, the kernel's for good. */
+  unicastFromWildcard(): void {
+    if (this.#phase !== "multicast") return;
+    this.#fallback("wildcard-bind", "unicast send from a socket bound to a wildcard address");
+  }
+
+  /**
+   * Fills the shim's header cache for `ipBe:port`: through the ring when it
+   * leaves through our interface, else the kernel.
+   */
+  resolve(ipBe: number, port: number): void {
+    const link = this.#link;
+    if (this.#phase !== "bypass" || link === null) return useKernel(this.#h, ipBe, port);
+    const srcBe = this.#localBe || this.#multicastIfaceBe || Math.max(addrFirst(link.ifindex), 0);
+    const multicastIfindex = this.#multicastIfaceBe === 0
+      ? 0
+      : Math.max(addrIfindex(this.#multicastIfaceBe), 0);
+    resolveDestination({ handle: this.#h, link, srcBe, multicastIfindex }, ipBe, port);
+  }
+
+  /** Looks at the interface when the last look is older than the watch interval. */
+  maybeWatch(): void {
+    if (this.#phase !== "bypass") return;
+    if (performance.now() - this.#lastWatch < WATCH_INTERVAL_MS) return;
+    this.watchNow();
+  }
+
+  /** The interface may have gone down, changed its MTU, lost our address or vanished. */
+  watchNow(): void {
+    const link = this.#link;
+    if (this.#phase !== "bypass" || link === null) return;
+    this.#lastWatch = performance.now();
+    // Ack before looking: a change after the look is then seen by the next send.
+    lib().nkb_sock_link_ack(this.#h);
+    const v = watchLink(link.ifindex, this.#localBe);
+    if (v.state === "interface-gone" || v.state === "address-removed") {
+      this.#detach();
+      this.#phase = "kernel";
+      this.#reason = v.state;
+      this.#detail = v.detail;
+      return;
+    }
+    if (v.mtu !== link.mtu) {
+      this.#link = { ...link, mtu: v.mtu };
+      lib().nkb_sock_setopt(this.#h, Opt.mtu, v.mtu);
+    }
+    const down = v.state === "down";
+    if (down === this.#linkDown) return;
+    this.#linkDown = down;
+    // Down, the ring keeps what it accepted, as a NIC's TX ring does: those frames leave
+    // when the link comes back, and once it is full sends fail with TxRingFullError after
+    // the busy-wait tries.
+    this.#reason = down ? "interface-down" : null;
+    this.#detail = down ? `${link.name} is down: sent datagrams wait on the TX ring` : null;
+    if (!down) lib().nkb_sock_flush(this.#h);
+  }
+
+  /** A wait that held the engine returned: finish a detach it deferred. */
+  afterWait(): void {
+    if (this.#detachLater) this.#detach();
+  }
+
+  // A wildcard or group-bound socket names its interface by a multicast choice.
+  #decideInterface(ifaceBe: number): void {
+    const ifindex = addrIfindex(ifaceBe);
+    if (ifindex < 0) {
+      return this.#fallback("no-interface", `no interface has ${formatIpv4(ifaceBe)}`);
+    }
+    const verdict = decideLink(ifindex, ownProgIds);
+    if (!verdict.ok) return this.#fallback(verdict.reason, verdict.detail);
+    this.#attach(verdict);
+  }
+
+  #attach(plan: Plan): boolean {
+    const { link, frameSize, queues } = plan;
+    const rc = lib().nkb_sock_attach(this.#h, link.ifindex, queues, frameSize, 0, link.mtu);
+    if (rc < 0) {
+      const reason = rc === EBUSY ? "queue-busy" : "setup-failed";
+      this.#fallback(reason, `AF_XDP on ${link.name}: ${errnoName(rc)}`);
+      return false;
+    }
+    const info = new Uint32Array(8);
+    lib().nkb_sock_info(this.#h, new Uint8Array(info.buffer), 8);
+    ownProgIds.add(info[5]);
+    this.#link = link;
+    this.#phase = "bypass";
+    this.#reason = null;
+    this.#detail = null;
+    this.#lastWatch = performance.now();
+    return true;
+  }
+
+  #addFlow(ipBe: number): void {
+    const rc = lib().nkb_sock_add_flow(this.#h, ipBe, this.#localPort);
+    if (rc < 0) {
+      this.#detach();
+      this.#fallback("setup-failed", `filter flow: ${errnoName(rc)}`);
+    }
+  }
+
+  #fallback(reason: FallbackReason, detail: string): void {
+    this.#phase = "kernel";
+    this.#reason = reason;
+    this.#detail = detail;
+    if (this.#opts.errExit === 1 && SETUP_FAILURES.has(reason)) {
+      const err = new BypassSetupError(reason, detail);
+      console.error(`nkb: ${err.message}; exiting (_NET_KERNEL_BYPASS_ERR_EXIT=1)`);
+      Deno.exit(1);
+    }
+  }
+
+  // Leaves the rings for good; a wait on another thread defers it to its return.
+  #detach(): void {
+    this.#beforeDetach();
+    lib().nkb_dest_clear(this.#h);
+    const rc = lib().nkb_sock_detach(this.#h);
+    this.#detachLater = rc === EBUSY;
+    this.#groupBe = 0;
+  }
+}
