@@ -302,3 +302,16 @@ int32_t nkb_policy(uint8_t *out20) {
   if (out20 == 0) return -EINVAL;
   return nkb_policy_probe((nkb_policy_t *)(void *)out20);
 }
+
+int32_t nkb_prog_is_ours(uint32_t prog_id) {
+  if (prog_id == 0) return 0;
+  pthread_mutex_lock(&g_lock);
+  int32_t ours = 0;
+  for (uint32_t i = 0; i < NKB_MAX_ENGINES && ours == 0; i++) {
+    const nkb_engine_t *e = g_engines[i].engine;
+    if (e != 0 && e->filter.prog_id == prog_id) ours = 1;
+  }
+  pthread_mutex_unlock(&g_lock);
+  assert(ours == 0 || ours == 1);
+  return ours;
+}

@@ -21,8 +21,6 @@ import type { BypassState } from "./types.ts";
 type Phase = "open" | "multicast" | "bypass" | "kernel";
 
 const EBUSY = -16;
-// The XDP programs of this process: an interface running one of them is ours to share.
-const ownProgIds = new Set<number>();
 // Reasons where bypass was possible in principle but setting it up failed: the
 // cases _NET_KERNEL_BYPASS_ERR_EXIT=1 turns into an exit. The others (wildcard,
 // loopback, other kinds of interface, filters) are not failures: the socket is
@@ -98,7 +96,7 @@ export class BypassBinding {
       if (this.#multicastIfaceBe !== 0) this.#decideInterface(this.#multicastIfaceBe);
       return;
     }
-    const verdict = decide(this.#localBe, ownProgIds);
+    const verdict = decide(this.#localBe);
     if (!verdict.ok) return this.#fallback(verdict.reason, verdict.detail);
     if (this.#attach(verdict)) this.#addFlow(this.#localBe);
   }
@@ -194,7 +192,7 @@ export class BypassBinding {
     if (ifindex < 0) {
       return this.#fallback("no-interface", `no interface has ${formatIpv4(ifaceBe)}`);
     }
-    const verdict = decideLink(ifindex, ownProgIds);
+    const verdict = decideLink(ifindex);
     if (!verdict.ok) return this.#fallback(verdict.reason, verdict.detail);
     this.#attach(verdict);
   }
@@ -207,9 +205,6 @@ export class BypassBinding {
       this.#fallback(reason, `AF_XDP on ${link.name}: ${errnoName(rc)}`);
       return false;
     }
-    const info = new Uint32Array(8);
-    lib().nkb_sock_info(this.#h, new Uint8Array(info.buffer), 8);
-    ownProgIds.add(info[5]);
     this.#link = link;
     this.#phase = "bypass";
     this.#reason = null;

@@ -16,6 +16,7 @@ import {
   progName,
 } from "./netinfo.ts";
 import { errnoName } from "./errors.ts";
+import { lib } from "./ffi.ts";
 
 /** Stable codes for why a socket is on the kernel path (documented in README.md). */
 export type FallbackReason =
@@ -81,6 +82,13 @@ function kindReason(kind: string): FallbackReason | null {
 
 /** Finds a link by index (rtnetlink by default; tests pass their own). */
 export type LinkLookup = (ifindex: number) => LinkInfo | number;
+/** Whether an XDP program is this process's own filter (any Worker's). */
+export type ProgramOwner = (progId: number) => boolean;
+
+/** Asks the shim, which knows every engine of the process whichever Worker made it. */
+export function ownProgram(progId: number): boolean {
+  return lib().nkb_prog_is_ours(progId) === 1;
+}
 
 function judgeKind(link: LinkInfo, lookup: LinkLookup): Decision | null {
   const own = kindReason(link.kind);
@@ -100,8 +108,8 @@ function judgeKind(link: LinkInfo, lookup: LinkLookup): Decision | null {
   return null;
 }
 
-function judgeProgram(link: LinkInfo, ownProgIds: ReadonlySet<number>): Decision | null {
-  if (link.xdpProgId === 0 || ownProgIds.has(link.xdpProgId)) return null;
+function judgeProgram(link: LinkInfo, isOurs: ProgramOwner): Decision | null {
+  if (link.xdpProgId === 0 || isOurs(link.xdpProgId)) return null;
   if (progName(link.xdpProgId) === NKB_PROG_NAME) {
     return no(
       "queue-busy",
@@ -114,13 +122,13 @@ function judgeProgram(link: LinkInfo, ownProgIds: ReadonlySet<number>): Decision
 /** Checks a link's own fitness for bypass. */
 export function judgeLink(
   link: LinkInfo,
-  ownProgIds: ReadonlySet<number>,
+  isOurs: ProgramOwner = ownProgram,
   lookup: LinkLookup = linkGet,
 ): Decision {
   if (linkIsLoopback(link)) return no("loopback", `${link.name} is the loopback device`);
   const byKind = judgeKind(link, lookup);
   if (byKind !== null) return byKind;
-  const byProgram = judgeProgram(link, ownProgIds);
+  const byProgram = judgeProgram(link, isOurs);
   if (byProgram !== null) return byProgram;
   if (!linkIsUp(link)) return no("interface-down", `${link.name} is down`);
   const need = link.mtu + ETH_HEADER + XDP_HEADROOM;
@@ -166,20 +174,20 @@ export function policyVerdict(): Decision | null {
 }
 
 /** Decides for the interface that owns local address `ipBe`. */
-export function decide(ipBe: number, ownProgIds: ReadonlySet<number>): Decision {
+export function decide(ipBe: number): Decision {
   if (ipBe === 0) return no("wildcard-bind", "bound to 0.0.0.0: no single interface");
   const ifindex = addrIfindex(ipBe);
   if (ifindex < 0) {
     return no("no-interface", `no interface has this address (${errnoName(ifindex)})`);
   }
-  return decideLink(ifindex, ownProgIds);
+  return decideLink(ifindex);
 }
 
 /** Decides for interface `ifindex`. */
-export function decideLink(ifindex: number, ownProgIds: ReadonlySet<number>): Decision {
+export function decideLink(ifindex: number): Decision {
   const link = linkGet(ifindex);
   if (typeof link === "number") return no("no-interface", `link lookup: ${errnoName(link)}`);
-  const verdict = judgeLink(link, ownProgIds);
+  const verdict = judgeLink(link);
   if (!verdict.ok) return verdict;
   const missing = missingPrivileges(verdict);
   if (missing !== null) return no("missing-privilege", `missing ${missing}`);

@@ -53,6 +53,7 @@ export const symbols = {
   nkb_neigh_resolve: { parameters: [U32, U32], result: I32 },
   nkb_caps: { parameters: ["buffer"], result: I32 },
   nkb_prog_name: { parameters: [U32, "buffer"], result: I32 },
+  nkb_prog_is_ours: { parameters: [U32], result: I32 },
   nkb_policy: { parameters: ["buffer"], result: I32 },
 } as const satisfies Deno.ForeignLibraryInterface;
 
