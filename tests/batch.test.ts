@@ -9,24 +9,32 @@
 
 import assert from "node:assert/strict";
 import { RecvBatch, SendBatch } from "../mod.ts";
-import { createTestbed, type Message, sleep, type Testbed } from "./helpers/testbed.ts";
+import { createTestbed, sleep, type TestbedProcess } from "./helpers/testbed.ts";
 import {
-  addVeth,
-  assertBypass,
+  assertAllIntact,
+  assertAllSent,
+  brief,
+  bypass,
+  bypassToKernel,
+  kernelToA,
+  SLACK,
+  spawnRx,
+  spawnTx,
+  stats,
+  udpSince,
+  WAIT_MS,
+  WINDOW,
+} from "./helpers/stream.ts";
+import {
+  addSecondLink,
+  bindActive,
+  exitAll,
   type Got,
   OPTS,
-  sh,
   show,
-  startAgent,
-  startPeer,
+  startPair,
   tags,
-  waitOperUp,
 } from "./fixtures/fb_driver.ts";
-
-const SLACK = 100; // unrelated UDP a namespace may count
-const WAIT_MS = 90_000;
-// Datagrams in flight for kernel receivers (as in datapath.test.ts).
-const WINDOW = 32;
 
 /** A datagram of the agent's recvBatch answer. */
 interface BatchGot extends Got {
@@ -35,95 +43,15 @@ interface BatchGot extends Got {
   size: number;
 }
 
-interface Stats {
-  ipkts: number;
-  opkts: number;
-  kernelIpkts: number;
-  kernelOpkts: number;
-  rxDropped: number;
-  rxInvalid: number;
-  txFull: number;
-  interfaceDrops: number;
-}
-
-function stats(m: Message): Stats {
-  return m.stats as Stats;
-}
-
-function active(m: Message): boolean {
-  return (m.bypass as { active: boolean }).active;
-}
-
-function brief(m: Message): string {
-  return JSON.stringify(m);
-}
-
-function assertAllIntact(rx: Message, count: number, what: string): void {
-  const summary = brief(rx);
-  assert.equal(rx.error, null, `${what}: receiver error ${summary}`);
-  assert.equal(rx.end, "count", `${what}: receiver ended early ${summary}`);
-  assert.equal(rx.unique, count, `${what}: lost datagrams ${summary}`);
-  assert.equal(rx.missing, 0, `${what}: lost datagrams ${summary}`);
-  assert.equal(rx.corrupt, 0, `${what}: corrupt datagrams ${summary}`);
-  assert.equal(rx.wrongSize, 0, `${what}: wrong sizes ${summary}`);
-  assert.equal(rx.duplicates, 0, `${what}: duplicates ${summary}`);
-  assert.equal(rx.reordered, 0, `${what}: out of order ${summary}`);
-}
-
-/** The sender's end: everything sent, nothing failed. */
-function assertAllSent(tx: Message, count: number, what: string): void {
-  assert.equal(tx.end, "count", `${what}: ${brief(tx)}`);
-  assert.equal(tx.sent, count, `${what}: ${brief(tx)}`);
-  assert.equal(tx.errors, 0, `${what}: ${brief(tx)}`);
-}
-
 Deno.test({
   name: "batch tx: 100k datagrams by sendBatch from a bypass socket reach a kernel peer intact",
   ...OPTS,
   fn: async () => {
     const N = 100_000;
     await using tb = await createTestbed();
-    const rx = tb.spawnDeno("b", "rx.ts", [
-      "--mode=kernel",
-      `--host=${tb.b.ip}`,
-      "--port=9000",
-      `--count=${N}`,
-      "--api=async",
-      `--ackTo=${tb.a.ip}`,
-      "--ackPort=9900",
-    ]);
-    await rx.nextWith("ready", 15_000);
-    const beforeA = await tb.udpCounters("a");
-    const beforeB = await tb.udpCounters("b");
-    const tx = tb.spawnDeno("a", "tx.ts", [
-      "--mode=bypass",
-      `--host=${tb.a.ip}`,
-      "--port=9100",
-      `--to=${tb.b.ip}`,
-      "--toPort=9000",
-      `--count=${N}`,
-      "--api=batch",
-      `--batch=${WINDOW}`,
-      `--window=${WINDOW}`,
-      "--ackPort=9900",
-    ]);
-    const ready = await tx.nextWith("ready", 15_000);
-    assert.equal(active(ready), true, `sender not bypassed: ${brief(ready)}`);
-    const rxDone = await rx.nextWith("done", WAIT_MS);
-    const txDone = await tx.nextWith("done", 10_000);
-    const afterA = await tb.udpCounters("a");
-    const afterB = await tb.udpCounters("b");
+    const txDone = await bypassToKernel(tb, N, { api: "batch", batch: WINDOW });
     console.log(`batch tx: sender ${brief({ ...txDone, bypass: undefined })}`);
-    assertAllSent(txDone, N, "sendBatch sender");
-    assertAllIntact(rxDone, N, `kernel rx of sendBatch (sender ${brief(txDone)})`);
     assert.ok((txDone.batches as number) < N, `not batched: ${brief(txDone)}`);
-    assert.equal(active(txDone), true, brief(txDone));
-    assert.equal(stats(txDone).opkts, N, `stats ${brief(txDone)}`);
-    assert.equal(stats(txDone).kernelOpkts, 0, `stats ${brief(txDone)}`);
-    assert.equal(afterB.InCsumErrors - beforeB.InCsumErrors, 0, "peer InCsumErrors grew");
-    assert.equal(afterB.InErrors - beforeB.InErrors, 0, "peer InErrors grew");
-    const outA = afterA.OutDatagrams - beforeA.OutDatagrams;
-    assert.ok(outA < SLACK, `sender namespace Udp OutDatagrams grew by ${outA}`);
   },
 });
 
@@ -137,37 +65,24 @@ Deno.test({
     // lost must be a counted drop: none may vanish silently.
     const N = 200_000;
     await using tb = await createTestbed();
-    const size = ["--minSize=64", "--maxSize=64"];
-    const rx = tb.spawnDeno("a", "rx.ts", [
-      "--mode=bypass",
-      `--host=${tb.a.ip}`,
-      "--port=9000",
-      `--count=${N}`,
-      "--api=batch",
-      "--batch=256",
-      ...size,
-    ]);
+    const stream = {
+      mode: "bypass",
+      count: N,
+      api: "batch",
+      batch: 256,
+      minSize: 64,
+      maxSize: 64,
+    } as const;
+    const rx = spawnRx(tb, "a", stream);
     const rxReady = await rx.nextWith("ready", 15_000);
-    assert.equal(active(rxReady), true, `receiver not bypassed: ${brief(rxReady)}`);
-    const beforeA = await tb.udpCounters("a");
-    const beforeB = await tb.udpCounters("b");
-    const tx = tb.spawnDeno("b", "tx.ts", [
-      "--mode=bypass",
-      `--host=${tb.b.ip}`,
-      "--port=9100",
-      `--to=${tb.a.ip}`,
-      "--toPort=9000",
-      `--count=${N}`,
-      "--api=batch",
-      "--batch=256",
-      ...size,
-    ]);
+    assert.equal(bypass(rxReady).active, true, `receiver not bypassed: ${brief(rxReady)}`);
+    const udp = await udpSince(tb);
+    const tx = spawnTx(tb, "b", stream);
     const txReady = await tx.nextWith("ready", 15_000);
-    assert.equal(active(txReady), true, `sender not bypassed: ${brief(txReady)}`);
+    assert.equal(bypass(txReady).active, true, `sender not bypassed: ${brief(txReady)}`);
     const rxDone = await rx.nextWith("done", WAIT_MS);
     const txDone = await tx.nextWith("done", 10_000);
-    const afterA = await tb.udpCounters("a");
-    const afterB = await tb.udpCounters("b");
+    const grown = await udp();
     console.log(
       `batch bypass->bypass 64 B: sender ${txDone.mpps} Mpps (${txDone.elapsedMs} ms, ` +
         `${txDone.batches} batches, ${txDone.partial} partial, ${txDone.txFullRetries} ring-full ` +
@@ -197,8 +112,8 @@ Deno.test({
     if (counted > 0) console.log(`receiver kept off its core: ${counted} drops, all counted`);
     assert.equal(st.kernelIpkts, 0, all);
     assert.equal(st.rxInvalid, 0, all);
-    const inA = afterA.InDatagrams - beforeA.InDatagrams;
-    const outB = afterB.OutDatagrams - beforeB.OutDatagrams;
+    const inA = grown.a.InDatagrams;
+    const outB = grown.b.OutDatagrams;
     assert.ok(inA < SLACK && outB < SLACK, `Udp counters grew: a In +${inA}, b Out +${outB}`);
   },
 });
@@ -209,65 +124,21 @@ Deno.test({
   fn: async () => {
     const N = 100_000;
     await using tb = await createTestbed();
-    const rx = tb.spawnDeno("a", "rx.ts", [
-      "--mode=bypass",
-      `--host=${tb.a.ip}`,
-      "--port=9000",
-      `--count=${N}`,
-      "--api=batch",
-      "--batch=64",
-    ]);
-    const ready = await rx.nextWith("ready", 15_000);
-    assert.equal(active(ready), true, `receiver not bypassed: ${brief(ready)}`);
-    const before = await tb.udpCounters("a");
-    const tx = tb.spawnDeno("b", "tx.ts", [
-      "--mode=kernel",
-      `--host=${tb.b.ip}`,
-      "--port=9100",
-      `--to=${tb.a.ip}`,
-      "--toPort=9000",
-      `--count=${N}`,
-      "--api=async",
-    ]);
-    const rxDone = await rx.nextWith("done", WAIT_MS);
-    const txDone: Message = await tx.nextWith("done", 10_000).catch((e) => ({
-      unfinished: String(e),
-    }));
-    const after = await tb.udpCounters("a");
-    const all = `receiver ${brief(rxDone)}\nsender ${brief(txDone)}`;
-    assert.equal(txDone.sent, N, all);
-    assertAllIntact(rxDone, N, all);
-    assert.equal(rxDone.viaKernel, 0, all);
-    assert.equal(rxDone.truncated, 0, all);
-    assert.ok((rxDone.batchMax as number) <= 64, all);
-    assert.equal(stats(rxDone).ipkts, N, all);
-    assert.equal(stats(rxDone).kernelIpkts, 0, all);
-    const inA = after.InDatagrams - before.InDatagrams;
+    const { ready, rx, tx, inA } = await kernelToA(tb, N, {
+      mode: "bypass",
+      api: "batch",
+      batch: 64,
+    });
+    assert.equal(bypass(ready).active, true, `receiver not bypassed: ${brief(ready)}`);
+    const all = `receiver ${brief(rx)}\nsender ${brief(tx)}`;
+    assert.equal(rx.viaKernel, 0, all);
+    assert.equal(rx.truncated, 0, all);
+    assert.ok((rx.batchMax as number) <= 64, all);
+    assert.equal(stats(rx).ipkts, N, all);
+    assert.equal(stats(rx).kernelIpkts, 0, all);
     assert.ok(inA < SLACK, `receiver namespace Udp InDatagrams grew by ${inA}`);
   },
 });
-
-/** A second veth pair bx-a (198.19.1.1, in a) - bx-b (198.19.1.2, in b); rp_filter off. */
-async function secondLink(tb: Testbed): Promise<void> {
-  await addVeth(tb, "bx-a", "bx-b");
-  for (
-    const [s, ifname, cidr] of [["a", "bx-a", "198.19.1.1/24"], ["b", "bx-b", "198.19.1.2/24"]]
-  ) {
-    const side = s as "a" | "b";
-    await sh(
-      tb,
-      side,
-      // Acks and replies cross the links asymmetrically: no reverse-path filtering.
-      ["sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0"],
-      ["sysctl", "-qw", `net.ipv4.conf.${ifname}.rp_filter=0`],
-      ["sysctl", "-qw", `net.ipv4.conf.${tb.side(side).ifname}.rp_filter=0`],
-      ["ip", "addr", "add", cidr, "dev", ifname],
-      ["ip", "link", "set", "dev", ifname, "up"],
-    );
-  }
-  await waitOperUp(tb, "a", "bx-a");
-  await waitOperUp(tb, "b", "bx-b");
-}
 
 Deno.test({
   name: "batch tx, mixed destinations: the bypass veth's half via the ring, the other link's " +
@@ -276,54 +147,50 @@ Deno.test({
   fn: async () => {
     const N = 20_000; // in all; each destination gets N / 2
     await using tb = await createTestbed();
-    await secondLink(tb);
-    const receiver = (host: string, port: number): ReturnType<Testbed["spawnDeno"]> =>
-      tb.spawnDeno("b", "rx.ts", [
-        "--mode=kernel",
-        `--host=${host}`,
-        `--port=${port}`,
-        `--count=${N / 2}`,
-        "--api=async",
-        `--ackTo=${tb.a.ip}`,
-        "--ackPort=9900",
-      ], { name: `rx.ts@b(${host})` });
+    await addSecondLink(tb, "bx");
+    const receiver = (host: string, port: number): TestbedProcess =>
+      spawnRx(tb, "b", {
+        mode: "kernel",
+        host,
+        port,
+        count: N / 2,
+        api: "async",
+        ackTo: tb.a.ip,
+        ackPort: 9900,
+      }, `rx.ts@b(${host})`);
     const rxVeth = receiver(tb.b.ip, 9000);
     const rxOther = receiver("198.19.1.2", 9001);
     await rxVeth.nextWith("ready", 15_000);
     await rxOther.nextWith("ready", 15_000);
-    const beforeA = await tb.udpCounters("a");
-    const tx = tb.spawnDeno("a", "tx.ts", [
-      "--mode=bypass",
-      `--host=${tb.a.ip}`,
-      "--port=9100",
-      `--to=${tb.b.ip}`,
-      "--toPort=9000",
-      "--to2=198.19.1.2",
-      "--toPort2=9001",
-      `--count=${N}`,
-      "--api=batch",
-      `--batch=${WINDOW}`,
-      `--window=${WINDOW}`,
-      "--ackPort=9900",
-    ]);
+    const udp = await udpSince(tb);
+    const tx = spawnTx(tb, "a", {
+      mode: "bypass",
+      to2: "198.19.1.2",
+      toPort2: 9001,
+      count: N,
+      api: "batch",
+      batch: WINDOW,
+      window: WINDOW,
+      ackPort: 9900,
+    });
     const ready = await tx.nextWith("ready", 15_000);
-    assert.equal(active(ready), true, `sender not bypassed: ${brief(ready)}`);
+    assert.equal(bypass(ready).active, true, `sender not bypassed: ${brief(ready)}`);
     assert.equal(stats(ready).opkts + stats(ready).kernelOpkts, 0, brief(ready));
     const vethDone = await rxVeth.nextWith("done", WAIT_MS);
     const otherDone = await rxOther.nextWith("done", WAIT_MS);
     const txDone = await tx.nextWith("done", 10_000);
-    const afterA = await tb.udpCounters("a");
+    const grown = await udp();
     const all = `veth receiver ${brief(vethDone)}\nother receiver ${brief(otherDone)}\n` +
       `sender ${brief(txDone)}`;
     assertAllSent(txDone, N, all);
     assert.deepEqual(txDone.sentTo, [N / 2, N / 2], all);
     assertAllIntact(vethDone, N / 2, `receiver on the bypass veth; ${all}`);
     assertAllIntact(otherDone, N / 2, `receiver on the other link; ${all}`);
-    assert.equal(active(txDone), true, all);
+    assert.equal(bypass(txDone).active, true, all);
     assert.equal(stats(txDone).opkts, N / 2, `opkts: ${all}`);
     assert.equal(stats(txDone).kernelOpkts, N / 2, `kernelOpkts: ${all}`);
     // Only the kernel half shows in the sender namespace's counters.
-    const outA = afterA.OutDatagrams - beforeA.OutDatagrams;
+    const outA = grown.a.OutDatagrams;
     assert.ok(outA >= N / 2 && outA < N / 2 + SLACK, `a's Udp OutDatagrams grew by ${outA}`);
   },
 });
@@ -406,14 +273,8 @@ Deno.test({
     });
 
     await using tb = await createTestbed();
-    const ag = await startAgent(tb, "a");
-    const peer = await startPeer(tb, "b");
-    await peer.ok("open", { id: "p", host: tb.b.ip, port: 9000 });
-    await ag.ok("new", { id: "s" });
-    assertBypass(await ag.ok("bind", { id: "s", host: tb.a.ip, port: 9050 }), {
-      active: true,
-      ifname: tb.a.ifname,
-    });
+    const [ag, peer] = await startPair(tb, 9000);
+    await bindActive(ag, "s", tb.a.ip, 9050, tb.a.ifname);
 
     await t.step("receiveBatch with timeoutMs 0 on an idle socket returns 0 at once", async () => {
       const r = await ag.ok("recvBatch", { id: "s", timeoutMs: 0 });
@@ -491,7 +352,6 @@ Deno.test({
       assert.equal(r.error?.name, "BadResource", show(r));
     });
 
-    await ag.exit();
-    await peer.exit();
+    await exitAll(ag, peer);
   },
 });

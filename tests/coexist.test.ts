@@ -5,6 +5,7 @@
 
 import assert from "node:assert/strict";
 import { createTestbed } from "./helpers/testbed.ts";
+import { spawnRx, spawnTx, WINDOW } from "./helpers/stream.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
 
@@ -71,27 +72,24 @@ Deno.test({
 
     await t.step("UDP to another port of the same address goes through the kernel", async () => {
       const count = 2000;
-      const rx = tb.spawnDeno("a", "rx.ts", [
-        "--mode=kernel",
-        `--host=${tb.a.ip}`,
-        "--port=9001",
-        `--count=${count}`,
-        "--api=async",
-        `--ackTo=${tb.b.ip}`,
-        "--ackPort=9901",
-      ]);
+      const rx = spawnRx(tb, "a", {
+        mode: "kernel",
+        port: 9001,
+        count,
+        api: "async",
+        ackTo: tb.b.ip,
+        ackPort: 9901,
+      });
       await rx.nextWith("ready", 15_000);
-      const tx = tb.spawnDeno("b", "tx.ts", [
-        "--mode=kernel",
-        `--host=${tb.b.ip}`,
-        "--port=9101",
-        `--to=${tb.a.ip}`,
-        "--toPort=9001",
-        `--count=${count}`,
-        "--api=async",
-        "--window=32",
-        "--ackPort=9901",
-      ]);
+      const tx = spawnTx(tb, "b", {
+        mode: "kernel",
+        port: 9101,
+        toPort: 9001,
+        count,
+        api: "async",
+        window: WINDOW,
+        ackPort: 9901,
+      });
       await tx.nextWith("done", 30_000);
       const r = await rx.nextWith("done", 30_000);
       assert.equal(r.missing, 0, JSON.stringify(r));

@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import {
   assertBypass,
   assertTyped,
+  bindActive,
   createFbTestbed,
   type Ctl,
   exchange,
@@ -17,8 +18,8 @@ import {
   sh,
   show,
   sleep,
-  startAgent,
-  startPeer,
+  sockPair,
+  startPair,
   type Testbed,
   TYPED_ERRORS,
   waitOperUp,
@@ -26,27 +27,44 @@ import {
 
 const NO_HANG_MS = 1000;
 
-/** A testbed with a bypass socket "s" on a.ip:9800 and a kernel peer "p" on b.ip:9000. */
-async function setup(): Promise<[Testbed, Ctl, Ctl]> {
+/**
+ * A testbed with a bypass socket "s" on a.ip:9800 and a kernel peer "p" on
+ * b.ip:9000 (also returned: the peer's address, where "s" sends).
+ */
+async function setup(): Promise<[Testbed, Ctl, Ctl, [string, number]]> {
   const tb = await createFbTestbed();
-  const ag = await startAgent(tb, "a");
-  const peer = await startPeer(tb, "b");
-  await peer.ok("open", { id: "p", host: tb.b.ip, port: 9000 });
-  await ag.ok("new", { id: "s" });
-  assertBypass(await ag.ok("bind", { id: "s", host: tb.a.ip, port: 9800 }), {
-    active: true,
-    ifname: tb.a.ifname,
-  });
-  await exchange(tb, ag, peer, {
+  const [ag, peer] = await startPair(tb, 9000);
+  await bindActive(ag, "s", tb.a.ip, 9800, tb.a.ifname);
+  await exchange(tb, ag, peer, { ...sockPair(tb, "s", 9800), path: "bypass", tag: "before", n: 5 });
+  return [tb, ag, peer, [tb.b.ip, 9000]];
+}
+
+/**
+ * Polls socket "s" (probing with sends tagged `probeTag` to the peer) until it
+ * reports inactive with `reason`, for at most 1.5 s; asserts it did.
+ */
+async function pollFallback(
+  tb: Testbed,
+  ag: Ctl,
+  reason: string,
+  probeTag: string,
+): Promise<Reply> {
+  const r = await ag.ok("poll", {
     id: "s",
-    peerSock: "p",
-    to: [tb.b.ip, 9000],
-    back: [tb.a.ip, 9800],
-    path: "bypass",
-    tag: "before",
-    n: 5,
+    active: false,
+    reason,
+    timeoutMs: 1500,
+    probe: { to: [tb.b.ip, 9000], tag: probeTag },
   });
-  return [tb, ag, peer];
+  assert.equal(r.matched, true, `not ${reason}: ${show(r)}`);
+  return r;
+}
+
+/** Every probe of a poll that failed threw a typed error. */
+function assertProbeErrorsTyped(r: Reply): void {
+  for (const e of r.probeErrors as string[]) {
+    assert.ok(TYPED_ERRORS.has(e.split(":")[0]), `untyped probe error ${e}`);
+  }
 }
 
 /** Every send of `r` either succeeded or threw a typed error, none took long. */
@@ -57,36 +75,27 @@ function assertSendsSane(r: Reply, what: string): void {
   assert.ok((r.maxMs as number) < NO_HANG_MS, `${what}: a send took ${r.maxMs} ms`);
 }
 
-/** The process is alive, the socket answers, and close() works. */
-async function assertAliveThenClose(ag: Ctl): Promise<void> {
+/** The agent is alive, its socket answers and close() works, it exits with 0; then the peer exits. */
+async function assertAliveThenClose(ag: Ctl, peer: Ctl): Promise<void> {
   assert.equal(ag.proc.exited, null, `agent died: ${ag.proc.stderr}`);
   await ag.ok("state", { id: "s" });
   await ag.ok("close", { id: "s" });
   await ag.exit();
   const status = ag.proc.exited as Deno.CommandStatus | null;
   assert.equal(status?.code, 0, `agent exit: ${ag.proc.stderr}`);
+  await peer.exit();
 }
 
 Deno.test({
   name: "rule 11a: link down -> interface-down within 1 s, typed errors; up -> bypass again",
   ...OPTS,
   fn: async () => {
-    const [tb, ag, peer] = await setup();
+    const [tb, ag, peer, to] = await setup();
     await using _tb = tb;
-    const to: [string, number] = [tb.b.ip, 9000];
     await sh(tb, "a", ["ip", "link", "set", "dev", tb.a.ifname, "down"]);
-    const down = await ag.ok("poll", {
-      id: "s",
-      active: false,
-      reason: "interface-down",
-      timeoutMs: 1500,
-      probe: { to, tag: "probe-down" },
-    });
-    assert.equal(down.matched, true, `not interface-down: ${show(down)}`);
+    const down = await pollFallback(tb, ag, "interface-down", "probe-down");
     assert.ok((down.ms as number) <= 1200, `interface-down after ${down.ms} ms`);
-    for (const e of down.probeErrors as string[]) {
-      assert.ok(TYPED_ERRORS.has(e.split(":")[0]), `untyped probe error ${e}`);
-    }
+    assertProbeErrorsTyped(down);
     const whileDown = await ag.ok("send", { id: "s", to, tag: "down", count: 10, gapMs: 10 });
     assertSendsSane(whileDown, "while down");
     assert.equal(whileDown.bypass.reason, "interface-down", show(whileDown.bypass));
@@ -114,16 +123,12 @@ Deno.test({
     assert.deepEqual(lost, [], `accepted but never delivered; peer got ${[...seen]}`);
 
     await exchange(tb, ag, peer, {
-      id: "s",
-      peerSock: "p",
-      to,
-      back: [tb.a.ip, 9800],
+      ...sockPair(tb, "s", 9800),
       path: "bypass",
       tag: "after",
       n: 5,
     });
-    await assertAliveThenClose(ag);
-    await peer.exit();
+    await assertAliveThenClose(ag, peer);
   },
 });
 
@@ -131,9 +136,8 @@ Deno.test({
   name: "rule 11b: MTU lowered to 1000: a 1200-byte datagram goes through the kernel and arrives",
   ...OPTS,
   fn: async () => {
-    const [tb, ag, peer] = await setup();
+    const [tb, ag, peer, to] = await setup();
     await using _tb = tb;
-    const to: [string, number] = [tb.b.ip, 9000];
     await sh(tb, "a", ["ip", "link", "set", "dev", tb.a.ifname, "mtu", "1000"]);
     // The shim reads the kernel's link notifications before a send (at most every
     // millisecond): a send made right after the change already follows it.
@@ -155,8 +159,7 @@ Deno.test({
     assert.equal(r2.got[0]?.len, 900, show(r2));
     assertBypass(small, { active: true, ifname: tb.a.ifname });
     assert.equal(small.stats.opkts - st1.opkts, 1, `opkts ${show([st1, small.stats])}`);
-    await assertAliveThenClose(ag);
-    await peer.exit();
+    await assertAliveThenClose(ag, peer);
   },
 });
 
@@ -164,29 +167,17 @@ Deno.test({
   name: "rule 11c: the address removed: address-removed, sends typed or via the kernel",
   ...OPTS,
   fn: async () => {
-    const [tb, ag, peer] = await setup();
+    const [tb, ag, peer, to] = await setup();
     await using _tb = tb;
-    const to: [string, number] = [tb.b.ip, 9000];
     await sh(tb, "a", ["ip", "addr", "del", tb.a.cidr, "dev", tb.a.ifname]);
-    const r = await ag.ok("poll", {
-      id: "s",
-      active: false,
-      reason: "address-removed",
-      timeoutMs: 1500,
-      probe: { to, tag: "probe-gone" },
-    });
-    assert.equal(r.matched, true, `not address-removed: ${show(r)}`);
-    for (const e of r.probeErrors as string[]) {
-      assert.ok(TYPED_ERRORS.has(e.split(":")[0]), `untyped probe error ${e}`);
-    }
+    assertProbeErrorsTyped(await pollFallback(tb, ag, "address-removed", "probe-gone"));
     const st0 = (await ag.ok("state", { id: "s" })).stats;
     const s = await ag.ok("send", { id: "s", to, tag: "noaddr", count: 5, gapMs: 10 });
     assertSendsSane(s, "after the address was removed");
     assert.equal(s.stats.opkts, st0.opkts, `bypass sends after removal: ${show([st0, s.stats])}`);
     const rx = await ag.ok("recv", { id: "s", max: 1, timeoutMs: 200 });
     if (rx.error) assertTyped(rx.error, "recv");
-    await assertAliveThenClose(ag);
-    await peer.exit();
+    await assertAliveThenClose(ag, peer);
   },
 });
 
@@ -194,25 +185,16 @@ Deno.test({
   name: "rule 11d: the veth deleted: interface-gone, sends throw typed errors, close works",
   ...OPTS,
   fn: async () => {
-    const [tb, ag, peer] = await setup();
+    const [tb, ag, peer, to] = await setup();
     await using _tb = tb;
-    const to: [string, number] = [tb.b.ip, 9000];
     await sh(tb, "a", ["ip", "link", "del", "dev", tb.a.ifname]);
-    const r = await ag.ok("poll", {
-      id: "s",
-      active: false,
-      reason: "interface-gone",
-      timeoutMs: 1500,
-      probe: { to, tag: "probe-del" },
-    });
-    assert.equal(r.matched, true, `not interface-gone: ${show(r)}`);
+    await pollFallback(tb, ag, "interface-gone", "probe-del");
     const s = await ag.ok("send", { id: "s", to, tag: "nodev", count: 5, gapMs: 10 });
     assertSendsSane(s, "after the veth was deleted");
     assert.equal(s.sent, 0, `sends succeeded without a device: ${show(s)}`);
     const rx = await ag.ok("recv", { id: "s", max: 1, timeoutMs: 200 });
     if (rx.error) assertTyped(rx.error, "recv");
     assert.deepEqual(rx.got, [], show(rx));
-    await assertAliveThenClose(ag);
-    await peer.exit();
+    await assertAliveThenClose(ag, peer);
   },
 });

@@ -8,18 +8,23 @@
 
 import assert from "node:assert/strict";
 import {
-  addVeth,
+  addSecondLink,
   assertBypass,
+  bindActive,
+  bindNew,
   createFbTestbed,
+  type Ctl,
   delta,
   exchange,
+  exitAll,
+  multicastRoutes,
   OPTS,
   seqTags,
-  sh,
   show,
-  startAgent,
-  startPeer,
+  sockPair,
+  startPair,
   tags,
+  type Testbed,
   udp,
 } from "./fixtures/fb_driver.ts";
 
@@ -27,14 +32,23 @@ import {
 const G1 = "239.255.18.1";
 const G2 = "239.255.18.2";
 
+/**
+ * Multicast routed out of both veth ends; the agent in a and the peer in b with
+ * its socket "m" that sends to groups (and with `peerPort`, "p" as in startPair).
+ */
+async function startMulticast(tb: Testbed, peerPort?: number): Promise<[Ctl, Ctl]> {
+  await multicastRoutes(tb);
+  const [ag, peer] = await startPair(tb, peerPort);
+  await peer.ok("open", { id: "m", host: tb.b.ip, port: 0, mcastIf: tb.b.ip });
+  return [ag, peer];
+}
+
 Deno.test({
   name: "rule 1: new, bind, connect, first sendSync/send and the multicast choices each decide",
   ...OPTS,
   fn: async (t) => {
     await using tb = await createFbTestbed();
-    const ag = await startAgent(tb, "a");
-    const peer = await startPeer(tb, "b");
-    await peer.ok("open", { id: "p", host: tb.b.ip, port: 9000 });
+    const [ag, peer] = await startPair(tb, 9000);
     const to: [string, number] = [tb.b.ip, 9000];
 
     await t.step("new UdpBypass(): tracked, undecided (active false, reason null)", async () => {
@@ -44,17 +58,8 @@ Deno.test({
     });
 
     await t.step("bind to the veth address: active, traffic through the rings", async () => {
-      await ag.ok("new", { id: "b" });
-      const r = await ag.ok("bind", { id: "b", host: tb.a.ip, port: 9001 });
-      assertBypass(r, { active: true, ifname: tb.a.ifname });
-      await exchange(tb, ag, peer, {
-        id: "b",
-        peerSock: "p",
-        to,
-        back: [tb.a.ip, 9001],
-        path: "bypass",
-        tag: "bind",
-      });
+      await bindActive(ag, "b", tb.a.ip, 9001, tb.a.ifname);
+      await exchange(tb, ag, peer, { ...sockPair(tb, "b", 9001), path: "bypass", tag: "bind" });
     });
 
     await t.step("connect on an unbound socket: the kernel's local address decides", async () => {
@@ -63,14 +68,8 @@ Deno.test({
       assertBypass(r, { active: true, ifname: tb.a.ifname });
       const addr = (await ag.ok("addr", { id: "c" })).addr as { hostname: string; port: number };
       assert.equal(addr.hostname, tb.a.ip, show(addr));
-      await exchange(tb, ag, peer, {
-        id: "c",
-        peerSock: "p",
-        to: null,
-        back: [tb.a.ip, addr.port],
-        path: "bypass",
-        tag: "conn",
-      });
+      const socks = sockPair(tb, "c", addr.port);
+      await exchange(tb, ag, peer, { ...socks, to: null, path: "bypass", tag: "conn" });
     });
 
     for (const api of ["sync", "async"] as const) {
@@ -89,35 +88,26 @@ Deno.test({
           assert.deepEqual(tags(got.got), [`first-${api}`], show(got));
           const addr = (await ag.ok("addr", { id })).addr as { hostname: string; port: number };
           assert.equal(addr.hostname, tb.a.ip, show(addr));
-          await exchange(tb, ag, peer, {
-            id,
-            peerSock: "p",
-            to,
-            back: [tb.a.ip, addr.port],
-            path: "bypass",
-            tag: `snd-${api}`,
-          });
+          const socks = sockPair(tb, id, addr.port);
+          await exchange(tb, ag, peer, { ...socks, path: "bypass", tag: `snd-${api}` });
         },
       );
     }
 
     await t.step("bound to 0.0.0.0, setMulticastInterface(veth address) decides", async () => {
-      await ag.ok("new", { id: "mi" });
-      const r = await ag.ok("bind", { id: "mi", host: "0.0.0.0", port: 9005 });
+      const r = await bindNew(ag, "mi", "0.0.0.0", 9005);
       assertBypass(r, { active: false, reason: "wildcard-bind" });
       const m = await ag.ok("setMulticastInterface", { id: "mi", iface: tb.a.ip });
       assertBypass(m, { active: true, ifname: tb.a.ifname });
     });
 
     await t.step("bound to 0.0.0.0, joinMulticastV4(group, veth address) decides", async () => {
-      await ag.ok("new", { id: "mj" });
-      const r = await ag.ok("bind", { id: "mj", host: "0.0.0.0", port: 9006 });
+      const r = await bindNew(ag, "mj", "0.0.0.0", 9006);
       assertBypass(r, { active: false, reason: "wildcard-bind" });
       const j = await ag.ok("join", { id: "mj", mid: "mj1", group: G1, iface: tb.a.ip });
       assertBypass(j, { active: true, ifname: tb.a.ifname });
     });
-    await ag.exit();
-    await peer.exit();
+    await exitAll(ag, peer);
   },
 });
 
@@ -126,26 +116,12 @@ Deno.test({
   ...OPTS,
   fn: async (t) => {
     await using tb = await createFbTestbed();
-    for (const s of ["a", "b"] as const) {
-      await sh(tb, s, ["ip", "route", "add", "224.0.0.0/4", "dev", tb.side(s).ifname]);
-    }
-    const ag = await startAgent(tb, "a");
-    const peer = await startPeer(tb, "b");
-    await peer.ok("open", { id: "p", host: tb.b.ip, port: 9000 });
-    await peer.ok("open", { id: "m", host: tb.b.ip, port: 0, mcastIf: tb.b.ip });
+    const [ag, peer] = await startMulticast(tb, 9000);
 
     await t.step("bind 0.0.0.0: wildcard-bind, traffic works through the kernel", async () => {
-      await ag.ok("new", { id: "w" });
-      const r = await ag.ok("bind", { id: "w", host: "0.0.0.0", port: 9010 });
+      const r = await bindNew(ag, "w", "0.0.0.0", 9010);
       assertBypass(r, { active: false, reason: "wildcard-bind" });
-      await exchange(tb, ag, peer, {
-        id: "w",
-        peerSock: "p",
-        to: [tb.b.ip, 9000],
-        back: [tb.a.ip, 9010],
-        path: "kernel",
-        tag: "wild",
-      });
+      await exchange(tb, ag, peer, { ...sockPair(tb, "w", 9010), path: "kernel", tag: "wild" });
     });
 
     for (const bindHost of ["0.0.0.0", G1]) {
@@ -154,8 +130,7 @@ Deno.test({
         async () => {
           const id = `j-${bindHost}`;
           const port = bindHost === G1 ? 9012 : 9011;
-          await ag.ok("new", { id });
-          await ag.ok("bind", { id, host: bindHost, port });
+          await bindNew(ag, id, bindHost, port);
           const j = await ag.ok("join", { id, mid: `${id}-m`, group: G1, iface: tb.a.ip });
           assertBypass(j, { active: true, ifname: tb.a.ifname });
           const n = 20;
@@ -176,8 +151,7 @@ Deno.test({
     await t.step(
       "setMulticastInterface(veth address), send to the group: via the rings",
       async () => {
-        await ag.ok("new", { id: "tx" });
-        await ag.ok("bind", { id: "tx", host: "0.0.0.0", port: 9013 });
+        await bindNew(ag, "tx", "0.0.0.0", 9013);
         const m = await ag.ok("setMulticastInterface", { id: "tx", iface: tb.a.ip });
         assertBypass(m, { active: true, ifname: tb.a.ifname });
         await peer.ok("open", { id: "g", host: "0.0.0.0", port: 9014, join: [G1, tb.b.ip] });
@@ -195,8 +169,7 @@ Deno.test({
         assert.ok(outD < 5, `Udp OutDatagrams in a grew by ${outD}`);
       },
     );
-    await ag.exit();
-    await peer.exit();
+    await exitAll(ag, peer);
   },
 });
 
@@ -205,14 +178,8 @@ Deno.test({
   ...OPTS,
   fn: async (t) => {
     await using tb = await createFbTestbed();
-    for (const s of ["a", "b"] as const) {
-      await sh(tb, s, ["ip", "route", "add", "224.0.0.0/4", "dev", tb.side(s).ifname]);
-    }
-    const ag = await startAgent(tb, "a");
-    const peer = await startPeer(tb, "b");
-    await peer.ok("open", { id: "m", host: tb.b.ip, port: 0, mcastIf: tb.b.ip });
-    await ag.ok("new", { id: "s" });
-    await ag.ok("bind", { id: "s", host: "0.0.0.0", port: 9020 });
+    const [ag, peer] = await startMulticast(tb);
+    await bindNew(ag, "s", "0.0.0.0", 9020);
     const j1 = await ag.ok("join", { id: "s", mid: "g1", group: G1, iface: tb.a.ip });
     assertBypass(j1, { active: true, ifname: tb.a.ifname });
     const j2 = await ag.ok("join", { id: "s", mid: "g2", group: G2, iface: tb.a.ip });
@@ -260,8 +227,7 @@ Deno.test({
       const r = await ag.ok("recv", { id: "s", max: 4, timeoutMs: 1500, quietMs: 700 });
       assert.deepEqual(tags(r.got), ["g2-still"], show(r));
     });
-    await ag.exit();
-    await peer.exit();
+    await exitAll(ag, peer);
   },
 });
 
@@ -270,51 +236,25 @@ Deno.test({
   ...OPTS,
   fn: async () => {
     await using tb = await createFbTestbed();
-    await addVeth(tb, "fbx-a", "fbx-b");
-    await sh(
-      tb,
-      "a",
-      ["ip", "addr", "add", "198.19.1.1/24", "dev", "fbx-a"],
-      ["ip", "link", "set", "dev", "fbx-a", "up"],
-    );
-    await sh(
-      tb,
-      "b",
-      ["sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0"],
-      ["sysctl", "-qw", "net.ipv4.conf.fbx-b.rp_filter=0"],
-      ["ip", "addr", "add", "198.19.1.2/24", "dev", "fbx-b"],
-      ["ip", "link", "set", "dev", "fbx-b", "up"],
-    );
-    const ag = await startAgent(tb, "a");
-    const peer = await startPeer(tb, "b");
-    await peer.ok("open", { id: "p", host: tb.b.ip, port: 9000 });
+    await addSecondLink(tb, "fbx");
+    const [ag, peer] = await startPair(tb, 9000);
     await peer.ok("open", { id: "q", host: "198.19.1.2", port: 9001 });
-    await ag.ok("new", { id: "s" });
-    assertBypass(await ag.ok("bind", { id: "s", host: tb.a.ip, port: 9030 }), {
-      active: true,
-      ifname: tb.a.ifname,
-    });
+    await bindActive(ag, "s", tb.a.ip, 9030, tb.a.ifname);
     await exchange(tb, ag, peer, {
-      id: "s",
-      peerSock: "p",
-      to: [tb.b.ip, 9000],
-      back: [tb.a.ip, 9030],
+      ...sockPair(tb, "s", 9030),
       path: "bypass",
       tag: "veth",
       in: false,
     });
     await exchange(tb, ag, peer, {
-      id: "s",
-      peerSock: "q",
+      ...sockPair(tb, "s", 9030, "q"),
       to: ["198.19.1.2", 9001],
-      back: [tb.a.ip, 9030],
       path: "kernel",
       tag: "other",
       in: false,
     });
     assertBypass(await ag.ok("state", { id: "s" }), { active: true, ifname: tb.a.ifname });
-    await ag.exit();
-    await peer.exit();
+    await exitAll(ag, peer);
   },
 });
 
@@ -323,16 +263,9 @@ Deno.test({
   ...OPTS,
   fn: async (t) => {
     await using tb = await createFbTestbed();
-    const ag = await startAgent(tb, "a");
-    const peer = await startPeer(tb, "b");
-    await peer.ok("open", { id: "p", host: tb.b.ip, port: 9000 });
-    await ag.ok("new", { id: "s" });
-    assertBypass(await ag.ok("bind", { id: "s", host: tb.a.ip, port: 9040 }), {
-      active: true,
-      ifname: tb.a.ifname,
-    });
-    const to: [string, number] = [tb.b.ip, 9000];
-    const common = { id: "s", peerSock: "p", to, back: [tb.a.ip, 9040] as [string, number] };
+    const [ag, peer] = await startPair(tb, 9000);
+    await bindActive(ag, "s", tb.a.ip, 9040, tb.a.ifname);
+    const common = sockPair(tb, "s", 9040);
 
     await t.step("1472 bytes (fits the MTU): through the rings both ways", async () => {
       await exchange(tb, ag, peer, { ...common, path: "bypass", tag: "fit", n: 3, size: 1472 });
@@ -354,7 +287,6 @@ Deno.test({
       assert.equal(g.got[0]?.intact, true, show(g));
     });
     assertBypass(await ag.ok("state", { id: "s" }), { active: true, ifname: tb.a.ifname });
-    await ag.exit();
-    await peer.exit();
+    await exitAll(ag, peer);
   },
 });

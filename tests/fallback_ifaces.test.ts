@@ -9,10 +9,12 @@
 
 import assert from "node:assert/strict";
 import {
+  addrUp,
   addVeth,
-  assertBypass,
+  bindActive,
   createFbTestbed,
   exchange,
+  exitAll,
   FIXTURES,
   OPTS,
   sh,
@@ -83,14 +85,7 @@ Deno.test({
     async function pair(x: string, net: number, extra: string[] = []): Promise<[string, string]> {
       const [na, nb] = [`fb${x}a`, `fb${x}b`];
       await addVeth(tb, na, nb, extra);
-      await sh(tb, "b", ["ip", "addr", "add", `198.19.${net}.2/24`, "dev", nb], [
-        "ip",
-        "link",
-        "set",
-        "dev",
-        nb,
-        "up",
-      ]);
+      await addrUp(tb, "b", `198.19.${net}.2/24`, nb);
       return [na, nb];
     }
 
@@ -98,17 +93,23 @@ Deno.test({
       await check("lo", "127.0.0.1", "loopback", { peer: "a", ip: "127.0.0.1" });
     });
 
-    await t.step("bond with a veth enslaved: link-aggregation", async () => {
-      if (!await tryAdd(tb, "a", ["fbbond", "type", "bond"], "bonding driver")) return;
-      const [na] = await pair("bd", 3);
+    /** Enslaves the a end of pair(x, net) to `dev` (bond, bridge), which gets 198.19.<net>.1. */
+    async function enslave(dev: string, x: string, net: number): Promise<string> {
+      const [na] = await pair(x, net);
       await sh(
         tb,
         "a",
-        ["ip", "link", "set", "dev", na, "master", "fbbond"],
-        ["ip", "addr", "add", "198.19.3.1/24", "dev", "fbbond"],
+        ["ip", "link", "set", "dev", na, "master", dev],
+        ["ip", "addr", "add", `198.19.${net}.1/24`, "dev", dev],
         ["ip", "link", "set", "dev", na, "up"],
-        ["ip", "link", "set", "dev", "fbbond", "up"],
+        ["ip", "link", "set", "dev", dev, "up"],
       );
+      return na;
+    }
+
+    await t.step("bond with a veth enslaved: link-aggregation", async () => {
+      if (!await tryAdd(tb, "a", ["fbbond", "type", "bond"], "bonding driver")) return;
+      const na = await enslave("fbbond", "bd", 3);
       await check("bond", "198.19.3.1", "link-aggregation", { peer: "b", ip: "198.19.3.2" });
       await sh(tb, "a", ["ip", "addr", "add", "198.19.103.1/24", "dev", na]);
       await check("bondslave", "198.19.103.1", "link-aggregation");
@@ -116,15 +117,7 @@ Deno.test({
 
     await t.step("bridge with a veth port: bridge; an address on the port: bridge", async () => {
       if (!await tryAdd(tb, "a", ["fbbr", "type", "bridge"], "bridge")) return;
-      const [na] = await pair("br", 4);
-      await sh(
-        tb,
-        "a",
-        ["ip", "link", "set", "dev", na, "master", "fbbr"],
-        ["ip", "addr", "add", "198.19.4.1/24", "dev", "fbbr"],
-        ["ip", "link", "set", "dev", na, "up"],
-        ["ip", "link", "set", "dev", "fbbr", "up"],
-      );
+      const na = await enslave("fbbr", "br", 4);
       await check("bridge", "198.19.4.1", "bridge", { peer: "b", ip: "198.19.4.2" });
       await sh(tb, "a", ["ip", "addr", "add", "198.19.104.1/24", "dev", na]);
       await check("brport", "198.19.104.1", "bridge");
@@ -139,50 +132,22 @@ Deno.test({
         return;
       }
       await tryAdd(tb, "b", ["link", nb, "name", "fbvl", "type", "vlan", "id", "100"], "802.1Q");
-      await sh(tb, "a", ["ip", "addr", "add", "198.19.105.1/24", "dev", "fbvl"], [
-        "ip",
-        "link",
-        "set",
-        "fbvl",
-        "up",
-      ]);
-      await sh(tb, "b", ["ip", "addr", "add", "198.19.105.2/24", "dev", "fbvl"], [
-        "ip",
-        "link",
-        "set",
-        "fbvl",
-        "up",
-      ]);
+      await addrUp(tb, "a", "198.19.105.1/24", "fbvl");
+      await addrUp(tb, "b", "198.19.105.2/24", "fbvl");
       await check("vlan", "198.19.105.1", "vlan", { peer: "b", ip: "198.19.105.2" });
     });
 
-    await t.step("macvlan on the veth: virtual-interface", async () => {
-      const link = ["link", tb.a.ifname, "name", "fbmv", "type", "macvlan", "mode", "bridge"];
-      if (!await tryAdd(tb, "a", link, "macvlan")) return;
-      await sh(tb, "a", ["ip", "addr", "add", "198.19.6.1/24", "dev", "fbmv"], [
-        "ip",
-        "link",
-        "set",
-        "fbmv",
-        "up",
-      ]);
-      await sh(tb, "b", ["ip", "addr", "add", "198.19.6.2/24", "dev", tb.b.ifname]);
-      await check("macvlan", "198.19.6.1", "virtual-interface", { peer: "b", ip: "198.19.6.2" });
-    });
-
-    await t.step("ipvlan on the veth: virtual-interface", async () => {
-      const link = ["link", tb.a.ifname, "name", "fbiv", "type", "ipvlan", "mode", "l2"];
-      if (!await tryAdd(tb, "a", link, "ipvlan")) return;
-      await sh(tb, "a", ["ip", "addr", "add", "198.19.7.1/24", "dev", "fbiv"], [
-        "ip",
-        "link",
-        "set",
-        "fbiv",
-        "up",
-      ]);
-      await sh(tb, "b", ["ip", "addr", "add", "198.19.7.2/24", "dev", tb.b.ifname]);
-      await check("ipvlan", "198.19.7.1", "virtual-interface", { peer: "b", ip: "198.19.7.2" });
-    });
+    const virtuals = [["macvlan", "fbmv", "bridge", 6], ["ipvlan", "fbiv", "l2", 7]] as const;
+    for (const [kind, dev, mode, net] of virtuals) {
+      await t.step(`${kind} on the veth: virtual-interface`, async () => {
+        const link = ["link", tb.a.ifname, "name", dev, "type", kind, "mode", mode];
+        if (!await tryAdd(tb, "a", link, kind)) return;
+        await addrUp(tb, "a", `198.19.${net}.1/24`, dev);
+        await sh(tb, "b", ["ip", "addr", "add", `198.19.${net}.2/24`, "dev", tb.b.ifname]);
+        const via = { peer: "b", ip: `198.19.${net}.2` } as const;
+        await check(kind, `198.19.${net}.1`, "virtual-interface", via);
+      });
+    }
 
     await t.step("vxlan over the veth: virtual-interface", async () => {
       for (const s of ["a", "b"] as const) {
@@ -192,36 +157,20 @@ Deno.test({
           return;
         }
         const ip = `198.19.8.${s === "a" ? 1 : 2}/24`;
-        await sh(tb, s, ["ip", "addr", "add", ip, "dev", "fbvx"], [
-          "ip",
-          "link",
-          "set",
-          "fbvx",
-          "up",
-        ]);
+        await addrUp(tb, s, ip, "fbvx");
       }
       await check("vxlan", "198.19.8.1", "virtual-interface", { peer: "b", ip: "198.19.8.2" });
     });
 
     await t.step("tap: virtual-interface; traffic to a local socket", async () => {
-      await sh(
-        tb,
-        "a",
-        ["ip", "tuntap", "add", "mode", "tap", "fbtap"],
-        ["ip", "addr", "add", "198.19.9.1/24", "dev", "fbtap"],
-        ["ip", "link", "set", "fbtap", "up"],
-      );
+      await sh(tb, "a", ["ip", "tuntap", "add", "mode", "tap", "fbtap"]);
+      await addrUp(tb, "a", "198.19.9.1/24", "fbtap");
       await check("tap", "198.19.9.1", "virtual-interface", { peer: "a", ip: tb.a.ip });
     });
 
     await t.step("tun (no link layer): virtual-interface or unsupported-interface", async () => {
-      await sh(
-        tb,
-        "a",
-        ["ip", "tuntap", "add", "mode", "tun", "fbtun"],
-        ["ip", "addr", "add", "198.19.10.1/24", "dev", "fbtun"],
-        ["ip", "link", "set", "fbtun", "up"],
-      );
+      await sh(tb, "a", ["ip", "tuntap", "add", "mode", "tun", "fbtun"]);
+      await addrUp(tb, "a", "198.19.10.1/24", "fbtun");
       await check("tun", "198.19.10.1", ["virtual-interface", "unsupported-interface"], {
         peer: "a",
         ip: tb.a.ip,
@@ -235,14 +184,7 @@ Deno.test({
         const x = mode === "generic" ? "xg" : "xn";
         const net = mode === "generic" ? 11 : 12;
         const [na] = await pair(x, net);
-        await sh(tb, "a", ["ip", "addr", "add", `198.19.${net}.1/24`, "dev", na], [
-          "ip",
-          "link",
-          "set",
-          "dev",
-          na,
-          "up",
-        ]);
+        await addrUp(tb, "a", `198.19.${net}.1/24`, na);
         const att = await tb.exec("a", ["python3", `${FIXTURES}fb_xdp.py`, na, mode]);
         assert.equal(att.code, 0, `fb_xdp.py: ${att.stdout} ${att.stderr}`);
         assert.equal(await tb.xdpAttached("a", na), true, await tb.linkText("a", na));
@@ -253,9 +195,7 @@ Deno.test({
         // Control: without the program the same address is bypassed.
         await tb.execOk("a", ["python3", `${FIXTURES}fb_xdp.py`, na, "detach"]);
         const id = `ctl-${mode}`;
-        await ag.ok("new", { id });
-        const r = await ag.ok("bind", { id, host: `198.19.${net}.1`, port: port++ });
-        assertBypass(r, { active: true, ifname: na });
+        await bindActive(ag, id, `198.19.${net}.1`, port++, na);
         await ag.ok("close", { id });
       });
     }
@@ -268,14 +208,7 @@ Deno.test({
 
     await t.step("a veth with MTU 4000: mtu-too-large", async () => {
       const [na] = await pair("mt", 14, ["mtu", "4000"]);
-      await sh(tb, "a", ["ip", "addr", "add", "198.19.14.1/24", "dev", na], [
-        "ip",
-        "link",
-        "set",
-        "dev",
-        na,
-        "up",
-      ]);
+      await addrUp(tb, "a", "198.19.14.1/24", na);
       await check("mtu", "198.19.14.1", "mtu-too-large", { peer: "b", ip: "198.19.14.2" });
     });
 
@@ -285,8 +218,6 @@ Deno.test({
       await sh(tb, "a", ["sysctl", "-qw", "net.ipv4.ip_nonlocal_bind=0"]);
     });
 
-    await ag.exit();
-    await peer.exit();
-    await local.exit();
+    await exitAll(ag, peer, local);
   },
 });

@@ -10,14 +10,17 @@ import assert from "node:assert/strict";
 import {
   agentCommand,
   assertBypass,
+  bindActive,
+  bindNew,
   createFbTestbed,
-  type Ctl,
   exchange,
+  exitAll,
   OPTS,
-  type Reply,
   sh,
   show,
+  sockPair,
   startAgent,
+  startPair,
   startPeer,
   type Testbed,
 } from "./fixtures/fb_driver.ts";
@@ -39,19 +42,11 @@ Deno.test({
 
     async function dropped(prefix: string[], detail: RegExp[], tag: string): Promise<void> {
       const ag = await startAgent(tb, "a", { prefix, name: `fb_agent(${tag})` });
-      await ag.ok("new", { id: "s" });
       const p = port++;
-      const r = await ag.ok("bind", { id: "s", host: tb.a.ip, port: p });
+      const r = await bindNew(ag, "s", tb.a.ip, p);
       assertBypass(r, { active: false, reason: "missing-privilege" });
       for (const re of detail) assert.match(r.bypass.detail ?? "", re, show(r.bypass));
-      await exchange(tb, ag, peer, {
-        id: "s",
-        peerSock: "p",
-        to: [tb.b.ip, 9000],
-        back: [tb.a.ip, p],
-        path: "kernel",
-        tag,
-      });
+      await exchange(tb, ag, peer, { ...sockPair(tb, "s", p), path: "kernel", tag });
       assert.equal(await tb.xdpAttached("a"), false, await tb.linkText("a"));
       await ag.exit();
     }
@@ -92,10 +87,29 @@ Deno.test({
   },
 });
 
-/** Binds a new socket of agent `ag` to `host:port` and returns its reply. */
-async function bindNew(ag: Ctl, id: string, host: string, port: number): Promise<Reply> {
-  await ag.ok("new", { id });
-  return await ag.ok("bind", { id, host, port });
+/** The commands that add nftables table `table` with a rule dropping UDP to port 9. */
+function nftDropTable(table: string): string[][] {
+  return [
+    ["nft", "add", "table", "inet", table],
+    ["nft", "add", "chain", "inet", table, "c", "{ type filter hook input priority 0; }"],
+    ["nft", "add", "rule", "inet", table, "c", "udp", "dport", "9", "drop"],
+  ];
+}
+
+/** The command that adds an xfrm policy for a's datagrams to b. */
+function xfrmPolicy(tb: Testbed): string[] {
+  return [
+    "ip",
+    "xfrm",
+    "policy",
+    "add",
+    "src",
+    `${tb.a.ip}/32`,
+    "dst",
+    `${tb.b.ip}/32`,
+    "dir",
+    "out",
+  ];
 }
 
 /** Adds an IPsec state: a full ESP SA, or where the kernel has no ESP a larval one. */
@@ -135,9 +149,7 @@ Deno.test({
   ...OPTS,
   fn: async (t) => {
     await using tb = await createFbTestbed();
-    const ag = await startAgent(tb, "a");
-    const peer = await startPeer(tb, "b");
-    await peer.ok("open", { id: "p", host: tb.b.ip, port: 9000 });
+    const [ag, peer] = await startPair(tb, 9000);
     let port = 9400;
 
     async function kernelCase(tag: string, reason: string): Promise<void> {
@@ -145,30 +157,16 @@ Deno.test({
       const r = await bindNew(ag, tag, tb.a.ip, p);
       assertBypass(r, { active: false, reason });
       assert.equal(typeof r.bypass.detail, "string", show(r.bypass));
-      await exchange(tb, ag, peer, {
-        id: tag,
-        peerSock: "p",
-        to: [tb.b.ip, 9000],
-        back: [tb.a.ip, p],
-        path: "kernel",
-        tag,
-      });
+      await exchange(tb, ag, peer, { ...sockPair(tb, tag, p), path: "kernel", tag });
     }
 
     async function control(tag: string): Promise<void> {
-      const r = await bindNew(ag, tag, tb.a.ip, port++);
-      assertBypass(r, { active: true, ifname: tb.a.ifname });
+      await bindActive(ag, tag, tb.a.ip, port++, tb.a.ifname);
       await ag.ok("close", { id: tag });
     }
 
     await t.step("an nftables rule: packet-filter; the table deleted: bypass again", async () => {
-      await sh(
-        tb,
-        "a",
-        ["nft", "add", "table", "inet", "fbt"],
-        ["nft", "add", "chain", "inet", "fbt", "c", "{ type filter hook input priority 0; }"],
-        ["nft", "add", "rule", "inet", "fbt", "c", "udp", "dport", "9", "drop"],
-      );
+      await sh(tb, "a", ...nftDropTable("fbt"));
       await kernelCase("nft", "packet-filter");
       await sh(tb, "a", ["nft", "delete", "table", "inet", "fbt"]);
       await control("nft-ctl");
@@ -188,8 +186,7 @@ Deno.test({
     }
 
     await t.step("an xfrm policy: ipsec; flushed: bypass again", async () => {
-      const sel = ["src", `${tb.a.ip}/32`, "dst", `${tb.b.ip}/32`];
-      await sh(tb, "a", ["ip", "xfrm", "policy", "add", ...sel, "dir", "out"]);
+      await sh(tb, "a", xfrmPolicy(tb));
       await kernelCase("xfrmpol", "ipsec");
       await sh(tb, "a", ["ip", "xfrm", "policy", "flush"]);
       await control("xfrmpol-ctl");
@@ -204,41 +201,14 @@ Deno.test({
 
     await t.step("rules added after setup: the bypass socket keeps working", async () => {
       const p = port++;
-      const r = await bindNew(ag, "after", tb.a.ip, p);
-      assertBypass(r, { active: true, ifname: tb.a.ifname });
-      await sh(
-        tb,
-        "a",
-        ["nft", "add", "table", "inet", "fbt2"],
-        ["nft", "add", "chain", "inet", "fbt2", "c", "{ type filter hook input priority 0; }"],
-        ["nft", "add", "rule", "inet", "fbt2", "c", "udp", "dport", "9", "drop"],
-        [
-          "ip",
-          "xfrm",
-          "policy",
-          "add",
-          "src",
-          `${tb.a.ip}/32`,
-          "dst",
-          `${tb.b.ip}/32`,
-          "dir",
-          "out",
-        ],
-      );
-      await exchange(tb, ag, peer, {
-        id: "after",
-        peerSock: "p",
-        to: [tb.b.ip, 9000],
-        back: [tb.a.ip, p],
-        path: "bypass",
-        tag: "after",
-      });
+      await bindActive(ag, "after", tb.a.ip, p, tb.a.ifname);
+      await sh(tb, "a", ...nftDropTable("fbt2"), xfrmPolicy(tb));
+      await exchange(tb, ag, peer, { ...sockPair(tb, "after", p), path: "bypass", tag: "after" });
       assertBypass(await ag.ok("state", { id: "after" }), { active: true, ifname: tb.a.ifname });
       // A socket decided now falls back.
       const late = await bindNew(ag, "late", tb.a.ip, port++);
       assertBypass(late, { active: false, reason: "packet-filter" });
     });
-    await ag.exit();
-    await peer.exit();
+    await exitAll(ag, peer);
   },
 });

@@ -8,16 +8,17 @@
 
 import assert from "node:assert/strict";
 import {
-  assertBypass,
+  bindActive,
   createFbTestbed,
   delta,
   exchange,
+  exitAll,
   FIXTURES,
   OPTS,
   show,
   SLACK,
-  startAgent,
-  startPeer,
+  sockPair,
+  startPair,
   udp,
 } from "./fixtures/fb_driver.ts";
 
@@ -26,35 +27,18 @@ Deno.test({
   ...OPTS,
   fn: async () => {
     await using tb = await createFbTestbed();
-    const ag = await startAgent(tb, "a");
-    const peer = await startPeer(tb, "b");
-    await peer.ok("open", { id: "p1", host: tb.b.ip, port: 9000 });
-    await peer.ok("open", { id: "p2", host: tb.b.ip, port: 9001 });
-    for (const [id, port] of [["s1", 9500], ["s2", 9501]] as const) {
-      await ag.ok("new", { id });
-      assertBypass(await ag.ok("bind", { id, host: tb.a.ip, port }), {
-        active: true,
-        ifname: tb.a.ifname,
-      });
+    const [ag, peer] = await startPair(tb);
+    const socks = [["s1", 9500, "p1", 9000, "one"], ["s2", 9501, "p2", 9001, "two"]] as const;
+    for (const [, , ps, peerPort] of socks) {
+      await peer.ok("open", { id: ps, host: tb.b.ip, port: peerPort });
     }
+    for (const [id, port] of socks) await bindActive(ag, id, tb.a.ip, port, tb.a.ifname);
     // Interleaved: both sockets stay active while the other one moves datagrams.
     for (let round = 0; round < 2; round++) {
-      await exchange(tb, ag, peer, {
-        id: "s1",
-        peerSock: "p1",
-        to: [tb.b.ip, 9000],
-        back: [tb.a.ip, 9500],
-        path: "bypass",
-        tag: `one${round}`,
-      });
-      await exchange(tb, ag, peer, {
-        id: "s2",
-        peerSock: "p2",
-        to: [tb.b.ip, 9001],
-        back: [tb.a.ip, 9501],
-        path: "bypass",
-        tag: `two${round}`,
-      });
+      for (const [id, port, ps, peerPort, tag] of socks) {
+        const pair = sockPair(tb, id, port, ps, peerPort);
+        await exchange(tb, ag, peer, { ...pair, path: "bypass", tag: `${tag}${round}` });
+      }
     }
     // Both at once: each socket gets exactly its own.
     await peer.ok("send", { id: "p1", to: tb.a.ip, port: 9500, tag: "to1", count: 20 });
@@ -64,8 +48,7 @@ Deno.test({
       assert.equal(r.got.length, 20, show(r));
       assert.ok(r.got.every((g) => g.tag.startsWith(`${tag}-`)), show(r));
     }
-    await ag.exit();
-    await peer.exit();
+    await exitAll(ag, peer);
   },
 });
 
@@ -76,13 +59,8 @@ Deno.test({
     await using tb = await createFbTestbed({ numRxQueues: 4, numTxQueues: 4 });
     const queues = await tb.execOk("a", ["ls", `/sys/class/net/${tb.a.ifname}/queues`]);
     assert.match(queues, /rx-3/, queues);
-    const ag = await startAgent(tb, "a");
-    const peer = await startPeer(tb, "b");
-    await ag.ok("new", { id: "s" });
-    assertBypass(await ag.ok("bind", { id: "s", host: tb.a.ip, port: 9600 }), {
-      active: true,
-      ifname: tb.a.ifname,
-    });
+    const [ag, peer] = await startPair(tb);
+    await bindActive(ag, "s", tb.a.ip, 9600, tb.a.ifname);
     const sockets = 64;
     const each = 8;
     const queueStats = async (): Promise<Record<string, number>> =>
@@ -123,7 +101,6 @@ Deno.test({
     assert.ok(inD < SLACK, `Udp InDatagrams in a grew by ${inD}; ${summary}`);
     const used = redirected.filter((x) => x > 0).length;
     assert.ok(used >= 2, `XDP redirects per rx queue ${redirected}: flows did not spread`);
-    await ag.exit();
-    await peer.exit();
+    await exitAll(ag, peer);
   },
 });
