@@ -95,6 +95,10 @@ export class UdpBypass implements Deno.DatagramConn {
   #closed = false;
   #bound = false;
   #peer: [number, number] | null = null;
+  #srcIp = -1;
+  #srcHost = "";
+  #dstHost: string | null = null;
+  #dstIp = 0;
   #meta = new Uint32Array(RECV_META_WORDS);
   #metaBytes = new Uint8Array(this.#meta.buffer);
   #scratch: Uint8Array<ArrayBuffer> | null = null;
@@ -322,7 +326,7 @@ export class UdpBypass implements Deno.DatagramConn {
 
   #zeroCopyDatagram(target: Uint8Array<ArrayBuffer>): ZeroCopyDatagram {
     const m = this.#meta;
-    const from = netAddr(m[2], m[3]);
+    const from = this.#source(m[2], m[3]);
     if ((m[4] & RX_ZEROCOPY) === 0) {
       return new ZeroCopyDatagram(
         target.slice(m[0], m[0] + m[1]),
@@ -589,13 +593,29 @@ export class UdpBypass implements Deno.DatagramConn {
     if (n === 0) return null;
     const m = this.#meta;
     const data = target.subarray(m[0], m[0] + m[1]);
-    return [copy ? data.slice() : data, netAddr(m[2], m[3])];
+    return [copy ? data.slice() : data, this.#source(m[2], m[3])];
+  }
+
+  // Datagrams mostly come from, and go to, the same few peers: the last address
+  // text is kept with its number, saving a parse (or a format) per datagram.
+  #source(ipBe: number, port: number): Deno.NetAddr {
+    if (ipBe !== this.#srcIp) {
+      this.#srcIp = ipBe;
+      this.#srcHost = formatIpv4(ipBe);
+    }
+    return { transport: "udp", hostname: this.#srcHost, port };
   }
 
   #destination(addr?: Deno.NetAddr): [number, number] {
+    if (addr !== undefined && addr.hostname === this.#dstHost && addr.hostname !== undefined) {
+      const port = addr.port;
+      if (Number.isInteger(port) && port > 0 && port <= 65535) return [this.#dstIp, port];
+    }
     if (addr !== undefined) {
       const [ip, port] = checkAddr(addr, "send");
       if (port === 0) throw new RangeError("send: port 0");
+      this.#dstHost = addr.hostname;
+      this.#dstIp = ip;
       return [ip, port];
     }
     if (this.#peer === null) {
