@@ -35,11 +35,6 @@ export const symbols = {
   nkb_send: { parameters: [I32, "buffer", U32, U32, U32], result: I32 },
   nkb_send_batch: { parameters: [I32, "buffer", U32, "buffer", U32], result: I32 },
   nkb_recv_batch: { parameters: [I32, "buffer", U32, "buffer", U32], result: I32 },
-  nkb_recv_batch_ptr: {
-    name: "nkb_recv_batch",
-    parameters: [I32, "pointer", U32, "pointer", U32],
-    result: I32,
-  },
   nkb_recv_zc: { parameters: [I32, "buffer", U32, "buffer", U32], result: I32 },
   nkb_zc_release: { parameters: [I32, U32], result: I32 },
   nkb_sock_umem: { parameters: [I32, "buffer"], result: "pointer" },
