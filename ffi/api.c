@@ -24,6 +24,7 @@
 
 nkb_sock_t *g_socks[NKB_MAX_SOCKS];
 nkb_engine_slot_t g_engines[NKB_MAX_ENGINES];
+nkb_iface_t g_ifaces[NKB_MAX_ENGINES];
 static uint32_t g_gen[NKB_MAX_SOCKS];
 pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -178,6 +179,8 @@ int32_t nkb_sock_setopt(int32_t h, uint32_t opt, int32_t value) {
       return nkb_setsockopt_int(s->fd, IPPROTO_IP, IP_MULTICAST_LOOP, value != 0);
     case NKB_OPT_REUSEADDR:
       return nkb_setsockopt_int(s->fd, SOL_SOCKET, SO_REUSEADDR, value != 0);
+    case NKB_OPT_REUSEPORT:
+      return nkb_setsockopt_int(s->fd, SOL_SOCKET, SO_REUSEPORT, value != 0);
     case NKB_OPT_RCVBUF:
       return nkb_setsockopt_int(s->fd, SOL_SOCKET, SO_RCVBUF, value);
     case NKB_OPT_SNDBUF:

@@ -18,46 +18,81 @@
 _Static_assert(sizeof(nkb_link_t) == 76, "nkb_link_t layout is read from TypeScript");
 _Static_assert(sizeof(nkb_policy_t) == 20, "nkb_policy_t layout is read from TypeScript");
 
-static int32_t nkb_engine_find(uint32_t ifindex) {
+static int32_t nkb_engine_find(uint32_t ifindex, uint32_t first_queue, uint32_t queue_count) {
   for (uint32_t i = 0; i < NKB_MAX_ENGINES; i++) {
-    if (g_engines[i].engine != 0 && g_engines[i].engine->ifindex == ifindex) return (int32_t)i;
+    const nkb_engine_t *e = g_engines[i].engine;
+    if (e == 0 || e->ifindex != ifindex || e->first_queue != first_queue) continue;
+    // A queue-affine engine (one queue asked for) is not the whole-interface one, even
+    // on an interface that has one queue.
+    if (e->requested_queues == queue_count) return (int32_t)i;
   }
   return -1;
 }
 
-static int32_t nkb_engine_create(uint32_t ifindex, uint32_t queue_count, uint32_t frame_size,
-                                 uint32_t attach_flags) {
+// The interface's filter, opened with its first engine. g_lock held.
+static int32_t nkb_iface_get(uint32_t ifindex, uint32_t attach_flags) {
+  int32_t free_slot = -1;
+  for (uint32_t i = 0; i < NKB_MAX_ENGINES; i++) {
+    if (g_ifaces[i].refs > 0 && g_ifaces[i].ifindex == ifindex) return (int32_t)i;
+    if (g_ifaces[i].refs == 0 && free_slot < 0) free_slot = (int32_t)i;
+  }
+  if (free_slot < 0) return -EMFILE;
+  nkb_iface_t *f = &g_ifaces[free_slot];
+  memset(f, 0, sizeof(*f));
+  int32_t rc = nkb_filter_open(&f->filter, ifindex, NKB_FILTER_QUEUES, 1024u, attach_flags);
+  if (rc != 0) return rc;
+  f->ifindex = ifindex;
+  assert(f->filter.prog_id != 0);
+  return free_slot;
+}
+
+static void nkb_iface_put(int32_t i) {
+  nkb_iface_t *f = &g_ifaces[i];
+  assert(f->refs > 0);
+  if (--f->refs == 0) nkb_filter_close(&f->filter);
+}
+
+static int32_t nkb_engine_create(uint32_t ifindex, uint32_t first_queue, uint32_t queue_count,
+                                 uint32_t frame_size, uint32_t attach_flags) {
   int32_t slot = -1;
   for (uint32_t i = 0; i < NKB_MAX_ENGINES && slot < 0; i++) {
     if (g_engines[i].engine == 0) slot = (int32_t)i;
   }
   if (slot < 0) return -EMFILE;
+  int32_t iface = nkb_iface_get(ifindex, attach_flags);
+  if (iface < 0) return iface;
+  g_ifaces[iface].refs++;
   nkb_engine_t *e = calloc(1, sizeof(*e));
-  if (e == 0) return -ENOMEM;
-  int32_t rc = nkb_engine_open(e, ifindex, queue_count, frame_size, attach_flags);
+  int32_t rc = e == 0 ? -ENOMEM : 0;
+  if (rc == 0) {
+    rc = nkb_engine_open(e, &g_ifaces[iface].filter, ifindex, first_queue, queue_count,
+                         frame_size);
+  }
   if (rc != 0) {
     free(e);
+    nkb_iface_put(iface);
     return rc;
   }
   nkb_engine_slot_t *es = &g_engines[slot];
   memset(es, 0, sizeof(*es));
   for (uint32_t i = 0; i < NKB_MAX_ATTACH; i++) es->flows[i].sock = -1;
   es->engine = e;
+  es->iface = iface;
   assert(es->refs == 0);
   return slot;
 }
 
-int32_t nkb_sock_attach(int32_t h, uint32_t ifindex, uint32_t queue_count, uint32_t frame_size,
-                        uint32_t attach_flags, uint32_t mtu) {
+int32_t nkb_sock_attach(int32_t h, uint32_t ifindex, uint32_t first_queue, uint32_t queue_count,
+                        uint32_t frame_size, uint32_t attach_flags, uint32_t mtu) {
   nkb_sock_t *s = nkb_sock_get(h);
   if (s == 0) return -EBADF;
   if (mtu < 68 || mtu + NKB_ETH_LEN + NKB_XDP_HEADROOM > frame_size) return -EMSGSIZE;
   pthread_mutex_lock(&g_lock);
   int32_t rc = 0;
   if (s->engine >= 0) rc = -EALREADY;
-  int32_t slot = rc == 0 ? nkb_engine_find(ifindex) : -1;
+  int32_t slot = rc == 0 ? nkb_engine_find(ifindex, first_queue, queue_count) : -1;
   if (rc == 0 && slot < 0) {
-    slot = nkb_engine_create(ifindex, queue_count, frame_size, attach_flags);
+    slot = nkb_engine_create(ifindex, first_queue, queue_count, frame_size, attach_flags);
     if (slot < 0) rc = slot;
   }
   if (rc == 0 && g_engines[slot].engine->frame_size < frame_size) rc = -EMSGSIZE;
@@ -69,6 +104,27 @@ int32_t nkb_sock_attach(int32_t h, uint32_t ifindex, uint32_t queue_count, uint3
   pthread_mutex_unlock(&g_lock);
   assert(rc != 0 || s->engine >= 0);
   return rc;
+}
+
+// Adds (delta 1) or drops (delta -1) one holder of a flow key in the interface's
+// filter: the key is in the map while any engine's socket holds it. g_lock held.
+static int32_t nkb_iface_key(nkb_iface_t *f, uint32_t ip_be, uint16_t port, int32_t delta) {
+  nkb_flow_ref_t *hit = 0, *free_ref = 0;
+  for (uint32_t i = 0; i < NKB_MAX_ATTACH; i++) {
+    nkb_flow_ref_t *k = &f->keys[i];
+    if (k->refs > 0 && k->ip_be == ip_be && k->port == port) hit = k;
+    if (k->refs == 0 && free_ref == 0) free_ref = k;
+  }
+  if (delta > 0) {
+    if (hit != 0) return hit->refs++, 0;
+    if (free_ref == 0) return -ENOSPC;
+    int32_t rc = nkb_filter_add_flow(&f->filter, ip_be, htons(port));
+    if (rc == 0) *free_ref = (nkb_flow_ref_t){.ip_be = ip_be, .port = port, .refs = 1};
+    return rc;
+  }
+  if (hit == 0) return -ENOENT;
+  if (--hit->refs > 0) return 0;
+  return nkb_filter_del_flow(&f->filter, ip_be, htons(port));
 }
 
 static int32_t nkb_flow_update(int32_t h, uint32_t ip_be, uint32_t port, bool add) {
@@ -88,7 +144,7 @@ static int32_t nkb_flow_update(int32_t h, uint32_t ip_be, uint32_t port, bool ad
   if (rc == 0 && add) {
     if (found >= 0) rc = -EADDRINUSE;
     else if (free_slot < 0) rc = -ENOSPC;
-    else rc = nkb_filter_add_flow(&es->engine->filter, ip_be, htons((uint16_t)port));
+    else rc = nkb_iface_key(&g_ifaces[es->iface], ip_be, (uint16_t)port, 1);
     if (rc == 0) {
       pthread_mutex_lock(&es->engine->rx_lock);
       es->flows[free_slot] = (nkb_flow_t){.sock = idx, .ip_be = ip_be, .port = (uint16_t)port};
@@ -96,7 +152,7 @@ static int32_t nkb_flow_update(int32_t h, uint32_t ip_be, uint32_t port, bool ad
     }
   } else if (rc == 0) {
     if (found < 0 || es->flows[found].sock != idx) rc = -ENOENT;
-    else rc = nkb_filter_del_flow(&es->engine->filter, ip_be, htons((uint16_t)port));
+    else rc = nkb_iface_key(&g_ifaces[es->iface], ip_be, (uint16_t)port, -1);
     if (rc == 0 || rc == -ENOENT) {
       pthread_mutex_lock(&es->engine->rx_lock);
       if (found >= 0 && es->flows[found].sock == idx) es->flows[found].sock = -1;
@@ -125,7 +181,7 @@ void nkb_detach_locked(uint32_t idx) {
   for (uint32_t i = 0; i < NKB_MAX_ATTACH; i++) {
     nkb_flow_t *f = &es->flows[i];
     if (f->sock != (int32_t)idx) continue;
-    (void)nkb_filter_del_flow(&e->filter, f->ip_be, htons(f->port));
+    (void)nkb_iface_key(&g_ifaces[es->iface], f->ip_be, f->port, -1);
     f->sock = -1;
   }
   nkb_zc_release_all(s, e);
@@ -143,6 +199,7 @@ void nkb_detach_locked(uint32_t idx) {
     nkb_engine_close(e);
     free(e);
     es->engine = 0;
+    nkb_iface_put(es->iface);
   }
 }
 
@@ -161,7 +218,7 @@ int32_t nkb_sock_detach(int32_t h) {
 int32_t nkb_sock_info(int32_t h, uint32_t *out, uint32_t words) {
   nkb_sock_t *s = nkb_sock_get(h);
   if (s == 0) return -EBADF;
-  if (out == 0 || words < 8) return -EINVAL;
+  if (out == 0 || words < 9) return -EINVAL;
   memset(out, 0, words * sizeof(uint32_t));
   pthread_mutex_lock(&g_lock);
   if (s->engine >= 0) {
@@ -171,7 +228,8 @@ int32_t nkb_sock_info(int32_t h, uint32_t *out, uint32_t words) {
     out[2] = es->engine->queue_count;
     out[3] = es->engine->zero_copy;
     out[4] = es->engine->frame_size;
-    out[5] = es->engine->filter.prog_id;
+    out[5] = g_ifaces[es->iface].filter.prog_id;
+    out[8] = es->engine->first_queue;
     out[6] = s->mtu;
     out[7] = es->refs;
   }
@@ -308,8 +366,7 @@ int32_t nkb_prog_is_ours(uint32_t prog_id) {
   pthread_mutex_lock(&g_lock);
   int32_t ours = 0;
   for (uint32_t i = 0; i < NKB_MAX_ENGINES && ours == 0; i++) {
-    const nkb_engine_t *e = g_engines[i].engine;
-    if (e != 0 && e->filter.prog_id == prog_id) ours = 1;
+    if (g_ifaces[i].refs > 0 && g_ifaces[i].filter.prog_id == prog_id) ours = 1;
   }
   pthread_mutex_unlock(&g_lock);
   assert(ours == 0 || ours == 1);

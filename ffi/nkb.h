@@ -52,6 +52,7 @@
 #define NKB_OPT_SNDBUF 8u
 #define NKB_OPT_BROADCAST 9u
 #define NKB_OPT_MTU 10u        // largest IP datagram the bypass path may send (interface MTU)
+#define NKB_OPT_REUSEPORT 12u  // SO_REUSEPORT: queue-affine sockets share an address and port
 
 // nkb_sock_mcast ops
 #define NKB_MCAST_JOIN 1u
@@ -89,8 +90,11 @@ NKB_API int32_t nkb_sock_mcast(int32_t h, uint32_t op, uint32_t group_be, uint32
 NKB_API int32_t nkb_sock_shutdown(int32_t h);
 NKB_API int32_t nkb_sock_free(int32_t h);
 
-NKB_API int32_t nkb_sock_attach(int32_t h, uint32_t ifindex, uint32_t queue_count,
-                                uint32_t frame_size, uint32_t attach_flags, uint32_t mtu);
+// Attaches to the engine covering queues [first_queue, first_queue + queue_count) of
+// ifindex (queue_count 1: a queue-affine socket, for one Worker per queue).
+NKB_API int32_t nkb_sock_attach(int32_t h, uint32_t ifindex, uint32_t first_queue,
+                                uint32_t queue_count, uint32_t frame_size,
+                                uint32_t attach_flags, uint32_t mtu);
 NKB_API int32_t nkb_sock_add_flow(int32_t h, uint32_t ip_be, uint32_t port);
 NKB_API int32_t nkb_sock_del_flow(int32_t h, uint32_t ip_be, uint32_t port);
 NKB_API int32_t nkb_sock_detach(int32_t h);

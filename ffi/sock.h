@@ -68,12 +68,31 @@ typedef struct nkb_flow {
 
 typedef struct nkb_engine_slot {
   uint32_t refs;          // sockets attached
+  int32_t iface;          // index into the interface table
   nkb_engine_t *engine;
   nkb_flow_t flows[NKB_MAX_ATTACH];
 } nkb_engine_slot_t;
 
+// One XDP filter per interface, shared by the interface's engines (one engine per
+// set of queues); a flow key is in the filter while any engine's socket holds it.
+typedef struct nkb_flow_ref {
+  uint32_t ip_be;
+  uint16_t port;
+  uint16_t refs;
+} nkb_flow_ref_t;
+
+typedef struct nkb_iface {
+  uint32_t ifindex;
+  uint32_t refs;          // engines using the filter; 0: slot free
+  nkb_filter_t filter;
+  nkb_flow_ref_t keys[NKB_MAX_ATTACH];
+} nkb_iface_t;
+
+#define NKB_FILTER_QUEUES 64u  // XSKMAP size: queue-affine sockets up to queue 63
+
 extern nkb_sock_t *g_socks[NKB_MAX_SOCKS];
 extern nkb_engine_slot_t g_engines[NKB_MAX_ENGINES];
+extern nkb_iface_t g_ifaces[NKB_MAX_ENGINES];
 extern pthread_mutex_t g_lock;  // guards both tables; never taken on the data path
 
 // Handle (generation << 10 | index) to socket, or null when stale or closed.

@@ -163,14 +163,15 @@ static int32_t nkb_engine_umem(nkb_engine_t *e) {
 static int32_t nkb_engine_queue(nkb_engine_t *e, uint32_t q) {
   nkb_xsk_t *x = &e->xsk[q];
   assert(x->fd >= 0);
-  x->queue = q;
+  // q indexes our sockets and UMEM regions; x->queue is the device's queue.
+  x->queue = e->first_queue + q;
   x->rx_frame_base = (uint64_t)NKB_RX_FRAMES * q * e->frame_size;
   int32_t rc = nkb_xsk_rings(x, q == 0);
   if (rc != 0) return rc;
   rc = nkb_xsk_bind(x, e->ifindex, q == 0 ? -1 : e->xsk[0].fd);
   if (rc != 0) return rc;
   nkb_xsk_fill_all(x, e->frame_size);
-  return nkb_filter_set_xsk(&e->filter, q, x->fd);
+  return nkb_filter_set_xsk(e->filter, x->queue, x->fd);
 }
 
 static void nkb_xsk_close(nkb_xsk_t *x) {
@@ -244,16 +245,21 @@ uint32_t nkb_engine_link_gen(nkb_engine_t *e, uint64_t now_ns) {
   return e->link_gen;
 }
 
-int32_t nkb_engine_open(nkb_engine_t *e, uint32_t ifindex, uint32_t queue_count,
-                        uint32_t frame_size, uint32_t attach_flags) {
-  assert(e != 0);
+int32_t nkb_engine_open(nkb_engine_t *e, nkb_filter_t *filter, uint32_t ifindex,
+                        uint32_t first_queue, uint32_t queue_count, uint32_t frame_size) {
+  assert(e != 0 && filter != 0);
   if (queue_count == 0 || queue_count > NKB_MAX_QUEUES) return -EINVAL;
+  if (first_queue >= filter->max_queues || queue_count > filter->max_queues - first_queue) {
+    return -EINVAL;
+  }
   if (frame_size != 2048u && frame_size != 4096u) return -EINVAL;
   memset(e, 0, sizeof(*e));
   e->ifindex = ifindex;
+  e->first_queue = first_queue;
   e->queue_count = queue_count;
+  e->requested_queues = queue_count;
   e->frame_size = frame_size;
-  e->filter.prog_fd = e->filter.link_fd = e->filter.xsks_map_fd = e->filter.flows_map_fd = -1;
+  e->filter = filter;
   e->nl_fd = nkb_link_events_open();
   for (uint32_t q = 0; q < NKB_MAX_QUEUES; q++) e->xsk[q].fd = -1;
   pthread_mutex_init(&e->rx_lock, 0);
@@ -267,7 +273,6 @@ int32_t nkb_engine_open(nkb_engine_t *e, uint32_t ifindex, uint32_t queue_count,
     }
   }
   int32_t rc = nkb_engine_umem(e);
-  if (rc == 0) rc = nkb_filter_open(&e->filter, ifindex, NKB_MAX_QUEUES, 1024u, attach_flags);
   for (uint32_t q = 0; rc == 0 && q < queue_count; q++) {
     rc = nkb_engine_queue(e, q);
     // rtnetlink reports allocated queues; bind refuses those beyond the real count.
@@ -293,8 +298,8 @@ int32_t nkb_engine_open(nkb_engine_t *e, uint32_t ifindex, uint32_t queue_count,
 
 void nkb_engine_close(nkb_engine_t *e) {
   assert(e != 0);
-  // The filter goes first so no frame is redirected to a socket being torn down.
-  nkb_filter_close(&e->filter);
+  // Closing (and unmapping) a socket takes it out of the filter's XSKMAP: its queue's
+  // frames go to the kernel from then on, never to a socket being torn down.
   if (e->nl_fd >= 0) close(e->nl_fd);
   e->nl_fd = -1;
   for (uint32_t q = 0; q < NKB_MAX_QUEUES; q++) nkb_xsk_close(&e->xsk[q]);

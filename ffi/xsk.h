@@ -56,7 +56,9 @@ typedef struct nkb_engine {
   uint32_t zero_copy;       // 1 when the driver gave us zero-copy
   uint8_t *umem;
   uint64_t umem_len;
-  nkb_filter_t filter;
+  uint32_t first_queue;     // queues [first_queue, first_queue + queue_count) are ours
+  uint32_t requested_queues; // what was asked for: queue_count may be fewer (real queues)
+  nkb_filter_t *filter;     // the interface's XDP filter, shared by its engines
   nkb_xsk_t xsk[NKB_MAX_QUEUES];
   // TX frame pool (queue 0): a stack of free chunk addresses.
   uint64_t tx_free[NKB_TX_FRAMES];
@@ -123,10 +125,11 @@ static inline uint64_t *nkb_ring_addr(nkb_ring_t *r, uint32_t idx) {
   return &((uint64_t *)r->entries)[idx & r->mask];
 }
 
-// Open an engine on ifindex covering queue_count queues (1..NKB_MAX_QUEUES) with
-// chunks of frame_size bytes; attaches the XDP filter. 0 or -errno.
-int32_t nkb_engine_open(nkb_engine_t *e, uint32_t ifindex, uint32_t queue_count,
-                        uint32_t frame_size, uint32_t attach_flags);
+// Open an engine on ifindex covering queue_count queues (1..NKB_MAX_QUEUES) from
+// first_queue, with chunks of frame_size bytes, registering its sockets in the
+// interface's filter. 0 or -errno (-EBUSY: another engine or process has a queue).
+int32_t nkb_engine_open(nkb_engine_t *e, nkb_filter_t *filter, uint32_t ifindex,
+                        uint32_t first_queue, uint32_t queue_count, uint32_t frame_size);
 void nkb_engine_close(nkb_engine_t *e);
 // Ring the TX doorbell. 0, or -errno for errors that are not "try again".
 int32_t nkb_engine_kick_tx(nkb_engine_t *e);

@@ -74,7 +74,7 @@ export class BypassBinding {
     return {
       active,
       interface: active && this.#link ? this.#link.name : null,
-      queue: active ? 0 : null,
+      queue: active ? this.#opts.queue ?? 0 : null,
       reason: this.#reason,
       detail: this.#detail,
     };
@@ -199,7 +199,11 @@ export class BypassBinding {
 
   #attach(plan: Plan): boolean {
     const { link, frameSize, queues } = plan;
-    const rc = lib().nkb_sock_attach(this.#h, link.ifindex, queues, frameSize, 0, link.mtu);
+    // A queue-affine socket gets an engine of its own queue: Workers on different
+    // queues then share no rings and no locks.
+    const first = this.#opts.queue ?? 0;
+    const count = this.#opts.queue === null ? queues : 1;
+    const rc = lib().nkb_sock_attach(this.#h, link.ifindex, first, count, frameSize, 0, link.mtu);
     if (rc < 0) {
       const reason = rc === EBUSY ? "queue-busy" : "setup-failed";
       this.#fallback(reason, `AF_XDP on ${link.name}: ${errnoName(rc)}`);

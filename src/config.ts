@@ -18,6 +18,12 @@ export interface BypassOptions {
   sendBusyWaitCnt?: number;
   /** Keep this socket on the kernel path (reason `forced-kernel`). */
   kernelOnly?: boolean;
+  /**
+   * Receive only from this queue of the interface (0..63): one socket per queue, each in its
+   * own Worker, spreads receive work over cores. Bind them with `reusePort`. Default: every
+   * queue.
+   */
+  queue?: number;
 }
 
 /** Options after defaults and environment are applied. */
@@ -26,6 +32,7 @@ export interface ResolvedOptions {
   recvMode: 0 | 1;
   sendBusyWaitCnt: number;
   kernelOnly: boolean;
+  queue: number | null;
 }
 
 const encoder = new TextEncoder();
@@ -51,5 +58,9 @@ export function resolveOptions(opts: BypassOptions = {}): ResolvedOptions {
   }
   if (errExit !== 0 && errExit !== 1) throw new RangeError("errExit must be 0 or 1");
   if (recvMode !== 0 && recvMode !== 1) throw new RangeError("recvMode must be 0 or 1");
-  return { errExit, recvMode, sendBusyWaitCnt: cnt, kernelOnly: opts.kernelOnly ?? false };
+  const queue = opts.queue ?? null;
+  if (queue !== null && (!Number.isInteger(queue) || queue < 0 || queue > 63)) {
+    throw new RangeError(`queue must be an integer 0..63, got ${queue}`);
+  }
+  return { errExit, recvMode, sendBusyWaitCnt: cnt, kernelOnly: opts.kernelOnly ?? false, queue };
 }

@@ -21,7 +21,7 @@ export const symbols = {
   nkb_sock_mcast: { parameters: [I32, U32, U32, U32], result: I32 },
   nkb_sock_shutdown: { parameters: [I32], result: I32 },
   nkb_sock_free: { parameters: [I32], result: I32 },
-  nkb_sock_attach: { parameters: [I32, U32, U32, U32, U32, U32], result: I32 },
+  nkb_sock_attach: { parameters: [I32, U32, U32, U32, U32, U32, U32], result: I32 },
   nkb_sock_add_flow: { parameters: [I32, U32, U32], result: I32 },
   nkb_sock_del_flow: { parameters: [I32, U32, U32], result: I32 },
   nkb_sock_detach: { parameters: [I32], result: I32 },
@@ -83,6 +83,7 @@ export const Opt = {
   sendBuf: 8,
   broadcast: 9,
   mtu: 10,
+  reusePort: 12,
 } as const;
 
 /** Operations of nkb_sock_mcast. */

@@ -15,7 +15,7 @@ export interface BypassState {
   active: boolean;
   /** The bypass interface, or null. */
   interface: string | null;
-  /** The first receive queue covered (all queues of the interface are), or null. */
+  /** The queue a queue-affine socket receives from, else 0 (it covers every queue); or null. */
   queue: number | null;
   /** Why the socket is on the kernel path (a stable code), or null when active or undecided. */
   reason: FallbackReason | null;
@@ -65,6 +65,8 @@ export interface ListenOptions extends BypassOptions {
   port: number;
   /** SO_REUSEADDR on the kernel socket. */
   reuseAddress?: boolean;
+  /** SO_REUSEPORT on the kernel socket: queue-affine sockets share one address and port. */
+  reusePort?: boolean;
 }
 
 /** Options of {@linkcode UdpBypass.receiveSync}. */

@@ -129,10 +129,10 @@ export class UdpBypass implements Deno.DatagramConn {
     const sock = new UdpBypass(options);
     try {
       if (options.reuseAddress) {
-        sock.#check(
-          lib().nkb_sock_setopt(sock.#h, Opt.reuseAddress, 1),
-          "setopt",
-        );
+        sock.#check(lib().nkb_sock_setopt(sock.#h, Opt.reuseAddress, 1), "SO_REUSEADDR");
+      }
+      if (options.reusePort) {
+        sock.#check(lib().nkb_sock_setopt(sock.#h, Opt.reusePort, 1), "SO_REUSEPORT");
       }
       sock.bind({
         hostname: options.hostname ?? "0.0.0.0",
