@@ -113,6 +113,16 @@ static void print_stats(int32_t h) {
   printf("}");
 }
 
+// Closes the result object opened by the caller with the socket's counters, then the socket.
+static int finish_result(int32_t h) {
+  print_stats(h);
+  printf("}}\n");
+  fflush(stdout);
+  nkb_sock_shutdown(h);
+  nkb_sock_free(h);
+  return 0;
+}
+
 // What UdpBypass.listenDatagram does for an address of a bypass-capable interface.
 static void open_bypass(ctx_t *c, uint32_t ip_be, uint32_t port) {
   memset(c, 0, sizeof(*c));
@@ -139,7 +149,7 @@ static void open_bypass(ctx_t *c, uint32_t ip_be, uint32_t port) {
   uint32_t need = c->link.mtu + ETH_HEADER + XDP_HEADROOM;
   if (need > 4096u) fail("MTU too large for a frame", -EMSGSIZE);
   c->frame = need <= 2048u ? 2048u : 4096u;
-  rc = nkb_sock_attach(h, c->ifindex, c->queues, c->frame, 0, c->link.mtu);
+  rc = nkb_sock_attach(h, c->ifindex, 0, c->queues, c->frame, 0, c->link.mtu);
   if (rc < 0) fail("nkb_sock_attach", rc);
   rc = nkb_sock_add_flow(h, ip_be, c->port);
   if (rc < 0) fail("nkb_sock_add_flow", rc);
@@ -236,12 +246,7 @@ static int mode_rx(uint32_t ip_be, uint32_t port, uint64_t count, double seconds
          ended ? "true" : "false", first, last, last - first, (long long)max_seq,
          (unsigned long long)gaps, (unsigned long long)reordered, (unsigned long long)via_kernel,
          (unsigned long long)calls, (unsigned long long)empty);
-  print_stats(c.h);
-  printf("}}\n");
-  fflush(stdout);
-  nkb_sock_shutdown(c.h);
-  nkb_sock_free(c.h);
-  return 0;
+  return finish_result(c.h);
 }
 
 // ---- tx: batches of 256 ------------------------------------------------------------------
@@ -342,12 +347,7 @@ static int mode_tx(uint32_t ip_be, uint32_t port, uint32_t dst_be, uint32_t dpor
          (unsigned long long)seq, (unsigned long long)t.tx_full, elapsed,
          (unsigned long long)batches, (unsigned long long)t.reroutes,
          (unsigned long long)t.link_changes);
-  print_stats(c.h);
-  printf("}}\n");
-  fflush(stdout);
-  nkb_sock_shutdown(c.h);
-  nkb_sock_free(c.h);
-  return 0;
+  return finish_result(c.h);
 }
 
 // ---- echo: receive one, send it back -------------------------------------------------------
@@ -397,12 +397,7 @@ static int mode_echo(uint32_t ip_be, uint32_t port, double seconds) {
   printf("{\"result\":{\"echoed\":%llu,\"failed\":%llu,\"reroutes\":%llu,\"ended\":%s,",
          (unsigned long long)echoed, (unsigned long long)failed, (unsigned long long)reroutes,
          ended ? "true" : "false");
-  print_stats(c.h);
-  printf("}}\n");
-  fflush(stdout);
-  nkb_sock_shutdown(c.h);
-  nkb_sock_free(c.h);
-  return 0;
+  return finish_result(c.h);
 }
 
 static _Noreturn void usage(void) {
