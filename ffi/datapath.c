@@ -108,12 +108,9 @@ static nkb_engine_t *nkb_sock_engine(const nkb_sock_t *s) {
   return e;
 }
 
-// Engine notifications are read under the TX lock: one reader at a time.
-static bool nkb_link_changed(nkb_sock_t *s, nkb_engine_t *e, uint64_t now) {
-  pthread_mutex_lock(&e->tx_lock);
-  uint32_t gen = nkb_engine_link_gen(e, now);
-  pthread_mutex_unlock(&e->tx_lock);
-  return gen != s->link_gen_seen;
+// Engine notifications are read under the TX lock (held by the caller): one reader at a time.
+static bool nkb_link_changed(const nkb_sock_t *s, nkb_engine_t *e, uint64_t now) {
+  return nkb_engine_link_gen(e, now) != s->link_gen_seen;
 }
 
 int32_t nkb_sock_link_ack(int32_t h) {
@@ -133,10 +130,11 @@ int32_t nkb_send(int32_t h, const uint8_t *buf, uint32_t len, uint32_t daddr_be,
   if (buf == 0 && len != 0) return -EFAULT;
   nkb_engine_t *e = nkb_sock_engine(s);
   uint64_t now = nkb_now_ns();
-  if (e != 0 && nkb_link_changed(s, e, now)) return NKB_ELINKCHANGE;
   if (e != 0) pthread_mutex_lock(&e->tx_lock);
   uint64_t before = s->stats[NKB_ST_OPKTS];
-  int32_t rc = nkb_send_one(s, e, buf, len, daddr_be, dport, now);
+  int32_t rc = e != 0 && nkb_link_changed(s, e, now)
+                   ? NKB_ELINKCHANGE
+                   : nkb_send_one(s, e, buf, len, daddr_be, dport, now);
   if (e != 0 && s->stats[NKB_ST_OPKTS] != before) (void)nkb_engine_kick_tx(e);
   if (e != 0) pthread_mutex_unlock(&e->tx_lock);
   s->last_error = rc < 0 ? rc : 0;
@@ -150,15 +148,11 @@ int32_t nkb_send_batch(int32_t h, const uint8_t *buf, uint32_t buf_len, const ui
   if (buf == 0 || meta == 0 || count > NKB_BATCH_MAX) return -EINVAL;
   nkb_engine_t *e = nkb_sock_engine(s);
   uint64_t now = nkb_now_ns();
-  if (e != 0 && nkb_link_changed(s, e, now)) {
-    s->last_error = NKB_ELINKCHANGE;
-    return 0;
-  }
   if (e != 0) pthread_mutex_lock(&e->tx_lock);
   uint64_t before = s->stats[NKB_ST_OPKTS];
   uint32_t sent = 0;
-  int32_t rc = 0;
-  for (; sent < count; sent++) {
+  int32_t rc = e != 0 && nkb_link_changed(s, e, now) ? NKB_ELINKCHANGE : 0;
+  for (; rc >= 0 && sent < count; sent++) {
     const uint32_t *m = &meta[sent * NKB_SEND_META_WORDS];
     // Offsets and lengths come from JavaScript: check them against the buffer.
     if (m[0] > buf_len || m[1] > buf_len - m[0]) {
