@@ -355,15 +355,15 @@ function onSigterm(): void {
   Deno.exit(143);
 }
 
+// unload: normal end and Deno.exit(); error/unhandledrejection: an uncaught failure (no unload).
+const CLEANUP_EVENTS = ["unload", "error", "unhandledrejection"] as const;
+
 function hook(): void {
   if (hooked) return;
   hooked = true;
   Deno.addSignalListener("SIGINT", onSigint);
   Deno.addSignalListener("SIGTERM", onSigterm);
-  // unload: normal end and Deno.exit(); error/unhandledrejection: an uncaught failure (no unload).
-  globalThis.addEventListener("unload", cleanupAllSync);
-  globalThis.addEventListener("error", cleanupAllSync);
-  globalThis.addEventListener("unhandledrejection", cleanupAllSync);
+  for (const ev of CLEANUP_EVENTS) globalThis.addEventListener(ev, cleanupAllSync);
 }
 
 function unhookIfIdle(): void {
@@ -371,9 +371,7 @@ function unhookIfIdle(): void {
   hooked = false;
   Deno.removeSignalListener("SIGINT", onSigint);
   Deno.removeSignalListener("SIGTERM", onSigterm);
-  globalThis.removeEventListener("unload", cleanupAllSync);
-  globalThis.removeEventListener("error", cleanupAllSync);
-  globalThis.removeEventListener("unhandledrejection", cleanupAllSync);
+  for (const ev of CLEANUP_EVENTS) globalThis.removeEventListener(ev, cleanupAllSync);
 }
 
 function listNamespaces(): string[] {

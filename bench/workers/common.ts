@@ -34,6 +34,13 @@ export function int(args: Map<string, string>, key: string): number {
   return v;
 }
 
+/** The receiving workers' common arguments: where to listen and for how long. */
+export function listenArgs(
+  args: Map<string, string>,
+): { host: string; port: number; maxMs: number } {
+  return { host: str(args, "host"), port: int(args, "port"), maxMs: int(args, "max-ms") };
+}
+
 /** The implementation a worker measures. */
 export function impl(args: Map<string, string>): "nkb" | "kernel" {
   const v = str(args, "impl");

@@ -11,7 +11,7 @@
  */
 
 import { UdpBypass } from "../../mod.ts";
-import { emit, impl, int, parseArgs, recvMode, runWorker, SEQ_END, str } from "./common.ts";
+import { emit, impl, listenArgs, parseArgs, recvMode, runWorker, SEQ_END } from "./common.ts";
 
 const SLICE_MS = 20;
 const SEND_BUSY_WAIT_CNT = 1000;
@@ -88,9 +88,7 @@ async function echoKernel(host: string, port: number, maxMs: number): Promise<vo
 
 await runWorker(async () => {
   const args = parseArgs(Deno.args);
-  const host = str(args, "host");
-  const port = int(args, "port");
-  const maxMs = int(args, "max-ms");
+  const { host, port, maxMs } = listenArgs(args);
   if (impl(args) === "nkb") echoNkb(host, port, maxMs, recvMode(args));
   else await echoKernel(host, port, maxMs);
 });

@@ -12,13 +12,11 @@
  */
 
 import { UdpBypass } from "../../mod.ts";
-import { emit, impl, int, parseArgs, recvMode, runWorker, str } from "./common.ts";
+import { emit, impl, listenArgs, parseArgs, recvMode, runWorker } from "./common.ts";
 
 await runWorker(async () => {
   const args = parseArgs(Deno.args);
-  const host = str(args, "host");
-  const port = int(args, "port");
-  const maxMs = int(args, "max-ms");
+  const { host, port, maxMs } = listenArgs(args);
   const nkb = impl(args) === "nkb"
     ? UdpBypass.listenDatagram({ transport: "udp", hostname: host, port, recvMode: recvMode(args) })
     : null;

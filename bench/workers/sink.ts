@@ -19,13 +19,12 @@ import { RecvBatch, UdpBypass } from "../../mod.ts";
 import {
   emit,
   impl,
-  int,
+  listenArgs,
   nkbMode,
   parseArgs,
   runWorker,
   SEQ_END,
   SEQ_WARM,
-  str,
 } from "./common.ts";
 
 /** What a sink counted. */
@@ -176,9 +175,7 @@ async function sinkKernel(host: string, port: number, maxMs: number): Promise<vo
 
 await runWorker(async () => {
   const args = parseArgs(Deno.args);
-  const host = str(args, "host");
-  const port = int(args, "port");
-  const maxMs = int(args, "max-ms");
+  const { host, port, maxMs } = listenArgs(args);
   const mode = impl(args) === "kernel" ? null : nkbMode(args, ["copy", "batch", "zc"] as const);
   if (mode === null) await sinkKernel(host, port, maxMs);
   else if (mode === "batch") sinkBatch(host, port, maxMs);
