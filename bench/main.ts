@@ -7,7 +7,7 @@
  *
  * `deno task bench [--json PATH] [--duration-ms N] [--rtt-count N] [--repeat N]
  *  [--sizes 64,1024] [--tests rx,send,rtt,idle] [--paths kernel,copy,copy0,zc,batch,native]
- *  [--idle-ms N]`
+ *  [--idle-ms N] [--mq-rate N] [--mq-work-us N]`
  *
  * Each figure is the median of `--repeat` runs (default 3; round trips: the run
  * with the median p99), the paths interleaved within each repetition.
@@ -29,6 +29,14 @@
  * - idle CPU: the CPU time (/proc/<pid>/stat utime + stime) of a receiver that waits in
  *   an async receive() with no traffic for `--idle-ms`: Deno.listenDatagram against
  *   UdpBypass in recvMode 0 (and 1).
+ * - multi-queue receive (`mq`), on a testbed of its own with a 2-queue veth: the native
+ *   multi-queue generator (one queue-affine socket per queue, paced to `--mq-rate`
+ *   datagrams/s in all) into one Worker whose socket covers both queues, then into two
+ *   Workers with a queue-affine socket each (bench/workers/mq_sink.ts); every receiver
+ *   does `--mq-work-us` of work per datagram. The figure is the delivered rate, and the
+ *   second Worker's gain. On veth the generator's core also runs the receiving side's XDP
+ *   work, so generator and receivers share this VM's two cores: the work per datagram is
+ *   what leaves room to see a second receiver's core at all.
  *
  * @module
  */
@@ -79,6 +87,8 @@ interface Config {
   idleMs: number;
   tests: string[];
   paths: Path[];
+  mqRate: number;
+  mqWorkUs: number;
   jsonPath: string | null;
 }
 
@@ -94,6 +104,7 @@ type Mover = Exclude<Path, "copy0">;
 /** A datagram sender in a flow. */
 type Sender = Exclude<Mover, "zc">;
 
+const ALL_TESTS = ["rx", "send", "rtt", "idle", "mq"];
 const ALL_PATHS: Path[] = ["kernel", "copy", "copy0", "zc", "batch", "native"];
 const LABEL: Record<Path, string> = {
   kernel: "kernel",
@@ -156,6 +167,25 @@ interface RttResult {
   serverResult: Record<string, unknown>;
 }
 
+/** One multi-queue run: the generator into `workers` receiving Workers. */
+interface MqResult {
+  workers: number;
+  size: number;
+  offeredPps: number;
+  workUs: number;
+  workIters: number;
+  sent: number;
+  received: number;
+  lossPct: number;
+  deliveredMpps: number;
+  /** Each Worker's datagrams. */
+  perWorker: number[];
+  /** Datagrams the receiving sockets counted as dropped (rings full). */
+  drops: number;
+  generatorResult: Record<string, unknown>;
+  receiverResult: Record<string, unknown>;
+}
+
 /** CPU use of one idle receiver. */
 interface IdleResult {
   what: string;
@@ -200,8 +230,10 @@ function parseConfig(argv: string[]): Config {
     rttMaxS: 15,
     repeat: 3,
     idleMs: 2000,
-    tests: ["rx", "send", "rtt", "idle"],
+    tests: [...ALL_TESTS],
     paths: [...ALL_PATHS],
+    mqRate: 80_000,
+    mqWorkUs: 20,
     jsonPath: null,
   };
   for (let i = 0; i < args.length; i += 2) {
@@ -213,13 +245,16 @@ function parseConfig(argv: string[]): Config {
     else if (key === "--rtt-count" && n >= 100 && n <= 1_000_000) cfg.rttCount = n;
     else if (key === "--repeat" && Number.isInteger(n) && n >= 1 && n <= 9) cfg.repeat = n;
     else if (key === "--idle-ms" && n >= 200 && n <= 20_000) cfg.idleMs = n;
-    else if (key === "--tests") cfg.tests = value.split(",");
+    else if (key === "--mq-rate" && Number.isInteger(n) && n >= 1000 && n <= 5e6) cfg.mqRate = n;
+    else if (key === "--mq-work-us" && Number.isInteger(n) && n >= 0 && n <= 1000) {
+      cfg.mqWorkUs = n;
+    } else if (key === "--tests") cfg.tests = value.split(",");
     else if (key === "--paths") cfg.paths = value.split(",") as Path[];
     else if (key === "--sizes") cfg.sizes = value.split(",").map(Number);
     else throw new Error(`bad argument ${key} ${value}`);
   }
-  if (!cfg.tests.every((t) => ["rx", "send", "rtt", "idle"].includes(t))) {
-    throw new Error("--tests: a comma-separated subset of rx,send,rtt,idle");
+  if (!cfg.tests.every((t) => ALL_TESTS.includes(t))) {
+    throw new Error(`--tests: a comma-separated subset of ${ALL_TESTS.join(",")}`);
   }
   if (!cfg.paths.every((p) => ALL_PATHS.includes(p))) {
     throw new Error(`--paths: a comma-separated subset of ${ALL_PATHS.join(",")}`);
@@ -556,6 +591,137 @@ async function idlePhase(b: Bench, kinds: IdleKind[], tck: number): Promise<Idle
   }
 }
 
+const MQ_QUEUES = 2;
+const MQ_SIZE = 64;
+const MQ_WORKERS = [1, MQ_QUEUES];
+
+async function mqFlow(b: Bench, tb: Testbed, workers: number): Promise<MqResult> {
+  const { cfg } = b;
+  const port = BASE_PORT + 2 * portSeq++;
+  const maxMs = cfg.durationMs + RESULT_SLACK_MS;
+  const name = `mq_sink[${workers}]@a`;
+  const sink = await startWorker(name, true, () =>
+    tb.spawnDeno("a", `${WORKERS}mq_sink.ts`, [
+      ...["--host", tb.a.ip, "--port", `${port}`, "--max-ms", `${maxMs}`],
+      ...["--workers", `${workers}`, "--flows", `${MQ_QUEUES}`, "--work-us", `${cfg.mqWorkUs}`],
+    ], { name }));
+  let gen: TestbedProcess | null = null;
+  try {
+    const gname = `mqtx@b`;
+    gen = await startWorker(gname, true, () =>
+      tb.spawn("b", [
+        nativeBin(b),
+        ...["mqtx", tb.b.ip, `${port + 1}`, tb.a.ip, `${port}`, `${MQ_QUEUES}`],
+        ...[`${cfg.mqRate}`, `${MQ_SIZE}`, `${cfg.durationMs / 1000}`, `${cfg.drainMs}`],
+      ], { name: gname }));
+    const gr = rec((await gen.nextWith("result", maxMs)).result, "generator result");
+    const rr = rec((await sink.nextWith("result", maxMs)).result, "receiver result");
+    await Promise.all([gen.wait(EXIT_TIMEOUT_MS), sink.wait(EXIT_TIMEOUT_MS)]);
+    if (rr.ended !== true) errors.push(`mq ${workers} Worker(s): receiver saw no end marker`);
+    const each = (rr.workers as Record<string, unknown>[]).map((w) => rec(w, "worker result"));
+    const sent = num(gr.sent, "sent");
+    const received = num(rr.received, "received");
+    const spanMs = num(rr.spanMs, "spanMs");
+    const statsOf = (w: Record<string, unknown>): Record<string, number> =>
+      rec(w.stats, "stats") as Record<string, number>;
+    const drops = each.reduce((a, w) => a + statsOf(w).interfaceDrops + statsOf(w).rxDropped, 0);
+    // Every datagram lost must be a counted drop: anything else would be silent loss.
+    if (sent - received > drops) {
+      errors.push(`mq ${workers} Worker(s): ${sent - received - drops} datagrams lost uncounted`);
+    }
+    return {
+      workers,
+      size: MQ_SIZE,
+      offeredPps: cfg.mqRate,
+      workUs: cfg.mqWorkUs,
+      workIters: num(rr.workIters, "workIters"),
+      sent,
+      received,
+      lossPct: sent > 0 ? 100 * (sent - received) / sent : 0,
+      deliveredMpps: spanMs > 0 ? received / spanMs / 1000 : 0,
+      perWorker: each.map((w) => num(w.received, "received")),
+      drops,
+      generatorResult: gr,
+      receiverResult: rr,
+    };
+  } finally {
+    await Promise.all([sink.dispose(), gen?.dispose()]);
+  }
+}
+
+/** One and then MQ_QUEUES Workers, `repeat` times, on a testbed with a 2-queue veth. */
+async function multiQueue(b: Bench): Promise<Map<number, MqResult[]>> {
+  const runs = new Map<number, MqResult[]>(MQ_WORKERS.map((w) => [w, []]));
+  if (b.native === null) {
+    errors.push("mq: not measured (the native generator was not built)");
+    return runs;
+  }
+  const tb = await Testbed.create({
+    thirdOctet: "next",
+    numRxQueues: MQ_QUEUES,
+    numTxQueues: MQ_QUEUES,
+  });
+  try {
+    for (let i = 1; i <= b.cfg.repeat; i++) {
+      for (const w of MQ_WORKERS) {
+        const r = await attempt(
+          `multi-queue ${w} Worker(s), run ${i}/${b.cfg.repeat}`,
+          () => mqFlow(b, tb, w),
+        );
+        if (r !== null) runs.get(w)!.push(r);
+      }
+    }
+  } finally {
+    await tb.close();
+  }
+  return runs;
+}
+
+function mqTable(runs: Map<number, MqResult[]>, cfg: Config): string {
+  const head = ["receivers", "delivered Mpps (loss %)", "per Worker Mpps", "counted drops"];
+  const lines: string[][] = [head];
+  const med = new Map<number, MqResult | null>();
+  for (const [w, rs] of runs) med.set(w, median(rs, (r) => r.deliveredMpps));
+  for (const [w, r] of med) {
+    const label = w === 1
+      ? "1 Worker, one socket on both queues"
+      : `${w} Workers, a queue-affine socket each`;
+    if (r === null) {
+      lines.push([label, "failed", "", ""]);
+      continue;
+    }
+    const share = (n: number): string => f(r.deliveredMpps * n / Math.max(1, r.received), 3);
+    lines.push([
+      label,
+      `${f(r.deliveredMpps, 3)} (${f(r.lossPct, 2)} %)`,
+      r.perWorker.map(share).join(" / "),
+      `${r.drops}`,
+    ]);
+  }
+  const one = med.get(1);
+  const many = med.get(MQ_QUEUES);
+  lines.push([
+    `${MQ_QUEUES} Workers / 1 Worker`,
+    ratio(many?.deliveredMpps, one?.deliveredMpps),
+    "",
+    "",
+  ]);
+  const widths = head.map((_, i) => Math.max(...lines.map((l) => l[i].length)));
+  const fmt = (l: string[]): string => l.map((c, i) => c.padEnd(widths[i])).join(" | ").trimEnd();
+  const rule = widths.map((w) => "-".repeat(w)).join("-|-");
+  const iters = one?.workIters ?? many?.workIters;
+  return [
+    `multi-queue receive: ${MQ_QUEUES}-queue veth, ${MQ_SIZE} B, native generator paced to ` +
+    `${f(cfg.mqRate / 1e6, 3)} Mpps over both queues, nkb receiveBatch (256) in recvMode 1 ` +
+    `with ${cfg.mqWorkUs} us of work per datagram (${iters ?? "?"} xorshift rounds); ` +
+    `median of ${cfg.repeat} runs of ${cfg.durationMs} ms. Loss is the generator's count ` +
+    `minus the Workers'; counted drops are the sockets' interfaceDrops + rxDropped.\n`,
+    fmt(lines[0]),
+    rule,
+    ...lines.slice(1).map(fmt),
+  ].join("\n");
+}
+
 // Runs one measurement; a failure is recorded and the benchmark goes on.
 async function attempt<T>(what: string, fn: () => Promise<T>): Promise<T | null> {
   if (performance.now() - T_START > BUDGET_MS) {
@@ -736,9 +902,10 @@ async function environment(): Promise<Record<string, unknown>> {
 async function main(): Promise<void> {
   const cfg = parseConfig(Deno.args);
   await ensureBuilt();
-  const nativeBuild = cfg.paths.includes("native") || cfg.tests.includes("send")
-    ? await ensureNative()
-    : { path: null, built: false, command: [], error: "not needed" };
+  const nativeBuild =
+    ["send", "mq"].some((t) => cfg.tests.includes(t)) || cfg.paths.includes("native")
+      ? await ensureNative()
+      : { path: null, built: false, command: [], error: "not needed" };
   const stale = Testbed.removeStale();
   if (stale.length > 0) console.error(`bench: removed stale namespaces ${stale.join(", ")}`);
   const env = await environment();
@@ -752,13 +919,18 @@ async function main(): Promise<void> {
   const b: Bench = { tb, cfg, native: nativeBuild.path };
   let rows: Map<string, Row>;
   let idleResults: IdleResult[] | null = null;
+  let mqRuns: Map<number, MqResult[]> | null = null;
   try {
     console.error(`bench: testbed ${tb.a.ns} (${tb.a.cidr}) <-> ${tb.b.ns} (${tb.b.cidr})`);
     if (cfg.tests.includes("idle")) idleResults = await attempt("idle CPU", () => idle(b));
     rows = await measure(b);
   } finally {
-    clearTimeout(watchdog);
     await tb.close();
+  }
+  try {
+    if (cfg.tests.includes("mq")) mqRuns = await attempt("multi-queue", () => multiQueue(b));
+  } finally {
+    clearTimeout(watchdog);
   }
   const seconds = (performance.now() - T_START) / 1000;
   const sendRx = LABEL[sendReceiver(b)];
@@ -795,7 +967,14 @@ async function main(): Promise<void> {
         `utime+stime / wall time): ${idleText}`,
     );
   }
+  if (mqRuns !== null) console.log(`\n${mqTable(mqRuns, cfg)}`);
   console.log(`\nper run:\n${spread(rows)}`);
+  if (mqRuns !== null) {
+    for (const [w, rs] of mqRuns) {
+      const each = rs.map((r) => `${f(r.deliveredMpps, 3)}/${f(r.lossPct, 1)}%`).join(" ");
+      console.log(`mq ${w} Worker(s): delivered Mpps/loss ${each || "-"}`);
+    }
+  }
   console.log(`\n${seconds.toFixed(0)} s`);
   if (errors.length > 0) console.log(`\nproblems:\n- ${errors.join("\n- ")}`);
   if (cfg.jsonPath !== null) {
@@ -804,6 +983,7 @@ async function main(): Promise<void> {
       config: cfg,
       native: nativeBuild,
       idle: idleResults,
+      multiQueue: mqRuns === null ? null : Object.fromEntries(mqRuns),
       results: Object.fromEntries(rows),
       seconds,
       errors,

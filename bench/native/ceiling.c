@@ -5,12 +5,19 @@
 //   ceiling rx   IP PORT COUNT SECONDS
 //   ceiling tx   IP PORT DST_IP DST_PORT COUNT SIZE [SECONDS [DRAIN_MS]]
 //   ceiling echo IP PORT SECONDS
+//   ceiling mqtx IP PORT DST_IP DST_PORT QUEUES RATE_PPS SIZE SECONDS DRAIN_MS
+//
+// mqtx is the multi-queue generator: one queue-affine socket per queue (source port PORT + q;
+// on veth a frame sent on queue q arrives on the peer's RX queue q), batches taken in turn,
+// paced to RATE_PPS in total by sleeping (a spinning generator would take the core the
+// receivers need), each queue's datagrams numbered on their own.
 //
 // Datagrams carry a little-endian u32 sequence number at offset 0 (bench/workers/common.ts):
 // 0xfffffffe is warm-up (not counted), 0xffffffff marks the end.
 // Prints {"ready":...} once the socket is on the bypass path, then one {"result":...} line
 // (or {"error":...} and exit 1). Every loop is bounded by a count and by time.
 #define _GNU_SOURCE
+#include <assert.h>
 #include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -123,8 +130,11 @@ static int finish_result(int32_t h) {
   return 0;
 }
 
-// What UdpBypass.listenDatagram does for an address of a bypass-capable interface.
-static void open_bypass(ctx_t *c, uint32_t ip_be, uint32_t port) {
+#define ALL_QUEUES UINT32_MAX
+
+// What UdpBypass.listenDatagram does for an address of a bypass-capable interface: with
+// `queue` (not ALL_QUEUES), what it does for a queue-affine socket ({ queue }).
+static void open_bypass_on(ctx_t *c, uint32_t ip_be, uint32_t port, uint32_t queue) {
   memset(c, 0, sizeof(*c));
   c->ip_be = ip_be;
   int32_t h = nkb_sock_open();
@@ -149,11 +159,18 @@ static void open_bypass(ctx_t *c, uint32_t ip_be, uint32_t port) {
   uint32_t need = c->link.mtu + ETH_HEADER + XDP_HEADROOM;
   if (need > 4096u) fail("MTU too large for a frame", -EMSGSIZE);
   c->frame = need <= 2048u ? 2048u : 4096u;
-  rc = nkb_sock_attach(h, c->ifindex, 0, c->queues, c->frame, 0, c->link.mtu);
+  if (queue != ALL_QUEUES && queue >= c->queues) fail("no such queue", -EINVAL);
+  uint32_t first = queue == ALL_QUEUES ? 0 : queue;
+  uint32_t count = queue == ALL_QUEUES ? c->queues : 1;
+  rc = nkb_sock_attach(h, c->ifindex, first, count, c->frame, 0, c->link.mtu);
   if (rc < 0) fail("nkb_sock_attach", rc);
   rc = nkb_sock_add_flow(h, ip_be, c->port);
   if (rc < 0) fail("nkb_sock_add_flow", rc);
   (void)nkb_sock_link_ack(h);
+}
+
+static void open_bypass(ctx_t *c, uint32_t ip_be, uint32_t port) {
+  open_bypass_on(c, ip_be, port, ALL_QUEUES);
 }
 
 static void print_ready(const ctx_t *c) {
@@ -350,6 +367,90 @@ static int mode_tx(uint32_t ip_be, uint32_t port, uint32_t dst_be, uint32_t dpor
   return finish_result(c.h);
 }
 
+// ---- mqtx: paced, one queue-affine socket per queue --------------------------------------
+
+#define MQ_MAX_QUEUES 8u
+#define MQ_BATCH 32u
+#define MQ_LATE_RESET_MS 20.0  // further behind schedule than this: start the schedule again
+
+static void sleep_until_ms(double t_ms) {
+  struct timespec ts = {.tv_sec = (time_t)(t_ms / 1e3),
+                        .tv_nsec = (long)((t_ms - (double)(time_t)(t_ms / 1e3) * 1e3) * 1e6)};
+  if (ts.tv_nsec < 0) ts.tv_nsec = 0;
+  if (ts.tv_nsec > 999999999L) ts.tv_nsec = 999999999L;
+  (void)clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, 0);
+}
+
+static int mode_mqtx(uint32_t ip_be, uint32_t port, uint32_t dst_be, uint32_t dport,
+                     uint32_t queues, double rate_pps, uint32_t size, double seconds,
+                     uint32_t drain_ms) {
+  if (size < 4 || size > 1472) fail("SIZE must be 4..1472", -EINVAL);
+  if (queues < 1 || queues > MQ_MAX_QUEUES) fail("QUEUES must be 1..8", -EINVAL);
+  if (!(rate_pps >= 1000 && rate_pps <= 1e7)) fail("RATE_PPS must be 1000..1e7", -EINVAL);
+  if (port + queues > 65536u) fail("PORT + QUEUES beyond 65535", -EINVAL);
+  static ctx_t c[MQ_MAX_QUEUES];
+  static uint8_t buf[MQ_BATCH * 1472u];
+  static uint32_t meta[MQ_BATCH * NKB_SEND_META_WORDS];
+  tx_t t[MQ_MAX_QUEUES];
+  uint64_t seq[MQ_MAX_QUEUES];
+  memset(buf, 0, sizeof(buf));
+  for (uint32_t k = 0; k < MQ_BATCH; k++) {
+    meta[k * NKB_SEND_META_WORDS] = k * size;
+    meta[k * NKB_SEND_META_WORDS + 1] = size;
+    meta[k * NKB_SEND_META_WORDS + 2] = dst_be;
+    meta[k * NKB_SEND_META_WORDS + 3] = dport;
+  }
+  for (uint32_t q = 0; q < queues; q++) {
+    open_bypass_on(&c[q], ip_be, port + q, q);
+    t[q] = (tx_t){.c = &c[q], .dst_be = dst_be, .dport = dport, .buf = buf, .meta = meta,
+                  .size = size};
+    seq[q] = 0;
+    int32_t r = resolve(&c[q], dst_be, dport);
+    if (r < 0) fail("resolve", r);
+  }
+  print_ready(&c[0]);
+  for (uint32_t q = 0; q < queues; q++) send_markers(&t[q], SEQ_WARM, WARM_PACKETS, WARM_GAP_MS);
+  double tick_ms = (double)MQ_BATCH / rate_pps * 1e3;
+  uint64_t total = 0, ticks = 0, resets = 0;
+  double t0 = now_ms();
+  double end = t0 + seconds * 1e3;
+  double next = t0;
+  uint64_t max_ticks = (uint64_t)(seconds * rate_pps / MQ_BATCH) * 2u + 1000u;
+  for (uint64_t i = 0; i < max_ticks; i++) {
+    double now = now_ms();
+    if (now >= end) break;
+    if (now < next) {
+      sleep_until_ms(next);
+    } else if (now - next > MQ_LATE_RESET_MS) {
+      next = now;  // a long stall: pace on from here rather than burst to catch up
+      resets++;
+    }
+    uint32_t q = (uint32_t)(i % queues);
+    assert(seq[q] < 0xfffffff0ull);
+    uint32_t n = send_batch(&t[q], (uint32_t)seq[q], MQ_BATCH);
+    seq[q] += n;
+    total += n;
+    ticks++;
+    next += tick_ms;
+  }
+  double elapsed = now_ms() - t0;
+  sleep_ms(drain_ms);
+  for (uint32_t q = 0; q < queues; q++) send_markers(&t[q], SEQ_END, END_PACKETS, END_GAP_MS);
+  uint64_t tx_full = 0;
+  for (uint32_t q = 0; q < queues; q++) tx_full += t[q].tx_full;
+  printf("{\"result\":{\"sent\":%llu,\"txFull\":%llu,\"elapsedMs\":%.3f,\"ticks\":%llu,"
+         "\"scheduleResets\":%llu,\"ratePps\":%.0f,\"perQueue\":[",
+         (unsigned long long)total, (unsigned long long)tx_full, elapsed,
+         (unsigned long long)ticks, (unsigned long long)resets, rate_pps);
+  for (uint32_t q = 0; q < queues; q++) printf("%s%llu", q ? "," : "", (unsigned long long)seq[q]);
+  printf("],");
+  for (uint32_t q = 1; q < queues; q++) {
+    nkb_sock_shutdown(c[q].h);
+    nkb_sock_free(c[q].h);
+  }
+  return finish_result(c[0].h);
+}
+
 // ---- echo: receive one, send it back -------------------------------------------------------
 
 static int mode_echo(uint32_t ip_be, uint32_t port, double seconds) {
@@ -404,7 +505,8 @@ static _Noreturn void usage(void) {
   fprintf(stderr,
           "usage: ceiling rx IP PORT COUNT SECONDS\n"
           "       ceiling tx IP PORT DST_IP DST_PORT COUNT SIZE [SECONDS [DRAIN_MS]]\n"
-          "       ceiling echo IP PORT SECONDS\n");
+          "       ceiling echo IP PORT SECONDS\n"
+          "       ceiling mqtx IP PORT DST_IP DST_PORT QUEUES RATE_PPS SIZE SECONDS DRAIN_MS\n");
   exit(2);
 }
 
@@ -425,6 +527,12 @@ int main(int argc, char **argv) {
   if (strcmp(mode, "echo") == 0 && argc == 5) {
     return mode_echo(parse_ip(argv[2]), parse_port(argv[3]),
                      parse_seconds(argv[4]));
+  }
+  if (strcmp(mode, "mqtx") == 0 && argc == 11) {
+    return mode_mqtx(parse_ip(argv[2]), parse_port(argv[3]), parse_ip(argv[4]),
+                     parse_port(argv[5]), (uint32_t)parse_u64(argv[6], "QUEUES"),
+                     (double)parse_u64(argv[7], "RATE_PPS"), (uint32_t)parse_u64(argv[8], "SIZE"),
+                     parse_seconds(argv[9]), (uint32_t)parse_u64(argv[10], "DRAIN_MS"));
   }
   usage();
 }

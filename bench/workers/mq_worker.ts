@@ -1,0 +1,97 @@
+/**
+ * One receiving Worker of mq_sink.ts: a UdpBypass socket (queue-affine when told a
+ * queue), `receiveBatch` in recvMode 1, and `workIters` rounds of a xorshift per
+ * datagram, standing in for the application's own work on each datagram. Ends when
+ * it has seen the end marker of `flows` senders, or at `maxMs`.
+ *
+ * @module
+ */
+
+/// <reference lib="deno.worker" />
+
+import { RecvBatch, UdpBypass } from "../../mod.ts";
+import { SEQ_END, SEQ_WARM } from "./common.ts";
+
+/** What the main thread asks of a Worker. */
+export interface MqJob {
+  host: string;
+  port: number;
+  queue: number | null;
+  flows: number;
+  workIters: number;
+  maxMs: number;
+}
+
+const BATCH = 256;
+const SLICE_MS = 20;
+
+/** `iters` rounds of xorshift32: work the JIT cannot drop, as its result is kept. */
+export function work(seed: number, iters: number): number {
+  let x = seed | 1;
+  for (let i = 0; i < iters; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+  }
+  return x;
+}
+
+function serve(job: MqJob): void {
+  const affine = job.queue === null ? {} : { queue: job.queue, reusePort: true };
+  const sock = UdpBypass.listenDatagram({
+    transport: "udp",
+    hostname: job.host,
+    port: job.port,
+    recvMode: 1,
+    ...affine,
+  });
+  self.postMessage({ ready: true, bypass: sock.bypass });
+  const batch = new RecvBatch(BATCH);
+  const view = new DataView(batch.bytes.buffer);
+  const ended = new Set<number>();
+  let received = 0;
+  let warm = 0;
+  let firstMs = 0;
+  let lastMs = 0;
+  let acc = 0;
+  const hardEnd = performance.now() + job.maxMs;
+  const maxIter = 1e10;
+  for (let i = 0; i < maxIter && ended.size < job.flows; i++) {
+    const n = sock.receiveBatch(batch, { timeoutMs: SLICE_MS });
+    if (n === 0) {
+      if (performance.now() > hardEnd) break;
+      continue;
+    }
+    const before = received;
+    for (let k = 0; k < n; k++) {
+      const seq = batch.size(k) < 4 ? 0 : view.getUint32(batch.offset(k), true);
+      if (seq === SEQ_END) ended.add(batch.address(k).port);
+      else if (seq === SEQ_WARM) warm++;
+      else {
+        acc ^= work(seq, job.workIters);
+        received++;
+      }
+    }
+    if (received > before) {
+      // Wall-clock time, comparable between Workers (performance.now() is per Worker).
+      lastMs = performance.timeOrigin + performance.now();
+      if (firstMs === 0) firstMs = lastMs;
+    }
+    if ((i & 1023) === 0 && performance.now() > hardEnd) break;
+  }
+  const stats = sock.stats();
+  sock.close();
+  self.postMessage({
+    done: true,
+    result: { queue: job.queue, received, warm, ended: ended.size, firstMs, lastMs, acc, stats },
+  });
+}
+
+self.onmessage = (e: MessageEvent<MqJob>) => {
+  try {
+    serve(e.data);
+  } catch (err) {
+    self.postMessage({ error: err instanceof Error ? `${err.name}: ${err.message}` : String(err) });
+  }
+  self.close();
+};
