@@ -24,8 +24,10 @@
  *   an nkb sendBatch sender or the native sender, into the native receiver (the nkb
  *   batch receiver when the native program could not be built), which also counts.
  * - round trip: a busy-polling python3 kernel-socket client against a Deno.listenDatagram
- *   echo, an nkb receiveSync + sendSync echo (recvMode 1, and recvMode 0: row "copy0")
- *   or the native echo (nkb_recv_batch of 1 + nkb_send, busy-polling).
+ *   echo, an nkb receiveSync + sendSync echo (recvMode 1, and recvMode 0: row "copy0"),
+ *   an nkb receiveBatch + SendBatch.reply + sendBatch echo (row "batch") or the native
+ *   echo (nkb_recv_batch of 1 + nkb_send, busy-polling).
+ * Two-party runs pin side A's process to CPU 0 and side B's to CPU 1 (taskset).
  * - idle CPU: the CPU time (/proc/<pid>/stat utime + stime) of a receiver that waits in
  *   an async receive() with no traffic for `--idle-ms`: Deno.listenDatagram against
  *   UdpBypass in recvMode 0 (and 1).
@@ -128,7 +130,7 @@ const PATH_TESTS: Record<Path, string[]> = {
   copy: ["rx", "send", "rtt"],
   copy0: ["rtt"],
   zc: ["rx"],
-  batch: ["rx", "send"],
+  batch: ["rx", "send", "rtt"],
   native: ["rx", "send", "rtt"],
 };
 
@@ -344,6 +346,18 @@ interface Bench {
   native: string | null;
 }
 
+/**
+ * Pins every thread of a two-party run's process to one CPU: side A's to CPU 0, side
+ * B's to CPU 1, so that the two busy loops never share a core (where the scheduler
+ * puts them otherwise moved round-trip medians by a third between runs). Not on a
+ * single-CPU machine.
+ */
+async function pinToSide(pid: number, side: "a" | "b"): Promise<void> {
+  if (navigator.hardwareConcurrency < 2) return;
+  const r = await run(["taskset", "-a", "-p", "-c", side === "a" ? "0" : "1", `${pid}`]);
+  if (r.code !== 0) errors.push(`taskset ${pid}: ${r.stderr.trim()}`);
+}
+
 // Spawns a worker and waits for its "ready"; a bypass worker must be on the bypass path.
 // A worker that fails to set up (e.g. the previous one's XDP program not yet gone) is
 // started again, at most SETUP_TRIES times.
@@ -351,6 +365,7 @@ async function startWorker(
   name: string,
   bypass: boolean,
   spawn: () => TestbedProcess,
+  pinned = true,
 ): Promise<TestbedProcess> {
   for (let attempt = 1; attempt <= SETUP_TRIES; attempt++) {
     const child = spawn();
@@ -358,6 +373,7 @@ async function startWorker(
     try {
       const ready = await child.nextWith("ready", READY_TIMEOUT_MS);
       const state = ready.bypass as { active?: boolean; reason?: string; detail?: string } | null;
+      if (pinned) await pinToSide(child.pid, name.endsWith("@a") ? "a" : "b");
       if (!bypass || state?.active === true) return child;
       why = `${name}: not on the bypass path: ${state?.reason} (${state?.detail})`;
     } catch (e) {
@@ -476,7 +492,9 @@ async function rtt(b: Bench, server: Path, size: number): Promise<RttResult> {
     if (server === "native") {
       return tb.spawn("a", [nativeBin(b), "echo", tb.a.ip, `${port}`, `${maxMs / 1000}`], { name });
     }
-    const impl = server === "kernel" ? ["--impl", "kernel"] : ["--impl", "nkb"];
+    const impl = server === "kernel"
+      ? ["--impl", "kernel"]
+      : ["--impl", "nkb", "--mode", server === "batch" ? "batch" : "copy"];
     const mode = server === "copy0" ? ["--recv-mode", "0"] : ["--recv-mode", "1"];
     return tb.spawnDeno("a", `${WORKERS}echo.ts`, [
       ...impl,
@@ -492,6 +510,7 @@ async function rtt(b: Bench, server: Path, size: number): Promise<RttResult> {
       ...[tb.b.ip, tb.a.ip, `${port}`, `${size}`, `${cfg.rttCount}`, `${cfg.rttWarmup}`],
       ...[`${cfg.rttMaxS}`, `${RTT_TIMEOUT_MS}`],
     ], { name: `rtt_client.py@b` });
+    await pinToSide(client.pid, "b");
     const cr = rec((await client.nextWith("result", maxMs)).result, "client result");
     const er = rec((await echo.nextWith("result", EXIT_TIMEOUT_MS)).result, "echo result");
     await Promise.all([client.wait(EXIT_TIMEOUT_MS), echo.wait(EXIT_TIMEOUT_MS)]);
@@ -604,7 +623,7 @@ async function mqFlow(b: Bench, tb: Testbed, workers: number): Promise<MqResult>
     tb.spawnDeno("a", `${WORKERS}mq_sink.ts`, [
       ...["--host", tb.a.ip, "--port", `${port}`, "--max-ms", `${maxMs}`],
       ...["--workers", `${workers}`, "--flows", `${MQ_QUEUES}`, "--work-us", `${cfg.mqWorkUs}`],
-    ], { name }));
+    ], { name }), false); // the Workers and the generator share both cores as they need
   let gen: TestbedProcess | null = null;
   try {
     const gname = `mqtx@b`;
@@ -613,7 +632,7 @@ async function mqFlow(b: Bench, tb: Testbed, workers: number): Promise<MqResult>
         nativeBin(b),
         ...["mqtx", tb.b.ip, `${port + 1}`, tb.a.ip, `${port}`, `${MQ_QUEUES}`],
         ...[`${cfg.mqRate}`, `${MQ_SIZE}`, `${cfg.durationMs / 1000}`, `${cfg.drainMs}`],
-      ], { name: gname }));
+      ], { name: gname }), false);
     const gr = rec((await gen.nextWith("result", maxMs)).result, "generator result");
     const rr = rec((await sink.nextWith("result", maxMs)).result, "receiver result");
     await Promise.all([gen.wait(EXIT_TIMEOUT_MS), sink.wait(EXIT_TIMEOUT_MS)]);
@@ -955,7 +974,9 @@ async function main(): Promise<void> {
     `round trip: ${cfg.rttCount} after ${cfg.rttWarmup} warm-up, the run with the median ` +
       `p99; client: python3 kernel UDP socket busy-polling a non-blocking recv; servers: ` +
       `Deno.listenDatagram echo (kernel), nkb receiveSync+sendSync loop in recvMode 1 ` +
-      `(nkb copying) and 0, native nkb_recv_batch(1)+nkb_send busy loop.\n`,
+      `(nkb copying) and 0, nkb receiveBatch+SendBatch.reply+sendBatch loop (nkb batch), ` +
+      `native nkb_recv_batch(1)+nkb_send busy loop. Two-party runs: side A's process ` +
+      `pinned to CPU 0, side B's to CPU 1.\n`,
   );
   console.log(table(rows, cfg));
   if (idleResults !== null) {

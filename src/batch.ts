@@ -50,9 +50,6 @@ export class SendBatch {
   /** Adds one datagram; false (and nothing added) when the batch is full. */
   add(payload: Uint8Array, addr: Deno.NetAddr): boolean {
     if (!(payload instanceof Uint8Array)) throw new TypeError("payload must be a Uint8Array");
-    if (payload.byteLength > MAX_DATAGRAM) {
-      throw new RangeError(`${payload.byteLength} bytes exceed the UDP maximum ${MAX_DATAGRAM}`);
-    }
     const port = addr?.port;
     if (!Number.isInteger(port) || port < 1 || port > 65535) {
       throw new RangeError(`port ${port} is out of range 1..65535`);
@@ -64,6 +61,26 @@ export class SendBatch {
       this.#lastHost = addr.hostname;
       this.#lastIp = ip;
     }
+    return this.#put(payload, this.#lastIp, port);
+  }
+
+  /**
+   * Adds `payload` (by default datagram `i` of `from` itself) addressed to the sender
+   * of datagram `i` of `from`: a reply without building an address. False (and
+   * nothing added) when the batch is full.
+   */
+  reply(from: RecvBatch, i: number, payload: Uint8Array = from.data(i)): boolean {
+    if (!(payload instanceof Uint8Array)) throw new TypeError("payload must be a Uint8Array");
+    from.offset(i); // a RangeError unless datagram i is in the batch
+    const at = i * RECV_META_WORDS;
+    return this.#put(payload, from.meta[at + 2], from.meta[at + 3]);
+  }
+
+  #put(payload: Uint8Array, ipBe: number, port: number): boolean {
+    if (payload.byteLength > MAX_DATAGRAM) {
+      throw new RangeError(`${payload.byteLength} bytes exceed the UDP maximum ${MAX_DATAGRAM}`);
+    }
+    if (port < 1 || port > 65535) throw new RangeError(`port ${port} is out of range 1..65535`);
     const slot = this.#count * SEND_META_WORDS;
     if (slot >= this.meta.length || this.#used + payload.byteLength > this.bytes.byteLength) {
       return false;
@@ -71,7 +88,7 @@ export class SendBatch {
     this.bytes.set(payload, this.#used);
     this.meta[slot] = this.#used;
     this.meta[slot + 1] = payload.byteLength;
-    this.meta[slot + 2] = this.#lastIp;
+    this.meta[slot + 2] = ipBe;
     this.meta[slot + 3] = port;
     this.#used += payload.byteLength;
     this.#count++;

@@ -1,20 +1,32 @@
 /**
  * Echo-server worker: sends every datagram back to its sender until the first
- * end marker (or `--max-ms`). The nkb variant loops on `receiveSync` + `sendSync`;
+ * end marker (or `--max-ms`). The nkb variant loops on `receiveSync` + `sendSync`
+ * (`--mode copy`, default) or on `receiveBatch` + `SendBatch.reply` + `sendBatch`
+ * (`--mode batch`: whatever arrived together goes back with one call);
  * `--recv-mode 1` (default) busy-polls, `--recv-mode 0` sleeps in the shim's wait.
  *
- * `--impl nkb|kernel [--recv-mode 0|1] --host IP --port N --max-ms N`
+ * `--impl nkb|kernel [--mode copy|batch] [--recv-mode 0|1] --host IP --port N --max-ms N`
  *
  * Prints `{ready, bypass}` once listening, then `{result}`.
  *
  * @module
  */
 
-import { UdpBypass } from "../../mod.ts";
-import { emit, impl, listenArgs, parseArgs, recvMode, runWorker, SEQ_END } from "./common.ts";
+import { RecvBatch, SendBatch, UdpBypass } from "../../mod.ts";
+import {
+  emit,
+  impl,
+  listenArgs,
+  nkbMode,
+  parseArgs,
+  recvMode,
+  runWorker,
+  SEQ_END,
+} from "./common.ts";
 
 const SLICE_MS = 20;
 const SEND_BUSY_WAIT_CNT = 1000;
+const BATCH = 64;
 
 function isEnd(data: Uint8Array): boolean {
   if (data.byteLength < 4) return false;
@@ -47,6 +59,40 @@ function echoNkb(host: string, port: number, maxMs: number, mode: 0 | 1): void {
     }
     sock.sendSync(got[0], got[1]);
     echoed++;
+    if ((i & 4095) === 0 && performance.now() > hardEnd) break;
+  }
+  emit({ result: { echoed, ended, stats: sock.stats() } });
+  sock.close();
+}
+
+function echoBatch(host: string, port: number, maxMs: number, mode: 0 | 1): void {
+  const sock = UdpBypass.listenDatagram({
+    transport: "udp",
+    hostname: host,
+    port,
+    recvMode: mode,
+    sendBusyWaitCnt: SEND_BUSY_WAIT_CNT,
+  });
+  emit({ ready: true, bypass: sock.bypass });
+  const rx = new RecvBatch(BATCH);
+  const tx = new SendBatch(BATCH, BATCH * 2048);
+  const hardEnd = performance.now() + maxMs;
+  let echoed = 0;
+  let ended = false;
+  const maxIter = 1e10;
+  for (let i = 0; i < maxIter && !ended; i++) {
+    const n = sock.receiveBatch(rx, { timeoutMs: SLICE_MS });
+    if (n === 0) {
+      if (performance.now() > hardEnd) break;
+      continue;
+    }
+    tx.clear();
+    for (let k = 0; k < n && !ended; k++) {
+      const data = rx.data(k);
+      if (isEnd(data)) ended = true;
+      else tx.reply(rx, k, data);
+    }
+    if (tx.length > 0) echoed += sock.sendBatch(tx);
     if ((i & 4095) === 0 && performance.now() > hardEnd) break;
   }
   emit({ result: { echoed, ended, stats: sock.stats() } });
@@ -89,6 +135,8 @@ async function echoKernel(host: string, port: number, maxMs: number): Promise<vo
 await runWorker(async () => {
   const args = parseArgs(Deno.args);
   const { host, port, maxMs } = listenArgs(args);
-  if (impl(args) === "nkb") echoNkb(host, port, maxMs, recvMode(args));
-  else await echoKernel(host, port, maxMs);
+  if (impl(args) === "kernel") await echoKernel(host, port, maxMs);
+  else if (nkbMode(args, ["copy", "batch"] as const) === "batch") {
+    echoBatch(host, port, maxMs, recvMode(args));
+  } else echoNkb(host, port, maxMs, recvMode(args));
 });
