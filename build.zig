@@ -11,6 +11,8 @@ const c_sources = [_][]const u8{
     "ffi/api.c",
     "ffi/attach.c",
     "ffi/policy.c",
+    "ffi/registry.c",
+    "ffi/xdp_features.c",
 };
 
 const c_flags = [_][]const u8{

@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "registry.h"
 #include "sock.h"
 
 #define NKB_INDEX_BITS 10u
@@ -88,12 +89,14 @@ int32_t nkb_sock_open(void) {
   s->busy_wait_cnt = 15;
   s->ttl = 64;
   s->mcast_ttl = 1;
+  nkb_reg_init();  // first socket: map the registry file (outside g_lock: file I/O)
   pthread_mutex_lock(&g_lock);
   int32_t h = -EMFILE;
   for (uint32_t i = 0; i < NKB_MAX_SOCKS; i++) {
     if (g_socks[i] != 0) continue;
     g_gen[i] = g_gen[i] % NKB_GEN_MAX + 1u;
     s->gen = g_gen[i];
+    s->stats = nkb_reg_take(i, s->stats_private);
     g_socks[i] = s;
     h = (int32_t)(s->gen << NKB_INDEX_BITS | i);
     break;
@@ -240,6 +243,7 @@ int32_t nkb_sock_free(int32_t h) {
     return -EBUSY;  // a wait still runs on another thread: the caller frees it later
   }
   if (s->engine >= 0) nkb_detach_locked((uint32_t)idx);
+  nkb_reg_release((uint32_t)idx);
   g_socks[idx] = 0;
   pthread_mutex_unlock(&g_lock);
   close(s->fd);

@@ -241,10 +241,12 @@ int32_t nkb_sock_stats(int32_t h, uint64_t *out, uint32_t words) {
   nkb_sock_t *s = nkb_sock_get(h);
   if (s == 0) return -EBADF;
   if (out == 0 || words < NKB_ST_COUNT) return -EINVAL;
-  memcpy(out, s->stats, sizeof(s->stats));
   pthread_mutex_lock(&g_lock);
-  if (s->engine >= 0) out[NKB_ST_ENGINE_DROPS] = nkb_engine_kernel_drops(g_engines[s->engine].engine);
+  if (s->engine >= 0) {
+    s->stats[NKB_ST_ENGINE_DROPS] = nkb_engine_kernel_drops(g_engines[s->engine].engine);
+  }
   pthread_mutex_unlock(&g_lock);
+  memcpy(out, s->stats, NKB_ST_COUNT * sizeof(uint64_t));
   return 0;
 }
 

@@ -17,6 +17,8 @@
 #define NKB_WAIT_MAX_US 60000000u
 #define NKB_SPIN_POLL_EVERY 16u   // spins between looks at the companion socket
 #define NKB_SPIN_CLOCK_EVERY 64u  // spins between clock reads
+#define NKB_DROPS_CHECK_EVERY 256u           // receive calls between clock reads (power of 2)
+#define NKB_DROPS_EVERY_NS 100000000ull      // interface drop counters: 10 reads a second
 #define NKB_RX_EXTRA 32u          // descriptors read beyond the caller's room (other sockets' frames)
 
 static inline void nkb_cpu_relax(void) {
@@ -367,6 +369,16 @@ static int32_t nkb_rx_kernel(nkb_sock_t *s, nkb_rx_out_t *o) {
   return 0;
 }
 
+// The interface's drop counters are the kernel's (a getsockopt per queue): copied into
+// the socket's published counters every NKB_DROPS_EVERY_NS at most, for `nkb stat`.
+static void nkb_refresh_drops(nkb_sock_t *s, nkb_engine_t *e) {
+  if ((s->fairness & (NKB_DROPS_CHECK_EVERY - 1u)) != 0) return;
+  uint64_t now = nkb_now_ns();
+  if (now - s->drops_read_ns < NKB_DROPS_EVERY_NS) return;
+  s->drops_read_ns = now;
+  s->stats[NKB_ST_ENGINE_DROPS] = nkb_engine_kernel_drops(e);
+}
+
 static int32_t nkb_recv(int32_t h, uint8_t *buf, uint32_t buf_len, uint32_t *meta,
                         uint32_t max_msgs, bool zc) {
   int32_t self = nkb_sock_index(h);
@@ -383,6 +395,7 @@ static int32_t nkb_recv(int32_t h, uint8_t *buf, uint32_t buf_len, uint32_t *met
     uint32_t before = o.n;
     pthread_mutex_lock(&es->engine->rx_lock);
     nkb_rx_ring(s, self, es, &o);
+    nkb_refresh_drops(s, es->engine);
     pthread_mutex_unlock(&es->engine->rx_lock);
     if (o.n > before && s->rx_spun) {
       s->stats[NKB_ST_IPKTS_SPIN]++;

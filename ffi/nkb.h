@@ -139,4 +139,19 @@ NKB_API int32_t nkb_prog_name(uint32_t prog_id, uint8_t *out16);
 // 1 when prog_id is the XDP filter of one of this process's engines (any Worker's), else 0.
 NKB_API int32_t nkb_prog_is_ours(uint32_t prog_id);
 
+// The XDP features the driver of ifindex reports (generic netlink family "netdev",
+// NETDEV_A_DEV_XDP_FEATURES: NETDEV_XDP_ACT_* bits; XSK_ZEROCOPY is 1 << 3): 0 and *out1
+// set, -ENOENT (no such interface), -EOPNOTSUPP (the kernel has no "netdev" family).
+NKB_API int32_t nkb_link_xdp_features(uint32_t ifindex, uint64_t *out1);
+
+// The host-wide registry (ffi/registry.h). What the control plane knows of socket h
+// that the shim does not: bypass state flags (NKB_REG_F_BYPASS, NKB_REG_F_AFFINE; the
+// shim adds the others), the receive mode, and the fallback reason ("" when bypassing; at most 31
+// bytes, NUL-terminated). 0, or -EBADF; without a registry it does nothing.
+NKB_API int32_t nkb_reg_note(int32_t h, uint32_t flags, uint32_t recv_mode,
+                             const uint8_t *reason_z);
+// Where this process's registry file is (NUL-terminated into out, at most len bytes):
+// its length, or -ENOENT when there is no registry.
+NKB_API int32_t nkb_reg_path(uint8_t *out, uint32_t len);
+
 #endif

@@ -53,7 +53,11 @@ typedef struct nkb_sock {
   uint32_t park_head;     // atomic (a waiter reads it)
   uint32_t park_tail;     // atomic
   nkb_parked_t parked[NKB_PENDING];
-  uint64_t stats[NKB_ST_COUNT];
+  // The counters: this socket's registry slot (ffi/registry.h), or stats_private
+  // without a registry. Written by the thread using the socket, read by anyone.
+  uint64_t *stats;
+  uint64_t stats_private[NKB_ST_COUNT];
+  uint64_t drops_read_ns;  // when the interface's drop counters were last read
   uint32_t zc_count;      // frames held by zero-copy receives
   uint64_t zc_held[NKB_MAX_FRAMES / 64u];
   nkb_dest_t dest[NKB_DEST_SLOTS];

@@ -32,6 +32,11 @@ const SETUP_FAILURES: ReadonlySet<FallbackReason> = new Set([
   "foreign-xdp-program",
 ]);
 
+// Registry slot flags the control plane knows (ffi/registry.h NKB_REG_F_*).
+const REG_F_BYPASS = 1;
+const REG_F_AFFINE = 4;
+const REASON_ENCODER = new TextEncoder();
+
 /** The bypass state machine of one socket (shim handle `h`). */
 export class BypassBinding {
   readonly #h: number;
@@ -56,6 +61,7 @@ export class BypassBinding {
     this.#opts = opts;
     this.#beforeDetach = beforeDetach;
     if (opts.kernelOnly) this.#fallback("forced-kernel", "kernelOnly option");
+    this.#publish();
   }
 
   /** True while the socket is attached to an engine (even with its link down). */
@@ -82,6 +88,11 @@ export class BypassBinding {
 
   /** Decides once the kernel socket has a local address (bind, connect, first send). */
   decideLocal(): void {
+    this.#decideLocal();
+    this.#publish();
+  }
+
+  #decideLocal(): void {
     if (this.#phase !== "open") return;
     const name = new Uint32Array(2);
     const rc = lib().nkb_sock_name(this.#h, new Uint8Array(name.buffer));
@@ -103,6 +114,11 @@ export class BypassBinding {
 
   /** IP_MULTICAST_IF was set to `ifaceBe`: a waiting socket decides on that interface. */
   multicastInterface(ifaceBe: number): void {
+    this.#multicastInterface(ifaceBe);
+    this.#publish();
+  }
+
+  #multicastInterface(ifaceBe: number): void {
     this.#multicastIfaceBe = ifaceBe;
     lib().nkb_dest_clear(this.#h);
     if (this.#phase === "multicast") this.#decideInterface(ifaceBe);
@@ -110,6 +126,11 @@ export class BypassBinding {
 
   /** Group `groupBe` was joined on `ifaceBe`: the first one on our interface gets a flow. */
   joined(groupBe: number, ifaceBe: number): void {
+    this.#joined(groupBe, ifaceBe);
+    this.#publish();
+  }
+
+  #joined(groupBe: number, ifaceBe: number): void {
     if (this.#phase === "multicast") this.#decideInterface(ifaceBe);
     const link = this.#link;
     if (this.#phase !== "bypass" || this.#groupBe !== 0 || link === null) return;
@@ -119,6 +140,11 @@ export class BypassBinding {
 
   /** Group `groupBe` was left: its flow goes. */
   left(groupBe: number): void {
+    this.#left(groupBe);
+    this.#publish();
+  }
+
+  #left(groupBe: number): void {
     if (groupBe !== this.#groupBe || this.#phase !== "bypass") return;
     lib().nkb_sock_del_flow(this.#h, groupBe, this.#localPort);
     this.#groupBe = 0;
@@ -126,6 +152,11 @@ export class BypassBinding {
 
   /** A unicast send from a wildcard socket: no interface of its own, the kernel's for good. */
   unicastFromWildcard(): void {
+    this.#unicastFromWildcard();
+    this.#publish();
+  }
+
+  #unicastFromWildcard(): void {
     if (this.#phase !== "multicast") return;
     this.#fallback("wildcard-bind", "unicast send from a socket bound to a wildcard address");
   }
@@ -153,6 +184,11 @@ export class BypassBinding {
 
   /** The interface may have gone down, changed its MTU, lost our address or vanished. */
   watchNow(): void {
+    this.#watchNow();
+    this.#publish();
+  }
+
+  #watchNow(): void {
     const link = this.#link;
     if (this.#phase !== "bypass" || link === null) return;
     this.#lastWatch = performance.now();
@@ -183,6 +219,11 @@ export class BypassBinding {
 
   /** A wait that held the engine returned: finish a detach it deferred. */
   afterWait(): void {
+    this.#afterWait();
+    this.#publish();
+  }
+
+  #afterWait(): void {
     if (this.#detachLater) this.#detach();
   }
 
@@ -234,6 +275,15 @@ export class BypassBinding {
       console.error(`nkb: ${err.message}; exiting (_NET_KERNEL_BYPASS_ERR_EXIT=1)`);
       Deno.exit(1);
     }
+  }
+
+  // Tells the host-wide registry (`nkb stat`) what the socket is now; the shim adds
+  // the addresses, interface and queues it knows.
+  #publish(): void {
+    const st = this.state();
+    const flags = (st.active ? REG_F_BYPASS : 0) | (this.#opts.queue !== null ? REG_F_AFFINE : 0);
+    const reason = REASON_ENCODER.encode(`${(st.reason ?? "").slice(0, 31)}\0`);
+    lib().nkb_reg_note(this.#h, flags, this.#opts.recvMode, reason);
   }
 
   // Leaves the rings for good; a wait on another thread defers it to its return.

@@ -50,6 +50,9 @@ export const symbols = {
   nkb_prog_name: { parameters: [U32, "buffer"], result: I32 },
   nkb_prog_is_ours: { parameters: [U32], result: I32 },
   nkb_policy: { parameters: ["buffer"], result: I32 },
+  nkb_link_xdp_features: { parameters: [U32, "buffer"], result: I32 },
+  nkb_reg_note: { parameters: [I32, U32, U32, "buffer"], result: I32 },
+  nkb_reg_path: { parameters: ["buffer", U32], result: I32 },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The ABI this TypeScript expects from the shim (NKB_ABI_VERSION in ffi/nkb.h). */

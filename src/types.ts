@@ -47,12 +47,17 @@ export interface BypassStats {
   txFull: number;
   /** Datagrams cut to fit the caller's buffer. */
   rxTruncated: number;
-  /** Drops the kernel counted on the interface's AF_XDP sockets (all sockets of this process). */
+  /** Drops the kernel counted on the AF_XDP sockets of the rings this socket reads (shared by the sockets on those rings). */
   interfaceDrops: number;
   /** Bypass datagrams dropped because they came from someone other than the connected peer. */
   rxForeign: number;
   /** ICMP errors the kernel reported for this socket and nkb hid (bypass sockets do not report them). */
   icmpIgnored: number;
+  /**
+   * Datagrams dropped on the way in (`nkb stat`'s Dpkts): `rxDropped` + `rxInvalid` +
+   * `interfaceDrops` (rings full, fill ring empty, invalid descriptors).
+   */
+  dpkts: number;
 }
 
 /** Options of {@linkcode UdpBypass.listenDatagram}. */
@@ -96,5 +101,6 @@ export function readStats(h: number): BypassStats {
     interfaceDrops: n(Stat.engineDrops),
     rxForeign: n(Stat.rxForeign),
     icmpIgnored: n(Stat.icmpIgnored),
+    dpkts: n(Stat.rxDropped) + n(Stat.rxInvalid) + n(Stat.engineDrops),
   };
 }
