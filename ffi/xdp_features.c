@@ -1,10 +1,346 @@
-// Stub until the generic-netlink query lands.
+// The XDP features a driver reports (nkb.h: nkb_link_xdp_features), read from the generic
+// netlink family "netdev": NETDEV_CMD_DEV_GET answers with NETDEV_A_DEV_XDP_FEATURES, a u64
+// of NETDEV_XDP_ACT_* bits. The control plane uses it to know, before binding, whether a
+// driver can do AF_XDP zero-copy (NETDEV_XDP_ACT_XSK_ZEROCOPY).
+//
+// Raw NETLINK_GENERIC socket, no libraries. This is not on the data path, so every call
+// opens its own socket (in the calling thread's network namespace, which is the one whose
+// ifindex is meant), sends at most two requests and closes it; a reply can only belong to
+// this call, and sequence numbers are still checked to reject anything stale. Everything
+// read from the kernel is length-checked against the datagram before it is read.
+#ifndef _DEFAULT_SOURCE
+#define _DEFAULT_SOURCE // socket API under -std=gnu11
+#endif
+
+#include <assert.h>
 #include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <linux/genetlink.h>
+#include <linux/netlink.h>
+
+#if __has_include(<linux/netdev.h>)
+#include <linux/netdev.h>
+#else
+// UAPI headers before 6.3 lack it (linux-libc-dev 6.1, which a native build on Debian 12
+// uses): the values of include/uapi/linux/netdev.h, which are ABI and do not change.
+#define NETDEV_FAMILY_NAME "netdev"
+#define NETDEV_FAMILY_VERSION 1
+enum { NETDEV_XDP_ACT_XSK_ZEROCOPY = 8 };
+enum { NETDEV_A_DEV_IFINDEX = 1, NETDEV_A_DEV_PAD = 2, NETDEV_A_DEV_XDP_FEATURES = 3 };
+enum { NETDEV_CMD_DEV_GET = 1 };
+#endif
 
 #include "nkb.h"
+#include "nl_io.h"
+
+// The UAPI NLA_* macros compute in int; these keep all length arithmetic unsigned.
+#define XF_ATTR_HDRLEN ((uint32_t)sizeof(struct nlattr))
+#define XF_ALIGN4(len) (((uint32_t)(len) + 3u) & ~3u)
+#define XF_ATTR_TYPE_MASK ((uint32_t)(uint16_t)~(NLA_F_NESTED | NLA_F_NET_BYTEORDER))
+_Static_assert(sizeof(struct nlattr) == 4, "attributes start right after a 4-byte header");
+_Static_assert(NETDEV_XDP_ACT_XSK_ZEROCOPY == 1u << 3, "the zero-copy bit nkb.h documents");
+_Static_assert(GENL_HDRLEN == 4, "the genetlink header is cmd, version and 2 reserved bytes");
+
+// The kernel builds both replies in one NLMSG_GOODSIZE skb (at most 8 KiB); 16 KiB leaves
+// room, and anything larger comes back from nkb_nlio_recv as -EMSGSIZE, never truncated.
+#define XF_BUF_SIZE 16384u
+// A request gets one reply datagram and then its ack; the rest is slack for stale
+// messages, which are skipped, so a misbehaving peer cannot keep the loop going.
+#define XF_RECV_MAX 8u
+// A message is at least a header, so this bounds the walk over one datagram.
+#define XF_MSGS_MAX (XF_BUF_SIZE / NLMSG_HDRLEN)
+// An attribute is at least its header, so this bounds the walk over one message.
+#define XF_ATTRS_MAX (XF_BUF_SIZE / XF_ATTR_HDRLEN)
+// A request is a netlink header, a genetlink header and one attribute of at most 8 bytes.
+#define XF_REQ_SIZE 64u
+// Attribute table length, enough for both families' attributes of interest.
+#define XF_TB_LEN 16u
+_Static_assert(CTRL_ATTR_FAMILY_NAME < XF_TB_LEN && CTRL_ATTR_FAMILY_ID < XF_TB_LEN,
+               "the table indexes the control family's attributes");
+_Static_assert(NETDEV_A_DEV_XDP_FEATURES < XF_TB_LEN && NETDEV_A_DEV_IFINDEX < XF_TB_LEN,
+               "the table indexes the netdev family's attributes");
+// Any other values would do: the socket is private to one call. Two, so a late answer to
+// the first request cannot be taken for one to the second.
+#define XF_SEQ_FAMILY 0x6e6b7801u
+#define XF_SEQ_DEV 0x6e6b7802u
+// The version of the genetlink controller's own protocol (net/netlink/genetlink.c,
+// genl_ctrl.version); the UAPI header does not name it. The kernel does not check it.
+#define XF_CTRL_VERSION 2u
+// Returned by the message walk once the ack (or NLMSG_DONE) ends the transaction.
+#define XF_STOP 1
+_Static_assert(sizeof(NETDEV_FAMILY_NAME) <= GENL_NAMSIZ, "the family name, NUL included");
+
+// The id the controller assigned to "netdev", 0 until resolved. Family ids are global (not
+// per network namespace), and "netdev" is built into the core (net/core/netdev-genl.c),
+// never unregistered, so a resolved id cannot go stale. Relaxed atomics: the value is
+// self-contained, and two threads resolving at once store the same id.
+static uint16_t g_netdev_family;
+
+typedef union xf_req {
+  struct nlmsghdr hdr;
+  uint8_t buf[XF_REQ_SIZE];
+} xf_req_t;
+
+typedef union xf_rxbuf {
+  struct nlmsghdr hdr; // alignment for the messages read in place
+  uint8_t buf[XF_BUF_SIZE];
+} xf_rxbuf_t;
+
+// Called with the attributes of the reply; 0 or -errno.
+typedef int32_t (*xf_reply_fn)(const struct nlattr *const *tb, void *ctx);
+
+typedef struct xf_walk {
+  uint32_t seq;
+  uint16_t type; // the family of the request, which its reply carries
+  uint8_t cmd;   // the command the reply carries
+  xf_reply_fn fn;
+  void *ctx;
+  bool replied;
+} xf_walk_t;
+
+// ---- requests ----------------------------------------------------------------------
+
+static const struct nlmsghdr *xf_req_init(xf_req_t *req, uint16_t type, uint32_t seq,
+                                          uint8_t cmd, uint8_t version, uint16_t attr_type,
+                                          const void *data, uint16_t len) {
+  assert(type >= NLMSG_MIN_TYPE);
+  assert(data != NULL);
+  uint32_t attr_off = NLMSG_HDRLEN + GENL_HDRLEN;
+  assert(attr_off + XF_ALIGN4(XF_ATTR_HDRLEN + (uint32_t)len) <= XF_REQ_SIZE);
+  memset(req, 0, sizeof(*req));
+  struct nlmsghdr *h = &req->hdr;
+  h->nlmsg_type = type;
+  h->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK; // the ack ends the transaction, even on error
+  h->nlmsg_seq = seq;
+  h->nlmsg_pid = 0; // the kernel fills in our port id
+  struct genlmsghdr g = {.cmd = cmd, .version = version, .reserved = 0};
+  memcpy(req->buf + NLMSG_HDRLEN, &g, sizeof(g));
+  struct nlattr a = {.nla_len = (uint16_t)(XF_ATTR_HDRLEN + len), .nla_type = attr_type};
+  memcpy(req->buf + attr_off, &a, sizeof(a));
+  memcpy(req->buf + attr_off + XF_ATTR_HDRLEN, data, len);
+  h->nlmsg_len = attr_off + XF_ALIGN4(a.nla_len);
+  assert(h->nlmsg_len <= XF_REQ_SIZE);
+  return h;
+}
+
+// ---- attributes --------------------------------------------------------------------
+
+// Indexes attributes by type into tb[0..XF_TB_LEN) (last one wins, other types skipped).
+static int32_t xf_attrs_parse(const uint8_t *p, uint32_t len, const struct nlattr **tb) {
+  assert(p != NULL || len == 0);
+  assert(len < XF_BUF_SIZE);
+  memset(tb, 0, XF_TB_LEN * sizeof(*tb));
+  uint32_t off = 0;
+  for (uint32_t i = 0; i < XF_ATTRS_MAX; i++) {
+    if (off == len) return 0;
+    if (len - off < XF_ATTR_HDRLEN) return -EPROTO;
+    const struct nlattr *a = (const struct nlattr *)(p + off);
+    if (a->nla_len < XF_ATTR_HDRLEN || a->nla_len > len - off) return -EPROTO;
+    uint32_t type = a->nla_type & XF_ATTR_TYPE_MASK; // drop NESTED / NET_BYTEORDER bits
+    if (type < XF_TB_LEN) tb[type] = a;
+    off += XF_ALIGN4(a->nla_len);
+    if (off > len) off = len; // the last attribute may lack its padding
+    assert(off <= len);
+  }
+  return -EPROTO;
+}
+
+static uint32_t xf_attr_len(const struct nlattr *a) {
+  assert(a != NULL);
+  assert(a->nla_len >= XF_ATTR_HDRLEN); // checked against the datagram by xf_attrs_parse
+  return (uint32_t)a->nla_len - XF_ATTR_HDRLEN;
+}
+
+// Copies the first n bytes of attribute a's payload to out; -EPROTO when a is absent or
+// shorter. memcpy, as a u64 after a 4-byte header need not be 8-byte aligned.
+static int32_t xf_attr_get(const struct nlattr *a, void *out, uint32_t n) {
+  assert(out != NULL);
+  assert(n > 0 && n <= sizeof(uint64_t));
+  if (a == NULL || xf_attr_len(a) < n) return -EPROTO;
+  memcpy(out, (const uint8_t *)a + XF_ATTR_HDRLEN, n);
+  return 0;
+}
+
+// ---- reply walking -----------------------------------------------------------------
+
+// One message addressed to our request: its genetlink header, then its attributes.
+static int32_t xf_reply(xf_walk_t *w, const struct nlmsghdr *h) {
+  assert(h->nlmsg_type == w->type);
+  assert(h->nlmsg_len >= NLMSG_HDRLEN);
+  if (h->nlmsg_len < NLMSG_HDRLEN + GENL_HDRLEN) return -EPROTO;
+  struct genlmsghdr g;
+  memcpy(&g, (const uint8_t *)h + NLMSG_HDRLEN, sizeof(g));
+  if (g.cmd != w->cmd) return 0; // not the answer this request asked for
+  const struct nlattr *tb[XF_TB_LEN];
+  const uint8_t *attrs = (const uint8_t *)h + NLMSG_HDRLEN + GENL_HDRLEN;
+  int32_t rc = xf_attrs_parse(attrs, h->nlmsg_len - NLMSG_HDRLEN - GENL_HDRLEN, tb);
+  if (rc < 0) return rc;
+  // A second answer to a request that has one would be a kernel bug; refuse to pick one.
+  if (w->replied) return -EPROTO;
+  rc = w->fn(tb, w->ctx);
+  if (rc < 0) return rc;
+  assert(rc == 0);
+  w->replied = true;
+  return 0;
+}
+
+static int32_t xf_msg(xf_walk_t *w, const struct nlmsghdr *h) {
+  assert(h->nlmsg_len >= NLMSG_HDRLEN);
+  assert(w->fn != NULL);
+  if (h->nlmsg_seq != w->seq) return 0; // not an answer to our request
+  int32_t err = 0;
+  switch (h->nlmsg_type) {
+    case NLMSG_NOOP: return 0;
+    case NLMSG_ERROR:
+      // An error message must carry its status; a short or out-of-range one is malformed.
+      if (nkb_nlio_status(h, &err) != 1) return -EPROTO;
+      if (err == 0) return XF_STOP; // the ack that ends the request
+      assert(err < 0);
+      return err;
+    case NLMSG_DONE: return XF_STOP; // not sent for a non-dump request; ends it all the same
+    case NLMSG_OVERRUN: return -EOVERFLOW;
+    default: break;
+  }
+  if (h->nlmsg_type != w->type) return 0; // reserved control types, or not our family
+  return xf_reply(w, h);
+}
+
+static int32_t xf_datagram(xf_walk_t *w, const xf_rxbuf_t *rx, uint32_t len) {
+  assert(len <= XF_BUF_SIZE);
+  assert(w != NULL);
+  uint32_t off = 0;
+  for (uint32_t i = 0; i < XF_MSGS_MAX; i++) {
+    if (off == len) return 0;
+    if (len - off < NLMSG_HDRLEN) return -EPROTO;
+    const struct nlmsghdr *h = (const struct nlmsghdr *)(rx->buf + off);
+    if (h->nlmsg_len < NLMSG_HDRLEN || h->nlmsg_len > len - off) return -EPROTO;
+    int32_t rc = xf_msg(w, h);
+    if (rc != 0) return rc;
+    off += NLMSG_ALIGN(h->nlmsg_len);
+    if (off > len) off = len; // the last message may lack its padding
+    assert(off <= len);
+  }
+  return -EPROTO;
+}
+
+// Sends req on fd and feeds the attributes of its reply (type w->type, command w->cmd) to
+// w->fn, up to the ack. 0 once both came, the kernel's -errno, or -EPROTO when the kernel
+// acked without answering.
+static int32_t xf_transact(int32_t fd, const struct nlmsghdr *req, xf_walk_t *w) {
+  assert(fd >= 0);
+  assert(req->nlmsg_seq == w->seq && req->nlmsg_type == w->type);
+  assert(!w->replied);
+  int32_t rc = nkb_nlio_send(fd, req);
+  if (rc < 0) return rc;
+  xf_rxbuf_t rx;
+  rc = -EOVERFLOW; // XF_RECV_MAX datagrams without the ack: give up
+  for (uint32_t i = 0; i < XF_RECV_MAX; i++) {
+    int32_t n = nkb_nlio_recv(fd, rx.buf, sizeof(rx.buf));
+    if (n < 0) return n;
+    rc = xf_datagram(w, &rx, (uint32_t)n);
+    if (rc != 0) break;
+    rc = -EOVERFLOW;
+  }
+  if (rc != XF_STOP) {
+    assert(rc < 0);
+    return rc;
+  }
+  return w->replied ? 0 : -EPROTO;
+}
+
+// ---- the two requests --------------------------------------------------------------
+
+static int32_t xf_family_on_reply(const struct nlattr *const *tb, void *ctx) {
+  uint16_t *id = ctx;
+  assert(id != NULL && *id == 0);
+  // The controller answers for the name asked; check it anyway, since the id is cached.
+  const struct nlattr *a = tb[CTRL_ATTR_FAMILY_NAME];
+  if (a == NULL || xf_attr_len(a) != sizeof(NETDEV_FAMILY_NAME)) return -EPROTO;
+  const uint8_t *name = (const uint8_t *)a + XF_ATTR_HDRLEN; // length checked just above
+  if (memcmp(name, NETDEV_FAMILY_NAME, sizeof(NETDEV_FAMILY_NAME)) != 0) return -EPROTO;
+  uint16_t got = 0;
+  if (xf_attr_get(tb[CTRL_ATTR_FAMILY_ID], &got, sizeof(got)) < 0) return -EPROTO;
+  // Dynamic ids start above GENL_ID_CTRL; anything at or below is not a family to query.
+  if (got <= GENL_ID_CTRL) return -EPROTO;
+  *id = got;
+  assert(*id > GENL_ID_CTRL);
+  return 0;
+}
+
+// The id of "netdev": cached, else asked of the controller (CTRL_CMD_GETFAMILY).
+// -EOPNOTSUPP when the kernel has no such family (before 6.3, or built without it).
+static int32_t xf_family(int32_t fd, uint16_t *id) {
+  assert(fd >= 0);
+  assert(id != NULL);
+  *id = __atomic_load_n(&g_netdev_family, __ATOMIC_RELAXED);
+  if (*id != 0) return 0;
+  xf_req_t req;
+  const struct nlmsghdr *h =
+      xf_req_init(&req, GENL_ID_CTRL, XF_SEQ_FAMILY, CTRL_CMD_GETFAMILY, XF_CTRL_VERSION,
+                  CTRL_ATTR_FAMILY_NAME, NETDEV_FAMILY_NAME, sizeof(NETDEV_FAMILY_NAME));
+  xf_walk_t w = {.seq = XF_SEQ_FAMILY, .type = GENL_ID_CTRL, .cmd = CTRL_CMD_NEWFAMILY,
+                 .fn = xf_family_on_reply, .ctx = id, .replied = false};
+  int32_t rc = xf_transact(fd, h, &w);
+  // ctrl_getfamily answers -ENOENT for a name it does not know.
+  if (rc == -ENOENT) return -EOPNOTSUPP;
+  if (rc < 0) return rc;
+  assert(*id > GENL_ID_CTRL);
+  __atomic_store_n(&g_netdev_family, *id, __ATOMIC_RELAXED);
+  return 0;
+}
+
+typedef struct xf_dev_ctx {
+  uint32_t ifindex;
+  uint64_t features;
+} xf_dev_ctx_t;
+
+static int32_t xf_dev_on_reply(const struct nlattr *const *tb, void *vctx) {
+  xf_dev_ctx_t *ctx = vctx;
+  assert(ctx != NULL);
+  assert(ctx->ifindex != 0 && ctx->features == 0);
+  uint32_t ifindex = 0;
+  if (xf_attr_get(tb[NETDEV_A_DEV_IFINDEX], &ifindex, sizeof(ifindex)) < 0) return -EPROTO;
+  if (ifindex != ctx->ifindex) return -EPROTO; // an answer about another interface
+  // Every kernel with the family sends it (netdev_nl_dev_fill); absent means malformed.
+  // All 64 bits pass through: bits newer than NETDEV_XDP_ACT_MASK are the caller's to read.
+  if (xf_attr_get(tb[NETDEV_A_DEV_XDP_FEATURES], &ctx->features, sizeof(ctx->features)) < 0) {
+    return -EPROTO;
+  }
+  return 0;
+}
 
 int32_t nkb_link_xdp_features(uint32_t ifindex, uint64_t *out1) {
-  (void)ifindex;
-  (void)out1;
-  return -EOPNOTSUPP;
+  if (out1 == NULL) return -EINVAL;
+  *out1 = 0; // nothing stale for a caller that reads it after a failure
+  // No interface has index 0; the kernel's policy (NLA_POLICY_MIN 1) would say -ERANGE.
+  if (ifindex == 0) return -ENOENT;
+  int32_t fd = nkb_nlio_open(NETLINK_GENERIC);
+  if (fd < 0) return fd;
+  uint16_t family = 0;
+  int32_t rc = xf_family(fd, &family);
+  xf_dev_ctx_t ctx = {.ifindex = ifindex, .features = 0};
+  if (rc == 0) {
+    assert(family > GENL_ID_CTRL);
+    xf_req_t req;
+    const struct nlmsghdr *h =
+        xf_req_init(&req, family, XF_SEQ_DEV, NETDEV_CMD_DEV_GET, NETDEV_FAMILY_VERSION,
+                    NETDEV_A_DEV_IFINDEX, &ifindex, sizeof(ifindex));
+    xf_walk_t w = {.seq = XF_SEQ_DEV, .type = family, .cmd = NETDEV_CMD_DEV_GET,
+                   .fn = xf_dev_on_reply, .ctx = &ctx, .replied = false};
+    rc = xf_transact(fd, h, &w);
+  }
+  // Nothing useful to do if close fails on a socket we only read from.
+  (void)close(fd);
+  // netdev_nl_dev_get_doit says -ENODEV for an ifindex it cannot find in the namespace;
+  // nkb.h promises -ENOENT for "no such interface", like the rtnetlink lookups.
+  if (rc == -ENODEV) return -ENOENT;
+  if (rc < 0) return rc;
+  assert(rc == 0);
+  *out1 = ctx.features;
+  return 0;
 }
