@@ -1,0 +1,127 @@
+/**
+ * Builds synthetic registry files (ffi/registry.h) from the reader's own layout
+ * constants, for the reader's and the tool's tests.
+ *
+ * @module
+ */
+
+import { Stat } from "../../src/ffi.ts";
+import { processStartTicks, RegistryLayout as L } from "../../src/registry_read.ts";
+
+/** The file's header: who wrote it. */
+export interface ProcessSpec {
+  pid: number;
+  startTicks: bigint;
+  uid?: number;
+  createdMs?: number;
+  netnsIno?: bigint;
+  comm?: string;
+  /** Raw /proc/<pid>/cmdline bytes (NUL-separated); default from `args`. */
+  cmdlineBytes?: Uint8Array;
+  args?: string[];
+  /** Default L.slots (1024); the file holds this many slots. */
+  slotCount?: number;
+}
+
+/** One slot. */
+export interface SlotSpec {
+  index: number;
+  seq?: number;
+  inUse?: number;
+  createdMs?: number;
+  local?: [string, number];
+  remote?: [string, number];
+  flags?: number;
+  ifindex?: number;
+  firstQueue?: number;
+  queueCount?: number;
+  recvMode?: number;
+  ifname?: string;
+  reason?: string;
+  stats?: Partial<Record<keyof typeof Stat, bigint>>;
+}
+
+const encoder = new TextEncoder();
+
+/** This test process, with the start time that makes its files count as live. */
+export function liveProcess(): { pid: number; startTicks: bigint } {
+  const startTicks = processStartTicks(Deno.pid);
+  if (startTicks === null) throw new Error("no /proc/self/stat start time");
+  return { pid: Deno.pid, startTicks };
+}
+
+/** This process's network namespace inode, as the writer records it. */
+export function ownNetnsIno(): bigint {
+  const ino = Deno.statSync("/proc/self/ns/net").ino;
+  if (ino === null) throw new Error("no netns inode");
+  return BigInt(ino);
+}
+
+/** A whole registry file: header, then `slotCount` slots (unlisted ones free). */
+export function registryFile(proc: ProcessSpec, slots: SlotSpec[] = []): Uint8Array {
+  const slotCount = proc.slotCount ?? L.slots;
+  const bytes = new Uint8Array(L.headerSize + slotCount * L.slotSize);
+  const v = new DataView(bytes.buffer);
+  const H = L.header;
+  bytes.set(L.magic, H.magic);
+  v.setUint32(H.version, L.version, true);
+  v.setUint32(H.headerSize, L.headerSize, true);
+  v.setUint32(H.slotSize, L.slotSize, true);
+  v.setUint32(H.slotCount, slotCount, true);
+  v.setUint32(H.pid, proc.pid, true);
+  v.setUint32(H.uid, proc.uid ?? 0, true);
+  v.setBigUint64(H.startTicks, proc.startTicks, true);
+  v.setBigUint64(H.createdMs, BigInt(proc.createdMs ?? 1_700_000_000_000), true);
+  v.setBigUint64(H.netnsIno, proc.netnsIno ?? 4026531840n, true);
+  putString(bytes, H.comm, L.commSize, proc.comm ?? "tester");
+  const cmdline = proc.cmdlineBytes ??
+    encoder.encode((proc.args ?? ["deno", "test"]).map((a) => `${a}\0`).join(""));
+  bytes.set(cmdline.subarray(0, L.cmdlineMax), H.cmdline);
+  v.setUint32(H.cmdlineLen, Math.min(cmdline.length, L.cmdlineMax), true);
+  for (const s of slots) writeSlot(bytes, s);
+  return bytes;
+}
+
+/** Writes slot `s.index` into a file built by {@linkcode registryFile}. */
+export function writeSlot(bytes: Uint8Array, s: SlotSpec): void {
+  const base = slotOffset(s.index);
+  const v = new DataView(bytes.buffer, base, L.slotSize);
+  const S = L.slot;
+  v.setUint32(S.seq, s.seq ?? 2, true);
+  v.setUint32(S.inUse, s.inUse ?? 1, true);
+  v.setBigUint64(S.createdMs, BigInt(s.createdMs ?? 1_700_000_000_500), true);
+  const [localIp, localPort] = s.local ?? ["0.0.0.0", 0];
+  const [remoteIp, remotePort] = s.remote ?? ["0.0.0.0", 0];
+  bytes.set(localIp.split(".").map(Number), base + S.localIp);
+  bytes.set(remoteIp.split(".").map(Number), base + S.remoteIp);
+  v.setUint16(S.localPort, localPort, true);
+  v.setUint16(S.remotePort, remotePort, true);
+  v.setUint32(S.flags, s.flags ?? 0, true);
+  v.setUint32(S.ifindex, s.ifindex ?? 0, true);
+  v.setUint32(S.firstQueue, s.firstQueue ?? 0, true);
+  v.setUint32(S.queueCount, s.queueCount ?? 0, true);
+  v.setUint32(S.recvMode, s.recvMode ?? 1, true);
+  putString(bytes, base + S.ifname, L.ifnameSize, s.ifname ?? "");
+  putString(bytes, base + S.reason, L.reasonSize, s.reason ?? "");
+  for (const [name, value] of Object.entries(s.stats ?? {})) {
+    v.setBigUint64(S.stats + 8 * Stat[name as keyof typeof Stat], value, true);
+  }
+}
+
+/** Byte offset of slot `index` in a file. */
+export function slotOffset(index: number): number {
+  return L.headerSize + index * L.slotSize;
+}
+
+/** Overwrites a little-endian u32 (to corrupt a field). */
+export function putU32(bytes: Uint8Array, off: number, value: number): void {
+  new DataView(bytes.buffer, bytes.byteOffset).setUint32(off, value, true);
+}
+
+// A NUL-terminated string in a zeroed field (tests fill a field whole to drop the NUL).
+function putString(bytes: Uint8Array, off: number, size: number, text: string): void {
+  const b = encoder.encode(text);
+  if (b.length >= size) throw new Error(`"${text}" does not fit ${size} bytes with its NUL`);
+  bytes.fill(0, off, off + size);
+  bytes.set(b, off);
+}
