@@ -1,0 +1,345 @@
+/**
+ * `nkb phys`: the interfaces of this network namespace and the receive queues nkb
+ * processes hold on them, in the style of Solaris `dladm show-phys -G`
+ * (net_kernel_bypass(3LIB)): RG-AVAIL queues free for a bypass socket, RG-INUSE held.
+ *
+ * @module
+ */
+
+import { lib } from "./ffi.ts";
+import { linkGet, progName } from "./netinfo.ts";
+import { readRegistry, type RegisteredSocket } from "./registry_read.ts";
+import { type Column, formatTable } from "./table.ts";
+
+/** Who has an XDP program on the interface: nobody, nkb, something else, or cannot tell. */
+export type XdpOwner = "none" | "nkb" | "other" | "unknown";
+
+/** One interface and the queues nkb processes hold on it. */
+export interface PhysInfo {
+  /** The interface's name. */
+  link: string;
+  /** The interface's index. */
+  ifindex: number;
+  /** The interface's MTU. */
+  mtu: number;
+  /** Receive queues the device uses now (entries of /sys/class/net/<link>/queues/rx-*). */
+  rxQueues: number;
+  /** Receive queues no nkb process holds (never negative). */
+  rgAvail: number;
+  /** Distinct receive queues held by nkb processes. */
+  rgInUse: number;
+  /** Pids holding queues, ascending. */
+  holders: number[];
+  /** The queues held, ascending. */
+  queuesHeld: number[];
+  /** Whose XDP program is attached. */
+  xdp: XdpOwner;
+  /** 0 when no program is attached (or unknown). */
+  xdpProgId: number;
+  /** The attached program's name; null when none or unreadable. */
+  xdpProgName: string | null;
+  /** Whether the driver offers AF_XDP zero-copy. */
+  zeroCopy: "yes" | "no" | "unknown";
+}
+
+/** Options of {@linkcode listPhys}. */
+export interface ListPhysOptions {
+  /** The registry directory (default: `$NKB_REGISTRY_DIR`, else /dev/shm/nkb). */
+  dir?: string;
+  /** Only these interfaces (`lo` only when named); default: all but `lo`. */
+  links?: string[];
+}
+
+/** Interfaces and what could not be read. */
+export interface PhysList {
+  /** By ifindex. */
+  links: PhysInfo[];
+  /** What could not be read. */
+  warnings: string[];
+}
+
+/** The columns `nkb phys -o` can show. */
+export type PhysField =
+  | "LINK"
+  | "IFINDEX"
+  | "RXQ"
+  | "RG-AVAIL"
+  | "RG-INUSE"
+  | "HOLDERS"
+  | "QUEUES"
+  | "XDP"
+  | "XDP-PROG"
+  | "ZEROCOPY"
+  | "MTU";
+
+/** Every field of `nkb phys -o`, in display order of the help. */
+export const PHYS_FIELDS: readonly PhysField[] = [
+  "LINK",
+  "IFINDEX",
+  "RXQ",
+  "RG-AVAIL",
+  "RG-INUSE",
+  "HOLDERS",
+  "QUEUES",
+  "XDP",
+  "XDP-PROG",
+  "ZEROCOPY",
+  "MTU",
+];
+
+/** Options of {@linkcode formatPhys}. */
+export interface FormatPhysOptions {
+  /** The columns to show (`-o`, case-insensitive); default LINK RG-AVAIL RG-INUSE XDP ZEROCOPY MTU. */
+  fields?: string[];
+  /** Add HOLDERS to the default columns. */
+  verbose?: boolean;
+}
+
+/** A `-o` field that does not exist; `valid` lists those that do. */
+export class UnknownFieldError extends TypeError {
+  /** The field asked for. */
+  readonly field: string;
+  /** Every valid field. */
+  readonly valid: readonly PhysField[];
+  /** `field`: the unknown name. */
+  constructor(field: string) {
+    super(`unknown field "${field}"; valid fields: ${PHYS_FIELDS.join(", ")}`);
+    this.name = "UnknownFieldError";
+    this.field = field;
+    this.valid = PHYS_FIELDS;
+  }
+}
+
+const DEFAULT_FIELDS: PhysField[] = ["LINK", "RG-AVAIL", "RG-INUSE", "XDP", "ZEROCOPY", "MTU"];
+const NUMERIC: ReadonlySet<PhysField> = new Set(["IFINDEX", "RXQ", "RG-AVAIL", "RG-INUSE", "MTU"]);
+const NKB_PROG_NAME = "nkb_xdp"; // the name of our XDP program (ffi/bpf_filter.c)
+const XDP_ZEROCOPY_BIT = 1n << 3n; // NETDEV_XDP_ACT_XSK_ZEROCOPY
+const SYS_NET = "/sys/class/net";
+const MAX_LINKS = 4096;
+const MAX_QUEUE_ENTRIES = 8192;
+// IFNAMSIZ - 1 bytes, no "/" or whitespace, not "." or "..": also keeps a name given on
+// the command line from leaving /sys/class/net.
+const LINK_NAME = /^[^/\s:]{1,15}$/;
+
+/** The fields `fields` names (case-insensitive); throws {@linkcode UnknownFieldError}. */
+export function parsePhysFields(fields: string[]): PhysField[] {
+  return fields.map((f) => {
+    const upper = f.trim().toUpperCase();
+    const known = PHYS_FIELDS.find((p) => p === upper);
+    if (known === undefined) throw new UnknownFieldError(f);
+    return known;
+  });
+}
+
+/**
+ * The interfaces of this process's network namespace (from /sys/class/net and
+ * rtnetlink) with the receive queues that live nkb processes of the same namespace
+ * hold on them (from the registry). Never throws: problems are `warnings`.
+ */
+export function listPhys(opts: ListPhysOptions = {}): PhysList {
+  const warnings: string[] = [];
+  const names = opts.links === undefined
+    ? allLinkNames(warnings)
+    : namedLinks(opts.links, warnings);
+  const holdings = queueHoldings(opts.dir, warnings);
+  const xdp = xdpProbe(warnings);
+  const links: PhysInfo[] = [];
+  for (const name of names) {
+    const sys = readSysLink(name, opts.links !== undefined, warnings);
+    if (sys === null) continue;
+    const held = holdings.filter((s) => s.ifindex === sys.ifindex);
+    const queues = new Set<number>();
+    for (const s of held) {
+      for (let q = s.firstQueue; q < s.firstQueue + s.queueCount; q++) queues.add(q);
+    }
+    links.push({
+      link: name,
+      ifindex: sys.ifindex,
+      mtu: sys.mtu,
+      rxQueues: sys.rxQueues,
+      rgAvail: Math.max(0, sys.rxQueues - queues.size),
+      rgInUse: queues.size,
+      holders: [...new Set(held.map((s) => s.pid))].sort((a, b) => a - b),
+      queuesHeld: [...queues].sort((a, b) => a - b),
+      ...xdp(name, sys.ifindex),
+    });
+  }
+  links.sort((a, b) => a.ifindex - b.ifindex);
+  return { links, warnings };
+}
+
+/**
+ * The `dladm show-phys -G` table of `links`: LINK RG-AVAIL RG-INUSE XDP ZEROCOPY MTU,
+ * HOLDERS added with `verbose`, or the `fields` chosen. Throws
+ * {@linkcode UnknownFieldError} for a field that does not exist.
+ */
+export function formatPhys(links: PhysInfo[], opts: FormatPhysOptions = {}): string {
+  const fields = opts.fields !== undefined
+    ? parsePhysFields(opts.fields)
+    : opts.verbose
+    ? [...DEFAULT_FIELDS, "HOLDERS" as const]
+    : DEFAULT_FIELDS;
+  const columns: Column[] = fields.map((f) => ({
+    header: f,
+    align: NUMERIC.has(f) ? "right" : "left",
+  }));
+  const rows = links.map((l) => fields.map((f) => physCell(l, f)));
+  return formatTable(columns, rows, { gap: 2, rule: false });
+}
+
+function physCell(l: PhysInfo, field: PhysField): string {
+  const list = (xs: number[]): string => xs.length === 0 ? "-" : xs.join(",");
+  switch (field) {
+    case "LINK":
+      return l.link;
+    case "IFINDEX":
+      return String(l.ifindex);
+    case "RXQ":
+      return String(l.rxQueues);
+    case "RG-AVAIL":
+      return String(l.rgAvail);
+    case "RG-INUSE":
+      return String(l.rgInUse);
+    case "HOLDERS":
+      return list(l.holders);
+    case "QUEUES":
+      return list(l.queuesHeld);
+    case "XDP":
+      return l.xdp === "none" ? "-" : l.xdp === "other" ? `other:${l.xdpProgName ?? "?"}` : l.xdp;
+    case "XDP-PROG":
+      return l.xdpProgId === 0 ? "-" : `${l.xdpProgId}:${l.xdpProgName ?? "?"}`;
+    case "ZEROCOPY":
+      return l.zeroCopy;
+    case "MTU":
+      return String(l.mtu);
+  }
+}
+
+function allLinkNames(warnings: string[]): string[] {
+  const names: string[] = [];
+  try {
+    for (const e of Deno.readDirSync(SYS_NET)) {
+      if (names.length >= MAX_LINKS) {
+        warnings.push(`${SYS_NET}: more than ${MAX_LINKS} interfaces, the rest are not shown`);
+        break;
+      }
+      if (e.name !== "lo" && LINK_NAME.test(e.name)) names.push(e.name);
+    }
+  } catch (e) {
+    warnings.push(`${SYS_NET}: cannot list interfaces: ${message(e)}`);
+  }
+  return names;
+}
+
+function namedLinks(links: string[], warnings: string[]): string[] {
+  const names: string[] = [];
+  for (const name of links.slice(0, MAX_LINKS)) {
+    if (!LINK_NAME.test(name) || name === "." || name === "..") {
+      warnings.push(`"${name}": not an interface name`);
+    } else if (!names.includes(name)) names.push(name);
+  }
+  return names;
+}
+
+interface SysLink {
+  ifindex: number;
+  mtu: number;
+  rxQueues: number;
+}
+
+// ifindex, MTU and the receive queues in use, from sysfs; null (and a warning when the
+// link was asked for by name) when it is not there.
+function readSysLink(name: string, named: boolean, warnings: string[]): SysLink | null {
+  const dir = `${SYS_NET}/${name}`;
+  try {
+    const ifindex = readSysNumber(`${dir}/ifindex`);
+    const mtu = readSysNumber(`${dir}/mtu`);
+    let rxQueues = 0;
+    let seen = 0;
+    for (const e of Deno.readDirSync(`${dir}/queues`)) {
+      if (++seen > MAX_QUEUE_ENTRIES) break;
+      if (/^rx-[0-9]+$/.test(e.name)) rxQueues++;
+    }
+    return { ifindex, mtu, rxQueues };
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) {
+      if (named) warnings.push(`${name}: no such interface`);
+    } else warnings.push(`${name}: cannot read ${dir}: ${message(e)}`);
+    return null;
+  }
+}
+
+function readSysNumber(path: string): number {
+  const text = Deno.readTextFileSync(path).trim();
+  if (!/^[0-9]{1,10}$/.test(text)) {
+    throw new Error(`${path}: "${text.slice(0, 20)}" is not a number`);
+  }
+  return Number(text);
+}
+
+// Sockets of live processes in this network namespace that hold queues.
+function queueHoldings(dir: string | undefined, warnings: string[]): RegisteredSocket[] {
+  const scan = readRegistry({ dir });
+  warnings.push(...scan.warnings);
+  let netns: string;
+  try {
+    const ino = Deno.statSync("/proc/self/ns/net").ino;
+    if (ino === null) throw new Error("no inode");
+    netns = String(ino);
+  } catch (e) {
+    warnings.push(
+      `cannot tell this process's network namespace (${message(e)}): no queue holdings`,
+    );
+    return [];
+  }
+  return scan.sockets.filter((s) => s.netnsIno === netns && s.queueCount > 0);
+}
+
+type XdpFacts = Pick<PhysInfo, "xdp" | "xdpProgId" | "xdpProgName" | "zeroCopy">;
+
+// XDP program and zero-copy support of a link, through the shim; everything "unknown"
+// (with one warning) when the shim cannot be loaded.
+function xdpProbe(warnings: string[]): (name: string, ifindex: number) => XdpFacts {
+  const unknown: XdpFacts = {
+    xdp: "unknown",
+    xdpProgId: 0,
+    xdpProgName: null,
+    zeroCopy: "unknown",
+  };
+  try {
+    lib();
+  } catch (e) {
+    warnings.push(`XDP and zero-copy unknown: ${message(e)}`);
+    return () => ({ ...unknown });
+  }
+  return (name, ifindex) => {
+    const link = linkGet(ifindex);
+    if (typeof link === "number") return { ...unknown, zeroCopy: zeroCopy(ifindex) };
+    if (link.name !== name) {
+      warnings.push(
+        `${name}: ifindex ${ifindex} is "${link.name}" here: ${SYS_NET} shows another network namespace (remount /sys)`,
+      );
+      return { ...unknown };
+    }
+    return { ...xdpOwner(link.xdpProgId), zeroCopy: zeroCopy(ifindex) };
+  };
+}
+
+function xdpOwner(progId: number): Omit<XdpFacts, "zeroCopy"> {
+  if (progId === 0) return { xdp: "none", xdpProgId: 0, xdpProgName: null };
+  const name = progName(progId);
+  // Without CAP_SYS_ADMIN/CAP_BPF a program's name cannot be read: it could be ours.
+  if (typeof name === "number") return { xdp: "unknown", xdpProgId: progId, xdpProgName: null };
+  return { xdp: name === NKB_PROG_NAME ? "nkb" : "other", xdpProgId: progId, xdpProgName: name };
+}
+
+function zeroCopy(ifindex: number): PhysInfo["zeroCopy"] {
+  const out = new BigUint64Array(1);
+  const rc = lib().nkb_link_xdp_features(ifindex, new Uint8Array(out.buffer));
+  if (rc < 0) return "unknown";
+  return (out[0] & XDP_ZEROCOPY_BIT) !== 0n ? "yes" : "no";
+}
+
+function message(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
