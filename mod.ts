@@ -18,3 +18,23 @@ export type { BypassState, BypassStats, ListenOptions, ReceiveOptions } from "./
 export type { BypassOptions } from "./src/config.ts";
 export type { FallbackReason } from "./src/decide.ts";
 export { BypassSetupError, NkbError, TxRingFullError } from "./src/errors.ts";
+export { readRegistry } from "./src/registry_read.ts";
+export type {
+  ReadRegistryOptions,
+  RegisteredProcess,
+  RegisteredSocket,
+  RegistryScan,
+  SocketAddress,
+  SocketState,
+} from "./src/registry_read.ts";
+export { formatStat, listSockets, statJson } from "./src/stat.ts";
+export type { FormatStatOptions, ListSocketsOptions, SocketList, StatReport } from "./src/stat.ts";
+export { formatPhys, listPhys, PHYS_FIELDS, UnknownFieldError } from "./src/phys.ts";
+export type {
+  FormatPhysOptions,
+  ListPhysOptions,
+  PhysField,
+  PhysInfo,
+  PhysList,
+  XdpOwner,
+} from "./src/phys.ts";
