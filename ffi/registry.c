@@ -164,6 +164,12 @@ static void nkb_reg_open(void) {
     return;
   }
   nkb_reg_fill_header((nkb_reg_header_t *)map);
+  if (((nkb_reg_header_t *)map)->start_ticks == 0) {
+    // Without our start time every reader would take the file for a dead process's.
+    (void)munmap(map, NKB_REG_FILE_SIZE);
+    (void)unlink(path);
+    return;
+  }
   memcpy(g_reg_path, path, sizeof(g_reg_path));
   g_reg_pid = pid;
   __atomic_store_n(&g_reg, (nkb_reg_header_t *)map, __ATOMIC_RELEASE);
