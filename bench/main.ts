@@ -21,8 +21,13 @@
  *   256, recvMode 1); the native row is the native sender into the native receiver.
  *   Counted by sequence number until the end markers that follow a drain pause.
  * - send rate: a Deno.listenDatagram sender (await each send), an nkb sendSync sender,
- *   an nkb sendBatch sender or the native sender, into the native receiver (the nkb
- *   batch receiver when the native program could not be built), which also counts.
+ *   an nkb sendBatch sender or the native sender, counted by the native XDP counter
+ *   (`ceiling xdpcount`: a generic-mode XDP program on side A's veth that counts the
+ *   datagrams in a per-CPU map and drops them; the nkb batch receiver when the native
+ *   program could not be built). On veth the receiving side's work runs on the sending
+ *   core, so a receiver that redirected into an XDP socket (a copy into its UMEM per
+ *   datagram) charged every sender the same fixed cost and compressed the ratios between
+ *   them. After each such run no XDP program may remain on side A's veth.
  * - round trip: a busy-polling python3 kernel-socket client against a Deno.listenDatagram
  *   echo, an nkb receiveSync + sendSync echo (recvMode 1, and recvMode 0: row "copy0"),
  *   an nkb receiveBatch + SendBatch.reply + sendBatch echo (row "batch") or the native
@@ -105,6 +110,8 @@ type Path = "kernel" | "copy" | "copy0" | "zc" | "batch" | "native";
 type Mover = Exclude<Path, "copy0">;
 /** A datagram sender in a flow. */
 type Sender = Exclude<Mover, "zc">;
+/** A datagram receiver in a flow: a mover, or the native XDP counter (send rate only). */
+type Receiver = Mover | "xdpcount";
 
 const ALL_TESTS = ["rx", "send", "rtt", "idle", "mq"];
 const ALL_PATHS: Path[] = ["kernel", "copy", "copy0", "zc", "batch", "native"];
@@ -115,6 +122,13 @@ const LABEL: Record<Path, string> = {
   zc: "nkb zero-copy",
   batch: "nkb batch",
   native: "native ceiling",
+};
+const RECEIVER_LABEL: Record<Receiver, string> = {
+  ...LABEL,
+  native: "the native receiver (ceiling rx)",
+  xdpcount: "the native XDP counter (ceiling xdpcount: a generic-mode XDP program on side A's " +
+    "veth counts and drops, so the sending core, which on veth runs the receiving side's work, " +
+    "pays no redirect and no copy into a UMEM)",
 };
 const SHORT: Record<Path, string> = {
   kernel: "kernel",
@@ -137,7 +151,7 @@ const PATH_TESTS: Record<Path, string[]> = {
 /** One sender -> receiver run. */
 interface FlowResult {
   sender: Sender;
-  receiver: Mover;
+  receiver: Receiver;
   size: number;
   sent: number;
   received: number;
@@ -397,22 +411,42 @@ function denoArgs(kind: Mover): string[] {
   return ["--impl", "nkb", "--mode", kind === "native" ? "copy" : kind];
 }
 
-function startSink(b: Bench, kind: Mover, port: number, maxMs: number): Promise<TestbedProcess> {
+function startSink(
+  b: Bench,
+  kind: Receiver,
+  port: number,
+  maxMs: number,
+): Promise<TestbedProcess> {
   const { tb } = b;
   const name = `sink[${kind}]@a`;
-  return startWorker(
-    name,
-    kind !== "kernel",
-    () =>
-      kind === "native"
-        ? tb.spawn("a", [nativeBin(b), "rx", tb.a.ip, `${port}`, "4000000000", `${maxMs / 1000}`], {
-          name,
-        })
-        : tb.spawnDeno("a", `${WORKERS}sink.ts`, [
-          ...denoArgs(kind),
-          ...["--host", tb.a.ip, "--port", `${port}`, "--max-ms", `${maxMs}`],
-        ], { name }),
-  );
+  const seconds = `${maxMs / 1000}`;
+  return startWorker(name, kind !== "kernel", () => {
+    if (kind === "xdpcount") {
+      const args = ["xdpcount", tb.a.ifname, `${port}`, seconds, "generic"];
+      return tb.spawn("a", [nativeBin(b), ...args], { name });
+    }
+    if (kind === "native") {
+      return tb.spawn("a", [nativeBin(b), "rx", tb.a.ip, `${port}`, "4000000000", seconds], {
+        name,
+      });
+    }
+    return tb.spawnDeno("a", `${WORKERS}sink.ts`, [
+      ...denoArgs(kind),
+      ...["--host", tb.a.ip, "--port", `${port}`, "--max-ms", `${maxMs}`],
+    ], { name });
+  });
+}
+
+const XDP_GONE_TRIES = 10;
+const XDP_GONE_GAP_MS = 20;
+
+// The XDP counter's link dies with its process: nothing may stay attached to side A's veth.
+async function checkXdpGone(b: Bench): Promise<void> {
+  for (let i = 0; i < XDP_GONE_TRIES; i++) {
+    if (!await b.tb.xdpAttached("a")) return;
+    await new Promise((r) => setTimeout(r, XDP_GONE_GAP_MS));
+  }
+  errors.push(`xdpcount: an XDP program is still attached to ${b.tb.a.ifname} after its exit`);
 }
 
 function startBlast(b: Bench, kind: Sender, port: number, size: number): Promise<TestbedProcess> {
@@ -442,7 +476,12 @@ function deltas(
   return out;
 }
 
-async function flow(b: Bench, sender: Sender, receiver: Mover, size: number): Promise<FlowResult> {
+async function flow(
+  b: Bench,
+  sender: Sender,
+  receiver: Receiver,
+  size: number,
+): Promise<FlowResult> {
   const { tb, cfg } = b;
   const port = BASE_PORT + 2 * portSeq++;
   const udpBefore = await tb.udpCounters("a");
@@ -454,6 +493,7 @@ async function flow(b: Bench, sender: Sender, receiver: Mover, size: number): Pr
     const sr = rec((await blast.nextWith("result", maxMs)).result, "sender result");
     const rr = rec((await sink.nextWith("result", maxMs)).result, "receiver result");
     await Promise.all([blast.wait(EXIT_TIMEOUT_MS), sink.wait(EXIT_TIMEOUT_MS)]);
+    if (receiver === "xdpcount") await checkXdpGone(b);
     const udpA = deltas(await tb.udpCounters("a"), udpBefore);
     if (rr.ended !== true) {
       errors.push(`${sender}->${receiver} ${size} B: receiver saw no end marker`);
@@ -765,9 +805,10 @@ function generatorFor(receiver: Mover): Sender {
   return receiver === "native" ? "native" : "batch";
 }
 
-// The receiver that counts what a send-rate sender sent.
-function sendReceiver(b: Bench): Sender {
-  return b.native !== null ? "native" : "batch";
+// The receiver that counts what a send-rate sender sent: the XDP counter costs the sending
+// core (where veth runs the receiving side's XDP) the least.
+function sendReceiver(b: Bench): Receiver {
+  return b.native !== null ? "xdpcount" : "batch";
 }
 
 async function measure(b: Bench): Promise<Map<string, Row>> {
@@ -952,7 +993,7 @@ async function main(): Promise<void> {
     clearTimeout(watchdog);
   }
   const seconds = (performance.now() - T_START) / 1000;
-  const sendRx = LABEL[sendReceiver(b)];
+  const sendRx = RECEIVER_LABEL[sendReceiver(b)];
   console.log(
     `\nnkb bench: veth between two namespaces, traffic B -> A, ${env.cpus} CPUs, ` +
       `Linux ${env.kernel}, Deno ${env.deno}, load average at start ${env.loadavg}`,

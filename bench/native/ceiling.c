@@ -6,11 +6,22 @@
 //   ceiling tx   IP PORT DST_IP DST_PORT COUNT SIZE [SECONDS [DRAIN_MS]]
 //   ceiling echo IP PORT SECONDS
 //   ceiling mqtx IP PORT DST_IP DST_PORT QUEUES RATE_PPS SIZE SECONDS DRAIN_MS
+//   ceiling xdpcount IFNAME_OR_IFINDEX DST_PORT SECONDS [generic|native]
 //
 // mqtx is the multi-queue generator: one queue-affine socket per queue (source port PORT + q;
 // on veth a frame sent on queue q arrives on the peer's RX queue q), batches taken in turn,
 // paced to RATE_PPS in total by sleeping (a spinning generator would take the core the
 // receivers need), each queue's datagrams numbered on their own.
+//
+// xdpcount is the cheap counting receiver of the send-rate test: no socket, only a tiny XDP
+// program (raw bpf(), attached with a BPF link so that it dies with this process) that counts
+// the IPv4 UDP datagrams to DST_PORT in a per-CPU array (data, end markers, warm-up markers,
+// runts each in their own slot) and drops them; everything else (fragments, IP options, other
+// ports) goes on to the kernel. On veth the receiving side's work runs on the sending core, so
+// this is what leaves a sender the most of its core: no redirect, no copy into a UMEM. Generic
+// XDP by default: it cost the sender less than native XDP on veth (both copy a frame that has
+// less than 256 bytes of headroom; native mode also goes through veth's ptr_ring and NAPI).
+// This process only polls the counters every 10 ms: firstMs/lastMs/spanMs have that resolution.
 //
 // Datagrams carry a little-endian u32 sequence number at offset 0 (bench/workers/common.ts):
 // 0xfffffffe is warm-up (not counted), 0xffffffff marks the end.
@@ -20,12 +31,19 @@
 #include <assert.h>
 #include <errno.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <arpa/inet.h>
+#include <net/if.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
+
+#include <linux/bpf.h>
+#include <linux/if_link.h>  // XDP_FLAGS_*
 
 #include "nkb.h"
 
@@ -501,12 +519,340 @@ static int mode_echo(uint32_t ip_be, uint32_t port, double seconds) {
   return finish_result(c.h);
 }
 
+// ---- xdpcount: an XDP program counts and drops, this process polls its counters ------------
+
+enum {
+  XC_SLOT_DATA = 0,   // datagrams to DST_PORT that carry a sequence number
+  XC_SLOT_END = 1,    // end markers (SEQ_END)
+  XC_SLOT_WARM = 2,   // warm-up markers (SEQ_WARM)
+  XC_SLOT_SHORT = 3,  // payload shorter than a sequence number
+  XC_SLOTS = 4,
+  XC_HDR = 14 + 20 + 8,  // Ethernet + IPv4 without options + UDP
+};
+
+#define XC_MAX_CPUS 1024u
+#define XC_POLL_MS 10u
+#define XC_GRACE_MS 50.0
+#define XC_ATTACH_TRIES 20u
+#define XC_ATTACH_GAP_MS 10u
+
+#define XI(code_, dst_, src_, off_, imm_) \
+  { .code = (code_), .dst_reg = (dst_), .src_reg = (src_), .off = (off_), .imm = (imm_) }
+#define XI_MOV_REG(dst, src) XI(BPF_ALU64 | BPF_MOV | BPF_X, dst, src, 0, 0)
+#define XI_MOV_IMM(dst, imm) XI(BPF_ALU64 | BPF_MOV | BPF_K, dst, 0, 0, imm)
+#define XI_ADD_IMM(dst, imm) XI(BPF_ALU64 | BPF_ADD | BPF_K, dst, 0, 0, imm)
+#define XI_AND_IMM(dst, imm) XI(BPF_ALU64 | BPF_AND | BPF_K, dst, 0, 0, imm)
+#define XI_LDX(size, dst, src, off) XI(BPF_LDX | BPF_MEM | (size), dst, src, off, 0)
+#define XI_STX(size, dst, src, off) XI(BPF_STX | BPF_MEM | (size), dst, src, off, 0)
+// Jumps name their own index and their target's, so that the offset is computed, not counted.
+#define XI_JREG(op, dst, src, at, to) XI(BPF_JMP | (op) | BPF_X, dst, src, (to) - (at) - 1, 0)
+#define XI_JIMM(op, dst, imm, at, to) XI(BPF_JMP | (op) | BPF_K, dst, 0, (to) - (at) - 1, imm)
+#define XI_J32IMM(op, dst, imm, at, to) XI(BPF_JMP32 | (op) | BPF_K, dst, 0, (to) - (at) - 1, imm)
+#define XI_JA(at, to) XI(BPF_JMP | BPF_JA, 0, 0, (to) - (at) - 1, 0)
+#define XI_CALL(helper) XI(BPF_JMP | BPF_CALL, 0, 0, 0, helper)
+#define XI_EXIT() XI(BPF_JMP | BPF_EXIT, 0, 0, 0, 0)
+#define XI_LD_MAP_FD(dst) \
+  XI(BPF_LD | BPF_DW | BPF_IMM, dst, BPF_PSEUDO_MAP_FD, 0, 0), XI(0, 0, 0, 0, 0)
+
+// Packet loads are in host order: wire constants are compared byte-swapped (little-endian host,
+// as the sequence numbers already assume).
+#define XC_BE16(x) ((int32_t)((((x) & 0xff) << 8) | (((x) >> 8) & 0xff)))
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "XC_BE16 and the markers assume it");
+
+enum {  // instruction indices the program's jumps and patches refer to
+  XC_AT_PORT = 15,   // the destination port comparison: imm patched with DST_PORT
+  XC_AT_WARM = 25,   // not the end marker: is it the warm-up marker?
+  XC_AT_COUNT = 27,  // r5 = slot: add one to it
+  XC_AT_MAP = 28,    // the map's fd
+  XC_AT_DROP = 37,
+  XC_AT_PASS = 39,
+  XC_PROG_LEN = 41,
+};
+
+// r1 ctx, r2 data, r3 data_end, r4 scratch, r5 the slot; R1..R5 die in the helper call.
+static const struct bpf_insn XC_PROG[XC_PROG_LEN] = {
+    XI_LDX(BPF_W, BPF_REG_2, BPF_REG_1, offsetof(struct xdp_md, data)),      // [0]
+    XI_LDX(BPF_W, BPF_REG_3, BPF_REG_1, offsetof(struct xdp_md, data_end)),  // [1]
+    XI_MOV_REG(BPF_REG_4, BPF_REG_2),                                        // [2]
+    XI_ADD_IMM(BPF_REG_4, XC_HDR),                                           // [3]
+    XI_JREG(BPF_JGT, BPF_REG_4, BPF_REG_3, 4, XC_AT_PASS),  // [4] shorter than the headers
+    XI_LDX(BPF_H, BPF_REG_4, BPF_REG_2, 12),                                 // [5]
+    XI_JIMM(BPF_JNE, BPF_REG_4, XC_BE16(0x0800), 6, XC_AT_PASS),  // [6] not (untagged) IPv4
+    XI_LDX(BPF_B, BPF_REG_4, BPF_REG_2, 14),                                 // [7]
+    XI_JIMM(BPF_JNE, BPF_REG_4, 0x45, 8, XC_AT_PASS),  // [8] IP options: UDP not at 34
+    XI_LDX(BPF_B, BPF_REG_4, BPF_REG_2, 14 + 9),                             // [9]
+    XI_JIMM(BPF_JNE, BPF_REG_4, 17, 10, XC_AT_PASS),  // [10] not UDP
+    XI_LDX(BPF_H, BPF_REG_4, BPF_REG_2, 14 + 6),                             // [11]
+    XI_AND_IMM(BPF_REG_4, XC_BE16(0x3fff)),                                  // [12]
+    XI_JIMM(BPF_JNE, BPF_REG_4, 0, 13, XC_AT_PASS),  // [13] a fragment: the kernel's
+    XI_LDX(BPF_H, BPF_REG_4, BPF_REG_2, 14 + 20 + 2),                        // [14]
+    XI_JIMM(BPF_JNE, BPF_REG_4, 0, XC_AT_PORT, XC_AT_PASS),  // [15] another port
+    XI_MOV_IMM(BPF_REG_5, XC_SLOT_SHORT),                                    // [16]
+    XI_MOV_REG(BPF_REG_4, BPF_REG_2),                                        // [17]
+    XI_ADD_IMM(BPF_REG_4, XC_HDR + 4),                                       // [18]
+    XI_JREG(BPF_JGT, BPF_REG_4, BPF_REG_3, 19, XC_AT_COUNT),  // [19] no sequence number
+    XI_LDX(BPF_W, BPF_REG_4, BPF_REG_2, XC_HDR),                             // [20]
+    XI_MOV_IMM(BPF_REG_5, XC_SLOT_DATA),                                     // [21]
+    XI_J32IMM(BPF_JNE, BPF_REG_4, (int32_t)SEQ_END, 22, XC_AT_WARM),         // [22]
+    XI_MOV_IMM(BPF_REG_5, XC_SLOT_END),                                      // [23]
+    XI_JA(24, XC_AT_COUNT),                                                  // [24]
+    XI_J32IMM(BPF_JNE, BPF_REG_4, (int32_t)SEQ_WARM, XC_AT_WARM, XC_AT_COUNT),  // [25]
+    XI_MOV_IMM(BPF_REG_5, XC_SLOT_WARM),                                     // [26]
+    XI_STX(BPF_W, BPF_REG_10, BPF_REG_5, -4),                                // [27] key
+    XI_LD_MAP_FD(BPF_REG_1),                                                 // [28..29]
+    XI_MOV_REG(BPF_REG_2, BPF_REG_10),                                       // [30]
+    XI_ADD_IMM(BPF_REG_2, -4),                                               // [31]
+    XI_CALL(BPF_FUNC_map_lookup_elem),  // [32] inlined for arrays: no real call
+    XI_JIMM(BPF_JEQ, BPF_REG_0, 0, 33, XC_AT_DROP),                          // [33]
+    XI_LDX(BPF_DW, BPF_REG_1, BPF_REG_0, 0),  // [34] this CPU's own slot: no atomics needed
+    XI_ADD_IMM(BPF_REG_1, 1),                                                // [35]
+    XI_STX(BPF_DW, BPF_REG_0, BPF_REG_1, 0),                                 // [36]
+    XI_MOV_IMM(BPF_REG_0, XDP_DROP),                                         // [37]
+    XI_EXIT(),                                                               // [38]
+    XI_MOV_IMM(BPF_REG_0, XDP_PASS),                                         // [39]
+    XI_EXIT(),                                                               // [40]
+};
+
+// A miscounted jump would still verify but count or pass the wrong packets: every jump must
+// land on one of the four places the program jumps to, inside the program.
+static void xc_prog_check(const struct bpf_insn *p) {
+  uint32_t jumps = 0;
+  for (int32_t i = 0; i < XC_PROG_LEN; i++) {
+    uint8_t cls = BPF_CLASS(p[i].code), op = BPF_OP(p[i].code);
+    if (cls != BPF_JMP && cls != BPF_JMP32) continue;
+    if (op == BPF_CALL || op == BPF_EXIT) continue;
+    int32_t to = i + 1 + p[i].off;
+    assert(to == XC_AT_WARM || to == XC_AT_COUNT || to == XC_AT_DROP || to == XC_AT_PASS);
+    jumps++;
+  }
+  assert(jumps == 11);
+  assert(p[XC_AT_MAP].code == (BPF_LD | BPF_DW | BPF_IMM));
+  assert(p[XC_AT_PORT].code == (BPF_JMP | BPF_JNE | BPF_K));
+  assert(p[XC_AT_DROP + 1].code == (BPF_JMP | BPF_EXIT));
+  assert(p[XC_AT_PASS + 1].code == (BPF_JMP | BPF_EXIT) && XC_AT_PASS + 2 == XC_PROG_LEN);
+}
+
+typedef struct xdpcount {
+  uint32_t ifindex;
+  uint32_t cpus;  // possible CPUs: the per-CPU map's values have one u64 each
+  int32_t map_fd;
+  int32_t prog_fd;
+  int32_t link_fd;
+  uint32_t prog_id;
+  uint32_t attach_flags;  // XDP_FLAGS_SKB_MODE (generic) or XDP_FLAGS_DRV_MODE (native)
+  uint32_t attach_tries;
+} xc_t;
+
+static int32_t xc_bpf(int32_t cmd, union bpf_attr *attr) {
+  assert(attr != 0);
+  long rc = syscall(__NR_bpf, cmd, attr, sizeof(*attr));
+  if (rc < 0) return errno > 0 ? -errno : -EIO;
+  assert(rc <= INT32_MAX);
+  return (int32_t)rc;
+}
+
+// The possible CPUs (what a per-CPU map value has entries for): the highest number in
+// /sys/devices/system/cpu/possible ("0-1", "0", "0-3,8-11") plus one.
+static uint32_t xc_possible_cpus(void) {
+  FILE *f = fopen("/sys/devices/system/cpu/possible", "r");
+  if (f == 0) fail("open /sys/devices/system/cpu/possible", -errno);
+  char text[256];
+  memset(text, 0, sizeof(text));
+  size_t len = fread(text, 1, sizeof(text) - 1, f);
+  fclose(f);
+  uint64_t max = 0, cur = 0;
+  bool digits = false;
+  for (size_t i = 0; i < len && i < sizeof(text); i++) {
+    char ch = text[i];
+    if (ch >= '0' && ch <= '9') {
+      cur = cur * 10u + (uint64_t)(ch - '0');
+      digits = true;
+      if (cur >= XC_MAX_CPUS) fail("more possible CPUs than XC_MAX_CPUS", -E2BIG);
+    } else {
+      if (digits && cur > max) max = cur;
+      cur = 0;
+      digits = false;
+    }
+  }
+  if (digits && cur > max) max = cur;
+  assert(max < XC_MAX_CPUS);
+  return (uint32_t)max + 1u;
+}
+
+static int32_t xc_load_attempt(const struct bpf_insn *insns, char *log, uint32_t log_size) {
+  assert(insns != 0);
+  assert((log == 0) == (log_size == 0));
+  union bpf_attr attr;
+  memset(&attr, 0, sizeof(attr));
+  attr.prog_type = BPF_PROG_TYPE_XDP;
+  attr.expected_attach_type = BPF_XDP;
+  attr.insns = (uint64_t)(uintptr_t)insns;
+  attr.insn_cnt = XC_PROG_LEN;
+  attr.license = (uint64_t)(uintptr_t)"GPL";
+  memcpy(attr.prog_name, "nkb_count", sizeof("nkb_count"));
+  if (log != 0) {  // a log buffer needs log_level > 0: only to say why on a failure
+    log[0] = 0;
+    attr.log_level = 1;
+    attr.log_size = log_size;
+    attr.log_buf = (uint64_t)(uintptr_t)log;
+  }
+  return xc_bpf(BPF_PROG_LOAD, &attr);
+}
+
+static void xc_load(xc_t *x, uint32_t port) {
+  assert(x->map_fd > 0 && port <= 65535u);
+  struct bpf_insn insns[XC_PROG_LEN];
+  memcpy(insns, XC_PROG, sizeof(insns));
+  insns[XC_AT_PORT].imm = XC_BE16(port);
+  insns[XC_AT_MAP].imm = x->map_fd;
+  xc_prog_check(insns);
+  int32_t fd = xc_load_attempt(insns, 0, 0);
+  if (fd == -EACCES || fd == -EINVAL) {
+    static char log[64 * 1024];
+    int32_t again = xc_load_attempt(insns, log, sizeof(log));
+    if (again >= 0) close(again);  // it failed once: report the first failure anyway
+    log[sizeof(log) - 1] = 0;
+    fprintf(stderr, "ceiling: XDP program rejected by the verifier:\n%s\n", log);
+  }
+  if (fd < 0) fail("BPF_PROG_LOAD", fd);
+  x->prog_fd = fd;
+  struct bpf_prog_info info;
+  memset(&info, 0, sizeof(info));
+  union bpf_attr attr;
+  memset(&attr, 0, sizeof(attr));
+  attr.info.bpf_fd = (uint32_t)x->prog_fd;
+  attr.info.info_len = sizeof(info);
+  attr.info.info = (uint64_t)(uintptr_t)&info;
+  int32_t rc = xc_bpf(BPF_OBJ_GET_INFO_BY_FD, &attr);
+  if (rc < 0) fail("BPF_OBJ_GET_INFO_BY_FD", rc);
+  x->prog_id = info.id;
+  assert(x->prog_fd > 0 && x->prog_id > 0);
+}
+
+// The previous run's program (its process just exited) may take a few ms to go: EBUSY (a link
+// in the same mode) and EEXIST (a program in the other mode, generic against native) are
+// retried.
+static void xc_attach(xc_t *x) {
+  assert(x->prog_fd > 0 && x->ifindex > 0);
+  int32_t fd = -EBUSY;
+  for (uint32_t i = 0; i < XC_ATTACH_TRIES && (fd == -EBUSY || fd == -EEXIST); i++) {
+    if (i > 0) sleep_ms(XC_ATTACH_GAP_MS);
+    union bpf_attr attr;
+    memset(&attr, 0, sizeof(attr));
+    attr.link_create.prog_fd = (uint32_t)x->prog_fd;
+    attr.link_create.target_ifindex = x->ifindex;
+    attr.link_create.attach_type = BPF_XDP;
+    attr.link_create.flags = x->attach_flags;
+    fd = xc_bpf(BPF_LINK_CREATE, &attr);
+    x->attach_tries = i + 1;
+  }
+  if (fd < 0) fail("BPF_LINK_CREATE", fd);
+  x->link_fd = fd;
+  assert(x->attach_tries >= 1 && x->attach_tries <= XC_ATTACH_TRIES);
+}
+
+static void xc_open(xc_t *x, uint32_t ifindex, uint32_t port, uint32_t attach_flags) {
+  assert(attach_flags == XDP_FLAGS_SKB_MODE || attach_flags == XDP_FLAGS_DRV_MODE);
+  memset(x, 0, sizeof(*x));
+  x->ifindex = ifindex;
+  x->attach_flags = attach_flags;
+  x->cpus = xc_possible_cpus();
+  assert(x->cpus >= 1 && x->cpus <= XC_MAX_CPUS);
+  union bpf_attr attr;
+  memset(&attr, 0, sizeof(attr));
+  attr.map_type = BPF_MAP_TYPE_PERCPU_ARRAY;
+  attr.key_size = sizeof(uint32_t);
+  attr.value_size = sizeof(uint64_t);
+  attr.max_entries = XC_SLOTS;
+  memcpy(attr.map_name, "nkb_count", sizeof("nkb_count"));
+  int32_t fd = xc_bpf(BPF_MAP_CREATE, &attr);
+  if (fd < 0) fail("BPF_MAP_CREATE", fd);
+  x->map_fd = fd;
+  xc_load(x, port);
+  xc_attach(x);
+  assert(x->map_fd > 0 && x->prog_fd > 0 && x->link_fd > 0);
+}
+
+// Sums every CPU's counters of every slot.
+static void xc_read(const xc_t *x, uint64_t out[XC_SLOTS]) {
+  static uint64_t per_cpu[XC_MAX_CPUS];
+  assert(x->cpus <= XC_MAX_CPUS);
+  for (uint32_t slot = 0; slot < XC_SLOTS; slot++) {
+    memset(per_cpu, 0, sizeof(per_cpu));
+    union bpf_attr attr;
+    memset(&attr, 0, sizeof(attr));
+    attr.map_fd = (uint32_t)x->map_fd;
+    attr.key = (uint64_t)(uintptr_t)&slot;
+    attr.value = (uint64_t)(uintptr_t)per_cpu;
+    int32_t rc = xc_bpf(BPF_MAP_LOOKUP_ELEM, &attr);
+    if (rc < 0) fail("BPF_MAP_LOOKUP_ELEM", rc);
+    uint64_t sum = 0;
+    for (uint32_t c = 0; c < x->cpus; c++) sum += per_cpu[c];
+    assert(sum >= out[slot]);  // counters only grow
+    out[slot] = sum;
+  }
+}
+
+static uint32_t parse_ifindex(const char *s) {
+  bool digits = s[0] != 0 && strspn(s, "0123456789") == strlen(s);
+  uint64_t v = digits ? parse_u64(s, "IFINDEX") : (uint64_t)if_nametoindex(s);
+  if (v == 0 || v > INT32_MAX) fail("no such interface", -ENODEV);
+  return (uint32_t)v;
+}
+
+static int mode_xdpcount(uint32_t ifindex, uint32_t port, double seconds, uint32_t attach_flags) {
+  char name[IF_NAMESIZE + 1];
+  memset(name, 0, sizeof(name));
+  if (if_indextoname(ifindex, name) == 0) fail("no such interface", -errno);
+  xc_t x;
+  xc_open(&x, ifindex, port, attach_flags);
+  printf("{\"ready\":true,\"bypass\":{\"active\":true,\"interface\":\"%s\",\"ifindex\":%u,"
+         "\"program\":\"nkb_count\",\"progId\":%u,\"xdpMode\":\"%s\",\"attachTries\":%u,"
+         "\"cpus\":%u,\"reason\":null,\"detail\":null}}\n",
+         name, ifindex, x.prog_id, attach_flags == XDP_FLAGS_SKB_MODE ? "generic" : "native",
+         x.attach_tries, x.cpus);
+  fflush(stdout);
+  uint64_t cnt[XC_SLOTS] = {0};
+  uint64_t seen = 0, polls = 0;
+  double first = 0, last = 0, ended_at = 0;
+  double hard_end = now_ms() + seconds * 1e3;
+  uint64_t max_polls = (uint64_t)(seconds * 1e3 / XC_POLL_MS) + 10u;  // each poll sleeps first
+  for (uint64_t i = 0; i < max_polls; i++) {
+    sleep_ms(XC_POLL_MS);
+    xc_read(&x, cnt);
+    polls++;
+    double now = now_ms();
+    if (cnt[XC_SLOT_DATA] > seen) {
+      if (seen == 0) first = now;
+      last = now;
+      seen = cnt[XC_SLOT_DATA];
+    }
+    if (cnt[XC_SLOT_END] > 0 && ended_at == 0) ended_at = now;
+    if (ended_at > 0 && now - ended_at >= XC_GRACE_MS) break;
+    if (now > hard_end) break;
+  }
+  assert(seen == cnt[XC_SLOT_DATA]);
+  close(x.link_fd);  // detaches the program now, not at exit
+  close(x.prog_fd);
+  close(x.map_fd);
+  printf("{\"result\":{\"received\":%llu,\"warm\":%llu,\"short\":%llu,\"endMarkers\":%llu,"
+         "\"ended\":%s,\"firstMs\":%.3f,\"lastMs\":%.3f,\"spanMs\":%.3f,\"polls\":%llu,"
+         "\"pollMs\":%u}}\n",
+         (unsigned long long)cnt[XC_SLOT_DATA], (unsigned long long)cnt[XC_SLOT_WARM],
+         (unsigned long long)cnt[XC_SLOT_SHORT], (unsigned long long)cnt[XC_SLOT_END],
+         ended_at > 0 ? "true" : "false", first, last, last - first, (unsigned long long)polls,
+         XC_POLL_MS);
+  fflush(stdout);
+  return 0;
+}
+
 static _Noreturn void usage(void) {
   fprintf(stderr,
           "usage: ceiling rx IP PORT COUNT SECONDS\n"
           "       ceiling tx IP PORT DST_IP DST_PORT COUNT SIZE [SECONDS [DRAIN_MS]]\n"
           "       ceiling echo IP PORT SECONDS\n"
-          "       ceiling mqtx IP PORT DST_IP DST_PORT QUEUES RATE_PPS SIZE SECONDS DRAIN_MS\n");
+          "       ceiling mqtx IP PORT DST_IP DST_PORT QUEUES RATE_PPS SIZE SECONDS DRAIN_MS\n"
+          "       ceiling xdpcount IFNAME_OR_IFINDEX DST_PORT SECONDS [generic|native]\n");
   exit(2);
 }
 
@@ -533,6 +879,13 @@ int main(int argc, char **argv) {
                      parse_port(argv[5]), (uint32_t)parse_u64(argv[6], "QUEUES"),
                      (double)parse_u64(argv[7], "RATE_PPS"), (uint32_t)parse_u64(argv[8], "SIZE"),
                      parse_seconds(argv[9]), (uint32_t)parse_u64(argv[10], "DRAIN_MS"));
+  }
+  if (strcmp(mode, "xdpcount") == 0 && (argc == 5 || argc == 6)) {
+    const char *xdp_mode = argc == 6 ? argv[5] : "generic";
+    if (strcmp(xdp_mode, "generic") != 0 && strcmp(xdp_mode, "native") != 0) usage();
+    uint32_t flags = strcmp(xdp_mode, "generic") == 0 ? XDP_FLAGS_SKB_MODE : XDP_FLAGS_DRV_MODE;
+    return mode_xdpcount(parse_ifindex(argv[2]), parse_port(argv[3]), parse_seconds(argv[4]),
+                         flags);
   }
   usage();
 }
