@@ -152,13 +152,9 @@ export class BypassBinding {
 
   /** A unicast send from a wildcard socket: no interface of its own, the kernel's for good. */
   unicastFromWildcard(): void {
-    this.#unicastFromWildcard();
-    this.#publish();
-  }
-
-  #unicastFromWildcard(): void {
-    if (this.#phase !== "multicast") return;
+    if (this.#phase !== "multicast") return; // every send asks: nothing else on this path
     this.#fallback("wildcard-bind", "unicast send from a socket bound to a wildcard address");
+    this.#publish();
   }
 
   /**
@@ -184,8 +180,9 @@ export class BypassBinding {
 
   /** The interface may have gone down, changed its MTU, lost our address or vanished. */
   watchNow(): void {
+    const [phase, down] = [this.#phase, this.#linkDown];
     this.#watchNow();
-    this.#publish();
+    if (this.#phase !== phase || this.#linkDown !== down) this.#publish();
   }
 
   #watchNow(): void {
@@ -219,12 +216,9 @@ export class BypassBinding {
 
   /** A wait that held the engine returned: finish a detach it deferred. */
   afterWait(): void {
-    this.#afterWait();
+    if (!this.#detachLater) return; // every receive's wait ends here
+    this.#detach();
     this.#publish();
-  }
-
-  #afterWait(): void {
-    if (this.#detachLater) this.#detach();
   }
 
   // A wildcard or group-bound socket names its interface by a multicast choice.
@@ -278,7 +272,8 @@ export class BypassBinding {
   }
 
   // Tells the host-wide registry (`nkb stat`) what the socket is now; the shim adds
-  // the addresses, interface and queues it knows.
+  // the addresses, interface and queues it knows. An FFI call and a getsockname: only
+  // on transitions (bind, connect, decisions, link changes), never per datagram.
   #publish(): void {
     const st = this.state();
     const flags = (st.active ? REG_F_BYPASS : 0) | (this.#opts.queue !== null ? REG_F_AFFINE : 0);
