@@ -35,6 +35,13 @@ import {
 import { ZeroCopyDatagram } from "./zero_copy.ts";
 
 const WAIT_SLICE_US = 100_000;
+// An idle async receive in mode 0 sleeps in poll() this long per round trip through
+// the thread pool: each round costs about a millisecond of CPU (the hop, the link watch),
+// so 100 ms slices cost 0.5 % of a core where Deno.listenDatagram's wait costs none.
+// A close ends the wait at once (the socket's eventfd is in the poll set), a vanished
+// interface too (its AF_XDP sockets report an error); the `bypass` getter and every send
+// look at the link on their own.
+const IDLE_WAIT_SLICE_US = 10_000_000;
 // An async receive first spins this long on the calling thread (mode 1): a datagram
 // that is about to arrive is then taken without the ~40 us hop through a thread.
 const SYNC_SPIN_US = 50;
@@ -451,7 +458,7 @@ export class UdpBypass implements Deno.DatagramConn {
         // The wait runs on another thread: the event loop stays free in both modes.
         this.#pendingWait = lib().nkb_wait_async(
           this.#h,
-          WAIT_SLICE_US,
+          this.#opts.recvMode === 0 ? IDLE_WAIT_SLICE_US : WAIT_SLICE_US,
           this.#opts.recvMode,
         );
         const rc = await this.#pendingWait;
