@@ -17,9 +17,14 @@
  * - rx capacity: the native sender (the shim driven from C, batches of 256 in a tight
  *   loop: the fastest generator there is; an nkb sendBatch sender when the native
  *   program could not be built) into a Deno.listenDatagram receiver, an nkb receiveSync
- *   receiver (recvMode 1), an nkb receiveZeroCopy receiver (recvMode 1; reads the
- *   sequence number in the frame, then release(): row "zc", receive only), an nkb
- *   receiveBatch receiver (RecvBatch of 256, recvMode 1) or the native receiver.
+ *   receiver (recvMode 1; and recvMode 0: row "copy0"), an nkb receiveZeroCopy receiver
+ *   (recvMode 1; reads the sequence number in the frame, then release(): row "zc",
+ *   receive only), an nkb receiveBatch receiver (RecvBatch of 256, recvMode 1) or the
+ *   native receiver. On veth no generator outruns nkb's receivers (the receiving side's
+ *   XDP work runs on the generator's core), so their figure is the generator's: for the
+ *   receivers that sleep when idle (kernel, copy0) "rx Mpps per core" is what one core
+ *   of the receiving process does, datagrams per CPU-second of it (its threads'
+ *   schedstat run time from the first datagram to the end marker).
  *   Counted by sequence number until the end markers that follow a drain pause.
  * - send rate: a Deno.listenDatagram sender (await each send), an nkb sendSync sender,
  *   an nkb sendBatch sender or the native sender, counted by the native XDP counter
@@ -102,15 +107,15 @@ interface Config {
 
 /**
  * A measured path: kernel = Deno.listenDatagram; copy = nkb sendSync/receiveSync
- * (recvMode 1); copy0 = the same in recvMode 0 (round trip only); zc = nkb
+ * (recvMode 1); copy0 = the same in recvMode 0 (receive and round trip only); zc = nkb
  * receiveZeroCopy + release (recvMode 1; receive capacity only); batch = nkb
  * sendBatch/receiveBatch; native = bench/native/ceiling.c.
  */
 type Path = "kernel" | "copy" | "copy0" | "zc" | "batch" | "native";
-/** A datagram mover in a flow (copy0 only serves round trips; zc only receives). */
-type Mover = Exclude<Path, "copy0">;
+/** A datagram mover in a flow (copy0 and zc only receive). */
+type Mover = Path;
 /** A datagram sender in a flow. */
-type Sender = Exclude<Mover, "zc">;
+type Sender = Exclude<Mover, "zc" | "copy0">;
 /** A datagram receiver in a flow: a mover, or the native XDP counter (send rate only). */
 type Receiver = Mover | "xdpcount";
 
@@ -143,7 +148,7 @@ const SHORT: Record<Path, string> = {
 const PATH_TESTS: Record<Path, string[]> = {
   kernel: ["rx", "send", "rtt"],
   copy: ["rx", "send", "rtt"],
-  copy0: ["rtt"],
+  copy0: ["rx", "rtt"],
   zc: ["rx"],
   batch: ["rx", "send", "rtt"],
   native: ["rx", "send", "rtt"],
@@ -161,6 +166,13 @@ interface FlowResult {
   rxMpps: number;
   senderMs: number;
   receiverSpanMs: number;
+  /** CPU the receiving process used from its first datagram to the end marker, % of a core. */
+  rxCpuPct: number | null;
+  /**
+   * Datagrams per CPU-second of the receiving process, in Mpps: the capacity of one core
+   * for a receiver that sleeps when idle (kernel, copy0); null for a spinning one.
+   */
+  rxPerCoreMpps: number | null;
   txFull: number;
   receiverResult: Record<string, unknown>;
   senderResult: Record<string, unknown>;
@@ -409,8 +421,12 @@ function nativeBin(b: Bench): string {
 
 function denoArgs(kind: Mover): string[] {
   if (kind === "kernel") return ["--impl", "kernel"];
+  if (kind === "copy0") return ["--impl", "nkb", "--mode", "copy", "--recv-mode", "0"];
   return ["--impl", "nkb", "--mode", kind === "native" ? "copy" : kind];
 }
+
+// Receivers that sleep when they have nothing to do: their CPU time measures their work.
+const SLEEPING_RECEIVERS: ReadonlySet<Receiver> = new Set(["kernel", "copy0"]);
 
 function startSink(
   b: Bench,
@@ -514,6 +530,7 @@ async function flow(
       rxMpps: receiverSpanMs > 0 ? received / receiverSpanMs / 1000 : 0,
       senderMs,
       receiverSpanMs,
+      ...perCore(receiver, received, rr),
       txFull: num(sr.txFull, "txFull"),
       receiverResult: rr,
       senderResult: sr,
@@ -522,6 +539,19 @@ async function flow(
   } finally {
     await Promise.all([sink.dispose(), blast?.dispose()]);
   }
+}
+
+function perCore(
+  receiver: Receiver,
+  received: number,
+  rr: Record<string, unknown>,
+): { rxCpuPct: number | null; rxPerCoreMpps: number | null } {
+  const cpuMs = typeof rr.cpuMs === "number" ? rr.cpuMs : 0;
+  const windowMs = typeof rr.windowMs === "number" ? rr.windowMs : 0;
+  if (!SLEEPING_RECEIVERS.has(receiver) || cpuMs <= 0 || windowMs <= 0) {
+    return { rxCpuPct: null, rxPerCoreMpps: null };
+  }
+  return { rxCpuPct: 100 * cpuMs / windowMs, rxPerCoreMpps: received / cpuMs / 1000 };
 }
 
 async function rtt(b: Bench, server: Path, size: number): Promise<RttResult> {
@@ -831,17 +861,14 @@ async function measure(b: Bench): Promise<Map<string, Row>> {
       for (const path of paths) {
         const row = rows.get(`${path}/${size}`)!;
         const tag = `${path} ${size} B, run ${i}/${cfg.repeat}`;
-        if (path !== "copy0") {
-          const mover = path as Mover;
-          const rx = want(path, "rx")
-            ? await attempt(`rx capacity ${tag}`, () => flow(b, generator(b), mover, size))
-            : null;
-          if (rx !== null) row.rxRuns.push(rx);
-          const send = want(path, "send") && mover !== "zc"
-            ? await attempt(`send rate ${tag}`, () => flow(b, mover, sendReceiver(b), size))
-            : null;
-          if (send !== null) row.sendRuns.push(send);
-        }
+        const rx = want(path, "rx")
+          ? await attempt(`rx capacity ${tag}`, () => flow(b, generator(b), path, size))
+          : null;
+        if (rx !== null) row.rxRuns.push(rx);
+        const send = want(path, "send") && path !== "zc" && path !== "copy0"
+          ? await attempt(`send rate ${tag}`, () => flow(b, path, sendReceiver(b), size))
+          : null;
+        if (send !== null) row.sendRuns.push(send);
         const r = want(path, "rtt")
           ? await attempt(`round trip ${tag}`, () => rtt(b, path, size))
           : null;
@@ -890,6 +917,7 @@ function table(rows: Map<string, Row>, cfg: Config): string {
     "payload",
     "rx capacity Mpps (loss %)",
     "offered Mpps",
+    "rx Mpps per core (cpu %)",
     "send rate Mpps (loss %)",
     "rtt p50/p99/p99.9 us",
   ];
@@ -910,6 +938,7 @@ function table(rows: Map<string, Row>, cfg: Config): string {
         `${size} B`,
         rx ? `${f(rx.rxMpps, 3)} (${f(rx.lossPct, 2)} %)${keptUp}` : none(p, "rx"),
         rx ? f(rx.sendMpps, 3) : "",
+        rx?.rxPerCoreMpps != null ? `${f(rx.rxPerCoreMpps, 3)} (${f(rx.rxCpuPct!, 0)} %)` : "",
         r?.send ? `${f(r.send.sendMpps, 3)} (${f(r.send.lossPct, 2)} %)` : none(p, "send"),
         t ? `${f(t.p50, 1)} / ${f(t.p99, 1)} / ${f(t.p999, 1)}` : none(p, "rtt"),
       ]);
@@ -931,6 +960,9 @@ function table(rows: Map<string, Row>, cfg: Config): string {
           `${size} B`,
           has("rx") ? ratio(a?.rx?.rxMpps, z?.rx?.rxMpps) : "",
           "",
+          has("rx")
+            ? ratio(a?.rx?.rxPerCoreMpps ?? undefined, z?.rx?.rxPerCoreMpps ?? undefined)
+            : "",
           has("send") ? ratio(a?.send?.sendMpps, z?.send?.sendMpps) : "",
           rtts,
         ]);
@@ -949,10 +981,13 @@ function spread(rows: Map<string, Row>): string {
   for (const [key, r] of rows) {
     const rx = r.rxRuns.map((x) => `${f(x.rxMpps, 3)}/${f(x.lossPct, 1)}%`).join(" ");
     const offered = r.rxRuns.map((x) => f(x.sendMpps, 3)).join(" ");
+    const perCore = r.rxRuns.filter((x) => x.rxPerCoreMpps !== null)
+      .map((x) => `${f(x.rxPerCoreMpps!, 3)}/${f(x.rxCpuPct!, 0)}%`).join(" ");
     const send = r.sendRuns.map((x) => `${f(x.sendMpps, 3)}/${f(x.lossPct, 1)}%`).join(" ");
     const rtt = r.rttRuns.map((x) => `${f(x.p50, 1)}/${f(x.p99, 1)}/${f(x.p999, 1)}`).join(" ");
     out.push(
-      `${key.replace("/", " ")} B: rx Mpps/loss ${rx || "-"} (offered ${offered || "-"}); ` +
+      `${key.replace("/", " ")} B: rx Mpps/loss ${rx || "-"} (offered ${offered || "-"}` +
+        `${perCore ? `; per core/cpu ${perCore}` : ""}); ` +
         `send Mpps/loss ${send || "-"}; rtt us ${rtt || "-"}`,
     );
   }
@@ -1014,7 +1049,9 @@ async function main(): Promise<void> {
   console.log(
     `rx capacity and send rate: median of ${cfg.repeat} runs of ${cfg.durationMs} ms. ` +
       `rx capacity generator ("offered" is its rate): ${LABEL[generator(b)]} (batches ` +
-      `of 256) for every receiver. send-rate receiver: ${sendRx}. nkb zero-copy: receiveZeroCopy ` +
+      `of 256) for every receiver; "rx Mpps per core": datagrams per CPU-second of a ` +
+      `receiving process that sleeps when idle (kernel, nkb copying recvMode 0), from ` +
+      `its threads' run time. send-rate receiver: ${sendRx}. nkb zero-copy: receiveZeroCopy ` +
       `per datagram (a view of the UMEM frame, detached on release), sequence number ` +
       `read in place, then release().`,
   );

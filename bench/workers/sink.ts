@@ -2,15 +2,17 @@
  * Receive-side worker: receives sequence-numbered datagrams until the first
  * end marker (or `--max-ms`), then prints what it got.
  *
- * `--impl nkb|kernel [--mode copy|batch|zc] --host IP --port N --max-ms N`
+ * `--impl nkb|kernel [--mode copy|batch|zc] [--recv-mode 0|1] --host IP --port N --max-ms N`
  *
- * nkb modes (all recvMode 1, busy-polling): `copy` (default) calls `receiveSync` once
- * per datagram; `batch` calls `receiveBatch` with a `RecvBatch` of 256 and reads each
- * datagram's offset and length from the batch; `zc` calls `receiveZeroCopy` once per
- * datagram, reads the sequence number in place from `dg.data` (a view of the UMEM
- * frame), then `dg.release()`s it.
+ * nkb modes (recvMode 1, busy-polling; `copy` also in `--recv-mode 0`): `copy` (default)
+ * calls `receiveSync` once per datagram; `batch` calls `receiveBatch` with a `RecvBatch`
+ * of 256 and reads each datagram's offset and length from the batch; `zc` calls
+ * `receiveZeroCopy` once per datagram, reads the sequence number in place from
+ * `dg.data` (a view of the UMEM frame), then `dg.release()`s it.
  *
- * Prints `{ready, bypass}` once listening, then `{result}`.
+ * Prints `{ready, bypass}` once listening, then `{result}` with the counts and the CPU
+ * time the process used from the first datagram to the end marker (`cpuMs` over
+ * `windowMs`).
  *
  * @module
  */
@@ -22,6 +24,7 @@ import {
   listenArgs,
   nkbMode,
   parseArgs,
+  recvMode,
   runWorker,
   SEQ_END,
   SEQ_WARM,
@@ -36,6 +39,33 @@ interface Tally {
   firstMs: number;
   lastMs: number;
   maxSeq: number;
+  /** The process's CPU time (all threads) when the first datagram was counted, in ns. */
+  cpuAtFirstNs: number;
+}
+
+/** The counts, and the CPU the process used from the first datagram to the end marker. */
+function finish(t: Tally): Record<string, unknown> {
+  const endMs = performance.now();
+  const cpuMs = t.received > 0 ? (processCpuNs() - t.cpuAtFirstNs) / 1e6 : 0;
+  const windowMs = t.received > 0 ? endMs - t.firstMs : 0;
+  return { ...t, spanMs: t.lastMs - t.firstMs, cpuMs, windowMs };
+}
+
+/**
+ * CPU time of this process's threads so far (/proc/self/task/<tid>/schedstat, ns):
+ * with a receiver that sleeps when it has nothing to do (recvMode 0, or the kernel
+ * path), datagrams per CPU-second is its capacity per core.
+ */
+function processCpuNs(): number {
+  let ns = 0;
+  for (const task of Deno.readDirSync("/proc/self/task")) {
+    try {
+      ns += Number(Deno.readTextFileSync(`/proc/self/task/${task.name}/schedstat`).split(" ")[0]);
+    } catch {
+      // the thread ended meanwhile
+    }
+  }
+  return ns;
 }
 
 const TIME_EVERY = 64; // packets between clock reads
@@ -43,7 +73,16 @@ const SLICE_MS = 20;
 const BATCH = 256;
 
 function newTally(): Tally {
-  return { received: 0, warm: 0, short: 0, ended: false, firstMs: 0, lastMs: 0, maxSeq: -1 };
+  return {
+    received: 0,
+    warm: 0,
+    short: 0,
+    ended: false,
+    firstMs: 0,
+    lastMs: 0,
+    maxSeq: -1,
+    cpuAtFirstNs: 0,
+  };
 }
 
 // Counts one datagram; returns false at the end marker.
@@ -65,15 +104,18 @@ function countSeq(t: Tally, seq: number): boolean {
     t.warm++;
     return true;
   }
-  if (t.received === 0) t.firstMs = t.lastMs = performance.now();
+  if (t.received === 0) {
+    t.cpuAtFirstNs = processCpuNs();
+    t.firstMs = t.lastMs = performance.now();
+  }
   t.received++;
   if (seq > t.maxSeq) t.maxSeq = seq;
   if (t.received % TIME_EVERY === 0) t.lastMs = performance.now();
   return true;
 }
 
-function sinkNkb(host: string, port: number, maxMs: number): void {
-  const sock = UdpBypass.listenDatagram({ transport: "udp", hostname: host, port, recvMode: 1 });
+function sinkNkb(host: string, port: number, maxMs: number, recvMode: 0 | 1): void {
+  const sock = UdpBypass.listenDatagram({ transport: "udp", hostname: host, port, recvMode });
   emit({ ready: true, bypass: sock.bypass });
   const buf = new Uint8Array(65536);
   const view = new DataView(buf.buffer);
@@ -90,7 +132,7 @@ function sinkNkb(host: string, port: number, maxMs: number): void {
     if (!count(t, view, data.byteOffset, data.byteLength)) break;
     if ((i & 4095) === 0 && performance.now() > hardEnd) break;
   }
-  emit({ result: { ...t, spanMs: t.lastMs - t.firstMs, stats: sock.stats() } });
+  emit({ result: { ...finish(t), stats: sock.stats() } });
   sock.close();
 }
 
@@ -114,7 +156,7 @@ function sinkBatch(host: string, port: number, maxMs: number): void {
     for (let k = 0; k < n && more; k++) more = count(t, view, batch.offset(k), batch.size(k));
     if ((i & 1023) === 0 && performance.now() > hardEnd) break;
   }
-  const result = { ...t, spanMs: t.lastMs - t.firstMs, calls, stats: sock.stats() };
+  const result = { ...finish(t), calls, stats: sock.stats() };
   emit({ result });
   sock.close();
 }
@@ -141,7 +183,7 @@ function sinkZeroCopy(host: string, port: number, maxMs: number): void {
     else if (!countSeq(t, seq)) break;
     if ((i & 4095) === 0 && performance.now() > hardEnd) break;
   }
-  emit({ result: { ...t, spanMs: t.lastMs - t.firstMs, viaKernel, stats: sock.stats() } });
+  emit({ result: { ...finish(t), viaKernel, stats: sock.stats() } });
   sock.close();
 }
 
@@ -169,7 +211,7 @@ async function sinkKernel(host: string, port: number, maxMs: number): Promise<vo
     if (!count(t, view, data.byteOffset, data.byteLength)) break;
   }
   clearTimeout(timer);
-  emit({ result: { ...t, spanMs: t.lastMs - t.firstMs, stats: null } });
+  emit({ result: { ...finish(t), stats: null } });
   if (!closed) conn.close();
 }
 
@@ -180,5 +222,5 @@ await runWorker(async () => {
   if (mode === null) await sinkKernel(host, port, maxMs);
   else if (mode === "batch") sinkBatch(host, port, maxMs);
   else if (mode === "zc") sinkZeroCopy(host, port, maxMs);
-  else sinkNkb(host, port, maxMs);
+  else sinkNkb(host, port, maxMs, recvMode(args));
 });
