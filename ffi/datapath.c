@@ -353,6 +353,7 @@ static int32_t nkb_rx_kernel(nkb_sock_t *s, nkb_rx_out_t *o) {
     ssize_t r = recvfrom(s->fd, o->buf + o->off, room, MSG_DONTWAIT | MSG_TRUNC,
                          (struct sockaddr *)&sin, &slen);
     if (r < 0) {
+      if (errno == EAGAIN) __atomic_store_n(&s->kernel_hint, 0u, __ATOMIC_RELAXED);
       if (errno == EAGAIN || errno == EINTR) return 0;
       // ICMP errors are reported on the kernel path only, as the contract says.
       if (errno == ECONNREFUSED && s->engine >= 0) {
@@ -363,6 +364,7 @@ static int32_t nkb_rx_kernel(nkb_sock_t *s, nkb_rx_out_t *o) {
     }
     uint32_t len = (uint32_t)r;
     s->stats[NKB_ST_KERNEL_IPKTS]++;
+    __atomic_store_n(&s->kernel_hint, 1u, __ATOMIC_RELAXED);  // there may be more
     if (len > room) s->stats[NKB_ST_RX_TRUNCATED]++;
     nkb_rx_put(o, 0, len, sin.sin_addr.s_addr, ntohs(sin.sin_port), NKB_RX_KERNEL);
   }
@@ -387,8 +389,11 @@ static int32_t nkb_recv(int32_t h, uint8_t *buf, uint32_t buf_len, uint32_t *met
   if (buf == 0 || meta == 0 || max_msgs == 0 || max_msgs > NKB_BATCH_MAX) return -EINVAL;
   nkb_rx_out_t o = {
       .buf = buf, .buf_len = buf_len, .off = 0, .meta = meta, .max = max_msgs, .n = 0, .zc = zc};
-  // Every 16th call looks at the companion socket first, so neither path starves.
+  // Every 16th call looks at the companion socket first, so neither path starves. Other
+  // calls look at it only when a wait saw it readable (or it holds the socket's only
+  // path): an empty recvfrom per call was a syscall per datagram for bypass traffic.
   bool kernel_first = (++s->fairness & 15u) == 0;
+  bool kernel_due = s->engine < 0 || __atomic_load_n(&s->kernel_hint, __ATOMIC_RELAXED) != 0;
   int32_t krc = kernel_first ? nkb_rx_kernel(s, &o) : 0;
   if (s->engine >= 0 && o.n < o.max) {
     nkb_engine_slot_t *es = &g_engines[s->engine];
@@ -402,7 +407,7 @@ static int32_t nkb_recv(int32_t h, uint8_t *buf, uint32_t buf_len, uint32_t *met
       s->rx_spun = 0;
     }
   }
-  if (!kernel_first && o.n < o.max) krc = nkb_rx_kernel(s, &o);
+  if (!kernel_first && kernel_due && o.n < o.max) krc = nkb_rx_kernel(s, &o);
   s->stats[NKB_ST_RX_TRUNCATED] += o.truncated;
   assert(o.n <= max_msgs && o.off <= buf_len);
   if (o.n == 0 && krc < 0) return krc;
@@ -503,7 +508,10 @@ static int32_t nkb_wait_spin(nkb_sock_t *s, const nkb_engine_t *e, uint32_t time
       if (i > 0) s->rx_spun = 1;
       return 1;
     }
-    if (i % NKB_SPIN_POLL_EVERY == 0 && nkb_ready_fd(s->fd)) return 1;
+    if (i % NKB_SPIN_POLL_EVERY == 0 && nkb_ready_fd(s->fd)) {
+      __atomic_store_n(&s->kernel_hint, 1u, __ATOMIC_RELAXED);
+      return 1;
+    }
     if (i % NKB_SPIN_CLOCK_EVERY == 0 && nkb_now_ns() >= deadline) return 0;
     nkb_cpu_relax();
   }
@@ -525,6 +533,7 @@ static int32_t nkb_wait_sleep(nkb_sock_t *s, const nkb_engine_t *e, uint32_t tim
   int r = ppoll(fds, n, &ts, 0);
   if (r < 0) return errno == EINTR ? 0 : -errno;
   if (fds[0].revents != 0 || __atomic_load_n(&s->closing, __ATOMIC_ACQUIRE)) return -EBADF;
+  if (fds[1].revents != 0) __atomic_store_n(&s->kernel_hint, 1u, __ATOMIC_RELAXED);
   if (r > 0) return 1;
   return nkb_ready_ring(s, e) ? 1 : 0;
 }

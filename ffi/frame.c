@@ -14,19 +14,24 @@ static inline void nkb_put_be16(uint8_t *p, uint16_t v) {
   p[1] = (uint8_t)v;
 }
 
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the checksum reads little-endian words");
+
 uint64_t nkb_csum_add(uint64_t sum, const uint8_t *p, uint32_t len) {
   assert(len <= NKB_MAX_FRAME);
+  // RFC 1071 sums are byte-order independent: sum the bytes as little-endian words, 8 at
+  // a time (2^16 = 1 modulo 0xffff, so 32-bit halves add like their 16-bit words), then
+  // swap the folded sum into the big-endian order callers add their own words in.
+  uint64_t le = 0;
   uint32_t i = 0;
-  // Network byte order words summed as big-endian 16-bit values, 4 bytes at a time.
-  for (; i + 4 <= len; i += 4) {
-    sum += ((uint32_t)p[i] << 8 | p[i + 1]) + ((uint32_t)p[i + 2] << 8 | p[i + 3]);
+  for (; i + 8 <= len; i += 8) {
+    uint64_t w;
+    memcpy(&w, p + i, 8);
+    le += (w & 0xffffffffu) + (w >> 32);  // at most 2^33 each: no overflow within a frame
   }
-  if (i + 2 <= len) {
-    sum += (uint32_t)p[i] << 8 | p[i + 1];
-    i += 2;
-  }
-  if (i < len) sum += (uint32_t)p[i] << 8;
-  return sum;
+  for (; i + 2 <= len; i += 2) le += (uint32_t)p[i] | (uint32_t)p[i + 1] << 8;
+  if (i < len) le += p[i];
+  uint16_t folded = nkb_csum_fold(le);
+  return sum + (uint16_t)(folded >> 8 | folded << 8);
 }
 
 uint16_t nkb_csum_fold(uint64_t sum) {

@@ -49,6 +49,7 @@ typedef struct nkb_sock {
   uint8_t reserved;
   uint32_t rx_spun;       // the last wait spun: the next bypass datagram counts as a spin
   uint32_t fairness;      // turns between ring and companion socket
+  uint32_t kernel_hint;   // atomic: a wait saw the companion socket readable
   int32_t last_error;
   uint32_t park_head;     // atomic (a waiter reads it)
   uint32_t park_tail;     // atomic
