@@ -10,7 +10,7 @@
  */
 
 import { Stat } from "./ffi.ts";
-import type { BypassStats } from "./types.ts";
+import { type BypassStats, statsFromWords } from "./types.ts";
 
 /**
  * The registry's binary layout, mirrored from ffi/registry.h in one place (byte
@@ -555,24 +555,7 @@ function parseSlot(
 }
 
 function slotStats(v: DataView, base: number): BypassStats {
-  const n = (i: number): number => Number(v.getBigUint64(base + 8 * i, true));
-  return {
-    ipkts: n(Stat.ipkts),
-    ipktsSpin: n(Stat.ipktsSpin),
-    opkts: n(Stat.opkts),
-    opktsSpin: n(Stat.opktsSpin),
-    sendSpinMax: n(Stat.sendSpinMax),
-    rxDropped: n(Stat.rxDropped),
-    rxInvalid: n(Stat.rxInvalid),
-    kernelIpkts: n(Stat.kernelIpkts),
-    kernelOpkts: n(Stat.kernelOpkts),
-    txFull: n(Stat.txFull),
-    rxTruncated: n(Stat.rxTruncated),
-    interfaceDrops: n(Stat.engineDrops),
-    rxForeign: n(Stat.rxForeign),
-    icmpIgnored: n(Stat.icmpIgnored),
-    dpkts: n(Stat.rxDropped) + n(Stat.rxInvalid) + n(Stat.engineDrops),
-  };
+  return statsFromWords((i) => Number(v.getBigUint64(base + 8 * i, true)));
 }
 
 // The string of a fixed field, which must end with a NUL inside it; null if it does not.

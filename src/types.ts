@@ -85,7 +85,11 @@ export function readStats(h: number): BypassStats {
   const out = new BigUint64Array(Stat.count);
   const rc = lib().nkb_sock_stats(h, new Uint8Array(out.buffer), Stat.count);
   if (rc < 0) throw errorFromErrno(rc, "stats");
-  const n = (i: number): number => Number(out[i]);
+  return statsFromWords((i) => Number(out[i]));
+}
+
+/** The counters from the shim's words (NKB_ST_*), word `i` read by `n(i)`. */
+export function statsFromWords(n: (i: number) => number): BypassStats {
   return {
     ipkts: n(Stat.ipkts),
     ipktsSpin: n(Stat.ipktsSpin),

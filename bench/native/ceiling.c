@@ -298,6 +298,18 @@ typedef struct txstate {
   uint64_t link_changes;
 } tx_t;
 
+// One batch's send metadata: datagram k at offset k * size of the payload buffer, all to one
+// destination (only the sequence numbers in the payloads change between batches).
+static void fill_send_meta(uint32_t *meta, uint32_t n, uint32_t size, uint32_t dst_be,
+                           uint32_t dport) {
+  for (uint32_t k = 0; k < n; k++) {
+    meta[k * NKB_SEND_META_WORDS] = k * size;
+    meta[k * NKB_SEND_META_WORDS + 1] = size;
+    meta[k * NKB_SEND_META_WORDS + 2] = dst_be;
+    meta[k * NKB_SEND_META_WORDS + 3] = dport;
+  }
+}
+
 // Sends datagrams seq..seq+n-1 (one batch); returns how many went (fewer: TX ring full).
 static uint32_t send_batch(tx_t *t, uint32_t seq, uint32_t n) {
   for (uint32_t k = 0; k < n; k++) {
@@ -352,12 +364,7 @@ static int mode_tx(uint32_t ip_be, uint32_t port, uint32_t dst_be, uint32_t dpor
   static uint8_t buf[BATCH * 1472u];
   static uint32_t meta[BATCH * NKB_SEND_META_WORDS];
   memset(buf, 0, sizeof(buf));
-  for (uint32_t k = 0; k < BATCH; k++) {
-    meta[k * NKB_SEND_META_WORDS] = k * size;
-    meta[k * NKB_SEND_META_WORDS + 1] = size;
-    meta[k * NKB_SEND_META_WORDS + 2] = dst_be;
-    meta[k * NKB_SEND_META_WORDS + 3] = dport;
-  }
+  fill_send_meta(meta, BATCH, size, dst_be, dport);
   tx_t t = {.c = &c, .dst_be = dst_be, .dport = dport, .buf = buf, .meta = meta, .size = size};
   int32_t r = resolve(&c, dst_be, dport);
   if (r < 0) fail("resolve", r);
@@ -412,12 +419,7 @@ static int mode_mqtx(uint32_t ip_be, uint32_t port, uint32_t dst_be, uint32_t dp
   tx_t t[MQ_MAX_QUEUES];
   uint64_t seq[MQ_MAX_QUEUES];
   memset(buf, 0, sizeof(buf));
-  for (uint32_t k = 0; k < MQ_BATCH; k++) {
-    meta[k * NKB_SEND_META_WORDS] = k * size;
-    meta[k * NKB_SEND_META_WORDS + 1] = size;
-    meta[k * NKB_SEND_META_WORDS + 2] = dst_be;
-    meta[k * NKB_SEND_META_WORDS + 3] = dport;
-  }
+  fill_send_meta(meta, MQ_BATCH, size, dst_be, dport);
   for (uint32_t q = 0; q < queues; q++) {
     open_bypass_on(&c[q], ip_be, port + q, q);
     t[q] = (tx_t){.c = &c[q], .dst_be = dst_be, .dport = dport, .buf = buf, .meta = meta,
