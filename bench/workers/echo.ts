@@ -33,7 +33,8 @@ function isEnd(data: Uint8Array): boolean {
   return new DataView(data.buffer, data.byteOffset).getUint32(0, true) === SEQ_END;
 }
 
-function echoNkb(host: string, port: number, maxMs: number, mode: 0 | 1): void {
+// The echo's socket, announced as ready once bound.
+function listenEcho(host: string, port: number, mode: 0 | 1): UdpBypass {
   const sock = UdpBypass.listenDatagram({
     transport: "udp",
     hostname: host,
@@ -42,6 +43,11 @@ function echoNkb(host: string, port: number, maxMs: number, mode: 0 | 1): void {
     sendBusyWaitCnt: SEND_BUSY_WAIT_CNT,
   });
   emit({ ready: true, bypass: sock.bypass });
+  return sock;
+}
+
+function echoNkb(host: string, port: number, maxMs: number, mode: 0 | 1): void {
+  const sock = listenEcho(host, port, mode);
   const buf = new Uint8Array(65536);
   const hardEnd = performance.now() + maxMs;
   let echoed = 0;
@@ -66,14 +72,7 @@ function echoNkb(host: string, port: number, maxMs: number, mode: 0 | 1): void {
 }
 
 function echoBatch(host: string, port: number, maxMs: number, mode: 0 | 1): void {
-  const sock = UdpBypass.listenDatagram({
-    transport: "udp",
-    hostname: host,
-    port,
-    recvMode: mode,
-    sendBusyWaitCnt: SEND_BUSY_WAIT_CNT,
-  });
-  emit({ ready: true, bypass: sock.bypass });
+  const sock = listenEcho(host, port, mode);
   const rx = new RecvBatch(BATCH);
   const tx = new SendBatch(BATCH, BATCH * 2048);
   const hardEnd = performance.now() + maxMs;
