@@ -6,7 +6,8 @@
  * of a {@linkcode Testbed}.
  *
  * `deno task bench [--json PATH] [--duration-ms N] [--rtt-count N] [--repeat N]
- *  [--sizes 64,1024] [--tests rx,send,rtt,idle] [--paths kernel,copy,copy0,zc,batch,native]
+ *  [--sizes 64,1024] [--tests rx,send,rtt,idle,mq]
+ *  [--paths kernel,copy,copy0,zc,batch,batch0,native]
  *  [--idle-ms N] [--mq-rate N] [--mq-work-us N]`
  *
  * Each figure is the median of `--repeat` runs (default 3; round trips: each
@@ -19,12 +20,14 @@
  *   program could not be built) into a Deno.listenDatagram receiver, an nkb receiveSync
  *   receiver (recvMode 1; and recvMode 0: row "copy0"), an nkb receiveZeroCopy receiver
  *   (recvMode 1; reads the sequence number in the frame, then release(): row "zc",
- *   receive only), an nkb receiveBatch receiver (RecvBatch of 256, recvMode 1) or the
- *   native receiver. On veth no generator outruns nkb's receivers (the receiving side's
- *   XDP work runs on the generator's core), so their figure is the generator's: for the
- *   receivers that sleep when idle (kernel, copy0) "rx Mpps per core" is what one core
- *   of the receiving process does, datagrams per CPU-second of it (its threads'
- *   schedstat run time from the first datagram to the end marker).
+ *   receive only), an nkb receiveBatch receiver (RecvBatch of 256, recvMode 1; and
+ *   recvMode 0: row "batch0") or the native receiver. On veth no generator outruns nkb's
+ *   receivers (the receiving side's XDP work runs on the generator's core), so their
+ *   figure is the generator's. "rx Mpps per core" is what one core of the receiver does:
+ *   datagrams per second of its work from the first datagram to the end marker; for nkb
+ *   receivers the time less what their receives spent waiting (the socket's waitNs
+ *   counter), for the kernel receiver (asleep in epoll when idle) its process's CPU time
+ *   (its threads' schedstat run time).
  *   Counted by sequence number until the end markers that follow a drain pause.
  * - send rate: a Deno.listenDatagram sender (await each send), an nkb sendSync sender,
  *   an nkb sendBatch sender or the native sender, counted by the native XDP counter
@@ -109,24 +112,26 @@ interface Config {
  * A measured path: kernel = Deno.listenDatagram; copy = nkb sendSync/receiveSync
  * (recvMode 1); copy0 = the same in recvMode 0 (receive and round trip only); zc = nkb
  * receiveZeroCopy + release (recvMode 1; receive capacity only); batch = nkb
- * sendBatch/receiveBatch; native = bench/native/ceiling.c.
+ * sendBatch/receiveBatch; batch0 = receiveBatch in recvMode 0 (receive capacity only);
+ * native = bench/native/ceiling.c.
  */
-type Path = "kernel" | "copy" | "copy0" | "zc" | "batch" | "native";
-/** A datagram mover in a flow (copy0 and zc only receive). */
+type Path = "kernel" | "copy" | "copy0" | "zc" | "batch" | "batch0" | "native";
+/** A datagram mover in a flow (copy0, zc and batch0 only receive). */
 type Mover = Path;
 /** A datagram sender in a flow. */
-type Sender = Exclude<Mover, "zc" | "copy0">;
+type Sender = Exclude<Mover, "zc" | "copy0" | "batch0">;
 /** A datagram receiver in a flow: a mover, or the native XDP counter (send rate only). */
 type Receiver = Mover | "xdpcount";
 
 const ALL_TESTS = ["rx", "send", "rtt", "idle", "mq"];
-const ALL_PATHS: Path[] = ["kernel", "copy", "copy0", "zc", "batch", "native"];
+const ALL_PATHS: Path[] = ["kernel", "copy", "copy0", "zc", "batch", "batch0", "native"];
 const LABEL: Record<Path, string> = {
   kernel: "kernel",
   copy: "nkb copying",
   copy0: "nkb copying recvMode 0",
   zc: "nkb zero-copy",
   batch: "nkb batch",
+  batch0: "nkb batch recvMode 0",
   native: "native ceiling",
 };
 const RECEIVER_LABEL: Record<Receiver, string> = {
@@ -142,6 +147,7 @@ const SHORT: Record<Path, string> = {
   copy0: "nkb copying m0",
   zc: "nkb zero-copy",
   batch: "nkb batch",
+  batch0: "nkb batch m0",
   native: "native",
 };
 // What each path measures.
@@ -149,6 +155,7 @@ const PATH_TESTS: Record<Path, string[]> = {
   kernel: ["rx", "send", "rtt"],
   copy: ["rx", "send", "rtt"],
   copy0: ["rx", "rtt"],
+  batch0: ["rx"],
   zc: ["rx"],
   batch: ["rx", "send", "rtt"],
   native: ["rx", "send", "rtt"],
@@ -166,11 +173,11 @@ interface FlowResult {
   rxMpps: number;
   senderMs: number;
   receiverSpanMs: number;
-  /** CPU the receiving process used from its first datagram to the end marker, % of a core. */
+  /** The receiver's work from its first datagram to the end marker, % of the time. */
   rxCpuPct: number | null;
   /**
-   * Datagrams per CPU-second of the receiving process, in Mpps: the capacity of one core
-   * for a receiver that sleeps when idle (kernel, copy0); null for a spinning one.
+   * Datagrams per second of the receiver's work, in Mpps (see perCore): the capacity of
+   * one core. Null for the XDP counter.
    */
   rxPerCoreMpps: number | null;
   txFull: number;
@@ -422,11 +429,9 @@ function nativeBin(b: Bench): string {
 function denoArgs(kind: Mover): string[] {
   if (kind === "kernel") return ["--impl", "kernel"];
   if (kind === "copy0") return ["--impl", "nkb", "--mode", "copy", "--recv-mode", "0"];
+  if (kind === "batch0") return ["--impl", "nkb", "--mode", "batch", "--recv-mode", "0"];
   return ["--impl", "nkb", "--mode", kind === "native" ? "copy" : kind];
 }
-
-// Receivers that sleep when they have nothing to do: their CPU time measures their work.
-const SLEEPING_RECEIVERS: ReadonlySet<Receiver> = new Set(["kernel", "copy0"]);
 
 function startSink(
   b: Bench,
@@ -541,17 +546,24 @@ async function flow(
   }
 }
 
+// What one core of the receiver does, datagrams per second of its work: for nkb receivers
+// the window less the time their receives waited (the socket's waitNs), for the kernel
+// receiver (which sleeps in epoll when idle) the CPU time of its process.
 function perCore(
   receiver: Receiver,
   received: number,
   rr: Record<string, unknown>,
 ): { rxCpuPct: number | null; rxPerCoreMpps: number | null } {
-  const cpuMs = typeof rr.cpuMs === "number" ? rr.cpuMs : 0;
   const windowMs = typeof rr.windowMs === "number" ? rr.windowMs : 0;
-  if (!SLEEPING_RECEIVERS.has(receiver) || cpuMs <= 0 || windowMs <= 0) {
+  const busyMs = typeof rr.busyMs === "number"
+    ? rr.busyMs
+    : receiver === "kernel" && typeof rr.cpuMs === "number"
+    ? rr.cpuMs
+    : 0;
+  if (busyMs <= 0 || windowMs <= 0 || receiver === "xdpcount") {
     return { rxCpuPct: null, rxPerCoreMpps: null };
   }
-  return { rxCpuPct: 100 * cpuMs / windowMs, rxPerCoreMpps: received / cpuMs / 1000 };
+  return { rxCpuPct: 100 * busyMs / windowMs, rxPerCoreMpps: received / busyMs / 1000 };
 }
 
 async function rtt(b: Bench, server: Path, size: number): Promise<RttResult> {
@@ -865,8 +877,9 @@ async function measure(b: Bench): Promise<Map<string, Row>> {
           ? await attempt(`rx capacity ${tag}`, () => flow(b, generator(b), path, size))
           : null;
         if (rx !== null) row.rxRuns.push(rx);
-        const send = want(path, "send") && path !== "zc" && path !== "copy0"
-          ? await attempt(`send rate ${tag}`, () => flow(b, path, sendReceiver(b), size))
+        // want() holds only for paths that send (PATH_TESTS), i.e. Senders.
+        const send = want(path, "send")
+          ? await attempt(`send rate ${tag}`, () => flow(b, path as Sender, sendReceiver(b), size))
           : null;
         if (send !== null) row.sendRuns.push(send);
         const r = want(path, "rtt")
@@ -917,7 +930,7 @@ function table(rows: Map<string, Row>, cfg: Config): string {
     "payload",
     "rx capacity Mpps (loss %)",
     "offered Mpps",
-    "rx Mpps per core (cpu %)",
+    "rx Mpps per core (busy %)",
     "send rate Mpps (loss %)",
     "rtt p50/p99/p99.9 us",
   ];
@@ -943,7 +956,7 @@ function table(rows: Map<string, Row>, cfg: Config): string {
         t ? `${f(t.p50, 1)} / ${f(t.p99, 1)} / ${f(t.p999, 1)}` : none(p, "rtt"),
       ]);
     }
-    for (const p of ["copy", "copy0", "zc", "batch"] as const) {
+    for (const p of ["copy", "copy0", "zc", "batch", "batch0"] as const) {
       if (!cfg.paths.includes(p)) continue;
       for (const base of ["kernel", "native"] as const) {
         if (!cfg.paths.includes(base)) continue;
@@ -987,7 +1000,7 @@ function spread(rows: Map<string, Row>): string {
     const rtt = r.rttRuns.map((x) => `${f(x.p50, 1)}/${f(x.p99, 1)}/${f(x.p999, 1)}`).join(" ");
     out.push(
       `${key.replace("/", " ")} B: rx Mpps/loss ${rx || "-"} (offered ${offered || "-"}` +
-        `${perCore ? `; per core/cpu ${perCore}` : ""}); ` +
+        `${perCore ? `; per core/busy ${perCore}` : ""}); ` +
         `send Mpps/loss ${send || "-"}; rtt us ${rtt || "-"}`,
     );
   }
@@ -1049,9 +1062,9 @@ async function main(): Promise<void> {
   console.log(
     `rx capacity and send rate: median of ${cfg.repeat} runs of ${cfg.durationMs} ms. ` +
       `rx capacity generator ("offered" is its rate): ${LABEL[generator(b)]} (batches ` +
-      `of 256) for every receiver; "rx Mpps per core": datagrams per CPU-second of a ` +
-      `receiving process that sleeps when idle (kernel, nkb copying recvMode 0), from ` +
-      `its threads' run time. send-rate receiver: ${sendRx}. nkb zero-copy: receiveZeroCopy ` +
+      `of 256) for every receiver; "rx Mpps per core": datagrams per second of the ` +
+      `receiver's work (nkb: the time its receives did not spend waiting, from the ` +
+      `socket's waitNs; kernel: its process's CPU time). send-rate receiver: ${sendRx}. nkb zero-copy: receiveZeroCopy ` +
       `per datagram (a view of the UMEM frame, detached on release), sequence number ` +
       `read in place, then release().`,
   );

@@ -37,6 +37,10 @@ uint64_t nkb_now_ns(void) {
   return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+double nkb_now_ms(void) {
+  return (double)nkb_now_ns() / 1e6;
+}
+
 int32_t nkb_sock_index(int32_t h) {
   if (h <= 0) return -1;
   uint32_t idx = (uint32_t)h & (NKB_MAX_SOCKS - 1u);

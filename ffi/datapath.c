@@ -547,8 +547,11 @@ int32_t nkb_wait(int32_t h, uint32_t timeout_us, uint32_t spin) {
   const nkb_engine_t *e = s != 0 ? nkb_sock_engine(s) : 0;
   pthread_mutex_unlock(&g_lock);
   if (s == 0) return -EBADF;
+  uint64_t t0 = nkb_now_ns();
   int32_t rc = spin ? nkb_wait_spin(s, e, timeout_us) : nkb_wait_sleep(s, e, timeout_us);
   assert(rc <= 1);
+  // Waits of one socket do not overlap (one receive at a time), so a plain add will do.
+  s->stats[NKB_ST_WAIT_NS] += nkb_now_ns() - t0;
   __atomic_sub_fetch(&s->waiters, 1u, __ATOMIC_ACQ_REL);
   return rc;
 }

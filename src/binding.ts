@@ -174,7 +174,7 @@ export class BypassBinding {
   /** Looks at the interface when the last look is older than the watch interval. */
   maybeWatch(): void {
     if (this.#phase !== "bypass") return;
-    if (performance.now() - this.#lastWatch < WATCH_INTERVAL_MS) return;
+    if (lib().nkb_now_ms() - this.#lastWatch < WATCH_INTERVAL_MS) return;
     this.watchNow();
   }
 
@@ -188,7 +188,7 @@ export class BypassBinding {
   #watchNow(): void {
     const link = this.#link;
     if (this.#phase !== "bypass" || link === null) return;
-    this.#lastWatch = performance.now();
+    this.#lastWatch = lib().nkb_now_ms();
     // Ack before looking: a change after the look is then seen by the next send.
     lib().nkb_sock_link_ack(this.#h);
     const v = watchLink(link.ifindex, this.#localBe);
@@ -248,7 +248,7 @@ export class BypassBinding {
     this.#phase = "bypass";
     this.#reason = null;
     this.#detail = null;
-    this.#lastWatch = performance.now();
+    this.#lastWatch = lib().nkb_now_ms();
     return true;
   }
 

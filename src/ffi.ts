@@ -12,6 +12,7 @@ const U32 = "u32" as const;
 /** Every symbol of libnkb.so that TypeScript calls. */
 export const symbols = {
   nkb_abi_version: { parameters: [], result: I32 },
+  nkb_now_ms: { parameters: [], result: "f64" },
   nkb_env_int: { parameters: ["buffer", I32], result: I32 },
   nkb_sock_open: { parameters: [], result: I32 },
   nkb_sock_bind: { parameters: [I32, U32, U32], result: I32 },
@@ -111,6 +112,7 @@ export const Stat = {
   engineDrops: 11,
   rxForeign: 12,
   icmpIgnored: 13,
+  waitNs: 14,
   count: 16,
 } as const;
 

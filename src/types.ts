@@ -58,6 +58,11 @@ export interface BypassStats {
    * `interfaceDrops` (rings full, fill ring empty, invalid descriptors).
    */
   dpkts: number;
+  /**
+   * Nanoseconds receives spent waiting for a datagram (spinning in recvMode 1, asleep in
+   * recvMode 0): with the wall time, how busy the receiving thread really is.
+   */
+  waitNs: number;
 }
 
 /** Options of {@linkcode UdpBypass.listenDatagram}. */
@@ -106,5 +111,6 @@ export function statsFromWords(n: (i: number) => number): BypassStats {
     rxForeign: n(Stat.rxForeign),
     icmpIgnored: n(Stat.icmpIgnored),
     dpkts: n(Stat.rxDropped) + n(Stat.rxInvalid) + n(Stat.engineDrops),
+    waitNs: n(Stat.waitNs),
   };
 }

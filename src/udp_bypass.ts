@@ -414,9 +414,9 @@ export class UdpBypass implements Deno.DatagramConn {
     }
     const ready = attempt();
     if (ready !== null) return ready; // the common case under load: no clock read
-    const deadline = performance.now() + timeout;
+    const deadline = lib().nkb_now_ms() + timeout;
     for (let slice = 0; slice < 1e9; slice++) {
-      const left = deadline - performance.now();
+      const left = deadline - lib().nkb_now_ms();
       if (left <= 0) return null;
       this.#binding.maybeWatch();
       const us = Math.min(Math.ceil(left * 1000), WAIT_SLICE_US);
@@ -439,13 +439,13 @@ export class UdpBypass implements Deno.DatagramConn {
     this.#receiving = true;
     try {
       const target = this.#target(p);
-      if (performance.now() - this.#lastYield > YIELD_EVERY_MS) {
+      if (lib().nkb_now_ms() - this.#lastYield > YIELD_EVERY_MS) {
         // A zero-timeout wait on the FFI thread pool is a macrotask of ~40 us: timers
         // run meanwhile (setTimeout(0) would cost ~2 ms here).
         this.#pendingWait = lib().nkb_wait_async(this.#h, 0, 0);
         await this.#pendingWait;
         this.#pendingWait = null;
-        this.#lastYield = performance.now();
+        this.#lastYield = lib().nkb_now_ms();
         this.#open("receive");
       }
       for (let slice = 0; slice < Number.MAX_SAFE_INTEGER; slice++) {
@@ -465,7 +465,7 @@ export class UdpBypass implements Deno.DatagramConn {
         );
         const rc = await this.#pendingWait;
         this.#pendingWait = null;
-        this.#lastYield = performance.now();
+        this.#lastYield = lib().nkb_now_ms();
         if (this.#closed) {
           throw new Deno.errors.BadResource("receive: socket closed");
         }

@@ -211,6 +211,7 @@ Deno.test("registry: a live process's file reads back exactly; free slots are sk
           rxForeign: 13,
           icmpIgnored: 14,
           dpkts: 5 + 6 + 12,
+          waitNs: 0,
         },
       },
       {
@@ -244,6 +245,7 @@ Deno.test("registry: a live process's file reads back exactly; free slots are sk
           rxForeign: 0,
           icmpIgnored: 0,
           dpkts: 0,
+          waitNs: 0,
         },
       },
     ]);

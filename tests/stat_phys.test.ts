@@ -27,6 +27,7 @@ const ZERO: BypassStats = {
   rxForeign: 0,
   icmpIgnored: 0,
   dpkts: 0,
+  waitNs: 0,
 };
 
 function sock(over: Partial<RegisteredSocket>): RegisteredSocket {

@@ -79,7 +79,7 @@ typedef struct ctx {
 static const char *const STAT_NAMES[NKB_ST_COUNT] = {
     "ipkts",       "ipktsSpin",   "opkts",      "opktsSpin",   "sendSpinMax", "rxDropped",
     "rxInvalid",   "kernelIpkts", "kernelOpkts", "txFull",     "rxTruncated", "interfaceDrops",
-    "rxForeign",   "icmpIgnored", "w14",        "w15",
+    "rxForeign",   "icmpIgnored", "waitNs",        "w15",
 };
 
 static double now_ms(void) {
@@ -221,6 +221,13 @@ static int32_t resolve(const ctx_t *c, uint32_t dst_be, uint32_t dport) {
 
 // ---- rx: count sequence numbers until the end marker --------------------------------------
 
+// The socket's NKB_ST_WAIT_NS counter: time its receives spent waiting.
+static uint64_t wait_ns(int32_t h) {
+  uint64_t st[NKB_ST_COUNT];
+  memset(st, 0, sizeof(st));
+  return nkb_sock_stats(h, st, NKB_ST_COUNT) < 0 ? 0 : st[NKB_ST_WAIT_NS];
+}
+
 static int mode_rx(uint32_t ip_be, uint32_t port, uint64_t count, double seconds) {
   ctx_t c;
   open_bypass(&c, ip_be, port);
@@ -232,6 +239,7 @@ static int mode_rx(uint32_t ip_be, uint32_t port, uint64_t count, double seconds
   int64_t max_seq = -1;
   bool ended = false;
   double first = 0, last = 0;
+  uint64_t wait_at_first = 0;
   double hard_end = now_ms() + seconds * 1e3;
   uint64_t max_iter = 10000000000ull;
   for (uint64_t i = 0; i < max_iter && !ended && received < count; i++) {
@@ -270,11 +278,18 @@ static int mode_rx(uint32_t ip_be, uint32_t port, uint64_t count, double seconds
     }
     if (received > before) {
       last = now_ms();
-      if (before == 0) first = last;
+      if (before == 0) {
+        first = last;
+        wait_at_first = wait_ns(c.h);
+      }
     }
     if ((i & 1023u) == 0 && now_ms() > hard_end) break;
   }
-  printf("{\"result\":{\"received\":%llu,\"warm\":%llu,\"short\":%llu,\"ended\":%s,"
+  // The receiving thread's work: the window less what its receives spent waiting.
+  double window = received > 0 ? now_ms() - first : 0;
+  double busy = received > 0 ? window - (double)(wait_ns(c.h) - wait_at_first) / 1e6 : 0;
+  printf("{\"result\":{\"windowMs\":%.3f,\"busyMs\":%.3f,", window, busy);
+  printf("\"received\":%llu,\"warm\":%llu,\"short\":%llu,\"ended\":%s,"
          "\"firstMs\":%.3f,\"lastMs\":%.3f,\"spanMs\":%.3f,\"maxSeq\":%lld,\"gaps\":%llu,"
          "\"reordered\":%llu,\"viaKernel\":%llu,\"calls\":%llu,\"emptyCalls\":%llu,",
          (unsigned long long)received, (unsigned long long)warm, (unsigned long long)shortn,

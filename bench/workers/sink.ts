@@ -4,7 +4,7 @@
  *
  * `--impl nkb|kernel [--mode copy|batch|zc] [--recv-mode 0|1] --host IP --port N --max-ms N`
  *
- * nkb modes (recvMode 1, busy-polling; `copy` also in `--recv-mode 0`): `copy` (default)
+ * nkb modes (recvMode 1, busy-polling; `copy` and `batch` also in `--recv-mode 0`): `copy` (default)
  * calls `receiveSync` once per datagram; `batch` calls `receiveBatch` with a `RecvBatch`
  * of 256 and reads each datagram's offset and length from the batch; `zc` calls
  * `receiveZeroCopy` once per datagram, reads the sequence number in place from
@@ -41,6 +41,9 @@ interface Tally {
   maxSeq: number;
   /** The process's CPU time (all threads) when the first datagram was counted, in ns. */
   cpuAtFirstNs: number;
+  /** The socket's waitNs counter (nkb), read at the first datagram and at the end. */
+  waitNs: (() => number) | null;
+  waitAtFirstNs: number;
 }
 
 /** The counts, and the CPU the process used from the first datagram to the end marker. */
@@ -48,7 +51,11 @@ function finish(t: Tally): Record<string, unknown> {
   const endMs = performance.now();
   const cpuMs = t.received > 0 ? (processCpuNs() - t.cpuAtFirstNs) / 1e6 : 0;
   const windowMs = t.received > 0 ? endMs - t.firstMs : 0;
-  return { ...t, spanMs: t.lastMs - t.firstMs, cpuMs, windowMs };
+  // The receiving thread's busy time: the window less what its receives spent waiting.
+  const waitMs = t.waitNs !== null && t.received > 0 ? (t.waitNs() - t.waitAtFirstNs) / 1e6 : 0;
+  const busyMs = t.waitNs !== null && t.received > 0 ? windowMs - waitMs : null;
+  const { waitNs: _, ...counts } = t;
+  return { ...counts, spanMs: t.lastMs - t.firstMs, cpuMs, windowMs, busyMs };
 }
 
 /**
@@ -72,7 +79,7 @@ const TIME_EVERY = 64; // packets between clock reads
 const SLICE_MS = 20;
 const BATCH = 256;
 
-function newTally(): Tally {
+function newTally(waitNs: (() => number) | null = null): Tally {
   return {
     received: 0,
     warm: 0,
@@ -82,6 +89,8 @@ function newTally(): Tally {
     lastMs: 0,
     maxSeq: -1,
     cpuAtFirstNs: 0,
+    waitNs,
+    waitAtFirstNs: 0,
   };
 }
 
@@ -106,6 +115,7 @@ function countSeq(t: Tally, seq: number): boolean {
   }
   if (t.received === 0) {
     t.cpuAtFirstNs = processCpuNs();
+    t.waitAtFirstNs = t.waitNs?.() ?? 0;
     t.firstMs = t.lastMs = performance.now();
   }
   t.received++;
@@ -119,7 +129,7 @@ function sinkNkb(host: string, port: number, maxMs: number, recvMode: 0 | 1): vo
   emit({ ready: true, bypass: sock.bypass });
   const buf = new Uint8Array(65536);
   const view = new DataView(buf.buffer);
-  const t = newTally();
+  const t = newTally(() => sock.stats().waitNs);
   const hardEnd = performance.now() + maxMs;
   const maxIter = 1e10;
   for (let i = 0; i < maxIter; i++) {
@@ -136,12 +146,12 @@ function sinkNkb(host: string, port: number, maxMs: number, recvMode: 0 | 1): vo
   sock.close();
 }
 
-function sinkBatch(host: string, port: number, maxMs: number): void {
-  const sock = UdpBypass.listenDatagram({ transport: "udp", hostname: host, port, recvMode: 1 });
+function sinkBatch(host: string, port: number, maxMs: number, recvMode: 0 | 1): void {
+  const sock = UdpBypass.listenDatagram({ transport: "udp", hostname: host, port, recvMode });
   emit({ ready: true, bypass: sock.bypass });
   const batch = new RecvBatch(BATCH);
   const view = new DataView(batch.bytes.buffer);
-  const t = newTally();
+  const t = newTally(() => sock.stats().waitNs);
   const hardEnd = performance.now() + maxMs;
   let calls = 0;
   let more = true;
@@ -164,7 +174,7 @@ function sinkBatch(host: string, port: number, maxMs: number): void {
 function sinkZeroCopy(host: string, port: number, maxMs: number): void {
   const sock = UdpBypass.listenDatagram({ transport: "udp", hostname: host, port, recvMode: 1 });
   emit({ ready: true, bypass: sock.bypass });
-  const t = newTally();
+  const t = newTally(() => sock.stats().waitNs);
   const hardEnd = performance.now() + maxMs;
   let viaKernel = 0; // delivered by the kernel socket: `data` is a copy, not a frame view
   const maxIter = 1e10;
@@ -220,7 +230,7 @@ await runWorker(async () => {
   const { host, port, maxMs } = listenArgs(args);
   const mode = impl(args) === "kernel" ? null : nkbMode(args, ["copy", "batch", "zc"] as const);
   if (mode === null) await sinkKernel(host, port, maxMs);
-  else if (mode === "batch") sinkBatch(host, port, maxMs);
+  else if (mode === "batch") sinkBatch(host, port, maxMs, recvMode(args));
   else if (mode === "zc") sinkZeroCopy(host, port, maxMs);
   else sinkNkb(host, port, maxMs, recvMode(args));
 });
