@@ -32,6 +32,8 @@ const SETUP_FAILURES: ReadonlySet<FallbackReason> = new Set([
   "foreign-xdp-program",
 ]);
 
+// Receive waits between looks at the interface (see maybeWatchSoon).
+const WATCH_EVERY_CALLS = 64;
 // Registry slot flags the control plane knows (ffi/registry.h NKB_REG_F_*).
 const REG_F_BYPASS = 1;
 const REG_F_AFFINE = 4;
@@ -50,6 +52,7 @@ export class BypassBinding {
   #linkDown = false;
   #detachLater = false;
   #lastWatch = 0;
+  #watchCountdown = 1;
   #localBe = 0;
   #localPort = 0;
   #multicastIfaceBe = 0;
@@ -169,6 +172,17 @@ export class BypassBinding {
       ? 0
       : Math.max(addrIfindex(this.#multicastIfaceBe), 0);
     resolveDestination({ handle: this.#h, link, srcBe, multicastIfindex }, ipBe, port);
+  }
+
+  /**
+   * maybeWatch on every WATCH_EVERY_CALLS-th call: for the receive path's waits, where
+   * most end with a datagram and a clock read would cost more than the look saves; the
+   * waits that time out look through maybeWatch.
+   */
+  maybeWatchSoon(): void {
+    if (--this.#watchCountdown > 0) return;
+    this.#watchCountdown = WATCH_EVERY_CALLS;
+    this.maybeWatch();
   }
 
   /** Looks at the interface when the last look is older than the watch interval. */
