@@ -11,7 +11,9 @@
  *  [--idle-ms N] [--mq-rate N] [--mq-work-us N]`
  *
  * Each figure is the median of `--repeat` runs (default 3; round trips: each
- * percentile's median), the paths interleaved within each repetition.
+ * percentile's median), the paths interleaved within each repetition; each ratio is the
+ * median of the repetitions' ratios (runs back to back), or of the medians when a run
+ * failed.
  *
  * Every figure comes from child processes in the testbed's namespaces
  * (bench/workers/, and the native program), traffic flows from side B to side A:
@@ -923,6 +925,32 @@ function ratio(a: number | undefined, b: number | undefined): string {
   return a === undefined || b === undefined || b === 0 ? "-" : `${(a / b).toFixed(2)}x`;
 }
 
+/**
+ * The ratio of path `as` to path `zs`: the median of the repetitions' ratios, each taken
+ * between runs that ran back to back (this VM's speed drifts by a third between
+ * repetitions; within one it hardly moves). When a run failed the repetitions no longer
+ * pair up: then the ratio of the medians.
+ */
+function pairedRatio<T>(
+  as: T[],
+  zs: T[],
+  key: (r: T) => number | null | undefined,
+  medianA: number | null | undefined,
+  medianZ: number | null | undefined,
+): string {
+  const pairs = as.length === zs.length && as.length > 0
+    ? as.map((a, i) => [key(a), key(zs[i])])
+    : [];
+  const ok = pairs.length > 0 && pairs.every(([x, y]) => typeof x === "number" && y);
+  if (!ok) return ratio(medianA ?? undefined, medianZ ?? undefined);
+  const rs = pairs.map(([x, y]) => (x as number) / (y as number)).sort((x, y) => x - y);
+  return `${rs[Math.floor((rs.length - 1) / 2)].toFixed(2)}x`;
+}
+
+function emptyRow(): Row {
+  return { rx: null, send: null, rtt: null, rxRuns: [], sendRuns: [], rttRuns: [] };
+}
+
 function table(rows: Map<string, Row>, cfg: Config): string {
   const { sizes, tests } = cfg;
   const head = [
@@ -964,19 +992,30 @@ function table(rows: Map<string, Row>, cfg: Config): string {
         const z = get(base);
         const has = (t: string): boolean =>
           PATH_TESTS[p].includes(t) && PATH_TESTS[base].includes(t);
+        const ar = a ?? emptyRow();
+        const zr = z ?? emptyRow();
         const rtts = has("rtt")
-          ? (["p50", "p99", "p999"] as const).map((k) => ratio(a?.rtt?.[k], z?.rtt?.[k]))
-            .join(" / ")
+          ? (["p50", "p99", "p999"] as const).map((k) =>
+            pairedRatio(ar.rttRuns, zr.rttRuns, (r) => r[k], a?.rtt?.[k], z?.rtt?.[k])
+          ).join(" / ")
           : "";
+        const rx = (key: (r: FlowResult) => number | null): string =>
+          pairedRatio(ar.rxRuns, zr.rxRuns, key, a?.rx && key(a.rx), z?.rx && key(z.rx));
         lines.push([
           `${SHORT[p]} / ${SHORT[base]}`,
           `${size} B`,
-          has("rx") ? ratio(a?.rx?.rxMpps, z?.rx?.rxMpps) : "",
+          has("rx") ? rx((r) => r.rxMpps) : "",
           "",
-          has("rx")
-            ? ratio(a?.rx?.rxPerCoreMpps ?? undefined, z?.rx?.rxPerCoreMpps ?? undefined)
+          has("rx") ? rx((r) => r.rxPerCoreMpps) : "",
+          has("send")
+            ? pairedRatio(
+              ar.sendRuns,
+              zr.sendRuns,
+              (r) => r.sendMpps,
+              a?.send?.sendMpps,
+              z?.send?.sendMpps,
+            )
             : "",
-          has("send") ? ratio(a?.send?.sendMpps, z?.send?.sendMpps) : "",
           rtts,
         ]);
       }
@@ -1060,7 +1099,8 @@ async function main(): Promise<void> {
   );
   console.log(`lib: ${env.lib}; native ceiling: ${nativeBuild.path ?? "not built"}`);
   console.log(
-    `rx capacity and send rate: median of ${cfg.repeat} runs of ${cfg.durationMs} ms. ` +
+    `rx capacity and send rate: median of ${cfg.repeat} runs of ${cfg.durationMs} ms; ` +
+      `ratios: the median of the repetitions' ratios (runs back to back). ` +
       `rx capacity generator ("offered" is its rate): ${LABEL[generator(b)]} (batches ` +
       `of 256) for every receiver; "rx Mpps per core": datagrams per second of the ` +
       `receiver's work (nkb: the time its receives did not spend waiting, from the ` +
