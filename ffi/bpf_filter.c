@@ -20,6 +20,7 @@
 #include <linux/bpf.h>
 #include <linux/if_link.h>  // XDP_FLAGS_*
 
+#include "bpf_sys.h"
 #include "nkb_net.h"
 
 // ---- Instruction encoding ----------------------------------------------------------------
@@ -119,7 +120,7 @@ _Static_assert(sizeof(nkb_flow_key_t) == 8, "the program builds an 8-byte key");
 static char nkb_log[NKB_LOG_SIZE];
 static bool nkb_log_printed = false;
 
-static int32_t nkb_bpf(int32_t cmd, union bpf_attr *attr, uint32_t size) {
+int32_t nkb_bpf(int32_t cmd, union bpf_attr *attr, uint32_t size) {
   assert(attr != NULL);
   assert(size <= sizeof(*attr));
   const long rc = syscall(__NR_bpf, cmd, attr, size);
@@ -151,8 +152,8 @@ static void nkb_fd_close(int32_t *fd) {
   assert(*fd == -1);
 }
 
-static int32_t nkb_map_create(uint32_t type, uint32_t key_size, uint32_t value_size,
-                              uint32_t max_entries, const char *name) {
+int32_t nkb_bpf_map_create(uint32_t type, uint32_t key_size, uint32_t value_size,
+                           uint32_t max_entries, const char *name) {
   assert(key_size > 0 && value_size > 0 && max_entries > 0);
   assert(strlen(name) < BPF_OBJ_NAME_LEN);
   union bpf_attr attr;
@@ -167,26 +168,29 @@ static int32_t nkb_map_create(uint32_t type, uint32_t key_size, uint32_t value_s
   return nkb_fd_settle(fd);
 }
 
-static void nkb_log_print(void) {
+static void nkb_log_print(const char *name) {
   assert(NKB_LOG_SIZE > 0);
   if (nkb_log_printed) return;
   nkb_log_printed = true;
   nkb_log[NKB_LOG_SIZE - 1] = '\0';  // a truncated log (ENOSPC) is not NUL-terminated
   const size_t len = strnlen(nkb_log, NKB_LOG_SIZE);
   assert(len < NKB_LOG_SIZE);
-  fprintf(stderr, "nkb: XDP program rejected by the verifier:\n%.*s\n", (int)len, nkb_log);
+  fprintf(stderr, "nkb: XDP program %s rejected by the verifier:\n%.*s\n", name, (int)len,
+          nkb_log);
 }
 
-static int32_t nkb_prog_load_attempt(const struct bpf_insn *insns, bool with_log) {
-  assert(insns != NULL);
+static int32_t nkb_prog_load_attempt(const struct bpf_insn *insns, uint32_t count,
+                                     const char *name, bool with_log) {
+  assert(insns != NULL && count > 0);
+  assert(strlen(name) < BPF_OBJ_NAME_LEN);
   union bpf_attr attr;
   memset(&attr, 0, sizeof(attr));
   attr.prog_type = BPF_PROG_TYPE_XDP;
   attr.expected_attach_type = BPF_XDP;
   attr.insns = (uint64_t)(uintptr_t)insns;
-  attr.insn_cnt = NKB_PROG_LEN;
+  attr.insn_cnt = count;
   attr.license = (uint64_t)(uintptr_t)"GPL";
-  memcpy(attr.prog_name, "nkb_xdp", sizeof("nkb_xdp"));
+  memcpy(attr.prog_name, name, strlen(name));
   if (with_log) {
     // The kernel rejects a log buffer with log_level 0, so the log is only for the retry.
     nkb_log[0] = '\0';
@@ -194,8 +198,22 @@ static int32_t nkb_prog_load_attempt(const struct bpf_insn *insns, bool with_log
     attr.log_size = NKB_LOG_SIZE;
     attr.log_buf = (uint64_t)(uintptr_t)nkb_log;
   }
-  assert(attr.insn_cnt == NKB_PROG_LEN);
+  assert(attr.insn_cnt == count);
   return nkb_bpf(BPF_PROG_LOAD, &attr, sizeof(attr));
+}
+
+int32_t nkb_bpf_xdp_load(const struct bpf_insn *insns, uint32_t count, const char *name) {
+  int32_t fd = nkb_prog_load_attempt(insns, count, name, false);
+  if (fd == -EACCES || fd == -EINVAL) {
+    const int32_t first = fd;
+    fd = nkb_prog_load_attempt(insns, count, name, true);
+    if (fd < 0) {
+      nkb_log_print(name);
+      return first;
+    }
+  }
+  if (fd < 0) return fd;
+  return nkb_fd_settle(fd);
 }
 
 // Every conditional jump must land on the shared pass exit: a miscounted offset would still
@@ -231,21 +249,10 @@ static int32_t nkb_prog_load(int32_t flows_fd, int32_t xsks_fd) {
   assert(patched == 2);
   (void)patched;
   nkb_prog_check(insns);
-
-  int32_t fd = nkb_prog_load_attempt(insns, false);
-  if (fd == -EACCES || fd == -EINVAL) {
-    const int32_t first = fd;
-    fd = nkb_prog_load_attempt(insns, true);
-    if (fd < 0) {
-      nkb_log_print();
-      return first;
-    }
-  }
-  if (fd < 0) return fd;
-  return nkb_fd_settle(fd);
+  return nkb_bpf_xdp_load(insns, NKB_PROG_LEN, "nkb_xdp");
 }
 
-static int32_t nkb_link_create(int32_t prog_fd, uint32_t ifindex, uint32_t attach_flags) {
+int32_t nkb_bpf_xdp_link(int32_t prog_fd, uint32_t ifindex, uint32_t attach_flags) {
   assert(prog_fd > 0);
   assert(ifindex > 0);
   union bpf_attr attr;
@@ -259,7 +266,7 @@ static int32_t nkb_link_create(int32_t prog_fd, uint32_t ifindex, uint32_t attac
   return nkb_fd_settle(fd);
 }
 
-static int32_t nkb_prog_id(int32_t prog_fd, uint32_t *id_out) {
+int32_t nkb_bpf_prog_id(int32_t prog_fd, uint32_t *id_out) {
   assert(prog_fd > 0);
   assert(id_out != NULL);
   struct bpf_prog_info info;
@@ -279,20 +286,20 @@ static int32_t nkb_prog_id(int32_t prog_fd, uint32_t *id_out) {
 static int32_t nkb_filter_open_steps(nkb_filter_t *f, uint32_t attach_flags) {
   assert(f->ifindex > 0);
   assert(f->prog_fd == -1 && f->link_fd == -1);
-  int32_t rc = nkb_map_create(BPF_MAP_TYPE_XSKMAP, sizeof(uint32_t), sizeof(uint32_t),
-                              f->max_queues, "nkb_xsks");
+  int32_t rc = nkb_bpf_map_create(BPF_MAP_TYPE_XSKMAP, sizeof(uint32_t), sizeof(uint32_t),
+                                  f->max_queues, "nkb_xsks");
   if (rc < 0) return rc;
   f->xsks_map_fd = rc;
-  rc = nkb_map_create(BPF_MAP_TYPE_HASH, sizeof(nkb_flow_key_t), sizeof(uint32_t), f->max_flows,
-                      "nkb_flows");
+  rc = nkb_bpf_map_create(BPF_MAP_TYPE_HASH, sizeof(nkb_flow_key_t), sizeof(uint32_t),
+                          f->max_flows, "nkb_flows");
   if (rc < 0) return rc;
   f->flows_map_fd = rc;
   rc = nkb_prog_load(f->flows_map_fd, f->xsks_map_fd);
   if (rc < 0) return rc;
   f->prog_fd = rc;
-  rc = nkb_prog_id(f->prog_fd, &f->prog_id);
+  rc = nkb_bpf_prog_id(f->prog_fd, &f->prog_id);
   if (rc < 0) return rc;
-  rc = nkb_link_create(f->prog_fd, f->ifindex, attach_flags);
+  rc = nkb_bpf_xdp_link(f->prog_fd, f->ifindex, attach_flags);
   if (rc < 0) return rc;
   f->link_fd = rc;
   assert(f->prog_id > 0);

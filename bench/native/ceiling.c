@@ -38,13 +38,13 @@
 #include <string.h>
 #include <arpa/inet.h>
 #include <net/if.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <linux/bpf.h>
 #include <linux/if_link.h>  // XDP_FLAGS_*
 
+#include "bpf_sys.h"
 #include "nkb.h"
 
 #define BATCH 256u
@@ -660,14 +660,6 @@ typedef struct xdpcount {
   uint32_t attach_tries;
 } xc_t;
 
-static int32_t xc_bpf(int32_t cmd, union bpf_attr *attr) {
-  assert(attr != 0);
-  long rc = syscall(__NR_bpf, cmd, attr, sizeof(*attr));
-  if (rc < 0) return errno > 0 ? -errno : -EIO;
-  assert(rc <= INT32_MAX);
-  return (int32_t)rc;
-}
-
 // The possible CPUs (what a per-CPU map value has entries for): the highest number in
 // /sys/devices/system/cpu/possible ("0-1", "0", "0-3,8-11") plus one.
 static uint32_t xc_possible_cpus(void) {
@@ -696,26 +688,6 @@ static uint32_t xc_possible_cpus(void) {
   return (uint32_t)max + 1u;
 }
 
-static int32_t xc_load_attempt(const struct bpf_insn *insns, char *log, uint32_t log_size) {
-  assert(insns != 0);
-  assert((log == 0) == (log_size == 0));
-  union bpf_attr attr;
-  memset(&attr, 0, sizeof(attr));
-  attr.prog_type = BPF_PROG_TYPE_XDP;
-  attr.expected_attach_type = BPF_XDP;
-  attr.insns = (uint64_t)(uintptr_t)insns;
-  attr.insn_cnt = XC_PROG_LEN;
-  attr.license = (uint64_t)(uintptr_t)"GPL";
-  memcpy(attr.prog_name, "nkb_count", sizeof("nkb_count"));
-  if (log != 0) {  // a log buffer needs log_level > 0: only to say why on a failure
-    log[0] = 0;
-    attr.log_level = 1;
-    attr.log_size = log_size;
-    attr.log_buf = (uint64_t)(uintptr_t)log;
-  }
-  return xc_bpf(BPF_PROG_LOAD, &attr);
-}
-
 static void xc_load(xc_t *x, uint32_t port) {
   assert(x->map_fd > 0 && port <= 65535u);
   struct bpf_insn insns[XC_PROG_LEN];
@@ -723,26 +695,11 @@ static void xc_load(xc_t *x, uint32_t port) {
   insns[XC_AT_PORT].imm = XC_BE16(port);
   insns[XC_AT_MAP].imm = x->map_fd;
   xc_prog_check(insns);
-  int32_t fd = xc_load_attempt(insns, 0, 0);
-  if (fd == -EACCES || fd == -EINVAL) {
-    static char log[64 * 1024];
-    int32_t again = xc_load_attempt(insns, log, sizeof(log));
-    if (again >= 0) close(again);  // it failed once: report the first failure anyway
-    log[sizeof(log) - 1] = 0;
-    fprintf(stderr, "ceiling: XDP program rejected by the verifier:\n%s\n", log);
-  }
+  int32_t fd = nkb_bpf_xdp_load(insns, XC_PROG_LEN, "nkb_count");  // the shim's loader
   if (fd < 0) fail("BPF_PROG_LOAD", fd);
   x->prog_fd = fd;
-  struct bpf_prog_info info;
-  memset(&info, 0, sizeof(info));
-  union bpf_attr attr;
-  memset(&attr, 0, sizeof(attr));
-  attr.info.bpf_fd = (uint32_t)x->prog_fd;
-  attr.info.info_len = sizeof(info);
-  attr.info.info = (uint64_t)(uintptr_t)&info;
-  int32_t rc = xc_bpf(BPF_OBJ_GET_INFO_BY_FD, &attr);
+  int32_t rc = nkb_bpf_prog_id(x->prog_fd, &x->prog_id);
   if (rc < 0) fail("BPF_OBJ_GET_INFO_BY_FD", rc);
-  x->prog_id = info.id;
   assert(x->prog_fd > 0 && x->prog_id > 0);
 }
 
@@ -754,13 +711,7 @@ static void xc_attach(xc_t *x) {
   int32_t fd = -EBUSY;
   for (uint32_t i = 0; i < XC_ATTACH_TRIES && (fd == -EBUSY || fd == -EEXIST); i++) {
     if (i > 0) sleep_ms(XC_ATTACH_GAP_MS);
-    union bpf_attr attr;
-    memset(&attr, 0, sizeof(attr));
-    attr.link_create.prog_fd = (uint32_t)x->prog_fd;
-    attr.link_create.target_ifindex = x->ifindex;
-    attr.link_create.attach_type = BPF_XDP;
-    attr.link_create.flags = x->attach_flags;
-    fd = xc_bpf(BPF_LINK_CREATE, &attr);
+    fd = nkb_bpf_xdp_link(x->prog_fd, x->ifindex, x->attach_flags);
     x->attach_tries = i + 1;
   }
   if (fd < 0) fail("BPF_LINK_CREATE", fd);
@@ -775,14 +726,8 @@ static void xc_open(xc_t *x, uint32_t ifindex, uint32_t port, uint32_t attach_fl
   x->attach_flags = attach_flags;
   x->cpus = xc_possible_cpus();
   assert(x->cpus >= 1 && x->cpus <= XC_MAX_CPUS);
-  union bpf_attr attr;
-  memset(&attr, 0, sizeof(attr));
-  attr.map_type = BPF_MAP_TYPE_PERCPU_ARRAY;
-  attr.key_size = sizeof(uint32_t);
-  attr.value_size = sizeof(uint64_t);
-  attr.max_entries = XC_SLOTS;
-  memcpy(attr.map_name, "nkb_count", sizeof("nkb_count"));
-  int32_t fd = xc_bpf(BPF_MAP_CREATE, &attr);
+  int32_t fd = nkb_bpf_map_create(BPF_MAP_TYPE_PERCPU_ARRAY, sizeof(uint32_t), sizeof(uint64_t),
+                                  XC_SLOTS, "nkb_count");
   if (fd < 0) fail("BPF_MAP_CREATE", fd);
   x->map_fd = fd;
   xc_load(x, port);
@@ -801,7 +746,7 @@ static void xc_read(const xc_t *x, uint64_t out[XC_SLOTS]) {
     attr.map_fd = (uint32_t)x->map_fd;
     attr.key = (uint64_t)(uintptr_t)&slot;
     attr.value = (uint64_t)(uintptr_t)per_cpu;
-    int32_t rc = xc_bpf(BPF_MAP_LOOKUP_ELEM, &attr);
+    int32_t rc = nkb_bpf(BPF_MAP_LOOKUP_ELEM, &attr, sizeof(attr));
     if (rc < 0) fail("BPF_MAP_LOOKUP_ELEM", rc);
     uint64_t sum = 0;
     for (uint32_t c = 0; c < x->cpus; c++) sum += per_cpu[c];
