@@ -115,20 +115,11 @@ export interface RegisteredProcess {
   file: string;
 }
 
-/** One socket of a live process, as its registry slot describes it. */
-export interface RegisteredSocket {
-  /** The owning process (the fields up to `netnsIno` are its {@linkcode RegisteredProcess}'s). */
-  pid: number;
-  /** Real uid of the process. */
-  uid: number;
-  /** Name of `uid`, else the number as text. */
-  user: string;
-  /** The process's comm. */
-  command: string;
-  /** The process's arguments. */
-  cmdline: string[];
-  /** Inode of the process's network namespace (decimal). */
-  netnsIno: string;
+/**
+ * One socket of a live process, as its registry slot describes it: its process's
+ * identity (pid, uid, user, command, cmdline, netnsIno) and the slot's fields.
+ */
+export interface RegisteredSocket extends Omit<RegisteredProcess, "createdMs" | "file"> {
   /** Index of the slot in the file (the shim's socket table index). */
   slot: number;
   /** When the socket was created (Unix time, ms). */

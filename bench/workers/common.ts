@@ -10,6 +10,17 @@ export const SEQ_END = 0xffff_ffff;
 /** Sequence number of warm-up datagrams (not counted). */
 export const SEQ_WARM = 0xffff_fffe;
 
+/** `iters` rounds of xorshift32: stand-in application work the JIT cannot drop (keep the result). */
+export function work(seed: number, iters: number): number {
+  let x = seed | 1;
+  for (let i = 0; i < iters; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+  }
+  return x;
+}
+
 /** `--key value` arguments as a map. */
 export function parseArgs(args: readonly string[]): Map<string, string> {
   const out = new Map<string, string>();

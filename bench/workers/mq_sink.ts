@@ -13,8 +13,7 @@
  * @module
  */
 
-import { emit, int, listenArgs, parseArgs, runWorker } from "./common.ts";
-import { work } from "./mq_worker.ts";
+import { emit, int, listenArgs, parseArgs, runWorker, work } from "./common.ts";
 
 type Msg = Record<string, unknown>;
 const READY_MS = 15_000;

@@ -10,7 +10,7 @@
 /// <reference lib="deno.worker" />
 
 import { RecvBatch, UdpBypass } from "../../mod.ts";
-import { SEQ_END, SEQ_WARM } from "./common.ts";
+import { SEQ_END, SEQ_WARM, work } from "./common.ts";
 
 /** What the main thread asks of a Worker. */
 export interface MqJob {
@@ -24,17 +24,6 @@ export interface MqJob {
 
 const BATCH = 256;
 const SLICE_MS = 20;
-
-/** `iters` rounds of xorshift32: work the JIT cannot drop, as its result is kept. */
-export function work(seed: number, iters: number): number {
-  let x = seed | 1;
-  for (let i = 0; i < iters; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-  }
-  return x;
-}
 
 function serve(job: MqJob): void {
   const affine = job.queue === null ? {} : { queue: job.queue, reusePort: true };
