@@ -26,11 +26,8 @@
 #include "nkb_net.h"
 #include "nl_io.h"
 
-// The UAPI NLA_* macros compute in int; these keep all length arithmetic unsigned.
-#define NL_ATTR_HDRLEN ((uint32_t)sizeof(struct nlattr))
-#define NL_ALIGN4(len) (((uint32_t)(len) + 3u) & ~3u)
+// The UAPI NLA_* macros compute in int; nl_io.h's keep all length arithmetic unsigned.
 _Static_assert(sizeof(struct nlattr) == 4, "attributes start right after a 4-byte header");
-#define NL_ATTR_TYPE_MASK ((uint32_t)(uint16_t)~(NLA_F_NESTED | NLA_F_NET_BYTEORDER))
 
 // One datagram of a dump is at most a page or two; 32 KiB leaves room for big links.
 #define NL_BUF_SIZE 32768u
@@ -38,8 +35,6 @@ _Static_assert(sizeof(struct nlattr) == 4, "attributes start right after a 4-byt
 #define NL_RECV_MAX 1024u
 // A message is at least a header, so this bounds the walk over one datagram.
 #define NL_MSGS_MAX (NL_BUF_SIZE / NLMSG_HDRLEN)
-// An attribute is at least its header, so this bounds the walk over one message.
-#define NL_ATTRS_MAX (NL_BUF_SIZE / NL_ATTR_HDRLEN)
 // Requests are a header, a family header and one or two small attributes.
 #define NL_REQ_SIZE 256u
 // Retries of a dump the kernel flagged as inconsistent (NLM_F_DUMP_INTR).
@@ -89,11 +84,11 @@ static struct nlmsghdr *nl_req_init(nl_req_t *req, uint16_t type, uint16_t flags
 static void nl_req_attr(nl_req_t *req, uint16_t type, const void *data, uint16_t len) {
   uint32_t off = NLMSG_ALIGN(req->hdr.nlmsg_len);
   assert(data != NULL);
-  assert(off + NL_ALIGN4(NL_ATTR_HDRLEN + (uint32_t)len) <= NL_REQ_SIZE);
-  struct nlattr a = {.nla_len = (uint16_t)(NL_ATTR_HDRLEN + len), .nla_type = type};
+  assert(off + NKB_NL_ALIGN4(NKB_NL_ATTR_HDRLEN + (uint32_t)len) <= NL_REQ_SIZE);
+  struct nlattr a = {.nla_len = (uint16_t)(NKB_NL_ATTR_HDRLEN + len), .nla_type = type};
   memcpy(req->buf + off, &a, sizeof(a));
-  memcpy(req->buf + off + NL_ATTR_HDRLEN, data, len);
-  req->hdr.nlmsg_len = off + NL_ALIGN4(a.nla_len);
+  memcpy(req->buf + off + NKB_NL_ATTR_HDRLEN, data, len);
+  req->hdr.nlmsg_len = off + NKB_NL_ALIGN4(a.nla_len);
   assert(req->hdr.nlmsg_len <= NL_REQ_SIZE);
 }
 
@@ -199,53 +194,20 @@ static int32_t nl_payload(const struct nlmsghdr *h, uint32_t fam_len, const uint
   return 0;
 }
 
-// Indexes attributes by type into tb[0..tb_len) (last one wins, unknown types skipped).
-static int32_t nl_attrs_parse(const uint8_t *p, uint32_t len, const struct nlattr **tb,
-                              uint32_t tb_len) {
-  assert(p != NULL || len == 0);
-  assert(tb_len > 0);
-  memset(tb, 0, tb_len * sizeof(*tb));
-  uint32_t off = 0;
-  for (uint32_t i = 0; i < NL_ATTRS_MAX; i++) {
-    if (off == len) return 0;
-    if (len - off < NL_ATTR_HDRLEN) return -EPROTO;
-    const struct nlattr *a = (const struct nlattr *)(p + off);
-    if (a->nla_len < NL_ATTR_HDRLEN || a->nla_len > len - off) return -EPROTO;
-    uint32_t type = a->nla_type & NL_ATTR_TYPE_MASK; // drop NESTED / NET_BYTEORDER bits
-    if (type < tb_len) tb[type] = a;
-    off += NL_ALIGN4(a->nla_len);
-    if (off > len) off = len; // the last attribute may lack its padding
-    assert(off <= len);
-  }
-  return -EPROTO;
-}
-
-static const uint8_t *nl_attr_data(const struct nlattr *a) {
-  assert(a != NULL);
-  assert(a->nla_len >= NL_ATTR_HDRLEN);
-  return (const uint8_t *)a + NL_ATTR_HDRLEN;
-}
-
-static uint32_t nl_attr_len(const struct nlattr *a) {
-  assert(a != NULL);
-  assert(a->nla_len >= NL_ATTR_HDRLEN);
-  return (uint32_t)a->nla_len - NL_ATTR_HDRLEN;
-}
-
 // Absent attribute: *out untouched, 0. Short attribute: -EPROTO.
 static int32_t nl_attr_u32(const struct nlattr *a, uint32_t *out) {
   assert(out != NULL);
   if (a == NULL) return 0;
-  if (nl_attr_len(a) < sizeof(uint32_t)) return -EPROTO;
-  memcpy(out, nl_attr_data(a), sizeof(uint32_t));
+  if (nkb_nlio_attr_len(a) < sizeof(uint32_t)) return -EPROTO;
+  memcpy(out, nkb_nlio_attr_data(a), sizeof(uint32_t));
   return 0;
 }
 
 static int32_t nl_attr_u8(const struct nlattr *a, uint32_t *out) {
   assert(out != NULL);
   if (a == NULL) return 0;
-  if (nl_attr_len(a) < 1) return -EPROTO;
-  *out = nl_attr_data(a)[0];
+  if (nkb_nlio_attr_len(a) < 1) return -EPROTO;
+  *out = nkb_nlio_attr_data(a)[0];
   return 0;
 }
 
@@ -255,8 +217,8 @@ static void nl_attr_str(const struct nlattr *a, char *out, uint32_t cap) {
   assert(cap > 0);
   memset(out, 0, cap);
   if (a == NULL) return;
-  const uint8_t *s = nl_attr_data(a);
-  uint32_t n = nl_attr_len(a);
+  const uint8_t *s = nkb_nlio_attr_data(a);
+  uint32_t n = nkb_nlio_attr_len(a);
   for (uint32_t i = 0; i < n && i < cap - 1; i++) {
     if (s[i] == 0) break;
     out[i] = (char)s[i];
@@ -283,7 +245,7 @@ static int32_t route_on_msg(const struct nlmsghdr *h, void *vctx) {
   memcpy(&rtm, NLMSG_DATA(h), sizeof(rtm));
   if (rtm.rtm_family != AF_INET) return 0;
   const struct nlattr *tb[RTA_MAX + 1];
-  rc = nl_attrs_parse(attrs, attrs_len, tb, RTA_MAX + 1);
+  rc = nkb_nlio_attrs_parse(attrs, attrs_len, tb, RTA_MAX + 1);
   if (rc < 0) return rc;
   // An IPv6 next hop (RTA_VIA) cannot be expressed in gateway_be; treating it as
   // "no gateway" would ARP for the destination itself.
@@ -331,9 +293,9 @@ static int32_t link_fill_attrs(nkb_link_t *l, const struct nlattr *const *tb) {
   if ((rc = nl_attr_u8(tb[IFLA_OPERSTATE], &l->operstate)) < 0) return rc;
   if ((rc = nl_attr_u32(tb[IFLA_MASTER], &l->master_ifindex)) < 0) return rc;
   if (tb[IFLA_ADDRESS] != NULL) {
-    uint32_t n = nl_attr_len(tb[IFLA_ADDRESS]);
+    uint32_t n = nkb_nlio_attr_len(tb[IFLA_ADDRESS]);
     l->mac_len = n > UINT8_MAX ? UINT8_MAX : (uint8_t)n;
-    if (n == sizeof(l->mac)) memcpy(l->mac, nl_attr_data(tb[IFLA_ADDRESS]), n);
+    if (n == sizeof(l->mac)) memcpy(l->mac, nkb_nlio_attr_data(tb[IFLA_ADDRESS]), n);
   }
   nl_attr_str(tb[IFLA_IFNAME], l->name, sizeof(l->name));
   return 0;
@@ -344,7 +306,7 @@ static int32_t link_fill_kind(nkb_link_t *l, const struct nlattr *linkinfo) {
   assert(l->kind[0] == 0);
   if (linkinfo == NULL) return 0; // plain devices (lo, most NICs) have no kind
   const struct nlattr *tb[IFLA_INFO_MAX + 1];
-  int32_t rc = nl_attrs_parse(nl_attr_data(linkinfo), nl_attr_len(linkinfo), tb,
+  int32_t rc = nkb_nlio_attrs_parse(nkb_nlio_attr_data(linkinfo), nkb_nlio_attr_len(linkinfo), tb,
                               IFLA_INFO_MAX + 1);
   if (rc < 0) return rc;
   nl_attr_str(tb[IFLA_INFO_KIND], l->kind, sizeof(l->kind));
@@ -356,7 +318,7 @@ static int32_t link_fill_xdp(nkb_link_t *l, const struct nlattr *xdp) {
   assert(l->xdp_prog_id == 0);
   if (xdp == NULL) return 0;
   const struct nlattr *tb[IFLA_XDP_MAX + 1];
-  int32_t rc = nl_attrs_parse(nl_attr_data(xdp), nl_attr_len(xdp), tb, IFLA_XDP_MAX + 1);
+  int32_t rc = nkb_nlio_attrs_parse(nkb_nlio_attr_data(xdp), nkb_nlio_attr_len(xdp), tb, IFLA_XDP_MAX + 1);
   if (rc < 0) return rc;
   uint32_t attached = 0;
   if ((rc = nl_attr_u8(tb[IFLA_XDP_ATTACHED], &attached)) < 0) return rc;
@@ -382,7 +344,7 @@ static int32_t link_on_msg(const struct nlmsghdr *h, void *vctx) {
   memcpy(&ifi, NLMSG_DATA(h), sizeof(ifi));
   if (ifi.ifi_index <= 0 || (uint32_t)ifi.ifi_index != ctx->ifindex) return 0;
   const struct nlattr *tb[IFLA_MAX + 1];
-  rc = nl_attrs_parse(attrs, attrs_len, tb, IFLA_MAX + 1);
+  rc = nkb_nlio_attrs_parse(attrs, attrs_len, tb, IFLA_MAX + 1);
   if (rc < 0) return rc;
   nkb_link_t l;
   memset(&l, 0, sizeof(l));
@@ -440,7 +402,7 @@ static int32_t addr_on_msg(const struct nlmsghdr *h, void *vctx) {
   memcpy(&ifa, NLMSG_DATA(h), sizeof(ifa));
   if (ifa.ifa_family != AF_INET) return 0;
   const struct nlattr *tb[IFA_MAX + 1];
-  rc = nl_attrs_parse(attrs, attrs_len, tb, IFA_MAX + 1);
+  rc = nkb_nlio_attrs_parse(attrs, attrs_len, tb, IFA_MAX + 1);
   if (rc < 0) return rc;
   // IFA_LOCAL is our address; IFA_ADDRESS is the peer on point-to-point links.
   const struct nlattr *a = tb[IFA_LOCAL] != NULL ? tb[IFA_LOCAL] : tb[IFA_ADDRESS];
@@ -521,7 +483,7 @@ static int32_t neigh_on_msg(const struct nlmsghdr *h, void *vctx) {
   if (ndm.ndm_family != AF_INET || ndm.ndm_ifindex <= 0) return 0;
   if ((uint32_t)ndm.ndm_ifindex != ctx->ifindex) return 0;
   const struct nlattr *tb[NDA_MAX + 1];
-  rc = nl_attrs_parse(attrs, attrs_len, tb, NDA_MAX + 1);
+  rc = nkb_nlio_attrs_parse(attrs, attrs_len, tb, NDA_MAX + 1);
   if (rc < 0) return rc;
   uint32_t dst_be = 0;
   if ((rc = nl_attr_u32(tb[NDA_DST], &dst_be)) < 0) return rc;
@@ -530,9 +492,9 @@ static int32_t neigh_on_msg(const struct nlmsghdr *h, void *vctx) {
   ctx->state = ndm.ndm_state;
   ctx->has_lladdr = tb[NDA_LLADDR] != NULL;
   if (ctx->has_lladdr) {
-    ctx->lladdr_len = nl_attr_len(tb[NDA_LLADDR]);
+    ctx->lladdr_len = nkb_nlio_attr_len(tb[NDA_LLADDR]);
     if (ctx->lladdr_len == sizeof(ctx->lladdr)) {
-      memcpy(ctx->lladdr, nl_attr_data(tb[NDA_LLADDR]), sizeof(ctx->lladdr));
+      memcpy(ctx->lladdr, nkb_nlio_attr_data(tb[NDA_LLADDR]), sizeof(ctx->lladdr));
     }
   }
   return 0;

@@ -22,6 +22,40 @@
 // The kernel reports -errno, and errno values stop at 4095 (MAX_ERRNO).
 #define NLIO_ERRNO_MAX 4095
 
+int32_t nkb_nlio_attrs_parse(const uint8_t *p, uint32_t len, const struct nlattr **tb,
+                             uint32_t tb_len) {
+  assert(p != NULL || len == 0);
+  assert(tb != NULL && tb_len > 0);
+  memset(tb, 0, tb_len * sizeof(*tb));
+  const uint32_t type_mask = (uint32_t)(uint16_t)~(NLA_F_NESTED | NLA_F_NET_BYTEORDER);
+  uint32_t off = 0;
+  // Each attribute takes at least its header: len / header + 1 rounds reach the end.
+  for (uint32_t i = 0; i <= len / NKB_NL_ATTR_HDRLEN; i++) {
+    if (off == len) return 0;
+    if (len - off < NKB_NL_ATTR_HDRLEN) return -EPROTO;
+    const struct nlattr *a = (const struct nlattr *)(p + off);
+    if (a->nla_len < NKB_NL_ATTR_HDRLEN || a->nla_len > len - off) return -EPROTO;
+    uint32_t type = a->nla_type & type_mask;
+    if (type < tb_len) tb[type] = a;
+    off += NKB_NL_ALIGN4(a->nla_len);
+    if (off > len) off = len;  // the last attribute may lack its padding
+    assert(off <= len);
+  }
+  return -EPROTO;
+}
+
+const uint8_t *nkb_nlio_attr_data(const struct nlattr *a) {
+  assert(a != NULL);
+  assert(a->nla_len >= NKB_NL_ATTR_HDRLEN);
+  return (const uint8_t *)a + NKB_NL_ATTR_HDRLEN;
+}
+
+uint32_t nkb_nlio_attr_len(const struct nlattr *a) {
+  assert(a != NULL);
+  assert(a->nla_len >= NKB_NL_ATTR_HDRLEN);
+  return (uint32_t)a->nla_len - NKB_NL_ATTR_HDRLEN;
+}
+
 int32_t nkb_nlio_open(int32_t protocol) {
   assert(protocol >= 0);
   int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, protocol);

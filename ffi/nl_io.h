@@ -1,7 +1,8 @@
-// Netlink socket plumbing shared by the rtnetlink lookups (netlink.c) and the packet filter
-// and IPsec probe (policy.c): open, send one request, receive one datagram, decode the
-// status of NLMSG_ERROR and NLMSG_DONE. Walking the messages stays with each caller, since
-// what ends a transaction differs (an ack, NLMSG_DONE, or an answer found early).
+// Netlink plumbing shared by the rtnetlink lookups (netlink.c), the XDP-features query
+// (xdp_features.c) and the packet filter and IPsec probe (policy.c): open, send one request,
+// receive one datagram, decode the status of NLMSG_ERROR and NLMSG_DONE, index a message's
+// attributes. Walking the messages stays with each caller, since what ends a transaction
+// differs (an ack, NLMSG_DONE, or an answer found early).
 // Every function returns -errno on failure; none keeps state between calls.
 #ifndef NKB_NL_IO_H
 #define NKB_NL_IO_H
@@ -22,6 +23,20 @@ int32_t nkb_nlio_send(int32_t fd, const struct nlmsghdr *h);
 // struct nlmsghdr, as the messages are read in place. Returns its length, -EMSGSIZE when
 // it does not fit, -ETIMEDOUT when nothing came in time, or -errno.
 int32_t nkb_nlio_recv(int32_t fd, void *buf, uint32_t cap);
+
+// Bytes of an attribute header; attributes start on 4-byte boundaries.
+#define NKB_NL_ATTR_HDRLEN ((uint32_t)sizeof(struct nlattr))
+#define NKB_NL_ALIGN4(len) (((uint32_t)(len) + 3u) & ~3u)
+
+// Indexes the attributes in p[0..len) by type into tb[0..tb_len) (last one wins, other
+// types skipped; the NESTED and NET_BYTEORDER bits dropped). Every attribute is checked
+// against len first. 0, or -EPROTO for a malformed one.
+int32_t nkb_nlio_attrs_parse(const uint8_t *p, uint32_t len, const struct nlattr **tb,
+                             uint32_t tb_len);
+
+// The payload of an attribute parse has checked, and its length.
+const uint8_t *nkb_nlio_attr_data(const struct nlattr *a);
+uint32_t nkb_nlio_attr_len(const struct nlattr *a);
 
 // Decodes the int32 status that follows the header of NLMSG_ERROR and NLMSG_DONE.
 // Returns 1 with *status set (0 or -errno), 0 when the message is too short to carry one,

@@ -38,10 +38,7 @@ enum { NETDEV_CMD_DEV_GET = 1 };
 #include "nkb.h"
 #include "nl_io.h"
 
-// The UAPI NLA_* macros compute in int; these keep all length arithmetic unsigned.
-#define XF_ATTR_HDRLEN ((uint32_t)sizeof(struct nlattr))
-#define XF_ALIGN4(len) (((uint32_t)(len) + 3u) & ~3u)
-#define XF_ATTR_TYPE_MASK ((uint32_t)(uint16_t)~(NLA_F_NESTED | NLA_F_NET_BYTEORDER))
+// The UAPI NLA_* macros compute in int; nl_io.h's keep all length arithmetic unsigned.
 _Static_assert(sizeof(struct nlattr) == 4, "attributes start right after a 4-byte header");
 _Static_assert(NETDEV_XDP_ACT_XSK_ZEROCOPY == 1u << 3, "the zero-copy bit nkb.h documents");
 _Static_assert(GENL_HDRLEN == 4, "the genetlink header is cmd, version and 2 reserved bytes");
@@ -54,8 +51,6 @@ _Static_assert(GENL_HDRLEN == 4, "the genetlink header is cmd, version and 2 res
 #define XF_RECV_MAX 8u
 // A message is at least a header, so this bounds the walk over one datagram.
 #define XF_MSGS_MAX (XF_BUF_SIZE / NLMSG_HDRLEN)
-// An attribute is at least its header, so this bounds the walk over one message.
-#define XF_ATTRS_MAX (XF_BUF_SIZE / XF_ATTR_HDRLEN)
 // A request is a netlink header, a genetlink header and one attribute of at most 8 bytes.
 #define XF_REQ_SIZE 64u
 // Attribute table length, enough for both families' attributes of interest.
@@ -111,7 +106,7 @@ static const struct nlmsghdr *xf_req_init(xf_req_t *req, uint16_t type, uint32_t
   assert(type >= NLMSG_MIN_TYPE);
   assert(data != NULL);
   uint32_t attr_off = NLMSG_HDRLEN + GENL_HDRLEN;
-  assert(attr_off + XF_ALIGN4(XF_ATTR_HDRLEN + (uint32_t)len) <= XF_REQ_SIZE);
+  assert(attr_off + NKB_NL_ALIGN4(NKB_NL_ATTR_HDRLEN + (uint32_t)len) <= XF_REQ_SIZE);
   memset(req, 0, sizeof(*req));
   struct nlmsghdr *h = &req->hdr;
   h->nlmsg_type = type;
@@ -120,49 +115,23 @@ static const struct nlmsghdr *xf_req_init(xf_req_t *req, uint16_t type, uint32_t
   h->nlmsg_pid = 0; // the kernel fills in our port id
   struct genlmsghdr g = {.cmd = cmd, .version = version, .reserved = 0};
   memcpy(req->buf + NLMSG_HDRLEN, &g, sizeof(g));
-  struct nlattr a = {.nla_len = (uint16_t)(XF_ATTR_HDRLEN + len), .nla_type = attr_type};
+  struct nlattr a = {.nla_len = (uint16_t)(NKB_NL_ATTR_HDRLEN + len), .nla_type = attr_type};
   memcpy(req->buf + attr_off, &a, sizeof(a));
-  memcpy(req->buf + attr_off + XF_ATTR_HDRLEN, data, len);
-  h->nlmsg_len = attr_off + XF_ALIGN4(a.nla_len);
+  memcpy(req->buf + attr_off + NKB_NL_ATTR_HDRLEN, data, len);
+  h->nlmsg_len = attr_off + NKB_NL_ALIGN4(a.nla_len);
   assert(h->nlmsg_len <= XF_REQ_SIZE);
   return h;
 }
 
 // ---- attributes --------------------------------------------------------------------
 
-// Indexes attributes by type into tb[0..XF_TB_LEN) (last one wins, other types skipped).
-static int32_t xf_attrs_parse(const uint8_t *p, uint32_t len, const struct nlattr **tb) {
-  assert(p != NULL || len == 0);
-  assert(len < XF_BUF_SIZE);
-  memset(tb, 0, XF_TB_LEN * sizeof(*tb));
-  uint32_t off = 0;
-  for (uint32_t i = 0; i < XF_ATTRS_MAX; i++) {
-    if (off == len) return 0;
-    if (len - off < XF_ATTR_HDRLEN) return -EPROTO;
-    const struct nlattr *a = (const struct nlattr *)(p + off);
-    if (a->nla_len < XF_ATTR_HDRLEN || a->nla_len > len - off) return -EPROTO;
-    uint32_t type = a->nla_type & XF_ATTR_TYPE_MASK; // drop NESTED / NET_BYTEORDER bits
-    if (type < XF_TB_LEN) tb[type] = a;
-    off += XF_ALIGN4(a->nla_len);
-    if (off > len) off = len; // the last attribute may lack its padding
-    assert(off <= len);
-  }
-  return -EPROTO;
-}
-
-static uint32_t xf_attr_len(const struct nlattr *a) {
-  assert(a != NULL);
-  assert(a->nla_len >= XF_ATTR_HDRLEN); // checked against the datagram by xf_attrs_parse
-  return (uint32_t)a->nla_len - XF_ATTR_HDRLEN;
-}
-
 // Copies the first n bytes of attribute a's payload to out; -EPROTO when a is absent or
 // shorter. memcpy, as a u64 after a 4-byte header need not be 8-byte aligned.
 static int32_t xf_attr_get(const struct nlattr *a, void *out, uint32_t n) {
   assert(out != NULL);
   assert(n > 0 && n <= sizeof(uint64_t));
-  if (a == NULL || xf_attr_len(a) < n) return -EPROTO;
-  memcpy(out, (const uint8_t *)a + XF_ATTR_HDRLEN, n);
+  if (a == NULL || nkb_nlio_attr_len(a) < n) return -EPROTO;
+  memcpy(out, nkb_nlio_attr_data(a), n);
   return 0;
 }
 
@@ -178,7 +147,8 @@ static int32_t xf_reply(xf_walk_t *w, const struct nlmsghdr *h) {
   if (g.cmd != w->cmd) return 0; // not the answer this request asked for
   const struct nlattr *tb[XF_TB_LEN];
   const uint8_t *attrs = (const uint8_t *)h + NLMSG_HDRLEN + GENL_HDRLEN;
-  int32_t rc = xf_attrs_parse(attrs, h->nlmsg_len - NLMSG_HDRLEN - GENL_HDRLEN, tb);
+  int32_t rc =
+      nkb_nlio_attrs_parse(attrs, h->nlmsg_len - NLMSG_HDRLEN - GENL_HDRLEN, tb, XF_TB_LEN);
   if (rc < 0) return rc;
   // A second answer to a request that has one would be a kernel bug; refuse to pick one.
   if (w->replied) return -EPROTO;
@@ -260,8 +230,8 @@ static int32_t xf_family_on_reply(const struct nlattr *const *tb, void *ctx) {
   assert(id != NULL && *id == 0);
   // The controller answers for the name asked; check it anyway, since the id is cached.
   const struct nlattr *a = tb[CTRL_ATTR_FAMILY_NAME];
-  if (a == NULL || xf_attr_len(a) != sizeof(NETDEV_FAMILY_NAME)) return -EPROTO;
-  const uint8_t *name = (const uint8_t *)a + XF_ATTR_HDRLEN; // length checked just above
+  if (a == NULL || nkb_nlio_attr_len(a) != sizeof(NETDEV_FAMILY_NAME)) return -EPROTO;
+  const uint8_t *name = nkb_nlio_attr_data(a); // length checked just above
   if (memcmp(name, NETDEV_FAMILY_NAME, sizeof(NETDEV_FAMILY_NAME)) != 0) return -EPROTO;
   uint16_t got = 0;
   if (xf_attr_get(tb[CTRL_ATTR_FAMILY_ID], &got, sizeof(got)) < 0) return -EPROTO;
