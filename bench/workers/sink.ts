@@ -59,9 +59,9 @@ function finish(t: Tally): Record<string, unknown> {
 }
 
 /**
- * CPU time of this process's threads so far (/proc/self/task/<tid>/schedstat, ns):
- * with a receiver that sleeps when it has nothing to do (recvMode 0, or the kernel
- * path), datagrams per CPU-second is its capacity per core.
+ * CPU time of this process's threads so far (/proc/self/task/<tid>/schedstat, ns): the
+ * kernel receiver's work (it sleeps in epoll when idle), where nkb receivers report the
+ * time their receives did not wait (busyMs, from the socket's waitNs).
  */
 function processCpuNs(): number {
   let ns = 0;
