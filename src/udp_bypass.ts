@@ -285,19 +285,23 @@ export class UdpBypass implements Deno.DatagramConn {
    */
   receiveBatch(batch: RecvBatch, opts: ReceiveOptions = {}): number {
     this.#open("receiveBatch");
-    const n = this.#receiveWaiting(opts, () => {
-      const n = lib().nkb_recv_batch(
-        this.#h,
-        batch.bytes,
-        batch.bytes.byteLength,
-        batch.metaBytes,
-        batch.capacity,
-      );
-      if (n < 0) throw errorFromErrno(n, "receive");
-      return n > 0 ? n : null;
-    });
-    batch.length = n ?? 0;
-    return n ?? 0;
+    this.#receivable(opts);
+    let n = this.#receiveBatchNow(batch);
+    if (n === 0) n = this.#receiveWaiting(opts, () => this.#receiveBatchNow(batch) || null) ?? 0;
+    batch.length = n;
+    return n;
+  }
+
+  #receiveBatchNow(batch: RecvBatch): number {
+    const n = lib().nkb_recv_batch(
+      this.#h,
+      batch.bytes,
+      batch.bytes.byteLength,
+      batch.metaBytes,
+      batch.capacity,
+    );
+    if (n < 0) throw errorFromErrno(n, "receive");
+    return n;
   }
 
   /**
@@ -308,27 +312,22 @@ export class UdpBypass implements Deno.DatagramConn {
    */
   receiveZeroCopy(opts: ReceiveOptions = {}): ZeroCopyDatagram | null {
     this.#open("receiveZeroCopy");
-    if (this.#receiving) {
-      throw new Deno.errors.Busy("receive: another receive is in progress");
-    }
     if (this.#held.size >= ZC_MAX_HELD) {
       throw new NkbError(
         "ERR_ZC_EXHAUSTED",
         `${ZC_MAX_HELD} zero-copy datagrams held: release some`,
       );
     }
+    this.#receivable(opts);
     const target = this.#target(undefined);
-    return this.#receiveWaiting(opts, () => {
-      const n = lib().nkb_recv_zc(
-        this.#h,
-        target,
-        target.byteLength,
-        this.#metaBytes,
-        1,
-      );
-      if (n < 0) throw errorFromErrno(n, "receive");
-      return n > 0 ? this.#zeroCopyDatagram(target) : null;
-    });
+    return this.#receiveZeroCopyNow(target) ??
+      this.#receiveWaiting(opts, () => this.#receiveZeroCopyNow(target));
+  }
+
+  #receiveZeroCopyNow(target: Uint8Array<ArrayBuffer>): ZeroCopyDatagram | null {
+    const n = lib().nkb_recv_zc(this.#h, target, target.byteLength, this.#metaBytes, 1);
+    if (n < 0) throw errorFromErrno(n, "receive");
+    return n > 0 ? this.#zeroCopyDatagram(target) : null;
   }
 
   #zeroCopyDatagram(target: Uint8Array<ArrayBuffer>): ZeroCopyDatagram {
@@ -395,25 +394,30 @@ export class UdpBypass implements Deno.DatagramConn {
     opts: ReceiveOptions = {},
   ): [Uint8Array<ArrayBuffer>, Deno.NetAddr] | null {
     this.#open("receive");
+    this.#receivable(opts);
     const target = this.#target(buf);
-    return this.#receiveWaiting(
-      opts,
-      () => this.#receiveNow(target, buf === undefined),
-    );
+    const fresh = buf === undefined;
+    return this.#receiveNow(target, fresh) ??
+      this.#receiveWaiting(opts, () => this.#receiveNow(target, fresh));
   }
 
-  // The synchronous receives: try, then wait (spinning or in poll(), per the receive
-  // mode) in bounded slices until something arrives or the timeout passes (null).
-  #receiveWaiting<T>(opts: ReceiveOptions, attempt: () => T | null): T | null {
+  // What every synchronous receive checks before its first try. That try is made without
+  // a closure, so that the common case under load allocates none: a closure around it
+  // cost a receive of 256 datagrams about 4 us more (16.8 against 20.5 us, measured).
+  #receivable(opts: ReceiveOptions): void {
     if (this.#receiving) {
       throw new Deno.errors.Busy("receive: another receive is in progress");
     }
-    const timeout = opts.timeoutMs ?? Infinity;
-    if (!(timeout >= 0)) {
+    if (!((opts.timeoutMs ?? Infinity) >= 0)) {
       throw new RangeError("receive: timeoutMs must be >= 0");
     }
-    const ready = attempt();
-    if (ready !== null) return ready; // the common case under load: no clock read
+  }
+
+  // The synchronous receives after a first try found nothing: wait (spinning or in
+  // poll(), per the receive mode) in bounded slices, trying again after each, until
+  // something arrives or the timeout passes (null).
+  #receiveWaiting<T>(opts: ReceiveOptions, attempt: () => T | null): T | null {
+    const timeout = opts.timeoutMs ?? Infinity;
     if (timeout === 0) return null;
     // A receiver that keeps up waits once or twice per datagram, and a clock read costs
     // about 50 ns: the first wait needs none (the timeout bounds it, and it usually ends
