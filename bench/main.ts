@@ -8,7 +8,7 @@
  * `deno task bench [--json PATH] [--duration-ms N] [--rtt-count N] [--repeat N]
  *  [--sizes 64,1024] [--tests rx,send,rtt,idle,mq]
  *  [--paths kernel,copy,copy0,zc,batch,batch0,native]
- *  [--idle-ms N] [--mq-rate N] [--mq-work-us N]`
+ *  [--idle-ms N] [--mq-rate N] [--mq-work-us N] [--busy-us N]`
  *
  * Each figure is the median of `--repeat` runs (default 3; round trips: each
  * percentile's median), the paths interleaved within each repetition; each ratio is the
@@ -23,14 +23,18 @@
  *   receiver (recvMode 1; and recvMode 0: row "copy0"), an nkb receiveZeroCopy receiver
  *   (recvMode 1; reads the sequence number in the frame, then release(): row "zc",
  *   receive only), an nkb receiveBatch receiver (RecvBatch of 256, recvMode 1; and
- *   recvMode 0: row "batch0") or the native receiver. On veth no generator outruns nkb's
- *   receivers (the receiving side's XDP work runs on the generator's core), so their
- *   figure is the generator's. "rx Mpps per core" is what one core of the receiver does:
- *   datagrams per second of its work from the first datagram to the end marker; for nkb
- *   receivers the time less what their receives spent waiting (the socket's waitNs
- *   counter), for the kernel receiver (asleep in epoll when idle) its process's CPU time
- *   (its threads' schedstat run time).
- *   Counted by sequence number until the end markers that follow a drain pause.
+ *   recvMode 0: row "batch0") or the native receiver. "Delivered" is what arrived of
+ *   what was offered, loss counted by sequence number until the end markers that follow
+ *   a drain pause. On veth the receiving side's XDP work runs on the generator's core, so
+ *   no generator here outruns an nkb receiver: delivered is then the generator's rate.
+ *   "Capacity per core" is what the receiver's core can take whatever the generator: the
+ *   busy-polling receivers (recvMode 1: copy, zc, batch, native) never wait; they are
+ *   busy elsewhere for `--busy-us` (a spin), then drain the backlog the ring gathered
+ *   until a receive finds it empty, and again (bench/workers/sink.ts `--busy-us`): the
+ *   datagrams they drained per second of draining is a saturated rate (the ring was
+ *   never empty meanwhile). Receivers that sleep when idle (the kernel path, recvMode 0)
+ *   report datagrams per second of their process's CPU time (threads' schedstat run
+ *   time), which includes their wake-ups.
  * - send rate: a Deno.listenDatagram sender (await each send), an nkb sendSync sender,
  *   an nkb sendBatch sender or the native sender, counted by the native XDP counter
  *   (`ceiling xdpcount`: a generic-mode XDP program on side A's veth that counts the
@@ -107,6 +111,7 @@ interface Config {
   paths: Path[];
   mqRate: number;
   mqWorkUs: number;
+  busyUs: number;
   jsonPath: string | null;
 }
 
@@ -238,6 +243,8 @@ interface IdleResult {
 /** The figures of one path at one payload size: medians of the runs (null: every run failed). */
 interface Row {
   rx: FlowResult | null;
+  /** The run of median capacity per core. */
+  rxCap: FlowResult | null;
   send: FlowResult | null;
   rtt: RttResult | null;
   rxRuns: FlowResult[];
@@ -272,6 +279,7 @@ function parseConfig(argv: string[]): Config {
     paths: [...ALL_PATHS],
     mqRate: 80_000,
     mqWorkUs: 20,
+    busyUs: 2000,
     jsonPath: null,
   };
   for (let i = 0; i < args.length; i += 2) {
@@ -286,6 +294,8 @@ function parseConfig(argv: string[]): Config {
     else if (key === "--mq-rate" && Number.isInteger(n) && n >= 1000 && n <= 5e6) cfg.mqRate = n;
     else if (key === "--mq-work-us" && Number.isInteger(n) && n >= 0 && n <= 1000) {
       cfg.mqWorkUs = n;
+    } else if (key === "--busy-us" && Number.isInteger(n) && n >= 0 && n <= 5000) {
+      cfg.busyUs = n;
     } else if (key === "--tests") cfg.tests = value.split(",");
     else if (key === "--paths") cfg.paths = value.split(",") as Path[];
     else if (key === "--sizes") cfg.sizes = value.split(",").map(Number);
@@ -435,28 +445,34 @@ function denoArgs(kind: Mover): string[] {
   return ["--impl", "nkb", "--mode", kind === "native" ? "copy" : kind];
 }
 
+// The receivers that busy-poll (recvMode 1): in the receive-capacity test they drain
+// (`--busy-us`, see bench/workers/sink.ts) instead of waiting.
+const DRAINERS: readonly Receiver[] = ["copy", "zc", "batch", "native"];
+
 function startSink(
   b: Bench,
   kind: Receiver,
   port: number,
   maxMs: number,
+  busyUs: number,
 ): Promise<TestbedProcess> {
   const { tb } = b;
   const name = `sink[${kind}]@a`;
   const seconds = `${maxMs / 1000}`;
+  const busy = busyUs > 0 && DRAINERS.includes(kind) ? [`${busyUs}`] : [];
   return startWorker(name, kind !== "kernel", () => {
     if (kind === "xdpcount") {
       const args = ["xdpcount", tb.a.ifname, `${port}`, seconds, "generic"];
       return tb.spawn("a", [nativeBin(b), ...args], { name });
     }
     if (kind === "native") {
-      return tb.spawn("a", [nativeBin(b), "rx", tb.a.ip, `${port}`, "4000000000", seconds], {
-        name,
-      });
+      const args = ["rx", tb.a.ip, `${port}`, "4000000000", seconds, ...busy];
+      return tb.spawn("a", [nativeBin(b), ...args], { name });
     }
     return tb.spawnDeno("a", `${WORKERS}sink.ts`, [
       ...denoArgs(kind),
       ...["--host", tb.a.ip, "--port", `${port}`, "--max-ms", `${maxMs}`],
+      ...(busy.length > 0 ? ["--busy-us", ...busy] : []),
     ], { name });
   });
 }
@@ -505,12 +521,13 @@ async function flow(
   sender: Sender,
   receiver: Receiver,
   size: number,
+  busyUs = 0,
 ): Promise<FlowResult> {
   const { tb, cfg } = b;
   const port = BASE_PORT + 2 * portSeq++;
   const udpBefore = await tb.udpCounters("a");
   const maxMs = cfg.durationMs + RESULT_SLACK_MS;
-  const sink = await startSink(b, receiver, port, maxMs);
+  const sink = await startSink(b, receiver, port, maxMs, busyUs);
   let blast: TestbedProcess | null = null;
   try {
     blast = await startBlast(b, sender, port, size);
@@ -548,23 +565,24 @@ async function flow(
   }
 }
 
-// What one core of the receiver does, datagrams per second of its work: for nkb receivers
-// the window less the time their receives waited (the socket's waitNs), for the kernel
-// receiver (which sleeps in epoll when idle) the CPU time of its process.
+// What one core of the receiver can take, datagrams per second: for receivers that drained
+// (`--busy-us`) what they drained per second of draining (saturated: the ring was never
+// empty meanwhile; the median over the drains), with the share of the window they spent
+// draining; for receivers that
+// sleep when idle (the kernel path, recvMode 0) datagrams per second of their process's CPU
+// time, with that time's share of the window.
 function perCore(
   receiver: Receiver,
   received: number,
   rr: Record<string, unknown>,
 ): { rxCpuPct: number | null; rxPerCoreMpps: number | null } {
   const windowMs = typeof rr.windowMs === "number" ? rr.windowMs : 0;
-  const busyMs = typeof rr.busyMs === "number"
-    ? rr.busyMs
-    : receiver === "kernel" && typeof rr.cpuMs === "number"
-    ? rr.cpuMs
-    : 0;
-  if (busyMs <= 0 || windowMs <= 0 || receiver === "xdpcount") {
-    return { rxCpuPct: null, rxPerCoreMpps: null };
+  if (windowMs <= 0 || receiver === "xdpcount") return { rxCpuPct: null, rxPerCoreMpps: null };
+  if (typeof rr.drainMs === "number" && typeof rr.drainP50Mpps === "number" && rr.drainMs > 0) {
+    return { rxCpuPct: 100 * rr.drainMs / windowMs, rxPerCoreMpps: rr.drainP50Mpps };
   }
+  const busyMs = typeof rr.cpuMs === "number" ? rr.cpuMs : 0;
+  if (busyMs <= 0) return { rxCpuPct: null, rxPerCoreMpps: null };
   return { rxCpuPct: 100 * busyMs / windowMs, rxPerCoreMpps: received / busyMs / 1000 };
 }
 
@@ -867,7 +885,7 @@ async function measure(b: Bench): Promise<Map<string, Row>> {
   const want = (p: Path, t: string): boolean => cfg.tests.includes(t) && PATH_TESTS[p].includes(t);
   for (const size of cfg.sizes) {
     for (const path of paths) {
-      const row: Row = { rx: null, send: null, rtt: null, rxRuns: [], sendRuns: [], rttRuns: [] };
+      const row: Row = emptyRow();
       rows.set(`${path}/${size}`, row);
     }
     // Repetitions interleave the paths, so that a disturbance hits all alike.
@@ -876,7 +894,10 @@ async function measure(b: Bench): Promise<Map<string, Row>> {
         const row = rows.get(`${path}/${size}`)!;
         const tag = `${path} ${size} B, run ${i}/${cfg.repeat}`;
         const rx = want(path, "rx")
-          ? await attempt(`rx capacity ${tag}`, () => flow(b, generator(b), path, size))
+          ? await attempt(
+            `rx capacity ${tag}`,
+            () => flow(b, generator(b), path, size, cfg.busyUs),
+          )
           : null;
         if (rx !== null) row.rxRuns.push(rx);
         // want() holds only for paths that send (PATH_TESTS), i.e. Senders.
@@ -893,6 +914,10 @@ async function measure(b: Bench): Promise<Map<string, Row>> {
     for (const path of paths) {
       const row = rows.get(`${path}/${size}`)!;
       row.rx = median(row.rxRuns, (r) => r.rxMpps);
+      row.rxCap = median(
+        row.rxRuns.filter((r) => r.rxPerCoreMpps !== null),
+        (r) => r.rxPerCoreMpps!,
+      );
       row.send = median(row.sendRuns, (r) => r.sendMpps);
       row.rtt = medianRtt(row.rttRuns);
     }
@@ -948,7 +973,7 @@ function pairedRatio<T>(
 }
 
 function emptyRow(): Row {
-  return { rx: null, send: null, rtt: null, rxRuns: [], sendRuns: [], rttRuns: [] };
+  return { rx: null, rxCap: null, send: null, rtt: null, rxRuns: [], sendRuns: [], rttRuns: [] };
 }
 
 function table(rows: Map<string, Row>, cfg: Config): string {
@@ -956,9 +981,9 @@ function table(rows: Map<string, Row>, cfg: Config): string {
   const head = [
     "path",
     "payload",
-    "rx capacity Mpps (loss %)",
+    "rx capacity Mpps/core (busy %)",
+    "rx delivered Mpps (loss %)",
     "offered Mpps",
-    "rx Mpps per core (busy %)",
     "send rate Mpps (loss %)",
     "rtt p50/p99/p99.9 us",
   ];
@@ -977,9 +1002,13 @@ function table(rows: Map<string, Row>, cfg: Config): string {
       lines.push([
         LABEL[p],
         `${size} B`,
+        r?.rxCap?.rxPerCoreMpps != null
+          ? `${f(r.rxCap.rxPerCoreMpps, 3)} (${f(r.rxCap.rxCpuPct!, 0)} %)`
+          : rx
+          ? "-"
+          : none(p, "rx"),
         rx ? `${f(rx.rxMpps, 3)} (${f(rx.lossPct, 2)} %)${keptUp}` : none(p, "rx"),
         rx ? f(rx.sendMpps, 3) : "",
-        rx?.rxPerCoreMpps != null ? `${f(rx.rxPerCoreMpps, 3)} (${f(rx.rxCpuPct!, 0)} %)` : "",
         r?.send ? `${f(r.send.sendMpps, 3)} (${f(r.send.lossPct, 2)} %)` : none(p, "send"),
         t ? `${f(t.p50, 1)} / ${f(t.p99, 1)} / ${f(t.p999, 1)}` : none(p, "rtt"),
       ]);
@@ -999,14 +1028,17 @@ function table(rows: Map<string, Row>, cfg: Config): string {
             pairedRatio(ar.rttRuns, zr.rttRuns, (r) => r[k], a?.rtt?.[k], z?.rtt?.[k])
           ).join(" / ")
           : "";
-        const rx = (key: (r: FlowResult) => number | null): string =>
-          pairedRatio(ar.rxRuns, zr.rxRuns, key, a?.rx && key(a.rx), z?.rx && key(z.rx));
+        const rx = (key: (r: FlowResult) => number | null, pick: (r: Row) => FlowResult | null) => {
+          const am = a && pick(a);
+          const zm = z && pick(z);
+          return pairedRatio(ar.rxRuns, zr.rxRuns, key, am && key(am), zm && key(zm));
+        };
         lines.push([
           `${SHORT[p]} / ${SHORT[base]}`,
           `${size} B`,
-          has("rx") ? rx((r) => r.rxMpps) : "",
+          has("rx") ? rx((r) => r.rxPerCoreMpps, (r) => r.rxCap) : "",
+          has("rx") ? rx((r) => r.rxMpps, (r) => r.rx) : "",
           "",
-          has("rx") ? rx((r) => r.rxPerCoreMpps) : "",
           has("send")
             ? pairedRatio(
               ar.sendRuns,
@@ -1101,16 +1133,21 @@ async function main(): Promise<void> {
   console.log(
     `rx capacity and send rate: median of ${cfg.repeat} runs of ${cfg.durationMs} ms; ` +
       `ratios: the median of the repetitions' ratios (runs back to back). ` +
-      `rx capacity generator ("offered" is its rate): ${LABEL[generator(b)]} (batches ` +
-      `of 256) for every receiver; "rx Mpps per core": datagrams per second of the ` +
-      `receiver's work (nkb: the time its receives did not spend waiting, from the ` +
-      `socket's waitNs; kernel: its process's CPU time). send-rate receiver: ${sendRx}. nkb zero-copy: receiveZeroCopy ` +
+      `rx generator ("offered" is its rate): ${LABEL[generator(b)]} (batches of 256) for ` +
+      `every receiver. rx capacity per core: the busy-polling receivers (recvMode 1) ` +
+      `never wait: busy elsewhere for ${cfg.busyUs} us, then they drain the ring until ` +
+      `it is empty, and again; the figure is datagrams drained per second of draining ` +
+      `(saturated; the median over the drains), busy % the share of the time they spent ` +
+      `draining. The kernel path ` +
+      `and recvMode 0 (which sleep when idle): datagrams per second of their process's ` +
+      `CPU time, busy % that time's share. send-rate receiver: ${sendRx}. ` +
+      `nkb zero-copy: receiveZeroCopy ` +
       `per datagram (a view of the UMEM frame, detached on release), sequence number ` +
       `read in place, then release().`,
   );
   console.log(
-    `* loss < ${KEPT_UP_LOSS_PCT} %: the receiver kept up, so the figure is the ` +
-      `generator's rate, a lower bound of the receiver's capacity.`,
+    `* loss < ${KEPT_UP_LOSS_PCT} %: the receiver kept up, so delivered is the ` +
+      `generator's rate.`,
   );
   console.log(
     `round trip: ${cfg.rttCount} after ${cfg.rttWarmup} warm-up, each percentile the ` +

@@ -2,7 +2,7 @@
 // without Deno, doing what UdpBypass does for a socket bound to one interface's address.
 // What the Deno rows lose against these figures is the cost of the JavaScript layer.
 //
-//   ceiling rx   IP PORT COUNT SECONDS
+//   ceiling rx   IP PORT COUNT SECONDS [BUSY_US]
 //   ceiling tx   IP PORT DST_IP DST_PORT COUNT SIZE [SECONDS [DRAIN_MS]]
 //   ceiling echo IP PORT SECONDS
 //   ceiling mqtx IP PORT DST_IP DST_PORT QUEUES RATE_PPS SIZE SECONDS DRAIN_MS
@@ -221,81 +221,135 @@ static int32_t resolve(const ctx_t *c, uint32_t dst_be, uint32_t dport) {
 
 // ---- rx: count sequence numbers until the end marker --------------------------------------
 
-// The socket's NKB_ST_WAIT_NS counter: time its receives spent waiting.
-static uint64_t wait_ns(int32_t h) {
-  uint64_t st[NKB_ST_COUNT];
-  memset(st, 0, sizeof(st));
-  return nkb_sock_stats(h, st, NKB_ST_COUNT) < 0 ? 0 : st[NKB_ST_WAIT_NS];
+typedef struct rxtally {
+  uint64_t received, warm, shortn, gaps, reordered, via_kernel;
+  int64_t max_seq;
+  bool ended;
+} rxtally_t;
+
+// Counts one batch as bench/workers/sink.ts does.
+static void count_batch(rxtally_t *t, const uint8_t *buf, const uint32_t *meta, int32_t n) {
+  for (int32_t k = 0; k < n && !t->ended; k++) {
+    const uint32_t *m = &meta[(uint32_t)k * NKB_RECV_META_WORDS];
+    if (m[4] & NKB_RX_KERNEL) t->via_kernel++;
+    if (m[1] < 4) {
+      t->shortn++;
+      continue;
+    }
+    uint32_t seq;
+    memcpy(&seq, buf + m[0], 4);  // little-endian host
+    if (seq == SEQ_END) {
+      t->ended = true;
+    } else if (seq == SEQ_WARM) {
+      t->warm++;
+    } else {
+      t->received++;
+      if ((int64_t)seq > t->max_seq + 1) t->gaps += (uint64_t)((int64_t)seq - t->max_seq - 1);
+      if ((int64_t)seq <= t->max_seq) t->reordered++;
+      if ((int64_t)seq > t->max_seq) t->max_seq = seq;
+    }
+  }
 }
 
-static int mode_rx(uint32_t ip_be, uint32_t port, uint64_t count, double seconds) {
+#define MAX_DRAINS_KEPT 65536u
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+static void spin_ms(double ms) {
+  double end = now_ms() + ms;
+  for (uint32_t i = 0; i < 1000000000u && now_ms() < end; i++) {
+  }
+}
+
+// With BUSY_US > 0 the receiver never waits: busy elsewhere (a spin) for BUSY_US, then it
+// drains the ring until a receive finds it empty, and again, as bench/workers/sink.ts
+// --busy-us; each drain's rate is its capacity (drainP50Mpps the median). With 0 it waits
+// in nkb_wait.
+static int mode_rx(uint32_t ip_be, uint32_t port, uint64_t count, double seconds,
+                   uint32_t busy_us) {
   ctx_t c;
   open_bypass(&c, ip_be, port);
   static uint8_t buf[RECV_BUF];
   static uint32_t meta[BATCH * NKB_RECV_META_WORDS];
+  static double drain_rates[MAX_DRAINS_KEPT];  // each drain's rate, Mpps
   print_ready(&c);
-  uint64_t received = 0, warm = 0, shortn = 0, gaps = 0, reordered = 0, calls = 0, empty = 0;
-  uint64_t via_kernel = 0;
-  int64_t max_seq = -1;
-  bool ended = false;
-  double first = 0, last = 0;
-  uint64_t wait_at_first = 0;
+  rxtally_t t = {.max_seq = -1};
+  uint64_t calls = 0, empty = 0, drained = 0, drains = 0, max_drain = 0, drain_n = 0;
+  uint64_t drain_from = 0;  // t.received when the drain began
+  double first = 0, last = 0, drain_ms = 0, drain_t0 = 0;
   double hard_end = now_ms() + seconds * 1e3;
   uint64_t max_iter = 10000000000ull;
-  for (uint64_t i = 0; i < max_iter && !ended && received < count; i++) {
+  for (uint64_t i = 0; i < max_iter && !t.ended && t.received < count; i++) {
+    if (busy_us > 0 && drain_n == 0 && drain_t0 == 0) drain_t0 = now_ms();
     int32_t n = nkb_recv_batch(c.h, buf, sizeof(buf), meta, BATCH);
     calls++;
     if (n < 0) fail("nkb_recv_batch", n);
     if (n == 0) {
       empty++;
       if (now_ms() > hard_end) break;
-      int32_t rc = nkb_wait(c.h, WAIT_SLICE_US, 1);
-      if (rc < 0) fail("nkb_wait", rc);
+      if (busy_us == 0) {
+        int32_t rc = nkb_wait(c.h, WAIT_SLICE_US, 1);
+        if (rc < 0) fail("nkb_wait", rc);
+        continue;
+      }
+      if (drain_n > 0) {
+        double t1 = now_ms();
+        drain_ms += t1 - drain_t0;
+        drained += drain_n;
+        if (drains < MAX_DRAINS_KEPT && t1 > drain_t0) {
+          drain_rates[drains] = (double)drain_n / (t1 - drain_t0) / 1e3;
+        }
+        drains++;
+        if (drain_n > max_drain) max_drain = drain_n;
+        if (t.received > drain_from) last = t1;  // a drain of end markers only is not data
+      }
+      drain_n = 0;
+      drain_from = t.received;
+      spin_ms(busy_us / 1e3);
+      drain_t0 = now_ms();
       continue;
     }
-    uint64_t before = received;
-    for (int32_t k = 0; k < n; k++) {
-      const uint32_t *m = &meta[(uint32_t)k * NKB_RECV_META_WORDS];
-      if (m[4] & NKB_RX_KERNEL) via_kernel++;
-      if (m[1] < 4) {
-        shortn++;
-        continue;
-      }
-      uint32_t seq;
-      memcpy(&seq, buf + m[0], 4);  // little-endian host
-      if (seq == SEQ_END) {
-        ended = true;
-        break;
-      }
-      if (seq == SEQ_WARM) {
-        warm++;
-        continue;
-      }
-      received++;
-      if ((int64_t)seq > max_seq + 1) gaps += (uint64_t)((int64_t)seq - max_seq - 1);
-      if ((int64_t)seq <= max_seq) reordered++;
-      if ((int64_t)seq > max_seq) max_seq = seq;
-    }
-    if (received > before) {
-      last = now_ms();
-      if (before == 0) {
-        first = last;
-        wait_at_first = wait_ns(c.h);
-      }
+    drain_n += (uint64_t)n;
+    uint64_t before = t.received;
+    count_batch(&t, buf, meta, n);
+    if (t.received > before) {
+      if (before == 0) first = now_ms();
+      if (busy_us == 0 || before == 0) last = now_ms();  // drains: at their end
     }
     if ((i & 1023u) == 0 && now_ms() > hard_end) break;
   }
-  // The receiving thread's work: the window less what its receives spent waiting.
-  double window = received > 0 ? now_ms() - first : 0;
-  double busy = received > 0 ? window - (double)(wait_ns(c.h) - wait_at_first) / 1e6 : 0;
-  printf("{\"result\":{\"windowMs\":%.3f,\"busyMs\":%.3f,", window, busy);
+  if (busy_us > 0 && drain_n > 0) {  // the drain that met the end marker
+    double t1 = now_ms();
+    drain_ms += t1 - drain_t0;
+    drained += drain_n;
+    if (drains < MAX_DRAINS_KEPT && t1 > drain_t0) {
+      drain_rates[drains] = (double)drain_n / (t1 - drain_t0) / 1e3;
+    }
+    drains++;
+    if (t.received > drain_from) last = t1;
+  }
+  uint64_t kept = drains < MAX_DRAINS_KEPT ? drains : MAX_DRAINS_KEPT;
+  qsort(drain_rates, (size_t)kept, sizeof(double), cmp_double);
+  double window = t.received > 0 ? now_ms() - first : 0;
+  printf("{\"result\":{\"windowMs\":%.3f,", window);
+  if (busy_us > 0) {
+    printf("\"drainMs\":%.3f,\"drained\":%llu,\"drains\":%llu,\"maxDrain\":%llu,", drain_ms,
+           (unsigned long long)drained, (unsigned long long)drains,
+           (unsigned long long)max_drain);
+    printf("\"drainP10Mpps\":%.3f,\"drainP50Mpps\":%.3f,\"drainP90Mpps\":%.3f,",
+           kept > 0 ? drain_rates[kept / 10] : 0, kept > 0 ? drain_rates[kept / 2] : 0,
+           kept > 0 ? drain_rates[kept * 9 / 10] : 0);
+  }
   printf("\"received\":%llu,\"warm\":%llu,\"short\":%llu,\"ended\":%s,"
          "\"firstMs\":%.3f,\"lastMs\":%.3f,\"spanMs\":%.3f,\"maxSeq\":%lld,\"gaps\":%llu,"
          "\"reordered\":%llu,\"viaKernel\":%llu,\"calls\":%llu,\"emptyCalls\":%llu,",
-         (unsigned long long)received, (unsigned long long)warm, (unsigned long long)shortn,
-         ended ? "true" : "false", first, last, last - first, (long long)max_seq,
-         (unsigned long long)gaps, (unsigned long long)reordered, (unsigned long long)via_kernel,
-         (unsigned long long)calls, (unsigned long long)empty);
+         (unsigned long long)t.received, (unsigned long long)t.warm,
+         (unsigned long long)t.shortn, t.ended ? "true" : "false", first, last, last - first,
+         (long long)t.max_seq, (unsigned long long)t.gaps, (unsigned long long)t.reordered,
+         (unsigned long long)t.via_kernel, (unsigned long long)calls, (unsigned long long)empty);
   return finish_result(c.h);
 }
 
@@ -810,7 +864,7 @@ static int mode_xdpcount(uint32_t ifindex, uint32_t port, double seconds, uint32
 
 static _Noreturn void usage(void) {
   fprintf(stderr,
-          "usage: ceiling rx IP PORT COUNT SECONDS\n"
+          "usage: ceiling rx IP PORT COUNT SECONDS [BUSY_US]\n"
           "       ceiling tx IP PORT DST_IP DST_PORT COUNT SIZE [SECONDS [DRAIN_MS]]\n"
           "       ceiling echo IP PORT SECONDS\n"
           "       ceiling mqtx IP PORT DST_IP DST_PORT QUEUES RATE_PPS SIZE SECONDS DRAIN_MS\n"
@@ -821,9 +875,10 @@ static _Noreturn void usage(void) {
 int main(int argc, char **argv) {
   if (argc < 2) usage();
   const char *mode = argv[1];
-  if (strcmp(mode, "rx") == 0 && argc == 6) {
+  if (strcmp(mode, "rx") == 0 && (argc == 6 || argc == 7)) {
     return mode_rx(parse_ip(argv[2]), parse_port(argv[3]),
-                   parse_u64(argv[4], "COUNT"), parse_seconds(argv[5]));
+                   parse_u64(argv[4], "COUNT"), parse_seconds(argv[5]),
+                   argc > 6 ? (uint32_t)parse_u64(argv[6], "BUSY_US") : 0);
   }
   if (strcmp(mode, "tx") == 0 && argc >= 8 && argc <= 10) {
     double seconds = argc > 8 ? parse_seconds(argv[8]) : 60;

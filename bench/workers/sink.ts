@@ -2,13 +2,21 @@
  * Receive-side worker: receives sequence-numbered datagrams until the first
  * end marker (or `--max-ms`), then prints what it got.
  *
- * `--impl nkb|kernel [--mode copy|batch|zc] [--recv-mode 0|1] --host IP --port N --max-ms N`
+ * `--impl nkb|kernel [--mode copy|batch|zc] [--recv-mode 0|1] [--busy-us N] --host IP
+ *  --port N --max-ms N`
  *
  * nkb modes (recvMode 1, busy-polling; `copy` and `batch` also in `--recv-mode 0`): `copy` (default)
  * calls `receiveSync` once per datagram; `batch` calls `receiveBatch` with a `RecvBatch`
  * of 256 and reads each datagram's offset and length from the batch; `zc` calls
  * `receiveZeroCopy` once per datagram, reads the sequence number in place from
  * `dg.data` (a view of the UMEM frame), then `dg.release()`s it.
+ *
+ * With `--busy-us N` (nkb only) the receiver never waits: it is busy elsewhere for N us
+ * (a spin), then drains what the ring gathered meanwhile until a receive finds it empty,
+ * and again. While it drains it is saturated, so datagrams drained per second of
+ * draining is what its core can take: its capacity, whatever the generator's rate
+ * (`drainP50Mpps`, the median over the drains: a drain that the VM's scheduler
+ * interrupted is not the receiver's rate; `drained` over `drainMs` is the mean).
  *
  * Prints `{ready, bypass}` once listening, then `{result}` with the counts and the CPU
  * time the process used from the first datagram to the end marker (`cpuMs` over
@@ -17,10 +25,11 @@
  * @module
  */
 
-import { RecvBatch, UdpBypass } from "../../mod.ts";
+import { RecvBatch, UdpBypass, type ZeroCopyDatagram } from "../../mod.ts";
 import {
   emit,
   impl,
+  int,
   listenArgs,
   nkbMode,
   parseArgs,
@@ -28,6 +37,7 @@ import {
   runWorker,
   SEQ_END,
   SEQ_WARM,
+  spinFor,
 } from "./common.ts";
 
 /** What a sink counted. */
@@ -44,6 +54,20 @@ interface Tally {
   /** The socket's waitNs counter (nkb), read at the first datagram and at the end. */
   waitNs: (() => number) | null;
   waitAtFirstNs: number;
+  /** Whether counting reads the clock (every TIME_EVERY datagrams) for lastMs. */
+  timed: boolean;
+}
+
+/** What the drains of a `--busy-us` receiver took, and how long they took. */
+interface Drains {
+  drainMs: number;
+  drained: number;
+  drains: number;
+  maxDrain: number;
+  /** Each drain's rate (Mpps): the 10th, 50th and 90th percentile. */
+  drainP10Mpps: number;
+  drainP50Mpps: number;
+  drainP90Mpps: number;
 }
 
 /** The counts, and the CPU the process used from the first datagram to the end marker. */
@@ -54,7 +78,7 @@ function finish(t: Tally): Record<string, unknown> {
   // The receiving thread's busy time: the window less what its receives spent waiting.
   const waitMs = t.waitNs !== null && t.received > 0 ? (t.waitNs() - t.waitAtFirstNs) / 1e6 : 0;
   const busyMs = t.waitNs !== null && t.received > 0 ? windowMs - waitMs : null;
-  const { waitNs: _, ...counts } = t;
+  const { waitNs: _, timed: _timed, ...counts } = t;
   return { ...counts, spanMs: t.lastMs - t.firstMs, cpuMs, windowMs, busyMs };
 }
 
@@ -79,7 +103,7 @@ const TIME_EVERY = 64; // packets between clock reads
 const SLICE_MS = 20;
 const BATCH = 256;
 
-function newTally(waitNs: (() => number) | null = null): Tally {
+function newTally(waitNs: (() => number) | null = null, timed = true): Tally {
   return {
     received: 0,
     warm: 0,
@@ -91,6 +115,7 @@ function newTally(waitNs: (() => number) | null = null): Tally {
     cpuAtFirstNs: 0,
     waitNs,
     waitAtFirstNs: 0,
+    timed,
   };
 }
 
@@ -120,80 +145,184 @@ function countSeq(t: Tally, seq: number): boolean {
   }
   t.received++;
   if (seq > t.maxSeq) t.maxSeq = seq;
-  if (t.received % TIME_EVERY === 0) t.lastMs = performance.now();
+  if (t.timed && t.received % TIME_EVERY === 0) t.lastMs = performance.now();
   return true;
 }
 
-function sinkNkb(host: string, port: number, maxMs: number, recvMode: 0 | 1): void {
+const MAX_CYCLES = 1e7;
+const MAX_DRAINS_KEPT = 65536;
+const MAX_CALLS_PER_DRAIN = 1e7;
+const NOW = { timeoutMs: 0 }; // a receive that never waits
+
+/**
+ * The `--busy-us` receiver: busy elsewhere for `busyUs`, then `take()` (one receive call:
+ * how many datagrams it took, 0 when the ring was empty) until the ring is empty or the
+ * end marker came, timing each drain; until `maxMs`.
+ */
+function drainCycles(t: Tally, busyUs: number, maxMs: number, take: () => number): Drains {
+  const d: Drains = {
+    drainMs: 0,
+    drained: 0,
+    drains: 0,
+    maxDrain: 0,
+    drainP10Mpps: 0,
+    drainP50Mpps: 0,
+    drainP90Mpps: 0,
+  };
+  const rates = new Float64Array(MAX_DRAINS_KEPT);
+  const hardEnd = performance.now() + maxMs;
+  for (let cycle = 0; cycle < MAX_CYCLES && !t.ended; cycle++) {
+    spinFor(busyUs / 1000);
+    const t0 = performance.now();
+    if (t0 > hardEnd) break;
+    const before = t.received;
+    let n = 0;
+    for (let i = 0; i < MAX_CALLS_PER_DRAIN && !t.ended; i++) {
+      const k = take();
+      if (k === 0) break;
+      n += k;
+      if ((i & 4095) === 4095 && performance.now() > hardEnd) break;
+    }
+    if (n === 0) continue;
+    const t1 = performance.now();
+    d.drainMs += t1 - t0;
+    d.drained += n;
+    d.drains++;
+    if (n > d.maxDrain) d.maxDrain = n;
+    if (d.drains <= MAX_DRAINS_KEPT && t1 > t0) rates[d.drains - 1] = n / (t1 - t0) / 1000;
+    if (t.received > before) t.lastMs = t1; // a drain of end markers only is not data
+  }
+  const kept = rates.subarray(0, Math.min(d.drains, MAX_DRAINS_KEPT)).sort();
+  if (kept.length > 0) {
+    d.drainP10Mpps = kept[Math.floor(kept.length * 0.1)];
+    d.drainP50Mpps = kept[Math.floor(kept.length * 0.5)];
+    d.drainP90Mpps = kept[Math.floor(kept.length * 0.9)];
+  }
+  return d;
+}
+
+function sinkNkb(
+  host: string,
+  port: number,
+  maxMs: number,
+  recvMode: 0 | 1,
+  busyUs: number,
+): void {
   const sock = UdpBypass.listenDatagram({ transport: "udp", hostname: host, port, recvMode });
   emit({ ready: true, bypass: sock.bypass });
   const buf = new Uint8Array(65536);
   const view = new DataView(buf.buffer);
-  const t = newTally(() => sock.stats().waitNs);
-  const hardEnd = performance.now() + maxMs;
-  const maxIter = 1e10;
-  for (let i = 0; i < maxIter; i++) {
-    const got = sock.receiveSync(buf, { timeoutMs: SLICE_MS });
-    if (got === null) {
-      if (performance.now() > hardEnd) break;
-      continue;
+  const t = newTally(() => sock.stats().waitNs, busyUs === 0);
+  let drains: Drains | null = null;
+  if (busyUs > 0) {
+    drains = drainCycles(t, busyUs, maxMs, () => {
+      const got = sock.receiveSync(buf, NOW);
+      if (got === null) return 0;
+      count(t, view, got[0].byteOffset, got[0].byteLength);
+      return 1;
+    });
+  } else {
+    const hardEnd = performance.now() + maxMs;
+    const maxIter = 1e10;
+    for (let i = 0; i < maxIter; i++) {
+      const got = sock.receiveSync(buf, { timeoutMs: SLICE_MS });
+      if (got === null) {
+        if (performance.now() > hardEnd) break;
+        continue;
+      }
+      const data = got[0];
+      if (!count(t, view, data.byteOffset, data.byteLength)) break;
+      if ((i & 4095) === 0 && performance.now() > hardEnd) break;
     }
-    const data = got[0];
-    if (!count(t, view, data.byteOffset, data.byteLength)) break;
-    if ((i & 4095) === 0 && performance.now() > hardEnd) break;
   }
-  emit({ result: { ...finish(t), stats: sock.stats() } });
+  emit({ result: { ...finish(t), ...drains, stats: sock.stats() } });
   sock.close();
 }
 
-function sinkBatch(host: string, port: number, maxMs: number, recvMode: 0 | 1): void {
+function sinkBatch(
+  host: string,
+  port: number,
+  maxMs: number,
+  recvMode: 0 | 1,
+  busyUs: number,
+): void {
   const sock = UdpBypass.listenDatagram({ transport: "udp", hostname: host, port, recvMode });
   emit({ ready: true, bypass: sock.bypass });
   const batch = new RecvBatch(BATCH);
   const view = new DataView(batch.bytes.buffer);
-  const t = newTally(() => sock.stats().waitNs);
-  const hardEnd = performance.now() + maxMs;
+  const t = newTally(() => sock.stats().waitNs, busyUs === 0);
   let calls = 0;
-  let more = true;
-  const maxIter = 1e10;
-  for (let i = 0; i < maxIter && more; i++) {
-    const n = sock.receiveBatch(batch, { timeoutMs: SLICE_MS });
-    calls++;
-    if (n === 0) {
-      if (performance.now() > hardEnd) break;
-      continue;
-    }
+  // Counts one batch of n; false at the end marker.
+  const countBatch = (n: number): boolean => {
+    let more = true;
     for (let k = 0; k < n && more; k++) more = count(t, view, batch.offset(k), batch.size(k));
-    if ((i & 1023) === 0 && performance.now() > hardEnd) break;
+    return more;
+  };
+  let drains: Drains | null = null;
+  if (busyUs > 0) {
+    drains = drainCycles(t, busyUs, maxMs, () => {
+      const n = sock.receiveBatch(batch, NOW);
+      calls++;
+      countBatch(n);
+      return n;
+    });
+  } else {
+    const hardEnd = performance.now() + maxMs;
+    let more = true;
+    const maxIter = 1e10;
+    for (let i = 0; i < maxIter && more; i++) {
+      const n = sock.receiveBatch(batch, { timeoutMs: SLICE_MS });
+      calls++;
+      if (n === 0) {
+        if (performance.now() > hardEnd) break;
+        continue;
+      }
+      more = countBatch(n);
+      if ((i & 1023) === 0 && performance.now() > hardEnd) break;
+    }
   }
-  const result = { ...finish(t), calls, stats: sock.stats() };
-  emit({ result });
+  emit({ result: { ...finish(t), ...drains, calls, stats: sock.stats() } });
   sock.close();
 }
 
-function sinkZeroCopy(host: string, port: number, maxMs: number): void {
+function sinkZeroCopy(host: string, port: number, maxMs: number, busyUs: number): void {
   const sock = UdpBypass.listenDatagram({ transport: "udp", hostname: host, port, recvMode: 1 });
   emit({ ready: true, bypass: sock.bypass });
-  const t = newTally(() => sock.stats().waitNs);
-  const hardEnd = performance.now() + maxMs;
+  const t = newTally(() => sock.stats().waitNs, busyUs === 0);
   let viaKernel = 0; // delivered by the kernel socket: `data` is a copy, not a frame view
-  const maxIter = 1e10;
-  for (let i = 0; i < maxIter; i++) {
-    const dg = sock.receiveZeroCopy({ timeoutMs: SLICE_MS });
-    if (dg === null) {
-      if (performance.now() > hardEnd) break;
-      continue;
-    }
+  // Counts one datagram, read in place then released; false at the end marker.
+  const countView = (dg: ZeroCopyDatagram): boolean => {
     const d = dg.data;
     // The little-endian u32 at offset 0, read from the frame in place.
     const seq = d.length < 4 ? -1 : (d[0] | d[1] << 8 | d[2] << 16 | d[3] << 24) >>> 0;
     if (dg.viaKernel) viaKernel++;
     dg.release();
-    if (seq < 0) t.short++;
-    else if (!countSeq(t, seq)) break;
-    if ((i & 4095) === 0 && performance.now() > hardEnd) break;
+    if (seq >= 0) return countSeq(t, seq);
+    t.short++;
+    return true;
+  };
+  let drains: Drains | null = null;
+  if (busyUs > 0) {
+    drains = drainCycles(t, busyUs, maxMs, () => {
+      const dg = sock.receiveZeroCopy(NOW);
+      if (dg === null) return 0;
+      countView(dg);
+      return 1;
+    });
+  } else {
+    const hardEnd = performance.now() + maxMs;
+    const maxIter = 1e10;
+    for (let i = 0; i < maxIter; i++) {
+      const dg = sock.receiveZeroCopy({ timeoutMs: SLICE_MS });
+      if (dg === null) {
+        if (performance.now() > hardEnd) break;
+        continue;
+      }
+      if (!countView(dg)) break;
+      if ((i & 4095) === 0 && performance.now() > hardEnd) break;
+    }
   }
-  emit({ result: { ...finish(t), viaKernel, stats: sock.stats() } });
+  emit({ result: { ...finish(t), ...drains, viaKernel, stats: sock.stats() } });
   sock.close();
 }
 
@@ -229,8 +358,10 @@ await runWorker(async () => {
   const args = parseArgs(Deno.args);
   const { host, port, maxMs } = listenArgs(args);
   const mode = impl(args) === "kernel" ? null : nkbMode(args, ["copy", "batch", "zc"] as const);
+  const busyUs = args.has("busy-us") ? int(args, "busy-us") : 0;
+  if (mode === null && busyUs > 0) throw new Error("--busy-us is for nkb receivers");
   if (mode === null) await sinkKernel(host, port, maxMs);
-  else if (mode === "batch") sinkBatch(host, port, maxMs, recvMode(args));
-  else if (mode === "zc") sinkZeroCopy(host, port, maxMs);
-  else sinkNkb(host, port, maxMs, recvMode(args));
+  else if (mode === "batch") sinkBatch(host, port, maxMs, recvMode(args), busyUs);
+  else if (mode === "zc") sinkZeroCopy(host, port, maxMs, busyUs);
+  else sinkNkb(host, port, maxMs, recvMode(args), busyUs);
 });
