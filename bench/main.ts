@@ -6,12 +6,14 @@
  * of a {@linkcode Testbed}.
  *
  * `deno task bench [--json PATH] [--duration-ms N] [--rtt-count N] [--repeat N]
- *  [--sizes 64,1024] [--tests rx,send,rtt,idle,mq]
+ *  [--rtt-repeat N] [--sizes 64,1024] [--tests rx,send,rtt,idle,mq]
  *  [--paths kernel,copy,copy0,zc,batch,batch0,native]
  *  [--idle-ms N] [--mq-rate N] [--mq-work-us N] [--busy-us N]`
  *
- * Each figure is the median of `--repeat` runs (default 3; round trips: each
- * percentile's median), the paths interleaved within each repetition; each ratio is the
+ * Each figure is the median of `--repeat` runs (default 3; round trips: of
+ * `--rtt-repeat`, default 5, each percentile's median: a run is short and its median
+ * moves by a third between runs here), the paths interleaved within each repetition;
+ * each ratio is the
  * median of the repetitions' ratios (runs back to back), or of the medians when a run
  * failed.
  *
@@ -106,6 +108,7 @@ interface Config {
   rttWarmup: number;
   rttMaxS: number;
   repeat: number;
+  rttRepeat: number;
   idleMs: number;
   tests: string[];
   paths: Path[];
@@ -267,13 +270,14 @@ function parseConfig(argv: string[]): Config {
   const args = argv[0] === "--" ? argv.slice(1) : argv; // `deno task bench -- ...` passes "--"
   const cfg: Config = {
     sizes: [64, 1024],
-    durationMs: 2000,
+    durationMs: 1500,
     drainMs: 300,
     count: 50_000_000,
     rttCount: 20_000,
     rttWarmup: 2_000,
     rttMaxS: 15,
     repeat: 3,
+    rttRepeat: 5,
     idleMs: 2000,
     tests: [...ALL_TESTS],
     paths: [...ALL_PATHS],
@@ -290,7 +294,9 @@ function parseConfig(argv: string[]): Config {
     else if (key === "--duration-ms" && n >= 100 && n <= 20_000) cfg.durationMs = n;
     else if (key === "--rtt-count" && n >= 100 && n <= 1_000_000) cfg.rttCount = n;
     else if (key === "--repeat" && Number.isInteger(n) && n >= 1 && n <= 9) cfg.repeat = n;
-    else if (key === "--idle-ms" && n >= 200 && n <= 20_000) cfg.idleMs = n;
+    else if (key === "--rtt-repeat" && Number.isInteger(n) && n >= 1 && n <= 9) {
+      cfg.rttRepeat = n;
+    } else if (key === "--idle-ms" && n >= 200 && n <= 20_000) cfg.idleMs = n;
     else if (key === "--mq-rate" && Number.isInteger(n) && n >= 1000 && n <= 5e6) cfg.mqRate = n;
     else if (key === "--mq-work-us" && Number.isInteger(n) && n >= 0 && n <= 1000) {
       cfg.mqWorkUs = n;
@@ -567,7 +573,8 @@ async function flow(
 
 // What one core of the receiver can take, datagrams per second: for receivers that drained
 // (`--busy-us`) what they drained per second of draining (saturated: the ring was never
-// empty meanwhile; the median over the drains), with the share of the window they spent
+// empty meanwhile; the median over the datagrams of their drain's rate), with the share of
+// the window they spent
 // draining; for receivers that
 // sleep when idle (the kernel path, recvMode 0) datagrams per second of their process's CPU
 // time, with that time's share of the window.
@@ -889,11 +896,12 @@ async function measure(b: Bench): Promise<Map<string, Row>> {
       rows.set(`${path}/${size}`, row);
     }
     // Repetitions interleave the paths, so that a disturbance hits all alike.
-    for (let i = 1; i <= cfg.repeat; i++) {
+    const runs = Math.max(cfg.repeat, cfg.rttRepeat);
+    for (let i = 1; i <= runs; i++) {
       for (const path of paths) {
         const row = rows.get(`${path}/${size}`)!;
         const tag = `${path} ${size} B, run ${i}/${cfg.repeat}`;
-        const rx = want(path, "rx")
+        const rx = want(path, "rx") && i <= cfg.repeat
           ? await attempt(
             `rx capacity ${tag}`,
             () => flow(b, generator(b), path, size, cfg.busyUs),
@@ -901,12 +909,15 @@ async function measure(b: Bench): Promise<Map<string, Row>> {
           : null;
         if (rx !== null) row.rxRuns.push(rx);
         // want() holds only for paths that send (PATH_TESTS), i.e. Senders.
-        const send = want(path, "send")
+        const send = want(path, "send") && i <= cfg.repeat
           ? await attempt(`send rate ${tag}`, () => flow(b, path as Sender, sendReceiver(b), size))
           : null;
         if (send !== null) row.sendRuns.push(send);
-        const r = want(path, "rtt")
-          ? await attempt(`round trip ${tag}`, () => rtt(b, path, size))
+        const r = want(path, "rtt") && i <= cfg.rttRepeat
+          ? await attempt(
+            `round trip ${path} ${size} B, run ${i}/${cfg.rttRepeat}`,
+            () => rtt(b, path, size),
+          )
           : null;
         if (r !== null) row.rttRuns.push(r);
       }
@@ -1137,7 +1148,8 @@ async function main(): Promise<void> {
       `every receiver. rx capacity per core: the busy-polling receivers (recvMode 1) ` +
       `never wait: busy elsewhere for ${cfg.busyUs} us, then they drain the ring until ` +
       `it is empty, and again; the figure is datagrams drained per second of draining ` +
-      `(saturated; the median over the drains), busy % the share of the time they spent ` +
+      `(saturated; the median over the datagrams of their drain's rate), busy % the share ` +
+      `of the time they spent ` +
       `draining. The kernel path ` +
       `and recvMode 0 (which sleep when idle): datagrams per second of their process's ` +
       `CPU time, busy % that time's share. send-rate receiver: ${sendRx}. ` +
@@ -1150,7 +1162,8 @@ async function main(): Promise<void> {
       `generator's rate.`,
   );
   console.log(
-    `round trip: ${cfg.rttCount} after ${cfg.rttWarmup} warm-up, each percentile the ` +
+    `round trip: ${cfg.rttRepeat} runs of ${cfg.rttCount} after ${cfg.rttWarmup} warm-up, ` +
+      `each percentile the ` +
       `median of the runs'; client: python3 kernel UDP socket busy-polling a non-blocking recv; servers: ` +
       `Deno.listenDatagram echo (kernel), nkb receiveSync+sendSync loop in recvMode 1 ` +
       `(nkb copying) and 0, nkb receiveBatch+SendBatch.reply+sendBatch loop (nkb batch), ` +

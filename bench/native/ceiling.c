@@ -253,9 +253,27 @@ static void count_batch(rxtally_t *t, const uint8_t *buf, const uint32_t *meta, 
 
 #define MAX_DRAINS_KEPT 65536u
 
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
+typedef struct drain {
+  double mpps;
+  uint64_t n;
+} drain_t;
+
+static int cmp_drain(const void *a, const void *b) {
+  double x = ((const drain_t *)a)->mpps, y = ((const drain_t *)b)->mpps;
   return x < y ? -1 : x > y;
+}
+
+// The rate at which the fraction q of the datagrams had been drained (drains sorted by
+// rate), as bench/workers/sink.ts weightedPercentile.
+static double weighted_percentile(const drain_t *d, uint64_t count, double q) {
+  uint64_t total = 0;
+  for (uint64_t i = 0; i < count; i++) total += d[i].n;
+  uint64_t seen = 0;
+  for (uint64_t i = 0; i < count; i++) {
+    seen += d[i].n;
+    if ((double)seen >= q * (double)total) return d[i].mpps;
+  }
+  return 0;
 }
 
 static void spin_ms(double ms) {
@@ -266,15 +284,15 @@ static void spin_ms(double ms) {
 
 // With BUSY_US > 0 the receiver never waits: busy elsewhere (a spin) for BUSY_US, then it
 // drains the ring until a receive finds it empty, and again, as bench/workers/sink.ts
-// --busy-us; each drain's rate is its capacity (drainP50Mpps the median). With 0 it waits
-// in nkb_wait.
+// --busy-us; each drain's rate is its capacity (drainP50Mpps the median, weighted by the
+// drains' datagrams). With 0 it waits in nkb_wait.
 static int mode_rx(uint32_t ip_be, uint32_t port, uint64_t count, double seconds,
                    uint32_t busy_us) {
   ctx_t c;
   open_bypass(&c, ip_be, port);
   static uint8_t buf[RECV_BUF];
   static uint32_t meta[BATCH * NKB_RECV_META_WORDS];
-  static double drain_rates[MAX_DRAINS_KEPT];  // each drain's rate, Mpps
+  static drain_t drain_rates[MAX_DRAINS_KEPT];
   print_ready(&c);
   rxtally_t t = {.max_seq = -1};
   uint64_t calls = 0, empty = 0, drained = 0, drains = 0, max_drain = 0, drain_n = 0;
@@ -300,7 +318,7 @@ static int mode_rx(uint32_t ip_be, uint32_t port, uint64_t count, double seconds
         drain_ms += t1 - drain_t0;
         drained += drain_n;
         if (drains < MAX_DRAINS_KEPT && t1 > drain_t0) {
-          drain_rates[drains] = (double)drain_n / (t1 - drain_t0) / 1e3;
+          drain_rates[drains] = (drain_t){(double)drain_n / (t1 - drain_t0) / 1e3, drain_n};
         }
         drains++;
         if (drain_n > max_drain) max_drain = drain_n;
@@ -326,13 +344,13 @@ static int mode_rx(uint32_t ip_be, uint32_t port, uint64_t count, double seconds
     drain_ms += t1 - drain_t0;
     drained += drain_n;
     if (drains < MAX_DRAINS_KEPT && t1 > drain_t0) {
-      drain_rates[drains] = (double)drain_n / (t1 - drain_t0) / 1e3;
+      drain_rates[drains] = (drain_t){(double)drain_n / (t1 - drain_t0) / 1e3, drain_n};
     }
     drains++;
     if (t.received > drain_from) last = t1;
   }
   uint64_t kept = drains < MAX_DRAINS_KEPT ? drains : MAX_DRAINS_KEPT;
-  qsort(drain_rates, (size_t)kept, sizeof(double), cmp_double);
+  qsort(drain_rates, (size_t)kept, sizeof(drain_t), cmp_drain);
   double window = t.received > 0 ? now_ms() - first : 0;
   printf("{\"result\":{\"windowMs\":%.3f,", window);
   if (busy_us > 0) {
@@ -340,8 +358,8 @@ static int mode_rx(uint32_t ip_be, uint32_t port, uint64_t count, double seconds
            (unsigned long long)drained, (unsigned long long)drains,
            (unsigned long long)max_drain);
     printf("\"drainP10Mpps\":%.3f,\"drainP50Mpps\":%.3f,\"drainP90Mpps\":%.3f,",
-           kept > 0 ? drain_rates[kept / 10] : 0, kept > 0 ? drain_rates[kept / 2] : 0,
-           kept > 0 ? drain_rates[kept * 9 / 10] : 0);
+           weighted_percentile(drain_rates, kept, 0.1), weighted_percentile(drain_rates, kept, 0.5),
+           weighted_percentile(drain_rates, kept, 0.9));
   }
   printf("\"received\":%llu,\"warm\":%llu,\"short\":%llu,\"ended\":%s,"
          "\"firstMs\":%.3f,\"lastMs\":%.3f,\"spanMs\":%.3f,\"maxSeq\":%lld,\"gaps\":%llu,"

@@ -15,8 +15,9 @@
  * (a spin), then drains what the ring gathered meanwhile until a receive finds it empty,
  * and again. While it drains it is saturated, so datagrams drained per second of
  * draining is what its core can take: its capacity, whatever the generator's rate
- * (`drainP50Mpps`, the median over the drains: a drain that the VM's scheduler
- * interrupted is not the receiver's rate; `drained` over `drainMs` is the mean).
+ * (`drainP50Mpps`, the median over the datagrams of their drain's rate: a drain that
+ * the VM's scheduler interrupted is not the receiver's rate; `drained` over `drainMs` is
+ * the mean).
  *
  * Prints `{ready, bypass}` once listening, then `{result}` with the counts and the CPU
  * time the process used from the first datagram to the end marker (`cpuMs` over
@@ -64,7 +65,7 @@ interface Drains {
   drained: number;
   drains: number;
   maxDrain: number;
-  /** Each drain's rate (Mpps): the 10th, 50th and 90th percentile. */
+  /** Each drain's rate (Mpps), weighted by its datagrams: 10th, 50th, 90th percentile. */
   drainP10Mpps: number;
   drainP50Mpps: number;
   drainP90Mpps: number;
@@ -169,7 +170,7 @@ function drainCycles(t: Tally, busyUs: number, maxMs: number, take: () => number
     drainP50Mpps: 0,
     drainP90Mpps: 0,
   };
-  const rates = new Float64Array(MAX_DRAINS_KEPT);
+  const kept: [number, number][] = []; // [rate Mpps, datagrams] of each drain
   const hardEnd = performance.now() + maxMs;
   for (let cycle = 0; cycle < MAX_CYCLES && !t.ended; cycle++) {
     spinFor(busyUs / 1000);
@@ -189,16 +190,29 @@ function drainCycles(t: Tally, busyUs: number, maxMs: number, take: () => number
     d.drained += n;
     d.drains++;
     if (n > d.maxDrain) d.maxDrain = n;
-    if (d.drains <= MAX_DRAINS_KEPT && t1 > t0) rates[d.drains - 1] = n / (t1 - t0) / 1000;
+    if (kept.length < MAX_DRAINS_KEPT && t1 > t0) kept.push([n / (t1 - t0) / 1000, n]);
     if (t.received > before) t.lastMs = t1; // a drain of end markers only is not data
   }
-  const kept = rates.subarray(0, Math.min(d.drains, MAX_DRAINS_KEPT)).sort();
-  if (kept.length > 0) {
-    d.drainP10Mpps = kept[Math.floor(kept.length * 0.1)];
-    d.drainP50Mpps = kept[Math.floor(kept.length * 0.5)];
-    d.drainP90Mpps = kept[Math.floor(kept.length * 0.9)];
-  }
+  d.drainP10Mpps = weightedPercentile(kept, 0.1);
+  d.drainP50Mpps = weightedPercentile(kept, 0.5);
+  d.drainP90Mpps = weightedPercentile(kept, 0.9);
   return d;
+}
+
+/**
+ * The rate at which the fraction `q` of the datagrams had been drained, drains sorted by
+ * rate: each drain weighs what it took, so that the few datagrams of a drain cut short
+ * (the end, a receiver that fell behind and drained for long) count for what they are.
+ */
+function weightedPercentile(drains: [number, number][], q: number): number {
+  const sorted = [...drains].sort((x, y) => x[0] - y[0]);
+  const total = sorted.reduce((sum, [, n]) => sum + n, 0);
+  let seen = 0;
+  for (const [rate, n] of sorted) {
+    seen += n;
+    if (seen >= q * total) return rate;
+  }
+  return 0;
 }
 
 function sinkNkb(
