@@ -6,13 +6,13 @@
  * of a {@linkcode Testbed}.
  *
  * `deno task bench [--json PATH] [--duration-ms N] [--rtt-count N] [--repeat N]
- *  [--rtt-repeat N] [--sizes 64,1024] [--tests rx,send,rtt,idle,mq]
+ *  [--rtt-repeat N] [--mq-repeat N] [--sizes 64,1024] [--tests rx,send,rtt,idle,mq]
  *  [--paths kernel,copy,copy0,zc,batch,batch0,native]
  *  [--idle-ms N] [--mq-rate N] [--mq-work-us N] [--busy-us N]`
  *
- * Each figure is the median of `--repeat` runs (default 3; round trips: of
- * `--rtt-repeat`, default 5, each percentile's median: a run is short and its median
- * moves by a third between runs here), the paths interleaved within each repetition;
+ * Each figure is the median of `--repeat` runs (default 5, of `--duration-ms` 1000;
+ * round trips: of `--rtt-repeat`, default 5, each percentile's median; multi-queue: of
+ * `--mq-repeat`, default 3), the paths interleaved within each repetition;
  * each ratio is the
  * median of the repetitions' ratios (runs back to back), or of the medians when a run
  * failed.
@@ -109,6 +109,7 @@ interface Config {
   rttMaxS: number;
   repeat: number;
   rttRepeat: number;
+  mqRepeat: number;
   idleMs: number;
   tests: string[];
   paths: Path[];
@@ -270,14 +271,15 @@ function parseConfig(argv: string[]): Config {
   const args = argv[0] === "--" ? argv.slice(1) : argv; // `deno task bench -- ...` passes "--"
   const cfg: Config = {
     sizes: [64, 1024],
-    durationMs: 1500,
-    drainMs: 300,
+    durationMs: 1000,
+    drainMs: 150,
     count: 50_000_000,
     rttCount: 20_000,
     rttWarmup: 2_000,
     rttMaxS: 15,
-    repeat: 3,
+    repeat: 5,
     rttRepeat: 5,
+    mqRepeat: 3,
     idleMs: 2000,
     tests: [...ALL_TESTS],
     paths: [...ALL_PATHS],
@@ -296,6 +298,8 @@ function parseConfig(argv: string[]): Config {
     else if (key === "--repeat" && Number.isInteger(n) && n >= 1 && n <= 9) cfg.repeat = n;
     else if (key === "--rtt-repeat" && Number.isInteger(n) && n >= 1 && n <= 9) {
       cfg.rttRepeat = n;
+    } else if (key === "--mq-repeat" && Number.isInteger(n) && n >= 1 && n <= 9) {
+      cfg.mqRepeat = n;
     } else if (key === "--idle-ms" && n >= 200 && n <= 20_000) cfg.idleMs = n;
     else if (key === "--mq-rate" && Number.isInteger(n) && n >= 1000 && n <= 5e6) cfg.mqRate = n;
     else if (key === "--mq-work-us" && Number.isInteger(n) && n >= 0 && n <= 1000) {
@@ -791,10 +795,10 @@ async function multiQueue(b: Bench): Promise<Map<number, MqResult[]>> {
     numTxQueues: MQ_QUEUES,
   });
   try {
-    for (let i = 1; i <= b.cfg.repeat; i++) {
+    for (let i = 1; i <= b.cfg.mqRepeat; i++) {
       for (const w of MQ_WORKERS) {
         const r = await attempt(
-          `multi-queue ${w} Worker(s), run ${i}/${b.cfg.repeat}`,
+          `multi-queue ${w} Worker(s), run ${i}/${b.cfg.mqRepeat}`,
           () => mqFlow(b, tb, w),
         );
         if (r !== null) runs.get(w)!.push(r);
@@ -843,7 +847,7 @@ function mqTable(runs: Map<number, MqResult[]>, cfg: Config): string {
     `multi-queue receive: ${MQ_QUEUES}-queue veth, ${MQ_SIZE} B, native generator paced to ` +
     `${f(cfg.mqRate / 1e6, 3)} Mpps over both queues, nkb receiveBatch (256) in recvMode 1 ` +
     `with ${cfg.mqWorkUs} us of work per datagram (${iters ?? "?"} xorshift rounds); ` +
-    `median of ${cfg.repeat} runs of ${cfg.durationMs} ms. Loss is the generator's count ` +
+    `median of ${cfg.mqRepeat} runs of ${cfg.durationMs} ms. Loss is the generator's count ` +
     `minus the Workers'; counted drops are the sockets' interfaceDrops + rxDropped.\n`,
     fmt(lines[0]),
     rule,
