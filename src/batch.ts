@@ -176,10 +176,13 @@ export class RecvBatch {
 
   #at(i: number): number {
     // `i >>> 0 === i` holds for the integers 0..2^32-1 only: one integer compare on the hot
-    // path where Number.isInteger and a sign test cost a call and a branch more.
-    if (i >>> 0 !== i || i >= this.#count) {
-      throw new RangeError(`datagram ${i} is not in the batch (length ${this.#count})`);
-    }
+    // path where Number.isInteger and a sign test cost a call and a branch more. The throw
+    // lives in a function of its own, so that this one stays small enough to be inlined.
+    if (i >>> 0 !== i || i >= this.#count) notInBatch(i, this.#count);
     return i * RECV_META_WORDS;
   }
+}
+
+function notInBatch(i: number, length: number): never {
+  throw new RangeError(`datagram ${i} is not in the batch (length ${length})`);
 }
