@@ -59,8 +59,8 @@
 #define NEIGH_TIMEOUT_MS 500u
 #define WARM_PACKETS 5
 #define WARM_GAP_MS 20
-#define END_PACKETS 20
-#define END_GAP_MS 10
+#define END_PACKETS 10
+#define END_GAP_MS 5
 #define ENOBUFS_RC (-ENOBUFS)
 
 // NUD states a neighbour entry can be used in (as src/netinfo.ts)

@@ -32,8 +32,8 @@ import {
 
 const WARM_PACKETS = 5;
 const WARM_GAP_MS = 20;
-const END_PACKETS = 20;
-const END_GAP_MS = 10;
+const END_PACKETS = 10;
+const END_GAP_MS = 5;
 const SEND_BUSY_WAIT_CNT = 1000;
 const BATCH = 256;
 
