@@ -258,6 +258,24 @@ typedef struct drain {
   uint64_t n;
 } drain_t;
 
+// What the drains of a BUSY_US receiver took and how long they took.
+typedef struct drains {
+  double ms;
+  uint64_t drained, count, max;
+  drain_t each[MAX_DRAINS_KEPT];  // the first MAX_DRAINS_KEPT
+} drains_t;
+
+static void drain_done(drains_t *d, double t0, double t1, uint64_t n) {
+  assert(n > 0 && t1 >= t0);
+  d->ms += t1 - t0;
+  d->drained += n;
+  if (d->count < MAX_DRAINS_KEPT && t1 > t0) {
+    d->each[d->count] = (drain_t){(double)n / (t1 - t0) / 1e3, n};
+  }
+  d->count++;
+  if (n > d->max) d->max = n;
+}
+
 static int cmp_drain(const void *a, const void *b) {
   double x = ((const drain_t *)a)->mpps, y = ((const drain_t *)b)->mpps;
   return x < y ? -1 : x > y;
@@ -292,12 +310,12 @@ static int mode_rx(uint32_t ip_be, uint32_t port, uint64_t count, double seconds
   open_bypass(&c, ip_be, port);
   static uint8_t buf[RECV_BUF];
   static uint32_t meta[BATCH * NKB_RECV_META_WORDS];
-  static drain_t drain_rates[MAX_DRAINS_KEPT];
+  static drains_t d;
   print_ready(&c);
   rxtally_t t = {.max_seq = -1};
-  uint64_t calls = 0, empty = 0, drained = 0, drains = 0, max_drain = 0, drain_n = 0;
+  uint64_t calls = 0, empty = 0, drain_n = 0;
   uint64_t drain_from = 0;  // t.received when the drain began
-  double first = 0, last = 0, drain_ms = 0, drain_t0 = 0;
+  double first = 0, last = 0, drain_t0 = 0;
   double hard_end = now_ms() + seconds * 1e3;
   uint64_t max_iter = 10000000000ull;
   for (uint64_t i = 0; i < max_iter && !t.ended && t.received < count; i++) {
@@ -315,13 +333,7 @@ static int mode_rx(uint32_t ip_be, uint32_t port, uint64_t count, double seconds
       }
       if (drain_n > 0) {
         double t1 = now_ms();
-        drain_ms += t1 - drain_t0;
-        drained += drain_n;
-        if (drains < MAX_DRAINS_KEPT && t1 > drain_t0) {
-          drain_rates[drains] = (drain_t){(double)drain_n / (t1 - drain_t0) / 1e3, drain_n};
-        }
-        drains++;
-        if (drain_n > max_drain) max_drain = drain_n;
+        drain_done(&d, drain_t0, t1, drain_n);
         if (t.received > drain_from) last = t1;  // a drain of end markers only is not data
       }
       drain_n = 0;
@@ -341,25 +353,20 @@ static int mode_rx(uint32_t ip_be, uint32_t port, uint64_t count, double seconds
   }
   if (busy_us > 0 && drain_n > 0) {  // the drain that met the end marker
     double t1 = now_ms();
-    drain_ms += t1 - drain_t0;
-    drained += drain_n;
-    if (drains < MAX_DRAINS_KEPT && t1 > drain_t0) {
-      drain_rates[drains] = (drain_t){(double)drain_n / (t1 - drain_t0) / 1e3, drain_n};
-    }
-    drains++;
+    drain_done(&d, drain_t0, t1, drain_n);
     if (t.received > drain_from) last = t1;
   }
-  uint64_t kept = drains < MAX_DRAINS_KEPT ? drains : MAX_DRAINS_KEPT;
-  qsort(drain_rates, (size_t)kept, sizeof(drain_t), cmp_drain);
+  uint64_t kept = d.count < MAX_DRAINS_KEPT ? d.count : MAX_DRAINS_KEPT;
+  qsort(d.each, (size_t)kept, sizeof(drain_t), cmp_drain);
   double window = t.received > 0 ? now_ms() - first : 0;
   printf("{\"result\":{\"windowMs\":%.3f,", window);
   if (busy_us > 0) {
-    printf("\"drainMs\":%.3f,\"drained\":%llu,\"drains\":%llu,\"maxDrain\":%llu,", drain_ms,
-           (unsigned long long)drained, (unsigned long long)drains,
-           (unsigned long long)max_drain);
+    printf("\"drainMs\":%.3f,\"drained\":%llu,\"drains\":%llu,\"maxDrain\":%llu,", d.ms,
+           (unsigned long long)d.drained, (unsigned long long)d.count,
+           (unsigned long long)d.max);
     printf("\"drainP10Mpps\":%.3f,\"drainP50Mpps\":%.3f,\"drainP90Mpps\":%.3f,",
-           weighted_percentile(drain_rates, kept, 0.1), weighted_percentile(drain_rates, kept, 0.5),
-           weighted_percentile(drain_rates, kept, 0.9));
+           weighted_percentile(d.each, kept, 0.1), weighted_percentile(d.each, kept, 0.5),
+           weighted_percentile(d.each, kept, 0.9));
   }
   printf("\"received\":%llu,\"warm\":%llu,\"short\":%llu,\"ended\":%s,"
          "\"firstMs\":%.3f,\"lastMs\":%.3f,\"spanMs\":%.3f,\"maxSeq\":%lld,\"gaps\":%llu,"

@@ -215,15 +215,26 @@ function weightedPercentile(drains: [number, number][], q: number): number {
   return 0;
 }
 
-function sinkNkb(
-  host: string,
-  port: number,
-  maxMs: number,
-  recvMode: 0 | 1,
-  busyUs: number,
-): void {
-  const sock = UdpBypass.listenDatagram({ transport: "udp", hostname: host, port, recvMode });
+/** What an nkb sink is told. */
+interface SinkArgs {
+  host: string;
+  port: number;
+  maxMs: number;
+  recvMode: 0 | 1;
+  busyUs: number;
+}
+
+// The sink's socket, announced as ready once bound.
+function listenSink(a: SinkArgs): UdpBypass {
+  const { host: hostname, port, recvMode } = a;
+  const sock = UdpBypass.listenDatagram({ transport: "udp", hostname, port, recvMode });
   emit({ ready: true, bypass: sock.bypass });
+  return sock;
+}
+
+function sinkNkb(a: SinkArgs): void {
+  const { maxMs, busyUs } = a;
+  const sock = listenSink(a);
   const buf = new Uint8Array(65536);
   const view = new DataView(buf.buffer);
   const t = newTally(() => sock.stats().waitNs, busyUs === 0);
@@ -253,15 +264,9 @@ function sinkNkb(
   sock.close();
 }
 
-function sinkBatch(
-  host: string,
-  port: number,
-  maxMs: number,
-  recvMode: 0 | 1,
-  busyUs: number,
-): void {
-  const sock = UdpBypass.listenDatagram({ transport: "udp", hostname: host, port, recvMode });
-  emit({ ready: true, bypass: sock.bypass });
+function sinkBatch(a: SinkArgs): void {
+  const { maxMs, busyUs } = a;
+  const sock = listenSink(a);
   const batch = new RecvBatch(BATCH);
   const view = new DataView(batch.bytes.buffer);
   const t = newTally(() => sock.stats().waitNs, busyUs === 0);
@@ -299,9 +304,9 @@ function sinkBatch(
   sock.close();
 }
 
-function sinkZeroCopy(host: string, port: number, maxMs: number, busyUs: number): void {
-  const sock = UdpBypass.listenDatagram({ transport: "udp", hostname: host, port, recvMode: 1 });
-  emit({ ready: true, bypass: sock.bypass });
+function sinkZeroCopy(a: SinkArgs): void {
+  const { maxMs, busyUs } = a;
+  const sock = listenSink({ ...a, recvMode: 1 });
   const t = newTally(() => sock.stats().waitNs, busyUs === 0);
   let viaKernel = 0; // delivered by the kernel socket: `data` is a copy, not a frame view
   // Counts one datagram, read in place then released; false at the end marker.
@@ -374,8 +379,9 @@ await runWorker(async () => {
   const mode = impl(args) === "kernel" ? null : nkbMode(args, ["copy", "batch", "zc"] as const);
   const busyUs = args.has("busy-us") ? int(args, "busy-us") : 0;
   if (mode === null && busyUs > 0) throw new Error("--busy-us is for nkb receivers");
-  if (mode === null) await sinkKernel(host, port, maxMs);
-  else if (mode === "batch") sinkBatch(host, port, maxMs, recvMode(args), busyUs);
-  else if (mode === "zc") sinkZeroCopy(host, port, maxMs, busyUs);
-  else sinkNkb(host, port, maxMs, recvMode(args), busyUs);
+  if (mode === null) return await sinkKernel(host, port, maxMs);
+  const a: SinkArgs = { host, port, maxMs, recvMode: recvMode(args), busyUs };
+  if (mode === "batch") sinkBatch(a);
+  else if (mode === "zc") sinkZeroCopy(a);
+  else sinkNkb(a);
 });
