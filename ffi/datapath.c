@@ -399,6 +399,20 @@ static void nkb_refresh_drops(nkb_sock_t *s, nkb_engine_t *e) {
   s->stats[NKB_ST_ENGINE_DROPS] = nkb_engine_kernel_drops(e);
 }
 
+// A batch is read by its caller as soon as the call returns, but the frames read since its
+// first entries were written pushed those out of L1: bring the entries and each copied
+// payload's first line back (a 256-datagram batch of 64 bytes is 24 KiB). Measured from
+// Deno: the first pass over a fresh batch cost 9-12 ns a datagram against 6-8 for a second
+// pass; drain medians over six alternations each, 11.7 -> 12.3 M/s.
+static void nkb_rx_hand_over(const nkb_rx_out_t *o) {
+  for (uint32_t i = 0; i < o->n; i += 2u) __builtin_prefetch(&o->meta[i * NKB_RECV_META_WORDS]);
+  if (o->zc) return;  // zero-copy payloads stay in their frames
+  for (uint32_t i = 0; i < o->n; i++) {
+    uint32_t at = o->meta[i * NKB_RECV_META_WORDS];
+    if (at < o->buf_len) __builtin_prefetch(o->buf + at);
+  }
+}
+
 static int32_t nkb_recv(int32_t h, uint8_t *buf, uint32_t buf_len, uint32_t *meta,
                         uint32_t max_msgs, bool zc) {
   int32_t self = nkb_sock_index(h);
@@ -428,6 +442,7 @@ static int32_t nkb_recv(int32_t h, uint8_t *buf, uint32_t buf_len, uint32_t *met
   if (!kernel_first && kernel_due && o.n < o.max) krc = nkb_rx_kernel(s, &o);
   s->stats[NKB_ST_RX_TRUNCATED] += o.truncated;
   assert(o.n <= max_msgs && o.off <= buf_len);
+  nkb_rx_hand_over(&o);
   if (o.n == 0 && krc < 0) return krc;
   return (int32_t)o.n;
 }
