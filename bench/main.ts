@@ -12,10 +12,9 @@
  *
  * Each figure is the median of `--repeat` runs (default 5, of `--duration-ms` 1000;
  * round trips: of `--rtt-repeat`, default 5, each percentile's median; multi-queue: of
- * `--mq-repeat`, default 3), the paths interleaved within each repetition;
- * each ratio is the
- * median of the repetitions' ratios (runs back to back), or of the medians when a run
- * failed.
+ * `--mq-repeat`, default 3); within a repetition each test runs on every path in turn
+ * (RUN_ORDER, reversed every other repetition); each ratio is the median of the
+ * repetitions' ratios (runs seconds apart), or of the medians when a run failed.
  *
  * Every figure comes from child processes in the testbed's namespaces
  * (bench/workers/, and the native program), traffic flows from side B to side A:
@@ -161,6 +160,9 @@ const SHORT: Record<Path, string> = {
   batch0: "nkb batch m0",
   native: "native",
 };
+// The order the paths run in within a repetition: each nkb path as near as a line allows to
+// the two it is compared with (batch between kernel and native, copying next to kernel).
+const RUN_ORDER: Path[] = ["copy0", "zc", "copy", "kernel", "batch", "native", "batch0"];
 // What each path measures.
 const PATH_TESTS: Record<Path, string[]> = {
   kernel: ["rx", "send", "rtt"],
@@ -899,31 +901,37 @@ async function measure(b: Bench): Promise<Map<string, Row>> {
       const row: Row = emptyRow();
       rows.set(`${path}/${size}`, row);
     }
-    // Repetitions interleave the paths, so that a disturbance hits all alike.
+    // Within a repetition each test runs on every path in turn, in RUN_ORDER (reversed every
+    // other repetition), so that the runs a ratio pairs ran seconds apart and a drift of the
+    // VM's speed between them cancels over the repetitions.
     const runs = Math.max(cfg.repeat, cfg.rttRepeat);
     for (let i = 1; i <= runs; i++) {
-      for (const path of paths) {
-        const row = rows.get(`${path}/${size}`)!;
-        const tag = `${path} ${size} B, run ${i}/${cfg.repeat}`;
-        const rx = want(path, "rx") && i <= cfg.repeat
-          ? await attempt(
-            `rx capacity ${tag}`,
-            () => flow(b, generator(b), path, size, cfg.busyUs),
-          )
-          : null;
-        if (rx !== null) row.rxRuns.push(rx);
-        // want() holds only for paths that send (PATH_TESTS), i.e. Senders.
-        const send = want(path, "send") && i <= cfg.repeat
-          ? await attempt(`send rate ${tag}`, () => flow(b, path as Sender, sendReceiver(b), size))
-          : null;
-        if (send !== null) row.sendRuns.push(send);
-        const r = want(path, "rtt") && i <= cfg.rttRepeat
-          ? await attempt(
-            `round trip ${path} ${size} B, run ${i}/${cfg.rttRepeat}`,
-            () => rtt(b, path, size),
-          )
-          : null;
-        if (r !== null) row.rttRuns.push(r);
+      const order = RUN_ORDER.filter((p) => paths.includes(p));
+      if (i % 2 === 0) order.reverse();
+      for (const test of ["rx", "send", "rtt"] as const) {
+        for (const path of order) {
+          const repeat = test === "rtt" ? cfg.rttRepeat : cfg.repeat;
+          if (!want(path, test) || i > repeat) continue;
+          const row = rows.get(`${path}/${size}`)!;
+          const tag = `${path} ${size} B, run ${i}/${repeat}`;
+          if (test === "rx") {
+            const r = await attempt(
+              `rx capacity ${tag}`,
+              () => flow(b, generator(b), path, size, cfg.busyUs),
+            );
+            if (r !== null) row.rxRuns.push(r);
+          } else if (test === "send") {
+            // want() holds only for paths that send (PATH_TESTS), i.e. Senders.
+            const r = await attempt(
+              `send rate ${tag}`,
+              () => flow(b, path as Sender, sendReceiver(b), size),
+            );
+            if (r !== null) row.sendRuns.push(r);
+          } else {
+            const r = await attempt(`round trip ${tag}`, () => rtt(b, path, size));
+            if (r !== null) row.rttRuns.push(r);
+          }
+        }
       }
     }
     for (const path of paths) {
