@@ -52,9 +52,6 @@ interface Tally {
   maxSeq: number;
   /** The process's CPU time (all threads) when the first datagram was counted, in ns. */
   cpuAtFirstNs: number;
-  /** The socket's waitNs counter (nkb), read at the first datagram and at the end. */
-  waitNs: (() => number) | null;
-  waitAtFirstNs: number;
   /** Whether counting reads the clock (every TIME_EVERY datagrams) for lastMs. */
   timed: boolean;
 }
@@ -76,17 +73,13 @@ function finish(t: Tally): Record<string, unknown> {
   const endMs = performance.now();
   const cpuMs = t.received > 0 ? (processCpuNs() - t.cpuAtFirstNs) / 1e6 : 0;
   const windowMs = t.received > 0 ? endMs - t.firstMs : 0;
-  // The receiving thread's busy time: the window less what its receives spent waiting.
-  const waitMs = t.waitNs !== null && t.received > 0 ? (t.waitNs() - t.waitAtFirstNs) / 1e6 : 0;
-  const busyMs = t.waitNs !== null && t.received > 0 ? windowMs - waitMs : null;
-  const { waitNs: _, timed: _timed, ...counts } = t;
-  return { ...counts, spanMs: t.lastMs - t.firstMs, cpuMs, windowMs, busyMs };
+  const { timed: _, ...counts } = t;
+  return { ...counts, spanMs: t.lastMs - t.firstMs, cpuMs, windowMs };
 }
 
 /**
  * CPU time of this process's threads so far (/proc/self/task/<tid>/schedstat, ns): the
- * kernel receiver's work (it sleeps in epoll when idle), where nkb receivers report the
- * time their receives did not wait (busyMs, from the socket's waitNs).
+ * work of a receiver that sleeps when idle (the kernel path, recvMode 0).
  */
 function processCpuNs(): number {
   let ns = 0;
@@ -104,7 +97,7 @@ const TIME_EVERY = 64; // packets between clock reads
 const SLICE_MS = 20;
 const BATCH = 256;
 
-function newTally(waitNs: (() => number) | null = null, timed = true): Tally {
+function newTally(timed = true): Tally {
   return {
     received: 0,
     warm: 0,
@@ -114,8 +107,6 @@ function newTally(waitNs: (() => number) | null = null, timed = true): Tally {
     lastMs: 0,
     maxSeq: -1,
     cpuAtFirstNs: 0,
-    waitNs,
-    waitAtFirstNs: 0,
     timed,
   };
 }
@@ -141,7 +132,6 @@ function countSeq(t: Tally, seq: number): boolean {
   }
   if (t.received === 0) {
     t.cpuAtFirstNs = processCpuNs();
-    t.waitAtFirstNs = t.waitNs?.() ?? 0;
     t.firstMs = t.lastMs = performance.now();
   }
   t.received++;
@@ -237,7 +227,7 @@ function sinkNkb(a: SinkArgs): void {
   const sock = listenSink(a);
   const buf = new Uint8Array(65536);
   const view = new DataView(buf.buffer);
-  const t = newTally(() => sock.stats().waitNs, busyUs === 0);
+  const t = newTally(busyUs === 0);
   let drains: Drains | null = null;
   if (busyUs > 0) {
     drains = drainCycles(t, busyUs, maxMs, () => {
@@ -269,7 +259,7 @@ function sinkBatch(a: SinkArgs): void {
   const sock = listenSink(a);
   const batch = new RecvBatch(BATCH);
   const view = new DataView(batch.bytes.buffer);
-  const t = newTally(() => sock.stats().waitNs, busyUs === 0);
+  const t = newTally(busyUs === 0);
   let calls = 0;
   // Counts one batch of n; false at the end marker.
   const countBatch = (n: number): boolean => {
@@ -307,7 +297,7 @@ function sinkBatch(a: SinkArgs): void {
 function sinkZeroCopy(a: SinkArgs): void {
   const { maxMs, busyUs } = a;
   const sock = listenSink({ ...a, recvMode: 1 });
-  const t = newTally(() => sock.stats().waitNs, busyUs === 0);
+  const t = newTally(busyUs === 0);
   let viaKernel = 0; // delivered by the kernel socket: `data` is a copy, not a frame view
   // Counts one datagram, read in place then released; false at the end marker.
   const countView = (dg: ZeroCopyDatagram): boolean => {
