@@ -33,8 +33,6 @@ _Static_assert(sizeof(struct nlattr) == 4, "attributes start right after a 4-byt
 #define NL_BUF_SIZE 32768u
 // Bounds a dump: 1024 datagrams of up to 32 KiB is far beyond any sane host.
 #define NL_RECV_MAX 1024u
-// A message is at least a header, so this bounds the walk over one datagram.
-#define NL_MSGS_MAX (NL_BUF_SIZE / NLMSG_HDRLEN)
 // Requests are a header, a family header and one or two small attributes.
 #define NL_REQ_SIZE 256u
 // Retries of a dump the kernel flagged as inconsistent (NLM_F_DUMP_INTR).
@@ -115,7 +113,8 @@ static int32_t nl_msg_done(const nl_walk_t *w, const struct nlmsghdr *h) {
   return NL_STOP;
 }
 
-static int32_t nl_msg(nl_walk_t *w, const struct nlmsghdr *h) {
+static int32_t nl_msg(const struct nlmsghdr *h, void *vw) {
+  nl_walk_t *w = vw;
   assert(h->nlmsg_len >= NLMSG_HDRLEN);
   if (h->nlmsg_seq != w->seq) return 0; // not an answer to our request
   if ((h->nlmsg_flags & NLM_F_DUMP_INTR) != 0) w->dump_intr = true;
@@ -132,23 +131,6 @@ static int32_t nl_msg(nl_walk_t *w, const struct nlmsghdr *h) {
   return rc;
 }
 
-static int32_t nl_datagram(nl_walk_t *w, const nl_rxbuf_t *rx, uint32_t len) {
-  assert(len <= NL_BUF_SIZE);
-  uint32_t off = 0;
-  for (uint32_t i = 0; i < NL_MSGS_MAX; i++) {
-    if (off == len) return 0;
-    if (len - off < NLMSG_HDRLEN) return -EPROTO;
-    const struct nlmsghdr *h = (const struct nlmsghdr *)(rx->buf + off);
-    if (h->nlmsg_len < NLMSG_HDRLEN || h->nlmsg_len > len - off) return -EPROTO;
-    int32_t rc = nl_msg(w, h);
-    if (rc != 0) return rc;
-    off += NLMSG_ALIGN(h->nlmsg_len);
-    if (off > len) off = len; // the last message may lack its padding
-    assert(off <= len);
-  }
-  return -EPROTO;
-}
-
 static int32_t nl_collect(int32_t fd, nl_walk_t *w) {
   assert(fd >= 0);
   assert(w->fn != NULL);
@@ -156,7 +138,7 @@ static int32_t nl_collect(int32_t fd, nl_walk_t *w) {
   for (uint32_t i = 0; i < NL_RECV_MAX; i++) {
     int32_t n = nkb_nlio_recv(fd, rx.buf, sizeof(rx.buf));
     if (n < 0) return n;
-    int32_t rc = nl_datagram(w, &rx, (uint32_t)n);
+    int32_t rc = nkb_nlio_each(rx.buf, (uint32_t)n, nl_msg, w);
     if (rc != 0) return rc;
   }
   return -EOVERFLOW;

@@ -22,6 +22,26 @@
 // The kernel reports -errno, and errno values stop at 4095 (MAX_ERRNO).
 #define NLIO_ERRNO_MAX 4095
 
+int32_t nkb_nlio_each(const void *buf, uint32_t len, nkb_nlio_msg_fn fn, void *ctx) {
+  assert(buf != NULL || len == 0);
+  assert(fn != NULL);
+  const uint8_t *p = buf;
+  uint32_t off = 0;
+  // Each message takes at least its header: len / header + 1 rounds reach the end.
+  for (uint32_t i = 0; i <= len / NLMSG_HDRLEN; i++) {
+    if (off == len) return 0;
+    if (len - off < NLMSG_HDRLEN) return -EPROTO;
+    const struct nlmsghdr *h = (const struct nlmsghdr *)(p + off);
+    if (h->nlmsg_len < NLMSG_HDRLEN || h->nlmsg_len > len - off) return -EPROTO;
+    int32_t rc = fn(h, ctx);
+    if (rc != 0) return rc;
+    off += NLMSG_ALIGN(h->nlmsg_len);
+    if (off > len) off = len; // the last message may lack its padding
+    assert(off <= len);
+  }
+  return -EPROTO;
+}
+
 int32_t nkb_nlio_attrs_parse(const uint8_t *p, uint32_t len, const struct nlattr **tb,
                              uint32_t tb_len) {
   assert(p != NULL || len == 0);

@@ -1,8 +1,8 @@
 // Netlink plumbing shared by the rtnetlink lookups (netlink.c), the XDP-features query
 // (xdp_features.c) and the packet filter and IPsec probe (policy.c): open, send one request,
-// receive one datagram, decode the status of NLMSG_ERROR and NLMSG_DONE, index a message's
-// attributes. Walking the messages stays with each caller, since what ends a transaction
-// differs (an ack, NLMSG_DONE, or an answer found early).
+// receive one datagram, split it into messages, decode the status of NLMSG_ERROR and
+// NLMSG_DONE, index a message's attributes. What each message means stays with each caller,
+// since what ends a transaction differs (an ack, NLMSG_DONE, or an answer found early).
 // Every function returns -errno on failure; none keeps state between calls.
 #ifndef NKB_NL_IO_H
 #define NKB_NL_IO_H
@@ -23,6 +23,14 @@ int32_t nkb_nlio_send(int32_t fd, const struct nlmsghdr *h);
 // struct nlmsghdr, as the messages are read in place. Returns its length, -EMSGSIZE when
 // it does not fit, -ETIMEDOUT when nothing came in time, or -errno.
 int32_t nkb_nlio_recv(int32_t fd, void *buf, uint32_t cap);
+
+// Called for each message of a datagram: 0 to go on, anything else ends the walk.
+typedef int32_t (*nkb_nlio_msg_fn)(const struct nlmsghdr *h, void *ctx);
+
+// Feeds the messages of one received datagram buf[0..len) to fn, in order, each header
+// checked against len first. 0 at the end, fn's first nonzero result, or -EPROTO for a
+// malformed message. buf must be aligned for struct nlmsghdr.
+int32_t nkb_nlio_each(const void *buf, uint32_t len, nkb_nlio_msg_fn fn, void *ctx);
 
 // Bytes of an attribute header; attributes start on 4-byte boundaries.
 #define NKB_NL_ATTR_HDRLEN ((uint32_t)sizeof(struct nlattr))

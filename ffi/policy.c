@@ -42,8 +42,6 @@
 #define POL_BUF_SIZE 32768u
 // Bounds one dump: 65536 full datagrams is millions of rules, far beyond any real host.
 #define POL_RECV_MAX 65536u
-// A message is at least a header, so this bounds the walk over one datagram.
-#define POL_MSGS_MAX (POL_BUF_SIZE / NLMSG_HDRLEN)
 // An attribute is at least its 4-byte header.
 #define POL_ATTRS_MAX (POL_BUF_SIZE / 4u)
 // Retries of a dump or table read that raced with a change (NLM_F_DUMP_INTR, EAGAIN).
@@ -77,7 +75,8 @@ static uint32_t pol_add_sat(uint32_t a, uint32_t b) {
 // ---- netlink -----------------------------------------------------------------
 
 // 0: keep reading, 1: NLMSG_DONE, <0: -errno.
-static int32_t pol_nl_msg(pol_dump_t *d, const struct nlmsghdr *h) {
+static int32_t pol_nl_msg(const struct nlmsghdr *h, void *vd) {
+  pol_dump_t *d = vd;
   if (h->nlmsg_seq != POL_SEQ) return 0; // not an answer to our request
   if ((h->nlmsg_flags & NLM_F_DUMP_INTR) != 0) d->intr = true;
   int32_t err = 0;
@@ -99,22 +98,6 @@ static int32_t pol_nl_msg(pol_dump_t *d, const struct nlmsghdr *h) {
   return 0;
 }
 
-static int32_t pol_nl_datagram(pol_dump_t *d, const pol_rxbuf_t *rx, uint32_t len) {
-  assert(len <= POL_BUF_SIZE);
-  uint32_t off = 0;
-  for (uint32_t i = 0; i < POL_MSGS_MAX; i++) {
-    if (off == len) return 0;
-    if (len - off < NLMSG_HDRLEN) return -EPROTO;
-    const struct nlmsghdr *h = (const struct nlmsghdr *)(rx->buf + off);
-    if (h->nlmsg_len < NLMSG_HDRLEN || h->nlmsg_len > len - off) return -EPROTO;
-    int32_t rc = pol_nl_msg(d, h);
-    if (rc != 0) return rc;
-    off += NLMSG_ALIGN(h->nlmsg_len);
-    if (off > len) off = len; // the last message may lack its padding
-  }
-  return -EPROTO;
-}
-
 // One dump on a fresh socket: 0 with d->count set, -EAGAIN if it raced with a change, or -errno.
 static int32_t pol_nl_dump_once(int protocol, const struct nlmsghdr *req, pol_dump_t *d) {
   int32_t fd = nkb_nlio_open(protocol);
@@ -126,7 +109,7 @@ static int32_t pol_nl_dump_once(int protocol, const struct nlmsghdr *req, pol_du
   int32_t rc = nkb_nlio_send(fd, req);
   for (uint32_t i = 0; rc == 0 && i < POL_RECV_MAX; i++) {
     int32_t n = nkb_nlio_recv(fd, rx.buf, sizeof(rx.buf));
-    rc = n < 0 ? n : pol_nl_datagram(d, &rx, (uint32_t)n);
+    rc = n < 0 ? n : nkb_nlio_each(rx.buf, (uint32_t)n, pol_nl_msg, d);
   }
   (void)close(fd); // nothing useful to do if closing a socket we only read from fails
   if (rc == 0) return -EOVERFLOW; // POL_RECV_MAX datagrams without NLMSG_DONE

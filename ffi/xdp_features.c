@@ -49,8 +49,6 @@ _Static_assert(GENL_HDRLEN == 4, "the genetlink header is cmd, version and 2 res
 // A request gets one reply datagram and then its ack; the rest is slack for stale
 // messages, which are skipped, so a misbehaving peer cannot keep the loop going.
 #define XF_RECV_MAX 8u
-// A message is at least a header, so this bounds the walk over one datagram.
-#define XF_MSGS_MAX (XF_BUF_SIZE / NLMSG_HDRLEN)
 // A request is a netlink header, a genetlink header and one attribute of at most 8 bytes.
 #define XF_REQ_SIZE 64u
 // Attribute table length, enough for both families' attributes of interest.
@@ -159,7 +157,8 @@ static int32_t xf_reply(xf_walk_t *w, const struct nlmsghdr *h) {
   return 0;
 }
 
-static int32_t xf_msg(xf_walk_t *w, const struct nlmsghdr *h) {
+static int32_t xf_msg(const struct nlmsghdr *h, void *vw) {
+  xf_walk_t *w = vw;
   assert(h->nlmsg_len >= NLMSG_HDRLEN);
   assert(w->fn != NULL);
   if (h->nlmsg_seq != w->seq) return 0; // not an answer to our request
@@ -180,24 +179,6 @@ static int32_t xf_msg(xf_walk_t *w, const struct nlmsghdr *h) {
   return xf_reply(w, h);
 }
 
-static int32_t xf_datagram(xf_walk_t *w, const xf_rxbuf_t *rx, uint32_t len) {
-  assert(len <= XF_BUF_SIZE);
-  assert(w != NULL);
-  uint32_t off = 0;
-  for (uint32_t i = 0; i < XF_MSGS_MAX; i++) {
-    if (off == len) return 0;
-    if (len - off < NLMSG_HDRLEN) return -EPROTO;
-    const struct nlmsghdr *h = (const struct nlmsghdr *)(rx->buf + off);
-    if (h->nlmsg_len < NLMSG_HDRLEN || h->nlmsg_len > len - off) return -EPROTO;
-    int32_t rc = xf_msg(w, h);
-    if (rc != 0) return rc;
-    off += NLMSG_ALIGN(h->nlmsg_len);
-    if (off > len) off = len; // the last message may lack its padding
-    assert(off <= len);
-  }
-  return -EPROTO;
-}
-
 // Sends req on fd and feeds the attributes of its reply (type w->type, command w->cmd) to
 // w->fn, up to the ack. 0 once both came, the kernel's -errno, or -EPROTO when the kernel
 // acked without answering.
@@ -212,7 +193,7 @@ static int32_t xf_transact(int32_t fd, const struct nlmsghdr *req, xf_walk_t *w)
   for (uint32_t i = 0; i < XF_RECV_MAX; i++) {
     int32_t n = nkb_nlio_recv(fd, rx.buf, sizeof(rx.buf));
     if (n < 0) return n;
-    rc = xf_datagram(w, &rx, (uint32_t)n);
+    rc = nkb_nlio_each(rx.buf, (uint32_t)n, xf_msg, w);
     if (rc != 0) break;
     rc = -EOVERFLOW;
   }
