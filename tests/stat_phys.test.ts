@@ -8,27 +8,7 @@ import assert from "node:assert/strict";
 import { formatStat, listSockets, statJson } from "../src/stat.ts";
 import { formatPhys, listPhys, type PhysInfo, UnknownFieldError } from "../src/phys.ts";
 import { type RegisteredSocket, RegistryLayout as L } from "../src/registry_read.ts";
-import type { BypassStats } from "../src/types.ts";
-import { liveProcess, ownNetnsIno, registryFile } from "./helpers/registry_file.ts";
-
-const ZERO: BypassStats = {
-  ipkts: 0,
-  ipktsSpin: 0,
-  opkts: 0,
-  opktsSpin: 0,
-  sendSpinMax: 0,
-  rxDropped: 0,
-  rxInvalid: 0,
-  kernelIpkts: 0,
-  kernelOpkts: 0,
-  txFull: 0,
-  rxTruncated: 0,
-  interfaceDrops: 0,
-  rxForeign: 0,
-  icmpIgnored: 0,
-  dpkts: 0,
-  waitNs: 0,
-};
+import { liveProcess, ownNetnsIno, registryFile, ZERO_STATS } from "./helpers/registry_file.ts";
 
 function sock(over: Partial<RegisteredSocket>): RegisteredSocket {
   return {
@@ -51,7 +31,7 @@ function sock(over: Partial<RegisteredSocket>): RegisteredSocket {
     queueCount: 1,
     recvMode: 1,
     reason: null,
-    stats: { ...ZERO, opkts: 281790 },
+    stats: { ...ZERO_STATS, opkts: 281790 },
     ...over,
   };
 }
@@ -64,7 +44,7 @@ const SOCKETS: RegisteredSocket[] = [
     local: { address: "198.18.0.1", port: 9000 },
     remote: { address: "198.18.0.2", port: 12345 },
     state: "Connected",
-    stats: { ...ZERO, ipkts: 5, kernelIpkts: 2, opkts: 7, kernelOpkts: 1, dpkts: 3 },
+    stats: { ...ZERO_STATS, ipkts: 5, kernelIpkts: 2, opkts: 7, kernelOpkts: 1, dpkts: 3 },
     user: "daemon",
     command: "echo\x1b[31m",
     cmdline: ["deno", "run", "a\nb"],

@@ -7,6 +7,10 @@
 
 import { Stat } from "../../src/ffi.ts";
 import { processStartTicks, RegistryLayout as L } from "../../src/registry_read.ts";
+import { type BypassStats, statsFromWords } from "../../src/types.ts";
+
+/** A socket's counters, all zero: tests spread it and set the few they expect. */
+export const ZERO_STATS: BypassStats = statsFromWords(() => 0);
 
 /** The file's header: who wrote it. */
 export interface ProcessSpec {
