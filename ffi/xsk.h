@@ -12,9 +12,9 @@
 #include "nkb_net.h"
 
 #define NKB_MAX_QUEUES 8u      // receive queues covered per interface
-#define NKB_RX_FRAMES 4096u    // frames per queue owned by the fill/RX side (slack for GC pauses)
+#define NKB_RX_FRAMES 8192u    // frames per queue owned by the fill/RX side (slack for pauses)
 #define NKB_TX_FRAMES 2048u    // frames owned by the TX side (queue 0 only)
-#define NKB_RING_SIZE 4096u    // entries in the rings the kernel produces: RX, completion
+#define NKB_RING_SIZE 8192u    // entries in the rings the kernel produces: RX, completion
 // Rings we produce (fill, TX) have twice as many slots as frames: the kernel publishes a
 // new RX (or completion) entry before it publishes the consumer index of the fill (or TX)
 // ring that the frame came from, so a frame can come back before its old slot is free.

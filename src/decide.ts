@@ -56,7 +56,7 @@ const ARPHRD_ETHER = 1;
 const XDP_HEADROOM = 256;
 const ETH_HEADER = 14;
 const MAX_QUEUES = 8;
-const RX_FRAMES_PER_QUEUE = 4096;
+const RX_FRAMES_PER_QUEUE = 8192;
 const TX_FRAMES = 2048;
 /** The name our shim gives its XDP program (bpf_filter.c). */
 const NKB_PROG_NAME = "nkb_xdp";

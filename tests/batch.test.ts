@@ -59,7 +59,7 @@ Deno.test({
   name: "batch bypass to bypass: 200k 64-byte datagrams, unpaced sendBatch into receiveBatch",
   ...OPTS,
   fn: async () => {
-    // Nothing paces the sender: the receiver's RX ring (4096 frames, about 9 ms at
+    // Nothing paces the sender: the receiver's RX ring (8192 frames, about 18 ms at
     // 0.45 Mpps) is all the slack there is. A receiver kept off its core longer than
     // that (other load on a 2-core machine) loses datagrams, and then every one it
     // lost must be a counted drop: none may vanish silently.
