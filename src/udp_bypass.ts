@@ -114,6 +114,12 @@ export class UdpBypass implements Deno.DatagramConn {
   #lastYield = 0;
   #umem: Deno.PointerValue = null;
   #held = new Set<ZeroCopyDatagram>();
+  // The wait of a synchronous receive in progress (see #waitFirst), kept here so that a
+  // receive that waits allocates no closure.
+  #waitTimeout = 0;
+  #waitDeadline = -1;
+  #waitUs = 0;
+  #waitRc = 0;
 
   /** Creates the kernel UDP socket and starts tracking it. */
   constructor(options: BypassOptions = {}) {
@@ -250,7 +256,10 @@ export class UdpBypass implements Deno.DatagramConn {
     // look at (unknown destination, changed link): at most two rounds per datagram.
     for (let round = 0; round < 2 * n + 2 && sent < n; round++) {
       this.#binding.maybeWatch();
-      const meta = batch.metaBytes.subarray(sent * SEND_META_WORDS * 4);
+      // A view from the first unsent entry: only after a round that stopped part way.
+      const meta = sent === 0
+        ? batch.metaBytes
+        : batch.metaBytes.subarray(sent * SEND_META_WORDS * 4);
       const done = lib().nkb_send_batch(
         this.#h,
         batch.bytes,
@@ -287,7 +296,12 @@ export class UdpBypass implements Deno.DatagramConn {
     this.#open("receiveBatch");
     this.#receivable(opts);
     let n = this.#receiveBatchNow(batch);
-    if (n === 0) n = this.#receiveWaiting(opts, () => this.#receiveBatchNow(batch) || null) ?? 0;
+    if (n === 0 && this.#waitFirst(opts)) {
+      for (let i = 0; i < 1e9; i++) {
+        n = this.#receiveBatchNow(batch);
+        if (n > 0 || !this.#waitAgain()) break;
+      }
+    }
     batch.length = n;
     return n;
   }
@@ -320,8 +334,14 @@ export class UdpBypass implements Deno.DatagramConn {
     }
     this.#receivable(opts);
     const target = this.#target(undefined);
-    return this.#receiveZeroCopyNow(target) ??
-      this.#receiveWaiting(opts, () => this.#receiveZeroCopyNow(target));
+    let got = this.#receiveZeroCopyNow(target);
+    if (got === null && this.#waitFirst(opts)) {
+      for (let i = 0; i < 1e9; i++) {
+        got = this.#receiveZeroCopyNow(target);
+        if (got !== null || !this.#waitAgain()) break;
+      }
+    }
+    return got;
   }
 
   #receiveZeroCopyNow(target: Uint8Array<ArrayBuffer>): ZeroCopyDatagram | null {
@@ -397,8 +417,14 @@ export class UdpBypass implements Deno.DatagramConn {
     this.#receivable(opts);
     const target = this.#target(buf);
     const fresh = buf === undefined;
-    return this.#receiveNow(target, fresh) ??
-      this.#receiveWaiting(opts, () => this.#receiveNow(target, fresh));
+    let got = this.#receiveNow(target, fresh);
+    if (got === null && this.#waitFirst(opts)) {
+      for (let i = 0; i < 1e9; i++) {
+        got = this.#receiveNow(target, fresh);
+        if (got !== null || !this.#waitAgain()) break;
+      }
+    }
+    return got;
   }
 
   // What every synchronous receive checks before its first try. That try is made without
@@ -415,30 +441,43 @@ export class UdpBypass implements Deno.DatagramConn {
 
   // The synchronous receives after a first try found nothing: wait (spinning or in
   // poll(), per the receive mode) in bounded slices, trying again after each, until
-  // something arrives or the timeout passes (null).
-  #receiveWaiting<T>(opts: ReceiveOptions, attempt: () => T | null): T | null {
+  // something arrives or the timeout passes. The state lives in the socket, not in a
+  // closure: a receive that waits once per datagram (a round trip) allocates nothing.
+  // The first wait; false when the timeout is 0 (no wait at all).
+  #waitFirst(opts: ReceiveOptions): boolean {
     const timeout = opts.timeoutMs ?? Infinity;
-    if (timeout === 0) return null;
+    if (timeout === 0) return false;
     // A receiver that keeps up waits once or twice per datagram, and a clock read costs
     // about 50 ns: the first wait needs none (the timeout bounds it, and it usually ends
     // with a datagram), the deadline is taken only when more waits follow.
-    let deadline = -1;
-    let us = Math.min(Math.ceil(timeout * 1000), WAIT_SLICE_US);
-    for (let slice = 0; slice < 1e9; slice++) {
-      this.#binding.maybeWatchSoon();
-      const rc = lib().nkb_wait(this.#h, us, this.#opts.recvMode);
-      if (rc < 0) throw errorFromErrno(rc, "receive");
-      const got = attempt();
-      if (got !== null) return got;
-      // A first wait that timed out took its whole slice; one that woke with nothing to
-      // take (rare) counts as instant, so the timeout can stretch by that wake only.
-      if (deadline < 0) deadline = lib().nkb_now_ms() + timeout - (rc === 0 ? us / 1000 : 0);
-      const left = deadline - lib().nkb_now_ms();
-      if (left <= 0) return null;
-      this.#binding.maybeWatch();
-      us = Math.min(Math.ceil(left * 1000), WAIT_SLICE_US);
+    this.#waitTimeout = timeout;
+    this.#waitDeadline = -1;
+    this.#waitUs = Math.min(Math.ceil(timeout * 1000), WAIT_SLICE_US);
+    this.#waitSlice();
+    return true;
+  }
+
+  // A further wait after a try found nothing; false once the timeout has passed.
+  #waitAgain(): boolean {
+    // A first wait that timed out took its whole slice; one that woke with nothing to
+    // take (rare) counts as instant, so the timeout can stretch by that wake only.
+    if (this.#waitDeadline < 0) {
+      const spent = this.#waitRc === 0 ? this.#waitUs / 1000 : 0;
+      this.#waitDeadline = lib().nkb_now_ms() + this.#waitTimeout - spent;
     }
-    return null;
+    const left = this.#waitDeadline - lib().nkb_now_ms();
+    if (left <= 0) return false;
+    this.#binding.maybeWatch();
+    this.#waitUs = Math.min(Math.ceil(left * 1000), WAIT_SLICE_US);
+    this.#waitSlice();
+    return true;
+  }
+
+  #waitSlice(): void {
+    this.#binding.maybeWatchSoon();
+    const rc = lib().nkb_wait(this.#h, this.#waitUs, this.#opts.recvMode);
+    if (rc < 0) throw errorFromErrno(rc, "receive");
+    this.#waitRc = rc;
   }
 
   /** Receives one datagram without blocking the event loop (Deno.DatagramConn). */

@@ -28,9 +28,10 @@ const SLICE_MS = 20;
 const SEND_BUSY_WAIT_CNT = 1000;
 const BATCH = 64;
 
-function isEnd(data: Uint8Array): boolean {
-  if (data.byteLength < 4) return false;
-  return new DataView(data.buffer, data.byteOffset).getUint32(0, true) === SEQ_END;
+// Whether the datagram at `off` (of `len` bytes) in `view`'s buffer is the end marker. The
+// view is made once per buffer: a round trip allocates nothing here.
+function isEnd(view: DataView, off: number, len: number): boolean {
+  return len >= 4 && view.getUint32(off, true) === SEQ_END;
 }
 
 // The echo's socket, announced as ready once bound.
@@ -49,6 +50,7 @@ function listenEcho(host: string, port: number, mode: 0 | 1): UdpBypass {
 function echoNkb(host: string, port: number, maxMs: number, mode: 0 | 1): void {
   const sock = listenEcho(host, port, mode);
   const buf = new Uint8Array(65536);
+  const view = new DataView(buf.buffer);
   const hardEnd = performance.now() + maxMs;
   let echoed = 0;
   let ended = false;
@@ -59,7 +61,7 @@ function echoNkb(host: string, port: number, maxMs: number, mode: 0 | 1): void {
       if (performance.now() > hardEnd) break;
       continue;
     }
-    if (isEnd(got[0])) {
+    if (isEnd(view, got[0].byteOffset, got[0].byteLength)) {
       ended = true;
       break;
     }
@@ -74,6 +76,7 @@ function echoNkb(host: string, port: number, maxMs: number, mode: 0 | 1): void {
 function echoBatch(host: string, port: number, maxMs: number, mode: 0 | 1): void {
   const sock = listenEcho(host, port, mode);
   const rx = new RecvBatch(BATCH);
+  const rxView = new DataView(rx.bytes.buffer);
   const tx = new SendBatch(BATCH, BATCH * 2048);
   const hardEnd = performance.now() + maxMs;
   let echoed = 0;
@@ -87,9 +90,8 @@ function echoBatch(host: string, port: number, maxMs: number, mode: 0 | 1): void
     }
     tx.clear();
     for (let k = 0; k < n && !ended; k++) {
-      const data = rx.data(k);
-      if (isEnd(data)) ended = true;
-      else tx.reply(rx, k, data);
+      if (isEnd(rxView, rx.offset(k), rx.size(k))) ended = true;
+      else tx.reply(rx, k);
     }
     if (tx.length > 0) echoed += sock.sendBatch(tx);
     if ((i & 4095) === 0 && performance.now() > hardEnd) break;
@@ -102,6 +104,7 @@ async function echoKernel(host: string, port: number, maxMs: number): Promise<vo
   const conn = Deno.listenDatagram({ transport: "udp", hostname: host, port });
   emit({ ready: true, bypass: null });
   const buf = new Uint8Array(65536);
+  const view = new DataView(buf.buffer);
   let closed = false;
   const timer = setTimeout(() => {
     closed = true;
@@ -119,7 +122,7 @@ async function echoKernel(host: string, port: number, maxMs: number): Promise<vo
       if (closed) break;
       throw e;
     }
-    if (isEnd(data)) {
+    if (isEnd(view, data.byteOffset, data.byteLength)) {
       ended = true;
       break;
     }
