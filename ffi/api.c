@@ -79,10 +79,12 @@ int32_t nkb_sock_open(void) {
   if (s == 0) return -ENOMEM;
   s->fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   s->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (s->fd < 0 || s->wake_fd < 0) {
+  s->park_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (s->fd < 0 || s->wake_fd < 0 || s->park_fd < 0) {
     int32_t rc = -errno;
     if (s->fd >= 0) close(s->fd);
     if (s->wake_fd >= 0) close(s->wake_fd);
+    if (s->park_fd >= 0) close(s->park_fd);
     free(s);
     return rc;
   }
@@ -109,6 +111,7 @@ int32_t nkb_sock_open(void) {
   if (h < 0) {
     close(s->fd);
     close(s->wake_fd);
+    close(s->park_fd);
     free(s);
   }
   assert(h != 0);
@@ -252,6 +255,7 @@ int32_t nkb_sock_free(int32_t h) {
   pthread_mutex_unlock(&g_lock);
   close(s->fd);
   close(s->wake_fd);
+  close(s->park_fd);
   free(s);
   return 0;
 }

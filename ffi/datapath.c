@@ -274,6 +274,15 @@ static void nkb_park(nkb_sock_t *owner, nkb_engine_t *e, uint32_t q, uint64_t ad
   }
   owner->parked[owner->park_tail % NKB_PENDING] = *p;
   __atomic_store_n(&owner->park_tail, owner->park_tail + 1u, __ATOMIC_RELEASE);
+  // An owner asleep in ppoll() may never see the ring that woke it non-empty (this socket
+  // took the entries), and would sleep out its slice while its datagrams pile up here:
+  // wake it, once per sleep. Pairs with the fence in nkb_wait_sleep.
+  __atomic_thread_fence(__ATOMIC_SEQ_CST);
+  if (__atomic_load_n(&owner->sleeping, __ATOMIC_SEQ_CST) != 0 &&
+      __atomic_exchange_n(&owner->park_signaled, 1u, __ATOMIC_ACQ_REL) == 0) {
+    uint64_t one = 1;
+    (void)!write(owner->park_fd, &one, sizeof(one));  // a full eventfd already wakes it
+  }
 }
 
 static void nkb_rx_parked(nkb_sock_t *s, nkb_engine_t *e, nkb_rx_out_t *o) {
@@ -552,18 +561,33 @@ static int32_t nkb_wait_spin(nkb_sock_t *s, const nkb_engine_t *e, uint32_t time
 }
 
 static int32_t nkb_wait_sleep(nkb_sock_t *s, const nkb_engine_t *e, uint32_t timeout_us) {
-  struct pollfd fds[2 + NKB_MAX_QUEUES];
+  struct pollfd fds[3 + NKB_MAX_QUEUES];
   uint32_t n = 0;
   fds[n++] = (struct pollfd){.fd = s->wake_fd, .events = POLLIN, .revents = 0};
   fds[n++] = (struct pollfd){.fd = s->fd, .events = POLLIN, .revents = 0};
+  fds[n++] = (struct pollfd){.fd = s->park_fd, .events = POLLIN, .revents = 0};
   for (uint32_t q = 0; e != 0 && q < e->queue_count; q++) {
     fds[n++] = (struct pollfd){.fd = e->xsk[q].fd, .events = POLLIN, .revents = 0};
   }
-  assert(n <= 2 + NKB_MAX_QUEUES);
-  if (nkb_ready_ring(s, e)) return 1;
+  assert(n <= 3 + NKB_MAX_QUEUES);
+  // Announce the sleep before the last look at the park (see nkb_park): a socket that
+  // parks after that look sees the flag and writes park_fd.
+  __atomic_store_n(&s->sleeping, 1u, __ATOMIC_SEQ_CST);
+  __atomic_thread_fence(__ATOMIC_SEQ_CST);
+  if (nkb_ready_ring(s, e)) {
+    __atomic_store_n(&s->sleeping, 0u, __ATOMIC_SEQ_CST);
+    return 1;
+  }
   struct timespec ts = {.tv_sec = timeout_us / 1000000u,
                         .tv_nsec = (long)(timeout_us % 1000000u) * 1000L};
   int r = ppoll(fds, n, &ts, 0);
+  __atomic_store_n(&s->sleeping, 0u, __ATOMIC_SEQ_CST);
+  // Drained whenever it is readable, so that a late write cannot keep waking every sleep.
+  __atomic_store_n(&s->park_signaled, 0u, __ATOMIC_RELEASE);
+  if (r > 0 && fds[2].revents != 0) {
+    uint64_t v;
+    (void)!read(s->park_fd, &v, sizeof(v));  // nonblocking: a racing drain finds it empty
+  }
   if (r < 0) return errno == EINTR ? 0 : -errno;
   if (fds[0].revents != 0 || __atomic_load_n(&s->closing, __ATOMIC_ACQUIRE)) return -EBADF;
   if (fds[1].revents != 0) __atomic_store_n(&s->kernel_hint, 1u, __ATOMIC_RELAXED);

@@ -35,6 +35,9 @@ typedef struct nkb_sock {
   uint32_t gen;
   int32_t fd;             // the companion kernel UDP socket: it exists for every socket
   int32_t wake_fd;        // eventfd that ends a sleeping wait when the socket closes
+  int32_t park_fd;        // eventfd: another socket parked datagrams for this one as it slept
+  uint32_t sleeping;      // atomic: a wait of this socket sleeps in ppoll()
+  uint32_t park_signaled; // atomic: park_fd was written since that wait last drained it
   uint32_t closing;       // atomic
   uint32_t waiters;       // atomic: waits in progress (they run on other threads)
   int32_t engine;         // index into the engine table, -1 on the kernel path
