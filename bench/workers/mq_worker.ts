@@ -37,7 +37,9 @@ function serve(job: MqJob): void {
   self.postMessage({ ready: true, bypass: sock.bypass });
   const batch = new RecvBatch(BATCH);
   const view = new DataView(batch.bytes.buffer);
-  const ended = new Set<number>();
+  const stride = batch.meta.length / batch.capacity; // meta words per datagram
+  const ended = new Set<number>(); // source ports whose end marker came
+  const dataFrom = new Set<number>(); // source ports whose datagrams came
   let received = 0;
   let warm = 0;
   let firstMs = 0;
@@ -45,7 +47,12 @@ function serve(job: MqJob): void {
   let acc = 0;
   const hardEnd = performance.now() + job.maxMs;
   const maxIter = 1e10;
-  for (let i = 0; i < maxIter && ended.size < job.flows; i++) {
+  // Done when every flow that sent here has ended. Not at the first end marker: once the
+  // other Worker's socket closed, its flow's last markers reach this one through the
+  // kernel path, ahead of datagrams still queued in this socket's ring.
+  const done = (): boolean =>
+    ended.size >= job.flows || (dataFrom.size > 0 && [...dataFrom].every((p) => ended.has(p)));
+  for (let i = 0; i < maxIter && !done(); i++) {
     const n = sock.receiveBatch(batch, { timeoutMs: SLICE_MS });
     if (n === 0) {
       if (performance.now() > hardEnd) break;
@@ -54,9 +61,11 @@ function serve(job: MqJob): void {
     const before = received;
     for (let k = 0; k < n; k++) {
       const seq = batch.size(k) < 4 ? 0 : view.getUint32(batch.offset(k), true);
-      if (seq === SEQ_END) ended.add(batch.address(k).port);
+      const from = batch.meta[k * stride + 3];
+      if (seq === SEQ_END) ended.add(from);
       else if (seq === SEQ_WARM) warm++;
       else {
+        dataFrom.add(from);
         acc ^= work(seq, job.workIters);
         received++;
       }
