@@ -45,6 +45,8 @@ const IDLE_WAIT_SLICE_US = 10_000_000;
 // An async receive first spins this long on the calling thread (mode 1): a datagram
 // that is about to arrive is then taken without the ~40 us hop through a thread.
 const SYNC_SPIN_US = 50;
+// Bound on the wait slices of one synchronous receive (each ends at a deadline anyway).
+const MAX_WAITS = 1e9;
 // A stream of datagrams that are always ready would never let timers run: yield to
 // the event loop at least this often.
 const YIELD_EVERY_MS = 4;
@@ -114,7 +116,7 @@ export class UdpBypass implements Deno.DatagramConn {
   #lastYield = 0;
   #umem: Deno.PointerValue = null;
   #held = new Set<ZeroCopyDatagram>();
-  // The wait of a synchronous receive in progress (see #waitFirst), kept here so that a
+  // The wait of a synchronous receive in progress (see #wait), kept here so that a
   // receive that waits allocates no closure.
   #waitTimeout = 0;
   #waitDeadline = -1;
@@ -296,11 +298,8 @@ export class UdpBypass implements Deno.DatagramConn {
     this.#open("receiveBatch");
     this.#receivable(opts);
     let n = this.#receiveBatchNow(batch);
-    if (n === 0 && this.#waitFirst(opts)) {
-      for (let i = 0; i < 1e9; i++) {
-        n = this.#receiveBatchNow(batch);
-        if (n > 0 || !this.#waitAgain()) break;
-      }
+    for (let w = 0; n === 0 && w < MAX_WAITS && this.#wait(opts, w); w++) {
+      n = this.#receiveBatchNow(batch);
     }
     batch.length = n;
     return n;
@@ -335,11 +334,8 @@ export class UdpBypass implements Deno.DatagramConn {
     this.#receivable(opts);
     const target = this.#target(undefined);
     let got = this.#receiveZeroCopyNow(target);
-    if (got === null && this.#waitFirst(opts)) {
-      for (let i = 0; i < 1e9; i++) {
-        got = this.#receiveZeroCopyNow(target);
-        if (got !== null || !this.#waitAgain()) break;
-      }
+    for (let w = 0; got === null && w < MAX_WAITS && this.#wait(opts, w); w++) {
+      got = this.#receiveZeroCopyNow(target);
     }
     return got;
   }
@@ -418,11 +414,8 @@ export class UdpBypass implements Deno.DatagramConn {
     const target = this.#target(buf);
     const fresh = buf === undefined;
     let got = this.#receiveNow(target, fresh);
-    if (got === null && this.#waitFirst(opts)) {
-      for (let i = 0; i < 1e9; i++) {
-        got = this.#receiveNow(target, fresh);
-        if (got !== null || !this.#waitAgain()) break;
-      }
+    for (let w = 0; got === null && w < MAX_WAITS && this.#wait(opts, w); w++) {
+      got = this.#receiveNow(target, fresh);
     }
     return got;
   }
@@ -439,45 +432,38 @@ export class UdpBypass implements Deno.DatagramConn {
     }
   }
 
-  // The synchronous receives after a first try found nothing: wait (spinning or in
-  // poll(), per the receive mode) in bounded slices, trying again after each, until
-  // something arrives or the timeout passes. The state lives in the socket, not in a
-  // closure: a receive that waits once per datagram (a round trip) allocates nothing.
-  // The first wait; false when the timeout is 0 (no wait at all).
-  #waitFirst(opts: ReceiveOptions): boolean {
-    const timeout = opts.timeoutMs ?? Infinity;
-    if (timeout === 0) return false;
-    // A receiver that keeps up waits once or twice per datagram, and a clock read costs
-    // about 50 ns: the first wait needs none (the timeout bounds it, and it usually ends
-    // with a datagram), the deadline is taken only when more waits follow.
-    this.#waitTimeout = timeout;
-    this.#waitDeadline = -1;
-    this.#waitUs = Math.min(Math.ceil(timeout * 1000), WAIT_SLICE_US);
-    this.#waitSlice();
-    return true;
-  }
-
-  // A further wait after a try found nothing; false once the timeout has passed.
-  #waitAgain(): boolean {
-    // A first wait that timed out took its whole slice; one that woke with nothing to
-    // take (rare) counts as instant, so the timeout can stretch by that wake only.
-    if (this.#waitDeadline < 0) {
-      const spent = this.#waitRc === 0 ? this.#waitUs / 1000 : 0;
-      this.#waitDeadline = lib().nkb_now_ms() + this.#waitTimeout - spent;
+  // Wait `w` (from 0) of a synchronous receive whose tries so far found nothing: wait
+  // (spinning or in poll(), per the receive mode) for one bounded slice; false once the
+  // timeout has passed (a timeout of 0: no wait at all), and the receive returns empty.
+  // The state lives in the socket, not in a closure: a receive that waits once per
+  // datagram (a round trip) allocates nothing.
+  #wait(opts: ReceiveOptions, w: number): boolean {
+    if (w === 0) {
+      const timeout = opts.timeoutMs ?? Infinity;
+      if (timeout === 0) return false;
+      // A receiver that keeps up waits once or twice per datagram, and a clock read costs
+      // about 50 ns: the first wait needs none (the timeout bounds it, and it usually ends
+      // with a datagram), the deadline is taken only when more waits follow.
+      this.#waitTimeout = timeout;
+      this.#waitDeadline = -1;
+      this.#waitUs = Math.min(Math.ceil(timeout * 1000), WAIT_SLICE_US);
+    } else {
+      // A first wait that timed out took its whole slice; one that woke with nothing to
+      // take (rare) counts as instant, so the timeout can stretch by that wake only.
+      if (this.#waitDeadline < 0) {
+        const spent = this.#waitRc === 0 ? this.#waitUs / 1000 : 0;
+        this.#waitDeadline = lib().nkb_now_ms() + this.#waitTimeout - spent;
+      }
+      const left = this.#waitDeadline - lib().nkb_now_ms();
+      if (left <= 0) return false;
+      this.#binding.maybeWatch();
+      this.#waitUs = Math.min(Math.ceil(left * 1000), WAIT_SLICE_US);
     }
-    const left = this.#waitDeadline - lib().nkb_now_ms();
-    if (left <= 0) return false;
-    this.#binding.maybeWatch();
-    this.#waitUs = Math.min(Math.ceil(left * 1000), WAIT_SLICE_US);
-    this.#waitSlice();
-    return true;
-  }
-
-  #waitSlice(): void {
     this.#binding.maybeWatchSoon();
     const rc = lib().nkb_wait(this.#h, this.#waitUs, this.#opts.recvMode);
     if (rc < 0) throw errorFromErrno(rc, "receive");
     this.#waitRc = rc;
+    return true;
   }
 
   /** Receives one datagram without blocking the event loop (Deno.DatagramConn). */
