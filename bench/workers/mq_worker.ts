@@ -49,10 +49,10 @@ function serve(job: MqJob): void {
   const maxIter = 1e10;
   // Done when every flow that sent here has ended. Not at the first end marker: once the
   // other Worker's socket closed, its flow's last markers reach this one through the
-  // kernel path, ahead of datagrams still queued in this socket's ring.
-  const done = (): boolean =>
-    ended.size >= job.flows || (dataFrom.size > 0 && [...dataFrom].every((p) => ended.has(p)));
-  for (let i = 0; i < maxIter && !done(); i++) {
+  // kernel path, ahead of datagrams still queued in this socket's ring. Looked at when an
+  // end marker comes, not per receive.
+  let done = false;
+  for (let i = 0; i < maxIter && !done; i++) {
     const n = sock.receiveBatch(batch, { timeoutMs: SLICE_MS });
     if (n === 0) {
       if (performance.now() > hardEnd) break;
@@ -62,8 +62,11 @@ function serve(job: MqJob): void {
     for (let k = 0; k < n; k++) {
       const seq = batch.size(k) < 4 ? 0 : view.getUint32(batch.offset(k), true);
       const from = batch.meta[k * stride + 3];
-      if (seq === SEQ_END) ended.add(from);
-      else if (seq === SEQ_WARM) warm++;
+      if (seq === SEQ_END) {
+        ended.add(from);
+        done = ended.size >= job.flows ||
+          (dataFrom.size > 0 && [...dataFrom].every((p) => ended.has(p)));
+      } else if (seq === SEQ_WARM) warm++;
       else {
         dataFrom.add(from);
         acc ^= work(seq, job.workIters);
