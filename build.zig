@@ -7,6 +7,7 @@ const c_sources = [_][]const u8{
     "ffi/bpf_filter.c",
     "ffi/frame.c",
     "ffi/xsk.c",
+    "ffi/tx_push.c",
     "ffi/datapath.c",
     "ffi/api.c",
     "ffi/attach.c",

@@ -759,7 +759,8 @@ async function mqFlow(b: Bench, tb: Testbed, workers: number): Promise<MqResult>
     const spanMs = num(rr.spanMs, "spanMs");
     const statsOf = (w: Record<string, unknown>): Record<string, number> =>
       rec(w.stats, "stats") as Record<string, number>;
-    const drops = each.reduce((a, w) => a + statsOf(w).interfaceDrops + statsOf(w).rxDropped, 0);
+    const drops = num(gr.txDrops, "txDrops") +
+      each.reduce((a, w) => a + statsOf(w).interfaceDrops + statsOf(w).rxDropped, 0);
     // Every datagram lost must be a counted drop: anything else would be silent loss.
     if (sent - received > drops) {
       errors.push(`mq ${workers} Worker(s): ${sent - received - drops} datagrams lost uncounted`);
@@ -850,7 +851,8 @@ function mqTable(runs: Map<number, MqResult[]>, cfg: Config): string {
     `${f(cfg.mqRate / 1e6, 3)} Mpps over both queues, nkb receiveBatch (256) in recvMode 1 ` +
     `with ${cfg.mqWorkUs} us of work per datagram (${iters ?? "?"} xorshift rounds); ` +
     `median of ${cfg.mqRepeat} runs of ${cfg.durationMs} ms. Loss is the generator's count ` +
-    `minus the Workers'; counted drops are the sockets' interfaceDrops + rxDropped.\n`,
+    `minus the Workers'; counted drops are the sockets' interfaceDrops + rxDropped and the ` +
+    `generator's interfaceTxDrops.\n`,
     fmt(lines[0]),
     rule,
     ...lines.slice(1).map(fmt),

@@ -17,6 +17,7 @@
 
 _Static_assert(sizeof(nkb_link_t) == 76, "nkb_link_t layout is read from TypeScript");
 _Static_assert(sizeof(nkb_policy_t) == 20, "nkb_policy_t layout is read from TypeScript");
+_Static_assert(NKB_ST_ENGINE_TX_DROPS < NKB_ST_COUNT, "the stats words fit NKB_ST_COUNT");
 
 static int32_t nkb_engine_find(uint32_t ifindex, uint32_t first_queue, uint32_t queue_count) {
   for (uint32_t i = 0; i < NKB_MAX_ENGINES; i++) {
@@ -243,7 +244,9 @@ int32_t nkb_sock_stats(int32_t h, uint64_t *out, uint32_t words) {
   if (out == 0 || words < NKB_ST_COUNT) return -EINVAL;
   pthread_mutex_lock(&g_lock);
   if (s->engine >= 0) {
-    s->stats[NKB_ST_ENGINE_DROPS] = nkb_engine_kernel_drops(g_engines[s->engine].engine);
+    nkb_engine_t *e = g_engines[s->engine].engine;
+    s->stats[NKB_ST_ENGINE_DROPS] = nkb_engine_kernel_drops(e);
+    s->stats[NKB_ST_ENGINE_TX_DROPS] = nkb_engine_tx_drops(e);
   }
   pthread_mutex_unlock(&g_lock);
   memcpy(out, s->stats, NKB_ST_COUNT * sizeof(uint64_t));

@@ -137,7 +137,10 @@ int32_t nkb_send(int32_t h, const uint8_t *buf, uint32_t len, uint32_t daddr_be,
   int32_t rc = e != 0 && nkb_link_changed(s, e, now)
                    ? NKB_ELINKCHANGE
                    : nkb_send_one(s, e, buf, len, daddr_be, dport, now);
-  if (e != 0 && s->stats[NKB_ST_OPKTS] != before) (void)nkb_engine_kick_tx(e);
+  if (e != 0 && s->stats[NKB_ST_OPKTS] != before) {
+    (void)nkb_engine_kick_all(e);
+    s->stats[NKB_ST_ENGINE_TX_DROPS] = nkb_engine_tx_drops(e);
+  }
   if (e != 0) pthread_mutex_unlock(&e->tx_lock);
   s->last_error = rc < 0 ? rc : 0;
   return rc;
@@ -164,7 +167,10 @@ int32_t nkb_send_batch(int32_t h, const uint8_t *buf, uint32_t buf_len, const ui
     rc = nkb_send_one(s, e, buf + m[0], m[1], m[2], m[3], now);
     if (rc < 0) break;
   }
-  if (e != 0 && s->stats[NKB_ST_OPKTS] != before) (void)nkb_engine_kick_all(e);
+  if (e != 0 && s->stats[NKB_ST_OPKTS] != before) {
+    (void)nkb_engine_kick_all(e);
+    s->stats[NKB_ST_ENGINE_TX_DROPS] = nkb_engine_tx_drops(e);
+  }
   if (e != 0) pthread_mutex_unlock(&e->tx_lock);
   s->last_error = rc < 0 ? rc : 0;
   assert(sent <= count);
@@ -177,9 +183,8 @@ int32_t nkb_sock_flush(int32_t h) {
   nkb_engine_t *e = nkb_sock_engine(s);
   if (e == 0) return -ENOTCONN;
   pthread_mutex_lock(&e->tx_lock);
-  (void)nkb_engine_reap_tx(e);
-  int32_t rc = nkb_engine_kick_tx(e);
-  (void)nkb_engine_reap_tx(e);
+  int32_t rc = nkb_engine_kick_all(e);
+  s->stats[NKB_ST_ENGINE_TX_DROPS] = nkb_engine_tx_drops(e);
   pthread_mutex_unlock(&e->tx_lock);
   assert(rc <= 0);
   return rc;

@@ -76,6 +76,7 @@ enum {
   NKB_ST_RX_FOREIGN,      // bypass frames from a source other than the connected peer
   NKB_ST_ICMP_IGNORED,    // ICMP errors the companion socket reported, hidden as the contract says
   NKB_ST_WAIT_NS,         // time receives spent waiting for a datagram (spinning or asleep), ns
+  NKB_ST_ENGINE_TX_DROPS, // frames the device dropped on send, whole interface (all sockets)
   NKB_ST_COUNT = 16,
 };
 

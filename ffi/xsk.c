@@ -22,6 +22,10 @@
 #define NKB_BIND_RETRY_MAX 40u      // a queue stays busy 15-25 ms after its last user closed
 #define NKB_BIND_RETRY_SLEEP_MS 10u
 #define NKB_TX_SKB_BUDGET 256u
+// Doorbells per kick_all: enough to move every TX frame at the budget, twice over.
+#define NKB_KICK_MAX (2u * NKB_TX_FRAMES / NKB_TX_SKB_BUDGET + 4u)
+#define NKB_KICK_STALLS 4u  // doorbells in a row that moved nothing: the device stopped
+#define NKB_CLOSE_DRAIN_MS 100u  // what a closing engine gives the device to take its frames
 
 static void nkb_sleep_ms(uint32_t ms) {
   struct timespec ts = {.tv_sec = ms / 1000u, .tv_nsec = (long)(ms % 1000u) * 1000000L};
@@ -264,6 +268,7 @@ int32_t nkb_engine_open(nkb_engine_t *e, nkb_filter_t *filter, uint32_t ifindex,
   for (uint32_t q = 0; q < NKB_MAX_QUEUES; q++) e->xsk[q].fd = -1;
   pthread_mutex_init(&e->rx_lock, 0);
   pthread_mutex_init(&e->tx_lock, 0);
+  nkb_pusher_init(&e->pusher);
   for (uint32_t q = 0; q < queue_count; q++) {
     e->xsk[q].fd = socket(AF_XDP, SOCK_RAW | SOCK_CLOEXEC, 0);
     if (e->xsk[q].fd < 0) {
@@ -298,6 +303,9 @@ int32_t nkb_engine_open(nkb_engine_t *e, nkb_filter_t *filter, uint32_t ifindex,
 
 void nkb_engine_close(nkb_engine_t *e) {
   assert(e != 0);
+  // Datagrams a send accepted leave before the socket goes, as the kernel's would.
+  (void)nkb_engine_drain_tx(e, NKB_CLOSE_DRAIN_MS);
+  nkb_pusher_stop(e);
   // Closing (and unmapping) a socket takes it out of the filter's XSKMAP: its queue's
   // frames go to the kernel from then on, never to a socket being torn down.
   if (e->nl_fd >= 0) close(e->nl_fd);
@@ -317,23 +325,67 @@ int32_t nkb_engine_kick_tx(nkb_engine_t *e) {
   }
   if (sendto(x->fd, 0, 0, MSG_DONTWAIT, 0, 0) >= 0) return 0;
   int32_t err = errno;
+  // Copy mode: EBUSY is the device refusing the one frame it was given (NET_XMIT_DROP: a
+  // veth whose peer's queue is full), which the kernel completes as sent and counts nowhere
+  // we read. Count it here, never hide it.
+  if (err == EBUSY && !e->zero_copy) {
+    __atomic_add_fetch(&e->tx_dropped, 1u, __ATOMIC_RELAXED);
+    return NKB_TX_REFUSED;
+  }
   if (err == EAGAIN || err == EBUSY || err == ENOBUFS || err == EINTR) return 0;
   return -err;
 }
 
+static bool nkb_tx_ring_empty(const nkb_engine_t *e) {
+  const nkb_ring_t *tx = &e->xsk[0].tx;
+  return __atomic_load_n(tx->consumer, __ATOMIC_ACQUIRE) == tx->cached_prod;
+}
+
 int32_t nkb_engine_kick_all(nkb_engine_t *e) {
   nkb_xsk_t *x = &e->xsk[0];
+  assert(x->tx.map != 0);
   int32_t rc = 0;
-  // One doorbell moves at most the TX budget (256 frames): ring until the kernel has
-  // taken everything, a bounded number of times.
-  for (uint32_t i = 0; i < NKB_PROD_RING_SIZE / NKB_TX_SKB_BUDGET + 2u; i++) {
+  uint32_t stalls = 0;
+  // Zero copy: the driver empties the ring by itself once woken.
+  uint32_t rings = e->zero_copy ? 1u : NKB_KICK_MAX;
+  for (uint32_t i = 0; i < rings && !nkb_tx_ring_empty(e); i++) {
+    // One doorbell moves at most the TX budget (256 frames).
+    uint32_t before = __atomic_load_n(x->tx.consumer, __ATOMIC_ACQUIRE);
     rc = nkb_engine_kick_tx(e);
     (void)nkb_engine_reap_tx(e);
+    // A device that dropped a frame or stopped taking them is full: ringing again at
+    // once would only drop more. The pusher rings again shortly.
     if (rc != 0) break;
-    if (__atomic_load_n(x->tx.consumer, __ATOMIC_ACQUIRE) == x->tx.cached_prod) break;
+    stalls = __atomic_load_n(x->tx.consumer, __ATOMIC_ACQUIRE) == before ? stalls + 1u : 0u;
+    if (stalls >= NKB_KICK_STALLS) break;
   }
-  assert(rc <= 0);
-  return rc;
+  assert(rc <= NKB_TX_REFUSED);
+  // Zero copy: the driver asks for a doorbell (NEED_WAKEUP) only when one is due, and
+  // every send looks: frames never wait there for want of one. An error (the link is
+  // down) keeps them on the ring until the link is back (nkb_sock_flush).
+  nkb_pusher_note(e, rc >= 0 && !e->zero_copy && !nkb_tx_ring_empty(e));
+  return rc < 0 ? rc : 0;
+}
+
+uint32_t nkb_engine_drain_tx(nkb_engine_t *e, uint32_t timeout_ms) {
+  nkb_xsk_t *x = &e->xsk[0];
+  if (x->tx.map == 0) return 0;
+  bool empty = false;
+  // Ten doorbells a millisecond: the sleeps bound the time, the count bounds the loop.
+  for (uint32_t i = 0; i < timeout_ms * 10u && !empty; i++) {
+    pthread_mutex_lock(&e->tx_lock);
+    (void)nkb_engine_kick_all(e);
+    empty = nkb_tx_ring_empty(e);
+    pthread_mutex_unlock(&e->tx_lock);
+    struct timespec ts = {.tv_sec = 0, .tv_nsec = 100000L};
+    if (!empty) nanosleep(&ts, 0);
+  }
+  pthread_mutex_lock(&e->tx_lock);
+  uint32_t left = x->tx.cached_prod - __atomic_load_n(x->tx.consumer, __ATOMIC_ACQUIRE);
+  assert(left <= NKB_TX_FRAMES);
+  __atomic_add_fetch(&e->tx_dropped, (uint64_t)left, __ATOMIC_RELAXED);
+  pthread_mutex_unlock(&e->tx_lock);
+  return left;
 }
 
 uint32_t nkb_engine_reap_tx(nkb_engine_t *e) {
@@ -370,6 +422,11 @@ void nkb_engine_wake_rx(nkb_engine_t *e, uint32_t q) {
   if (__atomic_load_n(x->fill.flags, __ATOMIC_ACQUIRE) & XDP_RING_NEED_WAKEUP) {
     (void)recvfrom(x->fd, 0, 0, MSG_DONTWAIT, 0, 0);
   }
+}
+
+uint64_t nkb_engine_tx_drops(const nkb_engine_t *e) {
+  assert(e != 0);
+  return __atomic_load_n(&e->tx_dropped, __ATOMIC_RELAXED);
 }
 
 uint64_t nkb_engine_kernel_drops(nkb_engine_t *e) {

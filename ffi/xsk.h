@@ -49,6 +49,18 @@ typedef struct nkb_xsk {
   uint64_t rx_frame_base;   // first UMEM byte of this queue's RX frames
 } nkb_xsk_t;
 
+// The engine's background doorbell (tx_push.c): started the first time a doorbell left
+// frames the device had not taken, it rings again every NKB_PUSH_EVERY_US until they are.
+typedef struct nkb_pusher {
+  pthread_mutex_t lock;
+  pthread_cond_t cv;
+  pthread_t thread;
+  uint32_t started;  // the thread runs (joined at close)
+  uint32_t failed;   // pthread_create refused: the next send or close rings instead
+  uint32_t behind;   // under lock: frames wait on the TX ring
+  uint32_t stop;     // under lock: the engine closes
+} nkb_pusher_t;
+
 typedef struct nkb_engine {
   uint32_t ifindex;
   uint32_t queue_count;
@@ -65,6 +77,11 @@ typedef struct nkb_engine {
   uint32_t tx_free_count;
   uint32_t tx_outstanding;  // frames on the TX or completion ring
   uint16_t ip_id;
+  // Frames the device dropped after the doorbell handed them over: in copy mode the
+  // kernel says so with EBUSY, one frame each time (a veth whose peer's queue is full).
+  uint64_t tx_dropped;
+  uint32_t tx_behind;       // under tx_lock: the last doorbell left frames on the TX ring
+  nkb_pusher_t pusher;
   // rtnetlink link and address notifications: an MTU change, a link going down or an
   // address leaving is seen within a millisecond of sending, not at the next watch.
   int32_t nl_fd;
@@ -131,10 +148,24 @@ static inline uint64_t *nkb_ring_addr(nkb_ring_t *r, uint32_t idx) {
 int32_t nkb_engine_open(nkb_engine_t *e, nkb_filter_t *filter, uint32_t ifindex,
                         uint32_t first_queue, uint32_t queue_count, uint32_t frame_size);
 void nkb_engine_close(nkb_engine_t *e);
-// Ring the TX doorbell. 0, or -errno for errors that are not "try again".
+// Ring the TX doorbell (under tx_lock). 0, NKB_TX_REFUSED when the device dropped a
+// frame (counted in tx_dropped), or -errno for errors that are not "try again".
+#define NKB_TX_REFUSED 1
 int32_t nkb_engine_kick_tx(nkb_engine_t *e);
-// Rings the doorbell until the TX ring is empty (bounded); 0 or the doorbell's -errno.
+// Rings the doorbell until the device has taken the TX ring's frames (under tx_lock):
+// bounded, and it stops early when the device stops taking them or drops one; the
+// pusher rings for what is left. 0 or the doorbell's -errno.
 int32_t nkb_engine_kick_all(nkb_engine_t *e);
+// Closing: rings until the TX ring is empty, for at most timeout_ms; frames the device
+// still has not taken then are counted as dropped. Returns how many those were.
+uint32_t nkb_engine_drain_tx(nkb_engine_t *e, uint32_t timeout_ms);
+
+// tx_push.c: the background doorbell.
+void nkb_pusher_init(nkb_pusher_t *p);
+// Under tx_lock, after each doorbell: whether frames are left (starts the thread once).
+void nkb_pusher_note(nkb_engine_t *e, bool behind);
+// Stops and joins the thread (not under tx_lock); idempotent.
+void nkb_pusher_stop(nkb_engine_t *e);
 // Return completed TX frames to the pool. Returns how many were reaped.
 uint32_t nkb_engine_reap_tx(nkb_engine_t *e);
 // Give RX frame addr (any address inside its chunk) back to queue q's fill ring.
@@ -146,5 +177,7 @@ void nkb_engine_wake_rx(nkb_engine_t *e, uint32_t q);
 uint32_t nkb_engine_link_gen(nkb_engine_t *e, uint64_t now_ns);
 // XDP_STATISTICS summed over queues: rx_dropped + rx_invalid + rx_ring_full + fill empty.
 uint64_t nkb_engine_kernel_drops(nkb_engine_t *e);
+// Frames the device dropped on send since the engine opened (any thread may read).
+uint64_t nkb_engine_tx_drops(const nkb_engine_t *e);
 
 #endif

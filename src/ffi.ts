@@ -113,6 +113,7 @@ export const Stat = {
   rxForeign: 12,
   icmpIgnored: 13,
   waitNs: 14,
+  engineTxDrops: 15,
   count: 16,
 } as const;
 

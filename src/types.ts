@@ -49,6 +49,12 @@ export interface BypassStats {
   rxTruncated: number;
   /** Drops the kernel counted on the AF_XDP sockets of the rings this socket reads (shared by the sockets on those rings). */
   interfaceDrops: number;
+  /**
+   * Datagrams the device dropped after the TX ring handed them over, on the interface this
+   * socket sends on (shared by the sockets sending there). In copy mode the kernel reports
+   * each such drop (a veth whose peer's queue is full, a full device queue) as it happens.
+   */
+  interfaceTxDrops: number;
   /** Bypass datagrams dropped because they came from someone other than the connected peer. */
   rxForeign: number;
   /** ICMP errors the kernel reported for this socket and nkb hid (bypass sockets do not report them). */
@@ -108,6 +114,7 @@ export function statsFromWords(n: (i: number) => number): BypassStats {
     txFull: n(Stat.txFull),
     rxTruncated: n(Stat.rxTruncated),
     interfaceDrops: n(Stat.engineDrops),
+    interfaceTxDrops: n(Stat.engineTxDrops),
     rxForeign: n(Stat.rxForeign),
     icmpIgnored: n(Stat.icmpIgnored),
     dpkts: n(Stat.rxDropped) + n(Stat.rxInvalid) + n(Stat.engineDrops),

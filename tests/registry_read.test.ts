@@ -209,6 +209,7 @@ Deno.test("registry: a live process's file reads back exactly; free slots are sk
           txFull: 9,
           rxTruncated: 11,
           interfaceDrops: 12,
+          interfaceTxDrops: 0,
           rxForeign: 13,
           icmpIgnored: 14,
           dpkts: 5 + 6 + 12,

@@ -79,7 +79,7 @@ typedef struct ctx {
 static const char *const STAT_NAMES[NKB_ST_COUNT] = {
     "ipkts",       "ipktsSpin",   "opkts",      "opktsSpin",   "sendSpinMax", "rxDropped",
     "rxInvalid",   "kernelIpkts", "kernelOpkts", "txFull",     "rxTruncated", "interfaceDrops",
-    "rxForeign",   "icmpIgnored", "waitNs",        "w15",
+    "rxForeign",   "icmpIgnored", "waitNs",        "interfaceTxDrops",
 };
 
 static double now_ms(void) {
@@ -551,10 +551,16 @@ static int mode_mqtx(uint32_t ip_be, uint32_t port, uint32_t dst_be, uint32_t dp
   sleep_ms(drain_ms);
   for (uint32_t q = 0; q < queues; q++) send_markers(&t[q], SEQ_END, END_PACKETS, END_GAP_MS);
   uint64_t tx_full = 0;
-  for (uint32_t q = 0; q < queues; q++) tx_full += t[q].tx_full;
-  printf("{\"result\":{\"sent\":%llu,\"txFull\":%llu,\"elapsedMs\":%.3f,\"ticks\":%llu,"
-         "\"scheduleResets\":%llu,\"ratePps\":%.0f,\"perQueue\":[",
-         (unsigned long long)total, (unsigned long long)tx_full, elapsed,
+  uint64_t tx_drops = 0;  // each queue-affine socket has its own engine, so its own count
+  for (uint32_t q = 0; q < queues; q++) {
+    tx_full += t[q].tx_full;
+    uint64_t st[NKB_ST_COUNT];
+    memset(st, 0, sizeof(st));
+    if (nkb_sock_stats(c[q].h, st, NKB_ST_COUNT) == 0) tx_drops += st[NKB_ST_ENGINE_TX_DROPS];
+  }
+  printf("{\"result\":{\"sent\":%llu,\"txFull\":%llu,\"txDrops\":%llu,\"elapsedMs\":%.3f,"
+         "\"ticks\":%llu,\"scheduleResets\":%llu,\"ratePps\":%.0f,\"perQueue\":[",
+         (unsigned long long)total, (unsigned long long)tx_full, (unsigned long long)tx_drops, elapsed,
          (unsigned long long)ticks, (unsigned long long)resets, rate_pps);
   for (uint32_t q = 0; q < queues; q++) printf("%s%llu", q ? "," : "", (unsigned long long)seq[q]);
   printf("],");

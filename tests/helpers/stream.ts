@@ -36,6 +36,7 @@ export interface Stats {
   txFull: number;
   sendSpinMax: number;
   interfaceDrops: number;
+  interfaceTxDrops: number;
 }
 
 /** `bypass` of a fixture's summary. */
@@ -75,6 +76,8 @@ export interface RxArgs {
   /** With ackPort: acknowledge to ackTo:ackPort (the sender's window). */
   ackTo?: string;
   ackPort?: number;
+  /** Ends this long after the last datagram (default 3000). */
+  idleMs?: number;
 }
 
 /** tx.ts's arguments (see its usage). */
@@ -99,6 +102,8 @@ export interface TxArgs {
   /** Every other datagram to to2:toPort2. */
   to2?: string;
   toPort2?: number;
+  /** Waits this long after the last send before reporting and closing (default 100). */
+  lingerMs?: number;
 }
 
 /** `--key=value` for every key given a value. */
