@@ -15,6 +15,8 @@ import {
   assertAllSent,
   brief,
   bypass,
+  bypassReceiver,
+  bypassSender,
   bypassToKernel,
   kernelToA,
   SLACK,
@@ -22,6 +24,7 @@ import {
   spawnTx,
   stats,
   udpSince,
+  unpacedBatches,
   WAIT_MS,
   WINDOW,
 } from "./helpers/stream.ts";
@@ -67,21 +70,9 @@ Deno.test({
     // must be a counted drop: none may vanish silently.
     const N = 200_000;
     await using tb = await createTestbed();
-    const stream = {
-      mode: "bypass",
-      count: N,
-      api: "batch",
-      batch: 256,
-      minSize: 64,
-      maxSize: 64,
-    } as const;
-    const rx = spawnRx(tb, "a", stream);
-    const rxReady = await rx.nextWith("ready", 15_000);
-    assert.equal(bypass(rxReady).active, true, `receiver not bypassed: ${brief(rxReady)}`);
+    const rx = await bypassReceiver(tb, unpacedBatches(N));
     const udp = await udpSince(tb);
-    const tx = spawnTx(tb, "b", stream);
-    const txReady = await tx.nextWith("ready", 15_000);
-    assert.equal(bypass(txReady).active, true, `sender not bypassed: ${brief(txReady)}`);
+    const tx = await bypassSender(tb, unpacedBatches(N));
     const rxDone = await rx.nextWith("done", WAIT_MS);
     const txDone = await tx.nextWith("done", 10_000);
     const grown = await udp();

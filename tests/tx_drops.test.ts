@@ -9,7 +9,14 @@
 
 import assert from "node:assert/strict";
 import { createTestbed, type Testbed } from "./helpers/testbed.ts";
-import { brief, bypass, spawnRx, spawnTx, stats, WAIT_MS } from "./helpers/stream.ts";
+import {
+  brief,
+  bypassReceiver,
+  bypassSender,
+  stats,
+  unpacedBatches,
+  WAIT_MS,
+} from "./helpers/stream.ts";
 import { stallNapi } from "./helpers/napi_stall.ts";
 import { OPTS, SLACK } from "./fixtures/fb_driver.ts";
 
@@ -24,24 +31,12 @@ Deno.test({
   fn: async () => {
     const N = 200_000;
     await using tb = await createTestbed();
-    const stream = {
-      mode: "bypass",
-      count: N,
-      api: "batch",
-      batch: 256,
-      minSize: 64,
-      maxSize: 64,
-    } as const;
     // The receiver ends 1.5 s after its last datagram, the sender closes 4 s after its
     // last send: frames left on the TX ring until that close would be missing here.
-    const rx = spawnRx(tb, "a", { ...stream, idleMs: 1500 });
-    const rxReady = await rx.nextWith("ready", 15_000);
-    assert.equal(bypass(rxReady).active, true, `receiver not bypassed: ${brief(rxReady)}`);
+    const rx = await bypassReceiver(tb, { ...unpacedBatches(N), idleMs: 1500 });
     const devBefore = await txDropped(tb);
     await using _stall = await stallNapi(tb, "a");
-    const tx = spawnTx(tb, "b", { ...stream, lingerMs: 4000 });
-    const txReady = await tx.nextWith("ready", 15_000);
-    assert.equal(bypass(txReady).active, true, `sender not bypassed: ${brief(txReady)}`);
+    const tx = await bypassSender(tb, { ...unpacedBatches(N), lingerMs: 4000 });
     const rxDone = await rx.nextWith("done", WAIT_MS);
     const txDone = await tx.nextWith("done", 20_000);
     const devDrops = (await txDropped(tb)) - devBefore;

@@ -257,3 +257,24 @@ export async function bypassToKernel(
   assert.ok(outA < SLACK, `sender namespace Udp OutDatagrams grew by ${outA}`);
   return txDone;
 }
+
+/** 64-byte datagrams from a bypass sender's `sendBatch` (256 a call, unpaced) into `receiveBatch`. */
+export function unpacedBatches(count: number): RxArgs & TxArgs {
+  return { mode: "bypass", count, api: "batch", batch: 256, minSize: 64, maxSize: 64 };
+}
+
+/** Starts rx.ts on side A and waits until it listens on the bypass path. */
+export async function bypassReceiver(tb: Testbed, o: RxArgs): Promise<TestbedProcess> {
+  const rx = spawnRx(tb, "a", o);
+  const ready = await rx.nextWith("ready", 15_000);
+  assert.equal(bypass(ready).active, true, `receiver not bypassed: ${brief(ready)}`);
+  return rx;
+}
+
+/** Starts tx.ts on side B and waits until it is ready to send on the bypass path. */
+export async function bypassSender(tb: Testbed, o: TxArgs): Promise<TestbedProcess> {
+  const tx = spawnTx(tb, "b", o);
+  const ready = await tx.nextWith("ready", 15_000);
+  assert.equal(bypass(ready).active, true, `sender not bypassed: ${brief(ready)}`);
+  return tx;
+}
