@@ -33,7 +33,7 @@
  *   busy elsewhere for `--busy-us` (a spin), then drain the backlog the ring gathered
  *   until a receive finds it empty, and again (bench/workers/sink.ts `--busy-us`): the
  *   datagrams they drained per second of draining is a saturated rate (the ring was
- *   never empty meanwhile), from the drains that begin 200 ms or more after the first
+ *   never empty meanwhile), from the drains that end 200 ms or more after the first
  *   datagram (JIT warm-up; the native receiver leaves out the same). Receivers that sleep when idle (the kernel path, recvMode 0)
  *   report datagrams per second of their process's CPU time (threads' schedstat run
  *   time), which includes their wake-ups.
@@ -1163,8 +1163,8 @@ async function main(): Promise<void> {
       `every receiver. rx capacity per core: the busy-polling receivers (recvMode 1) ` +
       `never wait: busy elsewhere for ${cfg.busyUs} us, then they drain the ring until ` +
       `it is empty, and again; the figure is datagrams drained per second of draining ` +
-      `(saturated; the median over the datagrams of their drain's rate, drains from 200 ms ` +
-      `after the first datagram on), busy % the share ` +
+      `(saturated; the median over the datagrams of their drain's rate, drains that end 200 ` +
+      `ms or more after the first datagram), busy % the share ` +
       `of the time they spent ` +
       `draining. The kernel path ` +
       `and recvMode 0 (which sleep when idle): datagrams per second of their process's ` +

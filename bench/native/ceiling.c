@@ -252,7 +252,7 @@ static void count_batch(rxtally_t *t, const uint8_t *buf, const uint32_t *meta, 
 }
 
 #define MAX_DRAINS_KEPT 65536u
-// Drains that begin this soon after the first datagram count in the totals, not in the
+// Drains that end this soon after the first datagram count in the totals, not in the
 // rates: as bench/workers/sink.ts RATE_WARMUP_MS (there, V8 is still compiling).
 #define RATE_WARMUP_MS 200.0
 
@@ -338,7 +338,7 @@ static int mode_rx(uint32_t ip_be, uint32_t port, uint64_t count, double seconds
       }
       if (drain_n > 0) {
         double t1 = now_ms();
-        drain_done(&d, drain_t0, t1, drain_n, drain_t0 - first >= RATE_WARMUP_MS);
+        drain_done(&d, drain_t0, t1, drain_n, t1 - first >= RATE_WARMUP_MS);
         if (t.received > drain_from) last = t1;  // a drain of end markers only is not data
       }
       drain_n = 0;
@@ -358,7 +358,7 @@ static int mode_rx(uint32_t ip_be, uint32_t port, uint64_t count, double seconds
   }
   if (busy_us > 0 && drain_n > 0) {  // the drain that met the end marker
     double t1 = now_ms();
-    drain_done(&d, drain_t0, t1, drain_n, drain_t0 - first >= RATE_WARMUP_MS);
+    drain_done(&d, drain_t0, t1, drain_n, t1 - first >= RATE_WARMUP_MS);
     if (t.received > drain_from) last = t1;
   }
   uint64_t kept = d.rated;
