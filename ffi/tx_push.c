@@ -23,8 +23,10 @@ void nkb_pusher_init(nkb_pusher_t *p) {
 
 // Waits until frames are behind or the engine closes: false when it closes.
 static bool nkb_pusher_wait(nkb_pusher_t *p) {
+  assert(p != 0);
   pthread_mutex_lock(&p->lock);
   while (p->behind == 0 && p->stop == 0) pthread_cond_wait(&p->cv, &p->lock);
+  assert(p->behind == 1 || p->stop == 1);
   bool go_on = p->stop == 0;
   pthread_mutex_unlock(&p->lock);
   return go_on;
@@ -41,6 +43,7 @@ static void *nkb_pusher_main(void *arg) {
     (void)nkb_engine_kick_all(e);  // notes whether frames are still behind
     pthread_mutex_unlock(&e->tx_lock);
   }
+  assert(e->pusher.stop == 1);
   return 0;
 }
 
