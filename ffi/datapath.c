@@ -110,6 +110,15 @@ static nkb_engine_t *nkb_sock_engine(const nkb_sock_t *s) {
   return e;
 }
 
+// Rings for what the caller put on the TX ring (under the TX lock) and publishes the
+// interface's send drops the doorbell found, for this socket's counters and `nkb stat`.
+static int32_t nkb_doorbell(nkb_sock_t *s, nkb_engine_t *e) {
+  int32_t rc = nkb_engine_kick_all(e);
+  s->stats[NKB_ST_ENGINE_TX_DROPS] = nkb_engine_tx_drops(e);
+  assert(rc <= 0);
+  return rc;
+}
+
 // Engine notifications are read under the TX lock (held by the caller): one reader at a time.
 static bool nkb_link_changed(const nkb_sock_t *s, nkb_engine_t *e, uint64_t now) {
   return nkb_engine_link_gen(e, now) != s->link_gen_seen;
@@ -137,10 +146,7 @@ int32_t nkb_send(int32_t h, const uint8_t *buf, uint32_t len, uint32_t daddr_be,
   int32_t rc = e != 0 && nkb_link_changed(s, e, now)
                    ? NKB_ELINKCHANGE
                    : nkb_send_one(s, e, buf, len, daddr_be, dport, now);
-  if (e != 0 && s->stats[NKB_ST_OPKTS] != before) {
-    (void)nkb_engine_kick_all(e);
-    s->stats[NKB_ST_ENGINE_TX_DROPS] = nkb_engine_tx_drops(e);
-  }
+  if (e != 0 && s->stats[NKB_ST_OPKTS] != before) (void)nkb_doorbell(s, e);
   if (e != 0) pthread_mutex_unlock(&e->tx_lock);
   s->last_error = rc < 0 ? rc : 0;
   return rc;
@@ -167,10 +173,7 @@ int32_t nkb_send_batch(int32_t h, const uint8_t *buf, uint32_t buf_len, const ui
     rc = nkb_send_one(s, e, buf + m[0], m[1], m[2], m[3], now);
     if (rc < 0) break;
   }
-  if (e != 0 && s->stats[NKB_ST_OPKTS] != before) {
-    (void)nkb_engine_kick_all(e);
-    s->stats[NKB_ST_ENGINE_TX_DROPS] = nkb_engine_tx_drops(e);
-  }
+  if (e != 0 && s->stats[NKB_ST_OPKTS] != before) (void)nkb_doorbell(s, e);
   if (e != 0) pthread_mutex_unlock(&e->tx_lock);
   s->last_error = rc < 0 ? rc : 0;
   assert(sent <= count);
@@ -183,8 +186,7 @@ int32_t nkb_sock_flush(int32_t h) {
   nkb_engine_t *e = nkb_sock_engine(s);
   if (e == 0) return -ENOTCONN;
   pthread_mutex_lock(&e->tx_lock);
-  int32_t rc = nkb_engine_kick_all(e);
-  s->stats[NKB_ST_ENGINE_TX_DROPS] = nkb_engine_tx_drops(e);
+  int32_t rc = nkb_doorbell(s, e);
   pthread_mutex_unlock(&e->tx_lock);
   assert(rc <= 0);
   return rc;

@@ -8,7 +8,7 @@
  * @module
  */
 
-import type { Side, Testbed } from "../../examples/testbed.ts";
+import { runOk, type Side, type Testbed } from "../../examples/testbed.ts";
 
 const BURST_MS = 15;
 const PERIOD_MS = 60;
@@ -31,13 +31,6 @@ async function napiThreads(ifname: string): Promise<number[]> {
   return pids;
 }
 
-async function run(cmd: string[]): Promise<void> {
-  const out = await new Deno.Command(cmd[0], { args: cmd.slice(1), stderr: "piped" }).output();
-  if (!out.success) {
-    throw new Error(`${cmd.join(" ")}: ${new TextDecoder().decode(out.stderr).trim()}`);
-  }
-}
-
 /**
  * Starts the stall on side `s` (its XDP program must be attached: veth has a NAPI only
  * then). Dispose of the result to end it early.
@@ -48,7 +41,7 @@ export async function stallNapi(tb: Testbed, s: Side): Promise<AsyncDisposable> 
   const pids = await napiThreads(ifname);
   if (pids.length === 0) throw new Error(`no NAPI thread for ${ifname}`);
   const cpu = `${navigator.hardwareConcurrency - 1}`;
-  for (const pid of pids) await run(["taskset", "-p", "-c", cpu, `${pid}`]);
+  for (const pid of pids) await runOk(["taskset", "-p", "-c", cpu, `${pid}`]);
   const hog = `import time
 end = time.monotonic() + ${TOTAL_MS / 1000}
 while time.monotonic() < end:
