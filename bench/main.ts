@@ -34,9 +34,9 @@
  *   until a receive finds it empty, and again (bench/workers/sink.ts `--busy-us`): the
  *   datagrams they drained per second of draining is a saturated rate (the ring was
  *   never empty meanwhile), from the drains that end 200 ms or more after the first
- *   datagram (JIT warm-up; the native receiver leaves out the same). Receivers that sleep when idle (the kernel path, recvMode 0)
- *   report datagrams per second of their process's CPU time (threads' schedstat run
- *   time), which includes their wake-ups.
+ *   datagram (JIT warm-up; the native receiver leaves out the same). Receivers that
+ *   sleep when idle (the kernel path, recvMode 0) report datagrams per second of their
+ *   process's CPU time (threads' schedstat run time), which includes their wake-ups.
  * - send rate: a Deno.listenDatagram sender (await each send), an nkb sendSync sender,
  *   an nkb sendBatch sender or the native sender, counted by the native XDP counter
  *   (`ceiling xdpcount`: a generic-mode XDP program on side A's veth that counts the

@@ -565,8 +565,8 @@ static int mode_mqtx(uint32_t ip_be, uint32_t port, uint32_t dst_be, uint32_t dp
   }
   printf("{\"result\":{\"sent\":%llu,\"txFull\":%llu,\"txDrops\":%llu,\"elapsedMs\":%.3f,"
          "\"ticks\":%llu,\"scheduleResets\":%llu,\"ratePps\":%.0f,\"perQueue\":[",
-         (unsigned long long)total, (unsigned long long)tx_full, (unsigned long long)tx_drops, elapsed,
-         (unsigned long long)ticks, (unsigned long long)resets, rate_pps);
+         (unsigned long long)total, (unsigned long long)tx_full, (unsigned long long)tx_drops,
+         elapsed, (unsigned long long)ticks, (unsigned long long)resets, rate_pps);
   for (uint32_t q = 0; q < queues; q++) printf("%s%llu", q ? "," : "", (unsigned long long)seq[q]);
   printf("],");
   for (uint32_t q = 1; q < queues; q++) {

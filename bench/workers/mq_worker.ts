@@ -54,15 +54,13 @@ function serve(job: MqJob): void {
   // have overtaken the ring (839 datagrams left unread once): once done, what the ring
   // still holds is read too (every sender stopped its data 150 ms before its markers).
   let done = false;
-  let finalRound = false;
-  for (let i = 0; i < maxIter && !finalRound; i++) {
-    finalRound = done;
+  for (let i = 0; i < maxIter; i++) {
+    // Once done, what is left is already in the ring: a receive that finds nothing ends it.
     const n = sock.receiveBatch(batch, { timeoutMs: done ? 0 : SLICE_MS });
     if (n === 0) {
-      if (performance.now() > hardEnd) break;
+      if (done || performance.now() > hardEnd) break;
       continue;
     }
-    finalRound = false; // a done socket reads until a receive finds nothing
     const before = received;
     for (let k = 0; k < n; k++) {
       const seq = batch.size(k) < 4 ? 0 : view.getUint32(batch.offset(k), true);
