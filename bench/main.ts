@@ -33,10 +33,11 @@
  *   busy elsewhere for `--busy-us` (a spin), then drain the backlog the ring gathered
  *   until a receive finds it empty, and again (bench/workers/sink.ts `--busy-us`): the
  *   datagrams they drained per second of draining is a saturated rate (the ring was
- *   never empty meanwhile), from the drains that end 200 ms or more after the first
- *   datagram (JIT warm-up; the native receiver leaves out the same). Receivers that
- *   sleep when idle (the kernel path, recvMode 0) report datagrams per second of their
- *   process's CPU time (threads' schedstat run time), which includes their wake-ups.
+ *   never empty meanwhile), after a warm-up of busy polling 300 ms from the first
+ *   datagram (V8 optimizes the receive path; the native receiver does the same).
+ *   Receivers that sleep when idle (the kernel path, recvMode 0) report datagrams per
+ *   second of their process's CPU time (threads' schedstat run time), which includes
+ *   their wake-ups.
  * - send rate: a Deno.listenDatagram sender (await each send), an nkb sendSync sender,
  *   an nkb sendBatch sender or the native sender, counted by the native XDP counter
  *   (`ceiling xdpcount`: a generic-mode XDP program on side A's veth that counts the
@@ -1163,10 +1164,9 @@ async function main(): Promise<void> {
       `every receiver. rx capacity per core: the busy-polling receivers (recvMode 1) ` +
       `never wait: busy elsewhere for ${cfg.busyUs} us, then they drain the ring until ` +
       `it is empty, and again; the figure is datagrams drained per second of draining ` +
-      `(saturated; the median over the datagrams of their drain's rate, drains that end 200 ` +
-      `ms or more after the first datagram), busy % the share ` +
-      `of the time they spent ` +
-      `draining. The kernel path ` +
+      `(saturated; the median over the datagrams of their drain's rate, after a warm-up: ` +
+      `busy polling for 300 ms from the first datagram), busy % the share of the time ` +
+      `they spent draining. The kernel path ` +
       `and recvMode 0 (which sleep when idle): datagrams per second of their process's ` +
       `CPU time, busy % that time's share. send-rate receiver: ${sendRx}. ` +
       `nkb zero-copy: receiveZeroCopy ` +
