@@ -144,7 +144,8 @@ function countSeq(t: Tally, seq: number): boolean {
   return true;
 }
 
-const MAX_CYCLES = 1e7;
+// A bound on cycles far above what `maxMs` allows: a warm-up cycle (no spin) takes ~150 ns.
+const MAX_CYCLES = 1e9;
 const MAX_DRAINS_KEPT = 65536;
 /**
  * The warm-up: for this long after its first datagram a `--busy-us` receiver busy-polls
