@@ -303,9 +303,11 @@ int32_t nkb_engine_open(nkb_engine_t *e, nkb_filter_t *filter, uint32_t ifindex,
 
 void nkb_engine_close(nkb_engine_t *e) {
   assert(e != 0);
-  // Datagrams a send accepted leave before the socket goes, as the kernel's would.
-  (void)nkb_engine_drain_tx(e, NKB_CLOSE_DRAIN_MS);
+  // The background doorbell stops first (the drain rings by itself, and a stopped pusher
+  // is never started again); then datagrams a send accepted leave before the socket
+  // goes, as the kernel's would.
   nkb_pusher_stop(e);
+  (void)nkb_engine_drain_tx(e, NKB_CLOSE_DRAIN_MS);
   // Closing (and unmapping) a socket takes it out of the filter's XSKMAP: its queue's
   // frames go to the kernel from then on, never to a socket being torn down.
   if (e->nl_fd >= 0) close(e->nl_fd);
