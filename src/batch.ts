@@ -118,9 +118,14 @@ export class SendBatch {
  * valid until the next receive into the same batch.
  */
 export class RecvBatch {
+  /**
+   * Words of `meta` per datagram: datagram `i`'s entry starts at `i * RecvBatch.WORDS`
+   * (for loops that read `meta` directly).
+   */
+  static readonly WORDS: number = RECV_WORDS;
   /** Where payloads are laid out. */
   readonly bytes: Uint8Array<ArrayBuffer>;
-  /** Per datagram: offset, length, source (network order), port, flags, 0, 0, 0. */
+  /** Per datagram ({@linkcode RecvBatch.WORDS} words): offset, length, source (network order), port, flags, 0, 0, 0. */
   readonly meta: Uint32Array<ArrayBuffer>;
   /** `meta` as bytes, for the shim. */
   readonly metaBytes: Uint8Array<ArrayBuffer>;

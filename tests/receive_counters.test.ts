@@ -12,6 +12,7 @@ const SEND_WORDS = 4; // offset, length, destination (network order), port
 
 Deno.test("SendBatch.reply: the payload goes to the sender of datagram i, copied", () => {
   const rx = new RecvBatch(4, 4096);
+  assert.equal(RecvBatch.WORDS, RECV_WORDS); // the layout loops over meta rely on
   rx.bytes.set([1, 2, 3], 100);
   rx.bytes.set([9, 9], 300);
   const peer = 0x0201_12c6; // 198.18.1.2 in network order, read as a little-endian u32

@@ -37,7 +37,7 @@ function serve(job: MqJob): void {
   self.postMessage({ ready: true, bypass: sock.bypass });
   const batch = new RecvBatch(BATCH);
   const view = new DataView(batch.bytes.buffer);
-  const stride = batch.meta.length / batch.capacity; // meta words per datagram
+  const stride = RecvBatch.WORDS;
   const ended = new Set<number>(); // source ports whose end marker came
   const dataFrom = new Set<number>(); // source ports whose datagrams came
   let received = 0;

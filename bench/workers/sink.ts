@@ -294,7 +294,7 @@ function sinkBatch(a: SinkArgs): void {
   const t = newTally(busyUs === 0);
   let calls = 0;
   const { meta } = batch;
-  const words = meta.length / batch.capacity; // per datagram: offset, length, ...
+  const words = RecvBatch.WORDS; // per datagram: offset, length, ...
   // Counts one batch of n; false at the end marker. The loop reads offsets and lengths
   // from `meta` and keeps the counts in locals, as a hot loop over a batch is written (in
   // one process, alternating with a C loop over the same socket: 0.92-0.97 of its rate,
