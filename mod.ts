@@ -13,7 +13,6 @@
 
 export { UdpBypass } from "./src/udp_bypass.ts";
 export { RecvBatch, SendBatch } from "./src/batch.ts";
-export { ZeroCopyDatagram } from "./src/zero_copy.ts";
 export type { BypassState, BypassStats, ListenOptions, ReceiveOptions } from "./src/types.ts";
 export type { BypassOptions } from "./src/config.ts";
 export type { FallbackReason } from "./src/decide.ts";

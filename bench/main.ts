@@ -1,13 +1,12 @@
 /**
  * The nkb benchmark: the kernel path (Deno.listenDatagram) against nkb's
- * copying calls (sendSync/receiveSync), nkb's zero-copy receive (receiveZeroCopy),
- * nkb's batch calls (sendBatch/receiveBatch) and the native ceiling
+ * copying calls (sendSync/receiveSync), nkb's batch calls (sendBatch/receiveBatch) and the native ceiling
  * (bench/native/ceiling.c: the same shim driven from C, without Deno), over the veth
  * of a {@linkcode Testbed}.
  *
  * `deno task bench [--json PATH] [--duration-ms N] [--rtt-count N] [--repeat N]
  *  [--rtt-repeat N] [--mq-repeat N] [--sizes 64,1024] [--tests rx,send,rtt,idle,mq]
- *  [--paths kernel,copy,copy0,zc,batch,batch0,native]
+ *  [--paths kernel,copy,copy0,batch,batch0,native]
  *  [--idle-ms N] [--mq-rate N] [--mq-work-us N] [--busy-us N]`
  *
  * Each figure is the median of `--repeat` runs (default 5, of `--duration-ms` 1000;
@@ -21,15 +20,13 @@
  * - rx capacity: the native sender (the shim driven from C, batches of 256 in a tight
  *   loop: the fastest generator there is; an nkb sendBatch sender when the native
  *   program could not be built) into a Deno.listenDatagram receiver, an nkb receiveSync
- *   receiver (recvMode 1; and recvMode 0: row "copy0"), an nkb receiveZeroCopy receiver
- *   (recvMode 1; reads the sequence number in the frame, then release(): row "zc",
- *   receive only), an nkb receiveBatch receiver (RecvBatch of 256, recvMode 1; and
+ *   receiver (recvMode 1; and recvMode 0: row "copy0"), an nkb receiveBatch receiver (RecvBatch of 256, recvMode 1; and
  *   recvMode 0: row "batch0") or the native receiver. "Delivered" is what arrived of
  *   what was offered, loss counted by sequence number until the end markers that follow
  *   a drain pause. On veth the receiving side's XDP work runs on the generator's core, so
  *   no generator here outruns an nkb receiver: delivered is then the generator's rate.
  *   "Capacity per core" is what the receiver's core can take whatever the generator: the
- *   busy-polling receivers (recvMode 1: copy, zc, batch, native) never wait; they are
+ *   busy-polling receivers (recvMode 1: copy, batch, native) never wait; they are
  *   busy elsewhere for `--busy-us` (a spin), then drain the backlog the ring gathered
  *   until a receive finds it empty, and again (bench/workers/sink.ts `--busy-us`): the
  *   datagrams they drained per second of draining is a saturated rate (the ring was
@@ -122,26 +119,24 @@ interface Config {
 
 /**
  * A measured path: kernel = Deno.listenDatagram; copy = nkb sendSync/receiveSync
- * (recvMode 1); copy0 = the same in recvMode 0 (receive and round trip only); zc = nkb
- * receiveZeroCopy + release (recvMode 1; receive capacity only); batch = nkb
+ * (recvMode 1); copy0 = the same in recvMode 0 (receive and round trip only); batch = nkb
  * sendBatch/receiveBatch; batch0 = receiveBatch in recvMode 0 (receive capacity only);
  * native = bench/native/ceiling.c.
  */
-type Path = "kernel" | "copy" | "copy0" | "zc" | "batch" | "batch0" | "native";
-/** A datagram mover in a flow (copy0, zc and batch0 only receive). */
+type Path = "kernel" | "copy" | "copy0" | "batch" | "batch0" | "native";
+/** A datagram mover in a flow (copy0 and batch0 only receive). */
 type Mover = Path;
 /** A datagram sender in a flow. */
-type Sender = Exclude<Mover, "zc" | "copy0" | "batch0">;
+type Sender = Exclude<Mover, "copy0" | "batch0">;
 /** A datagram receiver in a flow: a mover, or the native XDP counter (send rate only). */
 type Receiver = Mover | "xdpcount";
 
 const ALL_TESTS = ["rx", "send", "rtt", "idle", "mq"];
-const ALL_PATHS: Path[] = ["kernel", "copy", "copy0", "zc", "batch", "batch0", "native"];
+const ALL_PATHS: Path[] = ["kernel", "copy", "copy0", "batch", "batch0", "native"];
 const LABEL: Record<Path, string> = {
   kernel: "kernel",
   copy: "nkb copying",
   copy0: "nkb copying recvMode 0",
-  zc: "nkb zero-copy",
   batch: "nkb batch",
   batch0: "nkb batch recvMode 0",
   native: "native ceiling",
@@ -157,21 +152,19 @@ const SHORT: Record<Path, string> = {
   kernel: "kernel",
   copy: "nkb copying",
   copy0: "nkb copying m0",
-  zc: "nkb zero-copy",
   batch: "nkb batch",
   batch0: "nkb batch m0",
   native: "native",
 };
 // The order the paths run in within a repetition: each nkb path as near as a line allows to
 // the two it is compared with (batch between kernel and native, copying next to kernel).
-const RUN_ORDER: Path[] = ["copy0", "zc", "copy", "kernel", "batch", "native", "batch0"];
+const RUN_ORDER: Path[] = ["copy0", "copy", "kernel", "batch", "native", "batch0"];
 // What each path measures.
 const PATH_TESTS: Record<Path, string[]> = {
   kernel: ["rx", "send", "rtt"],
   copy: ["rx", "send", "rtt"],
   copy0: ["rx", "rtt"],
   batch0: ["rx"],
-  zc: ["rx"],
   batch: ["rx", "send", "rtt"],
   native: ["rx", "send", "rtt"],
 };
@@ -461,7 +454,7 @@ function denoArgs(kind: Mover): string[] {
 
 // The receivers that busy-poll (recvMode 1): in the receive-capacity test they drain
 // (`--busy-us`, see bench/workers/sink.ts) instead of waiting.
-const DRAINERS: readonly Receiver[] = ["copy", "zc", "batch", "native"];
+const DRAINERS: readonly Receiver[] = ["copy", "batch", "native"];
 
 function startSink(
   b: Bench,
@@ -1040,7 +1033,7 @@ function table(rows: Map<string, Row>, cfg: Config): string {
         t ? `${f(t.p50, 1)} / ${f(t.p99, 1)} / ${f(t.p999, 1)}` : none(p, "rtt"),
       ]);
     }
-    for (const p of ["copy", "copy0", "zc", "batch", "batch0"] as const) {
+    for (const p of ["copy", "copy0", "batch", "batch0"] as const) {
       if (!cfg.paths.includes(p)) continue;
       for (const base of ["kernel", "native"] as const) {
         if (!cfg.paths.includes(base)) continue;
@@ -1168,10 +1161,7 @@ async function main(): Promise<void> {
       `busy polling for 300 ms from the first datagram), busy % the share of the time ` +
       `they spent draining. The kernel path ` +
       `and recvMode 0 (which sleep when idle): datagrams per second of their process's ` +
-      `CPU time, busy % that time's share. send-rate receiver: ${sendRx}. ` +
-      `nkb zero-copy: receiveZeroCopy ` +
-      `per datagram (a view of the UMEM frame, detached on release), sequence number ` +
-      `read in place, then release().`,
+      `CPU time, busy % that time's share. send-rate receiver: ${sendRx}.`,
   );
   console.log(
     `* loss < ${KEPT_UP_LOSS_PCT} %: the receiver kept up, so delivered is the ` +

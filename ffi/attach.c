@@ -185,7 +185,6 @@ void nkb_detach_locked(uint32_t idx) {
     (void)nkb_iface_key(&g_ifaces[es->iface], f->ip_be, f->port, -1);
     f->sock = -1;
   }
-  nkb_zc_release_all(s, e);
   // Frames parked for this socket go back to the device.
   for (uint32_t n = 0; s->park_head != s->park_tail && n < NKB_PENDING; n++) {
     nkb_parked_t *p = &s->parked[s->park_head % NKB_PENDING];

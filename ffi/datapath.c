@@ -201,46 +201,21 @@ typedef struct nkb_rx_out {
   uint32_t *meta;
   uint32_t max;
   uint32_t n;
-  bool zc;        // hand bypass frames out in place instead of copying them
   uint32_t truncated;  // bypass datagrams cut to fit
 } nkb_rx_out_t;
 
-// Room for a payload of len: everything fits the first slot (truncated if need be);
-// a zero-copy receive needs no room, only a frame the socket may still hold.
-static bool nkb_rx_fits(const nkb_sock_t *s, const nkb_rx_out_t *o, uint32_t len) {
-  if (o->zc) return s->zc_count < NKB_ZC_MAX_HELD;
+// Room for a payload of len: everything fits the first slot (truncated if need be).
+static bool nkb_rx_fits(const nkb_rx_out_t *o, uint32_t len) {
   return o->n == 0 || len <= o->buf_len - o->off;
 }
 
 static void nkb_rx_put(nkb_rx_out_t *o, const uint8_t *payload, uint32_t len, uint32_t saddr_be,
                        uint32_t sport, uint32_t flags);
 
-static void nkb_zc_hold(nkb_sock_t *s, nkb_rx_out_t *o, const nkb_engine_t *e, uint64_t addr,
-                        uint32_t len, uint32_t saddr_be, uint32_t sport) {
-  uint64_t frame = addr / e->frame_size;
-  assert(frame < NKB_MAX_FRAMES && s->zc_count < NKB_ZC_MAX_HELD);
-  assert((s->zc_held[frame / 64u] & (1ull << (frame % 64u))) == 0);
-  s->zc_held[frame / 64u] |= 1ull << (frame % 64u);
-  s->zc_count++;
-  uint32_t *m = &o->meta[o->n * NKB_RECV_META_WORDS];
-  m[0] = (uint32_t)(addr + NKB_HDR_LEN);
-  m[1] = len;
-  m[2] = saddr_be;
-  m[3] = sport;
-  m[4] = NKB_RX_ZEROCOPY;
-  m[5] = (uint32_t)frame;
-  m[6] = m[7] = 0;
-  o->n++;
-}
-
-// Delivers a validated bypass frame: copied (and the frame given back) or held in place.
+// Delivers a validated bypass frame: copied, and the frame given back.
 static void nkb_rx_take(nkb_sock_t *s, nkb_rx_out_t *o, nkb_engine_t *e, uint32_t q,
                         uint64_t addr, uint32_t len, uint32_t saddr_be, uint32_t sport) {
   s->stats[NKB_ST_IPKTS]++;
-  if (o->zc) {
-    nkb_zc_hold(s, o, e, addr, len, saddr_be, sport);
-    return;
-  }
   nkb_rx_put(o, e->umem + addr + NKB_HDR_LEN, len, saddr_be, sport, 0);
   nkb_frame_release(e, q, addr);
 }
@@ -295,7 +270,7 @@ static void nkb_park(nkb_sock_t *owner, nkb_engine_t *e, uint32_t q, uint64_t ad
 static void nkb_rx_parked(nkb_sock_t *s, nkb_engine_t *e, nkb_rx_out_t *o) {
   for (uint32_t i = 0; i < NKB_PENDING && s->park_head != s->park_tail && o->n < o->max; i++) {
     nkb_parked_t *p = &s->parked[s->park_head % NKB_PENDING];
-    if (!nkb_rx_fits(s, o, p->payload_len)) break;
+    if (!nkb_rx_fits(o, p->payload_len)) break;
     nkb_rx_take(s, o, e, p->queue, p->addr, p->payload_len, p->saddr_be, p->sport);
     __atomic_store_n(&s->park_head, s->park_head + 1u, __ATOMIC_RELEASE);
   }
@@ -333,7 +308,7 @@ static void nkb_rx_frame(nkb_sock_t *s, int32_t self, nkb_engine_slot_t *es, uin
     return;
   }
   bool mine = owner == self && s->park_head == s->park_tail;
-  if (mine && o->n < o->max && nkb_rx_fits(s, o, pr.payload_len)) {
+  if (mine && o->n < o->max && nkb_rx_fits(o, pr.payload_len)) {
     nkb_rx_take(s, o, e, q, desc->addr, pr.payload_len, pr.saddr_be, pr.sport);
     return;
   }
@@ -422,21 +397,20 @@ static void nkb_refresh_drops(nkb_sock_t *s, nkb_engine_t *e) {
 // pass; drain medians over six alternations each, 11.7 -> 12.3 M/s.
 static void nkb_rx_hand_over(const nkb_rx_out_t *o) {
   for (uint32_t i = 0; i < o->n; i += 2u) __builtin_prefetch(&o->meta[i * NKB_RECV_META_WORDS]);
-  if (o->zc) return;  // zero-copy payloads stay in their frames
   for (uint32_t i = 0; i < o->n; i++) {
     uint32_t at = o->meta[i * NKB_RECV_META_WORDS];
     if (at < o->buf_len) __builtin_prefetch(o->buf + at);
   }
 }
 
-static int32_t nkb_recv(int32_t h, uint8_t *buf, uint32_t buf_len, uint32_t *meta,
-                        uint32_t max_msgs, bool zc) {
+int32_t nkb_recv_batch(int32_t h, uint8_t *buf, uint32_t buf_len, uint32_t *meta,
+                       uint32_t max_msgs) {
   int32_t self = nkb_sock_index(h);
   nkb_sock_t *s = nkb_sock_get(h);
   if (s == 0 || self < 0) return -EBADF;
   if (buf == 0 || meta == 0 || max_msgs == 0 || max_msgs > NKB_BATCH_MAX) return -EINVAL;
   nkb_rx_out_t o = {
-      .buf = buf, .buf_len = buf_len, .off = 0, .meta = meta, .max = max_msgs, .n = 0, .zc = zc};
+      .buf = buf, .buf_len = buf_len, .off = 0, .meta = meta, .max = max_msgs, .n = 0};
   // Every 16th call looks at the companion socket first, so neither path starves. Other
   // calls look at it only when a wait saw it readable (or it holds the socket's only
   // path): an empty recvfrom per call was a syscall per datagram for bypass traffic.
@@ -461,68 +435,6 @@ static int32_t nkb_recv(int32_t h, uint8_t *buf, uint32_t buf_len, uint32_t *met
   nkb_rx_hand_over(&o);
   if (o.n == 0 && krc < 0) return krc;
   return (int32_t)o.n;
-}
-
-int32_t nkb_recv_batch(int32_t h, uint8_t *buf, uint32_t buf_len, uint32_t *meta,
-                       uint32_t max_msgs) {
-  return nkb_recv(h, buf, buf_len, meta, max_msgs, false);
-}
-
-int32_t nkb_recv_zc(int32_t h, uint8_t *buf, uint32_t buf_len, uint32_t *meta,
-                    uint32_t max_msgs) {
-  return nkb_recv(h, buf, buf_len, meta, max_msgs, true);
-}
-
-static bool nkb_zc_drop(nkb_sock_t *s, uint64_t frame) {
-  if (frame >= NKB_MAX_FRAMES) return false;
-  uint64_t bit = 1ull << (frame % 64u);
-  if ((s->zc_held[frame / 64u] & bit) == 0) return false;
-  s->zc_held[frame / 64u] &= ~bit;
-  assert(s->zc_count > 0);
-  s->zc_count--;
-  return true;
-}
-
-static uint32_t nkb_frame_queue(const nkb_engine_t *e, uint64_t frame) {
-  assert(frame < (uint64_t)NKB_RX_FRAMES * e->queue_count);  // zero-copy frames are RX frames
-  return (uint32_t)(frame / NKB_RX_FRAMES);                  // RX frames lie queue after queue
-}
-
-int32_t nkb_zc_release(int32_t h, uint32_t frame) {
-  nkb_sock_t *s = nkb_sock_get(h);
-  if (s == 0) return -EBADF;
-  nkb_engine_t *e = nkb_sock_engine(s);
-  if (e == 0) return -ENOTCONN;
-  pthread_mutex_lock(&e->rx_lock);
-  // Only a frame this socket holds may go back: a second release must not refill twice.
-  bool held = nkb_zc_drop(s, frame);
-  if (held) {
-    nkb_frame_release(e, nkb_frame_queue(e, frame), (uint64_t)frame * e->frame_size);
-  }
-  pthread_mutex_unlock(&e->rx_lock);
-  return held ? 0 : -EINVAL;
-}
-
-void nkb_zc_release_all(nkb_sock_t *s, nkb_engine_t *e) {
-  for (uint64_t w = 0; w < NKB_MAX_FRAMES / 64u && s->zc_count > 0; w++) {
-    for (uint64_t b = 0; b < 64u && s->zc_held[w] != 0; b++) {
-      uint64_t frame = w * 64u + b;
-      if (nkb_zc_drop(s, frame)) {
-        nkb_frame_release(e, nkb_frame_queue(e, frame), frame * e->frame_size);
-      }
-    }
-  }
-  assert(s->zc_count == 0);
-}
-
-void *nkb_sock_umem(int32_t h, uint32_t *len_out) {
-  nkb_sock_t *s = nkb_sock_get(h);
-  if (s == 0 || len_out == 0) return 0;
-  nkb_engine_t *e = nkb_sock_engine(s);
-  if (e == 0) return 0;
-  assert(e->umem_len <= UINT32_MAX);
-  *len_out = (uint32_t)e->umem_len;
-  return e->umem;
 }
 
 // ---- wait -----------------------------------------------------------------

@@ -34,8 +34,6 @@
 // flags in recv meta word 4
 #define NKB_RX_KERNEL 1u
 #define NKB_RX_TRUNCATED 2u
-#define NKB_RX_ZEROCOPY 4u    // word 0 is the payload's offset in the UMEM; word 5 the frame
-#define NKB_ZC_MAX_HELD 1024u // frames one socket may hold through zero-copy receives
 
 // nkb_dest_set kinds
 #define NKB_DEST_BYPASS 1u
@@ -122,14 +120,6 @@ NKB_API int32_t nkb_send_batch(int32_t h, const uint8_t *buf, uint32_t buf_len,
 NKB_API int32_t nkb_recv_batch(int32_t h, uint8_t *buf, uint32_t buf_len, uint32_t *meta,
                                uint32_t max_msgs);
 // Waits up to timeout_us for data on either path: 1 ready, 0 timed out, -EBADF closed.
-// Like nkb_recv_batch, but bypass datagrams stay in their UMEM frames (flag
-// NKB_RX_ZEROCOPY) until nkb_zc_release; kernel-path ones are copied into buf.
-NKB_API int32_t nkb_recv_zc(int32_t h, uint8_t *buf, uint32_t buf_len, uint32_t *meta,
-                            uint32_t max_msgs);
-// Gives a frame handed out by nkb_recv_zc back to the device; -EINVAL if not held.
-NKB_API int32_t nkb_zc_release(int32_t h, uint32_t frame);
-// The UMEM base of the socket's engine (null on the kernel path) and its length.
-NKB_API void *nkb_sock_umem(int32_t h, uint32_t *len_out);
 NKB_API int32_t nkb_wait(int32_t h, uint32_t timeout_us, uint32_t spin);
 
 NKB_API int32_t nkb_link_get(uint32_t ifindex, uint8_t *out76);

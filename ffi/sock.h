@@ -62,8 +62,6 @@ typedef struct nkb_sock {
   uint64_t *stats;
   uint64_t stats_private[NKB_ST_COUNT];
   uint64_t drops_read_ns;  // when the interface's drop counters were last read
-  uint32_t zc_count;      // frames held by zero-copy receives
-  uint64_t zc_held[NKB_MAX_FRAMES / 64u];
   nkb_dest_t dest[NKB_DEST_SLOTS];
 } nkb_sock_t;
 
@@ -111,8 +109,6 @@ uint64_t nkb_now_ns(void);
 void nkb_detach_locked(uint32_t idx);
 // Give a parked or just-read frame back to its queue's fill ring.
 nkb_dest_t *nkb_dest_find(nkb_sock_t *s, uint32_t daddr_be, uint32_t dport);
-// Gives back every frame socket s holds through zero-copy receives (engine's rx_lock held).
-void nkb_zc_release_all(nkb_sock_t *s, nkb_engine_t *e);
 void nkb_frame_release(nkb_engine_t *e, uint32_t queue, uint64_t addr);
 
 #endif

@@ -36,9 +36,6 @@ export const symbols = {
   nkb_send: { parameters: [I32, "buffer", U32, U32, U32], result: I32 },
   nkb_send_batch: { parameters: [I32, "buffer", U32, "buffer", U32], result: I32 },
   nkb_recv_batch: { parameters: [I32, "buffer", U32, "buffer", U32], result: I32 },
-  nkb_recv_zc: { parameters: [I32, "buffer", U32, "buffer", U32], result: I32 },
-  nkb_zc_release: { parameters: [I32, U32], result: I32 },
-  nkb_sock_umem: { parameters: [I32, "buffer"], result: "pointer" },
   nkb_wait: { parameters: [I32, U32, U32], result: I32 },
   nkb_wait_async: { name: "nkb_wait", parameters: [I32, U32, U32], result: I32, nonblocking: true },
   nkb_link_get: { parameters: [U32, "buffer"], result: I32 },
@@ -68,10 +65,6 @@ export const E_LINK_CHANGE = -10001;
 export const RECV_META_WORDS = 8;
 /** Words per datagram in the send metadata array. */
 export const SEND_META_WORDS = 4;
-/** Receive flag: the datagram is in place in the UMEM (zero-copy). */
-export const RX_ZEROCOPY = 4;
-/** Frames one socket may hold through zero-copy receives (NKB_ZC_MAX_HELD). */
-export const ZC_MAX_HELD = 1024;
 /** Most datagrams one batch call moves. */
 export const BATCH_MAX = 1024;
 

@@ -10,7 +10,7 @@
 import type { RecvBatch, SendBatch } from "./batch.ts";
 import { BypassBinding } from "./binding.ts";
 import { type BypassOptions, type ResolvedOptions, resolveOptions } from "./config.ts";
-import { errorFromErrno, NkbError, TxRingFullError } from "./errors.ts";
+import { errorFromErrno, TxRingFullError } from "./errors.ts";
 import {
   E_LINK_CHANGE,
   E_NEED_ROUTE,
@@ -18,9 +18,7 @@ import {
   Mcast,
   Opt,
   RECV_META_WORDS,
-  RX_ZEROCOPY,
   SEND_META_WORDS,
-  ZC_MAX_HELD,
 } from "./ffi.ts";
 import { formatIpv4, isMulticast, parseIpv4 } from "./ipv4.ts";
 import { membership } from "./membership.ts";
@@ -32,7 +30,6 @@ import {
   readStats,
   type ReceiveOptions,
 } from "./types.ts";
-import { ZeroCopyDatagram } from "./zero_copy.ts";
 
 const WAIT_SLICE_US = 100_000;
 // An idle async receive in mode 0 sleeps in poll() this long per round trip through
@@ -114,8 +111,6 @@ export class UdpBypass implements Deno.DatagramConn {
   #pendingWait: Promise<number> | null = null;
   #receiving = false;
   #lastYield = 0;
-  #umem: Deno.PointerValue = null;
-  #held = new Set<ZeroCopyDatagram>();
   // The wait of a synchronous receive in progress (see #wait), kept here so that a
   // receive that waits allocates no closure.
   #waitTimeout = 0;
@@ -133,7 +128,8 @@ export class UdpBypass implements Deno.DatagramConn {
       lib().nkb_sock_setopt(h, Opt.busyWaitCnt, this.#opts.sendBusyWaitCnt),
       "setopt",
     );
-    this.#binding = new BypassBinding(h, this.#opts, () => this.#releaseHeld());
+    // Nothing of the socket's views outlives a detach (receives copy): no hook needed.
+    this.#binding = new BypassBinding(h, this.#opts, () => {});
   }
 
   /** Creates a socket and binds it: like `Deno.listenDatagram`. */
@@ -317,78 +313,6 @@ export class UdpBypass implements Deno.DatagramConn {
     return n;
   }
 
-  /**
-   * Receives one datagram without copying it: `data` views the device's frame
-   * until `release()` (or the end of a `using` block). Datagrams that came
-   * through the kernel socket are copies and need no release. At most 1024 may
-   * be held at once. Returns null when `timeoutMs` passes first.
-   */
-  receiveZeroCopy(opts: ReceiveOptions = {}): ZeroCopyDatagram | null {
-    this.#open("receiveZeroCopy");
-    if (this.#held.size >= ZC_MAX_HELD) {
-      throw new NkbError(
-        "ERR_ZC_EXHAUSTED",
-        `${ZC_MAX_HELD} zero-copy datagrams held: release some`,
-      );
-    }
-    this.#receivable(opts);
-    const target = this.#target(undefined);
-    let got = this.#receiveZeroCopyNow(target);
-    for (let w = 0; got === null && w < MAX_WAITS && this.#wait(opts, w); w++) {
-      got = this.#receiveZeroCopyNow(target);
-    }
-    return got;
-  }
-
-  #receiveZeroCopyNow(target: Uint8Array<ArrayBuffer>): ZeroCopyDatagram | null {
-    const n = lib().nkb_recv_zc(this.#h, target, target.byteLength, this.#metaBytes, 1);
-    if (n < 0) throw errorFromErrno(n, "receive");
-    return n > 0 ? this.#zeroCopyDatagram(target) : null;
-  }
-
-  #zeroCopyDatagram(target: Uint8Array<ArrayBuffer>): ZeroCopyDatagram {
-    const m = this.#meta;
-    const from = this.#source(m[2], m[3]);
-    if ((m[4] & RX_ZEROCOPY) === 0) {
-      return new ZeroCopyDatagram(
-        target.slice(m[0], m[0] + m[1]),
-        from,
-        null,
-        null,
-      );
-    }
-    this.#umem ??= this.#umemBase();
-    const frame = m[5];
-    const buffer = m[1] === 0 || this.#umem === null
-      ? new ArrayBuffer(0)
-      : Deno.UnsafePointerView.getArrayBuffer(this.#umem, m[1], m[0]);
-    const h = this.#h;
-    const held = this.#held;
-    const dg: ZeroCopyDatagram = new ZeroCopyDatagram(
-      new Uint8Array(buffer),
-      from,
-      buffer,
-      () => {
-        held.delete(dg);
-        lib().nkb_zc_release(h, frame);
-      },
-    );
-    held.add(dg);
-    return dg;
-  }
-
-  #umemBase(): Deno.PointerValue {
-    const len = new Uint32Array(1);
-    return lib().nkb_sock_umem(this.#h, new Uint8Array(len.buffer));
-  }
-
-  // Views into the UMEM must be dead before the socket lets go of its engine.
-  #releaseHeld(): void {
-    for (const dg of [...this.#held]) dg.release();
-    this.#held.clear();
-    this.#umem = null;
-  }
-
   /** Sends one datagram (Deno.DatagramConn). */
   send(p: Uint8Array, addr: Deno.Addr): Promise<number> {
     try {
@@ -567,7 +491,6 @@ export class UdpBypass implements Deno.DatagramConn {
     if (this.#closed) {
       throw new Deno.errors.BadResource("close: socket already closed");
     }
-    this.#releaseHeld();
     this.#closed = true;
     lib().nkb_sock_shutdown(this.#h);
     const pending = this.#pendingWait;

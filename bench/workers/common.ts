@@ -61,8 +61,7 @@ export function impl(args: Map<string, string>): "nkb" | "kernel" {
 
 /**
  * How an nkb worker moves datagrams (`--mode`, default `copy`), one of `modes`: one
- * per call (`copy`), a batch of 256 per call (`batch`), or (sink only) one zero-copy
- * view per call (`zc`).
+ * per call (`copy`) or a batch of 256 per call (`batch`).
  */
 export function nkbMode<M extends string>(args: Map<string, string>, modes: readonly M[]): M {
   const v = args.get("mode") ?? "copy";

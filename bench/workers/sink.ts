@@ -2,14 +2,12 @@
  * Receive-side worker: receives sequence-numbered datagrams until the first
  * end marker (or `--max-ms`), then prints what it got.
  *
- * `--impl nkb|kernel [--mode copy|batch|zc] [--recv-mode 0|1] [--busy-us N] --host IP
+ * `--impl nkb|kernel [--mode copy|batch] [--recv-mode 0|1] [--busy-us N] --host IP
  *  --port N --max-ms N`
  *
  * nkb modes (recvMode 1, busy-polling; `copy` and `batch` also in `--recv-mode 0`): `copy` (default)
  * calls `receiveSync` once per datagram; `batch` calls `receiveBatch` with a `RecvBatch`
- * of 256 and reads each datagram's offset and length from the batch; `zc` calls
- * `receiveZeroCopy` once per datagram, reads the sequence number in place from
- * `dg.data` (a view of the UMEM frame), then `dg.release()`s it.
+ * of 256 and reads each datagram's offset and length from the batch.
  *
  * With `--busy-us N` (nkb only) the receiver never waits: it is busy elsewhere for N us
  * (a spin), then drains what the ring gathered meanwhile until a receive finds it empty,
@@ -26,7 +24,7 @@
  * @module
  */
 
-import { RecvBatch, UdpBypass, type ZeroCopyDatagram } from "../../mod.ts";
+import { RecvBatch, UdpBypass } from "../../mod.ts";
 import {
   emit,
   impl,
@@ -358,47 +356,6 @@ function sinkBatch(a: SinkArgs): void {
   sock.close();
 }
 
-function sinkZeroCopy(a: SinkArgs): void {
-  const { maxMs, busyUs } = a;
-  const sock = listenSink({ ...a, recvMode: 1 });
-  const t = newTally(busyUs === 0);
-  let viaKernel = 0; // delivered by the kernel socket: `data` is a copy, not a frame view
-  // Counts one datagram, read in place then released; false at the end marker.
-  const countView = (dg: ZeroCopyDatagram): boolean => {
-    const d = dg.data;
-    // The little-endian u32 at offset 0, read from the frame in place.
-    const seq = d.length < 4 ? -1 : (d[0] | d[1] << 8 | d[2] << 16 | d[3] << 24) >>> 0;
-    if (dg.viaKernel) viaKernel++;
-    dg.release();
-    if (seq >= 0) return countSeq(t, seq);
-    t.short++;
-    return true;
-  };
-  let drains: Drains | null = null;
-  if (busyUs > 0) {
-    drains = drainCycles(t, busyUs, maxMs, () => {
-      const dg = sock.receiveZeroCopy(NOW);
-      if (dg === null) return 0;
-      countView(dg);
-      return 1;
-    });
-  } else {
-    const hardEnd = performance.now() + maxMs;
-    const maxIter = 1e10;
-    for (let i = 0; i < maxIter; i++) {
-      const dg = sock.receiveZeroCopy({ timeoutMs: SLICE_MS });
-      if (dg === null) {
-        if (performance.now() > hardEnd) break;
-        continue;
-      }
-      if (!countView(dg)) break;
-      if ((i & 4095) === 0 && performance.now() > hardEnd) break;
-    }
-  }
-  emit({ result: { ...finish(t), ...drains, viaKernel, stats: sock.stats() } });
-  sock.close();
-}
-
 async function sinkKernel(host: string, port: number, maxMs: number): Promise<void> {
   const conn = Deno.listenDatagram({ transport: "udp", hostname: host, port });
   emit({ ready: true, bypass: null });
@@ -430,12 +387,11 @@ async function sinkKernel(host: string, port: number, maxMs: number): Promise<vo
 await runWorker(async () => {
   const args = parseArgs(Deno.args);
   const { host, port, maxMs } = listenArgs(args);
-  const mode = impl(args) === "kernel" ? null : nkbMode(args, ["copy", "batch", "zc"] as const);
+  const mode = impl(args) === "kernel" ? null : nkbMode(args, ["copy", "batch"] as const);
   const busyUs = args.has("busy-us") ? int(args, "busy-us") : 0;
   if (mode === null && busyUs > 0) throw new Error("--busy-us is for nkb receivers");
   if (mode === null) return await sinkKernel(host, port, maxMs);
   const a: SinkArgs = { host, port, maxMs, recvMode: recvMode(args), busyUs };
   if (mode === "batch") sinkBatch(a);
-  else if (mode === "zc") sinkZeroCopy(a);
   else sinkNkb(a);
 });
