@@ -61,10 +61,11 @@ nkb_sock_t *nkb_sock_get(int32_t h) {
 
 int32_t nkb_abi_version(void) { return NKB_ABI_VERSION; }
 
-int32_t nkb_env_int(const uint8_t *name, int32_t fallback) {
-  if (name == 0) return fallback;
-  // The name comes from JavaScript: insist on a terminator within a bound.
-  if (memchr(name, 0, NKB_ENV_MAX_LEN) == 0) return fallback;
+int32_t nkb_env_int(const uint8_t *name, uint32_t name_len, int32_t fallback) {
+  if (name == 0 || name_len == 0) return fallback;
+  // The name comes from JavaScript: a terminator inside the buffer it really gave, and a bound.
+  uint32_t scan = name_len < NKB_ENV_MAX_LEN ? name_len : NKB_ENV_MAX_LEN;
+  if (memchr(name, 0, scan) == 0) return fallback;
   const char *v = getenv((const char *)name);
   if (v == 0 || *v == 0) return fallback;
   char *end = 0;
@@ -148,10 +149,10 @@ int32_t nkb_sock_connect(int32_t h, uint32_t ip_be, uint32_t port) {
   return 0;
 }
 
-int32_t nkb_sock_name(int32_t h, uint32_t *out2) {
+int32_t nkb_sock_name(int32_t h, uint32_t *out2, uint32_t out_len) {
   nkb_sock_t *s = nkb_sock_get(h);
   if (s == 0) return -EBADF;
-  if (out2 == 0) return -EINVAL;
+  if (!nkb_buf_ok(out2, out_len, 2u * sizeof(uint32_t), sizeof(uint32_t))) return -EINVAL;
   struct sockaddr_in sin;
   socklen_t len = sizeof(sin);
   if (getsockname(s->fd, (struct sockaddr *)&sin, &len) != 0) return -errno;

@@ -215,11 +215,11 @@ int32_t nkb_sock_detach(int32_t h) {
   return rc;
 }
 
-int32_t nkb_sock_info(int32_t h, uint32_t *out, uint32_t words) {
+int32_t nkb_sock_info(int32_t h, uint32_t *out, uint32_t out_len) {
   nkb_sock_t *s = nkb_sock_get(h);
   if (s == 0) return -EBADF;
-  if (out == 0 || words < 9) return -EINVAL;
-  memset(out, 0, words * sizeof(uint32_t));
+  if (!nkb_buf_ok(out, out_len, NKB_INFO_WORDS * 4u, sizeof(uint32_t))) return -EINVAL;
+  memset(out, 0, NKB_INFO_WORDS * sizeof(uint32_t));  // only the words written below
   pthread_mutex_lock(&g_lock);
   if (s->engine >= 0) {
     nkb_engine_slot_t *es = &g_engines[s->engine];
@@ -237,10 +237,10 @@ int32_t nkb_sock_info(int32_t h, uint32_t *out, uint32_t words) {
   return 0;
 }
 
-int32_t nkb_sock_stats(int32_t h, uint64_t *out, uint32_t words) {
+int32_t nkb_sock_stats(int32_t h, uint64_t *out, uint32_t out_len) {
   nkb_sock_t *s = nkb_sock_get(h);
   if (s == 0) return -EBADF;
-  if (out == 0 || words < NKB_ST_COUNT) return -EINVAL;
+  if (!nkb_buf_ok(out, out_len, NKB_ST_COUNT * 8u, sizeof(uint64_t))) return -EINVAL;
   pthread_mutex_lock(&g_lock);
   if (s->engine >= 0) {
     nkb_engine_t *e = g_engines[s->engine].engine;
@@ -265,14 +265,17 @@ static uint32_t nkb_dest_hash(uint32_t daddr_be, uint32_t dport) {
 }
 
 int32_t nkb_dest_set(int32_t h, uint32_t daddr_be, uint32_t dport, uint32_t kind,
-                     const uint8_t *macs12, uint32_t saddr_be, uint32_t ttl_ms) {
+                     const uint8_t *macs12, uint32_t macs_len, uint32_t saddr_be,
+                     uint32_t ttl_ms) {
   nkb_sock_t *s = nkb_sock_get(h);
   if (s == 0) return -EBADF;
   if (dport == 0 || dport > 65535u) return -EINVAL;
   if (kind != NKB_DEST_BYPASS && kind != NKB_DEST_KERNEL) return -EINVAL;
-  if (kind == NKB_DEST_BYPASS && (macs12 == 0 || s->engine < 0)) return -EINVAL;
+  if (kind == NKB_DEST_BYPASS && (!nkb_buf_ok(macs12, macs_len, 12u, 1u) || s->engine < 0)) {
+    return -EINVAL;
+  }
   uint32_t name[2];
-  int32_t rc = nkb_sock_name(h, name);
+  int32_t rc = nkb_sock_name(h, name, (uint32_t)sizeof(name));
   if (rc != 0) return rc;
   uint32_t base = nkb_dest_hash(daddr_be, dport);
   nkb_dest_t *slot = &s->dest[base & (NKB_DEST_SLOTS - 1u)];  // evicted when every probe is taken
@@ -313,25 +316,29 @@ int32_t nkb_dest_clear(int32_t h) {
   return 0;
 }
 
-int32_t nkb_link_get(uint32_t ifindex, uint8_t *out76) {
-  if (out76 == 0 || ifindex == 0) return -EINVAL;
+int32_t nkb_link_get(uint32_t ifindex, uint8_t *out76, uint32_t out_len) {
+  if (!nkb_buf_ok(out76, out_len, sizeof(nkb_link_t), _Alignof(nkb_link_t)) || ifindex == 0) {
+    return -EINVAL;
+  }
   return nkb_nl_link_get(ifindex, (nkb_link_t *)(void *)out76);
 }
 
-int32_t nkb_route_get(uint32_t dst_be, uint32_t *out4) {
-  if (out4 == 0) return -EINVAL;
+int32_t nkb_route_get(uint32_t dst_be, uint32_t *out4, uint32_t out_len) {
+  if (!nkb_buf_ok(out4, out_len, sizeof(nkb_route_t), _Alignof(nkb_route_t))) return -EINVAL;
   return nkb_nl_route_get(dst_be, (nkb_route_t *)(void *)out4);
 }
 
 int32_t nkb_addr_ifindex(uint32_t ip_be) { return nkb_nl_addr_ifindex(ip_be); }
 
-int32_t nkb_addr_first(uint32_t ifindex, uint32_t *out1) {
-  if (out1 == 0 || ifindex == 0) return -EINVAL;
+int32_t nkb_addr_first(uint32_t ifindex, uint32_t *out1, uint32_t out_len) {
+  if (!nkb_buf_ok(out1, out_len, sizeof(uint32_t), sizeof(uint32_t)) || ifindex == 0) {
+    return -EINVAL;
+  }
   return nkb_nl_addr_first(ifindex, out1);
 }
 
-int32_t nkb_neigh_get(uint32_t ifindex, uint32_t ip_be, uint8_t *mac6) {
-  if (mac6 == 0 || ifindex == 0) return -EINVAL;
+int32_t nkb_neigh_get(uint32_t ifindex, uint32_t ip_be, uint8_t *mac6, uint32_t mac_len) {
+  if (!nkb_buf_ok(mac6, mac_len, 6u, 1u) || ifindex == 0) return -EINVAL;
   return nkb_nl_neigh_get(ifindex, ip_be, mac6);
 }
 
@@ -340,8 +347,8 @@ int32_t nkb_neigh_resolve(uint32_t ifindex, uint32_t ip_be) {
   return nkb_nl_neigh_resolve(ifindex, ip_be);
 }
 
-int32_t nkb_caps(uint64_t *out4) {
-  if (out4 == 0) return -EINVAL;
+int32_t nkb_caps(uint64_t *out4, uint32_t out_len) {
+  if (!nkb_buf_ok(out4, out_len, 4u * sizeof(uint64_t), sizeof(uint64_t))) return -EINVAL;
   struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
   struct __user_cap_data_struct data[2];
   memset(data, 0, sizeof(data));
@@ -355,13 +362,13 @@ int32_t nkb_caps(uint64_t *out4) {
   return 0;
 }
 
-int32_t nkb_prog_name(uint32_t prog_id, uint8_t *out16) {
-  if (out16 == 0) return -EINVAL;
+int32_t nkb_prog_name(uint32_t prog_id, uint8_t *out16, uint32_t out_len) {
+  if (!nkb_buf_ok(out16, out_len, 16u, 1u)) return -EINVAL;
   return nkb_filter_prog_name(prog_id, (char *)out16);
 }
 
-int32_t nkb_policy(uint8_t *out20) {
-  if (out20 == 0) return -EINVAL;
+int32_t nkb_policy(uint8_t *out20, uint32_t out_len) {
+  if (!nkb_buf_ok(out20, out_len, sizeof(nkb_policy_t), _Alignof(nkb_policy_t))) return -EINVAL;
   return nkb_policy_probe((nkb_policy_t *)(void *)out20);
 }
 

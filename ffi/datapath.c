@@ -152,11 +152,23 @@ int32_t nkb_send(int32_t h, const uint8_t *buf, uint32_t len, uint32_t daddr_be,
   return rc;
 }
 
+// Entries [first, first + count) of a meta buffer of meta_len bytes, as JavaScript
+// passed it: the entries must lie inside it, and its words be aligned.
+static bool nkb_meta_ok(const uint32_t *meta, uint32_t meta_len, uint32_t first, uint32_t count,
+                        uint32_t words) {
+  if (count > NKB_BATCH_MAX || first > NKB_BATCH_MAX) return false;
+  uint64_t need = ((uint64_t)first + count) * words * sizeof(uint32_t);  // no overflow: <= 2^16
+  return nkb_buf_ok(meta, meta_len, 0u, sizeof(uint32_t)) && need <= meta_len;
+}
+
 int32_t nkb_send_batch(int32_t h, const uint8_t *buf, uint32_t buf_len, const uint32_t *meta,
-                       uint32_t count) {
+                       uint32_t meta_len, uint32_t first, uint32_t count) {
   nkb_sock_t *s = nkb_sock_get(h);
   if (s == 0) return -EBADF;
-  if (buf == 0 || meta == 0 || count > NKB_BATCH_MAX) return -EINVAL;
+  if (buf == 0 || !nkb_meta_ok(meta, meta_len, first, count, NKB_SEND_META_WORDS)) {
+    return -EINVAL;
+  }
+  meta += (size_t)first * NKB_SEND_META_WORDS;
   nkb_engine_t *e = nkb_sock_engine(s);
   uint64_t now = nkb_now_ns();
   if (e != 0) pthread_mutex_lock(&e->tx_lock);
@@ -404,11 +416,14 @@ static void nkb_rx_hand_over(const nkb_rx_out_t *o) {
 }
 
 int32_t nkb_recv_batch(int32_t h, uint8_t *buf, uint32_t buf_len, uint32_t *meta,
-                       uint32_t max_msgs) {
+                       uint32_t meta_len, uint32_t max_msgs) {
   int32_t self = nkb_sock_index(h);
   nkb_sock_t *s = nkb_sock_get(h);
   if (s == 0 || self < 0) return -EBADF;
-  if (buf == 0 || meta == 0 || max_msgs == 0 || max_msgs > NKB_BATCH_MAX) return -EINVAL;
+  // Both buffers and both sizes come from JavaScript: the sizes are those of the arrays
+  // passed, read at call time, and every entry written must lie inside meta.
+  if (buf == 0 || buf_len == 0 || max_msgs == 0) return -EINVAL;
+  if (!nkb_meta_ok(meta, meta_len, 0u, max_msgs, NKB_RECV_META_WORDS)) return -EINVAL;
   nkb_rx_out_t o = {
       .buf = buf, .buf_len = buf_len, .off = 0, .meta = meta, .max = max_msgs, .n = 0};
   // Every 16th call looks at the companion socket first, so neither path starves. Other

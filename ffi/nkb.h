@@ -1,6 +1,9 @@
 // The shim's public entry points, bound from src/ffi.ts with Deno.dlopen.
 // Every entry validates its handle and arguments: a stale handle, a closed socket
-// or a bad size is an error code (-errno), never a crash.
+// or a bad size is an error code (-errno), never a crash. Every buffer comes with the
+// byte length JavaScript read from the very array it passed (Deno passes a null pointer
+// for a detached or empty one): the entry checks every count, offset and length against
+// that length, and the alignment of word buffers (ffi/README.md has the table).
 #ifndef NKB_H
 #define NKB_H
 
@@ -23,6 +26,7 @@
 #define NKB_RECV_META_WORDS 8u     // offset, len, saddr_be, sport, flags, 0, 0, 0
 #define NKB_SEND_META_WORDS 4u     // offset, len, daddr_be, dport
 #define NKB_MAX_DGRAM 65507u
+#define NKB_INFO_WORDS 9u          // words nkb_sock_info writes
 
 // Returned by send entries when the destination is not in the header cache:
 // the control plane must resolve it (route, neighbour) and call nkb_dest_set.
@@ -82,12 +86,14 @@ NKB_API int32_t nkb_abi_version(void);
 // CLOCK_MONOTONIC in milliseconds: the hot paths' clock (a V8 fast call of ~20 ns, where
 // performance.now() costs Deno about 150 ns).
 NKB_API double nkb_now_ms(void);
-NKB_API int32_t nkb_env_int(const uint8_t *name, int32_t fallback);
+// The value of environment variable `name` (NUL-terminated within name_len bytes) as an
+// int32, or fallback.
+NKB_API int32_t nkb_env_int(const uint8_t *name, uint32_t name_len, int32_t fallback);
 
 NKB_API int32_t nkb_sock_open(void);
 NKB_API int32_t nkb_sock_bind(int32_t h, uint32_t ip_be, uint32_t port);
 NKB_API int32_t nkb_sock_connect(int32_t h, uint32_t ip_be, uint32_t port);
-NKB_API int32_t nkb_sock_name(int32_t h, uint32_t *out2);
+NKB_API int32_t nkb_sock_name(int32_t h, uint32_t *out2, uint32_t out_len);
 NKB_API int32_t nkb_sock_setopt(int32_t h, uint32_t opt, int32_t value);
 NKB_API int32_t nkb_sock_mcast(int32_t h, uint32_t op, uint32_t group_be, uint32_t iface_be);
 NKB_API int32_t nkb_sock_shutdown(int32_t h);
@@ -101,8 +107,11 @@ NKB_API int32_t nkb_sock_attach(int32_t h, uint32_t ifindex, uint32_t first_queu
 NKB_API int32_t nkb_sock_add_flow(int32_t h, uint32_t ip_be, uint32_t port);
 NKB_API int32_t nkb_sock_del_flow(int32_t h, uint32_t ip_be, uint32_t port);
 NKB_API int32_t nkb_sock_detach(int32_t h);
-NKB_API int32_t nkb_sock_info(int32_t h, uint32_t *out, uint32_t words);
-NKB_API int32_t nkb_sock_stats(int32_t h, uint64_t *out, uint32_t words);
+// The socket's engine (NKB_INFO_WORDS words: attached, ifindex, queues, zero-copy, frame size,
+// program id, MTU, sockets on the engine, first queue); out_len bytes, at least 36.
+NKB_API int32_t nkb_sock_info(int32_t h, uint32_t *out, uint32_t out_len);
+// The socket's counters: NKB_ST_COUNT u64 words; out_len bytes, at least 128.
+NKB_API int32_t nkb_sock_stats(int32_t h, uint64_t *out, uint32_t out_len);
 NKB_API int32_t nkb_sock_last_error(int32_t h);
 // Reaps TX completions and rings the doorbell: frames left on the ring (link was down) go.
 NKB_API int32_t nkb_sock_flush(int32_t h);
@@ -110,34 +119,40 @@ NKB_API int32_t nkb_sock_flush(int32_t h);
 NKB_API int32_t nkb_sock_link_ack(int32_t h);
 
 NKB_API int32_t nkb_dest_set(int32_t h, uint32_t daddr_be, uint32_t dport, uint32_t kind,
-                             const uint8_t *macs12, uint32_t saddr_be, uint32_t ttl_ms);
+                             const uint8_t *macs12, uint32_t macs_len, uint32_t saddr_be,
+                             uint32_t ttl_ms);
 NKB_API int32_t nkb_dest_clear(int32_t h);
 
 NKB_API int32_t nkb_send(int32_t h, const uint8_t *buf, uint32_t len, uint32_t daddr_be,
                          uint32_t dport);
+// Sends entries [first, first + count) of meta (NKB_SEND_META_WORDS each; meta_len bytes
+// in all): how many were sent, from the first; the error that stopped it in last_error.
 NKB_API int32_t nkb_send_batch(int32_t h, const uint8_t *buf, uint32_t buf_len,
-                               const uint32_t *meta, uint32_t count);
+                               const uint32_t *meta, uint32_t meta_len, uint32_t first,
+                               uint32_t count);
+// Receives up to max_msgs datagrams into buf (buf_len bytes) and meta (NKB_RECV_META_WORDS
+// per datagram; meta_len bytes in all, at least max_msgs entries).
 NKB_API int32_t nkb_recv_batch(int32_t h, uint8_t *buf, uint32_t buf_len, uint32_t *meta,
-                               uint32_t max_msgs);
+                               uint32_t meta_len, uint32_t max_msgs);
 // Waits up to timeout_us for data on either path: 1 ready, 0 timed out, -EBADF closed.
 NKB_API int32_t nkb_wait(int32_t h, uint32_t timeout_us, uint32_t spin);
 
-NKB_API int32_t nkb_link_get(uint32_t ifindex, uint8_t *out76);
-NKB_API int32_t nkb_route_get(uint32_t dst_be, uint32_t *out4);
+NKB_API int32_t nkb_link_get(uint32_t ifindex, uint8_t *out76, uint32_t out_len);
+NKB_API int32_t nkb_route_get(uint32_t dst_be, uint32_t *out4, uint32_t out_len);
 NKB_API int32_t nkb_addr_ifindex(uint32_t ip_be);
-NKB_API int32_t nkb_addr_first(uint32_t ifindex, uint32_t *out1);
-NKB_API int32_t nkb_neigh_get(uint32_t ifindex, uint32_t ip_be, uint8_t *mac6);
+NKB_API int32_t nkb_addr_first(uint32_t ifindex, uint32_t *out1, uint32_t out_len);
+NKB_API int32_t nkb_neigh_get(uint32_t ifindex, uint32_t ip_be, uint8_t *mac6, uint32_t mac_len);
 NKB_API int32_t nkb_neigh_resolve(uint32_t ifindex, uint32_t ip_be);
-NKB_API int32_t nkb_caps(uint64_t *out4);
-NKB_API int32_t nkb_policy(uint8_t *out20);
-NKB_API int32_t nkb_prog_name(uint32_t prog_id, uint8_t *out16);
+NKB_API int32_t nkb_caps(uint64_t *out4, uint32_t out_len);
+NKB_API int32_t nkb_policy(uint8_t *out20, uint32_t out_len);
+NKB_API int32_t nkb_prog_name(uint32_t prog_id, uint8_t *out16, uint32_t out_len);
 // 1 when prog_id is the XDP filter of one of this process's engines (any Worker's), else 0.
 NKB_API int32_t nkb_prog_is_ours(uint32_t prog_id);
 
 // The XDP features the driver of ifindex reports (generic netlink family "netdev",
 // NETDEV_A_DEV_XDP_FEATURES: NETDEV_XDP_ACT_* bits; XSK_ZEROCOPY is 1 << 3): 0 and *out1
 // set, -ENOENT (no such interface), -EOPNOTSUPP (the kernel has no "netdev" family).
-NKB_API int32_t nkb_link_xdp_features(uint32_t ifindex, uint64_t *out1);
+NKB_API int32_t nkb_link_xdp_features(uint32_t ifindex, uint64_t *out1, uint32_t out_len);
 
 // The host-wide registry (ffi/registry.h). What the control plane knows of socket h
 // that the shim does not: bypass state flags (NKB_REG_F_BYPASS, NKB_REG_F_AFFINE; the

@@ -9,6 +9,12 @@
 
 #include "nkb.h"
 
+// A buffer JavaScript handed an entry: present, at least need bytes by the length read
+// from the array itself, and aligned for the words the entry writes through it.
+static inline bool nkb_buf_ok(const void *p, uint32_t len, uint32_t need, uint32_t align) {
+  return p != 0 && len >= need && ((uintptr_t)p & (uintptr_t)(align - 1u)) == 0;
+}
+
 typedef struct nkb_dest {
   uint32_t daddr_be;
   uint16_t dport;

@@ -265,8 +265,9 @@ static int32_t xf_dev_on_reply(const struct nlattr *const *tb, void *vctx) {
   return 0;
 }
 
-int32_t nkb_link_xdp_features(uint32_t ifindex, uint64_t *out1) {
-  if (out1 == NULL) return -EINVAL;
+int32_t nkb_link_xdp_features(uint32_t ifindex, uint64_t *out1, uint32_t out_len) {
+  // A buffer from JavaScript: the length it really has, aligned for the u64 written.
+  if (out1 == NULL || out_len < sizeof(*out1) || ((uintptr_t)out1 & 7u) != 0) return -EINVAL;
   *out1 = 0; // nothing stale for a caller that reads it after a failure
   // No interface has index 0; the kernel's policy (NLA_POLICY_MIN 1) would say -ERANGE.
   if (ifindex == 0) return -ENOENT;

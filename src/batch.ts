@@ -5,7 +5,7 @@
  * @module
  */
 
-import { BATCH_MAX, RECV_META_WORDS, SEND_META_WORDS } from "./ffi.ts";
+import { BATCH_MAX, byteLengthOf, lib, RECV_META_WORDS, SEND_META_WORDS } from "./ffi.ts";
 import { formatIpv4, parseIpv4 } from "./ipv4.ts";
 
 // Optimized code reads an imported binding again at every use, behind a check that it is
@@ -18,6 +18,17 @@ const MAX_DATAGRAM = 65507;
 const RX_KERNEL = 1;
 const RX_TRUNCATED = 2;
 
+// A batch's buffers and sizes live in private fields, and the length the shim is given is
+// read from the very array passed, at call time (byteLengthOf: not a property JavaScript
+// can redefine): a batch whose public properties were redefined, or whose buffers were
+// replaced, transferred or detached, can mislead neither the shim nor the socket.
+function detached(what: string): never {
+  throw new TypeError(
+    `${what}: its buffers were transferred or detached (postMessage, ArrayBuffer.transfer): ` +
+      "make a new batch",
+  );
+}
+
 function checkCapacity(maxDatagrams: number, maxBytes: number): void {
   if (!Number.isInteger(maxDatagrams) || maxDatagrams < 1 || maxDatagrams > BATCH_MAX) {
     throw new RangeError(`maxDatagrams must be 1..${BATCH_MAX}, got ${maxDatagrams}`);
@@ -27,14 +38,18 @@ function checkCapacity(maxDatagrams: number, maxBytes: number): void {
   }
 }
 
+// The socket's ways into a batch's private state (set by the classes' static blocks).
+let isSend: (b: unknown) => boolean;
+let isRecv: (b: unknown) => boolean;
+let sendFrom: (b: SendBatch, h: number, first: number) => number;
+let receiveInto: (b: RecvBatch, h: number) => number;
+let recvMeta: (b: RecvBatch) => Uint32Array<ArrayBuffer>;
+
 /** Datagrams to send with {@linkcode UdpBypass.sendBatch}: payloads are copied in by `add`. */
 export class SendBatch {
-  /** Where payloads are laid out. */
-  readonly bytes: Uint8Array<ArrayBuffer>;
-  /** Per datagram: offset, length, destination (network order), port. */
-  readonly meta: Uint32Array<ArrayBuffer>;
-  /** `meta` as bytes, for the shim. */
-  readonly metaBytes: Uint8Array<ArrayBuffer>;
+  #bytes: Uint8Array<ArrayBuffer>;
+  #meta: Uint32Array<ArrayBuffer>;
+  #metaBytes: Uint8Array<ArrayBuffer>;
   #count = 0;
   #used = 0;
   #lastHost: string | null = null;
@@ -43,9 +58,24 @@ export class SendBatch {
   /** Room for `maxDatagrams` datagrams (at most 1024) of `maxBytes` payload bytes in all. */
   constructor(maxDatagrams: number = 256, maxBytes: number = maxDatagrams * 1500) {
     checkCapacity(maxDatagrams, maxBytes);
-    this.bytes = new Uint8Array(maxBytes);
-    this.meta = new Uint32Array(maxDatagrams * SEND_META_WORDS);
-    this.metaBytes = new Uint8Array(this.meta.buffer);
+    this.#bytes = new Uint8Array(maxBytes);
+    this.#meta = new Uint32Array(maxDatagrams * SEND_META_WORDS);
+    this.#metaBytes = new Uint8Array(this.#meta.buffer);
+  }
+
+  /** Where payloads are laid out. */
+  get bytes(): Uint8Array<ArrayBuffer> {
+    return this.#bytes;
+  }
+
+  /** Per datagram: offset, length, destination (network order), port. */
+  get meta(): Uint32Array<ArrayBuffer> {
+    return this.#meta;
+  }
+
+  /** `meta` as bytes, for the shim. */
+  get metaBytes(): Uint8Array<ArrayBuffer> {
+    return this.#metaBytes;
   }
 
   /** Datagrams in the batch. */
@@ -79,7 +109,8 @@ export class SendBatch {
     if (!(payload instanceof Uint8Array)) throw new TypeError("payload must be a Uint8Array");
     from.offset(i); // a RangeError unless datagram i is in the batch
     const at = i * RECV_WORDS;
-    return this.#put(payload, from.meta[at + 2], from.meta[at + 3]);
+    const meta = recvMeta(from);
+    return this.#put(payload, meta[at + 2], meta[at + 3]);
   }
 
   #put(payload: Uint8Array, ipBe: number, port: number): boolean {
@@ -88,14 +119,17 @@ export class SendBatch {
     }
     if (port < 1 || port > 65535) throw new RangeError(`port ${port} is out of range 1..65535`);
     const slot = this.#count * SEND_WORDS;
-    if (slot >= this.meta.length || this.#used + payload.byteLength > this.bytes.byteLength) {
+    const meta = this.#meta;
+    if (slot >= meta.length || this.#used + payload.byteLength > this.#bytes.byteLength) {
+      // Full; or (a detached array reads as empty) dead: say so rather than "full".
+      if (byteLengthOf(this.#bytes) === 0 || byteLengthOf(meta) === 0) detached("SendBatch.add");
       return false;
     }
-    this.bytes.set(payload, this.#used);
-    this.meta[slot] = this.#used;
-    this.meta[slot + 1] = payload.byteLength;
-    this.meta[slot + 2] = ipBe;
-    this.meta[slot + 3] = port;
+    this.#bytes.set(payload, this.#used);
+    meta[slot] = this.#used;
+    meta[slot + 1] = payload.byteLength;
+    meta[slot + 2] = ipBe;
+    meta[slot + 3] = port;
     this.#used += payload.byteLength;
     this.#count++;
     return true;
@@ -109,8 +143,47 @@ export class SendBatch {
 
   /** Destination of datagram `i`, network order (for the socket's route resolution). */
   destination(i: number): [number, number] {
-    return [this.meta[i * SEND_WORDS + 2], this.meta[i * SEND_WORDS + 3]];
+    return [this.#meta[i * SEND_WORDS + 2], this.#meta[i * SEND_WORDS + 3]];
   }
+
+  static {
+    isSend = (b: unknown): boolean => typeof b === "object" && b !== null && #bytes in b;
+    sendFrom = (b: SendBatch, h: number, first: number): number => b.#send(h, first);
+  }
+
+  // Datagrams [first, length) with one call; what nkb_send_batch returns.
+  #send(h: number, first: number): number {
+    const bytes = this.#bytes;
+    const metaBytes = this.#metaBytes;
+    const len = byteLengthOf(bytes);
+    const metaLen = byteLengthOf(metaBytes);
+    if (len === 0 || metaLen === 0) detached("sendBatch");
+    return lib().nkb_send_batch(h, bytes, len, metaBytes, metaLen, first, this.#count - first);
+  }
+}
+
+/**
+ * Sends datagrams `first..` of `batch` on socket handle `h` (nkb_send_batch): for
+ * `UdpBypass.sendBatch`. A TypeError for anything but a `SendBatch`, or a dead one.
+ */
+export function sendBatchFrom(batch: SendBatch, h: number, first: number): number {
+  checkSendBatch(batch);
+  return sendFrom(batch, h, first);
+}
+
+/** A TypeError unless `batch` was made by the `SendBatch` constructor. */
+export function checkSendBatch(batch: SendBatch): void {
+  if (!isSend(batch)) throw new TypeError("sendBatch: not a SendBatch");
+}
+
+/**
+ * Receives into `batch` on socket handle `h` (nkb_recv_batch), and sets its length when
+ * that succeeds: for `UdpBypass.receiveBatch`. A TypeError for anything but a
+ * `RecvBatch`, or a dead one.
+ */
+export function receiveBatchInto(batch: RecvBatch, h: number): number {
+  if (!isRecv(batch)) throw new TypeError("receiveBatch: not a RecvBatch");
+  return receiveInto(batch, h);
 }
 
 /**
@@ -123,23 +196,39 @@ export class RecvBatch {
    * (for loops that read `meta` directly).
    */
   static readonly WORDS: number = RECV_WORDS;
-  /** Where payloads are laid out. */
-  readonly bytes: Uint8Array<ArrayBuffer>;
-  /** Per datagram ({@linkcode RecvBatch.WORDS} words): offset, length, source (network order), port, flags, 0, 0, 0. */
-  readonly meta: Uint32Array<ArrayBuffer>;
-  /** `meta` as bytes, for the shim. */
-  readonly metaBytes: Uint8Array<ArrayBuffer>;
-  /** Most datagrams one receive takes. */
-  readonly capacity: number;
+  #bytes: Uint8Array<ArrayBuffer>;
+  #meta: Uint32Array<ArrayBuffer>;
+  #metaBytes: Uint8Array<ArrayBuffer>;
+  #capacity: number;
   #count = 0;
 
   /** Room for `maxDatagrams` datagrams (at most 1024) of `maxBytes` payload bytes in all. */
   constructor(maxDatagrams: number = 256, maxBytes: number = maxDatagrams * 2048) {
     checkCapacity(maxDatagrams, maxBytes);
-    this.capacity = maxDatagrams;
-    this.bytes = new Uint8Array(maxBytes);
-    this.meta = new Uint32Array(maxDatagrams * RECV_META_WORDS);
-    this.metaBytes = new Uint8Array(this.meta.buffer);
+    this.#capacity = maxDatagrams;
+    this.#bytes = new Uint8Array(maxBytes);
+    this.#meta = new Uint32Array(maxDatagrams * RECV_META_WORDS);
+    this.#metaBytes = new Uint8Array(this.#meta.buffer);
+  }
+
+  /** Where payloads are laid out. */
+  get bytes(): Uint8Array<ArrayBuffer> {
+    return this.#bytes;
+  }
+
+  /** Per datagram ({@linkcode RecvBatch.WORDS} words): offset, length, source (network order), port, flags, 0, 0, 0. */
+  get meta(): Uint32Array<ArrayBuffer> {
+    return this.#meta;
+  }
+
+  /** `meta` as bytes, for the shim. */
+  get metaBytes(): Uint8Array<ArrayBuffer> {
+    return this.#metaBytes;
+  }
+
+  /** Most datagrams one receive takes. */
+  get capacity(): number {
+    return this.#capacity;
   }
 
   /** Datagrams received by the last receive. */
@@ -147,42 +236,64 @@ export class RecvBatch {
     return this.#count;
   }
 
-  /** Set by the socket after a receive. */
+  /**
+   * Set by the socket after a receive (or by code that fills `meta` itself): 0..capacity,
+   * the capacity the batch was made with. It bounds only what `data(i)` and its kin read.
+   */
   set length(n: number) {
-    if (!Number.isInteger(n) || n < 0 || n > this.capacity) throw new RangeError(`bad count ${n}`);
+    if (!Number.isInteger(n) || n < 0 || n > this.#capacity) throw new RangeError(`bad count ${n}`);
     this.#count = n;
+  }
+
+  static {
+    isRecv = (b: unknown): boolean => typeof b === "object" && b !== null && #bytes in b;
+    receiveInto = (b: RecvBatch, h: number): number => b.#receive(h);
+    recvMeta = (b: RecvBatch): Uint32Array<ArrayBuffer> => b.#meta;
+  }
+
+  // One nkb_recv_batch into this batch's own arrays, with their real lengths.
+  #receive(h: number): number {
+    const bytes = this.#bytes;
+    const metaBytes = this.#metaBytes;
+    const len = byteLengthOf(bytes);
+    const metaLen = byteLengthOf(metaBytes);
+    if (len === 0 || metaLen === 0) detached("receiveBatch");
+    const n = lib().nkb_recv_batch(h, bytes, len, metaBytes, metaLen, this.#capacity);
+    if (n >= 0) this.#count = n;
+    return n;
   }
 
   /** Offset of datagram `i` in `bytes`. */
   offset(i: number): number {
-    return this.meta[this.#at(i)];
+    return this.#meta[this.#at(i)];
   }
 
   /** Length of datagram `i`. */
   size(i: number): number {
-    return this.meta[this.#at(i) + 1];
+    return this.#meta[this.#at(i) + 1];
   }
 
   /** Datagram `i` as a view into `bytes` (no copy). */
   data(i: number): Uint8Array<ArrayBuffer> {
     const at = this.#at(i);
-    return this.bytes.subarray(this.meta[at], this.meta[at] + this.meta[at + 1]);
+    const meta = this.#meta;
+    return this.#bytes.subarray(meta[at], meta[at] + meta[at + 1]);
   }
 
   /** Sender of datagram `i`. */
   address(i: number): Deno.NetAddr {
     const at = this.#at(i);
-    return { transport: "udp", hostname: formatIpv4(this.meta[at + 2]), port: this.meta[at + 3] };
+    return { transport: "udp", hostname: formatIpv4(this.#meta[at + 2]), port: this.#meta[at + 3] };
   }
 
   /** True when datagram `i` came through the kernel socket. */
   viaKernel(i: number): boolean {
-    return (this.meta[this.#at(i) + 4] & RX_KERNEL) !== 0;
+    return (this.#meta[this.#at(i) + 4] & RX_KERNEL) !== 0;
   }
 
   /** True when datagram `i` was cut to fit. */
   truncated(i: number): boolean {
-    return (this.meta[this.#at(i) + 4] & RX_TRUNCATED) !== 0;
+    return (this.#meta[this.#at(i) + 4] & RX_TRUNCATED) !== 0;
   }
 
   #at(i: number): number {

@@ -10,7 +10,7 @@ import type { ResolvedOptions } from "./config.ts";
 import { decide, decideLink, type FallbackReason, type Plan } from "./decide.ts";
 import { resolveDestination, useKernel } from "./destinations.ts";
 import { BypassSetupError, errnoName, errorFromErrno } from "./errors.ts";
-import { lib, Opt } from "./ffi.ts";
+import { byteLengthOf, lib, Opt } from "./ffi.ts";
 import { formatIpv4, isMulticast } from "./ipv4.ts";
 import { WATCH_INTERVAL_MS, watchLink } from "./link_watch.ts";
 import { addrFirst, addrIfindex, type LinkInfo } from "./netinfo.ts";
@@ -98,7 +98,7 @@ export class BypassBinding {
   #decideLocal(): void {
     if (this.#phase !== "open") return;
     const name = new Uint32Array(2);
-    const rc = lib().nkb_sock_name(this.#h, new Uint8Array(name.buffer));
+    const rc = lib().nkb_sock_name(this.#h, name, byteLengthOf(name));
     if (rc < 0) throw errorFromErrno(rc, "getsockname");
     this.#localBe = name[0];
     this.#localPort = name[1];

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { lib } from "./ffi.ts";
+import { byteLengthOf, lib } from "./ffi.ts";
 
 /** How an nkb socket behaves; every field may be set per socket. */
 export interface BypassOptions {
@@ -38,7 +38,8 @@ export interface ResolvedOptions {
 const encoder = new TextEncoder();
 
 function envInt(name: string, fallback: number): number {
-  return lib().nkb_env_int(encoder.encode(name + "\0"), fallback);
+  const z = encoder.encode(name + "\0");
+  return lib().nkb_env_int(z, byteLengthOf(z), fallback);
 }
 
 function bit(value: number, fallback: 0 | 1): 0 | 1 {

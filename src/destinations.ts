@@ -6,7 +6,7 @@
  * @module
  */
 
-import { Dest, lib } from "./ffi.ts";
+import { byteLengthOf, Dest, lib } from "./ffi.ts";
 import { errorFromErrno } from "./errors.ts";
 import { isMulticast, multicastMac } from "./ipv4.ts";
 import { type LinkInfo, neighbourMac, routeGet, RouteType } from "./netinfo.ts";
@@ -38,7 +38,8 @@ function set(
   src: number,
   ttl: number,
 ): void {
-  const rc = lib().nkb_dest_set(h, ipBe, port, kind, macs, src, ttl);
+  const macsLen = macs === null ? 0 : byteLengthOf(macs);
+  const rc = lib().nkb_dest_set(h, ipBe, port, kind, macs, macsLen, src, ttl);
   if (rc < 0) throw errorFromErrno(rc, "destination cache");
 }
 

@@ -13,11 +13,11 @@ const U32 = "u32" as const;
 export const symbols = {
   nkb_abi_version: { parameters: [], result: I32 },
   nkb_now_ms: { parameters: [], result: "f64" },
-  nkb_env_int: { parameters: ["buffer", I32], result: I32 },
+  nkb_env_int: { parameters: ["buffer", U32, I32], result: I32 },
   nkb_sock_open: { parameters: [], result: I32 },
   nkb_sock_bind: { parameters: [I32, U32, U32], result: I32 },
   nkb_sock_connect: { parameters: [I32, U32, U32], result: I32 },
-  nkb_sock_name: { parameters: [I32, "buffer"], result: I32 },
+  nkb_sock_name: { parameters: [I32, "buffer", U32], result: I32 },
   nkb_sock_setopt: { parameters: [I32, U32, I32], result: I32 },
   nkb_sock_mcast: { parameters: [I32, U32, U32, U32], result: I32 },
   nkb_sock_shutdown: { parameters: [I32], result: I32 },
@@ -31,24 +31,24 @@ export const symbols = {
   nkb_sock_last_error: { parameters: [I32], result: I32 },
   nkb_sock_flush: { parameters: [I32], result: I32 },
   nkb_sock_link_ack: { parameters: [I32], result: I32 },
-  nkb_dest_set: { parameters: [I32, U32, U32, U32, "buffer", U32, U32], result: I32 },
+  nkb_dest_set: { parameters: [I32, U32, U32, U32, "buffer", U32, U32, U32], result: I32 },
   nkb_dest_clear: { parameters: [I32], result: I32 },
   nkb_send: { parameters: [I32, "buffer", U32, U32, U32], result: I32 },
-  nkb_send_batch: { parameters: [I32, "buffer", U32, "buffer", U32], result: I32 },
-  nkb_recv_batch: { parameters: [I32, "buffer", U32, "buffer", U32], result: I32 },
+  nkb_send_batch: { parameters: [I32, "buffer", U32, "buffer", U32, U32, U32], result: I32 },
+  nkb_recv_batch: { parameters: [I32, "buffer", U32, "buffer", U32, U32], result: I32 },
   nkb_wait: { parameters: [I32, U32, U32], result: I32 },
   nkb_wait_async: { name: "nkb_wait", parameters: [I32, U32, U32], result: I32, nonblocking: true },
-  nkb_link_get: { parameters: [U32, "buffer"], result: I32 },
-  nkb_route_get: { parameters: [U32, "buffer"], result: I32 },
+  nkb_link_get: { parameters: [U32, "buffer", U32], result: I32 },
+  nkb_route_get: { parameters: [U32, "buffer", U32], result: I32 },
   nkb_addr_ifindex: { parameters: [U32], result: I32 },
-  nkb_addr_first: { parameters: [U32, "buffer"], result: I32 },
-  nkb_neigh_get: { parameters: [U32, U32, "buffer"], result: I32 },
+  nkb_addr_first: { parameters: [U32, "buffer", U32], result: I32 },
+  nkb_neigh_get: { parameters: [U32, U32, "buffer", U32], result: I32 },
   nkb_neigh_resolve: { parameters: [U32, U32], result: I32 },
-  nkb_caps: { parameters: ["buffer"], result: I32 },
-  nkb_prog_name: { parameters: [U32, "buffer"], result: I32 },
+  nkb_caps: { parameters: ["buffer", U32], result: I32 },
+  nkb_prog_name: { parameters: [U32, "buffer", U32], result: I32 },
   nkb_prog_is_ours: { parameters: [U32], result: I32 },
-  nkb_policy: { parameters: ["buffer"], result: I32 },
-  nkb_link_xdp_features: { parameters: [U32, "buffer"], result: I32 },
+  nkb_policy: { parameters: ["buffer", U32], result: I32 },
+  nkb_link_xdp_features: { parameters: [U32, "buffer", U32], result: I32 },
   nkb_reg_note: { parameters: [I32, U32, U32, "buffer"], result: I32 },
   nkb_reg_path: { parameters: ["buffer", U32], result: I32 },
 } as const satisfies Deno.ForeignLibraryInterface;
@@ -109,6 +109,22 @@ export const Stat = {
   engineTxDrops: 15,
   count: 16,
 } as const;
+
+// The engine's own byte length of a typed array, taken from %TypedArray%.prototype when this
+// module loads: a `byteLength` redefined on an array or a prototype patched later cannot
+// change it. It is 0 for a detached array (for which Deno's FFI passes a null pointer).
+const typedArrayByteLength = Function.prototype.call.bind(
+  Object.getOwnPropertyDescriptor(Object.getPrototypeOf(Uint8Array.prototype), "byteLength")!
+    .get!,
+) as (a: ArrayBufferView) => number;
+
+/**
+ * The byte length of typed array `a` as the engine knows it (0 when detached): what every
+ * FFI call passes beside a buffer. A TypeError for anything but a typed array.
+ */
+export function byteLengthOf(a: ArrayBufferView): number {
+  return typedArrayByteLength(a);
+}
 
 /** The loaded shim. */
 export type NkbLib = Deno.DynamicLibrary<typeof symbols>["symbols"];

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { lib } from "./ffi.ts";
+import { byteLengthOf, lib } from "./ffi.ts";
 
 /** One interface as rtnetlink describes it. */
 export interface LinkInfo {
@@ -46,7 +46,7 @@ function cString(bytes: Uint8Array): string {
 /** Link facts of `ifindex`, or a negative errno. */
 export function linkGet(ifindex: number): LinkInfo | number {
   const out = new Uint8Array(76);
-  const rc = lib().nkb_link_get(ifindex, out);
+  const rc = lib().nkb_link_get(ifindex, out, byteLengthOf(out));
   if (rc < 0) return rc;
   const w = new Uint32Array(out.buffer, 0, 9);
   return {
@@ -78,7 +78,7 @@ export function linkIsLoopback(link: LinkInfo): boolean {
 /** Where the kernel would send a datagram to `dstBe`, or a negative errno. */
 export function routeGet(dstBe: number): RouteInfo | number {
   const out = new Uint32Array(4);
-  const rc = lib().nkb_route_get(dstBe, new Uint8Array(out.buffer));
+  const rc = lib().nkb_route_get(dstBe, out, byteLengthOf(out));
   if (rc < 0) return rc;
   return { oif: out[0], type: out[1], prefsrcBe: out[2], gatewayBe: out[3] };
 }
@@ -91,7 +91,7 @@ export function addrIfindex(ipBe: number): number {
 /** The first IPv4 address of an interface, or a negative errno. */
 export function addrFirst(ifindex: number): number {
   const out = new Uint32Array(1);
-  const rc = lib().nkb_addr_first(ifindex, new Uint8Array(out.buffer));
+  const rc = lib().nkb_addr_first(ifindex, out, byteLengthOf(out));
   return rc < 0 ? rc : out[0];
 }
 
@@ -116,7 +116,7 @@ function sleepSync(ms: number): void {
  */
 export function neighbourMac(ifindex: number, ipBe: number, timeoutMs: number): Uint8Array | null {
   const mac = new Uint8Array(6);
-  let state = lib().nkb_neigh_get(ifindex, ipBe, mac);
+  let state = lib().nkb_neigh_get(ifindex, ipBe, mac, byteLengthOf(mac));
   if (state > 0 && (state & NUD_USABLE) !== 0) {
     // Stale entries are still right almost always; ask the kernel to confirm them.
     if ((state & NUD_REACHABLE) === 0 && (state & (NUD_PERMANENT | NUD_NOARP)) === 0) {
@@ -127,7 +127,7 @@ export function neighbourMac(ifindex: number, ipBe: number, timeoutMs: number): 
   if (lib().nkb_neigh_resolve(ifindex, ipBe) < 0) return null;
   const deadline = performance.now() + timeoutMs;
   for (let i = 0; i < 1000 && performance.now() < deadline; i++) {
-    state = lib().nkb_neigh_get(ifindex, ipBe, mac);
+    state = lib().nkb_neigh_get(ifindex, ipBe, mac, byteLengthOf(mac));
     if (state > 0 && (state & NUD_USABLE) !== 0) return mac;
     sleepSync(1);
   }
@@ -145,7 +145,7 @@ export interface Privileges {
 /** Reads this process's privileges, or a negative errno. */
 export function privileges(): Privileges | number {
   const out = new BigUint64Array(4);
-  const rc = lib().nkb_caps(new Uint8Array(out.buffer));
+  const rc = lib().nkb_caps(out, byteLengthOf(out));
   if (rc < 0) return rc;
   return { effective: out[0], memlockCur: out[1], memlockMax: out[2], euid: Number(out[3]) };
 }
@@ -153,7 +153,7 @@ export function privileges(): Privileges | number {
 /** The name of a loaded BPF program ("nkb_xdp" for ours), or a negative errno. */
 export function progName(progId: number): string | number {
   const out = new Uint8Array(16);
-  const rc = lib().nkb_prog_name(progId, out);
+  const rc = lib().nkb_prog_name(progId, out, byteLengthOf(out));
   return rc < 0 ? rc : cString(out);
 }
 
@@ -170,7 +170,7 @@ export interface PolicyInfo {
 /** Counts nftables/iptables rules and xfrm policies/states, or a negative errno. */
 export function policy(): PolicyInfo | number {
   const out = new Uint32Array(5);
-  const rc = lib().nkb_policy(new Uint8Array(out.buffer));
+  const rc = lib().nkb_policy(out, byteLengthOf(out));
   if (rc < 0) return rc;
   return {
     nftRules: out[0],

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { lib } from "./ffi.ts";
+import { byteLengthOf, lib } from "./ffi.ts";
 import { linkGet, progName } from "./netinfo.ts";
 import { readRegistry, type RegisteredSocket } from "./registry_read.ts";
 import { type Column, formatTable } from "./table.ts";
@@ -335,7 +335,7 @@ function xdpOwner(progId: number): Omit<XdpFacts, "zeroCopy"> {
 
 function zeroCopy(ifindex: number): PhysInfo["zeroCopy"] {
   const out = new BigUint64Array(1);
-  const rc = lib().nkb_link_xdp_features(ifindex, new Uint8Array(out.buffer));
+  const rc = lib().nkb_link_xdp_features(ifindex, out, byteLengthOf(out));
   if (rc < 0) return "unknown";
   return (out[0] & XDP_ZEROCOPY_BIT) !== 0n ? "yes" : "no";
 }

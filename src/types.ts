@@ -6,7 +6,7 @@
 
 import type { BypassOptions } from "./config.ts";
 import type { FallbackReason } from "./decide.ts";
-import { lib, Stat } from "./ffi.ts";
+import { byteLengthOf, lib, Stat } from "./ffi.ts";
 import { errorFromErrno } from "./errors.ts";
 
 /** Where a socket's datagrams go, and why not through the rings when they don't. */
@@ -94,7 +94,7 @@ export interface ReceiveOptions {
 /** Reads the shim's counters of socket `h`. */
 export function readStats(h: number): BypassStats {
   const out = new BigUint64Array(Stat.count);
-  const rc = lib().nkb_sock_stats(h, new Uint8Array(out.buffer), Stat.count);
+  const rc = lib().nkb_sock_stats(h, out, byteLengthOf(out));
   if (rc < 0) throw errorFromErrno(rc, "stats");
   return statsFromWords((i) => Number(out[i]));
 }

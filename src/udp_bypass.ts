@@ -7,18 +7,24 @@
  * @module
  */
 
-import type { RecvBatch, SendBatch } from "./batch.ts";
+import {
+  checkSendBatch,
+  receiveBatchInto,
+  type RecvBatch,
+  type SendBatch,
+  sendBatchFrom,
+} from "./batch.ts";
 import { BypassBinding } from "./binding.ts";
 import { type BypassOptions, type ResolvedOptions, resolveOptions } from "./config.ts";
 import { errorFromErrno, TxRingFullError } from "./errors.ts";
 import {
+  byteLengthOf,
   E_LINK_CHANGE,
   E_NEED_ROUTE,
   lib,
   Mcast,
   Opt,
   RECV_META_WORDS,
-  SEND_META_WORDS,
 } from "./ffi.ts";
 import { formatIpv4, isMulticast, parseIpv4 } from "./ipv4.ts";
 import { membership } from "./membership.ts";
@@ -49,6 +55,7 @@ const MAX_WAITS = 1e9;
 const YIELD_EVERY_MS = 4;
 const MAX_DATAGRAM = 65507;
 const EBUSY = -16;
+const META_BYTES = RECV_META_WORDS * 4;
 const ENOBUFS = -105;
 
 function checkAddr(
@@ -166,10 +173,7 @@ export class UdpBypass implements Deno.DatagramConn {
   get addr(): Deno.NetAddr {
     this.#open("addr");
     const out = new Uint32Array(2);
-    this.#check(
-      lib().nkb_sock_name(this.#h, new Uint8Array(out.buffer)),
-      "getsockname",
-    );
+    this.#check(lib().nkb_sock_name(this.#h, out, out.byteLength), "getsockname");
     return netAddr(out[0], out[1]);
   }
 
@@ -213,16 +217,17 @@ export class UdpBypass implements Deno.DatagramConn {
     if (!(data instanceof Uint8Array)) {
       throw new TypeError("send: data must be a Uint8Array");
     }
-    if (data.byteLength > MAX_DATAGRAM) {
-      throw new RangeError(
-        `send: ${data.byteLength} bytes exceed the UDP maximum ${MAX_DATAGRAM}`,
-      );
+    // The length of the array itself (not a property JavaScript can redefine), read once for
+    // every try below; a detached array is empty and sends an empty datagram, as Deno's does.
+    const len = byteLengthOf(data);
+    if (len > MAX_DATAGRAM) {
+      throw new RangeError(`send: ${len} bytes exceed the UDP maximum ${MAX_DATAGRAM}`);
     }
     const [ip, port] = this.#destination(addr);
     if (!this.#bound) this.#bindForSend(ip);
     if (!isMulticast(ip)) this.#binding.unicastFromWildcard();
     this.#binding.maybeWatch();
-    let rc = lib().nkb_send(this.#h, data, data.byteLength, ip, port);
+    let rc = lib().nkb_send(this.#h, data, len, ip, port);
     // The shim asks the control plane first when it lacks a destination or saw the
     // interface change; each answer takes one retry.
     for (
@@ -232,7 +237,7 @@ export class UdpBypass implements Deno.DatagramConn {
     ) {
       if (rc === E_LINK_CHANGE) this.#binding.watchNow();
       else this.#binding.resolve(ip, port);
-      rc = lib().nkb_send(this.#h, data, data.byteLength, ip, port);
+      rc = lib().nkb_send(this.#h, data, len, ip, port);
     }
     if (rc >= 0) return rc;
     this.#binding.watchNow();
@@ -247,6 +252,7 @@ export class UdpBypass implements Deno.DatagramConn {
    */
   sendBatch(batch: SendBatch): number {
     this.#open("sendBatch");
+    checkSendBatch(batch);
     const n = batch.length;
     if (n > 0 && !this.#bound) this.#bindForSend(batch.destination(0)[0]);
     let sent = 0;
@@ -254,17 +260,7 @@ export class UdpBypass implements Deno.DatagramConn {
     // look at (unknown destination, changed link): at most two rounds per datagram.
     for (let round = 0; round < 2 * n + 2 && sent < n; round++) {
       this.#binding.maybeWatch();
-      // A view from the first unsent entry: only after a round that stopped part way.
-      const meta = sent === 0
-        ? batch.metaBytes
-        : batch.metaBytes.subarray(sent * SEND_META_WORDS * 4);
-      const done = lib().nkb_send_batch(
-        this.#h,
-        batch.bytes,
-        batch.bytes.byteLength,
-        meta,
-        n - sent,
-      );
+      const done = sendBatchFrom(batch, this.#h, sent);
       if (done < 0) throw errorFromErrno(done, "sendBatch");
       sent += done;
       if (sent === n) break;
@@ -297,18 +293,12 @@ export class UdpBypass implements Deno.DatagramConn {
     for (let w = 0; n === 0 && w < MAX_WAITS && this.#wait(opts, w); w++) {
       n = this.#receiveBatchNow(batch);
     }
-    batch.length = n;
     return n;
   }
 
+  // The batch passes its own arrays and their real lengths (src/batch.ts), and sets its length.
   #receiveBatchNow(batch: RecvBatch): number {
-    const n = lib().nkb_recv_batch(
-      this.#h,
-      batch.bytes,
-      batch.bytes.byteLength,
-      batch.metaBytes,
-      batch.capacity,
-    );
+    const n = receiveBatchInto(batch, this.#h);
     if (n < 0) throw errorFromErrno(n, "receive");
     return n;
   }
@@ -552,13 +542,11 @@ export class UdpBypass implements Deno.DatagramConn {
     target: Uint8Array<ArrayBuffer>,
     copy: boolean,
   ): [Uint8Array<ArrayBuffer>, Deno.NetAddr] | null {
-    const n = lib().nkb_recv_batch(
-      this.#h,
-      target,
-      target.byteLength,
-      this.#metaBytes,
-      1,
-    );
+    // The target's own length, at this call: a receive() that waited may find it detached
+    // (transferred meanwhile) or shrunk (a resizable buffer).
+    const len = byteLengthOf(target);
+    if (len === 0) throw new TypeError("receive: the buffer was transferred or detached");
+    const n = lib().nkb_recv_batch(this.#h, target, len, this.#metaBytes, META_BYTES, 1);
     if (n < 0) throw errorFromErrno(n, "receive");
     if (n === 0) return null;
     const m = this.#meta;

@@ -130,7 +130,7 @@ static uint32_t parse_port(const char *s) {
 static void print_stats(int32_t h) {
   uint64_t st[NKB_ST_COUNT];
   memset(st, 0, sizeof(st));
-  int32_t rc = nkb_sock_stats(h, st, NKB_ST_COUNT);
+  int32_t rc = nkb_sock_stats(h, st, (uint32_t)sizeof(st));
   printf("\"stats\":{");
   for (uint32_t i = 0; i < NKB_ST_COUNT; i++) {
     printf("%s\"%s\":%llu", i ? "," : "", STAT_NAMES[i], rc < 0 ? 0ull : (unsigned long long)st[i]);
@@ -163,14 +163,14 @@ static void open_bypass_on(ctx_t *c, uint32_t ip_be, uint32_t port, uint32_t que
   rc = nkb_sock_bind(h, ip_be, port);
   if (rc < 0) fail("nkb_sock_bind", rc);
   uint32_t name[2];
-  rc = nkb_sock_name(h, name);
+  rc = nkb_sock_name(h, name, (uint32_t)sizeof(name));
   if (rc < 0) fail("nkb_sock_name", rc);
   c->port = name[1];
   int32_t ifindex = nkb_addr_ifindex(ip_be);
   if (ifindex < 0) fail("nkb_addr_ifindex", ifindex);
   c->ifindex = (uint32_t)ifindex;
   _Static_assert(sizeof(nkb_link_t) == 76, "nkb_link_t is 76 bytes");
-  rc = nkb_link_get(c->ifindex, (uint8_t *)&c->link);
+  rc = nkb_link_get(c->ifindex, (uint8_t *)&c->link, (uint32_t)sizeof(c->link));
   if (rc < 0) fail("nkb_link_get", rc);
   uint32_t q = c->link.num_rx_queues;
   c->queues = q < 1 ? 1 : q > MAX_QUEUES ? MAX_QUEUES : q;
@@ -202,13 +202,13 @@ static void print_ready(const ctx_t *c) {
 // src/destinations.ts does it, then the destination entry of the header cache.
 static int32_t resolve(const ctx_t *c, uint32_t dst_be, uint32_t dport) {
   uint8_t macs[12];
-  int32_t state = nkb_neigh_get(c->ifindex, dst_be, macs);
+  int32_t state = nkb_neigh_get(c->ifindex, dst_be, macs, 6u);
   if (state <= 0 || (state & NUD_USABLE) == 0) {
     int32_t rc = nkb_neigh_resolve(c->ifindex, dst_be);
     if (rc < 0) return rc;
     double deadline = now_ms() + NEIGH_TIMEOUT_MS;
     for (uint32_t i = 0; i < 10000u; i++) {
-      state = nkb_neigh_get(c->ifindex, dst_be, macs);
+      state = nkb_neigh_get(c->ifindex, dst_be, macs, 6u);
       if (state > 0 && (state & NUD_USABLE) != 0) break;
       if (now_ms() > deadline) return -EHOSTUNREACH;
       sleep_ms(1);
@@ -216,7 +216,8 @@ static int32_t resolve(const ctx_t *c, uint32_t dst_be, uint32_t dport) {
     if (state <= 0 || (state & NUD_USABLE) == 0) return -EHOSTUNREACH;
   }
   memcpy(macs + 6, c->link.mac, 6);
-  return nkb_dest_set(c->h, dst_be, dport, NKB_DEST_BYPASS, macs, c->ip_be, 0);
+  return nkb_dest_set(c->h, dst_be, dport, NKB_DEST_BYPASS, macs, (uint32_t)sizeof(macs),
+                      c->ip_be, 0);
 }
 
 // ---- rx: count sequence numbers until the end marker --------------------------------------
@@ -328,7 +329,7 @@ static int mode_rx(uint32_t ip_be, uint32_t port, uint64_t count, double seconds
   uint64_t max_iter = 10000000000ull;
   for (uint64_t i = 0; i < max_iter && !t.ended && t.received < count; i++) {
     if (busy_us > 0 && drain_n == 0 && drain_t0 == 0) drain_t0 = now_ms();
-    int32_t n = nkb_recv_batch(c.h, buf, sizeof(buf), meta, BATCH);
+    int32_t n = nkb_recv_batch(c.h, buf, sizeof(buf), meta, (uint32_t)sizeof(meta), BATCH);
     calls++;
     if (n < 0) fail("nkb_recv_batch", n);
     if (n == 0) {
@@ -421,8 +422,8 @@ static uint32_t send_batch(tx_t *t, uint32_t seq, uint32_t n) {
   }
   uint32_t done = 0;
   for (uint32_t round = 0; round < 2u * n + 2u && done < n; round++) {
-    int32_t rc = nkb_send_batch(t->c->h, t->buf, n * t->size,
-                                t->meta + (size_t)done * NKB_SEND_META_WORDS, n - done);
+    int32_t rc = nkb_send_batch(t->c->h, t->buf, n * t->size, t->meta,
+                                n * NKB_SEND_META_WORDS * 4u, done, n - done);
     if (rc < 0) fail("nkb_send_batch", rc);
     done += (uint32_t)rc;
     if (done == n) break;
@@ -565,7 +566,7 @@ static int mode_mqtx(uint32_t ip_be, uint32_t port, uint32_t dst_be, uint32_t dp
     tx_full += t[q].tx_full;
     uint64_t st[NKB_ST_COUNT];
     memset(st, 0, sizeof(st));
-    if (nkb_sock_stats(c[q].h, st, NKB_ST_COUNT) == 0) tx_drops += st[NKB_ST_ENGINE_TX_DROPS];
+    if (nkb_sock_stats(c[q].h, st, (uint32_t)sizeof(st)) == 0) tx_drops += st[NKB_ST_ENGINE_TX_DROPS];
   }
   printf("{\"result\":{\"sent\":%llu,\"txFull\":%llu,\"txDrops\":%llu,\"elapsedMs\":%.3f,"
          "\"ticks\":%llu,\"scheduleResets\":%llu,\"ratePps\":%.0f,\"perQueue\":[",
@@ -593,7 +594,7 @@ static int mode_echo(uint32_t ip_be, uint32_t port, double seconds) {
   double hard_end = now_ms() + seconds * 1e3;
   uint64_t max_iter = 10000000000ull;
   for (uint64_t i = 0; i < max_iter; i++) {
-    int32_t n = nkb_recv_batch(c.h, buf, sizeof(buf), meta, 1);
+    int32_t n = nkb_recv_batch(c.h, buf, sizeof(buf), meta, (uint32_t)sizeof(meta), 1);
     if (n < 0) fail("nkb_recv_batch", n);
     if (n == 0) {
       if (now_ms() > hard_end) break;
