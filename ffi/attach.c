@@ -87,7 +87,8 @@ int32_t nkb_sock_attach(int32_t h, uint32_t ifindex, uint32_t first_queue, uint3
                         uint32_t frame_size, uint32_t attach_flags, uint32_t mtu) {
   nkb_sock_t *s = nkb_sock_get(h);
   if (s == 0) return -EBADF;
-  if (mtu < 68 || mtu + NKB_ETH_LEN + NKB_XDP_HEADROOM > frame_size) return -EMSGSIZE;
+  // 64-bit sum: an MTU near 2^32 must not wrap around to a small frame and pass.
+  if (mtu < 68 || (uint64_t)mtu + NKB_ETH_LEN + NKB_XDP_HEADROOM > frame_size) return -EMSGSIZE;
   pthread_mutex_lock(&g_lock);
   int32_t rc = 0;
   if (s->engine >= 0) rc = -EALREADY;
