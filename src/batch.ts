@@ -6,7 +6,7 @@
  */
 
 import { BATCH_MAX, byteLengthOf, lib, RECV_META_WORDS, SEND_META_WORDS } from "./ffi.ts";
-import { formatIpv4, parseIpv4 } from "./ipv4.ts";
+import { formatIpv4, hostIpv4 } from "./ipv4.ts";
 
 // Optimized code reads an imported binding again at every use, behind a check that it is
 // initialized; the per-datagram paths read these module-local copies instead (a loop over
@@ -22,6 +22,9 @@ const RX_TRUNCATED = 2;
 // read from the very array passed, at call time (byteLengthOf: not a property JavaScript
 // can redefine): a batch whose public properties were redefined, or whose buffers were
 // replaced, transferred or detached, can mislead neither the shim nor the socket.
+// What no hostname is: the parse caches start from it.
+const NO_HOST: unique symbol = Symbol("no host");
+
 function detached(what: string): never {
   throw new TypeError(
     `${what}: its buffers were transferred or detached (postMessage, ArrayBuffer.transfer): ` +
@@ -52,7 +55,8 @@ export class SendBatch {
   #metaBytes: Uint8Array<ArrayBuffer>;
   #count = 0;
   #used = 0;
-  #lastHost: string | null = null;
+  // The last hostname parsed (never equal to a caller's before the first: null is a host).
+  #lastHost: unknown = NO_HOST;
   #lastIp = 0;
 
   /** Room for `maxDatagrams` datagrams (at most 1024) of `maxBytes` payload bytes in all. */
@@ -92,8 +96,7 @@ export class SendBatch {
     }
     // A batch usually goes to few destinations: parse each hostname once.
     if (addr.hostname !== this.#lastHost) {
-      const ip = parseIpv4(addr.hostname);
-      if (ip === null) throw new TypeError(`"${addr.hostname}" is not an IPv4 address`);
+      const ip = hostIpv4(addr.hostname, "SendBatch.add", "127.0.0.1");
       this.#lastHost = addr.hostname;
       this.#lastIp = ip;
     }

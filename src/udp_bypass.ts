@@ -26,7 +26,7 @@ import {
   Opt,
   RECV_META_WORDS,
 } from "./ffi.ts";
-import { formatIpv4, isMulticast, parseIpv4 } from "./ipv4.ts";
+import { formatIpv4, hostIpv4, isMulticast, parseIpv4 } from "./ipv4.ts";
 import { membership } from "./membership.ts";
 import { routeGet } from "./netinfo.ts";
 import {
@@ -55,22 +55,41 @@ const MAX_WAITS = 1e9;
 const YIELD_EVERY_MS = 4;
 const MAX_DATAGRAM = 65507;
 const EBUSY = -16;
+const NO_HOST: unique symbol = Symbol("no host");
 const META_BYTES = RECV_META_WORDS * 4;
 const ENOBUFS = -105;
 
+function show(v: unknown): string {
+  return typeof v === "string" ? JSON.stringify(v) : String(v);
+}
+
+// Addresses as Deno.listenDatagram takes them: hostname null or undefined is 0.0.0.0; a
+// port that is not a number (or NaN) is a TypeError, one out of 0..65535 a RangeError.
 function checkAddr(
   addr: { hostname?: string; port: number },
   what: string,
 ): [number, number] {
-  const host = addr.hostname ?? "0.0.0.0";
-  const ip = typeof host === "string" ? parseIpv4(host) : null;
-  if (ip === null) {
-    throw new TypeError(`${what}: "${host}" is not an IPv4 address`);
+  const ip = hostIpv4(addr?.hostname, what, "0.0.0.0");
+  const port: unknown = addr.port;
+  if (typeof port !== "number" || Number.isNaN(port)) {
+    throw new TypeError(`${what}: invalid port ${show(port)} (a number 0..65535)`);
   }
-  if (!Number.isInteger(addr.port) || addr.port < 0 || addr.port > 65535) {
-    throw new RangeError(`${what}: port ${addr.port} is out of range 0..65535`);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new RangeError(`${what}: port ${port} is out of range 0..65535`);
   }
-  return [ip, addr.port];
+  return [ip, port];
+}
+
+// A destination as Deno's DatagramConn.send takes it: hostname null or undefined is
+// 127.0.0.1; every bad port is a TypeError there (EINVAL, or a failed conversion). Deno
+// sends to ports 65536 and up and to 1.5 after truncating them; nkb refuses those too.
+function checkDestination(addr: Deno.NetAddr): [number, number] {
+  const ip = hostIpv4(addr.hostname, "send", "127.0.0.1");
+  const port: unknown = addr.port;
+  if (typeof port !== "number" || !Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new TypeError(`send: invalid port ${show(port)} (an integer 1..65535)`);
+  }
+  return [ip, port];
 }
 
 function checkIface(text: string, what: string): number {
@@ -110,7 +129,9 @@ export class UdpBypass implements Deno.DatagramConn {
   #peer: [number, number] | null = null;
   #srcIp = -1;
   #srcHost = "";
-  #dstHost: string | null = null;
+  // The last destination hostname parsed; a symbol at first, since null is a hostname too
+  // (Deno's 127.0.0.1) and must not meet the initial #dstIp of 0.
+  #dstHost: unknown = NO_HOST;
   #dstIp = 0;
   #meta = new Uint32Array(RECV_META_WORDS);
   #metaBytes = new Uint8Array(this.#meta.buffer);
@@ -565,13 +586,12 @@ export class UdpBypass implements Deno.DatagramConn {
   }
 
   #destination(addr?: Deno.NetAddr): [number, number] {
-    if (addr !== undefined && addr.hostname === this.#dstHost && addr.hostname !== undefined) {
+    if (addr !== undefined && addr.hostname === this.#dstHost) {
       const port = addr.port;
       if (Number.isInteger(port) && port > 0 && port <= 65535) return [this.#dstIp, port];
     }
     if (addr !== undefined) {
-      const [ip, port] = checkAddr(addr, "send");
-      if (port === 0) throw new RangeError("send: port 0");
+      const [ip, port] = checkDestination(addr);
       this.#dstHost = addr.hostname;
       this.#dstIp = ip;
       return [ip, port];
