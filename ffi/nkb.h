@@ -14,7 +14,7 @@
 #include "xsk.h"
 
 #define NKB_API __attribute__((visibility("default")))
-#define NKB_ABI_VERSION 1
+#define NKB_ABI_VERSION 2  // 2: every buffer parameter is followed by its byte length
 
 #define NKB_MAX_SOCKS 1024u
 #define NKB_MAX_ENGINES 16u
