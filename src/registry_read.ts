@@ -434,7 +434,7 @@ function boundedNames(dir: string, warnings: string[]): string[] {
 }
 
 /** A live process's file: the process and its sockets. */
-interface FileFound {
+export interface FileFound {
   process: RegisteredProcess;
   sockets: RegisteredSocket[];
 }
@@ -462,14 +462,18 @@ class Reader {
   }
 
   /** The file of live process k (named `name`): null when it has none or it is unusable. */
-  process(k: KernelFacts, name: string): FileFound | null {
+  process(
+    k: KernelFacts,
+    name: string,
+    read = (i: number): ReadResult => this.#read(k.uid, name, i % 3),
+  ): FileFound | null {
     const path = `${this.#dir}/${k.uid}/${name}`;
-    let cur = this.#read(k.uid, name, 0);
+    let cur = read(0);
     if (typeof cur === "number") return this.#readProblem(cur, k.uid, path);
     const records = new Map<number, DataView>();
     let pending: Set<number> | null = null;
-    for (let read = 1; read < SLOT_READS && (pending === null || pending.size > 0); read++) {
-      const next = this.#read(k.uid, name, read % 3);
+    for (let read_ = 1; read_ < SLOT_READS && (pending === null || pending.size > 0); read_++) {
+      const next = read(read_);
       if (typeof next === "number") return null; // gone meanwhile: its process exited
       const n = this.#parse(cur, next, k);
       if (n === RegistryLayout.parseError.replaced) return null; // another file now
@@ -585,6 +589,25 @@ class Reader {
     this.#warnings.push(line);
     return null;
   }
+}
+
+/**
+ * Reads one process's file from scripted reads (`reads[i]` is what the i-th read
+ * returns; the last repeats): the process and its sockets, or null, and the warnings.
+ * For tests of the seqlock rule and the parser's verdicts; the shim must be loadable.
+ */
+export function readScripted(
+  k: KernelFacts,
+  reads: Uint8Array[],
+): { found: FileFound | null; warnings: string[]; reads: number } {
+  const warnings: string[] = [];
+  let count = 0;
+  const reader = new Reader(lib(), "/x", warnings);
+  const found = reader.process(k, "f.reg", (i) => {
+    count++;
+    return reads[Math.min(i, reads.length - 1)];
+  });
+  return { found, warnings, reads: count };
 }
 
 // The warning text of a nkb_reg_parse error.
