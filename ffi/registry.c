@@ -193,13 +193,15 @@ static int nkb_reg_open_root(const char *dir) {
   }
   uid_t euid = geteuid();
   bool ok = true;
+  errno = 0;
   if (euid == 0 && st.st_uid != 0) {
     nkb_reg_warn("%s: owned by uid %u, taken back (root, 01777)", dir, (unsigned)st.st_uid);
     ok = fchown(fd, 0, 0) == 0 && fchmod(fd, 01777) == 0;
   } else if (st.st_uid != 0 && st.st_uid != euid) {
     nkb_reg_warn("%s: owned by uid %u (neither root nor us): no registry", dir,
                  (unsigned)st.st_uid);
-    ok = false;
+    close(fd);
+    return -1;
   } else if (made || ((st.st_mode & 0002) != 0 && (st.st_mode & S_ISVTX) == 0)) {
     // Our umask trimmed the mode, or anyone may rename others' entries: sticky it is.
     ok = st.st_uid != euid || fchmod(fd, made ? 01777 : (st.st_mode & 07777) | S_ISVTX) == 0;

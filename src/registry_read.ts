@@ -306,15 +306,25 @@ export interface KernelFacts {
 
 interface SelfFacts {
   pidnsIno: bigint;
-  /** NSpid has one field: this reader sees every process of the host. */
+  /** In the initial pid namespace, with its /proc: this reader sees every process. */
   initialNs: boolean;
 }
 
+// PROC_PID_INIT_INO (include/linux/proc_ns.h): the initial pid namespace's inode, fixed.
+const INIT_PIDNS_INO = 0xeffffffcn;
+
+// NSpid counts levels from the namespace /proc was mounted for, not from the host's: a
+// reader in a child namespace with its own /proc sees one field too. So: the initial
+// namespace's fixed inode, and a /proc that names us by our own pid.
 function selfFacts(): SelfFacts {
   const pidnsIno = nsInode("/proc/self/ns/pid") ?? 0n;
-  const status = readProc("/proc/self/status");
-  const nspid = status === null ? null : statusField(status, "NSpid");
-  return { pidnsIno, initialNs: nspid !== null && nspid.length === 1 };
+  let procIsOurs = false;
+  try {
+    procIsOurs = Deno.readLinkSync("/proc/self") === String(Deno.pid);
+  } catch {
+    // no /proc: nobody's files are judged
+  }
+  return { pidnsIno, initialNs: procIsOurs && pidnsIno === INIT_PIDNS_INO };
 }
 
 // The numeric entries of /proc, bounded.

@@ -153,12 +153,13 @@ function putString(bytes: Uint8Array, off: number, size: number, text: string): 
   bytes.set(b, off);
 }
 
-/** Where live process `pid` (of this pid namespace) has its file under dir, per /proc. */
+/** Where live process `pid` (of any pid namespace) has its file under dir, per /proc. */
 export function fileOfProcess(dir: string, pid: number): string {
   const status = Deno.readTextFileSync(`/proc/${pid}/status`);
   const uid = /^Uid:\s+\d+\s+(\d+)/m.exec(status)![1];
   const startTicks = processStartTicks(pid);
   if (startTicks === null) throw new Error(`process ${pid} is gone`);
   const pidns = /\[([0-9]+)\]/.exec(Deno.readLinkSync(`/proc/${pid}/ns/pid`))![1];
-  return `${dir}/${uid}/${pidns}-${pid}-${startTicks}.reg`;
+  const nspid = /^NSpid:\s+(.*)$/m.exec(status)![1].trim().split(/\s+/).pop();
+  return `${dir}/${uid}/${pidns}-${nspid}-${startTicks}.reg`;
 }
