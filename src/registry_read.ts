@@ -243,13 +243,30 @@ export interface ReadRegistryOptions {
 const decoder = new TextDecoder(); // UTF-8; invalid bytes become U+FFFD
 const encoder = new TextEncoder();
 
+/** The registry cannot be read at all: the shim (libnkb.so), which opens and parses, did not load. */
+export class RegistryUnavailableError extends Error {
+  /** `cause`: the loader's error. */
+  constructor(cause: unknown) {
+    super(`the registry reader needs libnkb.so: ${message(cause)}`, { cause });
+    this.name = "RegistryUnavailableError";
+  }
+}
+
+function loadShim(): NkbLib {
+  try {
+    return lib();
+  } catch (e) {
+    throw new RegistryUnavailableError(e);
+  }
+}
+
 /**
  * Reads the registry: every live process that publishes a file and its sockets.
  * A missing directory is an empty scan. Problems with files and directories are lines
  * of `warnings`; the only exception is a shim that cannot be loaded (the reader's
  * opens and parsing are native).
  *
- * @throws {Error} when libnkb.so cannot be loaded.
+ * @throws {RegistryUnavailableError} when libnkb.so cannot be loaded.
  */
 export function readRegistry(opts: ReadRegistryOptions = {}): RegistryScan {
   const dir = opts.dir ?? registryDirFromEnv();
@@ -258,7 +275,7 @@ export function readRegistry(opts: ReadRegistryOptions = {}): RegistryScan {
     scan.warnings.push("NKB_REGISTRY_DIR=off: the registry is turned off, no sockets are listed");
     return scan;
   }
-  const reader = new Reader(lib(), dir, scan.warnings);
+  const reader = new Reader(loadShim(), dir, scan.warnings);
   const self = selfFacts();
   // Listed before /proc is read: a file listed here belongs to a process that had
   // started, so a process missing from /proc afterwards is gone (never a newcomer).

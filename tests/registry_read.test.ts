@@ -22,7 +22,6 @@ import {
   plantFile,
   putU32,
   registryFile,
-  registryName,
   slotOffset,
   type SlotSpec,
   writeSlot,
