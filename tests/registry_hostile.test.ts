@@ -465,3 +465,77 @@ Deno.test({
       }
     }),
 });
+
+Deno.test({
+  name:
+    "registry hostile: nobody's own nkb process is listed as nobody's; an R of another user is refused",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: () =>
+    withBase(async (base) => {
+      const dir = `${base}/reg`;
+      Deno.mkdirSync(dir);
+      Deno.chmodSync(dir, 0o1777);
+      const other = `${base}/other`;
+      Deno.mkdirSync(other);
+      Deno.chmodSync(other, 0o1777);
+      Deno.chownSync(other, NOBODY - 1, NOBODY - 1);
+      const denoDir = `${base}/deno-dir`;
+      Deno.mkdirSync(denoDir);
+      Deno.chownSync(denoDir, NOBODY, NOBODY);
+      const setpriv = [`setpriv`, `--reuid=${NOBODY}`, `--regid=${NOBODY}`, "--clear-groups"];
+      const env = { DENO_DIR: denoDir, HOME: denoDir };
+      const mine = spawn("nobody-hold", [
+        ...setpriv,
+        DENO,
+        "run",
+        "-A",
+        "--no-lock",
+        "--unstable-net",
+        `${FIXTURES}hold.ts`,
+        "--host=127.0.0.1",
+        "--port=9731",
+        "--then=close",
+        `--waitMs=${TIMEOUT_MS}`,
+      ], { ...env, NKB_REGISTRY_DIR: dir });
+      const refused = spawn("nobody-hold-other", [
+        ...setpriv,
+        DENO,
+        "run",
+        "-A",
+        "--no-lock",
+        "--unstable-net",
+        `${FIXTURES}hold.ts`,
+        "--host=127.0.0.1",
+        "--port=9732",
+        "--then=close",
+        `--waitMs=${TIMEOUT_MS}`,
+      ], { ...env, NKB_REGISTRY_DIR: other });
+      try {
+        await mine.nextWith("ready", TIMEOUT_MS);
+        await refused.nextWith("ready", TIMEOUT_MS);
+        const scan = readRegistry({ dir });
+        assert.deepEqual(scan.warnings, []);
+        assert.deepEqual(
+          scan.sockets.map((s) => [s.pid, s.uid, s.user, s.local.port]),
+          [[mine.proc.pid, NOBODY, "nobody", 9731]],
+        );
+        const sub = Deno.statSync(`${dir}/${NOBODY}`);
+        assert.deepEqual([sub.uid, sub.mode! & 0o7777], [NOBODY, 0o700]);
+        assert.ok(
+          await stderrMatching([refused], [
+            new RegExp(
+              `${other}: owned by uid ${NOBODY - 1} \\(neither root nor us\\): no registry`,
+            ),
+          ]),
+          refused.stderr,
+        );
+        assert.deepEqual([...Deno.readDirSync(other)], [], "nothing published there");
+        await finish(mine);
+        await finish(refused);
+      } finally {
+        await mine.dispose();
+        await refused.dispose();
+      }
+    }),
+});
