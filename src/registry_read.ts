@@ -142,6 +142,7 @@ const MAX_DIR_ENTRIES = 8192;
 const SLOT_READS = 4;
 const CMDLINE_MAX_BYTES = 4096;
 const ENOENT = 2;
+const EACCES = 13;
 
 /** An IPv4 address and port. */
 export interface SocketAddress {
@@ -600,6 +601,14 @@ class Reader {
         code === E.notDir
           ? `${this.#dir}: not a directory (a link or a file): nothing read`
           : `${this.#dir}/${uid}: squatted (not a directory of uid ${uid}, or writable by others): its files are not read`,
+      );
+    }
+    if (code === -EACCES) {
+      // Another user's private part (0700, files 0600): one line per user, not per process.
+      if (this.#dirWarned.has(-2 - uid)) return null;
+      this.#dirWarned.add(-2 - uid);
+      return this.#warn(
+        `${this.#dir}/${uid}: permission denied: the sockets of uid ${uid}'s processes are not listed`,
       );
     }
     if (code === E.notFile) return this.#warn(`${path}: not a regular file, skipped`);

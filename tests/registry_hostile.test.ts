@@ -531,6 +531,34 @@ Deno.test({
           refused.stderr,
         );
         assert.deepEqual([...Deno.readDirSync(other)], [], "nothing published there");
+        // nobody's reader, with a root process beside: its own socket, and one line about root's.
+        const rootHold = hold(dir, 9733);
+        try {
+          await rootHold.nextWith("ready", TIMEOUT_MS);
+          const scanner = spawn("nobody-scan", [
+            ...setpriv,
+            DENO,
+            "run",
+            "-A",
+            "--no-lock",
+            `${FIXTURES}registry_scan.ts`,
+            `--dir=${dir}`,
+            "--scans=2",
+          ], env);
+          const summary = await scanner.nextWith("scans", TIMEOUT_MS);
+          await scanner.wait(TIMEOUT_MS);
+          await scanner.dispose();
+          assert.deepEqual(summary.ports, [9731], JSON.stringify(summary));
+          const warnings = summary.warnings as string[];
+          assert.equal(warnings.length, 1, JSON.stringify(summary));
+          assert.match(
+            warnings[0],
+            /\/N: permission denied: the sockets of uid N's processes are not listed$/,
+          );
+          await finish(rootHold);
+        } finally {
+          await rootHold.dispose();
+        }
         await finish(mine);
         await finish(refused);
       } finally {
