@@ -493,34 +493,21 @@ class Reader {
   process(
     k: KernelFacts,
     name: string,
-    read = (i: number): ReadResult => this.#read(k.uid, name, i % 3),
+    readAt = (i: number): ReadResult => this.#read(k.uid, name, i % 3),
   ): FileFound | null {
     const path = `${this.#dir}/${k.uid}/${name}`;
-    let cur = read(0);
+    let cur = readAt(0);
     if (typeof cur === "number") return this.#readProblem(cur, k.uid, path);
     const records = new Map<number, DataView>();
     let pending: Set<number> | null = null;
-    for (let read_ = 1; read_ < SLOT_READS && (pending === null || pending.size > 0); read_++) {
-      const next = read(read_);
+    // The seqlock rule needs a later copy: read k is judged against read k + 1.
+    for (let i = 1; i < SLOT_READS && (pending === null || pending.size > 0); i++) {
+      const next = readAt(i);
       if (typeof next === "number") return null; // gone meanwhile: its process exited
       const n = this.#parse(cur, next, k);
       if (n === RegistryLayout.parseError.replaced) return null; // another file now
       if (n < 0) return this.#warn(`${path}: ${parseProblem(n, k, this.#claimsView())}`);
-      const still = new Set<number>();
-      for (let i = 0; i < n; i++) {
-        const r = this.#record(i);
-        const slot = r.getUint32(RegistryLayout.record.slot, true);
-        if (pending !== null && !pending.has(slot)) continue;
-        if (
-          r.getUint32(RegistryLayout.record.status, true) === RegistryLayout.recordStatus.unstable
-        ) {
-          still.add(slot);
-        } else {records.set(
-            slot,
-            new DataView(r.buffer.slice(r.byteOffset, r.byteOffset + r.byteLength)),
-          );}
-      }
-      pending = still;
+      pending = this.#collect(n, pending, records);
       cur = next;
     }
     for (const slot of pending ?? []) {
@@ -535,6 +522,21 @@ class Reader {
       else sockets.push(sock);
     }
     return { process, sockets };
+  }
+
+  // Takes the stable records of the last parse (only `pending` slots after the first)
+  // into `records`; returns the slots still being written.
+  #collect(n: number, pending: Set<number> | null, records: Map<number, DataView>): Set<number> {
+    const R = RegistryLayout.record;
+    const still = new Set<number>();
+    for (let i = 0; i < n; i++) {
+      const r = this.#record(i);
+      const slot = r.getUint32(R.slot, true);
+      if (pending !== null && !pending.has(slot)) continue;
+      if (r.getUint32(R.status, true) === RegistryLayout.recordStatus.unstable) still.add(slot);
+      else records.set(slot, new DataView(this.#out.slice(i * R.size, (i + 1) * R.size).buffer));
+    }
+    return still;
   }
 
   /** Removes files of R/<uid> that no live process owns (checked opens, in C). */
