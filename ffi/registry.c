@@ -214,8 +214,12 @@ static int nkb_reg_open_root(const char *dir) {
   return fd;
 }
 
-// Renames a squatted R/<uid> aside (root only) to ".<uid>.squatted.<pid>.<random>".
-static bool nkb_reg_set_aside(int rfd, const char *dir, const char *name) {
+// Renames the squatter of R/<uid> (the object judged, identified by its inode) aside,
+// root only, to ".<uid>.squatted.<pid>.<random>". Two root writers may judge the same
+// squatter at once: when the one that renames second finds it moved the other's fresh
+// directory instead, it puts that back.
+static bool nkb_reg_set_aside(int rfd, const char *dir, const char *name,
+                              const struct stat *judged) {
   for (uint32_t t = 0; t < NKB_REG_ASIDE_TRIES; t++) {
     uint32_t r = 0;
     if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != (ssize_t)sizeof(r)) {
@@ -224,9 +228,16 @@ static bool nkb_reg_set_aside(int rfd, const char *dir, const char *name) {
     char aside[64];
     snprintf(aside, sizeof(aside), ".%s.squatted.%d.%08x", name, (int)getpid(), r);
     if (renameat2(rfd, name, rfd, aside, RENAME_NOREPLACE) == 0) {
+      struct stat moved;
+      if (fstatat(rfd, aside, &moved, AT_SYMLINK_NOFOLLOW) == 0 &&
+          (moved.st_ino != judged->st_ino || moved.st_dev != judged->st_dev)) {
+        (void)renameat2(rfd, aside, rfd, name, RENAME_NOREPLACE);
+        return true;
+      }
       nkb_reg_warn("%s/%s: squatted by another user, renamed to %s", dir, name, aside);
       return true;
     }
+    if (errno == ENOENT) return true;  // already moved (by another root writer): look again
     if (errno != EEXIST) break;
   }
   nkb_reg_warn("%s/%s: squatted and cannot be renamed aside (%s): no registry", dir, name,
@@ -253,9 +264,15 @@ static int nkb_reg_open_user(int rfd, const char *dir, uint32_t mode) {
   for (uint32_t t = 0; t < NKB_REG_ASIDE_TRIES; t++) {
     bool made = mkdirat(rfd, name, dmode) == 0;
     int fd = openat(rfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-    if (fd >= 0 && nkb_reg_user_dir_ok(fd, dmode, made)) return fd;
-    if (fd >= 0) close(fd);
-    else if (errno != ENOTDIR && errno != ELOOP) {
+    struct stat judged;  // the squatter, as judged: only this object is renamed aside
+    if (fd >= 0) {
+      if (nkb_reg_user_dir_ok(fd, dmode, made)) return fd;
+      int rc = fstat(fd, &judged);
+      close(fd);
+      if (rc != 0) continue;
+    } else if (errno == ENOTDIR || errno == ELOOP) {
+      if (fstatat(rfd, name, &judged, AT_SYMLINK_NOFOLLOW) != 0) continue;  // gone meanwhile
+    } else {
       nkb_reg_warn("%s/%s: cannot open (%s): no registry", dir, name, strerror(errno));
       return -1;
     }
@@ -264,7 +281,7 @@ static int nkb_reg_open_user(int rfd, const char *dir, uint32_t mode) {
                    dir, name);
       return -1;
     }
-    if (!nkb_reg_set_aside(rfd, dir, name)) return -1;
+    if (!nkb_reg_set_aside(rfd, dir, name, &judged)) return -1;
   }
   nkb_reg_warn("%s/%s: squatted again after %u renames: no registry", dir, name,
                NKB_REG_ASIDE_TRIES);

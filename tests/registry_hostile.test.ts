@@ -129,7 +129,7 @@ async function runsAsNobody(pid: number): Promise<void> {
 
 /** Waits (bounded) until the processes' stderr, together, matches every pattern. */
 async function stderrMatching(procs: TestbedProcess[], patterns: RegExp[]): Promise<boolean> {
-  for (let i = 0; i < 200; i++) {
+  for (let i = 0; i < 1000; i++) {
     const all = procs.map((p) => p.stderr).join("\n");
     if (patterns.every((re) => re.test(all))) return true;
     await new Promise((r) => setTimeout(r, 10));
@@ -289,6 +289,7 @@ Deno.test({
             `
             cd ${dir}/${NOBODY}
             for (( i = 0; i < 5000 && SECONDS < 60; i++ )); do
+              [ -e ${base}/stop ] && break
               cp ${base}/honest.bin t && mv -f t ${name}
               ln -s fifo t && mv -f t ${name}
               ln -s /dev/zero t && mv -f t ${name}
@@ -318,7 +319,9 @@ Deno.test({
           assert.match(w, /: not a regular file, skipped$|^$/, w);
         }
       } finally {
-        if (racer !== null) await stopped(racer);
+        // Stopped by asking: a killed bash would leave its last cp or ln writing.
+        Deno.writeFileSync(`${base}/stop`, new Uint8Array(0));
+        if (racer !== null) await racer.status;
         await stopped(sleeper);
       }
     }),
@@ -564,6 +567,37 @@ Deno.test({
       } finally {
         await mine.dispose();
         await refused.dispose();
+      }
+    }),
+});
+
+Deno.test({
+  name:
+    "registry hostile: root writers starting at once on a squatted R/0 all end up in the one R/0",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: () =>
+    withBase(async (base) => {
+      // Each takes the squatter for its own to rename aside; none may move another's
+      // fresh directory away (it would publish where no reader looks).
+      for (let round = 0; round < 3; round++) {
+        const dir = `${base}/reg${round}`;
+        Deno.mkdirSync(dir);
+        Deno.chmodSync(dir, 0o1777);
+        await asNobody(`mkdir -m 0777 ${dir}/0`);
+        const procs = [0, 1, 2].map((i) => hold(dir, 9740 + 3 * round + i));
+        try {
+          for (const p of procs) await p.nextWith("ready", TIMEOUT_MS);
+          const scan = readRegistry({ dir, cleanup: false });
+          assert.deepEqual(
+            scan.sockets.map((s) => s.pid).sort(),
+            procs.map((p) => p.proc.pid).sort(),
+            `round ${round}: ${procs.map((p) => p.stderr).join("\n")}`,
+          );
+          for (const p of procs) await finish(p);
+        } finally {
+          for (const p of procs) await p.dispose();
+        }
       }
     }),
 });
