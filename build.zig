@@ -13,6 +13,8 @@ const c_sources = [_][]const u8{
     "ffi/attach.c",
     "ffi/policy.c",
     "ffi/registry.c",
+    "ffi/registry_parse.c",
+    "ffi/registry_read.c",
     "ffi/xdp_features.c",
 };
 

@@ -14,6 +14,7 @@
 
 import { formatPhys, listPhys, parsePhysFields, type PhysField } from "./src/phys.ts";
 import { formatStat, listSockets, statJson } from "./src/stat.ts";
+import { RegistryUnavailableError } from "./src/registry_read.ts";
 import { printable } from "./src/table.ts";
 
 const SYNOPSIS = `usage: nkb stat [-a] [-u] [-v] [--json] [-i SECONDS [-c COUNT]]
@@ -36,7 +37,8 @@ nkb phys   interfaces of this network namespace and the receive queues nkb holds
   --json     { "links": [...], "warnings": [...] }
   LINK       only these interfaces (lo only when named)
 
-The registry is $NKB_REGISTRY_DIR, else /dev/shm/nkb.
+The registry is $NKB_REGISTRY_DIR, else /dev/shm/nkb (one directory per user in it).
+Only processes alive now are listed; who they are comes from /proc.
 `;
 
 const MAX_INTERVAL_S = 86_400;
@@ -66,7 +68,8 @@ type Args = StatArgs | PhysArgs | { command: "help" };
 
 /**
  * Runs `nkb` with `args` (without the program name) and returns the exit status:
- * 0 done, 1 a named interface does not exist, 2 a bad command line.
+ * 0 done, 1 a named interface does not exist or libnkb.so cannot be loaded, 2 a bad
+ * command line.
  */
 export async function main(args: string[]): Promise<number> {
   let parsed: Args;
@@ -81,7 +84,13 @@ export async function main(args: string[]): Promise<number> {
     writeOut(USAGE);
     return 0;
   }
-  return parsed.command === "stat" ? await runStat(parsed) : runPhys(parsed);
+  try {
+    return parsed.command === "stat" ? await runStat(parsed) : runPhys(parsed);
+  } catch (e) {
+    if (!(e instanceof RegistryUnavailableError)) throw e;
+    writeErr(`nkb: ${e.message}\n`);
+    return 1;
+  }
 }
 
 function parseArgs(args: string[]): Args {

@@ -163,5 +163,24 @@ NKB_API int32_t nkb_reg_note(int32_t h, uint32_t flags, uint32_t recv_mode,
 // Where this process's registry file is (NUL-terminated into out, at most len bytes):
 // its length, or -ENOENT when there is no registry.
 NKB_API int32_t nkb_reg_path(uint8_t *out, uint32_t len);
+// The read side (ffi/registry_read.c): R/<uid>/<name> (dir: R, NUL-terminated within
+// dir_len; name: "<digits and ->.reg") opened without following links or blocking, R/<uid>
+// and the file checked on their descriptors; up to out_len bytes read. Bytes read, or
+// -ENOENT (no such directory or file), -EINVAL, another -errno, or NKB_REG_E_*.
+#define NKB_REG_E_NOT_DIR (-10100)   // R is not a directory (a link, a file)
+#define NKB_REG_E_SQUATTED (-10101)  // R/<uid>: not a directory owned by uid, closed to others
+#define NKB_REG_E_NOT_FILE (-10102)  // the name is a link, FIFO, socket, directory...
+#define NKB_REG_E_OWNER (-10103)     // the file is not owned by uid
+#define NKB_REG_E_TOO_BIG (-10104)   // larger than out_len
+NKB_API int32_t nkb_reg_read_file(const uint8_t *dir, uint32_t dir_len, uint32_t uid,
+                                  const uint8_t *name, uint32_t name_len, uint8_t *out,
+                                  uint32_t out_len);
+// Removes R/<uid>/<name> after the same checks: 0 or a code as nkb_reg_read_file's.
+NKB_API int32_t nkb_reg_unlink(const uint8_t *dir, uint32_t dir_len, uint32_t uid,
+                               const uint8_t *name, uint32_t name_len);
+// nkb_reg_parse (ffi/registry_parse.h) for Deno: claims and out 8-byte aligned.
+NKB_API int32_t nkb_reg_parse_file(const uint8_t *file, uint32_t file_len,
+                                   const uint8_t *next, uint32_t next_len, uint8_t *claims,
+                                   uint32_t claims_len, uint8_t *out, uint32_t out_len);
 
 #endif

@@ -13,11 +13,13 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -25,14 +27,17 @@
 
 #include "sock.h"
 
-#define NKB_REG_FILE_SIZE (NKB_REG_HEADER_SIZE + (size_t)NKB_REG_SLOTS * NKB_REG_SLOT_SIZE)
 #define NKB_REG_MAX_DIR_ENTRIES 8192u  // bound on the dead-file sweep
 #define NKB_REG_PATH_MAX 512u
+#define NKB_REG_ASIDE_TRIES 8u  // renames of a squatted directory before giving up
 
 _Static_assert(NKB_REG_SLOTS == NKB_MAX_SOCKS, "one slot per socket table entry");
+_Static_assert(NKB_REG_QUEUE_LIMIT == NKB_FILTER_QUEUES, "the parser's queue bound");
 
 static pthread_once_t g_reg_once = PTHREAD_ONCE_INIT;
 static nkb_reg_header_t *g_reg = 0;  // null: no registry
+static int g_reg_dirfd = -1;         // R/<euid>, kept for the process's life
+static char g_reg_name[NKB_REG_NAME_MAX];
 static char g_reg_path[NKB_REG_PATH_MAX];
 static pid_t g_reg_pid = 0;
 
@@ -42,16 +47,26 @@ static nkb_reg_slot_t *nkb_reg_slot(uint32_t idx) {
                             (size_t)idx * NKB_REG_SLOT_SIZE);
 }
 
+// One line on stderr: the registry is an observability aid, its failures never fail the
+// caller, but they are never silent either.
+__attribute__((format(printf, 1, 2))) static void nkb_reg_warn(const char *fmt, ...) {
+  char line[640];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(line, sizeof(line), fmt, ap);
+  va_end(ap);
+  if (n < 0) return;
+  fprintf(stderr, "nkb: warning: registry: %s\n", line);
+}
+
 static uint64_t nkb_unix_ms(void) {
   struct timespec ts;
   if (clock_gettime(CLOCK_REALTIME, &ts) != 0) return 0;
   return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-// Field 22 of /proc/<pid>/stat (start time in clock ticks): 0 when the process is gone.
-static uint64_t nkb_start_ticks(int32_t pid) {
-  char path[64];
-  snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+// Field 22 of a /proc stat file (start time in clock ticks): 0 when the process is gone.
+static uint64_t nkb_start_ticks_at(const char *path) {
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return 0;
   char buf[1024];
@@ -67,61 +82,83 @@ static uint64_t nkb_start_ticks(int32_t pid) {
   return strtoull(p + 1, 0, 10);
 }
 
-// Reads a small /proc file into buf (at most len bytes): its length, or 0.
-static uint32_t nkb_read_small(const char *path, uint8_t *buf, uint32_t len) {
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return 0;
-  uint32_t off = 0;
-  for (uint32_t i = 0; i < 64u && off < len; i++) {
-    ssize_t n = read(fd, buf + off, len - off);
-    if (n <= 0) break;
-    off += (uint32_t)n;
-  }
-  close(fd);
-  return off;
+static uint64_t nkb_start_ticks(int32_t pid) {
+  char path[64];
+  snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+  return nkb_start_ticks_at(path);
 }
 
-// Removes the files of processes that are gone (a file whose pid lives on with another
-// start time is stale too). Files we may not remove stay; readers skip them.
-static void nkb_reg_sweep(const char *dir) {
-  DIR *d = opendir(dir);
-  if (d == 0) return;
+static uint64_t nkb_ns_ino(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0 ? (uint64_t)st.st_ino : 0;
+}
+
+// True when /proc is our pid namespace's (it names us by getpid()): only then do its
+// /proc/<pid> entries say which of our namespace's processes live.
+static bool nkb_proc_is_ours(void) {
+  char link[32];
+  ssize_t n = readlink("/proc/self", link, sizeof(link) - 1);
+  if (n <= 0) return false;
+  link[n] = 0;
+  char *end = 0;
+  long pid = strtol(link, &end, 10);
+  return *end == 0 && pid == (long)getpid();
+}
+
+// "<pidns>-<pid>-<start>.reg" into its parts; false for any other name.
+static bool nkb_reg_name_parse(const char *name, uint64_t *pidns, uint64_t *pid,
+                               uint64_t *start) {
+  uint64_t v[3] = {0, 0, 0};
+  const char *p = name;
+  for (uint32_t i = 0; i < 3u; i++) {
+    if (*p < '0' || *p > '9') return false;
+    char *end = 0;
+    errno = 0;
+    v[i] = strtoull(p, &end, 10);
+    if (errno != 0 || end == p) return false;
+    if (*end != (i < 2u ? '-' : '.')) return false;
+    p = end + 1;
+  }
+  if (strcmp(p, "reg") != 0 || v[1] == 0 || v[1] > INT32_MAX) return false;
+  *pidns = v[0], *pid = v[1], *start = v[2];
+  return true;
+}
+
+// Removes the files of our pid namespace's processes that are gone (or whose pid lives
+// on with another start time): names only, no file is opened. Other namespaces' files
+// are not ours to judge.
+static void nkb_reg_sweep(int dirfd, uint64_t pidns) {
+  if (!nkb_proc_is_ours()) return;
+  int fd = dup(dirfd);
+  if (fd < 0) return;
+  DIR *d = fdopendir(fd);
+  if (d == 0) {
+    close(fd);
+    return;
+  }
+  rewinddir(d);
   for (uint32_t i = 0; i < NKB_REG_MAX_DIR_ENTRIES; i++) {
     struct dirent *ent = readdir(d);
     if (ent == 0) break;
-    char *end = 0;
-    long pid = strtol(ent->d_name, &end, 10);
-    if (end == ent->d_name || strcmp(end, ".reg") != 0 || pid <= 0 || pid > INT32_MAX) continue;
-    int fd = openat(dirfd(d), ent->d_name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0) continue;
-    nkb_reg_header_t h;
-    ssize_t n = pread(fd, &h, offsetof(nkb_reg_header_t, comm), 0);
-    close(fd);
-    bool ours = n == (ssize_t)offsetof(nkb_reg_header_t, comm) &&
-                memcmp(h.magic, NKB_REG_MAGIC, 8) == 0 && h.pid == (uint32_t)pid;
-    if (!ours) continue;  // not a registry file we understand: leave it to a reader's warning
-    if (nkb_start_ticks((int32_t)pid) == h.start_ticks) continue;  // alive
-    (void)unlinkat(dirfd(d), ent->d_name, 0);
+    uint64_t ns = 0, pid = 0, start = 0;
+    if (!nkb_reg_name_parse(ent->d_name, &ns, &pid, &start) || ns != pidns) continue;
+    if (nkb_start_ticks((int32_t)pid) == start) continue;  // alive
+    (void)unlinkat(dirfd, ent->d_name, 0);
   }
   closedir(d);
 }
 
-static void nkb_reg_fill_header(nkb_reg_header_t *h) {
+static void nkb_reg_fill_header(nkb_reg_header_t *h, uint64_t start, uint64_t pidns) {
   h->version = NKB_REG_VERSION;
   h->header_size = NKB_REG_HEADER_SIZE;
   h->slot_size = NKB_REG_SLOT_SIZE;
   h->slot_count = NKB_REG_SLOTS;
   h->pid = (uint32_t)getpid();
-  h->uid = (uint32_t)getuid();
-  h->start_ticks = nkb_start_ticks(getpid());
+  h->uid = (uint32_t)geteuid();
+  h->start_ticks = start;
   h->created_ms = nkb_unix_ms();
-  struct stat st;
-  h->netns_ino = stat("/proc/self/ns/net", &st) == 0 ? (uint64_t)st.st_ino : 0;
-  uint32_t n = nkb_read_small("/proc/self/comm", (uint8_t *)h->comm, sizeof(h->comm) - 1);
-  if (n > 0 && h->comm[n - 1] == '\n') n--;
-  h->comm[n] = 0;
-  h->cmdline_len = nkb_read_small("/proc/self/cmdline", h->cmdline, NKB_REG_CMDLINE_MAX);
-  assert(h->cmdline_len <= NKB_REG_CMDLINE_MAX);
+  h->netns_ino = nkb_ns_ino("/proc/self/ns/net");
+  h->pidns_ino = pidns;
   // The magic last: a reader that sees it sees the rest.
   __atomic_thread_fence(__ATOMIC_RELEASE);
   memcpy(h->magic, NKB_REG_MAGIC, 8);
@@ -137,47 +174,197 @@ static uint32_t nkb_reg_mode(void) {
   return ((uint32_t)v & 0644u) | 0600u;
 }
 
+// R: a real directory, created 01777 (sticky, like /tmp) by whoever comes first. A root
+// process takes it back from any other owner through the opened fd (no path race): the
+// owner of R could otherwise rename or delete root's entries. A non-root process accepts
+// R owned by root or by itself only.
+static int nkb_reg_open_root(const char *dir) {
+  bool made = mkdir(dir, 01777) == 0;
+  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) {
+    nkb_reg_warn("%s: cannot open it as a directory (%s): no registry", dir, strerror(errno));
+    return -1;
+  }
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISDIR(st.st_mode)) {
+    nkb_reg_warn("%s: not a directory: no registry", dir);
+    close(fd);
+    return -1;
+  }
+  uid_t euid = geteuid();
+  bool ok = true;
+  errno = 0;
+  if (euid == 0 && st.st_uid != 0) {
+    nkb_reg_warn("%s: owned by uid %u, taken back (root, 01777)", dir, (unsigned)st.st_uid);
+    ok = fchown(fd, 0, 0) == 0 && fchmod(fd, 01777) == 0;
+  } else if (st.st_uid != 0 && st.st_uid != euid) {
+    nkb_reg_warn("%s: owned by uid %u (neither root nor us): no registry", dir,
+                 (unsigned)st.st_uid);
+    close(fd);
+    return -1;
+  } else if (made || ((st.st_mode & 0002) != 0 && (st.st_mode & S_ISVTX) == 0)) {
+    // Our umask trimmed the mode, or anyone may rename others' entries: sticky it is.
+    ok = st.st_uid != euid || fchmod(fd, made ? 01777 : (st.st_mode & 07777) | S_ISVTX) == 0;
+  }
+  if (!ok) {
+    if (errno != 0) nkb_reg_warn("%s: cannot secure it (%s): no registry", dir, strerror(errno));
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// Renames the squatter of R/<uid> (the object judged, identified by its inode) aside,
+// root only, to ".<uid>.squatted.<pid>.<random>". Two root writers may judge the same
+// squatter at once: when the one that renames second finds it moved the other's fresh
+// directory instead, it puts that back.
+static bool nkb_reg_set_aside(int rfd, const char *dir, const char *name,
+                              const struct stat *judged) {
+  for (uint32_t t = 0; t < NKB_REG_ASIDE_TRIES; t++) {
+    uint32_t r = 0;
+    if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != (ssize_t)sizeof(r)) {
+      r = (uint32_t)nkb_unix_ms() ^ (t * 2654435761u);
+    }
+    char aside[64];
+    snprintf(aside, sizeof(aside), ".%s.squatted.%d.%08x", name, (int)getpid(), r);
+    if (renameat2(rfd, name, rfd, aside, RENAME_NOREPLACE) == 0) {
+      struct stat moved;
+      if (fstatat(rfd, aside, &moved, AT_SYMLINK_NOFOLLOW) == 0 &&
+          (moved.st_ino != judged->st_ino || moved.st_dev != judged->st_dev)) {
+        (void)renameat2(rfd, aside, rfd, name, RENAME_NOREPLACE);
+        return true;
+      }
+      nkb_reg_warn("%s/%s: squatted by another user, renamed to %s", dir, name, aside);
+      return true;
+    }
+    if (errno == ENOENT) return true;  // already moved (by another root writer): look again
+    if (errno != EEXIST) break;
+  }
+  nkb_reg_warn("%s/%s: squatted and cannot be renamed aside (%s): no registry", dir, name,
+               strerror(errno));
+  return false;
+}
+
+// Checks an opened R/<uid>: ours and writable by nobody else (fixing our own mode).
+static bool nkb_reg_user_dir_ok(int fd, uint32_t dmode, bool made) {
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid()) return false;
+  uint32_t want = made ? dmode : (((uint32_t)st.st_mode & 0755u) | dmode);
+  if (((uint32_t)st.st_mode & 07777u) != want && fchmod(fd, want) != 0) return false;
+  return true;
+}
+
+// R/<euid>: created dmode, opened without following links, owned by us. Squatted (another
+// owner, a link, a file): a root process renames it aside and retries (bounded); any
+// other process publishes nothing.
+static int nkb_reg_open_user(int rfd, const char *dir, uint32_t mode) {
+  char name[16];
+  snprintf(name, sizeof(name), "%u", (unsigned)geteuid());
+  uint32_t dmode = (mode & 0044u) != 0 ? 0755u : 0700u;
+  for (uint32_t t = 0; t < NKB_REG_ASIDE_TRIES; t++) {
+    bool made = mkdirat(rfd, name, dmode) == 0;
+    int fd = openat(rfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    struct stat judged;  // the squatter, as judged: only this object is renamed aside
+    if (fd >= 0) {
+      if (nkb_reg_user_dir_ok(fd, dmode, made)) return fd;
+      int rc = fstat(fd, &judged);
+      close(fd);
+      if (rc != 0) continue;
+    } else if (errno == ENOTDIR || errno == ELOOP) {
+      if (fstatat(rfd, name, &judged, AT_SYMLINK_NOFOLLOW) != 0) continue;  // gone meanwhile
+    } else {
+      nkb_reg_warn("%s/%s: cannot open (%s): no registry", dir, name, strerror(errno));
+      return -1;
+    }
+    if (geteuid() != 0) {
+      nkb_reg_warn("%s/%s: squatted (not our directory, or writable by others): no registry",
+                   dir, name);
+      return -1;
+    }
+    if (!nkb_reg_set_aside(rfd, dir, name, &judged)) return -1;
+  }
+  nkb_reg_warn("%s/%s: squatted again after %u renames: no registry", dir, name,
+               NKB_REG_ASIDE_TRIES);
+  return -1;
+}
+
+// Creates and maps our file in R/<euid>, its whole size reserved first: a full file
+// system is an error here (a warning, no registry), never a SIGBUS on a later write.
+static nkb_reg_header_t *nkb_reg_create(int dfd, const char *where, uint32_t mode) {
+  const char *name = g_reg_name;
+  int fd = openat(dfd, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+  if (fd < 0 && errno == EEXIST) {  // our own directory: a leftover of this very process
+    (void)unlinkat(dfd, name, 0);
+    fd = openat(dfd, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+  }
+  if (fd < 0) {
+    nkb_reg_warn("%s/%s: cannot create (%s): no registry", where, name, strerror(errno));
+    return 0;
+  }
+  struct stat st;
+  int err = 0;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != geteuid()) err = EPERM;
+  if (err == 0 && fchmod(fd, mode) != 0) err = errno;
+  if (err == 0) err = posix_fallocate(fd, 0, (off_t)NKB_REG_FILE_SIZE);
+  void *map = MAP_FAILED;
+  if (err == 0) {
+    map = mmap(0, NKB_REG_FILE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (map == MAP_FAILED) err = errno;
+  }
+  close(fd);
+  if (err != 0) {
+    (void)unlinkat(dfd, name, 0);
+    nkb_reg_warn("%s/%s: cannot reserve %u bytes (%s): no registry for this process, "
+                 "bypass unaffected", where, name, (unsigned)NKB_REG_FILE_SIZE, strerror(err));
+    return 0;
+  }
+  assert(map != MAP_FAILED);
+  return (nkb_reg_header_t *)map;
+}
+
 static void nkb_reg_open(void) {
   const char *dir = getenv("NKB_REGISTRY_DIR");
   if (dir != 0 && strcmp(dir, "off") == 0) return;
   if (dir == 0 || *dir == 0) dir = NKB_REG_DEFAULT_DIR;
-  if (strlen(dir) > NKB_REG_PATH_MAX - 32u) return;
-  // Shared by every user, like /tmp: sticky, so that only a file's owner removes it.
-  if (mkdir(dir, 01777) == 0) (void)chmod(dir, 01777);
-  struct stat st;
-  if (lstat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) return;
-  nkb_reg_sweep(dir);
-  pid_t pid = getpid();
-  char path[NKB_REG_PATH_MAX];
-  snprintf(path, sizeof(path), "%s/%d.reg", dir, (int)pid);
-  (void)unlink(path);  // our pid: any file of that name is a dead process's
+  if (strlen(dir) > NKB_REG_PATH_MAX - NKB_REG_NAME_MAX - 16u) {
+    nkb_reg_warn("NKB_REGISTRY_DIR is longer than %u bytes: no registry",
+                 NKB_REG_PATH_MAX - NKB_REG_NAME_MAX - 16u);
+    return;
+  }
+  uint64_t start = nkb_start_ticks_at("/proc/self/stat");
+  uint64_t pidns = nkb_ns_ino("/proc/self/ns/pid");
+  if (start == 0 || pidns == 0) {
+    // Without them no reader could tell our file from a dead process's.
+    nkb_reg_warn("cannot read /proc/self (start time, pid namespace): no registry");
+    return;
+  }
+  int rfd = nkb_reg_open_root(dir);
+  if (rfd < 0) return;
   uint32_t mode = nkb_reg_mode();
-  int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
-  if (fd < 0) return;
-  void *map = MAP_FAILED;
-  if (fchmod(fd, mode) == 0 && ftruncate(fd, (off_t)NKB_REG_FILE_SIZE) == 0) {
-    map = mmap(0, NKB_REG_FILE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  }
-  close(fd);
-  if (map == MAP_FAILED) {
-    (void)unlink(path);
+  int ufd = nkb_reg_open_user(rfd, dir, mode);
+  close(rfd);
+  if (ufd < 0) return;
+  nkb_reg_sweep(ufd, pidns);
+  pid_t pid = getpid();
+  snprintf(g_reg_name, sizeof(g_reg_name), "%llu-%d-%llu.reg", (unsigned long long)pidns,
+           (int)pid, (unsigned long long)start);
+  char where[NKB_REG_PATH_MAX];
+  snprintf(where, sizeof(where), "%s/%u", dir, (unsigned)geteuid());
+  nkb_reg_header_t *map = nkb_reg_create(ufd, where, mode);
+  if (map == 0) {
+    close(ufd);
     return;
   }
-  nkb_reg_fill_header((nkb_reg_header_t *)map);
-  if (((nkb_reg_header_t *)map)->start_ticks == 0) {
-    // Without our start time every reader would take the file for a dead process's.
-    (void)munmap(map, NKB_REG_FILE_SIZE);
-    (void)unlink(path);
-    return;
-  }
-  memcpy(g_reg_path, path, sizeof(g_reg_path));
+  nkb_reg_fill_header(map, start, pidns);
+  snprintf(g_reg_path, sizeof(g_reg_path), "%s/%s", where, g_reg_name);
+  g_reg_dirfd = ufd;
   g_reg_pid = pid;
-  __atomic_store_n(&g_reg, (nkb_reg_header_t *)map, __ATOMIC_RELEASE);
+  __atomic_store_n(&g_reg, map, __ATOMIC_RELEASE);
 }
 
 // The file goes with the process (a killed one leaves it to the sweep).
 __attribute__((destructor)) static void nkb_reg_remove(void) {
-  if (g_reg != 0 && g_reg_pid == getpid()) (void)unlink(g_reg_path);
+  if (g_reg != 0 && g_reg_pid == getpid()) (void)unlinkat(g_reg_dirfd, g_reg_name, 0);
 }
 
 void nkb_reg_init(void) {

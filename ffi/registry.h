@@ -1,18 +1,26 @@
-// The host-wide registry of nkb sockets: one file per process in a shared directory,
-// mapped by the process (its only writer) and read by `nkb stat` / `nkb phys`
-// (src/registry_read.ts mirrors this layout: keep both in step; a test compares them).
+// The host-wide registry of nkb sockets: one file per process, mapped by the process
+// (its only writer) and read by `nkb stat` / `nkb phys` (src/registry_read.ts, through
+// ffi/registry_read.c and the pure parser ffi/registry_parse.c; a test compiles this
+// header and compares the TypeScript constants with it).
 //
-// Where: $NKB_REGISTRY_DIR, else /dev/shm/nkb (created 01777, like /tmp, so that every
-// user can publish). File: <pid>.reg, mode 0600 (owner and root read it), or the mode in
-// $NKB_REGISTRY_MODE (octal, e.g. 0644). NKB_REGISTRY_DIR=off: no registry (counters stay
-// private). Created with O_EXCL|O_NOFOLLOW; removed when the process exits; the file of a
-// process that died (SIGKILL) is recognised by its start time and removed by the next
-// writer or reader that may.
+// Tree (threat model: README "Observability"): R = $NKB_REGISTRY_DIR, else /dev/shm/nkb
+// ("off": no registry). R is a real directory, 01777 (sticky, like /tmp), taken back by
+// a root process from any other owner. Files live only in per-user directories R/<euid>
+// (mode 0700, 0755 when NKB_REGISTRY_MODE lets others read; owned by that uid, never
+// group/other-writable, else "squatted": not used, not read). File name:
+//   <pidns_ino>-<pid>-<start_ticks>.reg
+// pidns inode of /proc/self/ns/pid, pid as the process sees itself, start ticks from
+// /proc/self/stat field 22: the name alone says whose file it is, so a writer's sweep
+// never opens a file and a reader opens only the names of live processes.
+// Mode 0600, or NKB_REGISTRY_MODE (octal; never writable by others). The whole size is
+// reserved (fallocate) before the mapping: a full file system is a warning at creation,
+// never a SIGBUS.
 //
 // Layout, little-endian, every field naturally aligned:
 //   header (NKB_REG_HEADER_SIZE bytes), then NKB_REG_SLOTS slots of NKB_REG_SLOT_SIZE.
-// A reader checks magic, version, sizes and counts against the file's length before
-// reading anything, and every string is NUL-terminated within its field.
+// The header's claims (pid, uid, start ticks, pidns) are checked by readers against what
+// the kernel says of the process; who it is (user, command, arguments) is read from
+// /proc, never from the file.
 //
 // Slot consistency: `seq` is a seqlock for the metadata (odd: being written); a reader
 // copies the slot, then re-reads seq and retries (bounded) on a change. Counters are
@@ -25,13 +33,17 @@
 #include "nkb.h"
 
 #define NKB_REG_MAGIC "NKBREG\0\1"  // 8 bytes
-#define NKB_REG_VERSION 1u
+#define NKB_REG_VERSION 2u          // 2: per-user directories, no comm/cmdline in the file
 #define NKB_REG_HEADER_SIZE 4096u
 #define NKB_REG_SLOT_SIZE 512u
 #define NKB_REG_SLOTS NKB_MAX_SOCKS
-#define NKB_REG_CMDLINE_MAX 4016u
+#define NKB_REG_FILE_SIZE (NKB_REG_HEADER_SIZE + NKB_REG_SLOTS * NKB_REG_SLOT_SIZE)
 #define NKB_REG_DEFAULT_DIR "/dev/shm/nkb"
 #define NKB_REG_DEFAULT_MODE 0600u
+#define NKB_REG_NAME_MAX 80u  // "<u64>-<u32>-<u64>.reg" and its NUL fit
+// No socket holds a queue at or past this index (= NKB_FILTER_QUEUES, ffi/sock.h; asserted
+// in registry.c): kept here so that the parser needs no other header.
+#define NKB_REG_QUEUE_LIMIT 64u
 
 typedef struct nkb_reg_header {
   uint8_t magic[8];        //   0 NKB_REG_MAGIC
@@ -39,15 +51,13 @@ typedef struct nkb_reg_header {
   uint32_t header_size;    //  12
   uint32_t slot_size;      //  16
   uint32_t slot_count;     //  20
-  uint32_t pid;            //  24
-  uint32_t uid;            //  28 real uid
-  uint64_t start_ticks;    //  32 /proc/<pid>/stat field 22: with pid, who wrote this file
+  uint32_t pid;            //  24 as the process sees itself (its own pid namespace)
+  uint32_t uid;            //  28 effective uid (the file's owner, the directory's name)
+  uint64_t start_ticks;    //  32 /proc/self/stat field 22
   uint64_t created_ms;     //  40 unix time, ms
   uint64_t netns_ino;      //  48 inode of /proc/self/ns/net (interfaces are per namespace)
-  uint32_t cmdline_len;    //  56 bytes used in cmdline
-  uint32_t reserved;       //  60
-  char comm[16];           //  64 /proc/self/comm, NUL-terminated
-  uint8_t cmdline[NKB_REG_CMDLINE_MAX];  // 80 /proc/self/cmdline (NUL-separated), truncated
+  uint64_t pidns_ino;      //  56 inode of /proc/self/ns/pid
+  uint8_t reserved[NKB_REG_HEADER_SIZE - 64u];
 } nkb_reg_header_t;        // 4096
 
 // slot flags

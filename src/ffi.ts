@@ -51,6 +51,18 @@ export const symbols = {
   nkb_link_xdp_features: { parameters: [U32, "buffer", U32], result: I32 },
   nkb_reg_note: { parameters: [I32, U32, U32, "buffer"], result: I32 },
   nkb_reg_path: { parameters: ["buffer", U32], result: I32 },
+  // (dir, dir_len, uid, name, name_len, out, out_len)
+  nkb_reg_read_file: {
+    parameters: ["buffer", U32, U32, "buffer", U32, "buffer", U32],
+    result: I32,
+  },
+  // (dir, dir_len, uid, name, name_len)
+  nkb_reg_unlink: { parameters: ["buffer", U32, U32, "buffer", U32], result: I32 },
+  // (file, file_len, next, next_len, claims, claims_len, out, out_len)
+  nkb_reg_parse_file: {
+    parameters: ["buffer", U32, "buffer", U32, "buffer", U32, "buffer", U32],
+    result: I32,
+  },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The ABI this TypeScript expects from the shim (NKB_ABI_VERSION in ffi/nkb.h). */

@@ -1,32 +1,36 @@
 /**
- * The read side of the host-wide socket registry (`nkb stat`, `nkb phys`). Every
- * process using nkb publishes its sockets in `<dir>/<pid>.reg` (layout:
- * ffi/registry.h). Those files are written by other processes, possibly other users,
- * possibly a crashed or hostile one: nothing in them is trusted before it is checked
- * against the file's length and the layout's constants, and whatever is wrong with a
- * file becomes one warning naming it, never an exception.
+ * The read side of the host-wide socket registry (`nkb stat`, `nkb phys`); the tree,
+ * the layout and the threat model are in ffi/registry.h and the README
+ * ("Observability"). The reader is driven by the kernel's process list, not by the
+ * directory: for each live process P it reads P's effective uid, start time, pid (as
+ * P's own pid namespace sees it) and pid namespace from /proc, then opens exactly
+ * R/<uid>/<pidns>-<pid>-<start>.reg through the shim (no link followed, no open that
+ * can block, owner and size checked on the descriptor) and parses it in C
+ * (ffi/registry_parse.c), which checks the header's claims against the kernel's.
+ * Junk in the directory cannot hide a process and a stale file is never shown; who a
+ * process is (user, command, arguments) comes from /proc, never from its file.
+ * Whatever is wrong becomes one warning naming it, never an exception.
  *
  * @module
  */
 
+import { lib, type NkbLib } from "./ffi.ts";
 import { Stat } from "./ffi.ts";
 import { type BypassStats, statsFromWords } from "./types.ts";
 
 /**
- * The registry's binary layout, mirrored from ffi/registry.h in one place (byte
- * offsets, little-endian). tests/registry_read.test.ts compiles the header and
- * compares every offset and size with these.
+ * The registry's binary layout, mirrored from ffi/registry.h and
+ * ffi/registry_parse.h in one place (byte offsets, little-endian).
+ * tests/registry_read.test.ts compiles the headers and compares every value.
  */
 export const RegistryLayout = {
   /** NKB_REG_MAGIC: "NKBREG\0\1". */
   magic: [0x4e, 0x4b, 0x42, 0x52, 0x45, 0x47, 0x00, 0x01],
-  version: 1,
+  version: 2,
   headerSize: 4096,
   slotSize: 512,
   /** NKB_REG_SLOTS (= NKB_MAX_SOCKS): a file never has more. */
   slots: 1024,
-  cmdlineMax: 4016,
-  commSize: 16,
   ifnameSize: 16,
   reasonSize: 32,
   statsCount: Stat.count,
@@ -43,9 +47,7 @@ export const RegistryLayout = {
     startTicks: 32,
     createdMs: 40,
     netnsIno: 48,
-    cmdlineLen: 56,
-    comm: 64,
-    cmdline: 80,
+    pidnsIno: 56,
   },
   /** Offsets in nkb_reg_slot_t. */
   slot: {
@@ -69,20 +71,78 @@ export const RegistryLayout = {
   flags: { bypass: 1, connected: 2, affine: 4, bound: 8 },
   /** NKB_MAX_QUEUES (ffi/xsk.h): queues one engine, hence one socket, covers. */
   maxQueuesPerSocket: 8,
-  /** NKB_FILTER_QUEUES (ffi/sock.h): no socket holds a queue at or past this index. */
+  /** NKB_REG_QUEUE_LIMIT (= NKB_FILTER_QUEUES): no socket holds a queue at or past this. */
   queueLimit: 64,
+  /** nkb_reg_claims_t (ffi/registry_parse.h). */
+  claims: {
+    size: 64,
+    uid: 0,
+    pid: 8,
+    pidnsIno: 16,
+    startTicks: 24,
+    netnsIno: 32,
+    createdMs: 40,
+    found: 48,
+  },
+  /** nkb_reg_record_t (ffi/registry_parse.h). */
+  record: {
+    size: 256,
+    slot: 0,
+    status: 4,
+    problem: 8,
+    flags: 12,
+    createdMs: 16,
+    localIp: 24,
+    remoteIp: 28,
+    localPort: 32,
+    remotePort: 34,
+    ifindex: 36,
+    firstQueue: 40,
+    queueCount: 44,
+    recvMode: 48,
+    seq: 52,
+    ifname: 56,
+    reason: 72,
+    stats: 104,
+    detail: 232,
+  },
+  /** NKB_REC_* record status. */
+  recordStatus: { ok: 0, unstable: 1, bad: 2 },
+  /** NKB_REC_P_* record problems. */
+  recordProblem: { inUse: 1, ifname: 2, reason: 3, queues: 4 },
+  /** NKB_REG_P_* whole-file parse errors. */
+  parseError: {
+    args: -1,
+    magic: -2,
+    truncated: -3,
+    version: -4,
+    headerSize: -5,
+    slotSize: -6,
+    slotCount: -7,
+    tooLong: -8,
+    pid: -9,
+    uid: -10,
+    start: -11,
+    pidns: -12,
+    replaced: -13,
+    capacity: -14,
+  },
+  /** NKB_REG_E_* codes of nkb_reg_read_file (ffi/nkb.h). */
+  readError: { notDir: -10100, squatted: -10101, notFile: -10102, owner: -10103, tooBig: -10104 },
 } as const;
 
 /** Largest file a reader accepts: a full header and every slot. */
 export const REGISTRY_FILE_MAX_BYTES: number = RegistryLayout.headerSize +
   RegistryLayout.slots * RegistryLayout.slotSize;
 
-// Bounds of the reader's loops (files per directory as the writer's sweep; reads per
-// file: the first plus three seqlock re-reads).
+// Bounds of the reader's loops: processes in /proc, entries per registry directory,
+// reads per file (the first plus three seqlock re-reads), bytes of a cmdline.
+const MAX_PROCESSES = 65_536;
 const MAX_DIR_ENTRIES = 8192;
 const SLOT_READS = 4;
-const READ_CALLS_MAX = 1024;
-const PID_MAX = 4194304; // PID_MAX_LIMIT on 64-bit Linux
+const CMDLINE_MAX_BYTES = 4096;
+const ENOENT = 2;
+const EACCES = 13;
 
 /** An IPv4 address and port. */
 export interface SocketAddress {
@@ -97,15 +157,15 @@ export type SocketState = "Idle" | "Connected" | "Unbound";
 
 /** A live process that publishes a registry file. */
 export interface RegisteredProcess {
-  /** The process id (also the file's name). */
+  /** The process id, as the reader's pid namespace sees it. */
   pid: number;
-  /** Real uid of the process. */
+  /** Effective uid of the process (/proc/<pid>/status; the file's owner). */
   uid: number;
   /** Name of `uid` in /etc/passwd, else the number as text. */
   user: string;
-  /** /proc/<pid>/comm when the file was created (at most 15 bytes). */
+  /** /proc/<pid>/comm (at most 15 bytes). */
   command: string;
-  /** The arguments (/proc/<pid>/cmdline), possibly truncated at 4016 bytes. */
+  /** The arguments (/proc/<pid>/cmdline), possibly truncated at 4096 bytes. */
   cmdline: string[];
   /** Inode of the process's network namespace (decimal; interfaces are per namespace). */
   netnsIno: string;
@@ -170,19 +230,44 @@ export interface ReadRegistryOptions {
   cleanup?: boolean;
 }
 
-/** What is wrong with a file: becomes a warning naming it. */
-class FileProblem extends Error {}
-
-/** The file went away while being read: its process exited, which is no problem. */
-class FileGone extends Error {}
+/** Options of {@linkcode readRegistry}. */
+export interface ReadRegistryOptions {
+  /** Default: `$NKB_REGISTRY_DIR`, else /dev/shm/nkb. */
+  dir?: string;
+  /**
+   * Remove the files of processes that are gone (default true). Only a reader in the
+   * initial pid namespace (which sees every process) removes, and only what it may.
+   */
+  cleanup?: boolean;
+}
 
 const decoder = new TextDecoder(); // UTF-8; invalid bytes become U+FFFD
+const encoder = new TextEncoder();
+
+/** The registry cannot be read at all: the shim (libnkb.so), which opens and parses, did not load. */
+export class RegistryUnavailableError extends Error {
+  /** `cause`: the loader's error. */
+  constructor(cause: unknown) {
+    super(`the registry reader needs libnkb.so: ${message(cause)}`, { cause });
+    this.name = "RegistryUnavailableError";
+  }
+}
+
+function loadShim(): NkbLib {
+  try {
+    return lib();
+  } catch (e) {
+    throw new RegistryUnavailableError(e);
+  }
+}
 
 /**
- * Reads every registry file of `dir`: the processes that published them and their
- * sockets. Files of processes that are gone are skipped (and removed, unless
- * `cleanup` is false). A missing directory is an empty scan. Never throws: every
- * problem is a line of `warnings`.
+ * Reads the registry: every live process that publishes a file and its sockets.
+ * A missing directory is an empty scan. Problems with files and directories are lines
+ * of `warnings`; the only exception is a shim that cannot be loaded (the reader's
+ * opens and parsing are native).
+ *
+ * @throws {RegistryUnavailableError} when libnkb.so cannot be loaded.
  */
 export function readRegistry(opts: ReadRegistryOptions = {}): RegistryScan {
   const dir = opts.dir ?? registryDirFromEnv();
@@ -191,21 +276,24 @@ export function readRegistry(opts: ReadRegistryOptions = {}): RegistryScan {
     scan.warnings.push("NKB_REGISTRY_DIR=off: the registry is turned off, no sockets are listed");
     return scan;
   }
-  const ctx: FileContext = {
-    cleanup: opts.cleanup ?? true,
-    users: new UserNames(),
-    readSnapshot,
-    startTicks: processStartTicks,
-  };
-  for (const entry of listRegistryFiles(dir, scan.warnings)) {
-    const found = readRegistryFile(`${dir}/${entry.name}`, entry.pid, ctx);
-    if (typeof found === "string") scan.warnings.push(found);
-    else if (found !== null) {
-      scan.processes.push(found.process);
-      scan.sockets.push(...found.sockets);
-      scan.warnings.push(...found.warnings);
-    }
+  const reader = new Reader(loadShim(), dir, scan.warnings);
+  const self = selfFacts();
+  // Listed before /proc is read: a file listed here belongs to a process that had
+  // started, so a process missing from /proc afterwards is gone (never a newcomer).
+  const sweep = (opts.cleanup ?? true) && self.initialNs ? listTree(dir, scan.warnings) : null;
+  const live = new Set<string>();
+  for (const pid of listPids(scan.warnings)) {
+    const k = kernelFacts(pid, self.pidnsIno);
+    if (k === null) continue;
+    const name = `${k.pidnsIno}-${k.nspid}-${k.startTicks}.reg`;
+    live.add(`${k.uid}/${name}`);
+    const found = reader.process(k, name);
+    if (found === null) continue;
+    scan.processes.push(found.process);
+    scan.sockets.push(...found.sockets);
   }
+  if (sweep !== null) reader.removeDead(sweep, live);
+  scan.processes.sort((a, b) => a.pid - b.pid);
   scan.sockets.sort((a, b) => a.pid - b.pid || a.slot - b.slot);
   return scan;
 }
@@ -220,305 +308,443 @@ function registryDirFromEnv(): string {
   return RegistryLayout.defaultDir;
 }
 
-interface RegistryEntry {
-  name: string;
+/** What the kernel says of one process. */
+export interface KernelFacts {
+  /** Pid as the reader sees it. */
   pid: number;
+  /** Effective uid. */
+  uid: number;
+  /** Pid in the process's own pid namespace (last field of NSpid). */
+  nspid: number;
+  /** /proc/<pid>/stat field 22. */
+  startTicks: bigint;
+  /** Inode of its pid namespace (the reader's own when it may not look). */
+  pidnsIno: bigint;
 }
 
-// The `<pid>.reg` names of dir, sorted by pid. Other names are not ours and are
-// skipped; a `.reg` name that is not a pid is worth a warning.
-function listRegistryFiles(dir: string, warnings: string[]): RegistryEntry[] {
-  const entries: RegistryEntry[] = [];
+interface SelfFacts {
+  pidnsIno: bigint;
+  /** In the initial pid namespace, with its /proc: this reader sees every process. */
+  initialNs: boolean;
+}
+
+// PROC_PID_INIT_INO (include/linux/proc_ns.h): the initial pid namespace's inode, fixed.
+const INIT_PIDNS_INO = 0xeffffffcn;
+
+// NSpid counts levels from the namespace /proc was mounted for, not from the host's: a
+// reader in a child namespace with its own /proc sees one field too. So: the initial
+// namespace's fixed inode, and a /proc that names us by our own pid.
+function selfFacts(): SelfFacts {
+  const pidnsIno = nsInode("/proc/self/ns/pid") ?? 0n;
+  let procIsOurs = false;
   try {
-    let seen = 0;
-    for (const e of Deno.readDirSync(dir)) {
-      if (++seen > MAX_DIR_ENTRIES) {
-        warnings.push(`${dir}: more than ${MAX_DIR_ENTRIES} entries, the rest were not read`);
+    procIsOurs = Deno.readLinkSync("/proc/self") === String(Deno.pid);
+  } catch {
+    // no /proc: nobody's files are judged
+  }
+  return { pidnsIno, initialNs: procIsOurs && pidnsIno === INIT_PIDNS_INO };
+}
+
+// The numeric entries of /proc, bounded.
+function listPids(warnings: string[]): number[] {
+  const pids: number[] = [];
+  try {
+    for (const e of Deno.readDirSync("/proc")) {
+      if (!/^[1-9][0-9]{0,9}$/.test(e.name)) continue;
+      if (pids.length === MAX_PROCESSES) {
+        warnings.push(`/proc: more than ${MAX_PROCESSES} processes, the rest were not read`);
         break;
       }
-      if (!e.name.endsWith(".reg")) continue;
-      const pid = pidOfName(e.name);
-      if (pid === null) warnings.push(`${dir}/${e.name}: not named <pid>.reg, skipped`);
-      else entries.push({ name: e.name, pid });
+      pids.push(Number(e.name));
     }
   } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) {
-      warnings.push(`${dir}: cannot list the registry directory: ${message(e)}`);
-    }
+    warnings.push(`/proc: cannot list processes: ${message(e)}`);
   }
-  return entries.sort((a, b) => a.pid - b.pid);
-}
-
-function pidOfName(name: string): number | null {
-  const m = /^([1-9][0-9]{0,6})\.reg$/.exec(name);
-  if (m === null) return null;
-  const pid = Number(m[1]);
-  return pid <= PID_MAX ? pid : null;
-}
-
-/** One read of a file: its bytes and the inode they came from. */
-export interface Snapshot {
-  bytes: Uint8Array;
-  ino: number | null;
-}
-
-/** What reading one file needs from the outside world (replaceable in tests). */
-export interface FileContext {
-  cleanup: boolean;
-  users: UserNames;
-  /** Reads the whole file (bounded); throws on failure. */
-  readSnapshot: (path: string) => Snapshot;
-  /** Start time of pid (/proc/<pid>/stat field 22); null when the process is gone. */
-  startTicks: (pid: number) => bigint | null;
-}
-
-/** A live process's file: the process, its sockets, and warnings about its slots. */
-export interface FileFound {
-  process: RegisteredProcess;
-  sockets: RegisteredSocket[];
-  warnings: string[];
+  return pids.sort((a, b) => a - b);
 }
 
 /**
- * Reads one registry file: its process and sockets; null when it belongs to a
- * process that is gone; a warning (string) when the file cannot be used.
+ * Uid, start time, namespace pid and pid namespace of `pid` from /proc; null when the
+ * process is gone or its facts cannot be read. `comm` in /proc/<pid>/stat is the
+ * process's own text: fields are counted after the last ")".
  */
-export function readRegistryFile(
-  path: string,
-  pidFromName: number,
-  ctx: FileContext,
-): FileFound | string | null {
+export function kernelFacts(pid: number, ownPidns: bigint): KernelFacts | null {
+  const status = readProc(`/proc/${pid}/status`);
+  const stat = readProc(`/proc/${pid}/stat`);
+  if (status === null || stat === null) return null;
+  const uids = statusField(status, "Uid");
+  const nspids = statusField(status, "NSpid") ?? [String(pid)];
+  const startTicks = startTicksFromStat(stat);
+  if (uids === null || uids.length < 2 || startTicks === null) return null;
+  const uid = uids[1];
+  const nspid = nspids[nspids.length - 1];
+  if (!/^[0-9]{1,10}$/.test(uid) || !/^[1-9][0-9]{0,9}$/.test(nspid)) return null;
+  const pidnsIno = nsInode(`/proc/${pid}/ns/pid`) ?? ownPidns;
+  return { pid, uid: Number(uid), nspid: Number(nspid), startTicks, pidnsIno };
+}
+
+function readProc(path: string): string | null {
   try {
-    const first = ctx.readSnapshot(path);
-    const header = parseHeader(first.bytes, pidFromName);
-    const ticks = ctx.startTicks(header.pid);
-    if (ticks !== header.startTicks) {
-      if (ctx.cleanup) removeIfUnchanged(path, first.ino);
-      return null;
-    }
-    const process = parseProcess(first.bytes, header, path, ctx.users);
-    const warnings: string[] = [];
-    const slots = stableSlots(path, first, header, ctx, warnings);
-    const sockets: RegisteredSocket[] = [];
-    for (const [index, bytes] of slots) {
-      const sock = parseSlot(bytes, index, process);
-      if (typeof sock === "string") warnings.push(`${path}: slot ${index}: ${sock}, skipped`);
-      else if (sock !== null) sockets.push(sock);
-    }
-    return { process, sockets, warnings };
-  } catch (e) {
-    if (e instanceof FileGone) return null;
-    return `${path}: ${e instanceof FileProblem ? e.message : `cannot read: ${message(e)}`}`;
+    return Deno.readTextFileSync(path);
+  } catch {
+    return null; // gone, or not ours to read
   }
 }
 
-// Reads a file whole, but never more than a registry file can be, and only a regular
-// file (a symlink or FIFO planted in the shared directory must not hang or redirect us).
-function readSnapshot(path: string): Snapshot {
-  let info: Deno.FileInfo;
+// The whitespace-separated values of a "Name:" line of /proc/<pid>/status.
+function statusField(status: string, name: string): string[] | null {
+  const line = status.split("\n").find((l) => l.startsWith(`${name}:`));
+  if (line === undefined) return null;
+  return line.slice(name.length + 1).trim().split(/\s+/);
+}
+
+// The inode in a "pid:[4026531836]" namespace link; null when unreadable.
+function nsInode(path: string): bigint | null {
   try {
-    info = Deno.lstatSync(path);
+    const m = /^[a-z_]+:\[([0-9]{1,20})\]$/.exec(Deno.readLinkSync(path));
+    return m === null ? null : BigInt(m[1]);
+  } catch {
+    return null;
+  }
+}
+
+/** A file name in a per-user directory: `${uid}/${name}`. */
+type TreeEntry = { uid: number; name: string };
+
+// The registry file names of every R/<uid> (for removing dead processes' files), with
+// one warning per directory for entries that are not ours. Bounded per directory.
+function listTree(dir: string, warnings: string[]): TreeEntry[] {
+  const out: TreeEntry[] = [];
+  const users = boundedNames(dir, warnings);
+  let foreign = 0;
+  for (const u of users) {
+    if (!/^(0|[1-9][0-9]{0,9})$/.test(u)) {
+      foreign++;
+      continue;
+    }
+    const uid = Number(u);
+    let info: Deno.FileInfo;
+    try {
+      info = Deno.lstatSync(`${dir}/${u}`);
+    } catch {
+      continue;
+    }
+    if (!info.isDirectory || info.uid !== uid || ((info.mode ?? 0) & 0o022) !== 0) continue;
+    let junk = 0;
+    for (const name of boundedNames(`${dir}/${u}`, warnings)) {
+      if (/^[0-9]{1,20}-[1-9][0-9]{0,9}-[0-9]{1,20}\.reg$/.test(name)) out.push({ uid, name });
+      else junk++;
+    }
+    if (junk > 0) {
+      warnings.push(`${dir}/${u}: ${junk} entries that are not registry files, ignored`);
+    }
+  }
+  if (foreign > 0) {
+    warnings.push(`${dir}: ${foreign} entries that are not per-user directories, ignored`);
+  }
+  return out;
+}
+
+function boundedNames(dir: string, warnings: string[]): string[] {
+  const names: string[] = [];
+  try {
+    for (const e of Deno.readDirSync(dir)) {
+      if (names.length === MAX_DIR_ENTRIES) {
+        warnings.push(`${dir}: more than ${MAX_DIR_ENTRIES} entries, the rest were not read`);
+        break;
+      }
+      names.push(e.name);
+    }
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) throw new FileGone();
-    throw e;
+    if (!(e instanceof Deno.errors.NotFound)) warnings.push(`${dir}: cannot list: ${message(e)}`);
   }
-  if (!info.isFile) throw new FileProblem("not a regular file");
-  if (info.size > REGISTRY_FILE_MAX_BYTES) {
-    throw new FileProblem(`${info.size} bytes, more than a registry file has`);
+  return names;
+}
+
+/** A live process's file: the process and its sockets. */
+export interface FileFound {
+  process: RegisteredProcess;
+  sockets: RegisteredSocket[];
+}
+
+/** One read of a file: its bytes, or a code of nkb_reg_read_file. */
+type ReadResult = Uint8Array | number;
+
+// The reader's native side and buffers (allocated once per scan).
+class Reader {
+  readonly #nkb: NkbLib;
+  readonly #dir: string;
+  readonly #dirZ: Uint8Array;
+  readonly #warnings: string[];
+  readonly #bufs = [0, 1, 2].map(() => new Uint8Array(REGISTRY_FILE_MAX_BYTES + 1));
+  readonly #claims = new Uint8Array(RegistryLayout.claims.size);
+  readonly #out = new Uint8Array(RegistryLayout.slots * RegistryLayout.record.size);
+  readonly #dirWarned = new Set<number>();
+  readonly #users = new UserNames();
+
+  constructor(nkb: NkbLib, dir: string, warnings: string[]) {
+    this.#nkb = nkb;
+    this.#dir = dir;
+    this.#dirZ = encoder.encode(`${dir}\0`);
+    this.#warnings = warnings;
   }
-  const file = Deno.openSync(path, { read: true });
+
+  /** The file of live process k (named `name`): null when it has none or it is unusable. */
+  process(
+    k: KernelFacts,
+    name: string,
+    readAt = (i: number): ReadResult => this.#read(k.uid, name, i % 3),
+  ): FileFound | null {
+    const path = `${this.#dir}/${k.uid}/${name}`;
+    let cur = readAt(0);
+    if (typeof cur === "number") return this.#readProblem(cur, k.uid, path);
+    const records = new Map<number, DataView>();
+    let pending: Set<number> | null = null;
+    // The seqlock rule needs a later copy: read k is judged against read k + 1.
+    for (let i = 1; i < SLOT_READS && (pending === null || pending.size > 0); i++) {
+      const next = readAt(i);
+      if (typeof next === "number") return null; // gone meanwhile: its process exited
+      const n = this.#parse(cur, next, k);
+      if (n === RegistryLayout.parseError.replaced) return null; // another file now
+      if (n < 0) return this.#warn(`${path}: ${parseProblem(n, k, this.#claimsView())}`);
+      pending = this.#collect(n, pending, records);
+      cur = next;
+    }
+    for (const slot of pending ?? []) {
+      this.#warnings.push(`${path}: slot ${slot}: still being written after ${SLOT_READS} reads`);
+    }
+    const c = this.#claimsView();
+    const process = procInfo(k, path, this.#users, c);
+    const sockets: RegisteredSocket[] = [];
+    for (const [slot, r] of [...records].sort((a, b) => a[0] - b[0])) {
+      const sock = socketOf(r, slot, process);
+      if (typeof sock === "string") this.#warnings.push(`${path}: slot ${slot}: ${sock}, skipped`);
+      else sockets.push(sock);
+    }
+    return { process, sockets };
+  }
+
+  // Takes the stable records of the last parse (only `pending` slots after the first)
+  // into `records`; returns the slots still being written.
+  #collect(n: number, pending: Set<number> | null, records: Map<number, DataView>): Set<number> {
+    const R = RegistryLayout.record;
+    const still = new Set<number>();
+    for (let i = 0; i < n; i++) {
+      const r = this.#record(i);
+      const slot = r.getUint32(R.slot, true);
+      if (pending !== null && !pending.has(slot)) continue;
+      if (r.getUint32(R.status, true) === RegistryLayout.recordStatus.unstable) still.add(slot);
+      else records.set(slot, new DataView(this.#out.slice(i * R.size, (i + 1) * R.size).buffer));
+    }
+    return still;
+  }
+
+  /** Removes files of R/<uid> that no live process owns (checked opens, in C). */
+  removeDead(entries: TreeEntry[], live: Set<string>): void {
+    for (const e of entries) {
+      if (live.has(`${e.uid}/${e.name}`)) continue;
+      const nameZ = encoder.encode(`${e.name}\0`);
+      // Not ours to remove (another user's private directory), or gone: it stays.
+      this.#nkb.nkb_reg_unlink(this.#dirZ, this.#dirZ.length, e.uid, nameZ, nameZ.length);
+    }
+  }
+
+  #read(uid: number, name: string, buf: number): ReadResult {
+    const nameZ = encoder.encode(`${name}\0`);
+    const b = this.#bufs[buf];
+    const n = this.#nkb.nkb_reg_read_file(
+      this.#dirZ,
+      this.#dirZ.length,
+      uid,
+      nameZ,
+      nameZ.length,
+      b,
+      b.length,
+    );
+    return n < 0 ? n : b.subarray(0, n);
+  }
+
+  #parse(cur: Uint8Array, next: Uint8Array, k: KernelFacts): number {
+    const C = RegistryLayout.claims;
+    this.#claims.fill(0);
+    const v = this.#claimsView();
+    v.setBigUint64(C.uid, BigInt(k.uid), true);
+    v.setBigUint64(C.pid, BigInt(k.nspid), true);
+    v.setBigUint64(C.pidnsIno, k.pidnsIno, true);
+    v.setBigUint64(C.startTicks, k.startTicks, true);
+    return this.#nkb.nkb_reg_parse_file(
+      cur,
+      cur.length,
+      next,
+      next.length,
+      this.#claims,
+      this.#claims.length,
+      this.#out,
+      this.#out.length,
+    );
+  }
+
+  #claimsView(): DataView {
+    return new DataView(this.#claims.buffer);
+  }
+
+  #record(i: number): DataView {
+    const size = RegistryLayout.record.size;
+    return new DataView(this.#out.buffer, i * size, size);
+  }
+
+  #readProblem(code: number, uid: number, path: string): null {
+    const E = RegistryLayout.readError;
+    if (code === -ENOENT) return null; // no registry for this process
+    if (code === E.notDir || code === E.squatted) {
+      if (this.#dirWarned.has(code === E.notDir ? -1 : uid)) return null;
+      this.#dirWarned.add(code === E.notDir ? -1 : uid);
+      return this.#warn(
+        code === E.notDir
+          ? `${this.#dir}: not a directory (a link or a file): nothing read`
+          : `${this.#dir}/${uid}: squatted (not a directory of uid ${uid}, or writable by others): its files are not read`,
+      );
+    }
+    if (code === -EACCES) {
+      // Another user's private part (0700, files 0600): one line per user, not per process.
+      if (this.#dirWarned.has(-2 - uid)) return null;
+      this.#dirWarned.add(-2 - uid);
+      return this.#warn(
+        `${this.#dir}/${uid}: permission denied: the sockets of uid ${uid}'s processes are not listed`,
+      );
+    }
+    if (code === E.notFile) return this.#warn(`${path}: not a regular file, skipped`);
+    if (code === E.owner) return this.#warn(`${path}: not owned by uid ${uid}, skipped`);
+    if (code === E.tooBig) {
+      return this.#warn(
+        `${path}: more than a registry file's ${REGISTRY_FILE_MAX_BYTES} bytes, skipped`,
+      );
+    }
+    return this.#warn(`${path}: cannot read (errno ${-code})`);
+  }
+
+  #warn(line: string): null {
+    this.#warnings.push(line);
+    return null;
+  }
+}
+
+/**
+ * Reads one process's file from scripted reads (`reads[i]` is what the i-th read
+ * returns; the last repeats): the process and its sockets, or null, and the warnings.
+ * For tests of the seqlock rule and the parser's verdicts; the shim must be loadable.
+ */
+export function readScripted(
+  k: KernelFacts,
+  reads: Uint8Array[],
+): { found: FileFound | null; warnings: string[]; reads: number } {
+  const warnings: string[] = [];
+  let count = 0;
+  const reader = new Reader(lib(), "/x", warnings);
+  const found = reader.process(k, "f.reg", (i) => {
+    count++;
+    return reads[Math.min(i, reads.length - 1)];
+  });
+  return { found, warnings, reads: count };
+}
+
+// The warning text of a nkb_reg_parse error.
+function parseProblem(code: number, k: KernelFacts, c: DataView): string {
+  const P = RegistryLayout.parseError;
+  const found = c.getBigUint64(RegistryLayout.claims.found, true);
+  switch (code) {
+    case P.magic:
+      return "not an nkb registry file (bad magic)";
+    case P.truncated:
+      return `truncated: ${found} bytes`;
+    case P.version:
+      return `version ${found}, this reader knows ${RegistryLayout.version}`;
+    case P.headerSize:
+      return `header_size ${found}, this reader knows ${RegistryLayout.headerSize}`;
+    case P.slotSize:
+      return `slot_size ${found}, this reader knows ${RegistryLayout.slotSize}`;
+    case P.slotCount:
+      return `slot_count ${found}, expected 1 to ${RegistryLayout.slots}`;
+    case P.tooLong:
+      return `${found} bytes, more than a registry file has`;
+    case P.pid:
+      return `claims pid ${found}, the kernel says ${k.nspid}: forged, skipped`;
+    case P.uid:
+      return `claims uid ${found}, the process runs as uid ${k.uid}: forged, skipped`;
+    case P.start:
+      return `claims start time ${found}, the process started at ${k.startTicks}: forged, skipped`;
+    case P.pidns:
+      return `claims pid namespace ${found}, the process is in ${k.pidnsIno}: forged, skipped`;
+    default:
+      return `cannot parse (code ${code})`;
+  }
+}
+
+// Who process k is: from /proc, never from its file.
+function procInfo(k: KernelFacts, path: string, users: UserNames, c: DataView): RegisteredProcess {
+  const comm = readProc(`/proc/${k.pid}/comm`) ?? "";
+  const netns = nsInode(`/proc/${k.pid}/ns/net`) ??
+    c.getBigUint64(RegistryLayout.claims.netnsIno, true);
+  return {
+    pid: k.pid,
+    uid: k.uid,
+    user: users.name(k.uid),
+    command: comm.endsWith("\n") ? comm.slice(0, -1) : comm,
+    cmdline: readCmdline(k.pid),
+    netnsIno: netns.toString(),
+    createdMs: Number(c.getBigUint64(RegistryLayout.claims.createdMs, true)),
+    file: path,
+  };
+}
+
+function readCmdline(pid: number): string[] {
+  let file: Deno.FsFile;
   try {
-    const opened = file.statSync();
-    if (!opened.isFile || opened.ino !== info.ino) throw new FileGone(); // replaced meanwhile
-    const buf = new Uint8Array(REGISTRY_FILE_MAX_BYTES + 1);
+    file = Deno.openSync(`/proc/${pid}/cmdline`, { read: true });
+  } catch {
+    return [];
+  }
+  try {
+    const buf = new Uint8Array(CMDLINE_MAX_BYTES);
     let length = 0;
-    for (let i = 0; i < READ_CALLS_MAX && length < buf.length; i++) {
+    for (let i = 0; i < 64 && length < buf.length; i++) {
       const n = file.readSync(buf.subarray(length));
       if (n === null || n === 0) break;
       length += n;
     }
-    if (length > REGISTRY_FILE_MAX_BYTES) throw new FileProblem("grew past a registry file's size");
-    return { bytes: buf.subarray(0, length), ino: opened.ino };
+    const args = decoder.decode(buf.subarray(0, length)).split("\0");
+    if (args.length > 0 && args[args.length - 1] === "") args.pop(); // the last NUL
+    return args;
+  } catch {
+    return [];
   } finally {
     file.close();
   }
 }
 
-// Removes a dead process's file, unless the path now names another file (a new
-// process that got the same pid replaced it since we read it).
-function removeIfUnchanged(path: string, ino: number | null): void {
-  try {
-    if (ino !== null && Deno.lstatSync(path).ino !== ino) return;
-    Deno.removeSync(path);
-  } catch {
-    // Not ours to remove (EPERM/EACCES in the sticky directory), already gone, or no
-    // write permission: the file stays and is skipped again next time.
-  }
-}
-
-interface Header {
-  pid: number;
-  uid: number;
-  startTicks: bigint;
-  createdMs: number;
-  netnsIno: bigint;
-  cmdlineLen: number;
-  slotCount: number;
-}
-
-// Checks everything the rest of the reader relies on before it reads anything else.
-function parseHeader(b: Uint8Array, pidFromName: number): Header {
-  const L = RegistryLayout;
-  const H = L.header;
-  // The magic first: a short foreign file is foreign rather than truncated.
-  for (let i = 0; i < L.magic.length && i < b.length; i++) {
-    if (b[H.magic + i] !== L.magic[i]) {
-      throw new FileProblem("not an nkb registry file (bad magic)");
+// One parsed record: the socket, or what is wrong with it.
+function socketOf(r: DataView, slot: number, p: RegisteredProcess): RegisteredSocket | string {
+  const R = RegistryLayout.record;
+  const u32 = (off: number): number => r.getUint32(off, true);
+  if (u32(R.status) !== RegistryLayout.recordStatus.ok) {
+    const P = RegistryLayout.recordProblem;
+    const detail = r.getBigUint64(R.detail, true);
+    switch (u32(R.problem)) {
+      case P.inUse:
+        return `in_use ${detail}`;
+      case P.ifname:
+        return "ifname is not NUL-terminated";
+      case P.reason:
+        return "reason is not NUL-terminated";
+      default:
+        return `queues [${u32(R.firstQueue)}, +${detail}) out of range`;
     }
   }
-  if (b.length < L.headerSize) {
-    throw new FileProblem(`truncated: ${b.length} bytes, the header alone is ${L.headerSize}`);
-  }
-  const v = new DataView(b.buffer, b.byteOffset, b.length);
-  const u32 = (off: number): number => v.getUint32(off, true);
-  const expect = (name: string, got: number, want: number): void => {
-    if (got !== want) throw new FileProblem(`${name} ${got}, this reader knows ${want}`);
-  };
-  expect("version", u32(H.version), L.version);
-  expect("header_size", u32(H.headerSize), L.headerSize);
-  expect("slot_size", u32(H.slotSize), L.slotSize);
-  const slotCount = u32(H.slotCount);
-  if (slotCount < 1 || slotCount > L.slots) {
-    throw new FileProblem(`slot_count ${slotCount}, expected 1 to ${L.slots}`);
-  }
-  const needed = L.headerSize + slotCount * L.slotSize;
-  if (b.length < needed) {
-    throw new FileProblem(`truncated: ${b.length} bytes, ${slotCount} slots need ${needed}`);
-  }
-  const pid = u32(H.pid);
-  if (pid !== pidFromName) throw new FileProblem(`header pid ${pid} does not match the file name`);
-  return {
-    pid,
-    uid: u32(H.uid),
-    startTicks: v.getBigUint64(H.startTicks, true),
-    createdMs: Number(v.getBigUint64(H.createdMs, true)),
-    netnsIno: v.getBigUint64(H.netnsIno, true),
-    cmdlineLen: u32(H.cmdlineLen),
-    slotCount,
-  };
-}
-
-function parseProcess(
-  b: Uint8Array,
-  h: Header,
-  path: string,
-  users: UserNames,
-): RegisteredProcess {
-  const L = RegistryLayout;
-  const command = cString(b, L.header.comm, L.commSize);
-  if (command === null) throw new FileProblem("comm is not NUL-terminated");
-  if (h.cmdlineLen > L.cmdlineMax) {
-    throw new FileProblem(
-      `cmdline_len ${h.cmdlineLen}, more than the ${L.cmdlineMax} bytes it has`,
-    );
-  }
-  const raw = decoder.decode(b.subarray(L.header.cmdline, L.header.cmdline + h.cmdlineLen));
-  const cmdline = raw.split("\0");
-  if (cmdline.length > 0 && cmdline[cmdline.length - 1] === "") cmdline.pop(); // the last NUL
-  return {
-    pid: h.pid,
-    uid: h.uid,
-    user: users.name(h.uid),
-    command,
-    cmdline,
-    netnsIno: h.netnsIno.toString(),
-    createdMs: h.createdMs,
-    file: path,
-  };
-}
-
-// The slots in use, each copied from a consistent moment: a slot is taken from read k
-// when its seq was even in read k and unchanged in read k + 1 (within one read, a
-// slot's seq is copied before the rest of it, and read k + 1 comes after: the seqlock
-// rule). Slots still being written after SLOT_READS reads are warned about.
-function stableSlots(
-  path: string,
-  first: Snapshot,
-  h: Header,
-  ctx: FileContext,
-  warnings: string[],
-): Map<number, Uint8Array> {
-  const L = RegistryLayout;
-  const stable = new Map<number, Uint8Array>();
-  let pending: number[] = [];
-  for (let i = 0; i < h.slotCount; i++) {
-    const seq = u32At(first.bytes, slotOffset(i) + L.slot.seq);
-    const inUse = u32At(first.bytes, slotOffset(i) + L.slot.inUse);
-    if (seq % 2 === 1 || inUse !== 0) pending.push(i);
-  }
-  let current = first.bytes;
-  for (let read = 1; read < SLOT_READS && pending.length > 0; read++) {
-    const next = ctx.readSnapshot(path).bytes;
-    if (!sameIdentity(current, next, h)) throw new FileGone(); // another process's file now
-    const still: number[] = [];
-    for (const i of pending) {
-      const at = slotOffset(i) + L.slot.seq;
-      const seq = u32At(current, at);
-      if (seq % 2 === 0 && seq === u32At(next, at)) {
-        stable.set(i, current.slice(slotOffset(i), slotOffset(i) + L.slotSize));
-      } else still.push(i);
-    }
-    pending = still;
-    current = next;
-  }
-  for (const i of pending) {
-    const seq = u32At(current, slotOffset(i) + L.slot.seq);
-    warnings.push(`${path}: slot ${i}: still being written after ${SLOT_READS} reads (seq ${seq})`);
-  }
-  return stable;
-}
-
-function sameIdentity(a: Uint8Array, b: Uint8Array, h: Header): boolean {
-  const end = RegistryLayout.headerSize + h.slotCount * RegistryLayout.slotSize;
-  if (b.length < end) return false;
-  for (let i = 0; i < RegistryLayout.header.comm; i++) if (a[i] !== b[i]) return false;
-  return true;
-}
-
-function slotOffset(index: number): number {
-  return RegistryLayout.headerSize + index * RegistryLayout.slotSize;
-}
-
-function u32At(b: Uint8Array, off: number): number {
-  return (b[off] | b[off + 1] << 8 | b[off + 2] << 16 | b[off + 3] << 24) >>> 0;
-}
-
-// One slot (its own copy, slotSize bytes): the socket, null for a free slot, or what
-// is wrong with it.
-function parseSlot(
-  b: Uint8Array,
-  index: number,
-  p: RegisteredProcess,
-): RegisteredSocket | string | null {
-  const L = RegistryLayout;
-  const S = L.slot;
-  const v = new DataView(b.buffer, b.byteOffset, b.length);
-  const u32 = (off: number): number => v.getUint32(off, true);
-  const inUse = u32(S.inUse);
-  if (inUse === 0) return null;
-  if (inUse !== 1) return `in_use ${inUse}`;
-  const ifname = cString(b, S.ifname, L.ifnameSize);
-  if (ifname === null) return "ifname is not NUL-terminated";
-  const reason = cString(b, S.reason, L.reasonSize);
-  if (reason === null) return "reason is not NUL-terminated";
-  const firstQueue = u32(S.firstQueue);
-  const queueCount = u32(S.queueCount);
-  if (queueCount > L.maxQueuesPerSocket || firstQueue + queueCount > L.queueLimit) {
-    return `queues [${firstQueue}, +${queueCount}) out of range`;
-  }
-  const flags = u32(S.flags);
-  const F = L.flags;
+  const flags = u32(R.flags);
+  const F = RegistryLayout.flags;
   const connected = (flags & F.connected) !== 0;
+  const ifname = cString(r, R.ifname, RegistryLayout.ifnameSize);
+  const reason = cString(r, R.reason, RegistryLayout.reasonSize);
   return {
     pid: p.pid,
     uid: p.uid,
@@ -526,38 +752,34 @@ function parseSlot(
     command: p.command,
     cmdline: p.cmdline,
     netnsIno: p.netnsIno,
-    slot: index,
-    createdMs: Number(v.getBigUint64(S.createdMs, true)),
-    local: { address: ipv4(b, S.localIp), port: v.getUint16(S.localPort, true) },
+    slot,
+    createdMs: Number(r.getBigUint64(R.createdMs, true)),
+    local: { address: ipv4(r, R.localIp), port: r.getUint16(R.localPort, true) },
     remote: connected
-      ? { address: ipv4(b, S.remoteIp), port: v.getUint16(S.remotePort, true) }
+      ? { address: ipv4(r, R.remoteIp), port: r.getUint16(R.remotePort, true) }
       : null,
     state: connected ? "Connected" : (flags & F.bound) !== 0 ? "Idle" : "Unbound",
     bypass: (flags & F.bypass) !== 0,
     affine: (flags & F.affine) !== 0,
     interface: ifname === "" ? null : ifname,
-    ifindex: u32(S.ifindex),
-    firstQueue,
-    queueCount,
-    recvMode: u32(S.recvMode),
+    ifindex: u32(R.ifindex),
+    firstQueue: u32(R.firstQueue),
+    queueCount: u32(R.queueCount),
+    recvMode: u32(R.recvMode),
     reason: reason === "" ? null : reason,
-    stats: slotStats(v, S.stats),
+    stats: statsFromWords((i) => Number(r.getBigUint64(R.stats + 8 * i, true))),
   };
 }
 
-function slotStats(v: DataView, base: number): BypassStats {
-  return statsFromWords((i) => Number(v.getBigUint64(base + 8 * i, true)));
-}
-
-// The string of a fixed field, which must end with a NUL inside it; null if it does not.
-function cString(b: Uint8Array, off: number, size: number): string | null {
-  const field = b.subarray(off, off + size);
+// A string field the parser checked (NUL-terminated, zero-filled after).
+function cString(r: DataView, off: number, size: number): string {
+  const field = new Uint8Array(r.buffer, r.byteOffset + off, size);
   const end = field.indexOf(0);
-  return end < 0 ? null : decoder.decode(field.subarray(0, end));
+  return decoder.decode(field.subarray(0, end < 0 ? size : end));
 }
 
-function ipv4(b: Uint8Array, off: number): string {
-  return `${b[off]}.${b[off + 1]}.${b[off + 2]}.${b[off + 3]}`;
+function ipv4(r: DataView, off: number): string {
+  return `${r.getUint8(off)}.${r.getUint8(off + 1)}.${r.getUint8(off + 2)}.${r.getUint8(off + 3)}`;
 }
 
 /**
@@ -565,14 +787,8 @@ function ipv4(b: Uint8Array, off: number): string {
  * boot): with the pid, it names one process for good. Null when the process is gone.
  */
 export function processStartTicks(pid: number): bigint | null {
-  let text: string;
-  try {
-    text = Deno.readTextFileSync(`/proc/${pid}/stat`);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return null;
-    throw new FileProblem(`cannot tell whether process ${pid} lives: ${message(e)}`);
-  }
-  return startTicksFromStat(text);
+  const text = readProc(`/proc/${pid}/stat`);
+  return text === null ? null : startTicksFromStat(text);
 }
 
 /** Field 22 of a /proc/<pid>/stat line; fields are counted after the last ")" (comm may hold spaces and parentheses). */

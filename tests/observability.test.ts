@@ -9,6 +9,7 @@
 import assert from "node:assert/strict";
 import { createTestbed, FIXTURES, Testbed, type TestbedProcess } from "./helpers/testbed.ts";
 import type { Side } from "../examples/testbed.ts";
+import { fileOfProcess, liveProcess, plantFile } from "./helpers/registry_file.ts";
 
 const CLI = new URL("../cli.ts", import.meta.url).pathname;
 const TIMEOUT_MS = 30_000;
@@ -176,11 +177,13 @@ Deno.test({
       const verbose = await nkb(tb, "a", dir, ["stat", "-u", "-v"]);
       assert.match(verbose.stdout, /obs_agent\.ts --host=/);
 
+      const oneFile = fileOfProcess(dir, one.pid);
+      assert.ok(existsSync(oneFile), oneFile);
       one.kill("SIGKILL");
       await one.wait(TIMEOUT_MS);
       const after = await nkbJson<{ sockets: Sock[] }>(tb, "a", dir, ["stat"]);
       assert.deepEqual(after.sockets.map((s) => s.pid), [two.pid]);
-      assert.ok(!existsSync(`${dir}/${one.pid}.reg`), "the dead process's file was removed");
+      assert.ok(!existsSync(oneFile), "the dead process's file was removed");
       await two.send({ go: true }).catch(() => {});
       await two.dispose();
     }),
@@ -269,21 +272,27 @@ Deno.test({
       await using tb = await createTestbed();
       const p = agent(tb, dir, [`--host=${tb.a.ip}`, "--bypass=9600"]);
       await p.nextWith("counted", TIMEOUT_MS);
-      const file = `${dir}/${p.pid}.reg`;
+      const file = fileOfProcess(dir, p.pid);
       assert.equal(Deno.statSync(file).mode! & 0o777, 0o600);
-      // A truncated copy under a live pid's name, and garbage under a number.
+      assert.equal(Deno.statSync(`${dir}/0`).mode! & 0o777, 0o700);
+      // A truncated copy under this live process's name, and garbage beside it.
       const bytes = Deno.readFileSync(file);
-      Deno.writeFileSync(`${dir}/${Deno.pid}.reg`, bytes.subarray(0, 5000));
-      Deno.writeFileSync(`${dir}/12345678.reg`, crypto.getRandomValues(new Uint8Array(9000)));
+      const mine = plantFile(dir, liveProcess(), bytes.subarray(0, 5000));
+      Deno.writeFileSync(`${dir}/0/12345678.reg`, crypto.getRandomValues(new Uint8Array(9000)));
       const r = await nkb(tb, "a", dir, ["stat", "--json"]);
       assert.equal(r.code, 0, r.stderr);
       const out = JSON.parse(r.stdout) as { sockets: Sock[]; warnings: string[] };
       assert.deepEqual(out.sockets.map((s) => s.pid), [p.pid]);
-      assert.ok(out.warnings.some((w) => w.includes(`${Deno.pid}.reg`)), out.warnings.join("\n"));
-      assert.ok(out.warnings.some((w) => w.includes("12345678.reg")), out.warnings.join("\n"));
+      assert.deepEqual(
+        out.warnings.sort(),
+        [
+          `${dir}/0: 1 entries that are not registry files, ignored`,
+          `${mine}: truncated: 5000 bytes`,
+        ].sort(),
+      );
       const text = await nkb(tb, "a", dir, ["stat"]);
       assert.equal(text.code, 0, text.stderr);
-      assert.match(text.stderr, /nkb: warning: .*12345678\.reg/);
+      assert.match(text.stderr, /nkb: warning: .*\/0: 1 entries that are not registry files/);
       await closed(p);
 
       const wide = tb.spawnDeno("a", "obs_agent.ts", [`--host=${tb.a.ip}`, "--bypass=9601"], {
@@ -291,8 +300,10 @@ Deno.test({
         stdin: true,
       });
       await wide.nextWith("counted", TIMEOUT_MS);
-      assert.equal(Deno.statSync(`${dir}/${wide.pid}.reg`).mode! & 0o777, 0o644);
+      const wideFile = fileOfProcess(dir, wide.pid);
+      assert.equal(Deno.statSync(wideFile).mode! & 0o777, 0o644);
+      assert.equal(Deno.statSync(`${dir}/0`).mode! & 0o777, 0o755, "others may now look in");
       await closed(wide);
-      assert.ok(!existsSync(`${dir}/${wide.pid}.reg`), "a closed process removes its file");
+      assert.ok(!existsSync(wideFile), "a closed process removes its file");
     }),
 });

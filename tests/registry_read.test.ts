@@ -1,23 +1,25 @@
 /**
- * The registry reader against synthetic files: the layout matches ffi/registry.h
- * (compiled); a live process's file reads back exactly; dead processes' files are
- * skipped and removed; every kind of damaged, lying, foreign or unreadable file is
- * one warning naming it and never an exception; slots being written are re-read.
+ * The registry reader against synthetic files planted under a registry directory of
+ * the test's own: the layouts match ffi/registry.h and ffi/registry_parse.h
+ * (compiled); this live process's file reads back exactly, with who it is taken from
+ * /proc; dead processes' files are skipped and removed; every kind of damaged, lying
+ * or foreign file is one warning naming it and never an exception; slots being written
+ * are re-read (the seqlock rule, through scripted reads).
  */
 
 import assert from "node:assert/strict";
 import {
-  type FileContext,
+  type KernelFacts,
   readRegistry,
-  readRegistryFile,
+  readScripted,
   REGISTRY_FILE_MAX_BYTES,
   RegistryLayout as L,
-  type Snapshot,
   startTicksFromStat,
-  UserNames,
 } from "../src/registry_read.ts";
+import { lib } from "../src/ffi.ts";
 import {
   liveProcess,
+  plantFile,
   putU32,
   registryFile,
   slotOffset,
@@ -28,7 +30,6 @@ import {
 import { ROOT, zigCc } from "./helpers/zig.ts";
 
 const F = L.flags;
-const encoder = new TextEncoder();
 
 async function withDir(fn: (dir: string) => Promise<void> | void): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "nkb-registry-" });
@@ -37,12 +38,6 @@ async function withDir(fn: (dir: string) => Promise<void> | void): Promise<void>
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
-}
-
-function writeFile(dir: string, name: string, bytes: Uint8Array): string {
-  const path = `${dir}/${name}`;
-  Deno.writeFileSync(path, bytes);
-  return path;
 }
 
 const BYPASS_SLOT: SlotSpec = {
@@ -85,31 +80,45 @@ const KERNEL_SLOT: SlotSpec = {
   stats: { kernelIpkts: 1n, kernelOpkts: 2n },
 };
 
-Deno.test("registry layout: the reader's constants match ffi/registry.h", async () => {
+Deno.test("registry layout: the reader's constants match ffi/registry.h and registry_parse.h", async () => {
   const dir = await Deno.makeTempDir({ prefix: "nkb-layout-" });
   try {
     const fields = (type: string, layout: Record<string, number>): string =>
-      Object.keys(layout).map((k) => {
+      Object.keys(layout).filter((k) => k !== "size").map((k) => {
         const c = k.replace(/[A-Z]/g, (m) => `_${m.toLowerCase()}`);
         return `  printf("${type}.${k} %zu\\n", offsetof(${type}, ${c}));`;
+      }).join("\n");
+    const codes = (prefix: string, group: string, table: Record<string, number>): string =>
+      Object.keys(table).map((k) => {
+        const c = k.replace(/[A-Z]/g, (m) => `_${m}`).toUpperCase();
+        return `  printf("${group}.${k} %d\\n", (int)(${prefix}${c}));`;
       }).join("\n");
     const source = `#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include "registry.h"
+#include "registry_parse.h"
 #include "sock.h"
 int main(void) {
 ${fields("nkb_reg_header_t", L.header)}
 ${fields("nkb_reg_slot_t", L.slot)}
-  nkb_reg_header_t h; nkb_reg_slot_t s;
-  printf("commSize %zu\\nifnameSize %zu\\nreasonSize %zu\\nstatsCount %zu\\n",
-         sizeof h.comm, sizeof s.ifname, sizeof s.reason, sizeof s.stats / 8);
-  printf("version %u\\nheaderSize %u\\nslotSize %u\\nslots %u\\ncmdlineMax %u\\n",
-         NKB_REG_VERSION, NKB_REG_HEADER_SIZE, NKB_REG_SLOT_SIZE, NKB_REG_SLOTS,
-         NKB_REG_CMDLINE_MAX);
+${fields("nkb_reg_claims_t", L.claims)}
+${fields("nkb_reg_record_t", L.record)}
+${codes("NKB_REC_", "recordStatus", L.recordStatus)}
+${codes("NKB_REC_P_", "recordProblem", L.recordProblem)}
+${codes("NKB_REG_P_", "parseError", L.parseError)}
+${codes("NKB_REG_E_", "readError", L.readError)}
+  nkb_reg_slot_t s;
+  printf("ifnameSize %zu\\nreasonSize %zu\\nstatsCount %zu\\n",
+         sizeof s.ifname, sizeof s.reason, sizeof s.stats / 8);
+  printf("claims.size %zu\\nrecord.size %zu\\n", sizeof(nkb_reg_claims_t),
+         sizeof(nkb_reg_record_t));
+  printf("version %u\\nheaderSize %u\\nslotSize %u\\nslots %u\\n",
+         NKB_REG_VERSION, NKB_REG_HEADER_SIZE, NKB_REG_SLOT_SIZE, NKB_REG_SLOTS);
   printf("flags.bypass %u\\nflags.connected %u\\nflags.affine %u\\nflags.bound %u\\n",
          NKB_REG_F_BYPASS, NKB_REG_F_CONNECTED, NKB_REG_F_AFFINE, NKB_REG_F_BOUND);
-  printf("maxQueuesPerSocket %u\\nqueueLimit %u\\n", NKB_MAX_QUEUES, NKB_FILTER_QUEUES);
+  printf("maxQueuesPerSocket %u\\nqueueLimit %u\\n", NKB_MAX_QUEUES, NKB_REG_QUEUE_LIMIT);
+  printf("filterQueues %u\\nfileMax %u\\n", NKB_FILTER_QUEUES, NKB_REG_FILE_SIZE);
   printf("defaultDir %s\\n", NKB_REG_DEFAULT_DIR);
   printf("magicMatches %d\\n", memcmp(NKB_REG_MAGIC, "${
       L.magic.map((b) => `\\x${b.toString(16).padStart(2, "0")}`).join("")
@@ -134,14 +143,26 @@ ${fields("nkb_reg_slot_t", L.slot)}
         l.split(" ", 2) as [string, string]
       ),
     );
+    const table = (prefix: string, t: Record<string, number>): [string, string][] =>
+      Object.entries(t).map(([k, v]) => [`${prefix}${k}`, String(v)]);
     const want = new Map<string, string>([
-      ...Object.entries(L.header).map(([k, v]) => [`nkb_reg_header_t.${k}`, String(v)] as const),
-      ...Object.entries(L.slot).map(([k, v]) => [`nkb_reg_slot_t.${k}`, String(v)] as const),
-      ...Object.entries(L.flags).map(([k, v]) => [`flags.${k}`, String(v)] as const),
-      ...(["commSize", "ifnameSize", "reasonSize", "statsCount", "version", "headerSize"] as const)
-        .map((k) => [k, String(L[k])] as const),
-      ...(["slotSize", "slots", "cmdlineMax", "maxQueuesPerSocket", "queueLimit"] as const)
-        .map((k) => [k, String(L[k])] as const),
+      ...table("nkb_reg_header_t.", L.header),
+      ...table("nkb_reg_slot_t.", L.slot),
+      ...table("nkb_reg_claims_t.", L.claims).filter(([k]) => !k.endsWith(".size")),
+      ...table("nkb_reg_record_t.", L.record).filter(([k]) => !k.endsWith(".size")),
+      ...table("recordStatus.", L.recordStatus),
+      ...table("recordProblem.", L.recordProblem),
+      ...table("parseError.", L.parseError),
+      ...table("readError.", L.readError),
+      ...table("flags.", L.flags),
+      ["claims.size", String(L.claims.size)],
+      ["record.size", String(L.record.size)],
+      ...(["ifnameSize", "reasonSize", "statsCount", "version", "headerSize"] as const)
+        .map((k) => [k, String(L[k])] as [string, string]),
+      ...(["slotSize", "slots", "maxQueuesPerSocket", "queueLimit"] as const)
+        .map((k) => [k, String(L[k])] as [string, string]),
+      ["filterQueues", String(L.queueLimit)],
+      ["fileMax", String(REGISTRY_FILE_MAX_BYTES)],
       ["defaultDir", L.defaultDir],
       ["magicMatches", "1"],
     ]);
@@ -151,33 +172,27 @@ ${fields("nkb_reg_slot_t", L.slot)}
   }
 });
 
-Deno.test("registry: a live process's file reads back exactly; free slots are skipped", async () => {
+Deno.test("registry: a live process's file reads back exactly; who it is comes from /proc", async () => {
   await withDir((dir) => {
     const me = liveProcess();
-    const cmdline = new Uint8Array([
-      ...encoder.encode("deno\0run\0caf"),
-      0xff,
-      0,
-      ...encoder.encode("x y\0"),
-    ]);
     const bytes = registryFile({
       ...me,
-      uid: 0,
       createdMs: 1_700_000_000_123,
       netnsIno: 4026531999n,
-      comm: "echo-srv",
-      cmdlineBytes: cmdline,
     }, [BYPASS_SLOT, KERNEL_SLOT, { index: 1, inUse: 0, ifname: "junk", local: ["1.2.3.4", 1] }]);
-    const path = writeFile(dir, `${me.pid}.reg`, bytes);
+    const path = plantFile(dir, me, bytes);
     const scan = readRegistry({ dir });
     assert.deepEqual(scan.warnings, []);
+    const comm = Deno.readTextFileSync(`/proc/${me.pid}/comm`).trim();
+    const cmdline = Deno.readTextFileSync(`/proc/${me.pid}/cmdline`).split("\0").slice(0, -1);
+    const netns = /\[([0-9]+)\]/.exec(Deno.readLinkSync("/proc/self/ns/net"))![1];
     const proc = {
       pid: me.pid,
-      uid: 0,
-      user: "root",
-      command: "echo-srv",
-      cmdline: ["deno", "run", "caf\ufffd", "x y"],
-      netnsIno: "4026531999",
+      uid: me.uid,
+      user: me.uid === 0 ? "root" : String(me.uid),
+      command: comm,
+      cmdline,
+      netnsIno: netns,
     };
     assert.deepEqual(scan.processes, [{ ...proc, createdMs: 1_700_000_000_123, file: path }]);
     assert.deepEqual(scan.sockets, [
@@ -237,44 +252,38 @@ Deno.test("registry: a live process's file reads back exactly; free slots are sk
   });
 });
 
-Deno.test("registry: unknown uids show as numbers, unbound sockets as Unbound", async () => {
+Deno.test("registry: unbound sockets show as Unbound", async () => {
   await withDir((dir) => {
     const me = liveProcess();
-    writeFile(
-      dir,
-      `${me.pid}.reg`,
-      registryFile({ ...me, uid: 3999999999, slotCount: 2 }, [{ index: 1 }]),
-    );
+    plantFile(dir, me, registryFile({ ...me, slotCount: 2 }, [{ index: 1 }]));
     const scan = readRegistry({ dir });
     assert.deepEqual(scan.warnings, []);
-    assert.equal(scan.processes[0].user, "3999999999");
     assert.equal(scan.sockets.length, 1);
     assert.equal(scan.sockets[0].state, "Unbound");
     assert.deepEqual(scan.sockets[0].local, { address: "0.0.0.0", port: 0 });
   });
 });
 
-Deno.test("registry: files of processes that are gone are skipped and removed", async () => {
+Deno.test("registry: files of processes that are gone are never shown, and removed", async () => {
   const child = new Deno.Command("true").spawn();
   await child.status; // its pid now names no process (pid reuse within the test: negligible)
   const me = liveProcess();
   await withDir((dir) => {
-    const dead = writeFile(
+    const dead = plantFile(
       dir,
-      `${child.pid}.reg`,
-      registryFile({ pid: child.pid, startTicks: 1n }, [{ index: 0 }]),
+      { ...me, pid: child.pid, startTicks: 1n },
+      registryFile({ ...me, pid: child.pid, startTicks: 1n }, [{ index: 0 }]),
     );
-    const reused = writeFile(
-      dir,
-      `${me.pid}.reg`,
-      registryFile({ ...me, startTicks: me.startTicks + 1n }, [{ index: 0 }]),
-    );
+    const old = { ...me, startTicks: me.startTicks - 1n }; // our pid, an earlier process
+    const reused = plantFile(dir, old, registryFile(old, [{ index: 0 }]));
+    const other = { ...me, pidnsIno: 1234n }; // a pid namespace nobody lives in
+    const gone = plantFile(dir, other, registryFile(other, [{ index: 0 }]));
     const kept = readRegistry({ dir, cleanup: false });
     assert.deepEqual(kept, { dir, sockets: [], processes: [], warnings: [] });
-    assert.ok(Deno.statSync(dead).isFile && Deno.statSync(reused).isFile);
+    for (const f of [dead, reused, gone]) assert.ok(Deno.statSync(f).isFile, f);
     const swept = readRegistry({ dir });
     assert.deepEqual(swept, { dir, sockets: [], processes: [], warnings: [] });
-    assert.deepEqual([...Deno.readDirSync(dir)], []);
+    assert.deepEqual([...Deno.readDirSync(`${dir}/${me.uid}`)], []);
   });
 });
 
@@ -283,18 +292,18 @@ Deno.test("registry: a missing directory is an empty scan without warnings", () 
   assert.deepEqual(readRegistry({ dir }), { dir, sockets: [], processes: [], warnings: [] });
 });
 
+type Me = ReturnType<typeof liveProcess>;
+
 /** One damaged file per case: its warning must name the file and say what is wrong. */
 interface BadFile {
   name: string;
-  make: (me: { pid: number; startTicks: bigint }) => Uint8Array;
+  make: (me: Me) => Uint8Array;
   expect: RegExp;
   /** Sockets of the same file that must still be read (damage confined to a slot). */
   sockets?: number;
 }
 
-function corrupted(
-  fn: (b: Uint8Array) => void,
-): (me: { pid: number; startTicks: bigint }) => Uint8Array {
+function corrupted(fn: (b: Uint8Array) => void): (me: Me) => Uint8Array {
   return (me) => {
     const b = registryFile(me, [{ index: 0, flags: F.bypass }, { index: 5 }]);
     fn(b);
@@ -312,13 +321,13 @@ const BAD_FILES: BadFile[] = [
   {
     name: "slots cut short",
     make: (me) => registryFile(me).slice(0, L.headerSize + 3 * L.slotSize + 7),
-    expect: /truncated: 5639 bytes, 1024 slots need 528384/,
+    expect: /truncated: 5639 bytes/,
   },
   { name: "bad magic", make: corrupted((b) => (b[0] = 0x4d)), expect: /bad magic/ },
   {
     name: "bad version",
-    make: corrupted((b) => putU32(b, L.header.version, 2)),
-    expect: /version 2/,
+    make: corrupted((b) => putU32(b, L.header.version, 1)),
+    expect: /version 1, this reader knows 2/,
   },
   {
     name: "header_size lies",
@@ -347,22 +356,27 @@ const BAD_FILES: BadFile[] = [
       putU32(b, L.header.slotCount, 11);
       return b;
     },
-    expect: /truncated: 9216 bytes, 11 slots need 9728/,
+    expect: /truncated: 9216 bytes/,
   },
   {
-    name: "pid differs from the name",
+    name: "a pid that is not the process's",
     make: corrupted((b) => putU32(b, L.header.pid, 1)),
-    expect: /header pid 1 does not match/,
+    expect: /claims pid 1, the kernel says \d+: forged/,
   },
   {
-    name: "cmdline_len too long",
-    make: corrupted((b) => putU32(b, L.header.cmdlineLen, L.cmdlineMax + 1)),
-    expect: /cmdline_len 4017/,
+    name: "a uid that is not the process's",
+    make: corrupted((b) => putU32(b, L.header.uid, 4242)),
+    expect: /claims uid 4242, the process runs as uid \d+: forged/,
   },
   {
-    name: "comm without NUL",
-    make: corrupted((b) => b.fill(0x41, L.header.comm, L.header.comm + L.commSize)),
-    expect: /comm is not NUL-terminated/,
+    name: "a start time that is not the process's",
+    make: corrupted((b) => new DataView(b.buffer).setBigUint64(L.header.startTicks, 7n, true)),
+    expect: /claims start time 7, the process started at \d+: forged/,
+  },
+  {
+    name: "a pid namespace that is not the process's",
+    make: corrupted((b) => new DataView(b.buffer).setBigUint64(L.header.pidnsIno, 99n, true)),
+    expect: /claims pid namespace 99, the process is in \d+: forged/,
   },
   {
     name: "ifname without NUL",
@@ -383,7 +397,7 @@ const BAD_FILES: BadFile[] = [
   {
     name: "odd seq",
     make: corrupted((b) => putU32(b, slotOffset(5) + L.slot.seq, 7)),
-    expect: /slot 5: still being written after 4 reads \(seq 7\)/,
+    expect: /slot 5: still being written after 4 reads/,
     sockets: 1,
   },
   {
@@ -421,7 +435,7 @@ for (const bad of BAD_FILES) {
   Deno.test(`registry: ${bad.name} is one warning, never a throw`, async () => {
     await withDir((dir) => {
       const me = liveProcess();
-      const path = writeFile(dir, `${me.pid}.reg`, bad.make(me));
+      const path = plantFile(dir, me, bad.make(me));
       const scan = readRegistry({ dir });
       assert.equal(scan.warnings.length, 1, scan.warnings.join("\n"));
       assert.ok(scan.warnings[0].startsWith(`${path}: `), scan.warnings[0]);
@@ -432,45 +446,54 @@ for (const bad of BAD_FILES) {
   });
 }
 
-Deno.test("registry: entries that are not regular files or not named <pid>.reg", async () => {
-  await withDir((dir) => {
-    Deno.mkdirSync(`${dir}/123.reg`); // unreadable as a file (chmod 000 would not stop root)
-    Deno.symlinkSync("/dev/zero", `${dir}/124.reg`); // must not be read forever
-    Deno.writeTextFileSync(`${dir}/notes.reg`, "x");
-    Deno.writeTextFileSync(`${dir}/0.reg`, "x");
-    Deno.writeTextFileSync(`${dir}/99999999.reg`, "x");
-    Deno.writeTextFileSync(`${dir}/README`, "not ours, not a warning");
-    const scan = readRegistry({ dir });
-    assert.deepEqual(scan.warnings.sort(), [
-      `${dir}/0.reg: not named <pid>.reg, skipped`,
-      `${dir}/123.reg: not a regular file`,
-      `${dir}/124.reg: not a regular file`,
-      `${dir}/99999999.reg: not named <pid>.reg, skipped`,
-      `${dir}/notes.reg: not named <pid>.reg, skipped`,
-    ]);
-    assert.deepEqual(scan.sockets, []);
+Deno.test("registry: a FIFO, a link or a directory in place of a live process's file", async () => {
+  await withDir(async (dir) => {
+    const me = liveProcess();
+    const path = plantFile(dir, me, new Uint8Array(0));
+    const plants: [string, () => Promise<void> | void][] = [
+      ["fifo", async () => {
+        const r = await new Deno.Command("mkfifo", { args: [path] }).output();
+        assert.equal(r.code, 0);
+      }],
+      ["link to a good file", () => {
+        const real = `${dir}/real`;
+        Deno.writeFileSync(real, registryFile(me, [{ index: 0 }]));
+        Deno.symlinkSync(real, path);
+      }],
+      ["link to /dev/zero", () => Deno.symlinkSync("/dev/zero", path)],
+      ["directory", () => Deno.mkdirSync(path)],
+    ];
+    for (const [what, plant] of plants) {
+      Deno.removeSync(path, { recursive: true });
+      await plant();
+      const scan = readRegistry({ dir, cleanup: false });
+      assert.deepEqual(scan.warnings, [`${path}: not a regular file, skipped`], what);
+      assert.deepEqual(scan.sockets, [], what);
+    }
   });
 });
 
-Deno.test("registry: a directory that is a file is one warning", async () => {
+Deno.test("registry: a registry directory that is a file or a link is one warning", async () => {
   await withDir((dir) => {
-    const path = writeFile(dir, "file", new Uint8Array(1));
-    const scan = readRegistry({ dir: path });
-    assert.equal(scan.warnings.length, 1);
-    assert.match(scan.warnings[0], /cannot list the registry directory/);
+    const me = liveProcess();
+    plantFile(`${dir}/real`, me, registryFile(me, [{ index: 0 }]));
+    Deno.symlinkSync(`${dir}/real`, `${dir}/link`);
+    Deno.writeFileSync(`${dir}/file`, new Uint8Array(1));
+    for (const d of [`${dir}/link`, `${dir}/file`]) {
+      const scan = readRegistry({ dir: d, cleanup: false });
+      assert.deepEqual(scan.warnings, [`${d}: not a directory (a link or a file): nothing read`]);
+      assert.deepEqual(scan.sockets, []);
+    }
   });
 });
 
-// A reader over in-memory snapshots: `reads[k]` is what the k-th read returns.
-function scripted(reads: Uint8Array[]): FileContext & { count: () => number } {
-  let k = 0;
-  const startTicks = liveProcess().startTicks;
+function facts(me: Me): KernelFacts {
   return {
-    cleanup: false,
-    users: new UserNames(),
-    readSnapshot: (): Snapshot => ({ bytes: reads[Math.min(k++, reads.length - 1)], ino: 1 }),
-    startTicks: () => startTicks,
-    count: () => k,
+    pid: me.pid,
+    uid: me.uid,
+    nspid: me.pid,
+    startTicks: me.startTicks,
+    pidnsIno: me.pidnsIno,
   };
 }
 
@@ -478,37 +501,45 @@ Deno.test("registry: a slot whose seq changes between reads is taken from a stab
   const me = liveProcess();
   const torn = registryFile(me, [{ index: 2, seq: 9, local: ["10.0.0.1", 1] }]);
   const settled = registryFile(me, [{ index: 2, seq: 10, local: ["10.0.0.2", 2] }]);
-  const ctx = scripted([torn, settled, settled]);
-  const found = readRegistryFile("/x/1.reg", me.pid, ctx);
-  assert.ok(found !== null && typeof found !== "string", String(found));
-  assert.deepEqual(found.warnings, []);
-  assert.deepEqual(found.sockets.map((s) => s.local), [{ address: "10.0.0.2", port: 2 }]);
-  assert.equal(ctx.count(), 3);
+  const r = readScripted(facts(me), [torn, settled, settled]);
+  assert.deepEqual(r.warnings, []);
+  assert.deepEqual(r.found?.sockets.map((s) => s.local), [{ address: "10.0.0.2", port: 2 }]);
+  assert.equal(r.reads, 3);
 });
 
 Deno.test("registry: a slot that never settles is warned about after 4 reads", () => {
   const me = liveProcess();
   const reads = [2, 4, 6, 8, 10].map((seq) => registryFile(me, [{ index: 0, seq }, { index: 1 }]));
-  const ctx = scripted(reads);
-  const found = readRegistryFile("/x/1.reg", me.pid, ctx);
-  assert.ok(found !== null && typeof found !== "string", String(found));
-  assert.deepEqual(found.warnings, ["/x/1.reg: slot 0: still being written after 4 reads (seq 8)"]);
-  assert.deepEqual(found.sockets.map((s) => s.slot), [1]);
-  assert.equal(ctx.count(), 4);
+  const r = readScripted(facts(me), reads);
+  assert.deepEqual(
+    r.warnings,
+    ["/x/0/f.reg: slot 0: still being written after 4 reads"]
+      .map((w) => w.replace("/0/", `/${me.uid}/`)),
+  );
+  assert.deepEqual(r.found?.sockets.map((s) => s.slot), [1]);
+  assert.equal(r.reads, 4);
 });
 
 Deno.test("registry: a file rewritten by another process between reads is skipped", () => {
   const me = liveProcess();
   const a = registryFile(me, [{ index: 0 }]);
   const b = registryFile({ ...me, createdMs: 5 }, [{ index: 0 }]);
-  assert.equal(readRegistryFile("/x/1.reg", me.pid, scripted([a, b])), null);
+  const r = readScripted(facts(me), [a, b]);
+  assert.equal(r.found, null);
+  assert.deepEqual(r.warnings, []);
 });
 
-Deno.test("registry: 3000 random mutations of a valid file never throw", () => {
+Deno.test("registry parser: 20000 random mutations of a valid file never crash or pass a bad record", () => {
   const me = liveProcess();
   const valid = registryFile(me, [BYPASS_SLOT, KERNEL_SLOT, { index: 9, reason: "queue-busy" }]);
+  const nkb = lib();
+  const claims = new Uint8Array(L.claims.size);
+  const cv = new DataView(claims.buffer);
+  const out = new Uint8Array(L.slots * L.record.size);
+  const ov = new DataView(out.buffer);
   const rng = mulberry32(0x5eed);
-  for (let i = 0; i < 3000; i++) {
+  let accepted = 0;
+  for (let i = 0; i < 20000; i++) {
     const b = valid.slice(0, rng() < 0.1 ? Math.floor(rng() * valid.length) : valid.length);
     const flips = 1 + Math.floor(rng() * 8);
     for (let f = 0; f < flips && b.length > 0; f++) {
@@ -520,15 +551,92 @@ Deno.test("registry: 3000 random mutations of a valid file never throw", () => {
         : Math.floor(rng() * b.length);
       if (at < b.length) b[at] = Math.floor(rng() * 256);
     }
-    const found = readRegistryFile(`/x/${me.pid}.reg`, me.pid, scripted([b]));
-    if (found !== null && typeof found !== "string") {
-      for (const s of found.sockets) {
-        assert.ok(
-          s.queueCount <= L.maxQueuesPerSocket && s.firstQueue + s.queueCount <= L.queueLimit,
-        );
+    cv.setBigUint64(L.claims.uid, BigInt(me.uid), true);
+    cv.setBigUint64(L.claims.pid, BigInt(me.pid), true);
+    cv.setBigUint64(L.claims.pidnsIno, me.pidnsIno, true);
+    cv.setBigUint64(L.claims.startTicks, me.startTicks, true);
+    const n = nkb.nkb_reg_parse_file(
+      b,
+      b.length,
+      b,
+      b.length,
+      claims,
+      claims.length,
+      out,
+      out.length,
+    );
+    assert.ok(n >= L.parseError.capacity && n <= L.slots, String(n));
+    for (let r = 0; r < n; r++) {
+      const base = r * L.record.size;
+      if (ov.getUint32(base + L.record.status, true) !== L.recordStatus.ok) continue;
+      accepted++;
+      const first = ov.getUint32(base + L.record.firstQueue, true);
+      const count = ov.getUint32(base + L.record.queueCount, true);
+      assert.ok(count <= L.maxQueuesPerSocket && first + count <= L.queueLimit);
+      for (const [off, size] of [[L.record.ifname, 16], [L.record.reason, 32]]) {
+        assert.ok(out.subarray(base + off, base + off + size).includes(0), "NUL-terminated");
       }
     }
   }
+  assert.ok(accepted > 1000, `only ${accepted} records accepted: the mutations are too harsh`);
+});
+
+Deno.test("registry parser: wrong-sized or misaligned arguments are an error, not a read", () => {
+  const me = liveProcess();
+  const nkb = lib();
+  const file = registryFile(me, [{ index: 0 }]);
+  const claims = new Uint8Array(L.claims.size);
+  const out = new Uint8Array(L.slots * L.record.size);
+  const P = L.parseError;
+  assert.equal(
+    nkb.nkb_reg_parse_file(file, file.length, file, file.length, claims, 63, out, out.length),
+    P.args,
+  );
+  const odd = new Uint8Array(L.claims.size + 1).subarray(1);
+  assert.equal(
+    nkb.nkb_reg_parse_file(file, file.length, file, file.length, odd, odd.length, out, out.length),
+    P.args,
+  );
+  // Claims left zero: the pid check fails before any slot is read.
+  assert.equal(
+    nkb.nkb_reg_parse_file(
+      file,
+      file.length,
+      file,
+      file.length,
+      claims,
+      claims.length,
+      out,
+      out.length,
+    ),
+    P.pid,
+  );
+  const v = new DataView(claims.buffer);
+  v.setBigUint64(L.claims.uid, BigInt(me.uid), true);
+  v.setBigUint64(L.claims.pid, BigInt(me.pid), true);
+  v.setBigUint64(L.claims.pidnsIno, me.pidnsIno, true);
+  v.setBigUint64(L.claims.startTicks, me.startTicks, true);
+  assert.equal(
+    nkb.nkb_reg_parse_file(
+      file,
+      file.length,
+      file,
+      file.length,
+      claims,
+      claims.length,
+      out,
+      out.length,
+    ),
+    1,
+  );
+  assert.equal(
+    nkb.nkb_reg_parse_file(file, file.length, file, file.length, claims, claims.length, out, 255),
+    P.capacity,
+  );
+  assert.equal(
+    nkb.nkb_reg_parse_file(file, file.length, file, 100, claims, claims.length, out, out.length),
+    P.replaced,
+  );
 });
 
 function mulberry32(seed: number): () => number {
@@ -558,7 +666,7 @@ Deno.test("registry: sockets come in slot order", async () => {
     const me = liveProcess();
     const bytes = registryFile(me, [{ index: 700 }, { index: 3 }, { index: 1023 }]);
     writeSlot(bytes, { index: 0, inUse: 0 });
-    writeFile(dir, `${me.pid}.reg`, bytes);
+    plantFile(dir, me, bytes);
     assert.deepEqual(readRegistry({ dir }).sockets.map((s) => s.slot), [3, 700, 1023]);
   });
 });

@@ -7,8 +7,12 @@
 import assert from "node:assert/strict";
 import { formatStat, listSockets, statJson } from "../src/stat.ts";
 import { formatPhys, listPhys, type PhysInfo, UnknownFieldError } from "../src/phys.ts";
-import { type RegisteredSocket, RegistryLayout as L } from "../src/registry_read.ts";
-import { liveProcess, ownNetnsIno, registryFile, ZERO_STATS } from "./helpers/registry_file.ts";
+import {
+  processStartTicks,
+  type RegisteredSocket,
+  RegistryLayout as L,
+} from "../src/registry_read.ts";
+import { liveProcess, plantFile, registryFile, ZERO_STATS } from "./helpers/registry_file.ts";
 
 function sock(over: Partial<RegisteredSocket>): RegisteredSocket {
   return {
@@ -231,11 +235,11 @@ Deno.test("formatPhys -o: fields in the order asked, case-insensitive; unknown o
 });
 
 async function withRegistry(
-  fn: (dir: string, me: { pid: number; startTicks: bigint }) => void,
+  fn: (dir: string, me: ReturnType<typeof liveProcess>) => Promise<void> | void,
 ): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "nkb-stat-" });
   try {
-    fn(dir, liveProcess());
+    await fn(dir, liveProcess());
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -253,8 +257,8 @@ Deno.test("listSockets: bypass sockets by default, kernel-path ones too with all
       },
       { index: 0, flags: L.flags.bound, reason: "loopback" },
     ]);
-    Deno.writeFileSync(`${dir}/${me.pid}.reg`, file);
-    Deno.writeTextFileSync(`${dir}/1.reg`, "damaged");
+    plantFile(dir, me, file);
+    Deno.writeTextFileSync(`${dir}/${me.uid}/1.reg`, "damaged");
     const def = listSockets({ dir });
     assert.deepEqual(def.sockets.map((s) => s.slot), [2]);
     assert.equal(def.warnings.length, 1);
@@ -269,12 +273,12 @@ Deno.test("listSockets: bypass sockets by default, kernel-path ones too with all
 Deno.test("listPhys: queues held on lo by live sockets of this namespace, lo only when named", async () => {
   await withRegistry((dir, me) => {
     const held = { flags: L.flags.bypass | L.flags.bound, ifname: "lo", ifindex: 1 };
-    const file = registryFile({ ...me, netnsIno: ownNetnsIno() }, [
+    const file = registryFile({ ...me, netnsIno: 1n }, [ // a lie: /proc says which it is
       { index: 0, ...held, firstQueue: 0, queueCount: 1 },
       { index: 1, ...held, firstQueue: 0, queueCount: 1 }, // the same queue: counted once
       { index: 2, flags: L.flags.bound, reason: "loopback" },
     ]);
-    Deno.writeFileSync(`${dir}/${me.pid}.reg`, file);
+    plantFile(dir, me, file);
     const lo = listPhys({ dir, links: ["lo", "nkb-no-such0", "../etc"] });
     assert.deepEqual(lo.warnings.sort(), [
       '"../etc": not an interface name',
@@ -295,13 +299,29 @@ Deno.test("listPhys: queues held on lo by live sockets of this namespace, lo onl
 });
 
 Deno.test("listPhys: sockets of another network namespace hold nothing here", async () => {
-  await withRegistry((dir, me) => {
-    const file = registryFile({ ...me, netnsIno: ownNetnsIno() + 1n }, [
-      { index: 0, flags: L.flags.bypass, ifname: "lo", ifindex: 1, queueCount: 1 },
-    ]);
-    Deno.writeFileSync(`${dir}/${me.pid}.reg`, file);
-    const [l] = listPhys({ dir, links: ["lo"] }).links;
-    assert.equal(l.rgInUse, 0);
-    assert.deepEqual(l.holders, []);
+  await withRegistry(async (dir, me) => {
+    // A process in a network namespace of its own (unshare -n keeps its pid across exec).
+    const child = new Deno.Command("unshare", { args: ["-n", "sleep", "30"] }).spawn();
+    try {
+      const ownNet = Deno.readLinkSync("/proc/self/ns/net");
+      for (let i = 0; i < 200 && Deno.readLinkSync(`/proc/${child.pid}/ns/net`) === ownNet; i++) {
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      assert.notEqual(Deno.readLinkSync(`/proc/${child.pid}/ns/net`), ownNet);
+      const them = { ...me, pid: child.pid, startTicks: processStartTicks(child.pid)! };
+      // The file's netns claim is this namespace's: the reader goes by /proc.
+      const file = registryFile({ ...them, netnsIno: BigInt(/\d+/.exec(ownNet)![0]) }, [
+        { index: 0, flags: L.flags.bypass, ifname: "lo", ifindex: 1, queueCount: 1 },
+      ]);
+      plantFile(dir, them, file);
+      const scan = listSockets({ dir });
+      assert.deepEqual(scan.sockets.map((s) => s.pid), [child.pid], scan.warnings.join("\n"));
+      const [l] = listPhys({ dir, links: ["lo"] }).links;
+      assert.equal(l.rgInUse, 0);
+      assert.deepEqual(l.holders, []);
+    } finally {
+      child.kill("SIGKILL");
+      await child.status;
+    }
   });
 });

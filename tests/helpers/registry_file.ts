@@ -12,17 +12,14 @@ import { type BypassStats, statsFromWords } from "../../src/types.ts";
 /** A socket's counters, all zero: tests spread it and set the few they expect. */
 export const ZERO_STATS: BypassStats = statsFromWords(() => 0);
 
-/** The file's header: who wrote it. */
+/** The file's header: who wrote it (defaults: this process's own claims). */
 export interface ProcessSpec {
   pid: number;
   startTicks: bigint;
   uid?: number;
   createdMs?: number;
   netnsIno?: bigint;
-  comm?: string;
-  /** Raw /proc/<pid>/cmdline bytes (NUL-separated); default from `args`. */
-  cmdlineBytes?: Uint8Array;
-  args?: string[];
+  pidnsIno?: bigint;
   /** Default L.slots (1024); the file holds this many slots. */
   slotCount?: number;
 }
@@ -47,11 +44,19 @@ export interface SlotSpec {
 
 const encoder = new TextEncoder();
 
-/** This test process, with the start time that makes its files count as live. */
-export function liveProcess(): { pid: number; startTicks: bigint } {
+/** This test process: pid, start time, effective uid and pid namespace, as the kernel says. */
+export function liveProcess(): { pid: number; startTicks: bigint; uid: number; pidnsIno: bigint } {
   const startTicks = processStartTicks(Deno.pid);
   if (startTicks === null) throw new Error("no /proc/self/stat start time");
-  return { pid: Deno.pid, startTicks };
+  const uid = Number(/^Uid:\s+\d+\s+(\d+)/m.exec(Deno.readTextFileSync("/proc/self/status"))![1]);
+  return { pid: Deno.pid, startTicks, uid, pidnsIno: ownPidnsIno() };
+}
+
+/** This process's pid namespace inode, as the writer records it. */
+export function ownPidnsIno(): bigint {
+  const m = /\[([0-9]+)\]/.exec(Deno.readLinkSync("/proc/self/ns/pid"));
+  if (m === null) throw new Error("no pidns inode");
+  return BigInt(m[1]);
 }
 
 /** This process's network namespace inode, as the writer records it. */
@@ -59,6 +64,28 @@ export function ownNetnsIno(): bigint {
   const ino = Deno.statSync("/proc/self/ns/net").ino;
   if (ino === null) throw new Error("no netns inode");
   return BigInt(ino);
+}
+
+/** The name a process's file has: `<pidns>-<pid>-<start>.reg`. */
+export function registryName(p: { pid: number; startTicks: bigint; pidnsIno?: bigint }): string {
+  return `${p.pidnsIno ?? ownPidnsIno()}-${p.pid}-${p.startTicks}.reg`;
+}
+
+/**
+ * Writes `bytes` as process p's file under dir/<uid>/ (created 0700 when missing, as
+ * the writer does) and returns its path.
+ */
+export function plantFile(
+  dir: string,
+  p: { pid: number; startTicks: bigint; uid?: number; pidnsIno?: bigint },
+  bytes: Uint8Array,
+): string {
+  const sub = `${dir}/${p.uid ?? 0}`;
+  Deno.mkdirSync(sub, { recursive: true, mode: 0o700 });
+  Deno.chmodSync(sub, 0o700);
+  const path = `${sub}/${registryName(p)}`;
+  Deno.writeFileSync(path, bytes, { mode: 0o600 });
+  return path;
 }
 
 /** A whole registry file: header, then `slotCount` slots (unlisted ones free). */
@@ -77,11 +104,7 @@ export function registryFile(proc: ProcessSpec, slots: SlotSpec[] = []): Uint8Ar
   v.setBigUint64(H.startTicks, proc.startTicks, true);
   v.setBigUint64(H.createdMs, BigInt(proc.createdMs ?? 1_700_000_000_000), true);
   v.setBigUint64(H.netnsIno, proc.netnsIno ?? 4026531840n, true);
-  putString(bytes, H.comm, L.commSize, proc.comm ?? "tester");
-  const cmdline = proc.cmdlineBytes ??
-    encoder.encode((proc.args ?? ["deno", "test"]).map((a) => `${a}\0`).join(""));
-  bytes.set(cmdline.subarray(0, L.cmdlineMax), H.cmdline);
-  v.setUint32(H.cmdlineLen, Math.min(cmdline.length, L.cmdlineMax), true);
+  v.setBigUint64(H.pidnsIno, proc.pidnsIno ?? ownPidnsIno(), true);
   for (const s of slots) writeSlot(bytes, s);
   return bytes;
 }
@@ -128,4 +151,15 @@ function putString(bytes: Uint8Array, off: number, size: number, text: string): 
   if (b.length >= size) throw new Error(`"${text}" does not fit ${size} bytes with its NUL`);
   bytes.fill(0, off, off + size);
   bytes.set(b, off);
+}
+
+/** Where live process `pid` (of any pid namespace) has its file under dir, per /proc. */
+export function fileOfProcess(dir: string, pid: number): string {
+  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+  const uid = /^Uid:\s+\d+\s+(\d+)/m.exec(status)![1];
+  const startTicks = processStartTicks(pid);
+  if (startTicks === null) throw new Error(`process ${pid} is gone`);
+  const pidns = /\[([0-9]+)\]/.exec(Deno.readLinkSync(`/proc/${pid}/ns/pid`))![1];
+  const nspid = /^NSpid:\s+(.*)$/m.exec(status)![1].trim().split(/\s+/).pop();
+  return `${dir}/${uid}/${pidns}-${nspid}-${startTicks}.reg`;
 }
