@@ -76,6 +76,8 @@ static void check_parse(const uint8_t *data, uint32_t len) {
   nkb_drop_t got = nkb_frame_parse(data, len, &pr);
   FUZZ_CHECK(got >= NKB_FRAME_OK && got < NKB_DROP_REASONS);
   nkb_drop_t want = ref_parse(data, len);
+  // Told of more than any frame can be, it must refuse before reading (ASan would see it).
+  FUZZ_CHECK(nkb_frame_parse(data, 65536u + len, &pr) == NKB_DROP_SHORT);
   if (got != want) fprintf(stderr, "parse: nkb %d, reference %d\n", (int)got, (int)want);
   FUZZ_CHECK(got == want);
   if (got != NKB_FRAME_OK) return;

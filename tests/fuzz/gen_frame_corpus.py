@@ -26,15 +26,24 @@ def csum(data: bytes) -> int:
     return ~total & 0xFFFF
 
 
+def sum_0xffff_payload() -> bytes:
+    """A payload whose UDP checksum computes to 0, which must go out as 0xffff (RFC 768)."""
+    base = frame(b"sum\0\0\0", udp_csum="none")
+    pseudo = SADDR + DADDR + struct.pack("!BBH", 0, 17, 8 + 6)
+    partial = ~csum(pseudo + base[34:]) & 0xFFFF  # the one's-complement sum so far
+    fill = 0xFFFF - partial  # adding it makes the sum 0xffff, the checksum 0
+    return b"sum\0" + struct.pack("!H", fill)
+
+
 def frame(payload: bytes = b"hello", *, ethertype: int = 0x0800, ihl: int = 5,
           frag: int = 0x4000, proto: int = 17, ip_len_delta: int = 0,
           udp_len_delta: int = 0, udp_csum: str = "full", ip_csum_xor: int = 0,
-          pad: int = 0, sport: int = 40000, dport: int = 7777) -> bytes:
+          pad: int = 0, sport: int = 40000, dport: int = 7777, version: int = 4) -> bytes:
     """An Ethernet/IPv4/UDP frame; the keywords break one thing at a time."""
     options = b"\x01" * (4 * (ihl - 5)) if ihl > 5 else b""
     udp_len = 8 + len(payload) + udp_len_delta
     ip_len = 20 + len(options) + 8 + len(payload) + ip_len_delta
-    ip = struct.pack("!BBHHHBBH4s4s", 0x40 | ihl, 0, ip_len & 0xFFFF, 0x1234, frag, 64,
+    ip = struct.pack("!BBHHHBBH4s4s", version << 4 | ihl, 0, ip_len & 0xFFFF, 0x1234, frag, 64,
                      proto, 0, SADDR, DADDR) + options
     ip = ip[:10] + struct.pack("!H", csum(ip) ^ ip_csum_xor) + ip[12:]
     pseudo = SADDR + DADDR + struct.pack("!BBH", 0, 17, udp_len & 0xFFFF)
@@ -62,6 +71,7 @@ SEEDS = {
     "valid-no-df": frame(b"no DF", frag=0),
     "valid-eth-padded": frame(b"", pad=18),
     "valid-ports-0-65535": frame(b"p", sport=0, dport=65535),
+    "valid-csum-ffff": frame(sum_0xffff_payload()),
     "bad-udp-csum": frame(udp_csum="bad"),
     "bad-ip-csum": frame(ip_csum_xor=0x0001),
     "ip-options": frame(ihl=6),
@@ -73,6 +83,7 @@ SEEDS = {
     "arp": frame(ethertype=0x0806),
     "vlan": frame(ethertype=0x8100),
     "ipv6-ethertype": frame(ethertype=0x86DD),
+    "ip-version-6": frame(version=6),
     "ip-len-too-long": frame(ip_len_delta=1),
     "ip-len-too-short": frame(ip_len_delta=-1),
     "ip-len-below-28": frame(b"", ip_len_delta=-9),
