@@ -141,7 +141,8 @@ NKB_API int32_t nkb_neigh_resolve(uint32_t ifindex, uint32_t ip_be);
 NKB_API int32_t nkb_caps(uint64_t *out4);
 NKB_API int32_t nkb_policy(uint8_t *out20);
 NKB_API int32_t nkb_prog_name(uint32_t prog_id, uint8_t *out16);
-// 1 when prog_id is the XDP filter of one of this process's engines (any Worker's), else 0.
+// 1 when prog_id is (or was, among the last 64) the XDP filter of one of this process's
+// engines (any Worker's), else 0.
 NKB_API int32_t nkb_prog_is_ours(uint32_t prog_id);
 
 // The XDP features the driver of ifindex reports (generic netlink family "netdev",
