@@ -243,6 +243,22 @@ int32_t nkb_sock_detach(int32_t h) {
   return rc;
 }
 
+int32_t nkb_sock_mac_sync(int32_t h) {
+  int32_t idx = nkb_sock_index(h);
+  if (idx < 0 || nkb_sock_get(h) == 0) return -EBADF;
+  pthread_mutex_lock(&g_lock);
+  const nkb_sock_t *s = g_socks[idx];
+  int32_t rc = s->engine < 0 ? -ENOTCONN : 0;
+  if (rc == 0) {
+    const nkb_engine_slot_t *es = &g_engines[s->engine];
+    assert(es->engine != 0 && es->refs > 0);
+    assert(g_ifaces[es->iface].refs > 0);
+    rc = nkb_filter_sync_mac(&g_ifaces[es->iface].filter);
+  }
+  pthread_mutex_unlock(&g_lock);
+  return rc;
+}
+
 int32_t nkb_sock_info(int32_t h, uint32_t *out, uint32_t words) {
   nkb_sock_t *s = nkb_sock_get(h);
   if (s == 0) return -EBADF;

@@ -110,6 +110,9 @@ NKB_API int32_t nkb_sock_last_error(int32_t h);
 NKB_API int32_t nkb_sock_flush(int32_t h);
 // The control plane has looked at the interface: sends go on until the next change.
 NKB_API int32_t nkb_sock_link_ack(int32_t h);
+// The interface's MAC changed: its filter compares unicast destination MACs with the new
+// one. 1 when the filter's copy changed, 0 when not, or -errno (-ENOTCONN: no engine).
+NKB_API int32_t nkb_sock_mac_sync(int32_t h);
 
 NKB_API int32_t nkb_dest_set(int32_t h, uint32_t daddr_be, uint32_t dport, uint32_t kind,
                              const uint8_t *macs12, uint32_t saddr_be, uint32_t ttl_ms);

@@ -39,6 +39,10 @@ const REG_F_BYPASS = 1;
 const REG_F_AFFINE = 4;
 const REASON_ENCODER = new TextEncoder();
 
+function sameMac(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
 /** The bypass state machine of one socket (shim handle `h`). */
 export class BypassBinding {
   readonly #h: number;
@@ -222,6 +226,7 @@ export class BypassBinding {
       this.#link = { ...link, mtu: v.mtu };
       lib().nkb_sock_setopt(this.#h, Opt.mtu, v.mtu);
     }
+    if (!sameMac(v.mac, link.mac)) this.#macChanged(v.mac);
     const down = v.state === "down";
     if (down === this.#linkDown) return;
     this.#linkDown = down;
@@ -259,6 +264,26 @@ export class BypassBinding {
     // Destinations cached for the kernel path while the address was gone go with it.
     lib().nkb_dest_clear(this.#h);
     if (this.#attach(verdict, false)) this.#addFlow(this.#localBe);
+  }
+
+  // The interface has a new MAC: the filter passes unicast frames to the old one to the
+  // kernel from now on (they are another host's), and frames we send carry the new one.
+  #macChanged(mac: Uint8Array): void {
+    const link = this.#link;
+    if (link === null) return;
+    const rc = lib().nkb_sock_mac_sync(this.#h);
+    if (rc < 0) {
+      // The filter cannot follow the interface: the kernel path is always right.
+      this.#detach();
+      this.#phase = "kernel";
+      this.#reason = "setup-failed";
+      this.#detail = `${link.name} changed its MAC and the filter could not follow: ${
+        errnoName(rc)
+      }`;
+      return;
+    }
+    this.#link = { ...this.#link ?? link, mac };
+    lib().nkb_dest_clear(this.#h);
   }
 
   /** A wait that held the engine returned: finish a detach it deferred. */
