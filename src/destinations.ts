@@ -71,11 +71,6 @@ function unresolvedTtl(key: string): number {
   return Math.min(UNRESOLVED_FIRST_MS * 2 ** looks, UNRESOLVED_MAX_MS);
 }
 
-/** Next hops currently backed off (for tests: bounded by MAX_UNRESOLVED). */
-export function unresolvedCount(): number {
-  return unresolved.size;
-}
-
 type NextHop = { mac: Uint8Array | null; key: string } | "kernel";
 
 function nextHop(ctx: DestinationContext, ipBe: number): NextHop {
