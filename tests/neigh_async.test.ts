@@ -9,11 +9,13 @@
  *     every one of them (a count). Before: each echo to a spoofed source stalled
  *     the server ~200 ms, its receive ring overflowed, and the client lost some.
  * (b) A 1 ms interval timer in a process sending to sixteen unresolvable on-link
- *     addresses: its largest gap stays under 50 ms. Before: at least 200 ms (the
- *     neighbour wait of one send). 50 ms is a quarter of one old stall and far
- *     above what scheduling alone causes on this loaded 2-core VM (a Deno timer
- *     late by a full CFS slice of another busy process is 3 to 24 ms), so the
- *     bound separates the two behaviours without timing the library.
+ *     addresses: its largest gap stays under 150 ms. Before: at least 200 ms, one
+ *     neighbour wait of one send (3,221 ms measured: a round of 16 such sends). Why
+ *     150 ms holds on a loaded 2-core VM: the sends themselves take 0.1 to 0.7 ms
+ *     each (16 in 0.4 to 1.9 ms); what remains is scheduling. Measured with this
+ *     fixture: largest gaps 8 to 11 ms at load average 5 (other test suites running),
+ *     and 15 to 79 ms (20 runs) with four more CPU-bound spinners on the two cores.
+ *     150 ms is twice the worst of those and still below a single old stall.
  */
 
 import assert from "node:assert/strict";
@@ -76,7 +78,7 @@ for i in range(${M}):
 });
 
 Deno.test({
-  name: "sends to 16 unresolvable on-link addresses: a 1 ms timer's largest gap < 50 ms",
+  name: "sends to 16 unresolvable on-link addresses: a 1 ms timer's largest gap < 150 ms",
   ...OPTS,
   fn: async () => {
     await using tb = await createTestbed();
@@ -97,7 +99,7 @@ Deno.test({
     assert.equal(st.opkts, 0, show);
     assert.equal(st.kernelOpkts, 16 * 5, show);
     assert.ok((done.ticks as number) > 5, `the timer ran: ${show}`);
-    assert.ok((done.maxGapMs as number) < 50, `the event loop stalled: ${show}`);
+    assert.ok((done.maxGapMs as number) < 150, `the event loop stalled: ${show}`);
     // The neighbour requests really went out: the kernel has an entry for each.
     const neigh = await tb.neigh("a");
     for (const t of targets) assert.ok(neigh.includes(t), `no neighbour entry for ${t}: ${neigh}`);
