@@ -253,6 +253,9 @@ export class BypassBinding {
     this.#lastWatch = lib().nkb_now_ms();
     if (addrIfindex(this.#localBe) !== link.ifindex) return;
     const verdict = decide(this.#localBe);
+    // Back while the link is still down (addresses are often restored before the link):
+    // looked at again until it is up.
+    if (!verdict.ok && verdict.reason === "interface-down") return;
     if (!verdict.ok || verdict.link.ifindex !== link.ifindex) {
       this.#link = null;
       this.#reason = verdict.ok ? "address-removed" : verdict.reason;

@@ -4,6 +4,7 @@
  * back on the same interface (same index) the socket returns to the bypass path,
  * as it does after link down/up: `reason` is null again and datagrams both ways
  * go through the rings (ring counters rise, the kernel's UDP counters do not).
+ * Also when the address comes back while the link is down: then once it is up.
  */
 
 import assert from "node:assert/strict";
@@ -15,8 +16,10 @@ import {
   OPTS,
   sh,
   show,
+  sleep,
   sockPair,
   startPair,
+  waitOperUp,
 } from "./fixtures/fb_driver.ts";
 
 Deno.test({
@@ -76,6 +79,41 @@ Deno.test({
     assert.equal(back2.matched, true, `not active again (2): ${show(back2)}`);
     await peer.ok("recv", { id: "p", max: 1000, timeoutMs: 500, quietMs: 300 });
     await exchange(tb, ag, peer, { ...pair, path: "bypass", tag: "after2", n: 20 });
+
+    // A third: the address comes back while the link is down, then the link comes up.
+    await sh(tb, "a", ["ip", "addr", "del", tb.a.cidr, "dev", tb.a.ifname]);
+    const gone3 = await ag.ok("poll", {
+      id: "s",
+      active: false,
+      reason: "address-removed",
+      timeoutMs: 1500,
+      probe: { to, tag: "probe-gone3" },
+    });
+    assert.equal(gone3.matched, true, `not address-removed (3): ${show(gone3)}`);
+    await sh(tb, "a", ["ip", "link", "set", "dev", tb.a.ifname, "down"]);
+    await sh(tb, "a", ["ip", "addr", "add", tb.a.cidr, "dev", tb.a.ifname]);
+    await sleep(600); // more than two looks (WATCH_INTERVAL_MS 250) with the link down
+    const st3 = await ag.ok("state", { id: "s" });
+    assert.equal(st3.bypass.active, false, show(st3.bypass));
+    await sh(tb, "a", ["ip", "link", "set", "dev", tb.a.ifname, "up"]);
+    await waitOperUp(tb, "a", tb.a.ifname);
+    const back3 = await ag.ok("poll", {
+      id: "s",
+      active: true,
+      timeoutMs: 3000,
+      probe: { to, tag: "probe-back3" },
+    });
+    assert.equal(back3.matched, true, `not active again (3): ${show(back3)}`);
+    assert.equal(back3.bypass.reason, null, show(back3.bypass));
+    // The link going down flushed a's neighbour table, and nkb never waits for ARP: one
+    // datagram through the kernel makes it resolve b again (bounded wait), and the next
+    // look at the destination (2 ms later) finds it.
+    await ag.ok("send", { id: "s", to, tag: "warm3", count: 1 });
+    for (let i = 0; i < 40 && !/lladdr/.test(await tb.neigh("a")); i++) await sleep(50);
+    assert.match(await tb.neigh("a"), /lladdr/);
+    await sleep(20);
+    await peer.ok("recv", { id: "p", max: 1000, timeoutMs: 500, quietMs: 300 });
+    await exchange(tb, ag, peer, { ...pair, path: "bypass", tag: "after3", n: 20 });
 
     assert.equal(ag.proc.exited, null, `agent died: ${ag.proc.stderr}`);
     await ag.ok("close", { id: "s" });
