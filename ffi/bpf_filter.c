@@ -56,34 +56,39 @@
 enum {
   NKB_MAP_FLOWS = 1,  // placeholders in NKB_LD_MAP_FD, replaced by the map fds
   NKB_MAP_XSKS = 2,
+  NKB_MAP_MAC = 3,
   NKB_HDR_LEN = 14 + 20 + 8,  // eth + IPv4 without options + UDP
-  NKB_PASS = 32,              // index of the shared "give it to the kernel" exit
+  NKB_REDIRECT = 43,          // index of "hand it to the queue's XSK"
+  NKB_PASS = 49,              // index of the shared "give it to the kernel" exit
 };
 
-// R1..R5 are clobbered by helper calls; R6 keeps ctx alive across them, R10 is the stack.
+// R1..R5 are clobbered by helper calls; R6 keeps ctx alive across them, R7 the frame's
+// start (a packet pointer in a callee-saved register keeps its checked range), R10 is
+// the stack.
 static const struct bpf_insn nkb_prog[] = {
     NKB_MOV64_REG(BPF_REG_6, BPF_REG_1),
     // The verifier only lets us touch packet bytes after a data_end comparison that covers
     // every header byte we read below, so do it once for the whole fixed-size prefix.
     NKB_LDX_MEM(BPF_W, BPF_REG_2, BPF_REG_6, offsetof(struct xdp_md, data)),
     NKB_LDX_MEM(BPF_W, BPF_REG_3, BPF_REG_6, offsetof(struct xdp_md, data_end)),
+    NKB_MOV64_REG(BPF_REG_7, BPF_REG_2),
     NKB_MOV64_REG(BPF_REG_4, BPF_REG_2),
     NKB_ADD64_IMM(BPF_REG_4, NKB_HDR_LEN),
-    NKB_JMP_REG(BPF_JGT, BPF_REG_4, BPF_REG_3, NKB_PASS - 6),  // [5] runt: kernel decides
+    NKB_JMP_REG(BPF_JGT, BPF_REG_4, BPF_REG_3, NKB_PASS - 7),  // [6] runt: kernel decides
     // Only untagged IPv4: VLAN, ARP, IPv6 and everything else must keep working normally.
     NKB_LDX_MEM(BPF_H, BPF_REG_4, BPF_REG_2, 12),
-    NKB_JMP_IMM(BPF_JNE, BPF_REG_4, NKB_BE16(0x0800), NKB_PASS - 8),  // [7]
+    NKB_JMP_IMM(BPF_JNE, BPF_REG_4, NKB_BE16(0x0800), NKB_PASS - 9),  // [8]
     // Version 4 with IHL 5 keeps the UDP header at a fixed offset; options are rare enough to
     // leave to the kernel rather than pay for variable-offset parsing.
     NKB_LDX_MEM(BPF_B, BPF_REG_4, BPF_REG_2, 14),
-    NKB_JMP_IMM(BPF_JNE, BPF_REG_4, 0x45, NKB_PASS - 10),  // [9]
+    NKB_JMP_IMM(BPF_JNE, BPF_REG_4, 0x45, NKB_PASS - 11),  // [10]
     NKB_LDX_MEM(BPF_B, BPF_REG_4, BPF_REG_2, 14 + 9),
-    NKB_JMP_IMM(BPF_JNE, BPF_REG_4, 17, NKB_PASS - 12),  // [11] not UDP
+    NKB_JMP_IMM(BPF_JNE, BPF_REG_4, 17, NKB_PASS - 13),  // [12] not UDP
     // Any fragment (MF set or non-zero offset) needs kernel reassembly; a non-first fragment
     // has no UDP header at all, so its "port" would be payload bytes.
     NKB_LDX_MEM(BPF_H, BPF_REG_4, BPF_REG_2, 14 + 6),
     NKB_AND64_IMM(BPF_REG_4, NKB_BE16(0x3fff)),
-    NKB_JMP_IMM(BPF_JNE, BPF_REG_4, 0, NKB_PASS - 15),  // [14]
+    NKB_JMP_IMM(BPF_JNE, BPF_REG_4, 0, NKB_PASS - 16),  // [15]
     // Build nkb_flow_key_t at fp-8. The hash compares all 8 key bytes, so the padding must be
     // zeroed: for a root loader the verifier accepts uninitialized stack here, and stale
     // bytes would just make every lookup miss.
@@ -96,16 +101,35 @@ static const struct bpf_insn nkb_prog[] = {
     NKB_MOV64_REG(BPF_REG_2, BPF_REG_10),
     NKB_ADD64_IMM(BPF_REG_2, -8),
     NKB_CALL(BPF_FUNC_map_lookup_elem),
-    NKB_JMP_IMM(BPF_JEQ, BPF_REG_0, 0, NKB_PASS - 26),  // [25] not our flow
-    // Our flow: hand it to the XSK of the queue it arrived on. The XDP_PASS fallback flag
-    // keeps traffic flowing through the kernel while no socket is bound to that queue yet
-    // (or after it closed), instead of silently dropping it.
+    NKB_JMP_IMM(BPF_JEQ, BPF_REG_0, 0, NKB_PASS - 27),  // [26] not our flow
+    // Our flow, but is the frame for this host? A unicast destination MAC that is not the
+    // interface's is another host's (PACKET_OTHERHOST): the kernel drops such frames, so
+    // they go to the kernel. Group addresses (multicast, broadcast) stay ours. The MAC is
+    // read from a one-entry map that the shim updates when the interface's MAC changes.
+    NKB_LDX_MEM(BPF_B, BPF_REG_4, BPF_REG_7, 0),
+    NKB_AND64_IMM(BPF_REG_4, 1),
+    NKB_JMP_IMM(BPF_JNE, BPF_REG_4, 0, NKB_REDIRECT - 30),  // [29] group bit set
+    NKB_ST_MEM(BPF_W, BPF_REG_10, -12, 0),
+    NKB_LD_MAP_FD(BPF_REG_1, NKB_MAP_MAC),
+    NKB_MOV64_REG(BPF_REG_2, BPF_REG_10),
+    NKB_ADD64_IMM(BPF_REG_2, -12),
+    NKB_CALL(BPF_FUNC_map_lookup_elem),
+    NKB_JMP_IMM(BPF_JEQ, BPF_REG_0, 0, NKB_PASS - 37),  // [36] (an array entry: never)
+    NKB_LDX_MEM(BPF_W, BPF_REG_4, BPF_REG_7, 0),
+    NKB_LDX_MEM(BPF_W, BPF_REG_5, BPF_REG_0, 0),
+    NKB_JMP_REG(BPF_JNE, BPF_REG_4, BPF_REG_5, NKB_PASS - 40),  // [39] MAC bytes 0..3
+    NKB_LDX_MEM(BPF_H, BPF_REG_4, BPF_REG_7, 4),
+    NKB_LDX_MEM(BPF_H, BPF_REG_5, BPF_REG_0, 4),
+    NKB_JMP_REG(BPF_JNE, BPF_REG_4, BPF_REG_5, NKB_PASS - 43),  // [42] MAC bytes 4..5
+    // [43] NKB_REDIRECT. Hand it to the XSK of the queue it arrived on. The XDP_PASS
+    // fallback flag keeps traffic flowing through the kernel while no socket is bound to
+    // that queue yet (or after it closed), instead of silently dropping it.
     NKB_LDX_MEM(BPF_W, BPF_REG_2, BPF_REG_6, offsetof(struct xdp_md, rx_queue_index)),
     NKB_LD_MAP_FD(BPF_REG_1, NKB_MAP_XSKS),
     NKB_MOV64_IMM(BPF_REG_3, XDP_PASS),
     NKB_CALL(BPF_FUNC_redirect_map),
     NKB_EXIT(),
-    // [32] NKB_PASS
+    // [49] NKB_PASS
     NKB_MOV64_IMM(BPF_REG_0, XDP_PASS),
     NKB_EXIT(),
 };
@@ -216,37 +240,42 @@ int32_t nkb_bpf_xdp_load(const struct bpf_insn *insns, uint32_t count, const cha
   return nkb_fd_settle(fd);
 }
 
-// Every conditional jump must land on the shared pass exit: a miscounted offset would still
-// verify but silently redirect or pass the wrong packets.
+// Every conditional jump but the group-bit one must land on the shared pass exit, that one
+// on the redirect: a miscounted offset would still verify but silently redirect or pass
+// the wrong packets.
 static void nkb_prog_check(const struct bpf_insn *insns) {
-  uint32_t jumps = 0;
+  uint32_t jumps = 0, to_redirect = 0;
   for (uint32_t i = 0; i < NKB_PROG_LEN; i++) {
     const uint8_t op = BPF_OP(insns[i].code);
     if (BPF_CLASS(insns[i].code) != BPF_JMP) continue;
     if (op == BPF_CALL || op == BPF_EXIT) continue;
-    assert(i + 1 + insns[i].off == NKB_PASS);
+    const uint32_t target = i + 1u + (uint32_t)insns[i].off;
+    assert(target == NKB_PASS || target == NKB_REDIRECT);
+    if (target == NKB_REDIRECT) to_redirect++;
     jumps++;
   }
-  assert(jumps == 6);
+  assert(jumps == 10 && to_redirect == 1);
+  (void)to_redirect;
   (void)jumps;  // only read by assertions, which -O2 (NDEBUG) removes
   assert(insns[NKB_PASS + 1].code == (BPF_JMP | BPF_EXIT));
 }
 
-static int32_t nkb_prog_load(int32_t flows_fd, int32_t xsks_fd) {
+static int32_t nkb_prog_load(int32_t flows_fd, int32_t xsks_fd, int32_t mac_fd) {
   assert(flows_fd > 0);
-  assert(xsks_fd > 0);
+  assert(xsks_fd > 0 && mac_fd > 0);
   struct bpf_insn insns[NKB_PROG_LEN];
   memcpy(insns, nkb_prog, sizeof(insns));
   uint32_t patched = 0;
   for (uint32_t i = 0; i < NKB_PROG_LEN; i++) {
     if (insns[i].code != (BPF_LD | BPF_DW | BPF_IMM)) continue;
     assert(insns[i].src_reg == BPF_PSEUDO_MAP_FD);
-    assert(insns[i].imm == NKB_MAP_FLOWS || insns[i].imm == NKB_MAP_XSKS);
-    insns[i].imm = (insns[i].imm == NKB_MAP_FLOWS) ? flows_fd : xsks_fd;
+    const int32_t which = insns[i].imm;
+    assert(which == NKB_MAP_FLOWS || which == NKB_MAP_XSKS || which == NKB_MAP_MAC);
+    insns[i].imm = which == NKB_MAP_FLOWS ? flows_fd : which == NKB_MAP_XSKS ? xsks_fd : mac_fd;
     patched++;
     i++;  // skip the second half of the 16-byte instruction
   }
-  assert(patched == 2);
+  assert(patched == 3);
   (void)patched;
   nkb_prog_check(insns);
   return nkb_bpf_xdp_load(insns, NKB_PROG_LEN, "nkb_xdp");
@@ -283,6 +312,27 @@ int32_t nkb_bpf_prog_id(int32_t prog_fd, uint32_t *id_out) {
   return 0;
 }
 
+static int32_t nkb_map_update(int32_t map_fd, const void *key, const void *value);
+
+int32_t nkb_filter_sync_mac(nkb_filter_t *f) {
+  assert(f != NULL);
+  if (f->mac_map_fd <= 0 || f->ifindex == 0) return -EBADF;
+  nkb_link_t link;
+  int32_t rc = nkb_nl_link_get(f->ifindex, &link);
+  if (rc < 0) return rc;
+  // Not Ethernet-sized: no unicast frame can match, so every one goes to the kernel.
+  uint8_t value[8] = {0};
+  if (link.mac_len == 6) memcpy(value, link.mac, 6);
+  if (memcmp(value, f->mac, 6) == 0 && f->mac_set) return 0;
+  const uint32_t key = 0;
+  rc = nkb_map_update(f->mac_map_fd, &key, value);
+  if (rc < 0) return rc;
+  memcpy(f->mac, value, 6);
+  f->mac_set = true;
+  assert(f->mac_set && memcmp(f->mac, value, 6) == 0);
+  return 1;
+}
+
 static int32_t nkb_filter_open_steps(nkb_filter_t *f, uint32_t attach_flags) {
   assert(f->ifindex > 0);
   assert(f->prog_fd == -1 && f->link_fd == -1);
@@ -294,7 +344,12 @@ static int32_t nkb_filter_open_steps(nkb_filter_t *f, uint32_t attach_flags) {
                           f->max_flows, "nkb_flows");
   if (rc < 0) return rc;
   f->flows_map_fd = rc;
-  rc = nkb_prog_load(f->flows_map_fd, f->xsks_map_fd);
+  rc = nkb_bpf_map_create(BPF_MAP_TYPE_ARRAY, sizeof(uint32_t), 8u, 1u, "nkb_mac");
+  if (rc < 0) return rc;
+  f->mac_map_fd = rc;
+  rc = nkb_filter_sync_mac(f);
+  if (rc < 0) return rc;
+  rc = nkb_prog_load(f->flows_map_fd, f->xsks_map_fd, f->mac_map_fd);
   if (rc < 0) return rc;
   f->prog_fd = rc;
   rc = nkb_bpf_prog_id(f->prog_fd, &f->prog_id);
@@ -314,6 +369,7 @@ int32_t nkb_filter_open(nkb_filter_t *f, uint32_t ifindex, uint32_t max_queues, 
   f->link_fd = -1;
   f->xsks_map_fd = -1;
   f->flows_map_fd = -1;
+  f->mac_map_fd = -1;
   if (ifindex == 0 || max_queues == 0 || max_flows == 0) return -EINVAL;
   if (attach_flags != 0 && attach_flags != XDP_FLAGS_SKB_MODE &&
       attach_flags != XDP_FLAGS_DRV_MODE) {
@@ -330,10 +386,11 @@ int32_t nkb_filter_open(nkb_filter_t *f, uint32_t ifindex, uint32_t max_queues, 
     f->link_fd = -1;
     f->xsks_map_fd = -1;
     f->flows_map_fd = -1;
+    f->mac_map_fd = -1;
     return rc;
   }
   assert(f->prog_fd > 0 && f->link_fd > 0);
-  assert(f->xsks_map_fd > 0 && f->flows_map_fd > 0);
+  assert(f->xsks_map_fd > 0 && f->flows_map_fd > 0 && f->mac_map_fd > 0);
   return 0;
 }
 
@@ -402,6 +459,7 @@ void nkb_filter_close(nkb_filter_t *f) {
   nkb_fd_close(&f->prog_fd);
   nkb_fd_close(&f->xsks_map_fd);
   nkb_fd_close(&f->flows_map_fd);
+  nkb_fd_close(&f->mac_map_fd);
   memset(f, 0, sizeof(*f));
   assert(f->link_fd == 0 && f->prog_fd == 0);
 }

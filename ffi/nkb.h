@@ -117,6 +117,9 @@ NKB_API int32_t nkb_sock_last_error(int32_t h);
 NKB_API int32_t nkb_sock_flush(int32_t h);
 // The control plane has looked at the interface: sends go on until the next change.
 NKB_API int32_t nkb_sock_link_ack(int32_t h);
+// The interface's MAC changed: its filter compares unicast destination MACs with the new
+// one. 1 when the filter's copy changed, 0 when not, or -errno (-ENOTCONN: no engine).
+NKB_API int32_t nkb_sock_mac_sync(int32_t h);
 
 NKB_API int32_t nkb_dest_set(int32_t h, uint32_t daddr_be, uint32_t dport, uint32_t kind,
                              const uint8_t *macs12, uint32_t macs_len, uint32_t saddr_be,
@@ -146,7 +149,8 @@ NKB_API int32_t nkb_neigh_resolve(uint32_t ifindex, uint32_t ip_be);
 NKB_API int32_t nkb_caps(uint64_t *out4, uint32_t out_len);
 NKB_API int32_t nkb_policy(uint8_t *out20, uint32_t out_len);
 NKB_API int32_t nkb_prog_name(uint32_t prog_id, uint8_t *out16, uint32_t out_len);
-// 1 when prog_id is the XDP filter of one of this process's engines (any Worker's), else 0.
+// 1 when prog_id is (or was, among the last 64) the XDP filter of one of this process's
+// engines (any Worker's), else 0.
 NKB_API int32_t nkb_prog_is_ours(uint32_t prog_id);
 
 // The XDP features the driver of ifindex reports (generic netlink family "netdev",

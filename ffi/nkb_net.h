@@ -3,6 +3,7 @@
 #ifndef NKB_NET_H
 #define NKB_NET_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 // ---- rtnetlink (netlink.c) -------------------------------------------------
@@ -62,6 +63,9 @@ typedef struct nkb_filter {
   int32_t link_fd;
   int32_t xsks_map_fd;   // BPF_MAP_TYPE_XSKMAP, key u32 queue, value u32 xsk fd
   int32_t flows_map_fd;  // BPF_MAP_TYPE_HASH, key nkb_flow_key_t, value u32 (unused, 1)
+  int32_t mac_map_fd;    // BPF_MAP_TYPE_ARRAY, key 0, value: the interface's MAC + 2 zeros
+  uint8_t mac[6];        // what mac_map_fd holds (when mac_set)
+  bool mac_set;
   uint32_t ifindex;
   uint32_t prog_id;      // from BPF_OBJ_GET_INFO_BY_FD
   uint32_t max_queues;
@@ -84,6 +88,9 @@ int32_t nkb_filter_open(nkb_filter_t *f, uint32_t ifindex, uint32_t max_queues, 
 int32_t nkb_filter_set_xsk(nkb_filter_t *f, uint32_t queue, int32_t xsk_fd);
 int32_t nkb_filter_add_flow(nkb_filter_t *f, uint32_t daddr_be, uint16_t dport_be);
 int32_t nkb_filter_del_flow(nkb_filter_t *f, uint32_t daddr_be, uint16_t dport_be);
+// Reads the interface's MAC (rtnetlink) into the filter's MAC map, which the program
+// compares unicast destination MACs with: 1 when it changed, 0 when not, or -errno.
+int32_t nkb_filter_sync_mac(nkb_filter_t *f);
 // Closes every fd (link first, so the program detaches) and zeroes *f. Safe on a zeroed f
 // and on one already closed (fds set to -1).
 void nkb_filter_close(nkb_filter_t *f);

@@ -39,6 +39,10 @@ const REG_F_BYPASS = 1;
 const REG_F_AFFINE = 4;
 const REASON_ENCODER = new TextEncoder();
 
+function sameMac(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
 /** The bypass state machine of one socket (shim handle `h`). */
 export class BypassBinding {
   readonly #h: number;
@@ -187,19 +191,22 @@ export class BypassBinding {
 
   /** Looks at the interface when the last look is older than the watch interval. */
   maybeWatch(): void {
-    if (this.#phase !== "bypass") return;
+    if (this.#phase !== "bypass" && !this.#addressGone()) return;
     if (lib().nkb_now_ms() - this.#lastWatch < WATCH_INTERVAL_MS) return;
     this.watchNow();
   }
 
   /** The interface may have gone down, changed its MTU, lost our address or vanished. */
   watchNow(): void {
-    const [phase, down] = [this.#phase, this.#linkDown];
+    const [phase, down, reason] = [this.#phase, this.#linkDown, this.#reason];
     this.#watchNow();
-    if (this.#phase !== phase || this.#linkDown !== down) this.#publish();
+    if (this.#phase !== phase || this.#linkDown !== down || this.#reason !== reason) {
+      this.#publish();
+    }
   }
 
   #watchNow(): void {
+    if (this.#addressGone()) return this.#watchAddress();
     const link = this.#link;
     if (this.#phase !== "bypass" || link === null) return;
     this.#lastWatch = lib().nkb_now_ms();
@@ -208,6 +215,8 @@ export class BypassBinding {
     const v = watchLink(link.ifindex, this.#localBe);
     if (v.state === "interface-gone" || v.state === "address-removed") {
       this.#detach();
+      // The link stays known: an address that comes back on it brings the socket back.
+      if (v.state === "interface-gone") this.#link = null;
       this.#phase = "kernel";
       this.#reason = v.state;
       this.#detail = v.detail;
@@ -217,6 +226,7 @@ export class BypassBinding {
       this.#link = { ...link, mtu: v.mtu };
       lib().nkb_sock_setopt(this.#h, Opt.mtu, v.mtu);
     }
+    if (!sameMac(v.mac, link.mac)) this.#macChanged(v.mac);
     const down = v.state === "down";
     if (down === this.#linkDown) return;
     this.#linkDown = down;
@@ -226,6 +236,57 @@ export class BypassBinding {
     this.#reason = down ? "interface-down" : null;
     this.#detail = down ? `${link.name} is down: sent datagrams wait on the TX ring` : null;
     if (!down) lib().nkb_sock_flush(this.#h);
+  }
+
+  // On the kernel path because our address left the interface: watched for its return.
+  #addressGone(): boolean {
+    return this.#phase === "kernel" && this.#reason === "address-removed" && this.#link !== null;
+  }
+
+  // The address is back on the same interface (same index): decide and attach again, as
+  // at bind. A decision or attach that fails now leaves the socket on the kernel path with
+  // that reason; it is not a setup failure at creation, so _NET_KERNEL_BYPASS_ERR_EXIT
+  // does not end the process for it.
+  #watchAddress(): void {
+    const link = this.#link;
+    if (link === null || this.#detachLater) return; // a wait still holds the old engine
+    this.#lastWatch = lib().nkb_now_ms();
+    if (addrIfindex(this.#localBe) !== link.ifindex) return;
+    const verdict = decide(this.#localBe);
+    // Back while the link is still down (addresses are often restored before the link):
+    // looked at again until it is up.
+    if (!verdict.ok && verdict.reason === "interface-down") return;
+    if (!verdict.ok || verdict.link.ifindex !== link.ifindex) {
+      this.#link = null;
+      this.#reason = verdict.ok ? "address-removed" : verdict.reason;
+      this.#detail = verdict.ok
+        ? `${formatIpv4(this.#localBe)} came back on another interface`
+        : verdict.detail;
+      return;
+    }
+    // Destinations cached for the kernel path while the address was gone go with it.
+    lib().nkb_dest_clear(this.#h);
+    if (this.#attach(verdict, false)) this.#addFlow(this.#localBe);
+  }
+
+  // The interface has a new MAC: the filter passes unicast frames to the old one to the
+  // kernel from now on (they are another host's), and frames we send carry the new one.
+  #macChanged(mac: Uint8Array): void {
+    const link = this.#link;
+    if (link === null) return;
+    const rc = lib().nkb_sock_mac_sync(this.#h);
+    if (rc < 0) {
+      // The filter cannot follow the interface: the kernel path is always right.
+      this.#detach();
+      this.#phase = "kernel";
+      this.#reason = "setup-failed";
+      this.#detail = `${link.name} changed its MAC and the filter could not follow: ${
+        errnoName(rc)
+      }`;
+      return;
+    }
+    this.#link = { ...this.#link ?? link, mac };
+    lib().nkb_dest_clear(this.#h);
   }
 
   /** A wait that held the engine returned: finish a detach it deferred. */
@@ -246,7 +307,7 @@ export class BypassBinding {
     this.#attach(verdict);
   }
 
-  #attach(plan: Plan): boolean {
+  #attach(plan: Plan, strict = true): boolean {
     const { link, frameSize, queues } = plan;
     // A queue-affine socket gets an engine of its own queue: Workers on different
     // queues then share no rings and no locks.
@@ -255,11 +316,12 @@ export class BypassBinding {
     const rc = lib().nkb_sock_attach(this.#h, link.ifindex, first, count, frameSize, 0, link.mtu);
     if (rc < 0) {
       const reason = rc === EBUSY ? "queue-busy" : "setup-failed";
-      this.#fallback(reason, `AF_XDP on ${link.name}: ${errnoName(rc)}`);
+      this.#fallback(reason, `AF_XDP on ${link.name}: ${errnoName(rc)}`, strict);
       return false;
     }
     this.#link = link;
     this.#phase = "bypass";
+    this.#linkDown = false;
     this.#reason = null;
     this.#detail = null;
     this.#lastWatch = lib().nkb_now_ms();
@@ -274,11 +336,11 @@ export class BypassBinding {
     }
   }
 
-  #fallback(reason: FallbackReason, detail: string): void {
+  #fallback(reason: FallbackReason, detail: string, strict = true): void {
     this.#phase = "kernel";
     this.#reason = reason;
     this.#detail = detail;
-    if (this.#opts.errExit === 1 && SETUP_FAILURES.has(reason)) {
+    if (strict && this.#opts.errExit === 1 && SETUP_FAILURES.has(reason)) {
       const err = new BypassSetupError(reason, detail);
       console.error(`nkb: ${err.message}; exiting (_NET_KERNEL_BYPASS_ERR_EXIT=1)`);
       Deno.exit(1);

@@ -13,9 +13,21 @@ import { type LinkInfo, neighbourMac, routeGet, RouteType } from "./netinfo.ts";
 
 /** How long a resolved destination is trusted before its neighbour is looked up again. */
 export const DEST_TTL_MS = 5000;
-/** How long an unresolved next hop is left to the kernel before nkb asks again. */
-const UNRESOLVED_TTL_MS = 100;
-const NEIGH_TIMEOUT_MS = 200;
+/**
+ * How long a destination whose next hop is unresolved goes through the kernel
+ * (which queues its datagrams behind ARP) before nkb looks again: this, doubled
+ * at each look that finds it still unresolved, up to UNRESOLVED_MAX_MS. A
+ * neighbour that answers is on the ring after a few milliseconds; one that
+ * never answers costs one look (a route and a neighbour request to the local
+ * kernel, about 0.1 ms) per second at most.
+ */
+export const UNRESOLVED_FIRST_MS = 2;
+/** The longest an unresolved next hop is left to the kernel before nkb looks again. */
+export const UNRESOLVED_MAX_MS = 1000;
+// Next hops being backed off, per Worker: a bounded table whose oldest entry goes when
+// it is full (that next hop then starts again at UNRESOLVED_FIRST_MS: more looks, no wait).
+const MAX_UNRESOLVED = 1024;
+const unresolved = new Map<string, number>(); // "ifindex/ipBe" -> looks that found it unresolved
 
 /** What resolving needs to know about the socket. */
 export interface DestinationContext {
@@ -48,28 +60,47 @@ export function useKernel(h: number, ipBe: number, port: number, ttlMs = DEST_TT
   set(h, ipBe, port, Dest.kernel, null, 0, ttlMs);
 }
 
-function nextHopMac(ctx: DestinationContext, ipBe: number): Uint8Array | null | "kernel" {
+/** How long to leave next hop `key` to the kernel after one more look found it unresolved. */
+function unresolvedTtl(key: string): number {
+  const looks = unresolved.get(key) ?? 0;
+  unresolved.delete(key); // re-inserted last: the Map's order is then oldest look first
+  if (unresolved.size >= MAX_UNRESOLVED) {
+    const oldest = unresolved.keys().next().value;
+    if (oldest !== undefined) unresolved.delete(oldest);
+  }
+  unresolved.set(key, Math.min(looks + 1, 16));
+  return Math.min(UNRESOLVED_FIRST_MS * 2 ** looks, UNRESOLVED_MAX_MS);
+}
+
+type NextHop = { mac: Uint8Array | null; key: string } | "kernel";
+
+function nextHop(ctx: DestinationContext, ipBe: number): NextHop {
   if (isMulticast(ipBe)) {
     // A bypass socket has one interface for both directions: multicast leaves through it
     // unless IP_MULTICAST_IF names another.
     const oif = ctx.multicastIfindex || ctx.link.ifindex;
-    return oif === ctx.link.ifindex ? multicastMac(ipBe) : "kernel";
+    return oif === ctx.link.ifindex ? { mac: multicastMac(ipBe), key: "" } : "kernel";
   }
   const route = routeGet(ipBe);
   if (typeof route === "number" || route.oif !== ctx.link.ifindex) return "kernel";
   if (route.type !== RouteType.unicast) return "kernel";
-  return neighbourMac(ctx.link.ifindex, route.gatewayBe || ipBe, NEIGH_TIMEOUT_MS);
+  const hopBe = route.gatewayBe || ipBe;
+  return { mac: neighbourMac(ctx.link.ifindex, hopBe), key: `${ctx.link.ifindex}/${hopBe}` };
 }
 
 /**
  * Fills the shim's cache entry for `ipBe:port`: through the ring when its route
- * leaves through the bypass interface and the next hop resolves, else the kernel.
+ * leaves through the bypass interface and the next hop is resolved, else the
+ * kernel. Never waits for a neighbour: an unresolved one is left to the kernel
+ * for a while (see UNRESOLVED_FIRST_MS) and looked at again by a later send.
  */
 export function resolveDestination(ctx: DestinationContext, ipBe: number, port: number): void {
-  const mac = nextHopMac(ctx, ipBe);
-  if (mac === "kernel") return useKernel(ctx.handle, ipBe, port);
-  // Unresolved: the kernel queues this datagram behind ARP; a later send asks again.
-  if (mac === null) return useKernel(ctx.handle, ipBe, port, UNRESOLVED_TTL_MS);
+  const hop = nextHop(ctx, ipBe);
+  if (hop === "kernel") return useKernel(ctx.handle, ipBe, port);
+  const mac = hop.mac;
+  // Unresolved: the kernel queues this datagram behind ARP; a later send looks again.
+  if (mac === null) return useKernel(ctx.handle, ipBe, port, unresolvedTtl(hop.key));
+  if (hop.key !== "") unresolved.delete(hop.key);
   const macs = new Uint8Array(12);
   macs.set(mac, 0);
   macs.set(ctx.link.mac, 6);

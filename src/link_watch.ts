@@ -1,6 +1,6 @@
 /**
  * Watching the bypass interface while a socket uses it: the interface can go
- * down, change its MTU, lose the socket's address or disappear.
+ * down, change its MTU or MAC, lose the socket's address or disappear.
  *
  * @module
  */
@@ -10,8 +10,8 @@ import { errnoName } from "./errors.ts";
 
 /** What changed, if anything. */
 export type LinkVerdict =
-  | { state: "up"; mtu: number }
-  | { state: "down"; mtu: number }
+  | { state: "up"; mtu: number; mac: Uint8Array }
+  | { state: "down"; mtu: number; mac: Uint8Array }
   | { state: "address-removed"; detail: string }
   | { state: "interface-gone"; detail: string };
 
@@ -27,5 +27,5 @@ export function watchLink(ifindex: number, localBe: number): LinkVerdict {
   if (localBe !== 0 && addrIfindex(localBe) !== ifindex) {
     return { state: "address-removed", detail: `${link.name} no longer has the socket's address` };
   }
-  return { state: linkIsUp(link) ? "up" : "down", mtu: link.mtu };
+  return { state: linkIsUp(link) ? "up" : "down", mtu: link.mtu, mac: link.mac };
 }

@@ -104,19 +104,14 @@ const NUD_PERMANENT = 0x80;
 const NUD_USABLE = NUD_REACHABLE | NUD_STALE | NUD_DELAY | NUD_PROBE | NUD_NOARP |
   NUD_PERMANENT;
 
-const sleepCell = new Int32Array(new SharedArrayBuffer(4));
-
-function sleepSync(ms: number): void {
-  Atomics.wait(sleepCell, 0, 0, ms);
-}
-
 /**
- * The Ethernet address of next hop `ipBe` on `ifindex`, asking the kernel to
- * resolve it when unknown; null when it stays unresolved within `timeoutMs`.
+ * The Ethernet address of next hop `ipBe` on `ifindex` when the kernel knows it;
+ * else asks the kernel to resolve it (NTF_USE: it sends the ARP request itself)
+ * and returns null at once. Two local rtnetlink requests; nothing waits on the network.
  */
-export function neighbourMac(ifindex: number, ipBe: number, timeoutMs: number): Uint8Array | null {
+export function neighbourMac(ifindex: number, ipBe: number): Uint8Array | null {
   const mac = new Uint8Array(6);
-  let state = lib().nkb_neigh_get(ifindex, ipBe, mac, byteLengthOf(mac));
+  const state = lib().nkb_neigh_get(ifindex, ipBe, mac, byteLengthOf(mac));
   if (state > 0 && (state & NUD_USABLE) !== 0) {
     // Stale entries are still right almost always; ask the kernel to confirm them.
     if ((state & NUD_REACHABLE) === 0 && (state & (NUD_PERMANENT | NUD_NOARP)) === 0) {
@@ -124,13 +119,7 @@ export function neighbourMac(ifindex: number, ipBe: number, timeoutMs: number): 
     }
     return mac;
   }
-  if (lib().nkb_neigh_resolve(ifindex, ipBe) < 0) return null;
-  const deadline = performance.now() + timeoutMs;
-  for (let i = 0; i < 1000 && performance.now() < deadline; i++) {
-    state = lib().nkb_neigh_get(ifindex, ipBe, mac, byteLengthOf(mac));
-    if (state > 0 && (state & NUD_USABLE) !== 0) return mac;
-    sleepSync(1);
-  }
+  lib().nkb_neigh_resolve(ifindex, ipBe);
   return null;
 }
 

@@ -58,6 +58,12 @@ const EBUSY = -16;
 const NO_HOST: unique symbol = Symbol("no host");
 const META_BYTES = RECV_META_WORDS * 4;
 const ENOBUFS = -105;
+// How long an async send waits for room in the kernel socket's send buffer, as Deno's
+// send waits for writability. Datagrams queued behind ARP for next hops that never
+// answer (spoofed sources an echo server replies to) hold that room until the kernel
+// gives up on them: about 3 s (3 solicitations 1 s apart).
+const SEND_ROOM_WAIT_MS = 5000;
+const SEND_ROOM_MAX_DELAY_MS = 64;
 
 function show(v: unknown): string {
   return typeof v === "string" ? JSON.stringify(v) : String(v);
@@ -332,8 +338,27 @@ export class UdpBypass implements Deno.DatagramConn {
       }
       return Promise.resolve(this.sendSync(p, addr));
     } catch (e) {
+      if (e instanceof Deno.errors.WouldBlock && addr?.transport === "udp") {
+        return this.#sendWhenRoom(p, addr, e);
+      }
       return Promise.reject(e);
     }
+  }
+
+  // The kernel path's send buffer is full: wait for room without blocking the event loop
+  // (timers, bounded), then send; the first WouldBlock when it never comes.
+  async #sendWhenRoom(p: Uint8Array, addr: Deno.NetAddr, first: Error): Promise<number> {
+    let delay = 1;
+    for (let waited = 0; waited < SEND_ROOM_WAIT_MS; waited += delay) {
+      await new Promise((resolve) => setTimeout(resolve, delay));
+      try {
+        return this.sendSync(p, addr);
+      } catch (e) {
+        if (!(e instanceof Deno.errors.WouldBlock)) throw e;
+      }
+      delay = Math.min(delay * 2, SEND_ROOM_MAX_DELAY_MS);
+    }
+    throw first;
   }
 
   /**
