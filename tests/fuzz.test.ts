@@ -40,9 +40,11 @@ function figure(text: string, re: RegExp): number {
   return m ? Number(m[1]) : NaN;
 }
 
-Deno.test("fuzz: there is at least the frame target, each with a seed corpus", () => {
+Deno.test("fuzz: there are at least the frame and registry targets, each with a seed corpus", () => {
   const names = targets();
-  assert.ok(names.includes("frame"), `targets: ${names.join(", ")}`);
+  for (const want of ["frame", "registry"]) {
+    assert.ok(names.includes(want), `targets: ${names.join(", ")}`);
+  }
   for (const name of names) assert.ok(seedCount(name) > 0, `tests/fuzz/corpus/${name}/ is empty`);
 });
 
