@@ -70,12 +70,15 @@ for (const name of targets()) {
       const seeds = figure(out, /INFO: seed corpus: files: (\d+)/);
       assert.equal(seeds, seedCount(name), "seed files loaded");
       const runs = figure(out, /Done (\d+) runs in/);
-      const done = out.match(/#\d+\s+DONE\s+cov: (\d+) ft: (\d+) corp: (\d+)\/(\d+)b/);
+      // libFuzzer writes the corpus size as 2957b, 324Kb or 1Mb.
+      const done = out.match(/#\d+\s+DONE\s+cov: (\d+) ft: (\d+) corp: (\d+)\/(\d+)(b|Kb|Mb)/);
       assert.ok(done !== null, "no final DONE line");
       assert.ok(runs >= MIN_RUNS, `only ${runs} executions`);
       console.log(
         `fuzz ${name}: ${runs} executions in ${SECONDS} s, cov ${done[1]}, ft ${done[2]}, ` +
-          `corpus ${done[3]} inputs (${seeds} seeds), ${done[4]} bytes`,
+          `corpus ${done[3]} inputs (${seeds} seeds), ${done[4]} ${
+            done[5] === "b" ? "bytes" : done[5]
+          }`,
       );
     } finally {
       await Deno.remove(work, { recursive: true });
