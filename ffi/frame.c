@@ -5,7 +5,12 @@
 #include <assert.h>
 #include <string.h>
 
-#define NKB_MAX_FRAME 65535u
+// The longest frame: an IPv4 total length of at most 65535 behind the Ethernet header.
+// nkb_frame_build's largest (payload NKB_MAX_DGRAM, 65507 bytes) is exactly this long, so
+// every frame it builds parses back.
+#define NKB_MAX_IP_LEN 65535u
+#define NKB_MAX_FRAME (NKB_ETH_LEN + NKB_MAX_IP_LEN)
+_Static_assert(NKB_MAX_FRAME == NKB_HDR_LEN + 65507u, "the largest built frame parses");
 
 static inline uint16_t nkb_be16(const uint8_t *p) { return (uint16_t)((p[0] << 8) | p[1]); }
 
@@ -17,7 +22,7 @@ static inline void nkb_put_be16(uint8_t *p, uint16_t v) {
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the checksum reads little-endian words");
 
 uint64_t nkb_csum_add(uint64_t sum, const uint8_t *p, uint32_t len) {
-  assert(len <= NKB_MAX_FRAME);
+  assert(len <= NKB_MAX_IP_LEN);
   // RFC 1071 sums are byte-order independent: sum the bytes as little-endian words, 8 at
   // a time (2^16 = 1 modulo 0xffff, so 32-bit halves add like their 16-bit words), then
   // swap the folded sum into the big-endian order callers add their own words in.
@@ -69,7 +74,7 @@ void nkb_tmpl_init(nkb_tmpl_t *t, const uint8_t src_mac[6], const uint8_t dst_ma
 
 uint32_t nkb_frame_build(uint8_t *frame, const nkb_tmpl_t *t, const uint8_t *payload,
                          uint32_t len, uint16_t ip_id) {
-  assert(len <= NKB_MAX_FRAME - NKB_IP_LEN - NKB_UDP_LEN);
+  assert(len <= NKB_MAX_IP_LEN - NKB_IP_LEN - NKB_UDP_LEN);
   memcpy(frame, t->bytes, NKB_HDR_LEN);
   memcpy(frame + NKB_HDR_LEN, payload, len);
   uint8_t *ip = frame + NKB_ETH_LEN;
@@ -87,6 +92,7 @@ uint32_t nkb_frame_build(uint8_t *frame, const nkb_tmpl_t *t, const uint8_t *pay
   uint16_t csum = (uint16_t)~nkb_csum_fold(sum);
   nkb_put_be16(udp + 6, csum == 0 ? 0xffffu : csum);  // 0 would mean "no checksum"
   assert(nkb_csum_fold(nkb_csum_add(0, ip, NKB_IP_LEN)) == 0xffffu);
+  assert(NKB_HDR_LEN + len <= NKB_MAX_FRAME);
   return NKB_HDR_LEN + len;
 }
 

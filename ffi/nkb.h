@@ -161,9 +161,10 @@ NKB_API int32_t nkb_link_xdp_features(uint32_t ifindex, uint64_t *out1, uint32_t
 // The host-wide registry (ffi/registry.h). What the control plane knows of socket h
 // that the shim does not: bypass state flags (NKB_REG_F_BYPASS, NKB_REG_F_AFFINE; the
 // shim adds the others), the receive mode, and the fallback reason ("" when bypassing; at most 31
-// bytes, NUL-terminated). 0, or -EBADF; without a registry it does nothing.
+// bytes, its NUL within both reason_len and 32 bytes). 0, -EBADF, or -EINVAL (no such NUL);
+// without a registry it does nothing.
 NKB_API int32_t nkb_reg_note(int32_t h, uint32_t flags, uint32_t recv_mode,
-                             const uint8_t *reason_z);
+                             const uint8_t *reason_z, uint32_t reason_len);
 // Where this process's registry file is (NUL-terminated into out, at most len bytes):
 // its length, or -ENOENT when there is no registry.
 NKB_API int32_t nkb_reg_path(uint8_t *out, uint32_t len);

@@ -33,6 +33,9 @@
 
 _Static_assert(NKB_REG_SLOTS == NKB_MAX_SOCKS, "one slot per socket table entry");
 _Static_assert(NKB_REG_QUEUE_LIMIT == NKB_FILTER_QUEUES, "the parser's queue bound");
+// A slot's reason with its NUL: nkb_reg_note's bound on the bytes it reads.
+#define NKB_REG_REASON_LEN ((uint32_t)sizeof(((nkb_reg_slot_t *)0)->reason))
+_Static_assert(NKB_REG_REASON_LEN == 32u, "ffi/nkb.h documents 31 bytes and a NUL");
 
 static pthread_once_t g_reg_once = PTHREAD_ONCE_INIT;
 static nkb_reg_header_t *g_reg = 0;  // null: no registry
@@ -408,11 +411,14 @@ void nkb_reg_release(uint32_t idx) {
   nkb_slot_end(sl);
 }
 
-int32_t nkb_reg_note(int32_t h, uint32_t flags, uint32_t recv_mode, const uint8_t *reason_z) {
+int32_t nkb_reg_note(int32_t h, uint32_t flags, uint32_t recv_mode, const uint8_t *reason_z,
+                     uint32_t reason_len) {
   int32_t idx = nkb_sock_index(h);
   nkb_sock_t *s = nkb_sock_get(h);
   if (s == 0 || idx < 0) return -EBADF;
-  if (reason_z == 0 || memchr(reason_z, 0, 32) == 0) return -EINVAL;
+  // The NUL within the bytes given, and within what a slot's reason holds.
+  uint32_t scan = reason_len < NKB_REG_REASON_LEN ? reason_len : NKB_REG_REASON_LEN;
+  if (reason_z == 0 || scan == 0 || memchr(reason_z, 0, scan) == 0) return -EINVAL;
   if (g_reg == 0) return 0;
   struct sockaddr_in local;
   socklen_t len = sizeof(local);
@@ -442,6 +448,7 @@ int32_t nkb_reg_note(int32_t h, uint32_t flags, uint32_t recv_mode, const uint8_
   }
   sl->flags = f;
   sl->recv_mode = recv_mode;
+  // The NUL was found within NKB_REG_REASON_LEN bytes above: the copy reads no further.
   snprintf(sl->reason, sizeof(sl->reason), "%s", (const char *)reason_z);
   nkb_slot_end(sl);
   pthread_mutex_unlock(&g_lock);

@@ -353,8 +353,11 @@ export class BypassBinding {
   #publish(): void {
     const st = this.state();
     const flags = (st.active ? REG_F_BYPASS : 0) | (this.#opts.queue !== null ? REG_F_AFFINE : 0);
-    const reason = REASON_ENCODER.encode(`${(st.reason ?? "").slice(0, 31)}\0`);
-    lib().nkb_reg_note(this.#h, flags, this.#opts.recvMode, reason);
+    // At most 31 bytes of the reason and a NUL (the slot's field): cut in bytes, not
+    // characters, so that a longer encoding is not refused.
+    const reason = new Uint8Array(32);
+    reason.set(REASON_ENCODER.encode(st.reason ?? "").subarray(0, 31));
+    lib().nkb_reg_note(this.#h, flags, this.#opts.recvMode, reason, byteLengthOf(reason));
   }
 
   // Leaves the rings for good; a wait on another thread defers it to its return.

@@ -50,7 +50,8 @@ export const symbols = {
   nkb_prog_is_ours: { parameters: [U32], result: I32 },
   nkb_policy: { parameters: ["buffer", U32], result: I32 },
   nkb_link_xdp_features: { parameters: [U32, "buffer", U32], result: I32 },
-  nkb_reg_note: { parameters: [I32, U32, U32, "buffer"], result: I32 },
+  // (h, flags, recv_mode, reason_z, reason_len)
+  nkb_reg_note: { parameters: [I32, U32, U32, "buffer", U32], result: I32 },
   nkb_reg_path: { parameters: ["buffer", U32], result: I32 },
   // (dir, dir_len, uid, name, name_len, out, out_len)
   nkb_reg_read_file: {

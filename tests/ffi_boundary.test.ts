@@ -2,9 +2,11 @@
  * The native-entry audit, executed: tests/fixtures/ffi_boundary.ts calls every entry of
  * libnkb.so directly with hostile sizes (null, empty, detached, short and misaligned
  * buffers; counts, offsets and lengths past what was given; stale, forged and negative
- * handles; out-of-range numbers) in a child process inside a testbed namespace. The child
- * must exit 0, every answer be the error code ffi/README.md promises, no output buffer be
- * written past the length given, and every symbol the shim exports (nm -D) be called.
+ * handles; out-of-range numbers; for the registry's read side, a tree of its own where R,
+ * R/<uid> and the files are links, FIFOs, directories or another owner's) in a child process
+ * inside a testbed namespace. The child must exit 0, every answer be the error code
+ * ffi/README.md promises, no output buffer be written past the length given, and every
+ * symbol the shim exports (nm -D) be called.
  */
 
 import assert from "node:assert/strict";

@@ -40,9 +40,11 @@ function figure(text: string, re: RegExp): number {
   return m ? Number(m[1]) : NaN;
 }
 
-Deno.test("fuzz: there is at least the frame target, each with a seed corpus", () => {
+Deno.test("fuzz: there are at least the frame and registry targets, each with a seed corpus", () => {
   const names = targets();
-  assert.ok(names.includes("frame"), `targets: ${names.join(", ")}`);
+  for (const want of ["frame", "registry"]) {
+    assert.ok(names.includes(want), `targets: ${names.join(", ")}`);
+  }
   for (const name of names) assert.ok(seedCount(name) > 0, `tests/fuzz/corpus/${name}/ is empty`);
 });
 
@@ -68,12 +70,15 @@ for (const name of targets()) {
       const seeds = figure(out, /INFO: seed corpus: files: (\d+)/);
       assert.equal(seeds, seedCount(name), "seed files loaded");
       const runs = figure(out, /Done (\d+) runs in/);
-      const done = out.match(/#\d+\s+DONE\s+cov: (\d+) ft: (\d+) corp: (\d+)\/(\d+)b/);
+      // libFuzzer writes the corpus size as 2957b, 324Kb or 1Mb.
+      const done = out.match(/#\d+\s+DONE\s+cov: (\d+) ft: (\d+) corp: (\d+)\/(\d+)(b|Kb|Mb)/);
       assert.ok(done !== null, "no final DONE line");
       assert.ok(runs >= MIN_RUNS, `only ${runs} executions`);
       console.log(
         `fuzz ${name}: ${runs} executions in ${SECONDS} s, cov ${done[1]}, ft ${done[2]}, ` +
-          `corpus ${done[3]} inputs (${seeds} seeds), ${done[4]} bytes`,
+          `corpus ${done[3]} inputs (${seeds} seeds), ${done[4]} ${
+            done[5] === "b" ? "bytes" : done[5]
+          }`,
       );
     } finally {
       await Deno.remove(work, { recursive: true });
