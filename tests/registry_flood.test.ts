@@ -1,0 +1,108 @@
+/**
+ * A user's flood of valid registry files is bounded per uid: nobody runs 70 idle
+ * processes, each with a file that passes every check (its own live process, all 1,024
+ * slots in use). Root's scan lists at most 65,536 of nobody's sockets, says how many of
+ * its processes it left unread, and still lists root's own socket. Before the bound,
+ * 4,000 such processes (2.1 GB of files) killed root's `nkb stat` after 125 s ("Fatal
+ * JavaScript out of memory", V8's 4 GB heap); 2,000 cost it 19 s and 3.1 GB.
+ */
+
+import assert from "node:assert/strict";
+import { readRegistry } from "../src/registry_read.ts";
+import { TestbedProcess } from "../examples/testbed.ts";
+import { FIXTURES } from "./helpers/testbed.ts";
+import { ROOT } from "./helpers/zig.ts";
+
+const NOBODY = 65534;
+const PROCESSES = 70;
+const BUDGET = 65_536;
+const TIMEOUT_MS = 30_000;
+
+function spawn(name: string, cmd: string[], env: Record<string, string>): TestbedProcess {
+  const proc = new Deno.Command(cmd[0], {
+    args: cmd.slice(1),
+    cwd: ROOT,
+    env: { NO_COLOR: "1", ...env },
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  return new TestbedProcess(name, proc, { stdin: true });
+}
+
+Deno.test({
+  name: "registry flood: one user's valid files are listed up to a per-uid bound; root's still are",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    // 01777, as /dev/shm: nobody may create its own R/65534 in R.
+    const base = await Deno.makeTempDir({ prefix: `nkb-flood-${Deno.pid}-` });
+    Deno.chmodSync(base, 0o1777);
+    const dir = `${base}/nkb`;
+    const procs: TestbedProcess[] = [];
+    try {
+      const hold = spawn("hold", [
+        Deno.execPath(),
+        "run",
+        "-A",
+        "--no-lock",
+        "--unstable-net",
+        `${FIXTURES}hold.ts`,
+        "--host=127.0.0.1",
+        "--port=0",
+        "--then=close",
+        `--waitMs=${TIMEOUT_MS * 2}`,
+      ], { NKB_REGISTRY_DIR: dir });
+      procs.push(hold);
+      await hold.nextWith("ready", TIMEOUT_MS);
+      const flood = spawn("flood", [
+        "setpriv",
+        `--reuid=${NOBODY}`,
+        `--regid=${NOBODY}`,
+        "--clear-groups",
+        "/usr/bin/python3",
+        `${FIXTURES}reg_flood.py`,
+        dir,
+        String(PROCESSES),
+        "60",
+      ], {});
+      procs.push(flood);
+      for (let i = 0; i < 3000 && !flood.lines.some((l) => l.includes("flooded")); i++) {
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      assert.match(
+        flood.lines.join("\n"),
+        new RegExp(`flooded ${PROCESSES} processes`),
+        flood.stderr,
+      );
+
+      const scan = readRegistry({ dir, cleanup: false });
+      const theirs = scan.sockets.filter((s) => s.uid === NOBODY);
+      assert.equal(theirs.length, BUDGET, `nobody's sockets listed`);
+      const unread = scan.warnings.filter((w) => w.startsWith(`uid ${NOBODY}: `));
+      assert.equal(unread.length, 1, scan.warnings.join("\n"));
+      assert.match(
+        unread[0],
+        new RegExp(`^uid ${NOBODY}: ${BUDGET} sockets listed, .* ([0-9]+) more`),
+      );
+      // At least the flood's 6 files past the bound were not read.
+      const n = Number(/ ([0-9]+) more/.exec(unread[0])![1]);
+      assert.ok(n >= PROCESSES - BUDGET / 1024, unread[0]);
+      // Root's socket is listed as root's: the flood hides nothing of another user.
+      const ours = scan.sockets.filter((s) => s.uid === 0 && s.pid === hold.pid);
+      assert.equal(ours.length, 1, JSON.stringify(scan.processes.filter((p) => p.uid === 0)));
+      assert.equal(ours[0].local.address, "127.0.0.1");
+    } finally {
+      for (const p of procs) {
+        try {
+          p.kill("SIGTERM");
+        } catch {
+          // gone
+        }
+        await p.wait(TIMEOUT_MS).catch(() => {});
+        await p.dispose();
+      }
+      await Deno.remove(base, { recursive: true });
+    }
+  },
+});
