@@ -1,4 +1,11 @@
 /**
+ * Attacks on the registry found after its hardening (issue 12), each tried by nobody
+ * (setpriv) in a directory of the test's own, mode 01777 as /dev/shm.
+ *
+ * R planted as something other than a directory (a link, a file, a FIFO) before any
+ * nkb process ran: root's processes published nothing, so root's `nkb stat` listed
+ * none of them. A root process now renames another user's object aside and makes R.
+ *
  * A user's flood of valid registry files is bounded per uid: nobody runs 70 idle
  * processes, each with a file that passes every check (its own live process, all 1,024
  * slots in use). Root's scan lists at most 65,536 of nobody's sockets, says how many of
@@ -102,6 +109,70 @@ Deno.test({
         await p.wait(TIMEOUT_MS).catch(() => {});
         await p.dispose();
       }
+      await Deno.remove(base, { recursive: true });
+    }
+  },
+});
+
+/** Runs a shell script as nobody; throws on failure. */
+async function asNobody(script: string): Promise<void> {
+  const out = await new Deno.Command("setpriv", {
+    args: [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, "--clear-groups", "sh", "-c", script],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  if (out.code !== 0) throw new Error(`as nobody: ${new TextDecoder().decode(out.stderr)}`);
+}
+
+Deno.test({
+  name: "registry planted: R as another user's link, file or FIFO is renamed aside by root",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const base = await Deno.makeTempDir({ prefix: `nkb-planted-${Deno.pid}-` });
+    Deno.chmodSync(base, 0o1777);
+    const dir = `${base}/nkb`;
+    const plants: Record<string, string> = {
+      "link to a FIFO": `mkfifo ${base}/f && ln -s ${base}/f ${dir}`,
+      "dangling link": `ln -s /nonexistent ${dir}`,
+      "file": `touch ${dir}`,
+      "FIFO": `mkfifo ${dir}`,
+      "link to nobody's directory": `mkdir ${base}/d && ln -s ${base}/d ${dir}`,
+    };
+    try {
+      for (const [what, script] of Object.entries(plants)) {
+        for (const e of Deno.readDirSync(base)) {
+          await Deno.remove(`${base}/${e.name}`, { recursive: true });
+        }
+        await asNobody(script);
+        const hold = spawn(`hold (${what})`, [
+          Deno.execPath(),
+          "run",
+          "-A",
+          "--no-lock",
+          "--unstable-net",
+          `${FIXTURES}hold.ts`,
+          "--host=127.0.0.1",
+          "--port=0",
+          "--then=close",
+          `--waitMs=${TIMEOUT_MS}`,
+        ], { NKB_REGISTRY_DIR: dir });
+        try {
+          await hold.nextWith("ready", TIMEOUT_MS);
+          const scan = readRegistry({ dir, cleanup: false });
+          const ours = scan.sockets.filter((s) => s.pid === hold.pid);
+          assert.equal(ours.length, 1, `${what}: ${hold.stderr} ${scan.warnings.join("; ")}`);
+          assert.match(hold.stderr, /squatted by another user, renamed to \.nkb\.squatted\./, what);
+          const info = Deno.lstatSync(dir);
+          assert.ok(info.isDirectory && info.uid === 0, what);
+          assert.equal((info.mode ?? 0) & 0o7777, 0o1777, what);
+          await hold.send({ go: true });
+          assert.equal((await hold.wait(TIMEOUT_MS)).code, 0, `${what}: ${hold.stderr}`);
+        } finally {
+          await hold.dispose();
+        }
+      }
+    } finally {
       await Deno.remove(base, { recursive: true });
     }
   },
