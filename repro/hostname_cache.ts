@@ -27,7 +27,9 @@ for (let i = 0; i < 6; i++) {
   if (got === null) break;
   if (got > 0) misdirected++;
 }
-console.log(`hostname reads: ${reads}; plain sends to 198.19.77.2 that arrived at 198.19.77.1: ${misdirected} of 5`);
+console.log(
+  `hostname reads: ${reads}; plain sends to 198.19.77.2 that arrived at 198.19.77.1: ${misdirected} of 5`,
+);
 sock.close();
 self.close();
 Deno.exit(0);
