@@ -139,10 +139,11 @@ export const REGISTRY_FILE_MAX_BYTES: number = RegistryLayout.headerSize +
 // reads per file (the first plus three seqlock re-reads), bytes of a cmdline.
 const MAX_PROCESSES = 65_536;
 const MAX_DIR_ENTRIES = 8192;
-// Sockets listed per uid (64 processes with every slot in use): any user may run
-// thousands of processes whose files are valid and full, and a scan that kept them all
+// Sockets and warnings listed per uid (64 processes with every slot in use): any user may
+// run thousands of processes whose files are valid and full, and a scan that kept them all
 // died of V8's 4 GB heap (4,000 x 1,024 sockets: "Fatal JavaScript out of memory" after
-// 125 s; 2,000: 19 s, 3.1 GB). Per uid, so that one user's flood hides no other's sockets.
+// 125 s; 2,000: 19 s, 3.1 GB); slots kept mid-write are a warning each (1,000 x 1,024:
+// 3.4 s, 436 MB). Per uid, so that one user's flood hides no other's sockets.
 const MAX_SOCKETS_PER_UID = 65_536;
 const SLOT_READS = 4;
 const CMDLINE_MAX_BYTES = 4096;
@@ -294,9 +295,11 @@ export function readRegistry(opts: ReadRegistryOptions = {}): RegistryScan {
     const name = `${k.pidnsIno}-${k.nspid}-${k.startTicks}.reg`;
     live.add(`${k.uid}/${name}`);
     if (!budget.allows(k.uid)) continue;
+    const warned = scan.warnings.length;
     const found = reader.process(k, name);
+    // Warnings count too: slots kept mid-write for good are a warning each.
+    budget.spend(k.uid, (found?.sockets.length ?? 0) + scan.warnings.length - warned);
     if (found === null) continue;
-    budget.spend(k.uid, found.sockets.length);
     scan.processes.push(found.process);
     scan.sockets.push(...found.sockets);
   }
@@ -307,7 +310,7 @@ export function readRegistry(opts: ReadRegistryOptions = {}): RegistryScan {
   return scan;
 }
 
-// Sockets listed per uid, and the processes of a uid past its budget left unread.
+// Sockets and warnings listed per uid, and the processes of a uid past its budget left unread.
 class UidBudget {
   readonly #listed = new Map<number, number>();
   readonly #unread = new Map<number, number>();
@@ -326,7 +329,9 @@ class UidBudget {
   warn(warnings: string[]): void {
     for (const [uid, n] of this.#unread) {
       warnings.push(
-        `uid ${uid}: ${this.#listed.get(uid)} sockets listed, the most a user's are; ` +
+        `uid ${uid}: ${
+          this.#listed.get(uid)
+        } sockets and warnings listed, the most a user's are; ` +
           `${n} more of its processes were not read`,
       );
     }

@@ -37,82 +37,89 @@ function spawn(name: string, cmd: string[], env: Record<string, string>): Testbe
   return new TestbedProcess(name, proc, { stdin: true });
 }
 
-Deno.test({
-  name: "registry flood: one user's valid files are listed up to a per-uid bound; root's still are",
-  sanitizeResources: false,
-  sanitizeOps: false,
-  fn: async () => {
-    // 01777, as /dev/shm: nobody may create its own R/65534 in R.
-    const base = await Deno.makeTempDir({ prefix: `nkb-flood-${Deno.pid}-` });
-    Deno.chmodSync(base, 0o1777);
-    const dir = `${base}/nkb`;
-    const procs: TestbedProcess[] = [];
-    try {
-      const hold = spawn("hold", [
-        Deno.execPath(),
-        "run",
-        "-A",
-        "--no-lock",
-        "--unstable-net",
-        `${FIXTURES}hold.ts`,
-        "--host=127.0.0.1",
-        "--port=0",
-        "--then=close",
-        `--waitMs=${TIMEOUT_MS * 2}`,
-      ], { NKB_REGISTRY_DIR: dir });
-      procs.push(hold);
-      await hold.nextWith("ready", TIMEOUT_MS);
-      const flood = spawn("flood", [
-        "setpriv",
-        `--reuid=${NOBODY}`,
-        `--regid=${NOBODY}`,
-        "--clear-groups",
-        "/usr/bin/python3",
-        `${FIXTURES}reg_flood.py`,
-        dir,
-        String(PROCESSES),
-        "60",
-      ], {});
-      procs.push(flood);
-      for (let i = 0; i < 3000 && !flood.lines.some((l) => l.includes("flooded")); i++) {
-        await new Promise((r) => setTimeout(r, 10));
-      }
-      assert.match(
-        flood.lines.join("\n"),
-        new RegExp(`flooded ${PROCESSES} processes`),
-        flood.stderr,
-      );
-
-      const scan = readRegistry({ dir, cleanup: false });
-      const theirs = scan.sockets.filter((s) => s.uid === NOBODY);
-      assert.equal(theirs.length, BUDGET, `nobody's sockets listed`);
-      const unread = scan.warnings.filter((w) => w.startsWith(`uid ${NOBODY}: `));
-      assert.equal(unread.length, 1, scan.warnings.join("\n"));
-      assert.match(
-        unread[0],
-        new RegExp(`^uid ${NOBODY}: ${BUDGET} sockets listed, .* ([0-9]+) more`),
-      );
-      // At least the flood's 6 files past the bound were not read.
-      const n = Number(/ ([0-9]+) more/.exec(unread[0])![1]);
-      assert.ok(n >= PROCESSES - BUDGET / 1024, unread[0]);
-      // Root's socket is listed as root's: the flood hides nothing of another user.
-      const ours = scan.sockets.filter((s) => s.uid === 0 && s.pid === hold.pid);
-      assert.equal(ours.length, 1, JSON.stringify(scan.processes.filter((p) => p.uid === 0)));
-      assert.equal(ours[0].local.address, "127.0.0.1");
-    } finally {
-      for (const p of procs) {
-        try {
-          p.kill("SIGTERM");
-        } catch {
-          // gone
+// "valid": every slot a socket; "odd": every slot mid-write for good (a warning each).
+for (const mode of ["valid", "odd"]) {
+  Deno.test({
+    name:
+      `registry flood (${mode}): one user's files are read up to a per-uid bound; root's still are`,
+    sanitizeResources: false,
+    sanitizeOps: false,
+    fn: async () => {
+      // 01777, as /dev/shm: nobody may create its own R/65534 in R.
+      const base = await Deno.makeTempDir({ prefix: `nkb-flood-${Deno.pid}-` });
+      Deno.chmodSync(base, 0o1777);
+      const dir = `${base}/nkb`;
+      const procs: TestbedProcess[] = [];
+      try {
+        const hold = spawn("hold", [
+          Deno.execPath(),
+          "run",
+          "-A",
+          "--no-lock",
+          "--unstable-net",
+          `${FIXTURES}hold.ts`,
+          "--host=127.0.0.1",
+          "--port=0",
+          "--then=close",
+          `--waitMs=${TIMEOUT_MS * 2}`,
+        ], { NKB_REGISTRY_DIR: dir });
+        procs.push(hold);
+        await hold.nextWith("ready", TIMEOUT_MS);
+        const flood = spawn("flood", [
+          "setpriv",
+          `--reuid=${NOBODY}`,
+          `--regid=${NOBODY}`,
+          "--clear-groups",
+          "/usr/bin/python3",
+          `${FIXTURES}reg_flood.py`,
+          dir,
+          String(PROCESSES),
+          "60",
+          mode,
+        ], {});
+        procs.push(flood);
+        for (let i = 0; i < 3000 && !flood.lines.some((l) => l.includes("flooded")); i++) {
+          await new Promise((r) => setTimeout(r, 10));
         }
-        await p.wait(TIMEOUT_MS).catch(() => {});
-        await p.dispose();
+        assert.match(
+          flood.lines.join("\n"),
+          new RegExp(`flooded ${PROCESSES} processes`),
+          flood.stderr,
+        );
+
+        const scan = readRegistry({ dir, cleanup: false });
+        const theirs = scan.sockets.filter((s) => s.uid === NOBODY);
+        const stillWritten = scan.warnings.filter((w) => w.includes(`still being written`));
+        assert.equal(theirs.length, mode === "valid" ? BUDGET : 0, `nobody's sockets listed`);
+        assert.equal(stillWritten.length, mode === "valid" ? 0 : BUDGET, `slot warnings`);
+        const unread = scan.warnings.filter((w) => w.startsWith(`uid ${NOBODY}: `));
+        assert.equal(unread.length, 1, scan.warnings.join("\n"));
+        assert.match(
+          unread[0],
+          new RegExp(`^uid ${NOBODY}: ${BUDGET} sockets and warnings listed, .* ([0-9]+) more`),
+        );
+        // At least the flood's 6 files past the bound were not read.
+        const n = Number(/ ([0-9]+) more/.exec(unread[0])![1]);
+        assert.ok(n >= PROCESSES - BUDGET / 1024, unread[0]);
+        // Root's socket is listed as root's: the flood hides nothing of another user.
+        const ours = scan.sockets.filter((s) => s.uid === 0 && s.pid === hold.pid);
+        assert.equal(ours.length, 1, JSON.stringify(scan.processes.filter((p) => p.uid === 0)));
+        assert.equal(ours[0].local.address, "127.0.0.1");
+      } finally {
+        for (const p of procs) {
+          try {
+            p.kill("SIGTERM");
+          } catch {
+            // gone
+          }
+          await p.wait(TIMEOUT_MS).catch(() => {});
+          await p.dispose();
+        }
+        await Deno.remove(base, { recursive: true });
       }
-      await Deno.remove(base, { recursive: true });
-    }
-  },
-});
+    },
+  });
+}
 
 /** Runs a shell script as nobody; throws on failure. */
 async function asNobody(script: string): Promise<void> {
