@@ -245,6 +245,11 @@ export interface ReadRegistryOptions {
    * initial pid namespace (which sees every process) removes, and only what it may.
    */
   cleanup?: boolean;
+  /**
+   * Most processes read from /proc (default and at most 65,536). When there are more,
+   * the rest are not listed and nothing is removed: whether they live is not known.
+   */
+  maxProcesses?: number;
 }
 
 const decoder = new TextDecoder(); // UTF-8; invalid bytes become U+FFFD
@@ -289,7 +294,12 @@ export function readRegistry(opts: ReadRegistryOptions = {}): RegistryScan {
   const sweep = (opts.cleanup ?? true) && self.initialNs ? listTree(dir, scan.warnings) : null;
   const live = new Set<string>();
   const budget = new UidBudget();
-  for (const pid of listPids(scan.warnings)) {
+  const asked = opts.maxProcesses;
+  const max = typeof asked === "number" && Number.isInteger(asked) && asked >= 1
+    ? Math.min(asked, MAX_PROCESSES)
+    : MAX_PROCESSES;
+  const pids = listPids(scan.warnings, max);
+  for (const pid of pids.listed) {
     const k = kernelFacts(pid, self.pidnsIno);
     if (k === null) continue;
     const name = `${k.pidnsIno}-${k.nspid}-${k.startTicks}.reg`;
@@ -304,7 +314,9 @@ export function readRegistry(opts: ReadRegistryOptions = {}): RegistryScan {
     scan.sockets.push(...found.sockets);
   }
   budget.warn(scan.warnings);
-  if (sweep !== null) reader.removeDead(sweep, live);
+  // A process past the bound is not in `live`: removing "dead" files then would remove
+  // live ones (anyone can start that many processes, and root's files would go).
+  if (sweep !== null && pids.complete) reader.removeDead(sweep, live);
   scan.processes.sort((a, b) => a.pid - b.pid);
   scan.sockets.sort((a, b) => a.pid - b.pid || a.slot - b.slot);
   return scan;
@@ -386,21 +398,26 @@ function selfFacts(): SelfFacts {
 }
 
 // The numeric entries of /proc, bounded.
-function listPids(warnings: string[]): number[] {
-  const pids: number[] = [];
+function listPids(warnings: string[], max: number): { listed: number[]; complete: boolean } {
+  const listed: number[] = [];
+  let complete = true;
   try {
     for (const e of Deno.readDirSync("/proc")) {
       if (!/^[1-9][0-9]{0,9}$/.test(e.name)) continue;
-      if (pids.length === MAX_PROCESSES) {
-        warnings.push(`/proc: more than ${MAX_PROCESSES} processes, the rest were not read`);
+      if (listed.length === max) {
+        warnings.push(
+          `/proc: more than ${max} processes, the rest were not read (and no file was removed)`,
+        );
+        complete = false;
         break;
       }
-      pids.push(Number(e.name));
+      listed.push(Number(e.name));
     }
   } catch (e) {
     warnings.push(`/proc: cannot list processes: ${message(e)}`);
+    complete = false;
   }
-  return pids.sort((a, b) => a - b);
+  return { listed: listed.sort((a, b) => a - b), complete };
 }
 
 /**

@@ -184,3 +184,48 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "registry sweep: a scan that could not read every process removes no file",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const base = await Deno.makeTempDir({ prefix: `nkb-sweep-${Deno.pid}-` });
+    const dir = `${base}/nkb`;
+    const hold = spawn("hold", [
+      Deno.execPath(),
+      "run",
+      "-A",
+      "--no-lock",
+      "--unstable-net",
+      `${FIXTURES}hold.ts`,
+      "--host=127.0.0.1",
+      "--port=0",
+      "--then=close",
+      `--waitMs=${TIMEOUT_MS}`,
+    ], { NKB_REGISTRY_DIR: dir });
+    try {
+      await hold.nextWith("ready", TIMEOUT_MS);
+      const files = (): string[] => [...Deno.readDirSync(`${dir}/0`)].map((e) => e.name).sort();
+      const live = files().filter((n) => n.includes(`-${hold.pid}-`));
+      assert.equal(live.length, 1, files().join());
+      // A dead process's file: pid 0x7fffffff never runs (pid_max is at most 2^22).
+      const dead = `${live[0].split("-")[0]}-2147483647-1.reg`;
+      Deno.writeFileSync(`${dir}/0/${dead}`, new Uint8Array(8), { mode: 0o600 });
+      // More processes than the bound (any user can start them): the hold is not read, so
+      // its liveness is unknown and nothing goes. Before: the live file was removed.
+      const partial = readRegistry({ dir, maxProcesses: 1 });
+      assert.ok(partial.warnings.some((w) => /^\/proc: more than 1 processes/.test(w)));
+      assert.deepEqual(files(), [dead, live[0]].sort());
+      // Every process read: only the dead file goes.
+      const full = readRegistry({ dir });
+      assert.ok(full.sockets.some((s) => s.pid === hold.pid), full.warnings.join("\n"));
+      assert.deepEqual(files(), live);
+      await hold.send({ go: true });
+      assert.equal((await hold.wait(TIMEOUT_MS)).code, 0, hold.stderr);
+    } finally {
+      await hold.dispose();
+      await Deno.remove(base, { recursive: true });
+    }
+  },
+});
