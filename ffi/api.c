@@ -3,10 +3,12 @@
 // control plane needs. Nothing here runs per datagram.
 #define _GNU_SOURCE
 #include <assert.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <linux/capability.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -60,6 +62,26 @@ nkb_sock_t *nkb_sock_get(int32_t h) {
 }
 
 int32_t nkb_abi_version(void) { return NKB_ABI_VERSION; }
+
+// Deno unloads the library (dlclose) when the last isolate that opened it goes: a
+// terminated Worker that alone loaded it. A thread still inside the library then runs
+// unmapped code: a receive() pending in nkb_wait on Deno's FFI pool, an engine's thread
+// (SIGSEGV, exit 139, reproduced by repro/worker_terminate.ts). And the process-wide
+// tables (sockets, engines, XDP filters, the registry) outlive any one isolate anyway.
+// So the library pins itself when it loads: RTLD_NODELETE keeps it until the process exits.
+__attribute__((constructor)) static void nkb_pin_loaded(void) {
+  Dl_info info;
+  memset(&info, 0, sizeof(info));
+  void *self = 0;
+  if (dladdr((const void *)&nkb_now_ns, &info) != 0 && info.dli_fname != 0) {
+    self = dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
+  }
+  // Not fatal: the library works; only its unloading under a running thread would crash.
+  if (self == 0) {
+    fprintf(stderr, "nkb: warning: cannot pin libnkb.so in memory: terminating the only "
+                    "Worker that loaded it during a receive may crash the process\n");
+  }
+}
 
 int32_t nkb_env_int(const uint8_t *name, uint32_t name_len, int32_t fallback) {
   if (name == 0 || name_len == 0) return fallback;

@@ -177,13 +177,47 @@ static uint32_t nkb_reg_mode(void) {
   return ((uint32_t)v & 0644u) | 0600u;
 }
 
+static bool nkb_reg_set_aside(int rfd, const char *dir, const char *name,
+                              const struct stat *judged);
+
+// R is not a directory: a link, a file or a FIFO another user planted before any nkb
+// process ran (else every root process would publish nothing: root's sockets hidden).
+// A root process renames another user's object aside in R's parent, as it does a squatted
+// R/<uid>; true when the caller should look again (moved, or gone meanwhile).
+static bool nkb_reg_root_aside(const char *dir) {
+  char parent[NKB_REG_PATH_MAX];
+  int n = snprintf(parent, sizeof(parent), "%s", dir);
+  if (n <= 0 || (uint32_t)n >= sizeof(parent)) return false;
+  char *slash = strrchr(parent, '/');
+  const char *base = slash == 0 ? dir : dir + (slash - parent) + 1;
+  if (*base == 0 || strcmp(base, ".") == 0 || strcmp(base, "..") == 0) return false;
+  if (slash == 0) snprintf(parent, sizeof(parent), ".");
+  else slash[slash == parent ? 1 : 0] = 0;  // "/nkb": the parent is "/"
+  int pfd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (pfd < 0) return false;
+  struct stat judged;
+  bool again = true;
+  if (fstatat(pfd, base, &judged, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISDIR(judged.st_mode)) {
+    // Root's own link or file there is root's choice: left alone (no registry, warned).
+    again = judged.st_uid != 0 && nkb_reg_set_aside(pfd, parent, base, &judged);
+  }
+  close(pfd);
+  return again;
+}
+
 // R: a real directory, created 01777 (sticky, like /tmp) by whoever comes first. A root
 // process takes it back from any other owner through the opened fd (no path race): the
 // owner of R could otherwise rename or delete root's entries. A non-root process accepts
 // R owned by root or by itself only.
 static int nkb_reg_open_root(const char *dir) {
-  bool made = mkdir(dir, 01777) == 0;
-  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  bool made = false;
+  int fd = -1;
+  for (uint32_t t = 0; t < NKB_REG_ASIDE_TRIES && fd < 0; t++) {
+    made = mkdir(dir, 01777) == 0;
+    fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd >= 0 || (errno != ENOTDIR && errno != ELOOP) || geteuid() != 0) break;
+    if (!nkb_reg_root_aside(dir)) break;
+  }
   if (fd < 0) {
     nkb_reg_warn("%s: cannot open it as a directory (%s): no registry", dir, strerror(errno));
     return -1;

@@ -94,10 +94,12 @@ export class SendBatch {
     if (!Number.isInteger(port) || port < 1 || port > 65535) {
       throw new RangeError(`port ${port} is out of range 1..65535`);
     }
-    // A batch usually goes to few destinations: parse each hostname once.
-    if (addr.hostname !== this.#lastHost) {
-      const ip = hostIpv4(addr.hostname, "SendBatch.add", "127.0.0.1");
-      this.#lastHost = addr.hostname;
+    // A batch usually goes to few destinations: parse each hostname once. Read once: a
+    // getter answering differently on each read must not map one hostname to another's IP.
+    const hostname: unknown = addr.hostname;
+    if (hostname !== this.#lastHost) {
+      const ip = hostIpv4(hostname, "SendBatch.add", "127.0.0.1");
+      this.#lastHost = hostname;
       this.#lastIp = ip;
     }
     return this.#put(payload, this.#lastIp, port);

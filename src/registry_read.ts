@@ -139,6 +139,12 @@ export const REGISTRY_FILE_MAX_BYTES: number = RegistryLayout.headerSize +
 // reads per file (the first plus three seqlock re-reads), bytes of a cmdline.
 const MAX_PROCESSES = 65_536;
 const MAX_DIR_ENTRIES = 8192;
+// Sockets and warnings listed per uid (64 processes with every slot in use): any user may
+// run thousands of processes whose files are valid and full, and a scan that kept them all
+// died of V8's 4 GB heap (4,000 x 1,024 sockets: "Fatal JavaScript out of memory" after
+// 125 s; 2,000: 19 s, 3.1 GB); slots kept mid-write are a warning each (1,000 x 1,024:
+// 3.4 s, 436 MB). Per uid, so that one user's flood hides no other's sockets.
+const MAX_SOCKETS_PER_UID = 65_536;
 const SLOT_READS = 4;
 const CMDLINE_MAX_BYTES = 4096;
 const ENOENT = 2;
@@ -239,6 +245,11 @@ export interface ReadRegistryOptions {
    * initial pid namespace (which sees every process) removes, and only what it may.
    */
   cleanup?: boolean;
+  /**
+   * Most processes read from /proc (default and at most 65,536). When there are more,
+   * the rest are not listed and nothing is removed: whether they live is not known.
+   */
+  maxProcesses?: number;
 }
 
 const decoder = new TextDecoder(); // UTF-8; invalid bytes become U+FFFD
@@ -282,20 +293,61 @@ export function readRegistry(opts: ReadRegistryOptions = {}): RegistryScan {
   // started, so a process missing from /proc afterwards is gone (never a newcomer).
   const sweep = (opts.cleanup ?? true) && self.initialNs ? listTree(dir, scan.warnings) : null;
   const live = new Set<string>();
-  for (const pid of listPids(scan.warnings)) {
+  const budget = new UidBudget();
+  const asked = opts.maxProcesses;
+  const max = typeof asked === "number" && Number.isInteger(asked) && asked >= 1
+    ? Math.min(asked, MAX_PROCESSES)
+    : MAX_PROCESSES;
+  const pids = listPids(scan.warnings, max);
+  for (const pid of pids.listed) {
     const k = kernelFacts(pid, self.pidnsIno);
     if (k === null) continue;
     const name = `${k.pidnsIno}-${k.nspid}-${k.startTicks}.reg`;
     live.add(`${k.uid}/${name}`);
+    if (!budget.allows(k.uid)) continue;
+    const warned = scan.warnings.length;
     const found = reader.process(k, name);
+    // Warnings count too: slots kept mid-write for good are a warning each.
+    budget.spend(k.uid, (found?.sockets.length ?? 0) + scan.warnings.length - warned);
     if (found === null) continue;
     scan.processes.push(found.process);
     scan.sockets.push(...found.sockets);
   }
-  if (sweep !== null) reader.removeDead(sweep, live);
+  budget.warn(scan.warnings);
+  // A process past the bound is not in `live`: removing "dead" files then would remove
+  // live ones (anyone can start that many processes, and root's files would go).
+  if (sweep !== null && pids.complete) reader.removeDead(sweep, live);
   scan.processes.sort((a, b) => a.pid - b.pid);
   scan.sockets.sort((a, b) => a.pid - b.pid || a.slot - b.slot);
   return scan;
+}
+
+// Sockets and warnings listed per uid, and the processes of a uid past its budget left unread.
+class UidBudget {
+  readonly #listed = new Map<number, number>();
+  readonly #unread = new Map<number, number>();
+
+  // A uid under budget reads one more file (at most one file's slots past the budget).
+  allows(uid: number): boolean {
+    if ((this.#listed.get(uid) ?? 0) < MAX_SOCKETS_PER_UID) return true;
+    this.#unread.set(uid, (this.#unread.get(uid) ?? 0) + 1);
+    return false;
+  }
+
+  spend(uid: number, sockets: number): void {
+    this.#listed.set(uid, (this.#listed.get(uid) ?? 0) + sockets);
+  }
+
+  warn(warnings: string[]): void {
+    for (const [uid, n] of this.#unread) {
+      warnings.push(
+        `uid ${uid}: ${
+          this.#listed.get(uid)
+        } sockets and warnings listed, the most a user's are; ` +
+          `${n} more of its processes were not read`,
+      );
+    }
+  }
 }
 
 function registryDirFromEnv(): string {
@@ -346,21 +398,26 @@ function selfFacts(): SelfFacts {
 }
 
 // The numeric entries of /proc, bounded.
-function listPids(warnings: string[]): number[] {
-  const pids: number[] = [];
+function listPids(warnings: string[], max: number): { listed: number[]; complete: boolean } {
+  const listed: number[] = [];
+  let complete = true;
   try {
     for (const e of Deno.readDirSync("/proc")) {
       if (!/^[1-9][0-9]{0,9}$/.test(e.name)) continue;
-      if (pids.length === MAX_PROCESSES) {
-        warnings.push(`/proc: more than ${MAX_PROCESSES} processes, the rest were not read`);
+      if (listed.length === max) {
+        warnings.push(
+          `/proc: more than ${max} processes, the rest were not read (and no file was removed)`,
+        );
+        complete = false;
         break;
       }
-      pids.push(Number(e.name));
+      listed.push(Number(e.name));
     }
   } catch (e) {
     warnings.push(`/proc: cannot list processes: ${message(e)}`);
+    complete = false;
   }
-  return pids.sort((a, b) => a - b);
+  return { listed: listed.sort((a, b) => a - b), complete };
 }
 
 /**

@@ -89,9 +89,8 @@ function checkAddr(
 // A destination as Deno's DatagramConn.send takes it: hostname null or undefined is
 // 127.0.0.1; every bad port is a TypeError there (EINVAL, or a failed conversion). Deno
 // sends to ports 65536 and up and to 1.5 after truncating them; nkb refuses those too.
-function checkDestination(addr: Deno.NetAddr): [number, number] {
-  const ip = hostIpv4(addr.hostname, "send", "127.0.0.1");
-  const port: unknown = addr.port;
+function checkDestination(hostname: unknown, port: unknown): [number, number] {
+  const ip = hostIpv4(hostname, "send", "127.0.0.1");
   if (typeof port !== "number" || !Number.isInteger(port) || port < 1 || port > 65535) {
     throw new TypeError(`send: invalid port ${show(port)} (an integer 1..65535)`);
   }
@@ -251,10 +250,13 @@ export class UdpBypass implements Deno.DatagramConn {
       throw new RangeError(`send: ${len} bytes exceed the UDP maximum ${MAX_DATAGRAM}`);
     }
     const [ip, port] = this.#destination(addr);
+    // The address's getters ran JavaScript: a payload detached meanwhile is an empty
+    // datagram (as Deno's, which reads it last), not a length the shim refuses (EFAULT).
+    const sendLen = Math.min(len, byteLengthOf(data));
     if (!this.#bound) this.#bindForSend(ip);
     if (!isMulticast(ip)) this.#binding.unicastFromWildcard();
     this.#binding.maybeWatch();
-    let rc = lib().nkb_send(this.#h, data, len, ip, port);
+    let rc = lib().nkb_send(this.#h, data, sendLen, ip, port);
     // The shim asks the control plane first when it lacks a destination or saw the
     // interface change; each answer takes one retry.
     for (
@@ -264,7 +266,7 @@ export class UdpBypass implements Deno.DatagramConn {
     ) {
       if (rc === E_LINK_CHANGE) this.#binding.watchNow();
       else this.#binding.resolve(ip, port);
-      rc = lib().nkb_send(this.#h, data, len, ip, port);
+      rc = lib().nkb_send(this.#h, data, sendLen, ip, port);
     }
     if (rc >= 0) return rc;
     this.#binding.watchNow();
@@ -611,15 +613,19 @@ export class UdpBypass implements Deno.DatagramConn {
   }
 
   #destination(addr?: Deno.NetAddr): [number, number] {
-    if (addr !== undefined && addr.hostname === this.#dstHost) {
-      const port = addr.port;
-      if (Number.isInteger(port) && port > 0 && port <= 65535) return [this.#dstIp, port];
-    }
     if (addr !== undefined) {
-      const [ip, port] = checkDestination(addr);
-      this.#dstHost = addr.hostname;
+      // Each property read once, as Deno's send reads them: a getter answering differently
+      // on each read once made the cache map one hostname to another's address (every
+      // later send to it misdirected: repro/hostname_cache.ts, 5 of 5).
+      const hostname: unknown = addr.hostname;
+      const port: unknown = addr.port;
+      if (hostname === this.#dstHost && Number.isInteger(port)) {
+        if ((port as number) > 0 && (port as number) <= 65535) return [this.#dstIp, port as number];
+      }
+      const [ip, checked] = checkDestination(hostname, port);
+      this.#dstHost = hostname;
       this.#dstIp = ip;
-      return [ip, port];
+      return [ip, checked];
     }
     if (this.#peer === null) {
       throw new Deno.errors.NotConnected("send: no address and not connected");

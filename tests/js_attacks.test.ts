@@ -52,6 +52,9 @@ const EXPECT: Record<string, (o: unknown) => boolean> = {
   "send-fake-batch": (o) => /^TypeError: sendBatch: not a SendBatch/.test(String(o)),
   // Deno sends an empty datagram for a detached payload: so does nkb.
   "send-payload-detached": (o) => same(o, { rc: 0, size: 0 }),
+  "send-payload-detached-by-getter": (o) => same(o, { rc: 0, size: 0, reads: 1 }),
+  "send-hostname-getter-twofaced": (o) => same(o, { reads: 1, size: -1 }),
+  "batch-hostname-getter-twofaced": (o) => same(o, { reads: 1, sent: 4, size: -1 }),
   "send-payload-bytelength": (o) => same(o, { rc: 16, size: 16 }),
   "send-payload-proto-bytelength": (o) => same(o, { rc: 16, size: 16 }),
 };
