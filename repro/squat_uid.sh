@@ -1,7 +1,8 @@
 #!/bin/sh
 # nobody blinds root's `nkb stat` to another unprivileged user's sockets by pre-creating
-# that user's part R/<uid> (held: root's own part is renamed aside by root's processes;
-# not held for other users: a non-root writer cannot rename a squatter away).
+# that user's part R/<uid> (a non-root writer cannot rename a squatter away). Held: root's
+# `nkb stat` (and any root writer at its start) sets the squatter aside; the victim's
+# process already running stays unlisted (the warning says so), its next one publishes.
 # Usage (root, from the worktree): repro/squat_uid.sh ; creates and removes uid 64999.
 set -u
 T=$(mktemp -d /tmp/nkb-squat-XXXXXX); chmod 1777 "$T"; R=$T/nkb
