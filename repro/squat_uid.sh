@@ -15,4 +15,9 @@ NKB_REGISTRY_DIR=$R setpriv --reuid=64999 --regid=64999 --clear-groups \
 sleep 4
 NKB_REGISTRY_DIR=$R $D run -A cli.ts stat -a -u 2>&1
 wait
+NKB_REGISTRY_DIR=$R setpriv --reuid=64999 --regid=64999 --clear-groups \
+  $D run -A repro/hold_sock.ts 4 2>&1 | head -1 &                      # the victim's next
+sleep 2
+NKB_REGISTRY_DIR=$R $D run -A cli.ts stat -a -u 2>&1
+wait
 userdel nkbvictim; rm -rf "$T"
