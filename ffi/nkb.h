@@ -183,6 +183,16 @@ NKB_API int32_t nkb_reg_read_file(const uint8_t *dir, uint32_t dir_len, uint32_t
 // Removes R/<uid>/<name> after the same checks: 0 or a code as nkb_reg_read_file's.
 NKB_API int32_t nkb_reg_unlink(const uint8_t *dir, uint32_t dir_len, uint32_t uid,
                                const uint8_t *name, uint32_t name_len);
+// The names in R/<uid> (opened and checked as nkb_reg_read_file does, then listed through
+// that descriptor: a link swapped in is never followed), each NUL-terminated, into out;
+// at most 8192; an empty name last when there were more. Bytes written, or a code as
+// nkb_reg_read_file's.
+NKB_API int32_t nkb_reg_list_dir(const uint8_t *dir, uint32_t dir_len, uint32_t uid,
+                                 uint8_t *out, uint32_t out_len);
+// Root only: a squatted R/<uid> (what nkb_reg_read_file calls NKB_REG_E_SQUATTED) renamed
+// aside in R, as a root writer does its own: 0 (nothing to do), 1 (set aside), -EPERM
+// (not root, or R not root's), NKB_REG_E_NOT_DIR, -EBUSY (could not), another -errno.
+NKB_API int32_t nkb_reg_set_aside_user(const uint8_t *dir, uint32_t dir_len, uint32_t uid);
 // nkb_reg_parse (ffi/registry_parse.h) for Deno: claims and out 8-byte aligned.
 NKB_API int32_t nkb_reg_parse_file(const uint8_t *file, uint32_t file_len,
                                    const uint8_t *next, uint32_t next_len, uint8_t *claims,

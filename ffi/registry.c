@@ -178,7 +178,7 @@ static uint32_t nkb_reg_mode(void) {
 }
 
 static bool nkb_reg_set_aside(int rfd, const char *dir, const char *name,
-                              const struct stat *judged);
+                              const struct stat *judged, bool loud);
 
 // R is not a directory: a link, a file or a FIFO another user planted before any nkb
 // process ran (else every root process would publish nothing: root's sockets hidden).
@@ -199,7 +199,7 @@ static bool nkb_reg_root_aside(const char *dir) {
   bool again = true;
   if (fstatat(pfd, base, &judged, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISDIR(judged.st_mode)) {
     // Root's own link or file there is root's choice: left alone (no registry, warned).
-    again = judged.st_uid != 0 && nkb_reg_set_aside(pfd, parent, base, &judged);
+    again = judged.st_uid != 0 && nkb_reg_set_aside(pfd, parent, base, &judged, true);
   }
   close(pfd);
   return again;
@@ -254,9 +254,10 @@ static int nkb_reg_open_root(const char *dir) {
 // Renames the squatter of R/<uid> (the object judged, identified by its inode) aside,
 // root only, to ".<uid>.squatted.<pid>.<random>". Two root writers may judge the same
 // squatter at once: when the one that renames second finds it moved the other's fresh
-// directory instead, it puts that back.
+// directory instead, it puts that back. loud: a line on stderr (a writer's; a reader
+// says it in its scan's warnings instead).
 static bool nkb_reg_set_aside(int rfd, const char *dir, const char *name,
-                              const struct stat *judged) {
+                              const struct stat *judged, bool loud) {
   for (uint32_t t = 0; t < NKB_REG_ASIDE_TRIES; t++) {
     uint32_t r = 0;
     if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != (ssize_t)sizeof(r)) {
@@ -271,14 +272,16 @@ static bool nkb_reg_set_aside(int rfd, const char *dir, const char *name,
         (void)renameat2(rfd, aside, rfd, name, RENAME_NOREPLACE);
         return true;
       }
-      nkb_reg_warn("%s/%s: squatted by another user, renamed to %s", dir, name, aside);
+      if (loud) nkb_reg_warn("%s/%s: squatted by another user, renamed to %s", dir, name, aside);
       return true;
     }
     if (errno == ENOENT) return true;  // already moved (by another root writer): look again
     if (errno != EEXIST) break;
   }
-  nkb_reg_warn("%s/%s: squatted and cannot be renamed aside (%s): no registry", dir, name,
-               strerror(errno));
+  if (loud) {
+    nkb_reg_warn("%s/%s: squatted and cannot be renamed aside (%s): no registry", dir, name,
+                 strerror(errno));
+  }
   return false;
 }
 
@@ -318,11 +321,70 @@ static int nkb_reg_open_user(int rfd, const char *dir, uint32_t mode) {
                    dir, name);
       return -1;
     }
-    if (!nkb_reg_set_aside(rfd, dir, name, &judged)) return -1;
+    if (!nkb_reg_set_aside(rfd, dir, name, &judged, true)) return -1;
   }
   nkb_reg_warn("%s/%s: squatted again after %u renames: no registry", dir, name,
                NKB_REG_ASIDE_TRIES);
   return -1;
+}
+
+// R/<uid> of another user, judged as a reader judges it (ffi/registry_read.c): a
+// directory owned by uid, closed to group and others. Anything else (another owner's
+// directory, a link, a file, a FIFO) hides uid's processes from every reader and, since
+// uid's own writer cannot rename a squatter away, for good: root sets it aside so that
+// uid's next process publishes. 0: fine or absent; 1: set aside (or gone meanwhile);
+// -EPERM (not root), another -errno, or -EBUSY (could not rename it aside).
+int32_t nkb_reg_repair_user(int rfd, const char *dir, uint32_t uid, bool loud) {
+  assert(rfd >= 0 && dir != 0);
+  if (geteuid() != 0) return -EPERM;
+  char name[16];
+  snprintf(name, sizeof(name), "%u", (unsigned)uid);
+  struct stat judged;  // only this object is renamed aside
+  int fd = openat(rfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  if (fd >= 0) {
+    int rc = fstat(fd, &judged);
+    int err = errno;
+    close(fd);
+    if (rc != 0) return -err;
+    if (S_ISDIR(judged.st_mode) && judged.st_uid == uid && (judged.st_mode & 0022) == 0) {
+      return 0;
+    }
+  } else if (errno == ENOTDIR || errno == ELOOP) {
+    if (fstatat(rfd, name, &judged, AT_SYMLINK_NOFOLLOW) != 0) return errno == ENOENT ? 1 : -errno;
+  } else {
+    return errno == ENOENT ? 0 : -errno;
+  }
+  return nkb_reg_set_aside(rfd, dir, name, &judged, loud) ? 1 : -EBUSY;
+}
+
+// A root writer at start repairs every other user's squatted R/<uid> (its own is
+// nkb_reg_open_user's): one bounded pass over R's names, one fstat per numeric name.
+static void nkb_reg_repair_tree(int rfd, const char *dir) {
+  assert(geteuid() == 0);
+  int fd = dup(rfd);
+  if (fd < 0) return;
+  DIR *d = fdopendir(fd);
+  if (d == 0) {
+    close(fd);
+    return;
+  }
+  uint32_t repaired = 0;
+  for (uint32_t i = 0; i < NKB_REG_MAX_DIR_ENTRIES; i++) {
+    struct dirent *ent = readdir(d);
+    if (ent == 0) break;
+    const char *n = ent->d_name;
+    char *end = 0;
+    errno = 0;
+    unsigned long long uid = strtoull(n, &end, 10);
+    // Canonical decimal uids only ("0", "65534"; never "007", "+1", ".0.squatted...").
+    if (*n < '0' || *n > '9' || (*n == '0' && n[1] != 0) || *end != 0 || errno != 0 ||
+        uid > UINT32_MAX || uid == 0) {
+      continue;
+    }
+    if (nkb_reg_repair_user(rfd, dir, (uint32_t)uid, true) == 1) repaired++;
+  }
+  closedir(d);
+  assert(repaired <= NKB_REG_MAX_DIR_ENTRIES);
 }
 
 // Creates and maps our file in R/<euid>, its whole size reserved first: a full file
@@ -377,6 +439,7 @@ static void nkb_reg_open(void) {
   }
   int rfd = nkb_reg_open_root(dir);
   if (rfd < 0) return;
+  if (geteuid() == 0) nkb_reg_repair_tree(rfd, dir);
   uint32_t mode = nkb_reg_mode();
   int ufd = nkb_reg_open_user(rfd, dir, mode);
   close(rfd);

@@ -28,6 +28,7 @@
 #ifndef NKB_REGISTRY_H
 #define NKB_REGISTRY_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "nkb.h"
@@ -97,5 +98,8 @@ void nkb_reg_init(void);
 uint64_t *nkb_reg_take(uint32_t idx, uint64_t *fallback);
 // Frees socket idx's slot (in_use 0). g_lock held.
 void nkb_reg_release(uint32_t idx);
+// Root only: sets a squatted R/<uid> aside (rfd: R, opened; dir: its path, for messages).
+// 0 (fine or absent), 1 (set aside), or -errno (-EPERM: not root; -EBUSY: not moved).
+int32_t nkb_reg_repair_user(int rfd, const char *dir, uint32_t uid, bool loud);
 
 #endif

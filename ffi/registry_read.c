@@ -4,6 +4,7 @@
 // link or FIFO swapped in at any moment is refused, never followed, never waited on.
 #define _GNU_SOURCE
 #include <assert.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdbool.h>
@@ -17,6 +18,7 @@
 #include "registry_parse.h"
 
 #define NKB_REG_READ_CALLS 64u  // read(2) calls per file at most
+#define NKB_REG_LIST_MAX 8192u  // names listed per directory at most
 #define NKB_REG_DIR_FLAGS (O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
 
 // A NUL-terminated string within len bytes, not empty: its length, or -1.
@@ -105,6 +107,74 @@ int32_t nkb_reg_unlink(const uint8_t *dir, uint32_t dir_len, uint32_t uid,
   int err = errno;
   close(ufd);
   return rc == 0 ? 0 : -err;
+}
+
+// Copies the names of an opened directory, each with its NUL, into out; at most
+// NKB_REG_LIST_MAX names. One byte stays free for the mark of a listing cut short: an
+// empty name (a name is never empty). Bytes written. Takes ufd (closed here).
+static int32_t nkb_reg_names(int ufd, uint8_t *out, uint32_t out_len) {
+  assert(out != 0 && out_len >= 1u);
+  DIR *d = fdopendir(ufd);
+  if (d == 0) {
+    int err = errno;
+    close(ufd);
+    return -err;
+  }
+  uint32_t used = 0, names = 0;
+  bool cut = false;
+  for (uint32_t i = 0; i < NKB_REG_LIST_MAX + 2u; i++) {  // + "." and ".."
+    errno = 0;
+    struct dirent *ent = readdir(d);
+    if (ent == 0) break;
+    if (strcmp(ent->d_name, ".") == 0 || strcmp(ent->d_name, "..") == 0) continue;
+    size_t n = strlen(ent->d_name) + 1u;
+    if (names == NKB_REG_LIST_MAX || n > out_len - 1u - used) {
+      cut = true;
+      break;
+    }
+    memcpy(out + used, ent->d_name, n);
+    used += (uint32_t)n;
+    names++;
+  }
+  if (!cut && names == NKB_REG_LIST_MAX) {  // the bound met: any name left (3 reads at most)
+    errno = 0;
+    for (uint32_t i = 0; i < 3u && !cut; i++) {
+      struct dirent *ent = readdir(d);
+      if (ent == 0) break;
+      cut = strcmp(ent->d_name, ".") != 0 && strcmp(ent->d_name, "..") != 0;
+    }
+  }
+  int err = errno;
+  closedir(d);
+  if (err != 0 && !cut) return -err;
+  if (cut) out[used++] = 0;
+  assert(used <= out_len && names <= NKB_REG_LIST_MAX);
+  return (int32_t)used;
+}
+
+int32_t nkb_reg_list_dir(const uint8_t *dir, uint32_t dir_len, uint32_t uid, uint8_t *out,
+                         uint32_t out_len) {
+  if (out == 0 || out_len == 0 || out_len > (uint32_t)INT32_MAX) return -EINVAL;
+  int32_t ufd = nkb_reg_open_dir(dir, dir_len, uid);
+  if (ufd < 0) return ufd;
+  return nkb_reg_names(ufd, out, out_len);
+}
+
+int32_t nkb_reg_set_aside_user(const uint8_t *dir, uint32_t dir_len, uint32_t uid) {
+  if (nkb_zlen(dir, dir_len) < 0) return -EINVAL;
+  if (geteuid() != 0) return -EPERM;
+  int rfd = open((const char *)dir, NKB_REG_DIR_FLAGS);
+  if (rfd < 0) return errno == ENOTDIR || errno == ELOOP ? NKB_REG_E_NOT_DIR : -errno;
+  struct stat st;
+  int32_t rc = NKB_REG_E_NOT_DIR;
+  // Only in R of root's: another owner of R could rename anything back (a root writer
+  // takes R back first).
+  if (fstat(rfd, &st) == 0 && S_ISDIR(st.st_mode)) {
+    rc = st.st_uid == 0 ? nkb_reg_repair_user(rfd, (const char *)dir, uid, false) : -EPERM;
+  }
+  close(rfd);
+  assert(rc <= 1);
+  return rc;
 }
 
 int32_t nkb_reg_parse_file(const uint8_t *file, uint32_t file_len, const uint8_t *next,

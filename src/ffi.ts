@@ -60,6 +60,10 @@ export const symbols = {
   },
   // (dir, dir_len, uid, name, name_len)
   nkb_reg_unlink: { parameters: ["buffer", U32, U32, "buffer", U32], result: I32 },
+  // (dir, dir_len, uid, out, out_len)
+  nkb_reg_list_dir: { parameters: ["buffer", U32, U32, "buffer", U32], result: I32 },
+  // (dir, dir_len, uid)
+  nkb_reg_set_aside_user: { parameters: ["buffer", U32, U32], result: I32 },
   // (file, file_len, next, next_len, claims, claims_len, out, out_len)
   nkb_reg_parse_file: {
     parameters: ["buffer", U32, "buffer", U32, "buffer", U32, "buffer", U32],

@@ -232,17 +232,11 @@ export interface RegistryScan {
 export interface ReadRegistryOptions {
   /** Default: `$NKB_REGISTRY_DIR`, else /dev/shm/nkb. */
   dir?: string;
-  /** Remove the files of processes that are gone (default true); files we may not remove stay. */
-  cleanup?: boolean;
-}
-
-/** Options of {@linkcode readRegistry}. */
-export interface ReadRegistryOptions {
-  /** Default: `$NKB_REGISTRY_DIR`, else /dev/shm/nkb. */
-  dir?: string;
   /**
    * Remove the files of processes that are gone (default true). Only a reader in the
    * initial pid namespace (which sees every process) removes, and only what it may.
+   * Run as root, it also sets aside a squatted R/<uid> (another user's directory, a link,
+   * a file there): that user's next processes publish again.
    */
   cleanup?: boolean;
   /**
@@ -291,7 +285,9 @@ export function readRegistry(opts: ReadRegistryOptions = {}): RegistryScan {
   const self = selfFacts();
   // Listed before /proc is read: a file listed here belongs to a process that had
   // started, so a process missing from /proc afterwards is gone (never a newcomer).
-  const sweep = (opts.cleanup ?? true) && self.initialNs ? listTree(dir, scan.warnings) : null;
+  const sweep = (opts.cleanup ?? true) && self.initialNs
+    ? listTree(dir, scan.warnings, reader)
+    : null;
   const live = new Set<string>();
   const budget = new UidBudget();
   const asked = opts.maxProcesses;
@@ -469,26 +465,24 @@ function nsInode(path: string): bigint | null {
 type TreeEntry = { uid: number; name: string };
 
 // The registry file names of every R/<uid> (for removing dead processes' files), with
-// one warning per directory for entries that are not ours. Bounded per directory.
-function listTree(dir: string, warnings: string[]): TreeEntry[] {
+// one warning per directory for entries that are not ours. Bounded per directory. Each
+// R/<uid> is listed through the descriptor its checks were made on (a link swapped in
+// is not followed); a squatted one is set aside when we are root.
+function listTree(dir: string, warnings: string[], reader: Reader): TreeEntry[] {
   const out: TreeEntry[] = [];
   const users = boundedNames(dir, warnings);
   let foreign = 0;
   for (const u of users) {
-    if (!/^(0|[1-9][0-9]{0,9})$/.test(u)) {
+    if (!/^(0|[1-9][0-9]{0,9})$/.test(u) || Number(u) > 0xffff_ffff) {
       foreign++;
       continue;
     }
     const uid = Number(u);
-    let info: Deno.FileInfo;
-    try {
-      info = Deno.lstatSync(`${dir}/${u}`);
-    } catch {
-      continue;
-    }
-    if (!info.isDirectory || info.uid !== uid || ((info.mode ?? 0) & 0o022) !== 0) continue;
+    const names = reader.names(uid);
+    if (names === RegistryLayout.readError.squatted) reader.repair(uid);
+    if (typeof names === "number") continue; // gone, not ours to read: the read pass says
     let junk = 0;
-    for (const name of boundedNames(`${dir}/${u}`, warnings)) {
+    for (const name of names) {
       if (/^[0-9]{1,20}-[1-9][0-9]{0,9}-[0-9]{1,20}\.reg$/.test(name)) out.push({ uid, name });
       else junk++;
     }
@@ -538,6 +532,7 @@ class Reader {
   readonly #out = new Uint8Array(RegistryLayout.slots * RegistryLayout.record.size);
   readonly #dirWarned = new Set<number>();
   readonly #users = new UserNames();
+  #names: Uint8Array | null = null;
 
   constructor(nkb: NkbLib, dir: string, warnings: string[]) {
     this.#nkb = nkb;
@@ -594,6 +589,39 @@ class Reader {
       else records.set(slot, new DataView(this.#out.slice(i * R.size, (i + 1) * R.size).buffer));
     }
     return still;
+  }
+
+  /**
+   * The names in R/<uid>, listed through its checked descriptor (in C), at most
+   * MAX_DIR_ENTRIES (a warning past them); or a code of nkb_reg_list_dir.
+   */
+  names(uid: number): string[] | number {
+    // 255-byte names and their NULs, and the mark: allocated once, on the first listing.
+    const buf = this.#names ??= new Uint8Array(MAX_DIR_ENTRIES * 256 + 1);
+    const n = this.#nkb.nkb_reg_list_dir(this.#dirZ, this.#dirZ.length, uid, buf, buf.length);
+    if (n < 0) return n;
+    const names = n === 0 ? [] : decoder.decode(buf.subarray(0, n - 1)).split("\0");
+    if (names.length > 0 && names[names.length - 1] === "") {
+      names.pop(); // the mark of a listing cut short
+      this.#warnings.push(
+        `${this.#dir}/${uid}: more than ${MAX_DIR_ENTRIES} entries, the rest were not read`,
+      );
+    }
+    return names;
+  }
+
+  /**
+   * Root: sets a squatted R/<uid> aside (in C, inode-checked) so that uid's next process
+   * publishes; one warning, which also takes the place of the read pass's "squatted" one.
+   */
+  repair(uid: number): void {
+    const rc = this.#nkb.nkb_reg_set_aside_user(this.#dirZ, this.#dirZ.length, uid);
+    if (rc !== 1) return; // not root (-EPERM): the read pass warns "squatted"
+    this.#dirWarned.add(uid);
+    this.#warnings.push(
+      `${this.#dir}/${uid}: squatted (not a directory of uid ${uid}, or writable by others): ` +
+        `set aside; uid ${uid}'s next processes publish, its running ones gave up and stay unlisted`,
+    );
   }
 
   /** Removes files of R/<uid> that no live process owns (checked opens, in C). */
