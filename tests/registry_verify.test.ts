@@ -14,10 +14,27 @@ import { listSockets } from "../src/stat.ts";
 import { listPhys } from "../src/phys.ts";
 import { processStartTicks } from "../src/registry_read.ts";
 import { ownPidnsIno, registryFile, registryName } from "./helpers/registry_file.ts";
+import { FIXTURES } from "./helpers/testbed.ts";
+import { TestbedProcess } from "../examples/testbed.ts";
+import { ROOT } from "./helpers/zig.ts";
 
 const NOBODY = 65534;
 const TIMEOUT_MS = 30_000;
 const SETPRIV = ["--reuid=65534", "--regid=65534", "--clear-groups"];
+const DENO = Deno.execPath();
+
+/** A process (its stdout read as JSON lines, every wait bounded). */
+function spawn(name: string, cmd: string[], env: Record<string, string>): TestbedProcess {
+  const proc = new Deno.Command(cmd[0], {
+    args: cmd.slice(1),
+    cwd: ROOT,
+    env: { NO_COLOR: "1", ...env },
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  return new TestbedProcess(name, proc, { stdin: true });
+}
 
 /** nobody's python holding one UDP socket on 127.0.0.1:port; prints its fd, then sleeps. */
 function nobodyHolder(port: number): Deno.ChildProcess {
@@ -195,6 +212,67 @@ Deno.test({
       } finally {
         await stopped(holder, true);
         await stopped(idle);
+      }
+    }),
+});
+
+Deno.test({
+  name:
+    "registry verify: a reader that may not read root's /proc/P/fd lists root's sockets unverified and counts no queue; root's own read verifies them",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: () =>
+    withDir(async (dir) => {
+      const port = 20000 + ((Deno.pid + 7) % 20000);
+      const denoDir = `${dir}-deno`;
+      Deno.mkdirSync(denoDir);
+      Deno.chownSync(denoDir, NOBODY, NOBODY);
+      // Root's nkb process on the kernel path, its file readable by all (0644, R/0 0755).
+      const holder = spawn("root-hold", [
+        DENO,
+        "run",
+        "-A",
+        "--no-lock",
+        "--unstable-net",
+        `${FIXTURES}hold.ts`,
+        "--host=127.0.0.1",
+        `--port=${port}`,
+        "--then=close",
+        `--waitMs=${TIMEOUT_MS}`,
+      ], { NKB_REGISTRY_DIR: dir, NKB_REGISTRY_MODE: "0644" });
+      try {
+        await holder.nextWith("ready", TIMEOUT_MS);
+        const own = listSockets({ dir, all: true });
+        assert.deepEqual(own.warnings, []);
+        assert.deepEqual(
+          own.sockets.map((s) => [s.pid, s.local.port, s.verified, s.inode !== "0"]),
+          [[holder.proc.pid, port, true, true]],
+        );
+        const scanner = spawn("nobody-scan", [
+          "setpriv",
+          ...SETPRIV,
+          DENO,
+          "run",
+          "-A",
+          "--no-lock",
+          `${FIXTURES}registry_scan.ts`,
+          `--dir=${dir}`,
+          "--scans=1",
+        ], { DENO_DIR: denoDir, HOME: denoDir });
+        const summary = await scanner.nextWith("scans", TIMEOUT_MS);
+        await scanner.wait(TIMEOUT_MS);
+        await scanner.dispose();
+        assert.deepEqual(summary.ports, [port], JSON.stringify(summary));
+        assert.deepEqual(summary.unverified, [port], JSON.stringify(summary));
+        assert.deepEqual(summary.warnings, [
+          "pid N: N sockets not verified (/proc/N/fd: permission denied): " +
+          "listed as unverified, their queues not counted",
+        ]);
+        await holder.send({ go: true });
+        assert.equal((await holder.wait(TIMEOUT_MS)).code, 0, holder.stderr);
+      } finally {
+        await holder.dispose();
+        await Deno.remove(denoDir, { recursive: true });
       }
     }),
 });
