@@ -7,8 +7,8 @@
  *   claimed local address and port (and peer, when connected). Else the socket is not
  *   listed.
  * - A claim of the bypass path, an interface or queues needs a process that could hold
- *   an AF_XDP socket: CAP_NET_RAW in its effective set. Else the socket is listed on the
- *   kernel path, holding nothing.
+ *   an AF_XDP socket: CAP_NET_RAW in its effective set, in the reader's user namespace.
+ *   Else the socket is listed on the kernel path, holding nothing.
  * - A reader that may not look at P's descriptors (another user's process, for a
  *   reader that is not root) lists P's sockets as `verified: false`; `nkb phys` counts
  *   no queue of theirs.
@@ -28,6 +28,8 @@ const CHUNK_BYTES = 64 << 10;
 /** Processes with sockets that one scan verifies; the rest are listed unverified. */
 export const MAX_VERIFIED_PROCESSES = 4096;
 const CAP_NET_RAW = 13n;
+// Failed slots a warning names (a full file fails 1,024 times: one short line still).
+const MAX_NAMED = 3;
 
 /** What the kernel says of one UDP socket: its addresses in P's namespace. */
 interface KernelUdp {
@@ -87,12 +89,14 @@ export function verifySockets(pid: number, sockets: RegisteredSocket[]): Verdict
   const parts: string[] = [];
   if (failed.length > 0) {
     parts.push(
-      `${failed.length} sockets not backed by the kernel, not listed (${failed.join("; ")})`,
+      `${failed.length} sockets not backed by the kernel, not listed (` +
+        `${failed.slice(0, MAX_NAMED).join("; ")}${failed.length > MAX_NAMED ? "; ..." : ""})`,
     );
   }
   if (demoted > 0) {
     parts.push(
-      `${demoted} bypass or queue claims without CAP_NET_RAW, listed on the kernel path`,
+      `${demoted} bypass or queue claims without CAP_NET_RAW (in this user namespace), ` +
+        `listed on the kernel path`,
     );
   }
   return { sockets: out, warning: parts.length === 0 ? null : `pid ${pid}: ${parts.join("; ")}` };
@@ -210,9 +214,13 @@ function readBounded(path: string): string | null {
   }
 }
 
-// CAP_NET_RAW in the effective set ("CapEff:" of /proc/P/status): AF_XDP needs it.
+// CAP_NET_RAW in the effective set ("CapEff:" of /proc/P/status), in the reader's user
+// namespace: AF_XDP needs it. Anyone may enter a user namespace of his own (unshare -U)
+// and see a full CapEff there, which lets him bind no AF_XDP socket to our interfaces.
 function hasNetRaw(pid: number): boolean {
   try {
+    const ours = Deno.readLinkSync("/proc/self/ns/user");
+    if (Deno.readLinkSync(`/proc/${pid}/ns/user`) !== ours) return false;
     const status = Deno.readTextFileSync(`/proc/${pid}/status`);
     const m = /^CapEff:\s*([0-9a-f]{1,16})$/m.exec(status);
     return m !== null && ((BigInt(`0x${m[1]}`) >> CAP_NET_RAW) & 1n) === 1n;

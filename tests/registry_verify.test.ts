@@ -36,15 +36,18 @@ function spawn(name: string, cmd: string[], env: Record<string, string>): Testbe
   return new TestbedProcess(name, proc, { stdin: true });
 }
 
-/** nobody's python holding one UDP socket on 127.0.0.1:port; prints its fd, then sleeps. */
-function nobodyHolder(port: number): Deno.ChildProcess {
+/**
+ * nobody's python holding one UDP socket on 127.0.0.1:port; prints its fd, then sleeps.
+ * `userns`: in a user namespace of his own (unshare -Ur: a full CapEff there).
+ */
+function nobodyHolder(port: number, userns = false): Deno.ChildProcess {
   const py = "import socket,sys,time\n" +
     "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n" +
     `s.bind(("127.0.0.1",${port}))\n` +
     "print(s.fileno(),flush=True)\n" +
     "time.sleep(60)\n";
   return new Deno.Command("setpriv", {
-    args: [...SETPRIV, "/usr/bin/python3", "-c", py],
+    args: [...SETPRIV, ...(userns ? ["unshare", "-Ur"] : []), "/usr/bin/python3", "-c", py],
     stdout: "piped",
     stderr: "null",
   }).spawn();
@@ -135,13 +138,14 @@ const LO_QUEUE = {
 
 Deno.test({
   name:
-    "registry verify: nobody's forged claims (no socket, wrong port, bypass without CAP_NET_RAW) fool neither stat nor phys",
+    "registry verify: nobody's forged claims (no socket, wrong port, bypass without CAP_NET_RAW, CapEff of his own user namespace) fool neither stat nor phys",
   sanitizeResources: false,
   sanitizeOps: false,
   fn: () =>
     withDir(async (dir) => {
       const port = 20000 + (Deno.pid % 20000);
       const holder = nobodyHolder(port);
+      const nsHolder = nobodyHolder(port + 2, true);
       const idle = new Deno.Command("setpriv", {
         args: [...SETPRIV, "sleep", "60"],
         stdout: "null",
@@ -149,6 +153,10 @@ Deno.test({
       }).spawn();
       try {
         const fd = await firstLine(holder);
+        const nsFd = await firstLine(nsHolder);
+        const nsLink = Deno.readLinkSync(`/proc/${nsHolder.pid}/fd/${nsFd}`);
+        const nsIno = BigInt(/^socket:\[(\d+)\]$/.exec(nsLink)![1]);
+        assert.match(Deno.readTextFileSync(`/proc/${nsHolder.pid}/status`), /^CapEff:\s*0*1f+$/m);
         await runsAsNobody(idle.pid);
         const link = Deno.readLinkSync(`/proc/${holder.pid}/fd/${fd}`);
         const ino = BigInt(/^socket:\[(\d+)\]$/.exec(link)![1]);
@@ -177,6 +185,15 @@ Deno.test({
             { index: 1, ...LO_QUEUE, local: ["127.0.0.1", port + 1], sockIno: ino },
           ]),
         );
+        // In a user namespace of his own (a full CapEff there, the host's network
+        // namespace): his real socket claimed as bypassing on lo's queue 0.
+        await publishAsNobody(
+          dir,
+          nsHolder.pid,
+          registryFile(proc(nsHolder.pid), [
+            { index: 0, ...LO_QUEUE, local: ["127.0.0.1", port + 2], sockIno: nsIno },
+          ]),
+        );
 
         const bypass = listSockets({ dir });
         assert.deepEqual(bypass.sockets, [], JSON.stringify(bypass.sockets));
@@ -185,10 +202,16 @@ Deno.test({
           all.sockets.map((
             s,
           ) => [s.pid, s.slot, s.local.port, s.bypass, s.interface, s.queueCount, s.verified]),
-          [[holder.pid, 0, port, false, null, 0, true]],
+          [
+            [holder.pid, 0, port, false, null, 0, true],
+            [nsHolder.pid, 0, port + 2, false, null, 0, true],
+          ].sort((a, b) => Number(a[0]) - Number(b[0])),
           all.warnings.join("\n"),
         );
-        assert.equal(all.sockets[0].reason, "unverified-bypass");
+        assert.deepEqual(all.sockets.map((s) => s.reason), [
+          "unverified-bypass",
+          "unverified-bypass",
+        ]);
         const warned = (pid: number): string[] =>
           all.warnings.filter((w) => w.startsWith(`pid ${pid}:`));
         assert.equal(warned(idle.pid).length, 1, all.warnings.join("\n"));
@@ -202,7 +225,12 @@ Deno.test({
             }, the kernel says 127\\.0\\.0\\.1:${port}.*without CAP_NET_RAW`,
           ),
         );
-        assert.equal(all.warnings.length, 2, all.warnings.join("\n"));
+        assert.equal(warned(nsHolder.pid).length, 1, all.warnings.join("\n"));
+        assert.match(
+          warned(nsHolder.pid)[0],
+          /^pid \d+: 1 bypass or queue claims without CAP_NET_RAW/,
+        );
+        assert.equal(all.warnings.length, 3, all.warnings.join("\n"));
 
         const phys = listPhys({ dir, links: ["lo"] });
         assert.equal(phys.links.length, 1);
@@ -211,6 +239,7 @@ Deno.test({
         assert.equal(phys.links[0].rgAvail, phys.links[0].rxQueues);
       } finally {
         await stopped(holder, true);
+        await stopped(nsHolder, true);
         await stopped(idle);
       }
     }),
