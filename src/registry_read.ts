@@ -9,6 +9,8 @@
  * (ffi/registry_parse.c), which checks the header's claims against the kernel's.
  * Junk in the directory cannot hide a process and a stale file is never shown; who a
  * process is (user, command, arguments) comes from /proc, never from its file.
+ * Every socket a file claims is then checked against the kernel's facts about its
+ * process (src/registry_verify.ts): what the kernel does not back is not listed.
  * Whatever is wrong becomes one warning naming it, never an exception.
  *
  * @module
