@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -119,13 +120,17 @@ int32_t nkb_sock_open(void) {
   s->ttl = 64;
   s->mcast_ttl = 1;
   nkb_reg_init();  // first socket: map the registry file (outside g_lock: file I/O)
+  // The kernel socket's inode goes in the slot: readers believe a slot only when the
+  // process holds that socket (a forged file cannot name one its process does not hold).
+  struct stat st;
+  uint64_t sock_ino = fstat(s->fd, &st) == 0 ? (uint64_t)st.st_ino : 0u;
   pthread_mutex_lock(&g_lock);
   int32_t h = -EMFILE;
   for (uint32_t i = 0; i < NKB_MAX_SOCKS; i++) {
     if (g_socks[i] != 0) continue;
     g_gen[i] = g_gen[i] % NKB_GEN_MAX + 1u;
     s->gen = g_gen[i];
-    s->stats = nkb_reg_take(i, s->stats_private);
+    s->stats = nkb_reg_take(i, sock_ino, s->stats_private);
     g_socks[i] = s;
     h = (int32_t)(s->gen << NKB_INDEX_BITS | i);
     break;

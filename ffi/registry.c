@@ -486,7 +486,7 @@ static void nkb_slot_end(nkb_reg_slot_t *sl) {
   __atomic_store_n(&sl->seq, seq + 1u, __ATOMIC_RELEASE);
 }
 
-uint64_t *nkb_reg_take(uint32_t idx, uint64_t *fallback) {
+uint64_t *nkb_reg_take(uint32_t idx, uint64_t sock_ino, uint64_t *fallback) {
   nkb_reg_init();
   if (g_reg == 0 || idx >= NKB_REG_SLOTS) return fallback;
   nkb_reg_slot_t *sl = nkb_reg_slot(idx);
@@ -496,6 +496,7 @@ uint64_t *nkb_reg_take(uint32_t idx, uint64_t *fallback) {
   sl->seq = seq;
   sl->created_ms = nkb_unix_ms();
   sl->in_use = 1;
+  sl->sock_ino = sock_ino;
   nkb_slot_end(sl);
   return sl->stats;
 }

@@ -34,7 +34,8 @@
 #include "nkb.h"
 
 #define NKB_REG_MAGIC "NKBREG\0\1"  // 8 bytes
-#define NKB_REG_VERSION 2u          // 2: per-user directories, no comm/cmdline in the file
+#define NKB_REG_VERSION 3u  // 2: per-user directories, no comm/cmdline in the file;
+                            // 3: sock_ino (readers check claims against the kernel's fds)
 #define NKB_REG_HEADER_SIZE 4096u
 #define NKB_REG_SLOT_SIZE 512u
 #define NKB_REG_SLOTS NKB_MAX_SOCKS
@@ -82,7 +83,10 @@ typedef struct nkb_reg_slot {
   uint32_t recv_mode;      //  44 _NET_KERNEL_BYPASS_RECV_MODE of the socket
   char ifname[16];         //  48 NUL-terminated, "" on the kernel path
   char reason[32];         //  64 why the socket is on the kernel path ("" when bypassing)
-  uint8_t reserved[32];    //  96
+  uint64_t sock_ino;       //  96 inode of the companion kernel UDP socket (s->fd): a
+                           //     reader believes the slot only if the process holds it
+                           //     and the kernel's /proc/P/net/udp gives it these addresses
+  uint8_t reserved[24];    // 104
   uint64_t stats[NKB_ST_COUNT];  // 128 the socket's live counters (NKB_ST_*)
   uint8_t spare[NKB_REG_SLOT_SIZE - 128u - 8u * NKB_ST_COUNT];
 } nkb_reg_slot_t;          // 512
@@ -93,9 +97,9 @@ _Static_assert(sizeof(nkb_reg_slot_t) == NKB_REG_SLOT_SIZE, "registry slot size"
 // Opens this process's registry file (once; later calls return the same state). Never
 // fails the caller: without a registry the counters live in the socket.
 void nkb_reg_init(void);
-// The counters of socket table index idx: its slot's (slot taken, in_use set) or, when
-// there is no registry, `fallback`.
-uint64_t *nkb_reg_take(uint32_t idx, uint64_t *fallback);
+// The counters of socket table index idx: its slot's (slot taken, in_use set, sock_ino
+// recorded) or, when there is no registry, `fallback`.
+uint64_t *nkb_reg_take(uint32_t idx, uint64_t sock_ino, uint64_t *fallback);
 // Frees socket idx's slot (in_use 0). g_lock held.
 void nkb_reg_release(uint32_t idx);
 // Root only: sets a squatted R/<uid> aside (rfd: R, opened; dir: its path, for messages).

@@ -100,6 +100,7 @@ static void nkb_reg_fill(nkb_reg_record_t *r, const uint8_t *s) {
   r->remote_port = rd16(s + SOFF(remote_port));
   r->ifindex = rd32(s + SOFF(ifindex));
   r->recv_mode = rd32(s + SOFF(recv_mode));
+  r->sock_ino = rd64(s + SOFF(sock_ino));
   for (uint32_t i = 0; i < NKB_ST_COUNT; i++) r->stats[i] = rd64(s + SOFF(stats) + 8u * i);
   r->status = NKB_REC_OK;
 }

@@ -53,7 +53,8 @@ typedef struct nkb_reg_record {
   char reason[32];         //  72 NUL-terminated (checked), zero-filled after the NUL
   uint64_t stats[NKB_ST_COUNT];  // 104
   uint64_t detail;         // 232 the offending value of a NKB_REC_BAD record
-  uint8_t reserved[16];    // 240
+  uint64_t sock_ino;       // 240 the slot's kernel socket inode (0: none recorded)
+  uint8_t reserved[8];     // 248
 } nkb_reg_record_t;        // 256
 
 _Static_assert(sizeof(nkb_reg_claims_t) == 64, "claims size");

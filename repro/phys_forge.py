@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Run as an unprivileged user: a sleep process of its own whose registry file claims one
 bypass socket holding queues [0, COUNT) of interface IFINDEX (IFNAME). No AF_XDP socket, no
-XDP program: root's `nkb phys -v` counts the queues as in use and names the pid a holder.
+XDP program. Before registry version 3 root's `nkb phys -v` counted the queues as in use and
+named the pid a holder; now the slot names no socket the process holds: not listed, one warning.
 Usage: phys_forge.py R IFINDEX IFNAME COUNT SECONDS"""
 import os, signal, struct, subprocess, sys, time
 
@@ -17,7 +18,7 @@ with open(f"/proc/{p.pid}/stat") as f:
     start = int(f.read().rsplit(")", 1)[1].split()[19])
 head = bytearray(4096)
 head[0:8] = b"NKBREG\0\1"
-struct.pack_into("<IIIIIIQQQQ", head, 8, 2, 4096, 512, 1, p.pid, uid, start,
+struct.pack_into("<IIIIIIQQQQ", head, 8, int(os.environ.get("NKB_REG_VERSION", "3")), 4096, 512, 1, p.pid, uid, start,
                  int(time.time() * 1000), netns, pidns)
 slot = bytearray(512)
 struct.pack_into("<II", slot, 0, 0, 1)

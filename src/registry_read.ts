@@ -9,6 +9,8 @@
  * (ffi/registry_parse.c), which checks the header's claims against the kernel's.
  * Junk in the directory cannot hide a process and a stale file is never shown; who a
  * process is (user, command, arguments) comes from /proc, never from its file.
+ * Every socket a file claims is then checked against the kernel's facts about its
+ * process (src/registry_verify.ts): what the kernel does not back is not listed.
  * Whatever is wrong becomes one warning naming it, never an exception.
  *
  * @module
@@ -17,6 +19,7 @@
 import { lib, type NkbLib } from "./ffi.ts";
 import { Stat } from "./ffi.ts";
 import { type BypassStats, statsFromWords } from "./types.ts";
+import { MAX_VERIFIED_PROCESSES, verifySockets } from "./registry_verify.ts";
 
 /**
  * The registry's binary layout, mirrored from ffi/registry.h and
@@ -26,7 +29,7 @@ import { type BypassStats, statsFromWords } from "./types.ts";
 export const RegistryLayout = {
   /** NKB_REG_MAGIC: "NKBREG\0\1". */
   magic: [0x4e, 0x4b, 0x42, 0x52, 0x45, 0x47, 0x00, 0x01],
-  version: 2,
+  version: 3,
   headerSize: 4096,
   slotSize: 512,
   /** NKB_REG_SLOTS (= NKB_MAX_SOCKS): a file never has more. */
@@ -65,6 +68,7 @@ export const RegistryLayout = {
     recvMode: 44,
     ifname: 48,
     reason: 64,
+    sockIno: 96,
     stats: 128,
   },
   /** NKB_REG_F_* slot flags. */
@@ -105,6 +109,7 @@ export const RegistryLayout = {
     reason: 72,
     stats: 104,
     detail: 232,
+    sockIno: 240,
   },
   /** NKB_REC_* record status. */
   recordStatus: { ok: 0, unstable: 1, bad: 2 },
@@ -214,6 +219,14 @@ export interface RegisteredSocket extends Omit<RegisteredProcess, "createdMs" | 
   reason: string | null;
   /** The socket's live counters, as `sock.stats()` returns them. */
   stats: BypassStats;
+  /** Inode of the socket's companion kernel UDP socket (decimal; "0": none named). */
+  inode: string;
+  /**
+   * The kernel backs the claim: the process holds that socket at these addresses
+   * (src/registry_verify.ts). False when the reader may not look (another user's
+   * process, for a reader that is not root): such sockets hold no queue in `nkb phys`.
+   */
+  verified: boolean;
 }
 
 /** What one look at the registry directory found. */
@@ -239,6 +252,11 @@ export interface ReadRegistryOptions {
    * a file there): that user's next processes publish again.
    */
   cleanup?: boolean;
+  /**
+   * Check every claim against the kernel (default true; src/registry_verify.ts). False
+   * lists what the files say, unchecked (`verified: false`): for tests of the parser.
+   */
+  verify?: boolean;
   /**
    * Most processes read from /proc (default and at most 65,536). When there are more,
    * the rest are not listed and nothing is removed: whether they live is not known.
@@ -295,6 +313,7 @@ export function readRegistry(opts: ReadRegistryOptions = {}): RegistryScan {
     ? Math.min(asked, MAX_PROCESSES)
     : MAX_PROCESSES;
   const pids = listPids(scan.warnings, max);
+  let verifiedProcesses = 0;
   for (const pid of pids.listed) {
     const k = kernelFacts(pid, self.pidnsIno);
     if (k === null) continue;
@@ -307,7 +326,9 @@ export function readRegistry(opts: ReadRegistryOptions = {}): RegistryScan {
     budget.spend(k.uid, (found?.sockets.length ?? 0) + scan.warnings.length - warned);
     if (found === null) continue;
     scan.processes.push(found.process);
-    scan.sockets.push(...found.sockets);
+    if (opts.verify === false) {
+      scan.sockets.push(...found.sockets.map((s) => ({ ...s, verified: false })));
+    } else scan.sockets.push(...checked(found, verifiedProcesses++, scan.warnings));
   }
   budget.warn(scan.warnings);
   // A process past the bound is not in `live`: removing "dead" files then would remove
@@ -316,6 +337,22 @@ export function readRegistry(opts: ReadRegistryOptions = {}): RegistryScan {
   scan.processes.sort((a, b) => a.pid - b.pid);
   scan.sockets.sort((a, b) => a.pid - b.pid || a.slot - b.slot);
   return scan;
+}
+
+// A file's sockets as the kernel backs them (src/registry_verify.ts); past the bound on
+// processes verified, listed unverified.
+function checked(found: FileFound, nth: number, warnings: string[]): RegisteredSocket[] {
+  if (found.sockets.length === 0) return found.sockets;
+  if (nth >= MAX_VERIFIED_PROCESSES) {
+    warnings.push(
+      `pid ${found.process.pid}: past ${MAX_VERIFIED_PROCESSES} processes verified: ` +
+        `its sockets are listed unverified, their queues not counted`,
+    );
+    return found.sockets.map((s) => ({ ...s, verified: false }));
+  }
+  const v = verifySockets(found.process.pid, found.sockets);
+  if (v.warning !== null) warnings.push(v.warning);
+  return v.sockets;
 }
 
 // Sockets and warnings listed per uid, and the processes of a uid past its budget left unread.
@@ -853,6 +890,8 @@ function socketOf(r: DataView, slot: number, p: RegisteredProcess): RegisteredSo
     recvMode: u32(R.recvMode),
     reason: reason === "" ? null : reason,
     stats: statsFromWords((i) => Number(r.getBigUint64(R.stats + 8 * i, true))),
+    inode: r.getBigUint64(R.sockIno, true).toString(),
+    verified: true,
   };
 }
 

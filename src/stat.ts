@@ -14,6 +14,8 @@ export interface ListSocketsOptions {
   all?: boolean;
   /** The registry directory (default: `$NKB_REGISTRY_DIR`, else /dev/shm/nkb). */
   dir?: string;
+  /** Check claims against the kernel (default true; false lists the files' word, unchecked). */
+  verify?: boolean;
 }
 
 /** Sockets of live processes and what could not be read. */
@@ -47,7 +49,7 @@ export interface StatReport {
  * bypass sockets, and with `all` the sockets nkb tracks on the kernel path too.
  */
 export function listSockets(opts: ListSocketsOptions = {}): SocketList {
-  const scan = readRegistry({ dir: opts.dir });
+  const scan = readRegistry({ dir: opts.dir, verify: opts.verify });
   const sockets = scan.sockets.filter((s) => opts.all === true || s.bypass);
   sockets.sort(bySocket);
   return { sockets, warnings: scan.warnings };

@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { RegistryLayout as L } from "../src/registry_read.ts";
-import { liveProcess, plantFile, registryFile } from "./helpers/registry_file.ts";
+import { heldUdpSocket, liveProcess, plantFile, registryFile } from "./helpers/registry_file.ts";
 import { ROOT } from "./helpers/zig.ts";
 
 interface Run {
@@ -39,27 +39,39 @@ async function nkb(dir: string, args: string[]): Promise<Run> {
 }
 
 // A registry with this test process's file (live) holding a bypass and a kernel-path
-// socket, and one damaged file.
-async function withRegistry(fn: (dir: string, pid: number) => Promise<void>): Promise<void> {
+// socket, each naming a kernel socket this process holds (the reader checks), and one
+// damaged file.
+async function withRegistry(
+  fn: (dir: string, pid: number, ports: [number, number]) => Promise<void>,
+): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "nkb-cli-" });
+  const held = [heldUdpSocket(), heldUdpSocket()];
   try {
     const me = liveProcess();
     const file = registryFile(me, [
       {
         index: 0,
-        local: ["198.18.0.1", 9000],
+        local: ["127.0.0.1", held[0].port],
         flags: L.flags.bypass | L.flags.bound,
         ifname: "veth0",
         ifindex: 5,
         queueCount: 1,
         stats: { opkts: 281790n },
+        sockIno: held[0].ino,
       },
-      { index: 1, local: ["127.0.0.1", 53], flags: L.flags.bound, reason: "loopback" },
+      {
+        index: 1,
+        local: ["127.0.0.1", held[1].port],
+        flags: L.flags.bound,
+        reason: "loopback",
+        sockIno: held[1].ino,
+      },
     ]);
     plantFile(dir, me, file);
     Deno.writeTextFileSync(`${dir}/${me.uid}/1.reg`, "not a registry file");
-    await fn(dir, me.pid);
+    await fn(dir, me.pid, [held[0].port, held[1].port]);
   } finally {
+    for (const h of held) h.conn.close();
     await Deno.remove(dir, { recursive: true });
   }
 }
@@ -90,7 +102,7 @@ Deno.test("nkb stat --json: the sockets and warnings as JSON, exit 0", async () 
 });
 
 Deno.test("nkb stat -au: the table on stdout, warnings on stderr", async () => {
-  await withRegistry(async (dir, pid) => {
+  await withRegistry(async (dir, pid, ports) => {
     const run = await nkb(dir, ["stat", "-au"]);
     assert.equal(run.code, 0, run.stderr);
     assert.equal(run.stderr, `nkb: warning: ${junkWarning(dir)}\n`);
@@ -103,11 +115,11 @@ Deno.test("nkb stat -au: the table on stdout, warnings on stderr", async () => {
     assert.match(lines[2], /^[- ]+$/);
     assert.match(
       lines[3],
-      new RegExp(`^198\\.18\\.0\\.1:9000 +Idle +veth0 +0 281790 +0 - +root +${pid} ${COMM}$`),
+      new RegExp(`^127\\.0\\.0\\.1:${ports[0]} +Idle +veth0 +0 281790 +0 - +root +${pid} ${COMM}$`),
     );
     assert.match(
       lines[4],
-      new RegExp(`^127\\.0\\.0\\.1:53 +Idle +- +0 +0 +0 loopback +root +${pid} ${COMM}$`),
+      new RegExp(`^127\\.0\\.0\\.1:${ports[1]} +Idle +- +0 +0 +0 loopback +root +${pid} ${COMM}$`),
     );
     assert.equal(lines.length, 5);
   });

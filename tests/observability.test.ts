@@ -28,6 +28,7 @@ interface Sock {
   queueCount: number;
   reason: string | null;
   stats: Record<string, number>;
+  verified: boolean;
 }
 
 interface Phys {
@@ -146,6 +147,7 @@ Deno.test({
       for (const s of stat.sockets) {
         const [ip, ifname] = s.pid === one.pid ? [tb.a.ip, tb.a.ifname] : [link2.ipA, link2.ifname];
         assert.equal(s.bypass, true);
+        assert.equal(s.verified, true); // the kernel backs it: socket held, CAP_NET_RAW
         assert.equal(s.user, "root");
         assert.equal(s.command, "deno");
         assert.ok(s.cmdline.some((a) => a.endsWith("obs_agent.ts")), s.cmdline.join(" "));
@@ -161,6 +163,7 @@ Deno.test({
       assert.equal(kernel[0].pid, two.pid);
       assert.equal(kernel[0].local.port, 9201);
       assert.equal(kernel[0].reason, "forced-kernel");
+      assert.equal(kernel[0].verified, true);
       assert.equal(kernel[0].stats.kernelIpkts, 40);
 
       const text = await nkb(tb, "a", dir, ["stat", "-u"]);

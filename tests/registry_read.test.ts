@@ -51,6 +51,7 @@ const BYPASS_SLOT: SlotSpec = {
   queueCount: 1,
   recvMode: 1,
   ifname: "veth0",
+  sockIno: 2n ** 40n + 3n, // a u64 field: read whole
   stats: {
     ipkts: 10n,
     ipktsSpin: 4n,
@@ -77,6 +78,7 @@ const KERNEL_SLOT: SlotSpec = {
   flags: F.bound | F.connected,
   recvMode: 0,
   reason: "loopback",
+  sockIno: 5678n,
   stats: { kernelIpkts: 1n, kernelOpkts: 2n },
 };
 
@@ -181,7 +183,7 @@ Deno.test("registry: a live process's file reads back exactly; who it is comes f
       netnsIno: 4026531999n,
     }, [BYPASS_SLOT, KERNEL_SLOT, { index: 1, inUse: 0, ifname: "junk", local: ["1.2.3.4", 1] }]);
     const path = plantFile(dir, me, bytes);
-    const scan = readRegistry({ dir });
+    const scan = readRegistry({ dir, verify: false });
     assert.deepEqual(scan.warnings, []);
     const comm = Deno.readTextFileSync(`/proc/${me.pid}/comm`).trim();
     const cmdline = Deno.readTextFileSync(`/proc/${me.pid}/cmdline`).split("\0").slice(0, -1);
@@ -210,6 +212,8 @@ Deno.test("registry: a live process's file reads back exactly; who it is comes f
         firstQueue: 2,
         queueCount: 1,
         recvMode: 1,
+        inode: String(2n ** 40n + 3n),
+        verified: false,
         reason: null,
         stats: {
           ipkts: 10,
@@ -245,6 +249,8 @@ Deno.test("registry: a live process's file reads back exactly; who it is comes f
         firstQueue: 0,
         queueCount: 0,
         recvMode: 0,
+        inode: "5678",
+        verified: false,
         reason: "loopback",
         stats: { ...ZERO_STATS, kernelIpkts: 1, kernelOpkts: 2 },
       },
@@ -256,7 +262,7 @@ Deno.test("registry: unbound sockets show as Unbound", async () => {
   await withDir((dir) => {
     const me = liveProcess();
     plantFile(dir, me, registryFile({ ...me, slotCount: 2 }, [{ index: 1 }]));
-    const scan = readRegistry({ dir });
+    const scan = readRegistry({ dir, verify: false });
     assert.deepEqual(scan.warnings, []);
     assert.equal(scan.sockets.length, 1);
     assert.equal(scan.sockets[0].state, "Unbound");
@@ -278,10 +284,10 @@ Deno.test("registry: files of processes that are gone are never shown, and remov
     const reused = plantFile(dir, old, registryFile(old, [{ index: 0 }]));
     const other = { ...me, pidnsIno: 1234n }; // a pid namespace nobody lives in
     const gone = plantFile(dir, other, registryFile(other, [{ index: 0 }]));
-    const kept = readRegistry({ dir, cleanup: false });
+    const kept = readRegistry({ dir, verify: false, cleanup: false });
     assert.deepEqual(kept, { dir, sockets: [], processes: [], warnings: [] });
     for (const f of [dead, reused, gone]) assert.ok(Deno.statSync(f).isFile, f);
-    const swept = readRegistry({ dir });
+    const swept = readRegistry({ dir, verify: false });
     assert.deepEqual(swept, { dir, sockets: [], processes: [], warnings: [] });
     assert.deepEqual([...Deno.readDirSync(`${dir}/${me.uid}`)], []);
   });
@@ -289,7 +295,12 @@ Deno.test("registry: files of processes that are gone are never shown, and remov
 
 Deno.test("registry: a missing directory is an empty scan without warnings", () => {
   const dir = "/nonexistent/nkb-registry";
-  assert.deepEqual(readRegistry({ dir }), { dir, sockets: [], processes: [], warnings: [] });
+  assert.deepEqual(readRegistry({ dir, verify: false }), {
+    dir,
+    sockets: [],
+    processes: [],
+    warnings: [],
+  });
 });
 
 type Me = ReturnType<typeof liveProcess>;
@@ -327,7 +338,7 @@ const BAD_FILES: BadFile[] = [
   {
     name: "bad version",
     make: corrupted((b) => putU32(b, L.header.version, 1)),
-    expect: /version 1, this reader knows 2/,
+    expect: /version 1, this reader knows 3/,
   },
   {
     name: "header_size lies",
@@ -436,7 +447,7 @@ for (const bad of BAD_FILES) {
     await withDir((dir) => {
       const me = liveProcess();
       const path = plantFile(dir, me, bad.make(me));
-      const scan = readRegistry({ dir });
+      const scan = readRegistry({ dir, verify: false });
       assert.equal(scan.warnings.length, 1, scan.warnings.join("\n"));
       assert.ok(scan.warnings[0].startsWith(`${path}: `), scan.warnings[0]);
       assert.match(scan.warnings[0], bad.expect);
@@ -466,7 +477,7 @@ Deno.test("registry: a FIFO, a link or a directory in place of a live process's 
     for (const [what, plant] of plants) {
       Deno.removeSync(path, { recursive: true });
       await plant();
-      const scan = readRegistry({ dir, cleanup: false });
+      const scan = readRegistry({ dir, verify: false, cleanup: false });
       assert.deepEqual(scan.warnings, [`${path}: not a regular file, skipped`], what);
       assert.deepEqual(scan.sockets, [], what);
     }
@@ -667,6 +678,10 @@ Deno.test("registry: sockets come in slot order", async () => {
     const bytes = registryFile(me, [{ index: 700 }, { index: 3 }, { index: 1023 }]);
     writeSlot(bytes, { index: 0, inUse: 0 });
     plantFile(dir, me, bytes);
-    assert.deepEqual(readRegistry({ dir }).sockets.map((s) => s.slot), [3, 700, 1023]);
+    assert.deepEqual(readRegistry({ dir, verify: false }).sockets.map((s) => s.slot), [
+      3,
+      700,
+      1023,
+    ]);
   });
 });

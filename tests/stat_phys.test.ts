@@ -12,7 +12,13 @@ import {
   type RegisteredSocket,
   RegistryLayout as L,
 } from "../src/registry_read.ts";
-import { liveProcess, plantFile, registryFile, ZERO_STATS } from "./helpers/registry_file.ts";
+import {
+  heldUdpSocket,
+  liveProcess,
+  plantFile,
+  registryFile,
+  ZERO_STATS,
+} from "./helpers/registry_file.ts";
 
 function sock(over: Partial<RegisteredSocket>): RegisteredSocket {
   return {
@@ -36,6 +42,8 @@ function sock(over: Partial<RegisteredSocket>): RegisteredSocket {
     recvMode: 1,
     reason: null,
     stats: { ...ZERO_STATS, opkts: 281790 },
+    inode: "1",
+    verified: true,
     ...over,
   };
 }
@@ -259,10 +267,10 @@ Deno.test("listSockets: bypass sockets by default, kernel-path ones too with all
     ]);
     plantFile(dir, me, file);
     Deno.writeTextFileSync(`${dir}/${me.uid}/1.reg`, "damaged");
-    const def = listSockets({ dir });
+    const def = listSockets({ dir, verify: false });
     assert.deepEqual(def.sockets.map((s) => s.slot), [2]);
     assert.equal(def.warnings.length, 1);
-    const all = listSockets({ dir, all: true });
+    const all = listSockets({ dir, verify: false, all: true });
     assert.deepEqual(all.sockets.map((s) => [s.slot, s.reason]), [[0, "loopback"], [2, null]]);
     const json = statJson(all);
     assert.deepEqual(JSON.parse(JSON.stringify(json)), json);
@@ -271,31 +279,41 @@ Deno.test("listSockets: bypass sockets by default, kernel-path ones too with all
 });
 
 Deno.test("listPhys: queues held on lo by live sockets of this namespace, lo only when named", async () => {
-  await withRegistry((dir, me) => {
-    const held = { flags: L.flags.bypass | L.flags.bound, ifname: "lo", ifindex: 1 };
-    const file = registryFile({ ...me, netnsIno: 1n }, [ // a lie: /proc says which it is
-      { index: 0, ...held, firstQueue: 0, queueCount: 1 },
-      { index: 1, ...held, firstQueue: 0, queueCount: 1 }, // the same queue: counted once
-      { index: 2, flags: L.flags.bound, reason: "loopback" },
-    ]);
-    plantFile(dir, me, file);
-    const lo = listPhys({ dir, links: ["lo", "nkb-no-such0", "../etc"] });
-    assert.deepEqual(lo.warnings.sort(), [
-      '"../etc": not an interface name',
-      "nkb-no-such0: no such interface",
-    ]);
-    assert.equal(lo.links.length, 1);
-    const l = lo.links[0];
-    assert.equal(l.link, "lo");
-    assert.equal(l.ifindex, 1);
-    assert.ok(l.rxQueues >= 1);
-    assert.equal(l.rgInUse, 1);
-    assert.equal(l.rgAvail, l.rxQueues - 1);
-    assert.deepEqual(l.holders, [me.pid]);
-    assert.deepEqual(l.queuesHeld, [0]);
-    assert.ok(["none", "nkb", "other", "unknown"].includes(l.xdp));
-    assert.ok(listPhys({ dir }).links.every((x) => x.link !== "lo"));
+  // Claims the kernel backs: each slot names a socket this (capable) process holds.
+  const real = [heldUdpSocket(), heldUdpSocket(), heldUdpSocket()];
+  const on = (i: number) => ({
+    local: ["127.0.0.1", real[i].port] as [string, number],
+    sockIno: real[i].ino,
   });
+  try {
+    await withRegistry((dir, me) => {
+      const held = { flags: L.flags.bypass | L.flags.bound, ifname: "lo", ifindex: 1 };
+      const file = registryFile({ ...me, netnsIno: 1n }, [ // a lie: /proc says which it is
+        { index: 0, ...held, ...on(0), firstQueue: 0, queueCount: 1 },
+        { index: 1, ...held, ...on(1), firstQueue: 0, queueCount: 1 }, // the same queue: counted once
+        { index: 2, flags: L.flags.bound, ...on(2), reason: "loopback" },
+      ]);
+      plantFile(dir, me, file);
+      const lo = listPhys({ dir, links: ["lo", "nkb-no-such0", "../etc"] });
+      assert.deepEqual(lo.warnings.sort(), [
+        '"../etc": not an interface name',
+        "nkb-no-such0: no such interface",
+      ]);
+      assert.equal(lo.links.length, 1);
+      const l = lo.links[0];
+      assert.equal(l.link, "lo");
+      assert.equal(l.ifindex, 1);
+      assert.ok(l.rxQueues >= 1);
+      assert.equal(l.rgInUse, 1);
+      assert.equal(l.rgAvail, l.rxQueues - 1);
+      assert.deepEqual(l.holders, [me.pid]);
+      assert.deepEqual(l.queuesHeld, [0]);
+      assert.ok(["none", "nkb", "other", "unknown"].includes(l.xdp));
+      assert.ok(listPhys({ dir }).links.every((x) => x.link !== "lo"));
+    });
+  } finally {
+    for (const r of real) r.conn.close();
+  }
 });
 
 Deno.test("listPhys: sockets of another network namespace hold nothing here", async () => {
@@ -314,9 +332,9 @@ Deno.test("listPhys: sockets of another network namespace hold nothing here", as
         { index: 0, flags: L.flags.bypass, ifname: "lo", ifindex: 1, queueCount: 1 },
       ]);
       plantFile(dir, them, file);
-      const scan = listSockets({ dir });
+      const scan = listSockets({ dir, verify: false });
       assert.deepEqual(scan.sockets.map((s) => s.pid), [child.pid], scan.warnings.join("\n"));
-      const [l] = listPhys({ dir, links: ["lo"] }).links;
+      const [l] = listPhys({ dir, verify: false, links: ["lo"] }).links;
       assert.equal(l.rgInUse, 0);
       assert.deepEqual(l.holders, []);
     } finally {

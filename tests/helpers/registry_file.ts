@@ -39,6 +39,8 @@ export interface SlotSpec {
   recvMode?: number;
   ifname?: string;
   reason?: string;
+  /** Inode of the kernel socket the slot names (default 0: none). */
+  sockIno?: bigint;
   stats?: Partial<Record<keyof typeof Stat, bigint>>;
 }
 
@@ -130,6 +132,7 @@ export function writeSlot(bytes: Uint8Array, s: SlotSpec): void {
   v.setUint32(S.recvMode, s.recvMode ?? 1, true);
   putString(bytes, base + S.ifname, L.ifnameSize, s.ifname ?? "");
   putString(bytes, base + S.reason, L.reasonSize, s.reason ?? "");
+  v.setBigUint64(S.sockIno, s.sockIno ?? 0n, true);
   for (const [name, value] of Object.entries(s.stats ?? {})) {
     v.setBigUint64(S.stats + 8 * Stat[name as keyof typeof Stat], value, true);
   }
@@ -162,4 +165,21 @@ export function fileOfProcess(dir: string, pid: number): string {
   const pidns = /\[([0-9]+)\]/.exec(Deno.readLinkSync(`/proc/${pid}/ns/pid`))![1];
   const nspid = /^NSpid:\s+(.*)$/m.exec(status)![1].trim().split(/\s+/).pop();
   return `${dir}/${uid}/${pidns}-${nspid}-${startTicks}.reg`;
+}
+
+/**
+ * A kernel UDP socket of this process on 127.0.0.1 (an ephemeral port) and its inode
+ * (from /proc/self/net/udp): a slot that names it is backed by the kernel.
+ */
+export function heldUdpSocket(): { conn: Deno.DatagramConn; port: number; ino: bigint } {
+  const conn = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+  const port = (conn.addr as Deno.NetAddr).port;
+  const hex = port.toString(16).toUpperCase().padStart(4, "0");
+  const lines = Deno.readTextFileSync("/proc/self/net/udp").split("\n");
+  const line = lines.find((l) => l.trim().split(/\s+/)[1] === `0100007F:${hex}`);
+  if (line === undefined) {
+    conn.close();
+    throw new Error(`127.0.0.1:${port} is not in /proc/self/net/udp`);
+  }
+  return { conn, port, ino: BigInt(line.trim().split(/\s+/)[9]) };
 }
