@@ -616,7 +616,7 @@ export class UdpBypass implements Deno.DatagramConn {
     if (addr !== undefined) {
       // Each property read once, as Deno's send reads them: a getter answering differently
       // on each read once made the cache map one hostname to another's address (every
-      // later send to it misdirected: repro/hostname_cache.ts, 5 of 5).
+      // later send to it misdirected, 5 of 5: tests/js_attacks.test.ts keeps the case).
       const hostname: unknown = addr.hostname;
       const port: unknown = addr.port;
       if (hostname === this.#dstHost && Number.isInteger(port)) {
