@@ -16,26 +16,13 @@
 
 import assert from "node:assert/strict";
 import { readRegistry } from "../src/registry_read.ts";
-import { TestbedProcess } from "../examples/testbed.ts";
+import type { TestbedProcess } from "../examples/testbed.ts";
 import { FIXTURES } from "./helpers/testbed.ts";
-import { ROOT } from "./helpers/zig.ts";
+import { asNobody, holdCommand, NOBODY, setprivAs, spawn } from "./helpers/nobody.ts";
 
-const NOBODY = 65534;
 const PROCESSES = 70;
 const BUDGET = 65_536;
 const TIMEOUT_MS = 30_000;
-
-function spawn(name: string, cmd: string[], env: Record<string, string>): TestbedProcess {
-  const proc = new Deno.Command(cmd[0], {
-    args: cmd.slice(1),
-    cwd: ROOT,
-    env: { NO_COLOR: "1", ...env },
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  return new TestbedProcess(name, proc, { stdin: true });
-}
 
 // "valid": every slot a socket; "odd": every slot mid-write for good (a warning each).
 for (const mode of ["valid", "odd"]) {
@@ -51,25 +38,11 @@ for (const mode of ["valid", "odd"]) {
       const dir = `${base}/nkb`;
       const procs: TestbedProcess[] = [];
       try {
-        const hold = spawn("hold", [
-          Deno.execPath(),
-          "run",
-          "-A",
-          "--no-lock",
-          "--unstable-net",
-          `${FIXTURES}hold.ts`,
-          "--host=127.0.0.1",
-          "--port=0",
-          "--then=close",
-          `--waitMs=${TIMEOUT_MS * 2}`,
-        ], { NKB_REGISTRY_DIR: dir });
+        const hold = spawn("hold", holdCommand(0, TIMEOUT_MS * 2), { NKB_REGISTRY_DIR: dir });
         procs.push(hold);
         await hold.nextWith("ready", TIMEOUT_MS);
         const flood = spawn("flood", [
-          "setpriv",
-          `--reuid=${NOBODY}`,
-          `--regid=${NOBODY}`,
-          "--clear-groups",
+          ...setprivAs(NOBODY),
           "/usr/bin/python3",
           `${FIXTURES}reg_flood.py`,
           dir,
@@ -131,16 +104,6 @@ for (const mode of ["valid", "odd"]) {
   });
 }
 
-/** Runs a shell script as nobody; throws on failure. */
-async function asNobody(script: string): Promise<void> {
-  const out = await new Deno.Command("setpriv", {
-    args: [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, "--clear-groups", "sh", "-c", script],
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-  if (out.code !== 0) throw new Error(`as nobody: ${new TextDecoder().decode(out.stderr)}`);
-}
-
 Deno.test({
   name: "registry planted: R as another user's link, file or FIFO is renamed aside by root",
   sanitizeResources: false,
@@ -162,18 +125,7 @@ Deno.test({
           await Deno.remove(`${base}/${e.name}`, { recursive: true });
         }
         await asNobody(script);
-        const hold = spawn(`hold (${what})`, [
-          Deno.execPath(),
-          "run",
-          "-A",
-          "--no-lock",
-          "--unstable-net",
-          `${FIXTURES}hold.ts`,
-          "--host=127.0.0.1",
-          "--port=0",
-          "--then=close",
-          `--waitMs=${TIMEOUT_MS}`,
-        ], { NKB_REGISTRY_DIR: dir });
+        const hold = spawn(`hold (${what})`, holdCommand(0, TIMEOUT_MS), { NKB_REGISTRY_DIR: dir });
         try {
           await hold.nextWith("ready", TIMEOUT_MS);
           const scan = readRegistry({ dir, cleanup: false });
@@ -202,18 +154,7 @@ Deno.test({
   fn: async () => {
     const base = await Deno.makeTempDir({ prefix: `nkb-sweep-${Deno.pid}-` });
     const dir = `${base}/nkb`;
-    const hold = spawn("hold", [
-      Deno.execPath(),
-      "run",
-      "-A",
-      "--no-lock",
-      "--unstable-net",
-      `${FIXTURES}hold.ts`,
-      "--host=127.0.0.1",
-      "--port=0",
-      "--then=close",
-      `--waitMs=${TIMEOUT_MS}`,
-    ], { NKB_REGISTRY_DIR: dir });
+    const hold = spawn("hold", holdCommand(0, TIMEOUT_MS), { NKB_REGISTRY_DIR: dir });
     try {
       await hold.nextWith("ready", TIMEOUT_MS);
       const files = (): string[] => [...Deno.readDirSync(`${dir}/0`)].map((e) => e.name).sort();
