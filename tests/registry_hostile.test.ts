@@ -11,7 +11,7 @@
 import assert from "node:assert/strict";
 import { readRegistry } from "../src/registry_read.ts";
 import { fileOfProcess, ownPidnsIno, registryFile, registryName } from "./helpers/registry_file.ts";
-import { createTestbed, FIXTURES } from "./helpers/testbed.ts";
+import { createTestbed } from "./helpers/testbed.ts";
 import { ROOT } from "./helpers/zig.ts";
 import type { TestbedProcess } from "../examples/testbed.ts";
 import {
@@ -19,6 +19,7 @@ import {
   DENO,
   holdCommand,
   NOBODY,
+  scanCommand,
   setprivAs,
   spawn,
   stopped,
@@ -251,16 +252,7 @@ Deno.test({
         // Root's reader in a child: 400 scans must end (bounded), bait never shown.
         // Unverified: neither file names a socket the sleeper holds, and the kernel check
         // would hide a followed link's bait as well as the honest file.
-        const scanner = spawn("scanner", [
-          DENO,
-          "run",
-          "-A",
-          "--no-lock",
-          `${FIXTURES}registry_scan.ts`,
-          `--dir=${dir}`,
-          "--scans=400",
-          "--unverified",
-        ], {});
+        const scanner = spawn("scanner", scanCommand(dir, 400, "--unverified"), {});
         const summary = await scanner.nextWith("scans", TIMEOUT_MS * 2);
         await scanner.wait(TIMEOUT_MS);
         await scanner.dispose();
@@ -472,16 +464,7 @@ Deno.test({
         const rootHold = hold(dir, 9733);
         try {
           await rootHold.nextWith("ready", TIMEOUT_MS);
-          const scanner = spawn("nobody-scan", [
-            ...setpriv,
-            DENO,
-            "run",
-            "-A",
-            "--no-lock",
-            `${FIXTURES}registry_scan.ts`,
-            `--dir=${dir}`,
-            "--scans=2",
-          ], env);
+          const scanner = spawn("nobody-scan", [...setpriv, ...scanCommand(dir, 2)], env);
           const summary = await scanner.nextWith("scans", TIMEOUT_MS);
           await scanner.wait(TIMEOUT_MS);
           await scanner.dispose();

@@ -14,11 +14,10 @@ import { listSockets } from "../src/stat.ts";
 import { listPhys } from "../src/phys.ts";
 import { processStartTicks } from "../src/registry_read.ts";
 import { ownPidnsIno, registryFile, registryName } from "./helpers/registry_file.ts";
-import { FIXTURES } from "./helpers/testbed.ts";
 import {
-  DENO,
   holdCommand,
   NOBODY,
+  scanCommand,
   setprivAs,
   spawn,
   stopped,
@@ -246,17 +245,10 @@ Deno.test({
           own.sockets.map((s) => [s.pid, s.local.port, s.verified, s.inode !== "0"]),
           [[holder.proc.pid, port, true, true]],
         );
-        const scanner = spawn("nobody-scan", [
-          "setpriv",
-          ...SETPRIV,
-          DENO,
-          "run",
-          "-A",
-          "--no-lock",
-          `${FIXTURES}registry_scan.ts`,
-          `--dir=${dir}`,
-          "--scans=1",
-        ], { DENO_DIR: denoDir, HOME: denoDir });
+        const scanner = spawn("nobody-scan", ["setpriv", ...SETPRIV, ...scanCommand(dir, 1)], {
+          DENO_DIR: denoDir,
+          HOME: denoDir,
+        });
         const summary = await scanner.nextWith("scans", TIMEOUT_MS);
         await scanner.wait(TIMEOUT_MS);
         await scanner.dispose();

@@ -53,6 +53,20 @@ export function holdCommand(port: number, waitMs: number): string[] {
   ];
 }
 
+/** The command of registry_scan.ts: `scans` reads of the registry `dir`, then a summary line. */
+export function scanCommand(dir: string, scans: number, ...extra: string[]): string[] {
+  return [
+    DENO,
+    "run",
+    "-A",
+    "--no-lock",
+    `${FIXTURES}registry_scan.ts`,
+    `--dir=${dir}`,
+    `--scans=${scans}`,
+    ...extra,
+  ];
+}
+
 /**
  * Runs a bash script as nobody (uid and gid 65534, no groups), killed after `timeoutMs`;
  * returns its stdout, throws on a non-zero exit.
