@@ -16,26 +16,13 @@
 
 import assert from "node:assert/strict";
 import { readRegistry } from "../src/registry_read.ts";
-import { TestbedProcess } from "../examples/testbed.ts";
+import type { TestbedProcess } from "../examples/testbed.ts";
 import { FIXTURES } from "./helpers/testbed.ts";
-import { ROOT } from "./helpers/zig.ts";
+import { asNobody, holdCommand, NOBODY, setprivAs, spawn, withTempDir } from "./helpers/nobody.ts";
 
-const NOBODY = 65534;
 const PROCESSES = 70;
 const BUDGET = 65_536;
 const TIMEOUT_MS = 30_000;
-
-function spawn(name: string, cmd: string[], env: Record<string, string>): TestbedProcess {
-  const proc = new Deno.Command(cmd[0], {
-    args: cmd.slice(1),
-    cwd: ROOT,
-    env: { NO_COLOR: "1", ...env },
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  return new TestbedProcess(name, proc, { stdin: true });
-}
 
 // "valid": every slot a socket; "odd": every slot mid-write for good (a warning each).
 for (const mode of ["valid", "odd"]) {
@@ -44,136 +31,97 @@ for (const mode of ["valid", "odd"]) {
       `registry flood (${mode}): one user's files are read up to a per-uid bound; root's still are`,
     sanitizeResources: false,
     sanitizeOps: false,
-    fn: async () => {
+    fn: () =>
       // 01777, as /dev/shm: nobody may create its own R/65534 in R.
-      const base = await Deno.makeTempDir({ prefix: `nkb-flood-${Deno.pid}-` });
-      Deno.chmodSync(base, 0o1777);
-      const dir = `${base}/nkb`;
-      const procs: TestbedProcess[] = [];
-      try {
-        const hold = spawn("hold", [
-          Deno.execPath(),
-          "run",
-          "-A",
-          "--no-lock",
-          "--unstable-net",
-          `${FIXTURES}hold.ts`,
-          "--host=127.0.0.1",
-          "--port=0",
-          "--then=close",
-          `--waitMs=${TIMEOUT_MS * 2}`,
-        ], { NKB_REGISTRY_DIR: dir });
-        procs.push(hold);
-        await hold.nextWith("ready", TIMEOUT_MS);
-        const flood = spawn("flood", [
-          "setpriv",
-          `--reuid=${NOBODY}`,
-          `--regid=${NOBODY}`,
-          "--clear-groups",
-          "/usr/bin/python3",
-          `${FIXTURES}reg_flood.py`,
-          dir,
-          String(PROCESSES),
-          "60",
-          mode,
-        ], {});
-        procs.push(flood);
-        for (let i = 0; i < 3000 && !flood.lines.some((l) => l.includes("flooded")); i++) {
-          await new Promise((r) => setTimeout(r, 10));
-        }
-        assert.match(
-          flood.lines.join("\n"),
-          new RegExp(`flooded ${PROCESSES} processes`),
-          flood.stderr,
-        );
-
-        // The bound is on reading: counted before the kernel check, which these slots
-        // (no socket named) would fail; that check is tests/registry_verify.test.ts's.
-        const scan = readRegistry({ dir, cleanup: false, verify: false });
-        const theirs = scan.sockets.filter((s) => s.uid === NOBODY);
-        const stillWritten = scan.warnings.filter((w) => w.includes(`still being written`));
-        assert.equal(theirs.length, mode === "valid" ? BUDGET : 0, `nobody's sockets listed`);
-        assert.equal(stillWritten.length, mode === "valid" ? 0 : BUDGET, `slot warnings`);
-        const unread = scan.warnings.filter((w) => w.startsWith(`uid ${NOBODY}: `));
-        assert.equal(unread.length, 1, scan.warnings.join("\n"));
-        assert.match(
-          unread[0],
-          new RegExp(`^uid ${NOBODY}: ${BUDGET} sockets and warnings listed, .* ([0-9]+) more`),
-        );
-        // At least the flood's 6 files past the bound were not read.
-        const n = Number(/ ([0-9]+) more/.exec(unread[0])![1]);
-        assert.ok(n >= PROCESSES - BUDGET / 1024, unread[0]);
-        // Root's socket is listed as root's: the flood hides nothing of another user.
-        const ours = scan.sockets.filter((s) => s.uid === 0 && s.pid === hold.pid);
-        assert.equal(ours.length, 1, JSON.stringify(scan.processes.filter((p) => p.uid === 0)));
-        assert.equal(ours[0].local.address, "127.0.0.1");
-        // Checked against the kernel: none of the flood's slots names a socket its process
-        // holds; root's is still listed, verified.
-        const t0 = performance.now();
-        const checked = readRegistry({ dir, cleanup: false });
-        console.log(`verified scan of the flood: ${Math.round(performance.now() - t0)} ms`);
-        assert.equal(checked.sockets.filter((s) => s.uid === NOBODY).length, 0);
-        const mine = checked.sockets.filter((s) => s.pid === hold.pid);
-        assert.deepEqual(mine.map((s) => s.verified), [true], checked.warnings.join("\n"));
-      } finally {
-        for (const p of procs) {
-          try {
-            p.kill("SIGTERM");
-          } catch {
-            // gone
+      withTempDir("flood", 0o1777, async (base) => {
+        const dir = `${base}/nkb`;
+        const procs: TestbedProcess[] = [];
+        try {
+          const hold = spawn("hold", holdCommand(0, TIMEOUT_MS * 2), { NKB_REGISTRY_DIR: dir });
+          procs.push(hold);
+          await hold.nextWith("ready", TIMEOUT_MS);
+          const flood = spawn("flood", [
+            ...setprivAs(NOBODY),
+            "/usr/bin/python3",
+            `${FIXTURES}reg_flood.py`,
+            dir,
+            String(PROCESSES),
+            "60",
+            mode,
+          ], {});
+          procs.push(flood);
+          for (let i = 0; i < 3000 && !flood.lines.some((l) => l.includes("flooded")); i++) {
+            await new Promise((r) => setTimeout(r, 10));
           }
-          await p.wait(TIMEOUT_MS).catch(() => {});
-          await p.dispose();
-        }
-        await Deno.remove(base, { recursive: true });
-      }
-    },
-  });
-}
+          assert.match(
+            flood.lines.join("\n"),
+            new RegExp(`flooded ${PROCESSES} processes`),
+            flood.stderr,
+          );
 
-/** Runs a shell script as nobody; throws on failure. */
-async function asNobody(script: string): Promise<void> {
-  const out = await new Deno.Command("setpriv", {
-    args: [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, "--clear-groups", "sh", "-c", script],
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-  if (out.code !== 0) throw new Error(`as nobody: ${new TextDecoder().decode(out.stderr)}`);
+          // The bound is on reading: counted before the kernel check, which these slots
+          // (no socket named) would fail; that check is tests/registry_verify.test.ts's.
+          const scan = readRegistry({ dir, cleanup: false, verify: false });
+          const theirs = scan.sockets.filter((s) => s.uid === NOBODY);
+          const stillWritten = scan.warnings.filter((w) => w.includes(`still being written`));
+          assert.equal(theirs.length, mode === "valid" ? BUDGET : 0, `nobody's sockets listed`);
+          assert.equal(stillWritten.length, mode === "valid" ? 0 : BUDGET, `slot warnings`);
+          const unread = scan.warnings.filter((w) => w.startsWith(`uid ${NOBODY}: `));
+          assert.equal(unread.length, 1, scan.warnings.join("\n"));
+          assert.match(
+            unread[0],
+            new RegExp(`^uid ${NOBODY}: ${BUDGET} sockets and warnings listed, .* ([0-9]+) more`),
+          );
+          // At least the flood's 6 files past the bound were not read.
+          const n = Number(/ ([0-9]+) more/.exec(unread[0])![1]);
+          assert.ok(n >= PROCESSES - BUDGET / 1024, unread[0]);
+          // Root's socket is listed as root's: the flood hides nothing of another user.
+          const ours = scan.sockets.filter((s) => s.uid === 0 && s.pid === hold.pid);
+          assert.equal(ours.length, 1, JSON.stringify(scan.processes.filter((p) => p.uid === 0)));
+          assert.equal(ours[0].local.address, "127.0.0.1");
+          // Checked against the kernel: none of the flood's slots names a socket its process
+          // holds; root's is still listed, verified.
+          const t0 = performance.now();
+          const checked = readRegistry({ dir, cleanup: false });
+          console.log(`verified scan of the flood: ${Math.round(performance.now() - t0)} ms`);
+          assert.equal(checked.sockets.filter((s) => s.uid === NOBODY).length, 0);
+          const mine = checked.sockets.filter((s) => s.pid === hold.pid);
+          assert.deepEqual(mine.map((s) => s.verified), [true], checked.warnings.join("\n"));
+        } finally {
+          for (const p of procs) {
+            try {
+              p.kill("SIGTERM");
+            } catch {
+              // gone
+            }
+            await p.wait(TIMEOUT_MS).catch(() => {});
+            await p.dispose();
+          }
+        }
+      }),
+  });
 }
 
 Deno.test({
   name: "registry planted: R as another user's link, file or FIFO is renamed aside by root",
   sanitizeResources: false,
   sanitizeOps: false,
-  fn: async () => {
-    const base = await Deno.makeTempDir({ prefix: `nkb-planted-${Deno.pid}-` });
-    Deno.chmodSync(base, 0o1777);
-    const dir = `${base}/nkb`;
-    const plants: Record<string, string> = {
-      "link to a FIFO": `mkfifo ${base}/f && ln -s ${base}/f ${dir}`,
-      "dangling link": `ln -s /nonexistent ${dir}`,
-      "file": `touch ${dir}`,
-      "FIFO": `mkfifo ${dir}`,
-      "link to nobody's directory": `mkdir ${base}/d && ln -s ${base}/d ${dir}`,
-    };
-    try {
+  fn: () =>
+    withTempDir("planted", 0o1777, async (base) => {
+      const dir = `${base}/nkb`;
+      const plants: Record<string, string> = {
+        "link to a FIFO": `mkfifo ${base}/f && ln -s ${base}/f ${dir}`,
+        "dangling link": `ln -s /nonexistent ${dir}`,
+        "file": `touch ${dir}`,
+        "FIFO": `mkfifo ${dir}`,
+        "link to nobody's directory": `mkdir ${base}/d && ln -s ${base}/d ${dir}`,
+      };
       for (const [what, script] of Object.entries(plants)) {
         for (const e of Deno.readDirSync(base)) {
           await Deno.remove(`${base}/${e.name}`, { recursive: true });
         }
         await asNobody(script);
-        const hold = spawn(`hold (${what})`, [
-          Deno.execPath(),
-          "run",
-          "-A",
-          "--no-lock",
-          "--unstable-net",
-          `${FIXTURES}hold.ts`,
-          "--host=127.0.0.1",
-          "--port=0",
-          "--then=close",
-          `--waitMs=${TIMEOUT_MS}`,
-        ], { NKB_REGISTRY_DIR: dir });
+        const hold = spawn(`hold (${what})`, holdCommand(0, TIMEOUT_MS), { NKB_REGISTRY_DIR: dir });
         try {
           await hold.nextWith("ready", TIMEOUT_MS);
           const scan = readRegistry({ dir, cleanup: false });
@@ -189,10 +137,7 @@ Deno.test({
           await hold.dispose();
         }
       }
-    } finally {
-      await Deno.remove(base, { recursive: true });
-    }
-  },
+    }),
 });
 
 Deno.test({
@@ -202,18 +147,7 @@ Deno.test({
   fn: async () => {
     const base = await Deno.makeTempDir({ prefix: `nkb-sweep-${Deno.pid}-` });
     const dir = `${base}/nkb`;
-    const hold = spawn("hold", [
-      Deno.execPath(),
-      "run",
-      "-A",
-      "--no-lock",
-      "--unstable-net",
-      `${FIXTURES}hold.ts`,
-      "--host=127.0.0.1",
-      "--port=0",
-      "--then=close",
-      `--waitMs=${TIMEOUT_MS}`,
-    ], { NKB_REGISTRY_DIR: dir });
+    const hold = spawn("hold", holdCommand(0, TIMEOUT_MS), { NKB_REGISTRY_DIR: dir });
     try {
       await hold.nextWith("ready", TIMEOUT_MS);
       const files = (): string[] => [...Deno.readDirSync(`${dir}/0`)].map((e) => e.name).sort();

@@ -11,66 +11,28 @@
 import assert from "node:assert/strict";
 import { readRegistry } from "../src/registry_read.ts";
 import { fileOfProcess, ownPidnsIno, registryFile, registryName } from "./helpers/registry_file.ts";
-import { createTestbed, FIXTURES } from "./helpers/testbed.ts";
-import { TestbedProcess } from "../examples/testbed.ts";
+import { createTestbed } from "./helpers/testbed.ts";
 import { ROOT } from "./helpers/zig.ts";
+import type { TestbedProcess } from "../examples/testbed.ts";
+import {
+  asNobody,
+  DENO,
+  holdCommand,
+  NOBODY,
+  scanCommand,
+  setprivAs,
+  spawn,
+  stopped,
+  withTempDir,
+} from "./helpers/nobody.ts";
 
-const NOBODY = 65534;
 const TIMEOUT_MS = 30_000;
-const DENO = Deno.execPath();
-
-/** Runs a bash script as nobody (uid and gid 65534, no groups); throws on failure. */
-async function asNobody(script: string, timeoutMs = TIMEOUT_MS): Promise<string> {
-  const cmd = new Deno.Command("setpriv", {
-    args: [
-      `--reuid=${NOBODY}`,
-      `--regid=${NOBODY}`,
-      "--clear-groups",
-      "timeout",
-      String(Math.ceil(timeoutMs / 1000)),
-      "bash",
-      "-c",
-      script,
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  });
-  const out = await cmd.output();
-  const text = new TextDecoder().decode(out.stdout);
-  if (out.code !== 0) {
-    throw new Error(`as nobody: exit ${out.code}: ${new TextDecoder().decode(out.stderr)}`);
-  }
-  return text;
-}
-
-/** A process of ours (root), its stdout read as JSON lines, every wait bounded. */
-function spawn(name: string, cmd: string[], env: Record<string, string>): TestbedProcess {
-  const proc = new Deno.Command(cmd[0], {
-    args: cmd.slice(1),
-    cwd: ROOT,
-    env: { NO_COLOR: "1", ...env },
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  return new TestbedProcess(name, proc, { stdin: true });
-}
 
 /** hold.ts: one socket on 127.0.0.1:port (the kernel path), kept until a line on stdin. */
 function hold(dir: string, port: number, prefix: string[] = []): TestbedProcess {
-  return spawn(`hold:${port}`, [
-    ...prefix,
-    DENO,
-    "run",
-    "-A",
-    "--no-lock",
-    "--unstable-net",
-    `${FIXTURES}hold.ts`,
-    "--host=127.0.0.1",
-    `--port=${port}`,
-    "--then=close",
-    `--waitMs=${TIMEOUT_MS}`,
-  ], { NKB_REGISTRY_DIR: dir });
+  return spawn(`hold:${port}`, [...prefix, ...holdCommand(port, TIMEOUT_MS)], {
+    NKB_REGISTRY_DIR: dir,
+  });
 }
 
 async function finish(p: TestbedProcess): Promise<void> {
@@ -87,32 +49,17 @@ async function finish(p: TestbedProcess): Promise<void> {
  * A temporary base directory, removed at the end: mode 0755 (nobody may traverse it)
  * or 01777 (nobody may also create in it, as in /dev/shm).
  */
-async function withBase(fn: (base: string) => Promise<void>, mode = 0o755): Promise<void> {
-  const base = await Deno.makeTempDir({ prefix: `nkb-hostile-${Deno.pid}-` });
-  Deno.chmodSync(base, mode);
-  try {
-    await fn(base);
-  } finally {
-    await Deno.remove(base, { recursive: true });
-  }
+function withBase(fn: (base: string) => Promise<void>, mode = 0o755): Promise<void> {
+  return withTempDir("hostile", mode, fn);
 }
 
 /** A process of nobody's that lives until killed (bounded by its own timeout). */
 function nobodySleeper(): Deno.ChildProcess {
   return new Deno.Command("setpriv", {
-    args: [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, "--clear-groups", "sleep", "60"],
+    args: [...setprivAs(NOBODY).slice(1), "sleep", "60"],
     stdout: "null",
     stderr: "null",
   }).spawn();
-}
-
-async function stopped(child: Deno.ChildProcess): Promise<void> {
-  try {
-    child.kill("SIGKILL");
-  } catch {
-    // already gone
-  }
-  await child.status;
 }
 
 /** Waits (bounded) until `pid` runs as nobody: setpriv has exec'd the real program. */
@@ -286,9 +233,7 @@ Deno.test({
         // to a FIFO, to /dev/zero and to root's file (rename: atomic at every step).
         racer = new Deno.Command("setpriv", {
           args: [
-            `--reuid=${NOBODY}`,
-            `--regid=${NOBODY}`,
-            "--clear-groups",
+            ...setprivAs(NOBODY).slice(1),
             "bash",
             "-c",
             `
@@ -307,16 +252,7 @@ Deno.test({
         // Root's reader in a child: 400 scans must end (bounded), bait never shown.
         // Unverified: neither file names a socket the sleeper holds, and the kernel check
         // would hide a followed link's bait as well as the honest file.
-        const scanner = spawn("scanner", [
-          DENO,
-          "run",
-          "-A",
-          "--no-lock",
-          `${FIXTURES}registry_scan.ts`,
-          `--dir=${dir}`,
-          "--scans=400",
-          "--unverified",
-        ], {});
+        const scanner = spawn("scanner", scanCommand(dir, 400, "--unverified"), {});
         const summary = await scanner.nextWith("scans", TIMEOUT_MS * 2);
         await scanner.wait(TIMEOUT_MS);
         await scanner.dispose();
@@ -494,34 +430,16 @@ Deno.test({
       const denoDir = `${base}/deno-dir`;
       Deno.mkdirSync(denoDir);
       Deno.chownSync(denoDir, NOBODY, NOBODY);
-      const setpriv = [`setpriv`, `--reuid=${NOBODY}`, `--regid=${NOBODY}`, "--clear-groups"];
+      const setpriv = setprivAs(NOBODY);
       const env = { DENO_DIR: denoDir, HOME: denoDir };
-      const mine = spawn("nobody-hold", [
-        ...setpriv,
-        DENO,
-        "run",
-        "-A",
-        "--no-lock",
-        "--unstable-net",
-        `${FIXTURES}hold.ts`,
-        "--host=127.0.0.1",
-        "--port=9731",
-        "--then=close",
-        `--waitMs=${TIMEOUT_MS}`,
-      ], { ...env, NKB_REGISTRY_DIR: dir });
-      const refused = spawn("nobody-hold-other", [
-        ...setpriv,
-        DENO,
-        "run",
-        "-A",
-        "--no-lock",
-        "--unstable-net",
-        `${FIXTURES}hold.ts`,
-        "--host=127.0.0.1",
-        "--port=9732",
-        "--then=close",
-        `--waitMs=${TIMEOUT_MS}`,
-      ], { ...env, NKB_REGISTRY_DIR: other });
+      const mine = spawn("nobody-hold", [...setpriv, ...holdCommand(9731, TIMEOUT_MS)], {
+        ...env,
+        NKB_REGISTRY_DIR: dir,
+      });
+      const refused = spawn("nobody-hold-other", [...setpriv, ...holdCommand(9732, TIMEOUT_MS)], {
+        ...env,
+        NKB_REGISTRY_DIR: other,
+      });
       try {
         await mine.nextWith("ready", TIMEOUT_MS);
         await refused.nextWith("ready", TIMEOUT_MS);
@@ -546,16 +464,7 @@ Deno.test({
         const rootHold = hold(dir, 9733);
         try {
           await rootHold.nextWith("ready", TIMEOUT_MS);
-          const scanner = spawn("nobody-scan", [
-            ...setpriv,
-            DENO,
-            "run",
-            "-A",
-            "--no-lock",
-            `${FIXTURES}registry_scan.ts`,
-            `--dir=${dir}`,
-            "--scans=2",
-          ], env);
+          const scanner = spawn("nobody-scan", [...setpriv, ...scanCommand(dir, 2)], env);
           const summary = await scanner.nextWith("scans", TIMEOUT_MS);
           await scanner.wait(TIMEOUT_MS);
           await scanner.dispose();

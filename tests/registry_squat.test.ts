@@ -9,13 +9,10 @@
 
 import assert from "node:assert/strict";
 import { readRegistry } from "../src/registry_read.ts";
-import { FIXTURES } from "./helpers/testbed.ts";
-import { TestbedProcess } from "../examples/testbed.ts";
-import { ROOT } from "./helpers/zig.ts";
+import type { TestbedProcess } from "../examples/testbed.ts";
+import { asNobody, holdCommand, NOBODY, setprivAs, spawn } from "./helpers/nobody.ts";
 
-const NOBODY = 65534;
 const TIMEOUT_MS = 30_000;
-const DENO = Deno.execPath();
 
 async function run(cmd: string, args: string[]): Promise<{ code: number; err: string }> {
   const out = await new Deno.Command(cmd, { args, stdout: "null", stderr: "piped" }).output();
@@ -34,29 +31,12 @@ async function makeUser(name: string): Promise<number> {
 
 /** hold.ts as `uid` (gid the same, no groups): one kernel-path socket on 127.0.0.1:port. */
 function holdAs(uid: number, dir: string, port: number, home: string): TestbedProcess {
-  const prefix = uid === 0 ? [] : ["setpriv", `--reuid=${uid}`, `--regid=${uid}`, "--clear-groups"];
-  const cmd = [
-    ...prefix,
-    DENO,
-    "run",
-    "-A",
-    "--no-lock",
-    "--unstable-net",
-    `${FIXTURES}hold.ts`,
-    "--host=127.0.0.1",
-    `--port=${port}`,
-    "--then=close",
-    `--waitMs=${TIMEOUT_MS}`,
-  ];
-  const proc = new Deno.Command(cmd[0], {
-    args: cmd.slice(1),
-    cwd: ROOT,
-    env: { NO_COLOR: "1", NKB_REGISTRY_DIR: dir, DENO_DIR: home, HOME: home },
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  return new TestbedProcess(`hold:${uid}:${port}`, proc, { stdin: true });
+  const prefix = uid === 0 ? [] : setprivAs(uid);
+  return spawn(`hold:${uid}:${port}`, [...prefix, ...holdCommand(port, TIMEOUT_MS)], {
+    NKB_REGISTRY_DIR: dir,
+    DENO_DIR: home,
+    HOME: home,
+  });
 }
 
 async function finish(p: TestbedProcess): Promise<void> {
@@ -71,12 +51,6 @@ async function said(p: TestbedProcess, re: RegExp): Promise<boolean> {
     await new Promise((r) => setTimeout(r, 10));
   }
   return re.test(p.stderr);
-}
-
-async function asNobody(script: string): Promise<void> {
-  const args = [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, "--clear-groups", "sh", "-c", script];
-  const r = await run("setpriv", args);
-  assert.equal(r.code, 0, `as nobody: ${script}: ${r.err}`);
 }
 
 function portsOf(uid: number, dir: string): number[] {

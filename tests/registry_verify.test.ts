@@ -14,27 +14,19 @@ import { listSockets } from "../src/stat.ts";
 import { listPhys } from "../src/phys.ts";
 import { processStartTicks } from "../src/registry_read.ts";
 import { ownPidnsIno, registryFile, registryName } from "./helpers/registry_file.ts";
-import { FIXTURES } from "./helpers/testbed.ts";
-import { TestbedProcess } from "../examples/testbed.ts";
-import { ROOT } from "./helpers/zig.ts";
+import {
+  holdCommand,
+  NOBODY,
+  scanCommand,
+  setprivAs,
+  spawn,
+  stopped,
+  withTempDir,
+} from "./helpers/nobody.ts";
 
-const NOBODY = 65534;
 const TIMEOUT_MS = 30_000;
-const SETPRIV = ["--reuid=65534", "--regid=65534", "--clear-groups"];
-const DENO = Deno.execPath();
-
-/** A process (its stdout read as JSON lines, every wait bounded). */
-function spawn(name: string, cmd: string[], env: Record<string, string>): TestbedProcess {
-  const proc = new Deno.Command(cmd[0], {
-    args: cmd.slice(1),
-    cwd: ROOT,
-    env: { NO_COLOR: "1", ...env },
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  return new TestbedProcess(name, proc, { stdin: true });
-}
+/** setpriv's arguments that make nobody. */
+const SETPRIV = setprivAs(NOBODY).slice(1);
 
 /**
  * nobody's python holding one UDP socket on 127.0.0.1:port; prints its fd, then sleeps.
@@ -69,16 +61,6 @@ async function firstLine(child: Deno.ChildProcess): Promise<string> {
   }
   assert.ok(text.includes("\n"), `no line from ${child.pid}`);
   return text.split("\n")[0];
-}
-
-async function stopped(child: Deno.ChildProcess, piped = false): Promise<void> {
-  try {
-    child.kill("SIGKILL");
-  } catch {
-    // already gone
-  }
-  if (piped) await child.stdout.cancel().catch(() => {});
-  await child.status;
 }
 
 /** Writes `bytes` as nobody's file R/65534/<name of pid> (as nobody: owner and mode his). */
@@ -118,14 +100,8 @@ async function runsAsNobody(pid: number): Promise<void> {
   throw new Error(`process ${pid} never ran as nobody`);
 }
 
-async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: `nkb-verify-${Deno.pid}-` });
-  Deno.chmodSync(dir, 0o1777);
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  return withTempDir("verify", 0o1777, fn);
 }
 
 const LO_QUEUE = {
@@ -257,18 +233,10 @@ Deno.test({
       Deno.mkdirSync(denoDir);
       Deno.chownSync(denoDir, NOBODY, NOBODY);
       // Root's nkb process on the kernel path, its file readable by all (0644, R/0 0755).
-      const holder = spawn("root-hold", [
-        DENO,
-        "run",
-        "-A",
-        "--no-lock",
-        "--unstable-net",
-        `${FIXTURES}hold.ts`,
-        "--host=127.0.0.1",
-        `--port=${port}`,
-        "--then=close",
-        `--waitMs=${TIMEOUT_MS}`,
-      ], { NKB_REGISTRY_DIR: dir, NKB_REGISTRY_MODE: "0644" });
+      const holder = spawn("root-hold", holdCommand(port, TIMEOUT_MS), {
+        NKB_REGISTRY_DIR: dir,
+        NKB_REGISTRY_MODE: "0644",
+      });
       try {
         await holder.nextWith("ready", TIMEOUT_MS);
         const own = listSockets({ dir, all: true });
@@ -277,17 +245,10 @@ Deno.test({
           own.sockets.map((s) => [s.pid, s.local.port, s.verified, s.inode !== "0"]),
           [[holder.proc.pid, port, true, true]],
         );
-        const scanner = spawn("nobody-scan", [
-          "setpriv",
-          ...SETPRIV,
-          DENO,
-          "run",
-          "-A",
-          "--no-lock",
-          `${FIXTURES}registry_scan.ts`,
-          `--dir=${dir}`,
-          "--scans=1",
-        ], { DENO_DIR: denoDir, HOME: denoDir });
+        const scanner = spawn("nobody-scan", ["setpriv", ...SETPRIV, ...scanCommand(dir, 1)], {
+          DENO_DIR: denoDir,
+          HOME: denoDir,
+        });
         const summary = await scanner.nextWith("scans", TIMEOUT_MS);
         await scanner.wait(TIMEOUT_MS);
         await scanner.dispose();
