@@ -142,7 +142,7 @@ Deno.test({
           uid: NOBODY,
           pidnsIno: ownPidnsIno(),
         });
-        // The idle process (repro/phys_forge.py): a bypass socket on lo's queue 0 that
+        // The idle process (the phys forge an attacker found): a bypass socket on lo's queue 0 that
         // names no socket it holds (the inode is the holder's).
         await publishAsNobody(
           dir,
