@@ -13,6 +13,39 @@ import { ROOT } from "./zig.ts";
 /** nobody's uid and gid. */
 export const NOBODY = 65534;
 
+/**
+ * Other users run this checkout's Deno and fixtures, so every directory above them must let
+ * others through. A fresh clone under `mktemp -d` (0700) does not: nobody could not even start
+ * Deno. Grants o+x (traverse, not list) where it is missing, and takes it back when the test
+ * process ends. Directories are walked from the root down, a bounded number of levels.
+ */
+function letOthersThrough(paths: string[]): void {
+  const granted = new Map<string, number>();
+  for (const path of paths) {
+    const parts = path.split("/").filter((p) => p !== "");
+    for (let i = 1; i <= parts.length && i <= 64; i++) {
+      const dir = "/" + parts.slice(0, i).join("/");
+      if (granted.has(dir)) continue;
+      const info = Deno.statSync(dir);
+      if (!info.isDirectory || info.mode === null || (info.mode & 0o001) !== 0) continue;
+      Deno.chmodSync(dir, (info.mode & 0o7777) | 0o001);
+      granted.set(dir, info.mode & 0o7777);
+    }
+  }
+  if (granted.size === 0) return;
+  globalThis.addEventListener("unload", () => {
+    for (const [dir, mode] of granted) {
+      try {
+        Deno.chmodSync(dir, mode);
+      } catch {
+        // Gone already (a temporary checkout removed meanwhile): nothing to give back.
+      }
+    }
+  });
+}
+
+letOthersThrough([ROOT, Deno.execPath()]);
+
 /** The Deno that runs the tests, for the child processes. */
 export const DENO: string = Deno.execPath();
 
