@@ -112,9 +112,6 @@ int32_t nkb_sock_open(void) {
     free(s);
     return rc;
   }
-  // A kernel-path send must not block the event loop forever.
-  struct timeval tv = {.tv_sec = 1, .tv_usec = 0};
-  (void)setsockopt(s->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
   s->engine = -1;
   s->busy_wait_cnt = 15;
   s->ttl = 64;

@@ -40,12 +40,14 @@ static int32_t nkb_send_kernel(nkb_sock_t *s, const uint8_t *buf, uint32_t len, 
   sin.sin_family = AF_INET;
   sin.sin_addr.s_addr = daddr_be;
   sin.sin_port = htons((uint16_t)dport);
-  ssize_t r = sendto(s->fd, buf, len, 0, (struct sockaddr *)&sin, sizeof(sin));
+  // Never blocks (the caller may be the event loop): a full send buffer is EAGAIN at once,
+  // and the async send waits for room on timers, as Deno's does.
+  ssize_t r = sendto(s->fd, buf, len, MSG_DONTWAIT, (struct sockaddr *)&sin, sizeof(sin));
   // A bypass socket does not report ICMP errors (the contract): an error the companion
   // socket holds from an earlier datagram is consumed and the send tried once more.
   if (r < 0 && errno == ECONNREFUSED && s->engine >= 0) {
     s->stats[NKB_ST_ICMP_IGNORED]++;
-    r = sendto(s->fd, buf, len, 0, (struct sockaddr *)&sin, sizeof(sin));
+    r = sendto(s->fd, buf, len, MSG_DONTWAIT, (struct sockaddr *)&sin, sizeof(sin));
   }
   if (r < 0) return -errno;
   assert((uint32_t)r == len);
