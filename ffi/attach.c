@@ -247,9 +247,11 @@ int32_t nkb_sock_mac_sync(int32_t h) {
   int32_t idx = nkb_sock_index(h);
   if (idx < 0 || nkb_sock_get(h) == 0) return -EBADF;
   pthread_mutex_lock(&g_lock);
-  const nkb_sock_t *s = g_socks[idx];
-  int32_t rc = s->engine < 0 ? -ENOTCONN : 0;
+  // Looked up again under the lock: a free from another thread may have come between.
+  const nkb_sock_t *s = nkb_sock_get(h);
+  int32_t rc = s == 0 ? -EBADF : s->engine < 0 ? -ENOTCONN : 0;
   if (rc == 0) {
+    assert(s == g_socks[idx]);
     const nkb_engine_slot_t *es = &g_engines[s->engine];
     assert(es->engine != 0 && es->refs > 0);
     assert(g_ifaces[es->iface].refs > 0);

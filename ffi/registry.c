@@ -68,21 +68,29 @@ static uint64_t nkb_unix_ms(void) {
   return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-// Field 22 of a /proc stat file (start time in clock ticks): 0 when the process is gone.
+#define NKB_START_UNKNOWN UINT64_MAX  // /proc could not say: never taken for "gone"
+
+// Field 22 of a /proc stat file (start time in clock ticks): 0 when the process is gone
+// (ENOENT, ESRCH), NKB_START_UNKNOWN when /proc could not say (out of fds, hidepid, a
+// short read): a sweep must not take a live process for a dead one.
 static uint64_t nkb_start_ticks_at(const char *path) {
   int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return 0;
+  if (fd < 0) return errno == ENOENT || errno == ESRCH ? 0 : NKB_START_UNKNOWN;
   char buf[1024];
   ssize_t n = read(fd, buf, sizeof(buf) - 1);
+  int read_errno = errno;
   close(fd);
-  if (n <= 0) return 0;
+  if (n < 0 && read_errno == ESRCH) return 0;  // it exited between the open and the read
+  if (n <= 0) return NKB_START_UNKNOWN;
   buf[n] = 0;
   const char *p = strrchr(buf, ')');  // comm may hold spaces and parentheses
-  if (p == 0) return 0;
+  if (p == 0) return NKB_START_UNKNOWN;
   p++;
   for (uint32_t field = 2; field < 21 && p != 0; field++) p = strchr(p + 1, ' ');
-  if (p == 0) return 0;
-  return strtoull(p + 1, 0, 10);
+  if (p == 0) return NKB_START_UNKNOWN;
+  uint64_t ticks = strtoull(p + 1, 0, 10);
+  assert(ticks != NKB_START_UNKNOWN);
+  return ticks;
 }
 
 static uint64_t nkb_start_ticks(int32_t pid) {
@@ -145,7 +153,8 @@ static void nkb_reg_sweep(int dirfd, uint64_t pidns) {
     if (ent == 0) break;
     uint64_t ns = 0, pid = 0, start = 0;
     if (!nkb_reg_name_parse(ent->d_name, &ns, &pid, &start) || ns != pidns) continue;
-    if (nkb_start_ticks((int32_t)pid) == start) continue;  // alive
+    uint64_t now = nkb_start_ticks((int32_t)pid);
+    if (now == start || now == NKB_START_UNKNOWN) continue;  // alive, or cannot tell
     (void)unlinkat(dirfd, ent->d_name, 0);
   }
   closedir(d);
@@ -269,8 +278,11 @@ static bool nkb_reg_set_aside(int rfd, const char *dir, const char *name,
       struct stat moved;
       if (fstatat(rfd, aside, &moved, AT_SYMLINK_NOFOLLOW) == 0 &&
           (moved.st_ino != judged->st_ino || moved.st_dev != judged->st_dev)) {
-        (void)renameat2(rfd, aside, rfd, name, RENAME_NOREPLACE);
-        return true;
+        // Another root writer's fresh directory: put it back. Someone may have taken the
+        // name meanwhile (R is 01777): then it stays aside, and this says so.
+        if (renameat2(rfd, aside, rfd, name, RENAME_NOREPLACE) == 0) return true;
+        if (loud) nkb_reg_warn("%s/%s: cannot put %s back (%s)", dir, name, aside, strerror(errno));
+        return false;
       }
       if (loud) nkb_reg_warn("%s/%s: squatted by another user, renamed to %s", dir, name, aside);
       return true;
@@ -432,7 +444,7 @@ static void nkb_reg_open(void) {
   }
   uint64_t start = nkb_start_ticks_at("/proc/self/stat");
   uint64_t pidns = nkb_ns_ino("/proc/self/ns/pid");
-  if (start == 0 || pidns == 0) {
+  if (start == 0 || start == NKB_START_UNKNOWN || pidns == 0) {
     // Without them no reader could tell our file from a dead process's.
     nkb_reg_warn("cannot read /proc/self (start time, pid namespace): no registry");
     return;
@@ -491,9 +503,10 @@ uint64_t *nkb_reg_take(uint32_t idx, uint64_t sock_ino, uint64_t *fallback) {
   if (g_reg == 0 || idx >= NKB_REG_SLOTS) return fallback;
   nkb_reg_slot_t *sl = nkb_reg_slot(idx);
   nkb_slot_begin(sl);
-  uint32_t seq = sl->seq;
-  memset(sl, 0, NKB_REG_SLOT_SIZE);
-  sl->seq = seq;
+  // Everything but seq: a reader must never see it even (stable) while the slot is written.
+  memset((uint8_t *)sl + offsetof(nkb_reg_slot_t, in_use), 0,
+         NKB_REG_SLOT_SIZE - offsetof(nkb_reg_slot_t, in_use));
+  assert((__atomic_load_n(&sl->seq, __ATOMIC_RELAXED) & 1u) == 1u);
   sl->created_ms = nkb_unix_ms();
   sl->in_use = 1;
   sl->sock_ino = sock_ino;

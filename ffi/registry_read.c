@@ -1,7 +1,10 @@
 // The registry's read side in the shim: opening another user's file safely, which Deno
-// cannot do (no O_NOFOLLOW, O_NONBLOCK), and the parser's FFI entry. Every path step is
-// opened without following links and checked with fstat on the opened descriptor, so a
+// cannot do (no O_NOFOLLOW, O_NONBLOCK), and the parser's FFI entry. R's last component,
+// R/<uid> and the file are opened without following links and checked with fstat on the
+// opened descriptor (R/<uid> by owner, which is what makes the rest trustworthy), so a
 // link or FIFO swapped in at any moment is refused, never followed, never waited on.
+// (The components above R are the administrator's, e.g. /dev/shm. A FUSE mount a user
+// placed on R/<uid> could still stall a read; that needs user_allow_other in fuse.conf.)
 #define _GNU_SOURCE
 #include <assert.h>
 #include <dirent.h>

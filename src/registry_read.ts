@@ -314,9 +314,13 @@ export function readRegistry(opts: ReadRegistryOptions = {}): RegistryScan {
     : MAX_PROCESSES;
   const pids = listPids(scan.warnings, max);
   let verifiedProcesses = 0;
+  let unsure = false; // a live process whose facts could not be read: its file may look dead
   for (const pid of pids.listed) {
     const k = kernelFacts(pid, self.pidnsIno);
-    if (k === null) continue;
+    if (k === null) {
+      unsure ||= procLives(pid);
+      continue;
+    }
     const name = `${k.pidnsIno}-${k.nspid}-${k.startTicks}.reg`;
     live.add(`${k.uid}/${name}`);
     if (!budget.allows(k.uid)) continue;
@@ -333,7 +337,8 @@ export function readRegistry(opts: ReadRegistryOptions = {}): RegistryScan {
   budget.warn(scan.warnings);
   // A process past the bound is not in `live`: removing "dead" files then would remove
   // live ones (anyone can start that many processes, and root's files would go).
-  if (sweep !== null && pids.complete) reader.removeDead(sweep, live);
+  // So would a live process whose facts could not be read (out of fds, a short read).
+  if (sweep !== null && pids.complete && !unsure) reader.removeDead(sweep, live);
   scan.processes.sort((a, b) => a.pid - b.pid);
   scan.sockets.sort((a, b) => a.pid - b.pid || a.slot - b.slot);
   return scan;
@@ -471,6 +476,16 @@ export function kernelFacts(pid: number, ownPidns: bigint): KernelFacts | null {
   if (!/^[0-9]{1,10}$/.test(uid) || !/^[1-9][0-9]{0,9}$/.test(nspid)) return null;
   const pidnsIno = nsInode(`/proc/${pid}/ns/pid`) ?? ownPidns;
   return { pid, uid: Number(uid), nspid: Number(nspid), startTicks, pidnsIno };
+}
+
+// Whether /proc still has `pid` (after its facts could not be read): only NotFound says gone.
+function procLives(pid: number): boolean {
+  try {
+    Deno.statSync(`/proc/${pid}`);
+    return true;
+  } catch (e) {
+    return !(e instanceof Deno.errors.NotFound);
+  }
 }
 
 function readProc(path: string): string | null {
