@@ -32,25 +32,35 @@ Deno.test({
     const pair = sockPair(tb, "s", 9800);
     await exchange(tb, ag, peer, { ...pair, path: "bypass", tag: "before", n: 5 });
     const to = [tb.b.ip, 9000];
+    const addr = (op: "add" | "del") =>
+      sh(tb, "a", ["ip", "addr", op, tb.a.cidr, "dev", tb.a.ifname]);
+    // Deletes the address; the socket must fall back with address-removed.
+    const removed = async (round: string): Promise<void> => {
+      await addr("del");
+      const gone = await ag.ok("poll", {
+        id: "s",
+        active: false,
+        reason: "address-removed",
+        timeoutMs: 1500,
+        probe: { to, tag: `probe-gone${round}` },
+      });
+      assert.equal(gone.matched, true, `not address-removed (${round}): ${show(gone)}`);
+    };
+    // The socket must be active again within 3 s.
+    const returned = async (round: string) => {
+      const back = await ag.ok("poll", {
+        id: "s",
+        active: true,
+        timeoutMs: 3000,
+        probe: { to, tag: `probe-back${round}` },
+      });
+      assert.equal(back.matched, true, `not active again (${round}): ${show(back)}`);
+      return back;
+    };
 
-    await sh(tb, "a", ["ip", "addr", "del", tb.a.cidr, "dev", tb.a.ifname]);
-    const gone = await ag.ok("poll", {
-      id: "s",
-      active: false,
-      reason: "address-removed",
-      timeoutMs: 1500,
-      probe: { to, tag: "probe-gone" },
-    });
-    assert.equal(gone.matched, true, `not address-removed: ${show(gone)}`);
-
-    await sh(tb, "a", ["ip", "addr", "add", tb.a.cidr, "dev", tb.a.ifname]);
-    const back = await ag.ok("poll", {
-      id: "s",
-      active: true,
-      timeoutMs: 3000,
-      probe: { to, tag: "probe-back" },
-    });
-    assert.equal(back.matched, true, `not active again: ${show(back)}`);
+    await removed("1");
+    await addr("add");
+    const back = await returned("1");
     assertBypass(back, { active: true, ifname: tb.a.ifname });
     assert.equal(back.bypass.reason, null, show(back.bypass));
     // Drain what the peer got meanwhile (probes), then the rings carry both directions.
@@ -60,50 +70,22 @@ Deno.test({
     assert.equal(st.bypass.reason, null, show(st.bypass));
 
     // A second round: the way back is not a one-off.
-    await sh(tb, "a", ["ip", "addr", "del", tb.a.cidr, "dev", tb.a.ifname]);
-    const gone2 = await ag.ok("poll", {
-      id: "s",
-      active: false,
-      reason: "address-removed",
-      timeoutMs: 1500,
-      probe: { to, tag: "probe-gone2" },
-    });
-    assert.equal(gone2.matched, true, `not address-removed again: ${show(gone2)}`);
-    await sh(tb, "a", ["ip", "addr", "add", tb.a.cidr, "dev", tb.a.ifname]);
-    const back2 = await ag.ok("poll", {
-      id: "s",
-      active: true,
-      timeoutMs: 3000,
-      probe: { to, tag: "probe-back2" },
-    });
-    assert.equal(back2.matched, true, `not active again (2): ${show(back2)}`);
+    await removed("2");
+    await addr("add");
+    await returned("2");
     await peer.ok("recv", { id: "p", max: 1000, timeoutMs: 500, quietMs: 300 });
     await exchange(tb, ag, peer, { ...pair, path: "bypass", tag: "after2", n: 20 });
 
     // A third: the address comes back while the link is down, then the link comes up.
-    await sh(tb, "a", ["ip", "addr", "del", tb.a.cidr, "dev", tb.a.ifname]);
-    const gone3 = await ag.ok("poll", {
-      id: "s",
-      active: false,
-      reason: "address-removed",
-      timeoutMs: 1500,
-      probe: { to, tag: "probe-gone3" },
-    });
-    assert.equal(gone3.matched, true, `not address-removed (3): ${show(gone3)}`);
+    await removed("3");
     await sh(tb, "a", ["ip", "link", "set", "dev", tb.a.ifname, "down"]);
-    await sh(tb, "a", ["ip", "addr", "add", tb.a.cidr, "dev", tb.a.ifname]);
+    await addr("add");
     await sleep(600); // more than two looks (WATCH_INTERVAL_MS 250) with the link down
     const st3 = await ag.ok("state", { id: "s" });
     assert.equal(st3.bypass.active, false, show(st3.bypass));
     await sh(tb, "a", ["ip", "link", "set", "dev", tb.a.ifname, "up"]);
     await waitOperUp(tb, "a", tb.a.ifname);
-    const back3 = await ag.ok("poll", {
-      id: "s",
-      active: true,
-      timeoutMs: 3000,
-      probe: { to, tag: "probe-back3" },
-    });
-    assert.equal(back3.matched, true, `not active again (3): ${show(back3)}`);
+    const back3 = await returned("3");
     assert.equal(back3.bypass.reason, null, show(back3.bypass));
     // The link going down flushed a's neighbour table, and nkb never waits for ARP: one
     // datagram through the kernel makes it resolve b again (bounded wait), and the next

@@ -19,7 +19,7 @@
  */
 
 import assert from "node:assert/strict";
-import { createTestbed } from "./helpers/testbed.ts";
+import { createTestbed, type Testbed, type TestbedProcess } from "./helpers/testbed.ts";
 
 const OPTS = { sanitizeResources: false, sanitizeOps: false };
 
@@ -27,6 +27,28 @@ const OPTS = { sanitizeResources: false, sanitizeOps: false };
 function nobody(ip: string, count: number, from = 100): string[] {
   const net = ip.split(".").slice(0, 3).join(".");
   return Array.from({ length: count }, (_, i) => `${net}.${from + i}`);
+}
+
+/**
+ * Starts spoof.py on side b: `rounds` rounds, `gapMs` apart, of one datagram to a's port
+ * 9000 from each of `sources` non-answering on-link addresses of a's /24.
+ */
+async function startSpoofer(
+  tb: Testbed,
+  sources: number,
+  rounds: number,
+  gapMs: number,
+): Promise<TestbedProcess> {
+  return tb.spawnPython("b", "spoof.py", [
+    tb.b.ifname,
+    await tb.mac("b"),
+    await tb.mac("a"),
+    tb.a.ip,
+    "9000",
+    nobody(tb.a.ip, sources).join(","),
+    String(rounds),
+    String(gapMs),
+  ]);
 }
 
 Deno.test({
@@ -46,16 +68,7 @@ Deno.test({
     assert.equal((ready.bypass as { active: boolean }).active, true, JSON.stringify(ready));
     // 4 sources x 20 rounds 250 ms apart: 16 spoofed datagrams a second for 5 s, while
     // the client sends for about 4 s.
-    const spoofer = tb.spawnPython("b", "spoof.py", [
-      tb.b.ifname,
-      await tb.mac("b"),
-      await tb.mac("a"),
-      tb.a.ip,
-      "9000",
-      nobody(tb.a.ip, 4).join(","),
-      "20",
-      "250",
-    ]);
+    const spoofer = await startSpoofer(tb, 4, 20, 250);
     const client = `
 import socket, time
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -118,16 +131,7 @@ Deno.test({
     await using tb = await createTestbed();
     const server = tb.spawnDeno("a", "room_echo.ts", [`--host=${tb.a.ip}`, "--port=9000"]);
     await server.nextWith("ready", 15_000);
-    const spoofer = tb.spawnPython("b", "spoof.py", [
-      tb.b.ifname,
-      await tb.mac("b"),
-      await tb.mac("a"),
-      tb.a.ip,
-      "9000",
-      nobody(tb.a.ip, 8).join(","),
-      "50",
-      "10",
-    ]);
+    const spoofer = await startSpoofer(tb, 8, 50, 10);
     const spoofed = (await spoofer.nextWith("done", 30_000)).sent as number;
     const done = await server.nextWith("done", 120_000);
     const show = `spoofed ${spoofed}, server ${JSON.stringify(done)}`;
