@@ -402,8 +402,8 @@ interface Bench {
 /**
  * Pins every thread of a two-party run's process to one CPU: side A's to CPU 0, side
  * B's to CPU 1, so that the two busy loops never share a core (where the scheduler
- * puts them otherwise moved round-trip medians by a third between runs). Not on a
- * single-CPU machine.
+ * puts them otherwise moved round-trip medians between runs well beyond the effect
+ * measured). Not on a single-CPU machine.
  */
 async function pinToSide(pid: number, side: "a" | "b"): Promise<void> {
   if (navigator.hardwareConcurrency < 2) return;

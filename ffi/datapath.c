@@ -332,8 +332,7 @@ static void nkb_rx_frame(nkb_sock_t *s, int32_t self, nkb_engine_slot_t *es, uin
 }
 
 // The kernel wrote the frames from another core: asking for the next frames' lines ahead of
-// their turn overlaps those transfers instead of waiting for each in turn (a drained backlog
-// of 64-byte datagrams went from 7-9 to 13-14 M/s in C, measured).
+// their turn overlaps those transfers instead of waiting for each in turn.
 #define NKB_RX_PREFETCH 4u
 
 static void nkb_rx_prefetch(const nkb_engine_t *e, const struct xdp_desc *d) {
@@ -406,9 +405,8 @@ static void nkb_refresh_drops(nkb_sock_t *s, nkb_engine_t *e) {
 
 // A batch is read by its caller as soon as the call returns, but the frames read since its
 // first entries were written pushed those out of L1: bring the entries and each copied
-// payload's first line back (a 256-datagram batch of 64 bytes is 24 KiB). Measured from
-// Deno: the first pass over a fresh batch cost 9-12 ns a datagram against 6-8 for a second
-// pass; drain medians over six alternations each, 11.7 -> 12.3 M/s.
+// payload's first line back (a 256-datagram batch of 64 bytes is 24 KiB), so that the
+// caller's first pass over the batch costs no more than a second one would.
 static void nkb_rx_hand_over(const nkb_rx_out_t *o) {
   for (uint32_t i = 0; i < o->n; i += 2u) __builtin_prefetch(&o->meta[i * NKB_RECV_META_WORDS]);
   for (uint32_t i = 0; i < o->n; i++) {

@@ -19,7 +19,7 @@
 #define XDP_MAX_TX_SKB_BUDGET 9
 #endif
 
-#define NKB_BIND_RETRY_MAX 40u      // a queue stays busy 15-25 ms after its last user closed
+#define NKB_BIND_RETRY_MAX 40u      // a queue stays busy a while after its last user closed
 #define NKB_BIND_RETRY_SLEEP_MS 10u
 #define NKB_TX_SKB_BUDGET 256u
 // Doorbells per kick_all: enough to move every TX frame at the budget, twice over.

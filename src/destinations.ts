@@ -19,7 +19,7 @@ export const DEST_TTL_MS = 5000;
  * at each look that finds it still unresolved, up to UNRESOLVED_MAX_MS. A
  * neighbour that answers is on the ring after a few milliseconds; one that
  * never answers costs one look (a route and a neighbour request to the local
- * kernel, about 0.1 ms) per second at most.
+ * kernel) per second at most.
  */
 export const UNRESOLVED_FIRST_MS = 2;
 /** The longest an unresolved next hop is left to the kernel before nkb looks again. */

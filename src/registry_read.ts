@@ -146,9 +146,9 @@ const MAX_PROCESSES = 65_536;
 const MAX_DIR_ENTRIES = 8192;
 // Sockets and warnings listed per uid (64 processes with every slot in use): any user may
 // run thousands of processes whose files are valid and full, and a scan that kept them all
-// died of V8's 4 GB heap (4,000 x 1,024 sockets: "Fatal JavaScript out of memory" after
-// 125 s; 2,000: 19 s, 3.1 GB); slots kept mid-write are a warning each (1,000 x 1,024:
-// 3.4 s, 436 MB). Per uid, so that one user's flood hides no other's sockets.
+// ran out of V8's heap ("Fatal JavaScript out of memory"); slots kept mid-write are a
+// warning each, which costs as much. Per uid, so that one user's flood hides no other's
+// sockets.
 const MAX_SOCKETS_PER_UID = 65_536;
 const SLOT_READS = 4;
 const CMDLINE_MAX_BYTES = 4096;

@@ -39,14 +39,14 @@ import {
 
 const WAIT_SLICE_US = 100_000;
 // An idle async receive in mode 0 sleeps in poll() this long per round trip through
-// the thread pool: each round costs about a millisecond of CPU (the hop, the link watch),
-// so 100 ms slices cost 0.5 % of a core where Deno.listenDatagram's wait costs none.
+// the thread pool: each round costs CPU (the hop, the link watch), so the slice is long
+// enough that an idle receiver costs next to nothing, as Deno.listenDatagram's wait does.
 // A close ends the wait at once (the socket's eventfd is in the poll set), a vanished
 // interface too (its AF_XDP sockets report an error); the `bypass` getter and every send
 // look at the link on their own.
 const IDLE_WAIT_SLICE_US = 10_000_000;
 // An async receive first spins this long on the calling thread (mode 1): a datagram
-// that is about to arrive is then taken without the ~40 us hop through a thread.
+// that is about to arrive is then taken without the hop through the thread pool.
 const SYNC_SPIN_US = 50;
 // Bound on the wait slices of one synchronous receive (each ends at a deadline anyway).
 const MAX_WAITS = 1e9;
@@ -383,8 +383,8 @@ export class UdpBypass implements Deno.DatagramConn {
   }
 
   // What every synchronous receive checks before its first try. That try is made without
-  // a closure, so that the common case under load allocates none: a closure around it
-  // cost a receive of 256 datagrams about 4 us more (16.8 against 20.5 us, measured).
+  // a closure, so that the common case under load allocates none (a closure around it
+  // made every batch receive slower).
   #receivable(opts: ReceiveOptions): void {
     if (this.#receiving) {
       throw new Deno.errors.Busy("receive: another receive is in progress");
@@ -403,9 +403,9 @@ export class UdpBypass implements Deno.DatagramConn {
     if (w === 0) {
       const timeout = opts.timeoutMs ?? Infinity;
       if (timeout === 0) return false;
-      // A receiver that keeps up waits once or twice per datagram, and a clock read costs
-      // about 50 ns: the first wait needs none (the timeout bounds it, and it usually ends
-      // with a datagram), the deadline is taken only when more waits follow.
+      // A receiver that keeps up waits once or twice per datagram, and a clock read is not
+      // free: the first wait needs none (the timeout bounds it, and it usually ends with a
+      // datagram), the deadline is taken only when more waits follow.
       this.#waitTimeout = timeout;
       this.#waitDeadline = -1;
       this.#waitUs = Math.min(Math.ceil(timeout * 1000), WAIT_SLICE_US);
@@ -440,8 +440,8 @@ export class UdpBypass implements Deno.DatagramConn {
     try {
       const target = this.#target(p);
       if (lib().nkb_now_ms() - this.#lastYield > YIELD_EVERY_MS) {
-        // A zero-timeout wait on the FFI thread pool is a macrotask of ~40 us: timers
-        // run meanwhile (setTimeout(0) would cost ~2 ms here).
+        // A zero-timeout wait on the FFI thread pool is a short macrotask: timers run
+        // meanwhile, and it comes back far sooner than a setTimeout(0) would.
         this.#pendingWait = lib().nkb_wait_async(this.#h, 0, 0);
         await this.#pendingWait;
         this.#pendingWait = null;

@@ -142,16 +142,16 @@ function countSeq(t: Tally, seq: number): boolean {
   return true;
 }
 
-// A bound on cycles far above what `maxMs` allows: a warm-up cycle (no spin) takes ~150 ns.
+// A bound on cycles far above what `maxMs` allows, even for warm-up cycles (no spin).
 const MAX_CYCLES = 1e9;
 const MAX_DRAINS_KEPT = 65536;
 /**
  * The warm-up: for this long after its first datagram a `--busy-us` receiver busy-polls
  * (no spin between drains) and its drains count nowhere. The receive path is then as hot
  * as in a loaded server, and V8 optimizes it (TurboFan) within the warm-up. Spinning from
- * the start, the receive path ran 3-5 % of the time: V8 had compiled it only with Maglev
- * after 3 s (`--v8-flags=--trace-opt`), and over the first second drains ran 10-30 % below
- * the rest. The native receiver warms up the same way (RATE_WARMUP_MS in ceiling.c).
+ * the start, the receive path ran too rarely for that: V8 had compiled it only with Maglev
+ * seconds later (`--v8-flags=--trace-opt`), and the first drains ran below the rest
+ * (bench/README.md). The native receiver warms up the same way (RATE_WARMUP_MS in ceiling.c).
  */
 const RATE_WARMUP_MS = 300;
 const MAX_CALLS_PER_DRAIN = 1e7;
@@ -294,9 +294,8 @@ function sinkBatch(a: SinkArgs): void {
   const { meta } = batch;
   const words = RecvBatch.WORDS; // per datagram: offset, length, ...
   // Counts one batch of n; false at the end marker. The loop reads offsets and lengths
-  // from `meta` and keeps the counts in locals, as a hot loop over a batch is written (in
-  // one process, alternating with a C loop over the same socket: 0.92-0.97 of its rate,
-  // median 0.95, against 0.90-0.97, median 0.93, for a count() call per datagram). The
+  // from `meta` and keeps the counts in locals, as a hot loop over a batch is written (closer
+  // to a C loop over the same socket than a count() call per datagram: bench/README.md). The
   // first datagram (which starts the clocks) and a timed tally take count().
   const countBatch = (n: number): boolean => {
     if (t.received === 0 || t.timed) {
