@@ -48,7 +48,22 @@ let sendFrom: (b: SendBatch, h: number, first: number) => number;
 let receiveInto: (b: RecvBatch, h: number) => number;
 let recvMeta: (b: RecvBatch) => Uint32Array<ArrayBuffer>;
 
-/** Datagrams to send with {@linkcode UdpBypass.sendBatch}: payloads are copied in by `add`. */
+/**
+ * Datagrams to send with {@linkcode UdpBypass.sendBatch}: payloads are copied in by `add`.
+ *
+ * @example Send any number of datagrams, a full batch at a time
+ * ```ts
+ * const out = new SendBatch(256);
+ * for (const p of payloads) {
+ *   if (out.add(p, to)) continue;
+ *   sock.sendBatch(out); // full: send it, empty it, and add p again
+ *   out.clear();
+ *   if (!out.add(p, to)) throw new RangeError("a payload larger than the batch's bytes");
+ * }
+ * if (out.length > 0) sock.sendBatch(out);
+ * out.clear();
+ * ```
+ */
 export class SendBatch {
   #bytes: Uint8Array<ArrayBuffer>;
   #meta: Uint32Array<ArrayBuffer>;
@@ -59,7 +74,14 @@ export class SendBatch {
   #lastHost: unknown = NO_HOST;
   #lastIp = 0;
 
-  /** Room for `maxDatagrams` datagrams (at most 1024) of `maxBytes` payload bytes in all. */
+  /**
+   * Room for `maxDatagrams` datagrams of `maxBytes` payload bytes in all.
+   *
+   * @param maxDatagrams Optional: datagrams the batch holds, 1..1024 (default 256).
+   * @param maxBytes Optional: payload bytes it holds, 1 byte..64 MiB (default
+   *   `maxDatagrams * 1500`).
+   * @throws {RangeError} when either is not an integer in its range.
+   */
   constructor(maxDatagrams: number = 256, maxBytes: number = maxDatagrams * 1500) {
     checkCapacity(maxDatagrams, maxBytes);
     this.#bytes = new Uint8Array(maxBytes);
@@ -87,7 +109,17 @@ export class SendBatch {
     return this.#count;
   }
 
-  /** Adds one datagram; false (and nothing added) when the batch is full. */
+  /**
+   * Adds one datagram (its payload is copied). Returns false, and adds nothing, when the
+   * batch is full: its datagrams or its bytes. Send it (`sendBatch`), `clear()` it, and
+   * add the datagram again.
+   *
+   * @throws {TypeError} when `payload` is not a Uint8Array, when `addr.hostname` is not
+   *   dotted-quad IPv4 text, or when the batch's buffers were transferred or detached.
+   * @throws {URIError} when `addr.hostname` has characters no host name has (as Deno).
+   * @throws {RangeError} when `addr.port` is not an integer in 1..65535, or the payload
+   *   is larger than a UDP datagram can be (65,507 bytes).
+   */
   add(payload: Uint8Array, addr: Deno.NetAddr): boolean {
     if (!(payload instanceof Uint8Array)) throw new TypeError("payload must be a Uint8Array");
     const port = addr?.port;
@@ -109,6 +141,12 @@ export class SendBatch {
    * Adds `payload` (by default datagram `i` of `from` itself) addressed to the sender
    * of datagram `i` of `from`: a reply without building an address. False (and
    * nothing added) when the batch is full.
+   *
+   * @param payload Optional: what to send (default: datagram `i` of `from`).
+   * @throws {TypeError} when `payload` is not a Uint8Array, or the batch's buffers were
+   *   transferred or detached.
+   * @throws {RangeError} when datagram `i` is not in `from`, or the payload is larger
+   *   than a UDP datagram can be.
    */
   reply(from: RecvBatch, i: number, payload: Uint8Array = from.data(i)): boolean {
     if (!(payload instanceof Uint8Array)) throw new TypeError("payload must be a Uint8Array");
@@ -169,22 +207,29 @@ export class SendBatch {
 
 /**
  * Sends datagrams `first..` of `batch` on socket handle `h` (nkb_send_batch): for
- * `UdpBypass.sendBatch`. A TypeError for anything but a `SendBatch`, or a dead one.
+ * `UdpBypass.sendBatch`.
+ *
+ * @throws {TypeError} for anything but a `SendBatch`, or a dead one.
  */
 export function sendBatchFrom(batch: SendBatch, h: number, first: number): number {
   checkSendBatch(batch);
   return sendFrom(batch, h, first);
 }
 
-/** A TypeError unless `batch` was made by the `SendBatch` constructor. */
+/**
+ * Checks that `batch` was made by the `SendBatch` constructor.
+ *
+ * @throws {TypeError} when it was not.
+ */
 export function checkSendBatch(batch: SendBatch): void {
   if (!isSend(batch)) throw new TypeError("sendBatch: not a SendBatch");
 }
 
 /**
  * Receives into `batch` on socket handle `h` (nkb_recv_batch), and sets its length when
- * that succeeds: for `UdpBypass.receiveBatch`. A TypeError for anything but a
- * `RecvBatch`, or a dead one.
+ * that succeeds: for `UdpBypass.receiveBatch`.
+ *
+ * @throws {TypeError} for anything but a `RecvBatch`, or a dead one.
  */
 export function receiveBatchInto(batch: RecvBatch, h: number): number {
   if (!isRecv(batch)) throw new TypeError("receiveBatch: not a RecvBatch");
@@ -207,7 +252,14 @@ export class RecvBatch {
   #capacity: number;
   #count = 0;
 
-  /** Room for `maxDatagrams` datagrams (at most 1024) of `maxBytes` payload bytes in all. */
+  /**
+   * Room for `maxDatagrams` datagrams of `maxBytes` payload bytes in all.
+   *
+   * @param maxDatagrams Optional: most datagrams one receive takes, 1..1024 (default 256).
+   * @param maxBytes Optional: payload bytes it holds, 1 byte..64 MiB (default
+   *   `maxDatagrams * 2048`).
+   * @throws {RangeError} when either is not an integer in its range.
+   */
   constructor(maxDatagrams: number = 256, maxBytes: number = maxDatagrams * 2048) {
     checkCapacity(maxDatagrams, maxBytes);
     this.#capacity = maxDatagrams;
@@ -244,6 +296,8 @@ export class RecvBatch {
   /**
    * Set by the socket after a receive (or by code that fills `meta` itself): 0..capacity,
    * the capacity the batch was made with. It bounds only what `data(i)` and its kin read.
+   *
+   * @throws {RangeError} when `n` is not an integer in 0..capacity.
    */
   set length(n: number) {
     if (!Number.isInteger(n) || n < 0 || n > this.#capacity) throw new RangeError(`bad count ${n}`);
@@ -268,35 +322,59 @@ export class RecvBatch {
     return n;
   }
 
-  /** Offset of datagram `i` in `bytes`. */
+  /**
+   * Offset of datagram `i` in `bytes`.
+   *
+   * @throws {RangeError} when datagram `i` is not in the batch (`i` not in 0..length-1).
+   */
   offset(i: number): number {
     return this.#meta[this.#at(i)];
   }
 
-  /** Length of datagram `i`. */
+  /**
+   * Length of datagram `i`.
+   *
+   * @throws {RangeError} when datagram `i` is not in the batch (`i` not in 0..length-1).
+   */
   size(i: number): number {
     return this.#meta[this.#at(i) + 1];
   }
 
-  /** Datagram `i` as a view into `bytes` (no copy). */
+  /**
+   * Datagram `i` as a view into `bytes` (no copy).
+   *
+   * @throws {RangeError} when datagram `i` is not in the batch (`i` not in 0..length-1).
+   */
   data(i: number): Uint8Array<ArrayBuffer> {
     const at = this.#at(i);
     const meta = this.#meta;
     return this.#bytes.subarray(meta[at], meta[at] + meta[at + 1]);
   }
 
-  /** Sender of datagram `i`. */
+  /**
+   * Sender of datagram `i`.
+   *
+   * @throws {RangeError} when datagram `i` is not in the batch (`i` not in 0..length-1).
+   */
   address(i: number): Deno.NetAddr {
     const at = this.#at(i);
     return { transport: "udp", hostname: formatIpv4(this.#meta[at + 2]), port: this.#meta[at + 3] };
   }
 
-  /** True when datagram `i` came through the kernel socket. */
+  /**
+   * True when datagram `i` came through the kernel socket.
+   *
+   * @throws {RangeError} when datagram `i` is not in the batch (`i` not in 0..length-1).
+   */
   viaKernel(i: number): boolean {
     return (this.#meta[this.#at(i) + 4] & RX_KERNEL) !== 0;
   }
 
-  /** True when datagram `i` was cut to fit. */
+  /**
+   * True when datagram `i` was cut to fit.
+   *
+   * @throws {RangeError} when datagram `i` is not in the batch (`i` not in 0..length-1).
+   */
   truncated(i: number): boolean {
     return (this.#meta[this.#at(i) + 4] & RX_TRUNCATED) !== 0;
   }

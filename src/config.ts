@@ -46,7 +46,15 @@ function bit(value: number, fallback: 0 | 1): 0 | 1 {
   return value === 0 ? 0 : value === 1 ? 1 : fallback;
 }
 
-/** Applies constructor options over the environment over the contract's defaults. */
+/**
+ * Applies constructor options over the environment over the contract's defaults. A bad
+ * value in the environment is ignored (the default applies); a bad option throws.
+ *
+ * @param opts Optional: the socket's options (default: none, the environment decides).
+ * @throws {RangeError} when `sendBusyWaitCnt` is not an integer 0..1000000, `errExit` or
+ *   `recvMode` is not 0 or 1, or `queue` is not an integer 0..63.
+ * @throws {Error} when libnkb.so cannot be loaded (the environment is read through it).
+ */
 export function resolveOptions(opts: BypassOptions = {}): ResolvedOptions {
   const errExit = opts.errExit ?? bit(envInt("_NET_KERNEL_BYPASS_ERR_EXIT", 0), 0);
   const recvMode = opts.recvMode ?? bit(envInt("_NET_KERNEL_BYPASS_RECV_MODE", 1), 1);

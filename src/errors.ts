@@ -11,7 +11,11 @@ export class NkbError extends Error {
   readonly code: string;
   /** The errno behind it, when one is. */
   readonly errno: number;
-  /** An error with a stable `code` and the errno behind it (0 when none). */
+  /**
+   * An error with a stable `code` and the errno behind it.
+   *
+   * @param errno Optional: the errno behind it (default 0: none).
+   */
   constructor(code: string, message: string, errno = 0) {
     super(message);
     this.name = "NkbError";
@@ -29,7 +33,10 @@ export class TxRingFullError extends NkbError {
   }
 }
 
-/** Bypass setup failed and `_NET_KERNEL_BYPASS_ERR_EXIT=1` asked to stop. */
+/**
+ * Bypass setup failed and `_NET_KERNEL_BYPASS_ERR_EXIT=1` asked to stop: its message is
+ * printed before the process exits with status 1 (a caller never catches it).
+ */
 export class BypassSetupError extends NkbError {
   /** `reason`: the fallback code; `detail`: what failed. */
   constructor(reason: string, detail: string) {
@@ -73,7 +80,10 @@ export function errnoName(errno: number): string {
   return ERRNO_NAMES[Math.abs(errno)] ?? `errno ${Math.abs(errno)}`;
 }
 
-/** Turns a negative return of the shim into the error a caller should see. */
+/**
+ * Turns a negative return of the shim into the error a caller should see (returned, not
+ * thrown): Deno's class where Deno has one for the errno, else an {@linkcode NkbError}.
+ */
 export function errorFromErrno(rc: number, what: string): Error {
   const errno = Math.abs(rc);
   const msg = `${what}: ${errnoName(errno)}`;

@@ -126,7 +126,11 @@ const MAX_QUEUE_ENTRIES = 8192;
 // the command line from leaving /sys/class/net.
 const LINK_NAME = /^[^/\s:]{1,15}$/;
 
-/** The fields `fields` names (case-insensitive); throws {@linkcode UnknownFieldError}. */
+/**
+ * The fields `fields` names (case-insensitive).
+ *
+ * @throws {UnknownFieldError} for a field that does not exist.
+ */
 export function parsePhysFields(fields: string[]): PhysField[] {
   return fields.map((f) => {
     const upper = f.trim().toUpperCase();
@@ -140,6 +144,8 @@ export function parsePhysFields(fields: string[]): PhysField[] {
  * The interfaces of this process's network namespace (from /sys/class/net and
  * rtnetlink) with the receive queues that live nkb processes of the same namespace
  * hold on them (from the registry). Never throws: problems are `warnings`.
+ *
+ * @param opts Optional (default: every link but `lo`, the default registry, verified).
  */
 export function listPhys(opts: ListPhysOptions = {}): PhysList {
   const warnings: string[] = [];
@@ -175,8 +181,10 @@ export function listPhys(opts: ListPhysOptions = {}): PhysList {
 
 /**
  * The `dladm show-phys -G` table of `links`: LINK RG-AVAIL RG-INUSE XDP ZEROCOPY MTU,
- * HOLDERS added with `verbose`, or the `fields` chosen. Throws
- * {@linkcode UnknownFieldError} for a field that does not exist.
+ * HOLDERS added with `verbose`, or the `fields` chosen.
+ *
+ * @param opts Optional (default: the six default columns).
+ * @throws {UnknownFieldError} for a field that does not exist.
  */
 export function formatPhys(links: PhysInfo[], opts: FormatPhysOptions = {}): string {
   const fields = opts.fields !== undefined

@@ -290,6 +290,7 @@ function loadShim(): NkbLib {
  * of `warnings`; the only exception is a shim that cannot be loaded (the reader's
  * opens and parsing are native).
  *
+ * @param opts Optional (default: `$NKB_REGISTRY_DIR` or /dev/shm/nkb, verified, with cleanup).
  * @throws {RegistryUnavailableError} when libnkb.so cannot be loaded.
  */
 export function readRegistry(opts: ReadRegistryOptions = {}): RegistryScan {
@@ -769,7 +770,9 @@ class Reader {
 /**
  * Reads one process's file from scripted reads (`reads[i]` is what the i-th read
  * returns; the last repeats): the process and its sockets, or null, and the warnings.
- * For tests of the seqlock rule and the parser's verdicts; the shim must be loadable.
+ * For tests of the seqlock rule and the parser's verdicts.
+ *
+ * @throws {Error} when libnkb.so cannot be loaded.
  */
 export function readScripted(
   k: KernelFacts,

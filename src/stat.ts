@@ -47,6 +47,9 @@ export interface StatReport {
 /**
  * The sockets of every live process on the host that publishes to the registry:
  * bypass sockets, and with `all` the sockets nkb tracks on the kernel path too.
+ *
+ * @param opts Optional (default: bypass sockets, the default registry, verified).
+ * @throws {RegistryUnavailableError} when libnkb.so cannot be loaded.
  */
 export function listSockets(opts: ListSocketsOptions = {}): SocketList {
   const scan = readRegistry({ dir: opts.dir, verify: opts.verify });
@@ -59,6 +62,8 @@ export function listSockets(opts: ListSocketsOptions = {}): SocketList {
  * The `netstat -akP udp` table of `sockets`: Local Address, Remote Address, State,
  * If, Ipkts, Opkts, Dpkts (datagrams in and out over both paths, drops on the way
  * in), then Reason with `all`, then User, Pid, Command with `users` or `verbose`.
+ *
+ * @param opts Optional (default: the seven columns).
  */
 export function formatStat(sockets: RegisteredSocket[], opts: FormatStatOptions = {}): string {
   const users = opts.users === true || opts.verbose === true;

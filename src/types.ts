@@ -91,7 +91,12 @@ export interface ReceiveOptions {
   timeoutMs?: number;
 }
 
-/** Reads the shim's counters of socket `h`. */
+/**
+ * Reads the shim's counters of socket `h`.
+ *
+ * @throws {Deno.errors.BadResource} when `h` is no longer an open socket (another
+ *   failure of the shim: the error {@linkcode errorFromErrno} makes of it).
+ */
 export function readStats(h: number): BypassStats {
   const out = new BigUint64Array(Stat.count);
   const rc = lib().nkb_sock_stats(h, out, byteLengthOf(out));
