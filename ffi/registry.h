@@ -3,7 +3,7 @@
 // ffi/registry_read.c and the pure parser ffi/registry_parse.c; a test compiles this
 // header and compares the TypeScript constants with it).
 //
-// Tree (threat model: README "Observability"): R = $NKB_REGISTRY_DIR, else /dev/shm/nkb
+// Tree (threat model: SECURITY.md): R = $NKB_REGISTRY_DIR, else /dev/shm/nkb
 // ("off": no registry). R is a real directory, 01777 (sticky, like /tmp), taken back by
 // a root process from any other owner. Files live only in per-user directories R/<euid>
 // (mode 0700, 0755 when NKB_REGISTRY_MODE lets others read; owned by that uid, never

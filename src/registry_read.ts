@@ -1,8 +1,8 @@
 /**
  * The read side of the host-wide socket registry (`nkb stat`, `nkb phys`); the tree,
- * the layout and the threat model are in ffi/registry.h and the README
- * ("Observability"). The reader is driven by the kernel's process list, not by the
- * directory: for each live process P it reads P's effective uid, start time, pid (as
+ * the layout and the threat model are in ffi/registry.h and SECURITY.md. The reader is
+ * driven by the kernel's process list, not by the directory: for each live process P it
+ * reads P's effective uid, start time, pid (as
  * P's own pid namespace sees it) and pid namespace from /proc, then opens exactly
  * R/<uid>/<pidns>-<pid>-<start>.reg through the shim (no link followed, no open that
  * can block, owner and size checked on the descriptor) and parses it in C
