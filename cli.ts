@@ -70,6 +70,8 @@ type Args = StatArgs | PhysArgs | { command: "help" };
  * Runs `nkb` with `args` (without the program name) and returns the exit status:
  * 0 done, 1 a named interface does not exist or libnkb.so cannot be loaded, 2 a bad
  * command line.
+ *
+ * @throws {Error} only what no exit status covers: an unexpected failure (a bug).
  */
 export async function main(args: string[]): Promise<number> {
   let parsed: Args;

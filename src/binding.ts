@@ -93,7 +93,11 @@ export class BypassBinding {
     };
   }
 
-  /** Decides once the kernel socket has a local address (bind, connect, first send). */
+  /**
+   * Decides once the kernel socket has a local address (bind, connect, first send).
+   *
+   * @throws {Deno.errors.BadResource} (or the errno's error) when getsockname fails.
+   */
   decideLocal(): void {
     this.#decideLocal();
     this.#publish();

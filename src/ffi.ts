@@ -165,6 +165,9 @@ function candidatePaths(): string[] {
 /**
  * Loads libnkb.so once: from `NKB_LIB` when set, else the build next to the
  * sources (`zig-out/lib/libnkb.so`, made by `./nkbw build`).
+ *
+ * @throws {Error} when no candidate loads with the expected ABI version (the message
+ *   names each path tried and why it failed).
  */
 export function lib(): NkbLib {
   if (loaded !== null) return loaded;

@@ -32,6 +32,9 @@ export function parseIpv4(text: string): number | null {
  * it rejects: a URIError for characters no host name has; otherwise a TypeError, since
  * nkb takes only dotted-quad IPv4 text (no host names, no inet_aton forms) and a
  * non-string is not a host.
+ *
+ * @throws {URIError} for characters no host name has.
+ * @throws {TypeError} for anything else but dotted-quad IPv4 text.
  */
 export function hostIpv4(host: unknown, what: string, fallback: string): number {
   const text = host ?? fallback;

@@ -31,7 +31,12 @@ function attempt(fn: () => Promise<void>): Promise<void> {
   }
 }
 
-/** The membership of `groupBe` joined on the interface with address `ifaceBe`. */
+/**
+ * The membership of `groupBe` joined on the interface with address `ifaceBe`. Its methods
+ * never throw: they return promises that reject (`setTTL` outside 0..255 with a
+ * RangeError, `setLoopback(true)` on a bypass socket with NotSupported, a failed
+ * setsockopt with the error of its errno).
+ */
 export function membership(
   host: MembershipHost,
   groupBe: number,
