@@ -7,7 +7,7 @@
 
 import { BATCH_MAX, byteLengthOf, lib, RECV_META_WORDS, SEND_META_WORDS } from "./ffi.ts";
 import { formatIpv4 } from "./ipv4.ts";
-import { destinationNoLookup } from "./resolve.ts";
+import { destinationNoLookup, HostNameLookup } from "./resolve.ts";
 
 // Optimized code reads an imported binding again at every use, behind a check that it is
 // initialized; the per-datagram paths read these module-local copies instead (a loop over
@@ -99,7 +99,12 @@ export class SendBatch {
     // getter answering differently on each read must not map one hostname to another's IP.
     const hostname: unknown = addr.hostname;
     if (hostname !== this.#lastHost) {
-      const ip = destinationNoLookup(hostname, "SendBatch.add", "127.0.0.1");
+      let ip: number;
+      try {
+        ip = destinationNoLookup(hostname, "SendBatch.add", "127.0.0.1");
+      } catch (e) {
+        throw e instanceof HostNameLookup ? e.typeError() : e;
+      }
       this.#lastHost = hostname;
       this.#lastIp = ip;
     }

@@ -185,29 +185,39 @@ export function resolveForBind(host: unknown, what: string, fallback: string): n
   return firstForBind(r, text, what);
 }
 
-/** Thrown by the synchronous send paths for a host name: they never wait on DNS. */
-export class HostNameLookup extends TypeError {
+/**
+ * Thrown inside the send paths for a host name: send() resolves it off the event loop,
+ * the synchronous sends turn it into the TypeError of {@linkcode HostNameLookup.typeError}.
+ */
+export class HostNameLookup extends Error {
   /** The text getaddrinfo gets. */
   readonly lookup: string;
   /** The host text as given (converted to a string). */
   readonly text: string;
   /** The destination port, once the caller has checked it (0 until then). */
   port = 0;
-  /** A TypeError naming the call and the host. */
+  readonly #what: string;
+  /** A name `text` (`lookup` for getaddrinfo) that call `what` met. */
   constructor(what: string, text: string, lookup: string) {
-    super(
-      `${what}: "${text}" is a host name; synchronous sends do not resolve names (a lookup ` +
-        "could block): use send(), which resolves it asynchronously, or an address",
-    );
-    this.name = "TypeError";
+    super(`${what}: "${text}" is a host name`);
     this.lookup = lookup;
     this.text = text;
+    this.#what = what;
+  }
+
+  /** What a synchronous send throws for the name: they never wait on DNS. */
+  typeError(): TypeError {
+    return new TypeError(
+      `${this.#what}: "${this.text}" is a host name; synchronous sends do not resolve names ` +
+        "(a lookup could block): use send(), which resolves it asynchronously, or an address",
+    );
   }
 }
 
 /**
  * The destination `host` names for a synchronous send (null or undefined: `fallback`):
  * dotted quads and the other numeric forms; a {@linkcode HostNameLookup} for a name.
+ * `what` names the call in errors.
  */
 export function destinationNoLookup(host: unknown, what: string, fallback: string): number {
   const text = hostText(host, what, fallback);

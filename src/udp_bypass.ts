@@ -97,8 +97,8 @@ function checkAddr(
 // A destination as Deno's DatagramConn.send takes it: hostname null or undefined is
 // 127.0.0.1; every bad port is a TypeError there (EINVAL, or a failed conversion). Deno
 // sends to ports 65536 and up and to 1.5 after truncating them; nkb refuses those too.
-// A host name is a HostNameLookup (a TypeError): send() resolves it off the event loop,
-// the synchronous sends refuse it.
+// A host name is a HostNameLookup: send() resolves it off the event loop, the
+// synchronous sends refuse it with a TypeError.
 function checkDestination(hostname: unknown, port: unknown): [number, number] {
   let ip: number;
   try {
@@ -258,8 +258,21 @@ export class UdpBypass implements Deno.DatagramConn {
     this.#binding.multicastInterface(iface);
   }
 
-  /** Sends one datagram; returns its length. Throws {@linkcode TxRingFullError} when the ring stays full. */
+  /**
+   * Sends one datagram; returns its length. Throws {@linkcode TxRingFullError} when the ring
+   * stays full, and a TypeError for a host name: a lookup could block, so only addresses
+   * (every numeric form getaddrinfo reads) are taken here; send() resolves names.
+   */
   sendSync(data: Uint8Array, addr?: Deno.NetAddr): number {
+    try {
+      return this.#sendSync(data, addr);
+    } catch (e) {
+      throw e instanceof HostNameLookup ? e.typeError() : e;
+    }
+  }
+
+  // sendSync, where a host name throws HostNameLookup for send() to resolve.
+  #sendSync(data: Uint8Array, addr?: Deno.NetAddr): number {
     this.#open("send");
     if (!(data instanceof Uint8Array)) {
       throw new TypeError("send: data must be a Uint8Array");
@@ -353,13 +366,16 @@ export class UdpBypass implements Deno.DatagramConn {
     return n;
   }
 
-  /** Sends one datagram (Deno.DatagramConn). */
+  /**
+   * Sends one datagram (Deno.DatagramConn). A host name is resolved at each send, as
+   * Deno's send resolves it, on Deno's FFI thread pool: the event loop never waits on DNS.
+   */
   send(p: Uint8Array, addr: Deno.Addr): Promise<number> {
     try {
       if (addr?.transport !== "udp") {
         throw new TypeError("send: address must be udp");
       }
-      return Promise.resolve(this.sendSync(p, addr));
+      return Promise.resolve(this.#sendSync(p, addr));
     } catch (e) {
       if (e instanceof Deno.errors.WouldBlock && addr?.transport === "udp") {
         return this.#sendWhenRoom(p, addr, e);
