@@ -105,8 +105,13 @@ export class SendBatch {
       } catch (e) {
         throw e instanceof HostNameLookup ? e.typeError() : e;
       }
-      this.#lastHost = hostname;
-      this.#lastIp = ip;
+      // An object's text comes from its own toString, which may answer differently next time.
+      if (typeof hostname !== "object" || hostname === null) {
+        this.#lastHost = hostname;
+        this.#lastIp = ip;
+      } else {
+        return this.#put(payload, ip, port);
+      }
     }
     return this.#put(payload, this.#lastIp, port);
   }

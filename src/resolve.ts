@@ -135,6 +135,8 @@ export async function resolveAsync(text: string, what: string): Promise<Resoluti
   const name = nameBytes(text, what);
   const out = new Uint32Array(HEAD_WORDS + ADDRS);
   const rc = await lib().nkb_resolve_async(name, byteLengthOf(name), 0, out, byteLengthOf(out));
+  // Read after the lookup: the name's memory stays alive while the pool thread reads it.
+  if (name.byteLength === 0) throw new Error("unreachable: a name is never empty");
   return resolution(rc, out, text, what);
 }
 
