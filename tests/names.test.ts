@@ -78,8 +78,10 @@ Deno.test({
     >;
     const nkb = slow.nkb;
     console.log(JSON.stringify(slow));
-    // The lookup really waited on the server (else this test proves nothing)...
-    assert.ok(nkb.lookupMs >= RESOLVER_TIMEOUT_S * 1000 * 0.9, JSON.stringify(nkb));
+    // The lookup really waited on the server (else this test proves nothing): the
+    // resolver's timeout, or at least until ARP for the server failed (about 1 s after a
+    // lookup that came later, measured).
+    assert.ok(nkb.lookupMs >= 800, JSON.stringify(nkb));
     // ...while the event loop ran: the promise came back at once and the timer kept ticking.
     assert.ok(nkb.syncMs < MAX_GAP_MS, JSON.stringify(nkb));
     assert.ok(nkb.maxGapMs < MAX_GAP_MS, JSON.stringify(nkb));
