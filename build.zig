@@ -16,6 +16,7 @@ const c_sources = [_][]const u8{
     "ffi/registry_parse.c",
     "ffi/registry_read.c",
     "ffi/xdp_features.c",
+    "ffi/resolve.c",
 };
 
 const c_flags = [_][]const u8{

@@ -148,6 +148,19 @@ NKB_API int32_t nkb_neigh_get(uint32_t ifindex, uint32_t ip_be, uint8_t *mac6, u
 NKB_API int32_t nkb_neigh_resolve(uint32_t ifindex, uint32_t ip_be);
 NKB_API int32_t nkb_caps(uint64_t *out4, uint32_t out_len);
 NKB_API int32_t nkb_policy(uint8_t *out20, uint32_t out_len);
+
+// Host name resolution (ffi/resolve.c). nkb_resolve writes two header words (results
+// ranked before the first IPv4 one, IPv4 results in all) and then up to
+// NKB_RESOLVE_MAX_ADDRS IPv4 addresses in getaddrinfo's order, as many as out_len holds;
+// it returns how many addresses it wrote, -errno, or NKB_EGAI_BASE + a getaddrinfo error
+// (EAI_* are negative).
+#define NKB_RESOLVE_NUMERIC 1u     // flags: numeric forms only (AI_NUMERICHOST), no lookup
+#define NKB_RESOLVE_NAME_MAX 1024u // bytes of a name, without NUL
+#define NKB_RESOLVE_HEAD_WORDS 2u
+#define NKB_RESOLVE_MAX_ADDRS 64u
+#define NKB_EGAI_BASE (-20000)
+NKB_API int32_t nkb_resolve(const uint8_t *name, uint32_t name_len, uint32_t flags,
+                            uint32_t *out, uint32_t out_len);
 NKB_API int32_t nkb_prog_name(uint32_t prog_id, uint8_t *out16, uint32_t out_len);
 // 1 when prog_id is (or was, among the last 64) the XDP filter of one of this process's
 // engines (any Worker's), else 0.

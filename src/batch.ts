@@ -6,7 +6,8 @@
  */
 
 import { BATCH_MAX, byteLengthOf, lib, RECV_META_WORDS, SEND_META_WORDS } from "./ffi.ts";
-import { formatIpv4, hostIpv4 } from "./ipv4.ts";
+import { formatIpv4 } from "./ipv4.ts";
+import { destinationNoLookup, HostNameLookup } from "./resolve.ts";
 
 // Optimized code reads an imported binding again at every use, behind a check that it is
 // initialized; the per-datagram paths read these module-local copies instead, which it
@@ -130,9 +131,19 @@ export class SendBatch {
     // getter answering differently on each read must not map one hostname to another's IP.
     const hostname: unknown = addr.hostname;
     if (hostname !== this.#lastHost) {
-      const ip = hostIpv4(hostname, "SendBatch.add", "127.0.0.1");
-      this.#lastHost = hostname;
-      this.#lastIp = ip;
+      let ip: number;
+      try {
+        ip = destinationNoLookup(hostname, "SendBatch.add", "127.0.0.1");
+      } catch (e) {
+        throw e instanceof HostNameLookup ? e.typeError() : e;
+      }
+      // An object's text comes from its own toString, which may answer differently next time.
+      if (typeof hostname !== "object" || hostname === null) {
+        this.#lastHost = hostname;
+        this.#lastIp = ip;
+      } else {
+        return this.#put(payload, ip, port);
+      }
     }
     return this.#put(payload, this.#lastIp, port);
   }

@@ -38,6 +38,14 @@ export const symbols = {
   nkb_recv_batch: { parameters: [I32, "buffer", U32, "buffer", U32, U32], result: I32 },
   nkb_wait: { parameters: [I32, U32, U32], result: I32 },
   nkb_wait_async: { name: "nkb_wait", parameters: [I32, U32, U32], result: I32, nonblocking: true },
+  // (name, name_len, flags, out, out_len): src/resolve.ts
+  nkb_resolve: { parameters: ["buffer", U32, U32, "buffer", U32], result: I32 },
+  nkb_resolve_async: {
+    name: "nkb_resolve",
+    parameters: ["buffer", U32, U32, "buffer", U32],
+    result: I32,
+    nonblocking: true,
+  },
   nkb_link_get: { parameters: [U32, "buffer", U32], result: I32 },
   nkb_route_get: { parameters: [U32, "buffer", U32], result: I32 },
   nkb_addr_ifindex: { parameters: [U32], result: I32 },

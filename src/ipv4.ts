@@ -5,13 +5,11 @@
  * @module
  */
 
-// Four decimal octets without leading zeros: inet_aton() would read "010" as octal 8 and
-// "1.2.3" as 1.2.0.3, so such forms are refused as ambiguous rather than guessed.
+// Four decimal octets without leading zeros, as Rust's Ipv4Addr parser (Deno's first try)
+// reads them: the fast path that needs no FFI call. Other numeric forms (inet_aton's "010"
+// is octal 8, "1.2.3" is 1.2.0.3) go to getaddrinfo as Deno's do (src/resolve.ts).
 const OCTET = "(0|[1-9][0-9]{0,2})";
 const DOTTED = new RegExp(`^${OCTET}\\.${OCTET}\\.${OCTET}\\.${OCTET}$`);
-// What may appear in a host name or an address literal; anything else (blanks, control
-// characters, slashes) makes Deno's resolver throw URIError "invalid host".
-const HOST_CHARS = /^[A-Za-z0-9._\-:%[\]]*$/;
 
 /** Parses dotted IPv4 text, or returns null for anything else (IPv6, names, "01.2.3.4"). */
 export function parseIpv4(text: string): number | null {
@@ -24,30 +22,6 @@ export function parseIpv4(text: string): number | null {
     value = (value << 8) | octet;
   }
   return value >>> 0;
-}
-
-/**
- * The address `host` names, for a call `what`: `fallback` when `host` is null or undefined
- * (Deno's defaults: "0.0.0.0" to listen, "127.0.0.1" to send). Errors as Deno's for what
- * it rejects: a URIError for characters no host name has; otherwise a TypeError, since
- * nkb takes only dotted-quad IPv4 text (no host names, no inet_aton forms) and a
- * non-string is not a host.
- *
- * @throws {URIError} for characters no host name has.
- * @throws {TypeError} for anything else but dotted-quad IPv4 text.
- */
-export function hostIpv4(host: unknown, what: string, fallback: string): number {
-  const text = host ?? fallback;
-  if (typeof text !== "string") {
-    throw new TypeError(`${what}: hostname must be a string, got ${typeof text}`);
-  }
-  const ip = parseIpv4(text);
-  if (ip !== null) return ip;
-  if (!HOST_CHARS.test(text)) throw new URIError(`${what}: invalid host '${text}'`);
-  throw new TypeError(
-    `${what}: "${text}" is not an IPv4 address (four decimal octets 0-255 without leading ` +
-      "zeros; host names are not resolved)",
-  );
 }
 
 /** Formats an address held in network byte order. */

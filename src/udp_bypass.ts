@@ -26,9 +26,16 @@ import {
   Opt,
   RECV_META_WORDS,
 } from "./ffi.ts";
-import { formatIpv4, hostIpv4, isMulticast, parseIpv4 } from "./ipv4.ts";
+import { formatIpv4, isMulticast, parseIpv4 } from "./ipv4.ts";
 import { membership } from "./membership.ts";
 import { routeGet } from "./netinfo.ts";
+import {
+  destinationNoLookup,
+  firstForSend,
+  HostNameLookup,
+  resolveAsync,
+  resolveForBind,
+} from "./resolve.ts";
 import {
   type BypassState,
   type BypassStats,
@@ -69,13 +76,14 @@ function show(v: unknown): string {
   return typeof v === "string" ? JSON.stringify(v) : String(v);
 }
 
-// Addresses as Deno.listenDatagram takes them: hostname null or undefined is 0.0.0.0; a
-// port that is not a number (or NaN) is a TypeError, one out of 0..65535 a RangeError.
+// Addresses as Deno.listenDatagram takes them: hostname null or undefined is 0.0.0.0, a
+// name is resolved (blocking, as Deno's listenDatagram does); a port that is not a number
+// (or NaN) is a TypeError, one out of 0..65535 a RangeError.
 function checkAddr(
   addr: { hostname?: string; port: number },
   what: string,
 ): [number, number] {
-  const ip = hostIpv4(addr?.hostname, what, "0.0.0.0");
+  const ip = resolveForBind(addr?.hostname, what, "0.0.0.0");
   const port: unknown = addr.port;
   if (typeof port !== "number" || Number.isNaN(port)) {
     throw new TypeError(`${what}: invalid port ${show(port)} (a number 0..65535)`);
@@ -89,12 +97,25 @@ function checkAddr(
 // A destination as Deno's DatagramConn.send takes it: hostname null or undefined is
 // 127.0.0.1; every bad port is a TypeError there (EINVAL, or a failed conversion). Deno
 // sends to ports 65536 and up and to 1.5 after truncating them; nkb refuses those too.
+// A host name is a HostNameLookup: send() resolves it off the event loop, the
+// synchronous sends refuse it with a TypeError.
 function checkDestination(hostname: unknown, port: unknown): [number, number] {
-  const ip = hostIpv4(hostname, "send", "127.0.0.1");
+  let ip: number;
+  try {
+    ip = destinationNoLookup(hostname, "send", "127.0.0.1");
+  } catch (e) {
+    // The port goes with the name to send(), read once as every property of the address.
+    if (e instanceof HostNameLookup) e.port = checkSendPort(port);
+    throw e;
+  }
+  return [ip, checkSendPort(port)];
+}
+
+function checkSendPort(port: unknown): number {
   if (typeof port !== "number" || !Number.isInteger(port) || port < 1 || port > 65535) {
     throw new TypeError(`send: invalid port ${show(port)} (an integer 1..65535)`);
   }
-  return [ip, port];
+  return port;
 }
 
 function checkIface(text: string, what: string): number {
@@ -237,8 +258,21 @@ export class UdpBypass implements Deno.DatagramConn {
     this.#binding.multicastInterface(iface);
   }
 
-  /** Sends one datagram; returns its length. Throws {@linkcode TxRingFullError} when the ring stays full. */
+  /**
+   * Sends one datagram; returns its length. Throws {@linkcode TxRingFullError} when the ring
+   * stays full, and a TypeError for a host name: a lookup could block, so only addresses
+   * (every numeric form getaddrinfo reads) are taken here; send() resolves names.
+   */
   sendSync(data: Uint8Array, addr?: Deno.NetAddr): number {
+    try {
+      return this.#sendSync(data, addr);
+    } catch (e) {
+      throw e instanceof HostNameLookup ? e.typeError() : e;
+    }
+  }
+
+  // sendSync, where a host name throws HostNameLookup for send() to resolve.
+  #sendSync(data: Uint8Array, addr?: Deno.NetAddr): number {
     this.#open("send");
     if (!(data instanceof Uint8Array)) {
       throw new TypeError("send: data must be a Uint8Array");
@@ -332,18 +366,35 @@ export class UdpBypass implements Deno.DatagramConn {
     return n;
   }
 
-  /** Sends one datagram (Deno.DatagramConn). */
+  /**
+   * Sends one datagram (Deno.DatagramConn). A host name is resolved at each send, as
+   * Deno's send resolves it, on Deno's FFI thread pool: the event loop never waits on DNS.
+   */
   send(p: Uint8Array, addr: Deno.Addr): Promise<number> {
     try {
       if (addr?.transport !== "udp") {
         throw new TypeError("send: address must be udp");
       }
-      return Promise.resolve(this.sendSync(p, addr));
+      return Promise.resolve(this.#sendSync(p, addr));
     } catch (e) {
       if (e instanceof Deno.errors.WouldBlock && addr?.transport === "udp") {
         return this.#sendWhenRoom(p, addr, e);
       }
+      if (e instanceof HostNameLookup) return this.#sendAfterLookup(p, e);
       return Promise.reject(e);
+    }
+  }
+
+  // A host name: resolved on Deno's FFI thread pool at each send, as Deno's send resolves
+  // it, then sent as to its first address.
+  async #sendAfterLookup(p: Uint8Array, name: HostNameLookup): Promise<number> {
+    const ip = firstForSend(await resolveAsync(name.lookup, "send"), name.text, "send");
+    const to: Deno.NetAddr = { transport: "udp", hostname: formatIpv4(ip), port: name.port };
+    try {
+      return this.sendSync(p, to);
+    } catch (e) {
+      if (e instanceof Deno.errors.WouldBlock) return this.#sendWhenRoom(p, to, e);
+      throw e;
     }
   }
 
@@ -623,8 +674,12 @@ export class UdpBypass implements Deno.DatagramConn {
         if ((port as number) > 0 && (port as number) <= 65535) return [this.#dstIp, port as number];
       }
       const [ip, checked] = checkDestination(hostname, port);
-      this.#dstHost = hostname;
-      this.#dstIp = ip;
+      // Addresses only (names never get here), and only hostnames that are not objects,
+      // whose conversion to text could answer differently next time.
+      if (typeof hostname !== "object" || hostname === null) {
+        this.#dstHost = hostname;
+        this.#dstIp = ip;
+      }
       return [ip, checked];
     }
     if (this.#peer === null) {

@@ -32,4 +32,60 @@ export async function sendUdp(
   await tb.execOk(s, ["python3", "-c", code]);
 }
 
+const NETNS_ETC = "/etc/netns/";
+const OUR_NS = /^nkb-[0-9a-f]{4}-\d+-[ab]$/;
+
+/**
+ * Writes `files` (name: content, e.g. `hosts`, `resolv.conf`) to /etc/netns/NS/, which
+ * `ip netns exec NS` mounts over the same files in /etc for the processes it starts.
+ * Disposing removes them and the directory.
+ */
+export async function netnsEtc(
+  ns: string,
+  files: Record<string, string>,
+): Promise<AsyncDisposable> {
+  if (!OUR_NS.test(ns)) throw new TypeError(`netnsEtc: ${ns} is not a testbed namespace`);
+  const dir = `${NETNS_ETC}${ns}`;
+  await Deno.mkdir(dir, { recursive: true });
+  const remove = async (): Promise<void> => {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  };
+  try {
+    for (const [name, text] of Object.entries(files)) {
+      if (name.includes("/")) throw new TypeError(`netnsEtc: ${name} is not a file name`);
+      await Deno.writeTextFile(`${dir}/${name}`, text);
+    }
+  } catch (e) {
+    await remove();
+    throw e;
+  }
+  return { [Symbol.asyncDispose]: remove };
+}
+
+// The /etc/netns directories a killed earlier run left behind: those of testbed
+// namespaces that no longer exist (a live run creates its namespace first).
+function removeStaleEtc(): void {
+  let entries: Deno.DirEntry[];
+  try {
+    entries = Array.from(Deno.readDirSync(NETNS_ETC));
+  } catch {
+    return;
+  }
+  const live = new Set(
+    new TextDecoder().decode(
+      new Deno.Command("ip", { args: ["netns", "list"], stdout: "piped", stderr: "null" })
+        .outputSync().stdout,
+    ).split("\n").map((l) => l.split(" ")[0]),
+  );
+  for (const e of entries) {
+    if (!OUR_NS.test(e.name) || live.has(e.name)) continue;
+    try {
+      Deno.removeSync(`${NETNS_ETC}${e.name}`, { recursive: true });
+    } catch {
+      // Another run removed it first.
+    }
+  }
+}
+
 Testbed.removeStale();
+removeStaleEtc();
