@@ -24,6 +24,7 @@ import type { Side } from "../examples/testbed.ts";
 
 // Administratively scoped (multicast cannot come from 198.18.0.0/15).
 const G = "239.255.19.1";
+const OTHER_G = "239.255.19.2";
 const N = 8;
 const RECV = { timeoutMs: 4000, quietMs: 700 };
 
@@ -103,6 +104,14 @@ const KINDS: Kind[] = [
     watchMs: 1200,
   },
   {
+    name: "bound to another group, joined on the veth address",
+    host: () => OTHER_G,
+    iface: (tb) => tb.a.ip,
+    want: [],
+    ring: [],
+    watchMs: 600,
+  },
+  {
     name: "wildcard-bound, joined on 0.0.0.0",
     host: () => "0.0.0.0",
     iface: () => "0.0.0.0",
@@ -172,6 +181,16 @@ Deno.test({
           (kind.want.length - kind.ring.length) * N,
           `through the kernel socket: ${show(rn.stats)}`,
         );
+        // Both leave (with the interface they joined on): the group stops for both.
+        await rx.ok("leave", { mid: `d${pDeno}` });
+        await rx.ok("leave", { mid: `n${pNkb}` });
+        for (const p of [pDeno, pNkb]) {
+          await tx.ok("send", { id: "s", to: G, port: p, tag: "left" });
+        }
+        const ld = await rx.ok("recv", { id: `d${pDeno}`, max: 1, ...RECV });
+        const ln = await rx.ok("recv", { id: `n${pNkb}`, max: 1, ...RECV });
+        assert.deepEqual([counts(ln), counts(ld)], [{}, {}], `after leave: ${show([ln, ld])}`);
+        assert.equal(ln.stats.ipkts, rn.stats.ipkts, `after leave: ${show(ln.stats)}`);
         await rx.ok("close", { id: `d${pDeno}` });
         await rx.ok("close", { id: `n${pNkb}` });
       });
