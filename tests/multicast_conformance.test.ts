@@ -58,12 +58,10 @@ function counts(r: Reply): Record<string, number> {
   return out;
 }
 
-async function setup(): Promise<[Testbed, Ctl, Ctl]> {
-  const tb = await createFbTestbed();
+/** Multicast routes on both sides, a receiving agent in a and a sending one in b. */
+async function agents(tb: Testbed): Promise<[Ctl, Ctl]> {
   await multicastRoutes(tb);
-  const rx = await startMcast(tb, "a");
-  const tx = await startMcast(tb, "b");
-  return [tb, rx, tx];
+  return [await startMcast(tb, "a"), await startMcast(tb, "b")];
 }
 
 interface Kind {
@@ -129,70 +127,85 @@ const KINDS: Kind[] = [
   },
 ];
 
+interface Case {
+  tb: Testbed;
+  rx: Ctl;
+  tx: Ctl;
+  kind: Kind;
+  pDeno: number;
+  pNkb: number;
+  dbc: string;
+}
+
+// One kind of receiver: a Deno socket on pDeno and an nkb socket on pNkb, same traffic.
+async function oneKind({ tb, rx, tx, kind, pDeno, pNkb, dbc }: Case): Promise<void> {
+  const host = kind.host(tb);
+  const iface = kind.iface(tb);
+  await rx.ok("open", { id: `d${pDeno}`, kind: "deno", host, port: pDeno });
+  await rx.ok("open", { id: `n${pNkb}`, kind: "nkb", host, port: pNkb });
+  await rx.ok("join", { id: `d${pDeno}`, mid: `d${pDeno}`, group: G, iface });
+  const j = await rx.ok("join", { id: `n${pNkb}`, mid: `n${pNkb}`, group: G, iface });
+  assert.equal(j.bypass.active, true, `after join: ${show(j)}`);
+  if (kind.watchMs > 0) {
+    // Longer than a few link-watch intervals (250 ms), looking at `bypass` meanwhile.
+    const w = await rx.ok("watch", { id: `n${pNkb}`, ms: kind.watchMs });
+    assert.ok(Number(w.looks) >= 10, show(w));
+    assert.equal(w.inactive, 0, `fell off the bypass path: ${show(w)}`);
+  }
+  const st0 = (await rx.ok("state", { id: `n${pNkb}` })).stats;
+  const dests = [["grp", G], ["uni", tb.a.ip], ["lbc", "255.255.255.255"], ["dbc", dbc]];
+  for (const p of [pDeno, pNkb]) {
+    for (const [tag, to] of dests) {
+      const s = await tx.ok("send", { id: "s", to, port: p, tag, count: N });
+      assert.equal(s.sent, N, `send ${tag} to ${to}:${p}: ${show(s)}`);
+    }
+  }
+  const rd = await rx.ok("recv", { id: `d${pDeno}`, max: 4 * N, ...RECV });
+  const rn = await rx.ok("recv", { id: `n${pNkb}`, max: 4 * N, ...RECV });
+  const want = Object.fromEntries(kind.want.map((k) => [k, N]));
+  assert.deepEqual(counts(rd), want, `Deno's socket (the kernel's answer): ${show(rd)}`);
+  assert.deepEqual(counts(rn), counts(rd), `nkb against Deno: ${show(rn)}`);
+  assert.equal(rn.bypass.active, true, `after traffic: ${show(rn.bypass)}`);
+  const ring = kind.ring.length * N;
+  assert.equal(rn.stats.ipkts - st0.ipkts, ring, `through the ring: ${show(rn.stats)}`);
+  assert.equal(
+    rn.stats.kernelIpkts - st0.kernelIpkts,
+    (kind.want.length - kind.ring.length) * N,
+    `through the kernel socket: ${show(rn.stats)}`,
+  );
+  // Both leave (with the interface they joined on): the group stops for both.
+  await rx.ok("leave", { mid: `d${pDeno}` });
+  await rx.ok("leave", { mid: `n${pNkb}` });
+  for (const p of [pDeno, pNkb]) {
+    await tx.ok("send", { id: "s", to: G, port: p, tag: "left" });
+  }
+  const ld = await rx.ok("recv", { id: `d${pDeno}`, max: 1, ...RECV });
+  const ln = await rx.ok("recv", { id: `n${pNkb}`, max: 1, ...RECV });
+  assert.deepEqual([counts(ln), counts(ld)], [{}, {}], `after leave: ${show([ln, ld])}`);
+  assert.equal(ln.stats.ipkts, rn.stats.ipkts, `after leave: ${show(ln.stats)}`);
+}
+
 Deno.test({
   name: "multicast: unicast-, group- and wildcard-bound sockets get what Deno's get, via the ring",
   ...OPTS,
   fn: async (t) => {
-    const [tb, rx, tx] = await setup();
-    await using _tb = tb;
+    await using tb = await createFbTestbed();
+    const [rx, tx] = await agents(tb);
     const dbc = directedBroadcast(tb.a.cidr);
     // A sender bound to b's address: a wildcard one has no route to 255.255.255.255.
     await tx.ok("open", { id: "s", kind: "deno", host: tb.b.ip, port: 0 });
     let port = 9100;
     for (const kind of KINDS) {
+      const [pDeno, pNkb] = [port, port + 1];
+      port += 2;
       await t.step(kind.name, async () => {
-        const [pDeno, pNkb] = [port, port + 1];
-        port += 2;
-        const host = kind.host(tb);
-        const iface = kind.iface(tb);
-        await rx.ok("open", { id: `d${pDeno}`, kind: "deno", host, port: pDeno });
-        await rx.ok("open", { id: `n${pNkb}`, kind: "nkb", host, port: pNkb });
-        await rx.ok("join", { id: `d${pDeno}`, mid: `d${pDeno}`, group: G, iface });
-        const j = await rx.ok("join", { id: `n${pNkb}`, mid: `n${pNkb}`, group: G, iface });
-        assert.equal(j.bypass.active, true, `after join: ${show(j)}`);
-        if (kind.watchMs > 0) {
-          // Longer than a few link-watch intervals (250 ms), looking at `bypass` meanwhile.
-          const w = await rx.ok("watch", { id: `n${pNkb}`, ms: kind.watchMs });
-          assert.ok(Number(w.looks) >= 10, show(w));
-          assert.equal(w.inactive, 0, `fell off the bypass path: ${show(w)}`);
+        try {
+          await oneKind({ tb, rx, tx, kind, pDeno, pNkb, dbc });
+        } finally {
+          // A failed step must not leave its memberships to the next (IP_MULTICAST_ALL).
+          await rx.call("close", { id: `d${pDeno}` });
+          await rx.call("close", { id: `n${pNkb}` });
         }
-        const st0 = (await rx.ok("state", { id: `n${pNkb}` })).stats;
-        for (const p of [pDeno, pNkb]) {
-          for (
-            const [tag, to] of [["grp", G], ["uni", tb.a.ip], ["lbc", "255.255.255.255"], [
-              "dbc",
-              dbc,
-            ]]
-          ) {
-            const s = await tx.ok("send", { id: "s", to, port: p, tag, count: N });
-            assert.equal(s.sent, N, `send ${tag} to ${to}:${p}: ${show(s)}`);
-          }
-        }
-        const rd = await rx.ok("recv", { id: `d${pDeno}`, max: 4 * N, ...RECV });
-        const rn = await rx.ok("recv", { id: `n${pNkb}`, max: 4 * N, ...RECV });
-        const want = Object.fromEntries(kind.want.map((k) => [k, N]));
-        assert.deepEqual(counts(rd), want, `Deno's socket (the kernel's answer): ${show(rd)}`);
-        assert.deepEqual(counts(rn), counts(rd), `nkb against Deno: ${show(rn)}`);
-        assert.equal(rn.bypass.active, true, `after traffic: ${show(rn.bypass)}`);
-        const ring = kind.ring.length * N;
-        assert.equal(rn.stats.ipkts - st0.ipkts, ring, `through the ring: ${show(rn.stats)}`);
-        assert.equal(
-          rn.stats.kernelIpkts - st0.kernelIpkts,
-          (kind.want.length - kind.ring.length) * N,
-          `through the kernel socket: ${show(rn.stats)}`,
-        );
-        // Both leave (with the interface they joined on): the group stops for both.
-        await rx.ok("leave", { mid: `d${pDeno}` });
-        await rx.ok("leave", { mid: `n${pNkb}` });
-        for (const p of [pDeno, pNkb]) {
-          await tx.ok("send", { id: "s", to: G, port: p, tag: "left" });
-        }
-        const ld = await rx.ok("recv", { id: `d${pDeno}`, max: 1, ...RECV });
-        const ln = await rx.ok("recv", { id: `n${pNkb}`, max: 1, ...RECV });
-        assert.deepEqual([counts(ln), counts(ld)], [{}, {}], `after leave: ${show([ln, ld])}`);
-        assert.equal(ln.stats.ipkts, rn.stats.ipkts, `after leave: ${show(ln.stats)}`);
-        await rx.ok("close", { id: `d${pDeno}` });
-        await rx.ok("close", { id: `n${pNkb}` });
       });
     }
     await exitAll(rx, tx);
@@ -203,8 +216,8 @@ Deno.test({
   name: "multicast loopback as Deno's: on, group sends loop back via the kernel; off, the ring",
   ...OPTS,
   fn: async () => {
-    const [tb, rx, tx] = await setup();
-    await using _tb = tb;
+    await using tb = await createFbTestbed();
+    const [rx, tx] = await agents(tb);
     const [pDeno, pNkb] = [9200, 9201];
     const socks = [["d", pDeno, "deno"], ["n", pNkb, "nkb"]] as const;
     for (const [id, p, kind] of socks) {
@@ -262,8 +275,8 @@ Deno.test({
   name: "broadcast sends succeed and reach local and far sockets as Deno's do",
   ...OPTS,
   fn: async () => {
-    const [tb, rx, tx] = await setup();
-    await using _tb = tb;
+    await using tb = await createFbTestbed();
+    const [rx, tx] = await agents(tb);
     const dbc = directedBroadcast(tb.a.cidr);
     // Senders: bound to a's address (the only way to 255.255.255.255 without a default
     // route), and bound to the wildcard (directed broadcast only).
