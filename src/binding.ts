@@ -210,7 +210,10 @@ export class BypassBinding {
     const link = this.#link;
     if (this.#phase !== "bypass" || link === null) return useKernel(this.#h, ipBe, port);
     if (this.#multicastLoop && isMulticast(ipBe)) return useKernel(this.#h, ipBe, port);
-    const srcBe = this.#localBe || this.#multicastIfaceBe || Math.max(addrFirst(link.ifindex), 0);
+    // A group is never a source: a group-bound socket sends from its interface's address, as
+    // the kernel's does (inet_bind keeps no source for it).
+    const localSrc = isMulticast(this.#localBe) ? 0 : this.#localBe;
+    const srcBe = localSrc || this.#multicastIfaceBe || Math.max(addrFirst(link.ifindex), 0);
     const multicastIfindex = this.#multicastIfaceBe === 0
       ? 0
       : Math.max(addrIfindex(this.#multicastIfaceBe), 0);

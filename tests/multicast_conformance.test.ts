@@ -26,6 +26,8 @@ import type { Side } from "../examples/testbed.ts";
 const G = "239.255.19.1";
 const OTHER_G = "239.255.19.2";
 const N = 8;
+// The far side's socket for datagrams sent by the receivers.
+const REPLY_PORT = 9099;
 const RECV = { timeoutMs: 4000, quietMs: 700 };
 
 async function startMcast(tb: Testbed, s: Side): Promise<Ctl> {
@@ -173,6 +175,22 @@ async function oneKind({ tb, rx, tx, kind, pDeno, pNkb, dbc }: Case): Promise<vo
     (kind.want.length - kind.ring.length) * N,
     `through the kernel socket: ${show(rn.stats)}`,
   );
+  // Replies: unicast to b and to the group, from the address the kernel would pick (a
+  // group-bound socket's source is not its group).
+  for (const [id, p] of [[`d${pDeno}`, pDeno], [`n${pNkb}`, pNkb]] as const) {
+    const u = await rx.ok("send", { id, to: tb.b.ip, port: REPLY_PORT, tag: `u${p}`, count: N });
+    const g = await rx.ok("send", { id, to: G, port: REPLY_PORT, tag: `g${p}`, count: N });
+    assert.equal(u.sent + g.sent, 2 * N, show([u, g]));
+  }
+  const back = await tx.ok("recv", { id: "r", max: 4 * N, ...RECV });
+  const from = (p: number, kind: string) =>
+    back.got.filter((x) => x.tag.startsWith(`${kind}${p}-`)).map((x) => x.from[0]);
+  for (const k of ["u", "g"]) {
+    assert.deepEqual(from(pDeno, k), Array(N).fill(tb.a.ip), `Deno's ${k}: ${show(back)}`);
+    assert.deepEqual(from(pNkb, k), from(pDeno, k), `nkb's ${k} against Deno's: ${show(back)}`);
+  }
+  const sent = (await rx.ok("state", { id: `n${pNkb}` })).stats;
+  assert.equal(sent.opkts - rn.stats.opkts, 2 * N, `replies through the ring: ${show(sent)}`);
   // Both leave (with the interface they joined on): the group stops for both.
   await rx.ok("leave", { mid: `d${pDeno}` });
   await rx.ok("leave", { mid: `n${pNkb}` });
@@ -194,6 +212,8 @@ Deno.test({
     const dbc = directedBroadcast(tb.a.cidr);
     // A sender bound to b's address: a wildcard one has no route to 255.255.255.255.
     await tx.ok("open", { id: "s", kind: "deno", host: tb.b.ip, port: 0 });
+    await tx.ok("open", { id: "r", kind: "deno", host: "0.0.0.0", port: REPLY_PORT });
+    await tx.ok("join", { id: "r", mid: "r", group: G, iface: tb.b.ip });
     let port = 9100;
     for (const kind of KINDS) {
       const [pDeno, pNkb] = [port, port + 1];
