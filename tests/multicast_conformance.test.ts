@@ -40,7 +40,7 @@ async function startMcast(tb: Testbed, s: Side): Promise<Ctl> {
   return new Ctl(proc);
 }
 
-/** The directed broadcast address of side a's /24-or-other prefix. */
+/** The directed broadcast address of the subnet of `cidr` ("198.18.7.1/24" -> 198.18.7.255). */
 function directedBroadcast(cidr: string): string {
   const [ip, len] = cidr.split("/");
   const octets = ip.split(".").map(Number);
@@ -314,7 +314,7 @@ Deno.test({
     const got: Record<string, unknown> = {};
     for (const s of senders) {
       const st0 = (await rx.ok("state", { id: s.id })).stats;
-      const l = await rx.call("send", { id: s.id, to: "255.255.255.255", port: s.q, tag: "lbc" });
+      const l = await rx.ok("send", { id: s.id, to: "255.255.255.255", port: s.q, tag: "lbc" });
       const d = await rx.ok("send", { id: s.id, to: dbc, port: s.q, tag: "dbc", count: N });
       const local = counts(await rx.ok("recv", { id: `l${s.q}`, max: N + 1, ...RECV }));
       const far = counts(await tx.ok("recv", { id: `f${s.q}`, max: N + 1, ...RECV }));
