@@ -98,14 +98,30 @@ int32_t nkb_env_int(const uint8_t *name, uint32_t name_len, int32_t fallback) {
   return (int32_t)n;
 }
 
+static int32_t nkb_setsockopt_int(int32_t fd, int32_t level, int32_t name, int32_t value) {
+  if (setsockopt(fd, level, name, &value, sizeof(value)) != 0) return -errno;
+  return 0;
+}
+
+// Deno's sockets as it opens them: sends to a broadcast address allowed (SO_BROADCAST),
+// and multicast not looped back to local sockets (its `loopback` option, default false;
+// Linux's default is on). The bypass path cannot loop multicast back either.
+static int32_t nkb_sock_defaults(int32_t fd) {
+  assert(fd >= 0);
+  int32_t rc = nkb_setsockopt_int(fd, SOL_SOCKET, SO_BROADCAST, 1);
+  if (rc < 0) return rc;
+  return nkb_setsockopt_int(fd, IPPROTO_IP, IP_MULTICAST_LOOP, 0);
+}
+
 int32_t nkb_sock_open(void) {
   nkb_sock_t *s = calloc(1, sizeof(*s));
   if (s == 0) return -ENOMEM;
   s->fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   s->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   s->park_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (s->fd < 0 || s->wake_fd < 0 || s->park_fd < 0) {
-    int32_t rc = -errno;
+  int32_t opt_rc = s->fd < 0 ? 0 : nkb_sock_defaults(s->fd);
+  if (s->fd < 0 || s->wake_fd < 0 || s->park_fd < 0 || opt_rc < 0) {
+    int32_t rc = opt_rc < 0 ? opt_rc : -errno;
     if (s->fd >= 0) close(s->fd);
     if (s->wake_fd >= 0) close(s->wake_fd);
     if (s->park_fd >= 0) close(s->park_fd);
@@ -182,11 +198,6 @@ int32_t nkb_sock_name(int32_t h, uint32_t *out2, uint32_t out_len) {
   if (getsockname(s->fd, (struct sockaddr *)&sin, &len) != 0) return -errno;
   out2[0] = sin.sin_addr.s_addr;
   out2[1] = ntohs(sin.sin_port);
-  return 0;
-}
-
-static int32_t nkb_setsockopt_int(int32_t fd, int32_t level, int32_t name, int32_t value) {
-  if (setsockopt(fd, level, name, &value, sizeof(value)) != 0) return -errno;
   return 0;
 }
 

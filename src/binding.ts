@@ -13,7 +13,7 @@ import { BypassSetupError, errnoName, errorFromErrno } from "./errors.ts";
 import { byteLengthOf, lib, Opt } from "./ffi.ts";
 import { formatIpv4, isMulticast } from "./ipv4.ts";
 import { WATCH_INTERVAL_MS, watchLink } from "./link_watch.ts";
-import { addrFirst, addrIfindex, type LinkInfo } from "./netinfo.ts";
+import { addrFirst, addrIfindex, type LinkInfo, routeGet, RouteType } from "./netinfo.ts";
 import type { BypassState } from "./types.ts";
 
 // open: nothing decided; multicast: bound to a wildcard or group address, waiting
@@ -39,6 +39,23 @@ const REG_F_BYPASS = 1;
 const REG_F_AFFINE = 4;
 const REASON_ENCODER = new TextEncoder();
 
+/**
+ * The interface the kernel joins a group on when the join names none (INADDR_ANY): the
+ * output route to the group, as ip_mc_find_dev looks it up. A negative errno without one.
+ * A request to the local kernel over rtnetlink: nothing waits on the network.
+ */
+function joinIfindex(groupBe: number): number {
+  const route = routeGet(groupBe);
+  return typeof route === "number" ? route : route.oif;
+}
+
+/** True for 255.255.255.255 and for an address the routes call a broadcast (a subnet's). */
+function isBroadcast(ipBe: number): boolean {
+  if (ipBe === 0xffffffff) return true;
+  const route = routeGet(ipBe);
+  return typeof route !== "number" && route.type === RouteType.broadcast;
+}
+
 function sameMac(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
 }
@@ -61,6 +78,7 @@ export class BypassBinding {
   #localPort = 0;
   #multicastIfaceBe = 0;
   #groupBe = 0;
+  #multicastLoop = false;
 
   /** Starts undecided (or on the kernel path for good with `kernelOnly`). */
   constructor(h: number, opts: ResolvedOptions, beforeDetach: () => void) {
@@ -69,11 +87,6 @@ export class BypassBinding {
     this.#beforeDetach = beforeDetach;
     if (opts.kernelOnly) this.#fallback("forced-kernel", "kernelOnly option");
     this.#publish();
-  }
-
-  /** True while the socket is attached to an engine (even with its link down). */
-  get attached(): boolean {
-    return this.#phase === "bypass";
   }
 
   /** True while waiting for a multicast interface choice (wildcard or group bind). */
@@ -135,18 +148,38 @@ export class BypassBinding {
     if (this.#phase === "multicast") this.#decideInterface(ifaceBe);
   }
 
-  /** Group `groupBe` was joined on `ifaceBe`: the first one on our interface gets a flow. */
+  /**
+   * Group `groupBe` was joined on the interface with address `ifaceBe` (0: the one the
+   * kernel picked, by the route to the group): the first one on our interface gets a flow
+   * when the kernel would deliver the group to this socket at all.
+   */
   joined(groupBe: number, ifaceBe: number): void {
     this.#joined(groupBe, ifaceBe);
     this.#publish();
   }
 
   #joined(groupBe: number, ifaceBe: number): void {
-    if (this.#phase === "multicast") this.#decideInterface(ifaceBe);
+    const ifindex = ifaceBe === 0 ? joinIfindex(groupBe) : addrIfindex(ifaceBe);
+    if (this.#phase === "multicast") this.#decideIfindex(ifindex, ifaceBe);
     const link = this.#link;
     if (this.#phase !== "bypass" || this.#groupBe !== 0 || link === null) return;
-    if (addrIfindex(ifaceBe) !== link.ifindex) return;
+    if (ifindex !== link.ifindex) return;
+    // The kernel gives a socket bound to another address (a unicast one, another group)
+    // none of the group's datagrams: neither may the ring.
+    if (this.#localBe !== 0 && this.#localBe !== groupBe) return;
     if (lib().nkb_sock_add_flow(this.#h, groupBe, this.#localPort) >= 0) this.#groupBe = groupBe;
+  }
+
+  /**
+   * IP_MULTICAST_LOOP was set on the kernel socket: while it is on, the socket's multicast
+   * sends go through the kernel, which loops them back to local sockets (the ring cannot);
+   * unicast stays on the ring.
+   */
+  multicastLoop(on: boolean): void {
+    if (this.#multicastLoop === on) return;
+    this.#multicastLoop = on;
+    // Groups cached for the ring (or the kernel) must be decided again.
+    lib().nkb_dest_clear(this.#h);
   }
 
   /** Group `groupBe` was left: its flow goes. */
@@ -161,9 +194,14 @@ export class BypassBinding {
     this.#groupBe = 0;
   }
 
-  /** A unicast send from a wildcard socket: no interface of its own, the kernel's for good. */
-  unicastFromWildcard(): void {
+  /**
+   * A unicast send (to `dstBe`) from a wildcard socket: no interface of its own, the
+   * kernel's for good. A broadcast goes through the kernel whatever the socket's path, so
+   * it leaves a waiting socket waiting.
+   */
+  unicastFromWildcard(dstBe: number): void {
     if (this.#phase !== "multicast") return; // every send asks: nothing else on this path
+    if (isBroadcast(dstBe)) return;
     this.#fallback("wildcard-bind", "unicast send from a socket bound to a wildcard address");
     this.#publish();
   }
@@ -175,7 +213,11 @@ export class BypassBinding {
   resolve(ipBe: number, port: number): void {
     const link = this.#link;
     if (this.#phase !== "bypass" || link === null) return useKernel(this.#h, ipBe, port);
-    const srcBe = this.#localBe || this.#multicastIfaceBe || Math.max(addrFirst(link.ifindex), 0);
+    if (this.#multicastLoop && isMulticast(ipBe)) return useKernel(this.#h, ipBe, port);
+    // A group is never a source: a group-bound socket sends from its interface's address, as
+    // the kernel's does (inet_bind keeps no source for it).
+    const localSrc = isMulticast(this.#localBe) ? 0 : this.#localBe;
+    const srcBe = localSrc || this.#multicastIfaceBe || Math.max(addrFirst(link.ifindex), 0);
     const multicastIfindex = this.#multicastIfaceBe === 0
       ? 0
       : Math.max(addrIfindex(this.#multicastIfaceBe), 0);
@@ -216,7 +258,8 @@ export class BypassBinding {
     this.#lastWatch = lib().nkb_now_ms();
     // Ack before looking: a change after the look is then seen by the next send.
     lib().nkb_sock_link_ack(this.#h);
-    const v = watchLink(link.ifindex, this.#localBe);
+    // A group address is never an interface's: only a unicast one can be removed.
+    const v = watchLink(link.ifindex, isMulticast(this.#localBe) ? 0 : this.#localBe);
     if (v.state === "interface-gone" || v.state === "address-removed") {
       this.#detach();
       // The link stays known: an address that comes back on it brings the socket back.
@@ -302,9 +345,14 @@ export class BypassBinding {
 
   // A wildcard or group-bound socket names its interface by a multicast choice.
   #decideInterface(ifaceBe: number): void {
-    const ifindex = addrIfindex(ifaceBe);
+    this.#decideIfindex(addrIfindex(ifaceBe), ifaceBe);
+  }
+
+  // `ifindex` (negative: none) is the interface of address `ifaceBe` (0: of a route).
+  #decideIfindex(ifindex: number, ifaceBe: number): void {
     if (ifindex < 0) {
-      return this.#fallback("no-interface", `no interface has ${formatIpv4(ifaceBe)}`);
+      const which = ifaceBe === 0 ? "a route to the group" : formatIpv4(ifaceBe);
+      return this.#fallback("no-interface", `no interface has ${which}`);
     }
     const verdict = decideLink(ifindex);
     if (!verdict.ok) return this.#fallback(verdict.reason, verdict.detail);

@@ -11,12 +11,12 @@ import { errorFromErrno } from "./errors.ts";
 export interface MembershipHost {
   /** The socket's shim handle; throws when the socket is closed. */
   handle(): number;
-  /** True while the socket sends through the bypass path. */
-  bypassActive(): boolean;
   /** Called after the kernel membership of `groupBe` is dropped. */
   left(groupBe: number): void;
   /** Called after the multicast TTL changed (cached headers carry it). */
   ttlChanged(): void;
+  /** Called after IP_MULTICAST_LOOP was set: multicast sends take the path that loops. */
+  loopChanged(on: boolean): void;
 }
 
 function settle(rc: number, what: string): Promise<void> {
@@ -51,17 +51,11 @@ export function membership(
       }),
     setLoopback: (loopback: boolean): Promise<void> =>
       attempt(() => {
-        // Frames sent through the ring never pass the kernel, so no local socket sees them.
-        if (loopback && host.bypassActive()) {
-          throw new Deno.errors.NotSupported(
-            "multicast loopback cannot happen on the bypass path: local sockets never see " +
-              "datagrams sent through the ring",
-          );
-        }
-        return settle(
-          lib().nkb_sock_setopt(host.handle(), Opt.multicastLoop, loopback ? 1 : 0),
-          "IP_MULTICAST_LOOP",
-        );
+        // As Deno's, the option is the socket's: it applies to every group it sends to.
+        const on = Boolean(loopback);
+        const rc = lib().nkb_sock_setopt(host.handle(), Opt.multicastLoop, on ? 1 : 0);
+        if (rc >= 0) host.loopChanged(on);
+        return settle(rc, "IP_MULTICAST_LOOP");
       }),
     setTTL: (ttl: number): Promise<void> =>
       attempt(() => {

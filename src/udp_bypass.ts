@@ -288,7 +288,7 @@ export class UdpBypass implements Deno.DatagramConn {
     // datagram (as Deno's, which reads it last), not a length the shim refuses (EFAULT).
     const sendLen = Math.min(len, byteLengthOf(data));
     if (!this.#bound) this.#bindForSend(ip);
-    if (!isMulticast(ip)) this.#binding.unicastFromWildcard();
+    if (!isMulticast(ip)) this.#binding.unicastFromWildcard(ip);
     this.#binding.maybeWatch();
     let rc = lib().nkb_send(this.#h, data, sendLen, ip, port);
     // The shim asks the control plane first when it lacks a destination or saw the
@@ -536,9 +536,11 @@ export class UdpBypass implements Deno.DatagramConn {
   }
 
   /**
-   * Joins group `address` on the interface with address `networkInterface`. The
-   * first group joined on the bypass interface is received through the rings;
-   * other groups through the kernel socket (one group per bypass socket).
+   * Joins group `address` on the interface with address `networkInterface`
+   * ("0.0.0.0": the kernel picks the interface by the route to the group). The
+   * first group joined on the bypass interface is received through the rings
+   * when the socket is bound to the wildcard or that group's address; other
+   * groups through the kernel socket (one group per bypass socket).
    */
   joinMulticastV4(
     address: string,
@@ -552,7 +554,10 @@ export class UdpBypass implements Deno.DatagramConn {
           `joinMulticastV4: "${address}" is not an IPv4 group`,
         );
       }
-      const iface = checkIface(networkInterface, "joinMulticastV4");
+      // INADDR_ANY as Deno passes it: the kernel picks the interface.
+      const iface = networkInterface === "0.0.0.0"
+        ? 0
+        : checkIface(networkInterface, "joinMulticastV4");
       if (!this.#bound) this.bind({ hostname: "0.0.0.0", port: 0 });
       this.#check(
         lib().nkb_sock_mcast(this.#h, Mcast.join, group, iface),
@@ -704,9 +709,9 @@ export class UdpBypass implements Deno.DatagramConn {
         this.#open("multicast membership");
         return this.#h;
       },
-      bypassActive: (): boolean => this.#binding.attached,
       left: (groupBe: number): void => this.#binding.left(groupBe),
       ttlChanged: (): void => void lib().nkb_dest_clear(this.#h),
+      loopChanged: (on: boolean): void => this.#binding.multicastLoop(on),
     };
   }
 }
