@@ -176,7 +176,7 @@ Deno.test({
       }
       const mine = lines.find((l) => l.startsWith(`${tb.a.ip}:9100`));
       assert.ok(mine, text.stdout);
-      assert.match(mine, new RegExp(`\\b300\\s+200\\s+0\\s+root\\s+${one.pid}\\s+deno\\b`));
+      assert.match(mine, new RegExp(`\\b300\\s+200\\s+0\\s+-\\s+root\\s+${one.pid}\\s+deno\\b`));
       const verbose = await nkb(tb, "a", dir, ["stat", "-u", "-v"]);
       assert.match(verbose.stdout, /obs_agent\.ts --host=/);
 
@@ -308,5 +308,97 @@ Deno.test({
       assert.equal(Deno.statSync(`${dir}/0`).mode! & 0o777, 0o755, "others may now look in");
       await closed(wide);
       assert.ok(!existsSync(wideFile), "a closed process removes its file");
+    }),
+});
+
+interface StatSock extends Sock {
+  netnsIno: string;
+  recvQ: number;
+  group: string | null;
+  groups: number;
+}
+
+/** `nkb stat --json -i 0.1` in side a: every report with when it arrived (this clock). */
+function statWatch(tb: Testbed, dir: string, reports: number): {
+  proc: TestbedProcess;
+  seen: { atMs: number; sockets: StatSock[] }[];
+} {
+  const seen: { atMs: number; sockets: StatSock[] }[] = [];
+  const env = ["env", `NKB_REGISTRY_DIR=${dir}`];
+  const cmd = [...env, Deno.execPath(), "run", "-A", "--no-lock", CLI, "stat", "--json"];
+  const proc = tb.spawn("a", [...cmd, "-i", "0.1", "-c", String(reports)], {
+    onStdout: (line) => {
+      const r = JSON.parse(line) as { sockets: StatSock[] };
+      seen.push({ atMs: Date.now(), sockets: r.sockets });
+    },
+  });
+  return { proc, seen };
+}
+
+// Datagrams the sending veth dropped (its peer's queue full): they never reach the rings.
+// (The receiving veth's rx_dropped counts the ring drops too: not a separate loss.)
+async function linkDrops(tb: Testbed): Promise<number> {
+  const path = `/sys/class/net/${tb.b.ifname}/statistics/tx_dropped`;
+  return Number(await tb.execOk("b", ["cat", path]));
+}
+
+Deno.test({
+  name: "nkb stat shows ring drops of an idle application within one second (busy in JS), Recv-Q",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: () =>
+    withRegistry(async (dir) => {
+      await using tb = await createTestbed();
+      const port = 9400;
+      // Never receives; busy in JavaScript while the flood and the reports run.
+      const app = agent(tb, dir, [`--host=${tb.a.ip}`, `--bypass=${port}`, "--busyMs=6000"]);
+      const ready = await app.nextWith("ready", TIMEOUT_MS);
+      assert.deepEqual((ready.bypass as { active: boolean }[]).map((b) => b.active), [true]);
+      await app.nextWith("busy", TIMEOUT_MS);
+      const watch = statWatch(tb, dir, 60);
+      const dropsBefore = await linkDrops(tb);
+      const sent = 20_000; // more than the ring's 8,192 frames
+      await feed(tb, [[tb.a.ip, port, sent]]);
+      const floodEndMs = Date.now();
+      const lost = (await linkDrops(tb)) - dropsBefore;
+      // Bounded: the reports go on every 100 ms; one second after the flood is what counts.
+      for (let i = 0; i < 40 && Date.now() < floodEndMs + 1000; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const inTime = watch.seen.filter((r) => r.atMs <= floodEndMs + 1000);
+      assert.ok(inTime.length > 0, "no report within one second of the flood's end");
+      const last = inTime[inTime.length - 1].sockets.filter((s) => s.local.port === port);
+      assert.equal(last.length, 1, JSON.stringify(last));
+      const done = await app.nextWith("busyDone", TIMEOUT_MS);
+      assert.ok(
+        (done.endMs as number) > floodEndMs + 1000,
+        `the application was busy in JavaScript throughout (ended ${
+          (done.endMs as number) - floodEndMs
+        } ms after the flood)`,
+      );
+      // What the kernel counted (its XDP_STATISTICS, read by stats() now, without a receive).
+      const kernel = (done.stats as Record<string, number>[])[0];
+      const s = last[0];
+      const trail = inTime.map((r) => {
+        const x = r.sockets.find((y) => y.local.port === port);
+        return `${r.atMs - floodEndMs}:${x?.stats.dpkts}/${x?.recvQ}`;
+      });
+      console.log(
+        `sent ${sent}, sender drops ${lost}; reports (ms after the flood: Dpkts/Recv-Q) ` +
+          `${trail.join(" ")}; kernel ${kernel.dpkts}`,
+      );
+      assert.ok(s.stats.dpkts > 0);
+      assert.equal(s.stats.dpkts, kernel.dpkts);
+      assert.equal(s.stats.interfaceDrops, kernel.interfaceDrops);
+      assert.equal(s.stats.ipkts, 0, "the application never received");
+      assert.ok(s.recvQ > 0, "datagrams wait in the ring while the application is idle");
+      assert.equal(s.recvQ + s.stats.dpkts + lost, sent, "every datagram waits or is counted");
+      // The refresher runs while the process has an engine, and stops with the last one.
+      assert.ok((done.threads as string[]).includes("nkb-refresh"), String(done.threads));
+      await app.send({ go: true });
+      const closed = await app.nextWith("closed", TIMEOUT_MS);
+      assert.ok(!(closed.threads as string[]).includes("nkb-refresh"), String(closed.threads));
+      await watch.proc.dispose();
+      await app.dispose();
     }),
 });
