@@ -402,3 +402,62 @@ Deno.test({
       await app.dispose();
     }),
 });
+
+Deno.test({
+  name: "nkb stat: Netns tells two namespaces' sockets at one address apart; Group shows a join",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: () =>
+    withRegistry(async (dir) => {
+      await using tb = await createTestbed();
+      // One address in both namespaces, on each side's veth end.
+      const shared = `198.18.${tb.a.ip.split(".")[2]}.99`;
+      for (const s of ["a", "b"] as const) {
+        await tb.execOk(s, ["ip", "addr", "add", `${shared}/32`, "dev", tb.side(s).ifname]);
+      }
+      const group = "239.77.0.1";
+      const inA = agent(tb, dir, [`--host=${shared}`, "--bypass=9500", `--join=${group}`]);
+      const inB = tb.spawnDeno("b", "obs_agent.ts", [`--host=${shared}`, "--bypass=9500"], {
+        env: { NKB_REGISTRY_DIR: dir },
+        stdin: true,
+      });
+      for (const p of [inA, inB]) {
+        const ready = await p.nextWith("ready", TIMEOUT_MS);
+        assert.deepEqual((ready.bypass as { active: boolean }[]).map((b) => b.active), [true]);
+        await p.nextWith("counted", TIMEOUT_MS);
+      }
+      const nsIno = (s: Side) => String(Deno.statSync(`/run/netns/${tb.side(s).ns}`).ino);
+      const stat = await nkbJson<{ sockets: StatSock[]; warnings: string[] }>(tb, "a", dir, [
+        "stat",
+      ]);
+      assert.deepEqual(stat.warnings, []);
+      const rows = stat.sockets.map((
+        s,
+      ) => [
+        s.pid,
+        `${s.local.address}:${s.local.port}`,
+        s.netnsIno,
+        s.group,
+        s.groups,
+        s.verified,
+      ]);
+      assert.deepEqual(
+        rows.sort(),
+        [
+          [inA.pid, `${shared}:9500`, nsIno("a"), group, 1, true],
+          [inB.pid, `${shared}:9500`, nsIno("b"), null, 0, true],
+        ].sort(),
+      );
+      assert.notEqual(nsIno("a"), nsIno("b"));
+      const text = await nkb(tb, "a", dir, ["stat"]);
+      assert.equal(text.code, 0, text.stderr);
+      const lines = text.stdout.split("\n").filter((l) => l.startsWith(`${shared}:9500 `));
+      assert.equal(lines.length, 2, text.stdout);
+      const mine = lines.find((l) => l.includes(` ${nsIno("a")} `));
+      const theirs = lines.find((l) => l.includes(` ${nsIno("b")} `));
+      assert.ok(mine !== undefined && theirs !== undefined, text.stdout);
+      assert.match(mine, new RegExp(`\\s${group.replaceAll(".", "\\.")}$`));
+      assert.match(theirs, /\s-$/);
+      for (const p of [inA, inB]) await closed(p);
+    }),
+});

@@ -15,6 +15,7 @@ import {
 import {
   heldUdpSocket,
   liveProcess,
+  ownNetnsIno,
   plantFile,
   registryFile,
   ZERO_STATS,
@@ -283,6 +284,39 @@ Deno.test("listSockets: bypass sockets by default, kernel-path ones too with all
     assert.deepEqual(JSON.parse(JSON.stringify(json)), json);
     assert.deepEqual(json.warnings, all.warnings);
   });
+});
+
+Deno.test("listSockets: a slot's network namespace must be its process's, as /proc says", async () => {
+  const real = heldUdpSocket();
+  const own = ownNetnsIno();
+  try {
+    await withRegistry((dir, me) => {
+      const on = { flags: L.flags.bound, local: ["127.0.0.1", real.port] as [string, number] };
+      plantFile(
+        dir,
+        me,
+        registryFile(me, [
+          { index: 0, ...on, sockIno: real.ino, netnsIno: own, group: "239.1.2.3", groups: 1 },
+          { index: 1, ...on, sockIno: real.ino, netnsIno: own + 1n }, // a lie
+        ]),
+      );
+      const list = listSockets({ dir, all: true });
+      assert.deepEqual(
+        list.sockets.map((s) => [s.slot, s.netnsIno, s.group, s.groups, s.verified]),
+        [[0, String(own), "239.1.2.3", 1, true]],
+      );
+      assert.equal(list.warnings.length, 1, list.warnings.join("\n"));
+      assert.match(
+        list.warnings[0],
+        new RegExp(`slot 1: claims network namespace ${own + 1n}, the process is in ${own}`),
+      );
+      // Unverified, the file's word is what is shown.
+      const unchecked = listSockets({ dir, all: true, verify: false });
+      assert.deepEqual(unchecked.sockets.map((s) => s.netnsIno), [String(own), String(own + 1n)]);
+    });
+  } finally {
+    real.conn.close();
+  }
 });
 
 Deno.test("listPhys: queues held on lo by live sockets of this namespace, lo only when named", async () => {
