@@ -91,14 +91,19 @@ static void nkb_refresh_pass(void) {
 // Sleeps NKB_REFRESH_MS or until stopped: false when stopped.
 static bool nkb_refresh_sleep(void) {
   struct timespec until;
-  clock_gettime(CLOCK_MONOTONIC, &until);
+  if (clock_gettime(CLOCK_MONOTONIC, &until) != 0) {
+    // No deadline to wait for: a plain sleep, then the stop flag.
+    struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)NKB_REFRESH_MS * 1000000L};
+    nanosleep(&ts, 0);
+    return !nkb_refresh_stopping();
+  }
   until.tv_nsec += (long)NKB_REFRESH_MS * 1000000L;
   until.tv_sec += until.tv_nsec / 1000000000L;
   until.tv_nsec %= 1000000000L;
   pthread_mutex_lock(&g_refresh.lock);
   // Spurious wake-ups are bounded: the deadline passes or stop is set.
   for (uint32_t i = 0; i < 1000u && g_refresh.stop == 0; i++) {
-    if (pthread_cond_timedwait(&g_refresh.cv, &g_refresh.lock, &until) == ETIMEDOUT) break;
+    if (pthread_cond_timedwait(&g_refresh.cv, &g_refresh.lock, &until) != 0) break;  // ETIMEDOUT
   }
   bool go_on = g_refresh.stop == 0;
   pthread_mutex_unlock(&g_refresh.lock);
