@@ -153,3 +153,8 @@ void nkb_refresh_stop(void) {
   if (join) (void)pthread_join(g_refresh.thread, 0);
   assert(g_refresh.running == 0);
 }
+
+// The library is pinned (RTLD_NODELETE, api.c); should that have failed, an unload must not
+// leave the thread running unmapped code. At process exit this ends it too (bounded: it
+// sleeps on g_refresh.cv or tries g_lock, and both look at stop).
+__attribute__((destructor)) static void nkb_refresh_unload(void) { nkb_refresh_stop(); }
