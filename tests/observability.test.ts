@@ -415,8 +415,12 @@ Deno.test({
       for (const s of ["a", "b"] as const) {
         await tb.execOk(s, ["ip", "addr", "add", `${shared}/32`, "dev", tb.side(s).ifname]);
       }
-      const group = "239.77.0.1";
-      const inA = agent(tb, dir, [`--host=${shared}`, "--bypass=9500", `--join=${group}`]);
+      const [group, second] = ["239.77.0.1", "239.77.0.2"];
+      const inA = agent(tb, dir, [
+        `--host=${shared}`,
+        "--bypass=9500",
+        `--join=${group},${second}`,
+      ]);
       const inB = tb.spawnDeno("b", "obs_agent.ts", [`--host=${shared}`, "--bypass=9500"], {
         env: { NKB_REGISTRY_DIR: dir },
         stdin: true,
@@ -444,7 +448,7 @@ Deno.test({
       assert.deepEqual(
         rows.sort(),
         [
-          [inA.pid, `${shared}:9500`, nsIno("a"), group, 1, true],
+          [inA.pid, `${shared}:9500`, nsIno("a"), group, 2, true],
           [inB.pid, `${shared}:9500`, nsIno("b"), null, 0, true],
         ].sort(),
       );
@@ -456,8 +460,20 @@ Deno.test({
       const mine = lines.find((l) => l.includes(` ${nsIno("a")} `));
       const theirs = lines.find((l) => l.includes(` ${nsIno("b")} `));
       assert.ok(mine !== undefined && theirs !== undefined, text.stdout);
-      assert.match(mine, new RegExp(`\\s${group.replaceAll(".", "\\.")}$`));
+      assert.match(mine, new RegExp(`\\s${group.replaceAll(".", "\\.")}\\+1$`));
       assert.match(theirs, /\s-$/);
+
+      // Group follows the memberships: the oldest still held, "+N" for the others.
+      const groupOf = async () => {
+        const r = await nkbJson<{ sockets: StatSock[] }>(tb, "a", dir, ["stat"]);
+        const s = r.sockets.find((x) => x.pid === inA.pid);
+        return [s?.group, s?.groups];
+      };
+      for (const [leave, want] of [[group, [second, 1]], [second, [null, 0]]] as const) {
+        await inA.send({ leave });
+        assert.equal((await inA.nextWith("left", TIMEOUT_MS)).left, leave);
+        assert.deepEqual(await groupOf(), want);
+      }
       for (const p of [inA, inB]) await closed(p);
     }),
 });
