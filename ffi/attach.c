@@ -13,6 +13,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "registry.h"
 #include "sock.h"
 
 _Static_assert(sizeof(nkb_link_t) == 76, "nkb_link_t layout is read from TypeScript");
@@ -226,6 +227,8 @@ void nkb_detach_locked(uint32_t idx) {
   assert(s->park_head == s->park_tail);
   pthread_mutex_unlock(&e->rx_lock);
   s->engine = -1;
+  // Nothing waits for it on the rings now; the refresher may be about to stop for good.
+  nkb_reg_recv_q(idx, 0);
   es->refs--;
   if (es->refs == 0) {
     nkb_engine_close(e);
