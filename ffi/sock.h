@@ -115,7 +115,8 @@ static inline void nkb_stat_raise(uint64_t *w, uint64_t v) {
 }
 
 // The refresher (refresh.c): the kernel's counters and recv_q into every socket's stats
-// and slot every NKB_REFRESH_MS while the process has an engine. Both under g_lock.
+// and slot every NKB_REFRESH_MS while the process has an engine. Both under g_lock (but
+// refresh.c's destructor, at unload or exit).
 #define NKB_REFRESH_MS 250u
 void nkb_refresh_start(void);
 void nkb_refresh_stop(void);
