@@ -8,6 +8,7 @@ const c_sources = [_][]const u8{
     "ffi/frame.c",
     "ffi/xsk.c",
     "ffi/tx_push.c",
+    "ffi/refresh.c",
     "ffi/datapath.c",
     "ffi/api.c",
     "ffi/attach.c",

@@ -6,12 +6,14 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <linux/capability.h>
+#include <linux/sockios.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -113,6 +115,19 @@ static int32_t nkb_sock_defaults(int32_t fd) {
   return nkb_setsockopt_int(fd, IPPROTO_IP, IP_MULTICAST_LOOP, 0);
 }
 
+// The inode of socket fd's network namespace (the one its creating thread was in): the
+// kernel's own answer (SIOCGSKNS), else this thread's namespace; 0 when neither says.
+static uint64_t nkb_sock_netns(int32_t fd) {
+  struct stat st;
+  int ns = ioctl(fd, SIOCGSKNS);
+  if (ns >= 0) {
+    uint64_t ino = fstat(ns, &st) == 0 ? (uint64_t)st.st_ino : 0u;
+    close(ns);
+    if (ino != 0) return ino;
+  }
+  return stat("/proc/thread-self/ns/net", &st) == 0 ? (uint64_t)st.st_ino : 0u;
+}
+
 int32_t nkb_sock_open(void) {
   nkb_sock_t *s = calloc(1, sizeof(*s));
   if (s == 0) return -ENOMEM;
@@ -137,13 +152,14 @@ int32_t nkb_sock_open(void) {
   // process holds that socket (a forged file cannot name one its process does not hold).
   struct stat st;
   uint64_t sock_ino = fstat(s->fd, &st) == 0 ? (uint64_t)st.st_ino : 0u;
+  uint64_t netns_ino = nkb_sock_netns(s->fd);
   pthread_mutex_lock(&g_lock);
   int32_t h = -EMFILE;
   for (uint32_t i = 0; i < NKB_MAX_SOCKS; i++) {
     if (g_socks[i] != 0) continue;
     g_gen[i] = g_gen[i] % NKB_GEN_MAX + 1u;
     s->gen = g_gen[i];
-    s->stats = nkb_reg_take(i, sock_ino, s->stats_private);
+    s->stats = nkb_reg_take(i, sock_ino, netns_ino, s->stats_private);
     g_socks[i] = s;
     h = (int32_t)(s->gen << NKB_INDEX_BITS | i);
     break;
@@ -249,6 +265,24 @@ int32_t nkb_sock_setopt(int32_t h, uint32_t opt, int32_t value) {
   }
 }
 
+// A membership the kernel accepted (joined) or ended: kept for the registry's Group.
+static void nkb_sock_groups(nkb_sock_t *s, int32_t idx, bool joined, uint32_t group_be) {
+  uint32_t kept = s->groups_joined < NKB_GROUPS_KEPT ? s->groups_joined : NKB_GROUPS_KEPT;
+  if (joined) {
+    if (kept < NKB_GROUPS_KEPT) s->groups_be[kept] = group_be;
+    s->groups_joined++;
+  } else if (s->groups_joined > 0) {
+    uint32_t at = 0;
+    while (at < kept && s->groups_be[at] != group_be) at++;
+    // Kept groups stay oldest first; one past the kept ones left no trace to remove.
+    for (uint32_t i = at; i + 1u < kept; i++) s->groups_be[i] = s->groups_be[i + 1u];
+    s->groups_joined--;
+  }
+  kept = s->groups_joined < NKB_GROUPS_KEPT ? s->groups_joined : NKB_GROUPS_KEPT;
+  assert(kept <= NKB_GROUPS_KEPT && (kept == 0 || s->groups_joined > 0));
+  if (idx >= 0) nkb_reg_groups((uint32_t)idx, kept > 0 ? s->groups_be[0] : 0u, s->groups_joined);
+}
+
 int32_t nkb_sock_mcast(int32_t h, uint32_t op, uint32_t group_be, uint32_t iface_be) {
   nkb_sock_t *s = nkb_sock_get(h);
   if (s == 0) return -EBADF;
@@ -262,6 +296,7 @@ int32_t nkb_sock_mcast(int32_t h, uint32_t op, uint32_t group_be, uint32_t iface
   struct ip_mreq mreq = {.imr_multiaddr = {.s_addr = group_be}, .imr_interface = {.s_addr = iface_be}};
   int32_t name = op == NKB_MCAST_JOIN ? IP_ADD_MEMBERSHIP : IP_DROP_MEMBERSHIP;
   if (setsockopt(s->fd, IPPROTO_IP, name, &mreq, sizeof(mreq)) != 0) return -errno;
+  nkb_sock_groups(s, nkb_sock_index(h), op == NKB_MCAST_JOIN, group_be);
   return 0;
 }
 

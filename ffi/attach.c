@@ -13,6 +13,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "registry.h"
 #include "sock.h"
 
 _Static_assert(sizeof(nkb_link_t) == 76, "nkb_link_t layout is read from TypeScript");
@@ -129,6 +130,10 @@ int32_t nkb_sock_attach(int32_t h, uint32_t ifindex, uint32_t first_queue, uint3
     g_engines[slot].refs++;
     s->engine = slot;
     s->mtu = mtu;
+    // The interface's counters are the new engine's from now on (they only rise after).
+    __atomic_store_n(&s->stats[NKB_ST_ENGINE_DROPS], 0u, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->stats[NKB_ST_ENGINE_TX_DROPS], 0u, __ATOMIC_RELAXED);
+    nkb_refresh_start();  // idempotent: the first engine starts it
   }
   pthread_mutex_unlock(&g_lock);
   assert(rc != 0 || s->engine >= 0);
@@ -222,12 +227,19 @@ void nkb_detach_locked(uint32_t idx) {
   assert(s->park_head == s->park_tail);
   pthread_mutex_unlock(&e->rx_lock);
   s->engine = -1;
+  // Nothing waits for it on the rings now; the refresher may be about to stop for good.
+  nkb_reg_recv_q(idx, 0);
   es->refs--;
   if (es->refs == 0) {
     nkb_engine_close(e);
     free(e);
     es->engine = 0;
     nkb_iface_put(es->iface);
+    bool any = false;
+    for (uint32_t i = 0; i < NKB_MAX_ENGINES; i++) any = any || g_engines[i].engine != 0;
+    // The last engine: the refresher stops (it never waits for g_lock, so joining it here
+    // is bounded by its 1 ms lock tries).
+    if (!any) nkb_refresh_stop();
   }
 }
 
@@ -290,8 +302,8 @@ int32_t nkb_sock_stats(int32_t h, uint64_t *out, uint32_t out_len) {
   pthread_mutex_lock(&g_lock);
   if (s->engine >= 0) {
     nkb_engine_t *e = g_engines[s->engine].engine;
-    s->stats[NKB_ST_ENGINE_DROPS] = nkb_engine_kernel_drops(e);
-    s->stats[NKB_ST_ENGINE_TX_DROPS] = nkb_engine_tx_drops(e);
+    nkb_stat_raise(&s->stats[NKB_ST_ENGINE_DROPS], nkb_engine_kernel_drops(e));
+    nkb_stat_raise(&s->stats[NKB_ST_ENGINE_TX_DROPS], nkb_engine_tx_drops(e));
   }
   pthread_mutex_unlock(&g_lock);
   memcpy(out, s->stats, NKB_ST_COUNT * sizeof(uint64_t));

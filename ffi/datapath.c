@@ -17,8 +17,6 @@
 #define NKB_WAIT_MAX_US 60000000u
 #define NKB_SPIN_POLL_EVERY 16u   // spins between looks at the companion socket
 #define NKB_SPIN_CLOCK_EVERY 64u  // spins between clock reads
-#define NKB_DROPS_CHECK_EVERY 256u           // receive calls between clock reads (power of 2)
-#define NKB_DROPS_EVERY_NS 100000000ull      // interface drop counters: 10 reads a second
 #define NKB_RX_EXTRA 32u          // descriptors read beyond the caller's room (other sockets' frames)
 
 static inline void nkb_cpu_relax(void) {
@@ -116,7 +114,7 @@ static nkb_engine_t *nkb_sock_engine(const nkb_sock_t *s) {
 // interface's send drops the doorbell found, for this socket's counters and `nkb stat`.
 static int32_t nkb_doorbell(nkb_sock_t *s, nkb_engine_t *e) {
   int32_t rc = nkb_engine_kick_all(e);
-  s->stats[NKB_ST_ENGINE_TX_DROPS] = nkb_engine_tx_drops(e);
+  nkb_stat_raise(&s->stats[NKB_ST_ENGINE_TX_DROPS], nkb_engine_tx_drops(e));
   assert(rc <= 0);
   return rc;
 }
@@ -393,16 +391,6 @@ static int32_t nkb_rx_kernel(nkb_sock_t *s, nkb_rx_out_t *o) {
   return 0;
 }
 
-// The interface's drop counters are the kernel's (a getsockopt per queue): copied into
-// the socket's published counters every NKB_DROPS_EVERY_NS at most, for `nkb stat`.
-static void nkb_refresh_drops(nkb_sock_t *s, nkb_engine_t *e) {
-  if ((s->fairness & (NKB_DROPS_CHECK_EVERY - 1u)) != 0) return;
-  uint64_t now = nkb_now_ns();
-  if (now - s->drops_read_ns < NKB_DROPS_EVERY_NS) return;
-  s->drops_read_ns = now;
-  s->stats[NKB_ST_ENGINE_DROPS] = nkb_engine_kernel_drops(e);
-}
-
 // A batch is read by its caller as soon as the call returns, but the frames read since its
 // first entries were written pushed those out of L1: bring the entries and each copied
 // payload's first line back (a 256-datagram batch of 64 bytes is 24 KiB), so that the
@@ -437,7 +425,6 @@ int32_t nkb_recv_batch(int32_t h, uint8_t *buf, uint32_t buf_len, uint32_t *meta
     uint32_t before = o.n;
     pthread_mutex_lock(&es->engine->rx_lock);
     nkb_rx_ring(s, self, es, &o);
-    nkb_refresh_drops(s, es->engine);
     pthread_mutex_unlock(&es->engine->rx_lock);
     if (o.n > before && s->rx_spun) {
       s->stats[NKB_ST_IPKTS_SPIN]++;

@@ -498,7 +498,7 @@ static void nkb_slot_end(nkb_reg_slot_t *sl) {
   __atomic_store_n(&sl->seq, seq + 1u, __ATOMIC_RELEASE);
 }
 
-uint64_t *nkb_reg_take(uint32_t idx, uint64_t sock_ino, uint64_t *fallback) {
+uint64_t *nkb_reg_take(uint32_t idx, uint64_t sock_ino, uint64_t netns_ino, uint64_t *fallback) {
   nkb_reg_init();
   if (g_reg == 0 || idx >= NKB_REG_SLOTS) return fallback;
   nkb_reg_slot_t *sl = nkb_reg_slot(idx);
@@ -510,6 +510,7 @@ uint64_t *nkb_reg_take(uint32_t idx, uint64_t sock_ino, uint64_t *fallback) {
   sl->created_ms = nkb_unix_ms();
   sl->in_use = 1;
   sl->sock_ino = sock_ino;
+  sl->netns_ino = netns_ino;
   nkb_slot_end(sl);
   return sl->stats;
 }
@@ -520,6 +521,23 @@ void nkb_reg_release(uint32_t idx) {
   nkb_slot_begin(sl);
   sl->in_use = 0;
   nkb_slot_end(sl);
+}
+
+void nkb_reg_groups(uint32_t idx, uint32_t group_be, uint32_t groups) {
+  if (g_reg == 0 || idx >= NKB_REG_SLOTS) return;
+  pthread_mutex_lock(&g_lock);
+  nkb_reg_slot_t *sl = nkb_reg_slot(idx);
+  nkb_slot_begin(sl);
+  memcpy(sl->group, &group_be, 4);
+  sl->groups = groups;
+  nkb_slot_end(sl);
+  pthread_mutex_unlock(&g_lock);
+}
+
+void nkb_reg_recv_q(uint32_t idx, uint32_t datagrams) {
+  if (g_reg == 0 || idx >= NKB_REG_SLOTS) return;
+  // A gauge, as the counters are: one aligned word, no seqlock.
+  __atomic_store_n(&nkb_reg_slot(idx)->recv_q, datagrams, __ATOMIC_RELAXED);
 }
 
 int32_t nkb_reg_note(int32_t h, uint32_t flags, uint32_t recv_mode, const uint8_t *reason_z,

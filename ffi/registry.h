@@ -24,7 +24,10 @@
 //
 // Slot consistency: `seq` is a seqlock for the metadata (odd: being written); a reader
 // copies the slot, then re-reads seq and retries (bounded) on a change. Counters are
-// single aligned u64s, written by one thread at a time and read without the lock.
+// single aligned u64s, written by one thread at a time and read without the lock; the
+// kernel's counters (interface drops) and recv_q are copied in by the process's refresher
+// thread (ffi/refresh.c) every NKB_REFRESH_MS, so they are current while the application
+// does not receive, or is busy in JavaScript.
 #ifndef NKB_REGISTRY_H
 #define NKB_REGISTRY_H
 
@@ -34,8 +37,9 @@
 #include "nkb.h"
 
 #define NKB_REG_MAGIC "NKBREG\0\1"  // 8 bytes
-#define NKB_REG_VERSION 3u  // 2: per-user directories, no comm/cmdline in the file;
-                            // 3: sock_ino (readers check claims against the kernel's fds)
+#define NKB_REG_VERSION 4u  // 2: per-user directories, no comm/cmdline in the file;
+                            // 3: sock_ino (readers check claims against the kernel's fds);
+                            // 4: netns_ino, group, groups, recv_q per slot
 #define NKB_REG_HEADER_SIZE 4096u
 #define NKB_REG_SLOT_SIZE 512u
 #define NKB_REG_SLOTS NKB_MAX_SOCKS
@@ -86,7 +90,15 @@ typedef struct nkb_reg_slot {
   uint64_t sock_ino;       //  96 inode of the companion kernel UDP socket (s->fd): a
                            //     reader believes the slot only if the process holds it
                            //     and the kernel's /proc/P/net/udp gives it these addresses
-  uint8_t reserved[24];    // 104
+  uint64_t netns_ino;      // 104 inode of the socket's network namespace (SIOCGSKNS on
+                           //     s->fd): two namespaces' sockets at one address differ here
+  uint8_t group[4];        // 112 network order: a multicast group the socket joined (the
+                           //     oldest still joined), 0.0.0.0 when none
+  uint32_t groups;         // 116 groups joined (the kernel's per-socket memberships)
+  uint32_t recv_q;         // 120 datagrams waiting: the RX rings' unread entries of the
+                           //     socket's engine plus its parked queue. A gauge written
+                           //     like the counters (no seqlock), every NKB_REFRESH_MS
+  uint32_t reserved;       // 124
   uint64_t stats[NKB_ST_COUNT];  // 128 the socket's live counters (NKB_ST_*)
   uint8_t spare[NKB_REG_SLOT_SIZE - 128u - 8u * NKB_ST_COUNT];
 } nkb_reg_slot_t;          // 512
@@ -99,9 +111,14 @@ _Static_assert(sizeof(nkb_reg_slot_t) == NKB_REG_SLOT_SIZE, "registry slot size"
 void nkb_reg_init(void);
 // The counters of socket table index idx: its slot's (slot taken, in_use set, sock_ino
 // recorded) or, when there is no registry, `fallback`.
-uint64_t *nkb_reg_take(uint32_t idx, uint64_t sock_ino, uint64_t *fallback);
+uint64_t *nkb_reg_take(uint32_t idx, uint64_t sock_ino, uint64_t netns_ino, uint64_t *fallback);
 // Frees socket idx's slot (in_use 0). g_lock held.
 void nkb_reg_release(uint32_t idx);
+// Socket idx's multicast memberships: the group shown (network order, 0: none) and how
+// many it holds. Takes g_lock.
+void nkb_reg_groups(uint32_t idx, uint32_t group_be, uint32_t groups);
+// Socket idx's waiting datagrams (recv_q). g_lock held (the refresher's pass).
+void nkb_reg_recv_q(uint32_t idx, uint32_t datagrams);
 // Root only: sets a squatted R/<uid> aside (rfd: R, opened; dir: its path, for messages).
 // 0 (fine or absent), 1 (set aside), or -errno (-EPERM: not root; -EBUSY: not moved).
 int32_t nkb_reg_repair_user(int rfd, const char *dir, uint32_t uid, bool loud);

@@ -101,6 +101,10 @@ static void nkb_reg_fill(nkb_reg_record_t *r, const uint8_t *s) {
   r->ifindex = rd32(s + SOFF(ifindex));
   r->recv_mode = rd32(s + SOFF(recv_mode));
   r->sock_ino = rd64(s + SOFF(sock_ino));
+  r->netns_ino = rd64(s + SOFF(netns_ino));
+  memcpy(r->group, s + SOFF(group), 4);
+  r->groups = rd32(s + SOFF(groups));
+  r->recv_q = rd32(s + SOFF(recv_q));
   for (uint32_t i = 0; i < NKB_ST_COUNT; i++) r->stats[i] = rd64(s + SOFF(stats) + 8u * i);
   r->status = NKB_REC_OK;
 }

@@ -54,11 +54,15 @@ typedef struct nkb_reg_record {
   uint64_t stats[NKB_ST_COUNT];  // 104
   uint64_t detail;         // 232 the offending value of a NKB_REC_BAD record
   uint64_t sock_ino;       // 240 the slot's kernel socket inode (0: none recorded)
-  uint8_t reserved[8];     // 248
-} nkb_reg_record_t;        // 256
+  uint64_t netns_ino;      // 248 the socket's network namespace inode (0: none recorded)
+  uint8_t group[4];        // 256 network order, 0.0.0.0 when none
+  uint32_t groups;         // 260
+  uint32_t recv_q;         // 264
+  uint32_t reserved;       // 268
+} nkb_reg_record_t;        // 272
 
 _Static_assert(sizeof(nkb_reg_claims_t) == 64, "claims size");
-_Static_assert(sizeof(nkb_reg_record_t) == 256, "record size");
+_Static_assert(sizeof(nkb_reg_record_t) == 272, "record size");
 
 // Whole-file errors (nkb_reg_parse's negative results)
 #define NKB_REG_P_ARGS (-1)         // a null pointer or a claims/out buffer of the wrong size

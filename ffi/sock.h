@@ -37,6 +37,8 @@ typedef struct nkb_parked {
 // Frames of one engine: every queue's RX frames plus the TX frames.
 #define NKB_MAX_FRAMES (NKB_RX_FRAMES * NKB_MAX_QUEUES + NKB_TX_FRAMES)
 
+#define NKB_GROUPS_KEPT 32u  // the kernel's default is 20 per socket (igmp_max_memberships)
+
 typedef struct nkb_sock {
   uint32_t gen;
   int32_t fd;             // the companion kernel UDP socket: it exists for every socket
@@ -67,7 +69,10 @@ typedef struct nkb_sock {
   // without a registry. Written by the thread using the socket, read by anyone.
   uint64_t *stats;
   uint64_t stats_private[NKB_ST_COUNT];
-  uint64_t drops_read_ns;  // when the interface's drop counters were last read
+  // Multicast groups joined through nkb_sock_mcast, oldest first (the registry shows the
+  // first); groups_joined counts them all, past NKB_GROUPS_KEPT too.
+  uint32_t groups_be[NKB_GROUPS_KEPT];
+  uint32_t groups_joined;
   nkb_dest_t dest[NKB_DEST_SLOTS];
 } nkb_sock_t;
 
@@ -99,6 +104,22 @@ typedef struct nkb_iface {
   nkb_filter_t filter;
   nkb_flow_ref_t keys[NKB_MAX_ATTACH];
 } nkb_iface_t;
+
+// Copies a counter that only ever rises (the kernel's drop counts) into a stats word that
+// more than one thread copies it into: a slower copier never moves it back.
+static inline void nkb_stat_raise(uint64_t *w, uint64_t v) {
+  uint64_t cur = __atomic_load_n(w, __ATOMIC_RELAXED);
+  for (uint32_t i = 0; i < 64u && cur < v; i++) {
+    if (__atomic_compare_exchange_n(w, &cur, v, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) return;
+  }
+}
+
+// The refresher (refresh.c): the kernel's counters and recv_q into every socket's stats
+// and slot every NKB_REFRESH_MS while the process has an engine. Both under g_lock (but
+// refresh.c's destructor, at unload or exit).
+#define NKB_REFRESH_MS 250u
+void nkb_refresh_start(void);
+void nkb_refresh_stop(void);
 
 #define NKB_FILTER_QUEUES 64u  // XSKMAP size: queue-affine sockets up to queue 63
 

@@ -29,7 +29,7 @@ import { MAX_VERIFIED_PROCESSES, verifySockets } from "./registry_verify.ts";
 export const RegistryLayout = {
   /** NKB_REG_MAGIC: "NKBREG\0\1". */
   magic: [0x4e, 0x4b, 0x42, 0x52, 0x45, 0x47, 0x00, 0x01],
-  version: 3,
+  version: 4,
   headerSize: 4096,
   slotSize: 512,
   /** NKB_REG_SLOTS (= NKB_MAX_SOCKS): a file never has more. */
@@ -69,6 +69,10 @@ export const RegistryLayout = {
     ifname: 48,
     reason: 64,
     sockIno: 96,
+    netnsIno: 104,
+    group: 112,
+    groups: 116,
+    recvQ: 120,
     stats: 128,
   },
   /** NKB_REG_F_* slot flags. */
@@ -90,7 +94,7 @@ export const RegistryLayout = {
   },
   /** nkb_reg_record_t (ffi/registry_parse.h). */
   record: {
-    size: 256,
+    size: 272,
     slot: 0,
     status: 4,
     problem: 8,
@@ -110,6 +114,10 @@ export const RegistryLayout = {
     stats: 104,
     detail: 232,
     sockIno: 240,
+    netnsIno: 248,
+    group: 256,
+    groups: 260,
+    recvQ: 264,
   },
   /** NKB_REC_* record status. */
   recordStatus: { ok: 0, unstable: 1, bad: 2 },
@@ -188,7 +196,9 @@ export interface RegisteredProcess {
 
 /**
  * One socket of a live process, as its registry slot describes it: its process's
- * identity (pid, uid, user, command, cmdline, netnsIno) and the slot's fields.
+ * identity (pid, uid, user, command, cmdline) and the slot's fields. `netnsIno` is the
+ * socket's own network namespace (the process's when the slot names none); a verified
+ * socket's is the process's, as /proc says.
  */
 export interface RegisteredSocket extends Omit<RegisteredProcess, "createdMs" | "file"> {
   /** Index of the slot in the file (the shim's socket table index). */
@@ -221,6 +231,16 @@ export interface RegisteredSocket extends Omit<RegisteredProcess, "createdMs" | 
   stats: BypassStats;
   /** Inode of the socket's companion kernel UDP socket (decimal; "0": none named). */
   inode: string;
+  /**
+   * Datagrams waiting (netstat's Recv-Q, counted in datagrams): entries of the RX rings
+   * the socket reads that no receive has taken yet (shared by the sockets of one engine)
+   * plus the datagrams parked for it. Refreshed every 250 ms by the writer, receive or not.
+   */
+  recvQ: number;
+  /** A multicast group the socket joined (the oldest it still holds); null when none. */
+  group: string | null;
+  /** How many groups the socket joined. */
+  groups: number;
   /**
    * The kernel backs the claim: the process holds that socket at these addresses
    * (src/registry_verify.ts). False when the reader may not look (another user's
@@ -885,13 +905,15 @@ function socketOf(r: DataView, slot: number, p: RegisteredProcess): RegisteredSo
   const connected = (flags & F.connected) !== 0;
   const ifname = cString(r, R.ifname, RegistryLayout.ifnameSize);
   const reason = cString(r, R.reason, RegistryLayout.reasonSize);
+  const netns = r.getBigUint64(R.netnsIno, true);
+  const groups = u32(R.groups);
   return {
     pid: p.pid,
     uid: p.uid,
     user: p.user,
     command: p.command,
     cmdline: p.cmdline,
-    netnsIno: p.netnsIno,
+    netnsIno: netns === 0n ? p.netnsIno : netns.toString(),
     slot,
     createdMs: Number(r.getBigUint64(R.createdMs, true)),
     local: { address: ipv4(r, R.localIp), port: r.getUint16(R.localPort, true) },
@@ -909,6 +931,9 @@ function socketOf(r: DataView, slot: number, p: RegisteredProcess): RegisteredSo
     reason: reason === "" ? null : reason,
     stats: statsFromWords((i) => Number(r.getBigUint64(R.stats + 8 * i, true))),
     inode: r.getBigUint64(R.sockIno, true).toString(),
+    recvQ: u32(R.recvQ),
+    group: groups === 0 ? null : ipv4(r, R.group),
+    groups,
     verified: true,
   };
 }

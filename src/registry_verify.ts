@@ -4,8 +4,9 @@
  * - The slot names its companion kernel UDP socket by inode: the process must hold it
  *   (/proc/P/fd/* reads "socket:[ino]"; links are read, never followed), and the
  *   kernel's table of P's network namespace (/proc/P/net/udp) must give that socket the
- *   claimed local address and port (and peer, when connected). Else the socket is not
- *   listed.
+ *   claimed local address and port (and peer, when connected), and the slot's network
+ *   namespace must be P's (/proc/P/ns/net: the namespace of that table). Else the socket
+ *   is not listed.
  * - A claim of the bypass path, an interface or queues needs a process that could hold
  *   an AF_XDP socket: CAP_NET_RAW in its effective set, in the reader's user namespace.
  *   Else the socket is listed on the kernel path, holding nothing.
@@ -62,12 +63,16 @@ export function verifySockets(pid: number, sockets: RegisteredSocket[]): Verdict
   }
   const wanted = new Set(sockets.map((s) => s.inode).filter((i) => held.has(i)));
   const table = udpTable(pid, wanted);
+  const netns = netnsOf(pid);
   const capable = hasNetRaw(pid);
   const failed: string[] = [];
   let demoted = 0;
   const out: RegisteredSocket[] = [];
   for (const s of sockets) {
-    const wrong = mismatch(s, held, table);
+    const wrong = mismatch(s, held, table) ??
+      (netns !== null && s.netnsIno !== netns
+        ? `claims network namespace ${s.netnsIno}, the process is in ${netns}`
+        : null);
     if (wrong !== null) {
       failed.push(`slot ${s.slot}: ${wrong}`);
       continue;
@@ -211,6 +216,16 @@ function readBounded(path: string): string | null {
     return null;
   } finally {
     file.close();
+  }
+}
+
+// The inode of pid's network namespace (decimal), or null when it cannot be read.
+function netnsOf(pid: number): string | null {
+  try {
+    const m = /^net:\[([0-9]{1,20})\]$/.exec(Deno.readLinkSync(`/proc/${pid}/ns/net`));
+    return m === null ? null : m[1];
+  } catch {
+    return null;
   }
 }
 

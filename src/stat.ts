@@ -60,10 +60,12 @@ export function listSockets(opts: ListSocketsOptions = {}): SocketList {
 
 /**
  * The `netstat -akP udp` table of `sockets`: Local Address, Remote Address, State,
- * If, Ipkts, Opkts, Dpkts (datagrams in and out over both paths, drops on the way
- * in), then Reason with `all`, then User, Pid, Command with `users` or `verbose`.
+ * If, Netns (the socket's network namespace inode: sockets of two namespaces may share
+ * an address), Recv-Q (datagrams waiting), Ipkts, Opkts, Dpkts (datagrams in and out
+ * over both paths, drops on the way in), Group (a multicast group joined, "+N" more),
+ * then Reason with `all`, then User, Pid, Command with `users` or `verbose`.
  *
- * @param opts Optional (default: the seven columns).
+ * @param opts Optional (default: the ten columns).
  */
 export function formatStat(sockets: RegisteredSocket[], opts: FormatStatOptions = {}): string {
   const users = opts.users === true || opts.verbose === true;
@@ -72,9 +74,12 @@ export function formatStat(sockets: RegisteredSocket[], opts: FormatStatOptions 
     { header: "Remote Address", align: "left" },
     { header: "State", align: "left" },
     { header: "If", align: "left" },
+    { header: "Netns", align: "right" },
+    { header: "Recv-Q", align: "right" },
     { header: "Ipkts", align: "right" },
     { header: "Opkts", align: "right" },
     { header: "Dpkts", align: "right" },
+    { header: "Group", align: "left" },
   ];
   if (opts.all) columns.push({ header: "Reason", align: "left" });
   if (users) {
@@ -88,9 +93,12 @@ export function formatStat(sockets: RegisteredSocket[], opts: FormatStatOptions 
       s.remote === null ? "" : addressText(s.remote),
       s.state,
       s.interface ?? "-",
+      s.netnsIno,
+      String(s.recvQ),
       String(s.stats.ipkts + s.stats.kernelIpkts),
       String(s.stats.opkts + s.stats.kernelOpkts),
       String(s.stats.dpkts),
+      groupText(s),
     ];
     if (opts.all) row.push(s.bypass ? "-" : s.reason ?? "undecided");
     if (users) row.push(s.user, String(s.pid), commandText(s, opts.verbose === true));
@@ -119,6 +127,11 @@ function localText(a: SocketAddress): string {
 
 function addressText(a: SocketAddress): string {
   return `${a.address === "0.0.0.0" ? "*" : a.address}:${a.port}`;
+}
+
+function groupText(s: RegisteredSocket): string {
+  if (s.group === null) return "-";
+  return s.groups > 1 ? `${s.group}+${s.groups - 1}` : s.group;
 }
 
 function commandText(s: RegisteredSocket, verbose: boolean): string {

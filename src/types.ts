@@ -47,7 +47,11 @@ export interface BypassStats {
   txFull: number;
   /** Datagrams cut to fit the caller's buffer. */
   rxTruncated: number;
-  /** Drops the kernel counted on the AF_XDP sockets of the rings this socket reads (shared by the sockets on those rings). */
+  /**
+   * Drops the kernel counted on the AF_XDP sockets of the rings this socket reads (shared by the
+   * sockets on those rings). Read from the kernel by each `stats()` call, and every 250 ms for
+   * `nkb stat`: current whether or not the application receives.
+   */
   interfaceDrops: number;
   /**
    * Datagrams the device dropped after the TX ring handed them over, on the interface this

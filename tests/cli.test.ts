@@ -18,6 +18,8 @@ interface Run {
 const decoder = new TextDecoder();
 const COMM = Deno.readTextFileSync("/proc/self/comm").trim();
 const CMDLINE = Deno.readTextFileSync("/proc/self/cmdline").split("\0").slice(0, -1);
+// The network namespace the planted sockets are shown in: the process's (their slots name none).
+const NETNS = /\[([0-9]+)\]/.exec(Deno.readLinkSync("/proc/self/ns/net"))![1];
 
 function junkWarning(dir: string): string {
   return `${dir}/${liveProcess().uid}: 1 entries that are not registry files, ignored`;
@@ -110,16 +112,24 @@ Deno.test("nkb stat -au: the table on stdout, warnings on stderr", async () => {
     assert.equal(lines[0], "UDP: IPv4");
     assert.match(
       lines[1],
-      /^Local Address +Remote Address +State +If +Ipkts +Opkts +Dpkts +Reason +User +Pid +Command$/,
+      /^Local Address +Remote Address +State +If +Netns +Recv-Q +Ipkts +Opkts +Dpkts +Group +Reason +User +Pid +Command$/,
     );
     assert.match(lines[2], /^[- ]+$/);
     assert.match(
       lines[3],
-      new RegExp(`^127\\.0\\.0\\.1:${ports[0]} +Idle +veth0 +0 281790 +0 - +root +${pid} ${COMM}$`),
+      new RegExp(
+        `^127\\.0\\.0\\.1:${
+          ports[0]
+        } +Idle +veth0 +${NETNS} +0 +0 281790 +0 - +- +root +${pid} ${COMM}$`,
+      ),
     );
     assert.match(
       lines[4],
-      new RegExp(`^127\\.0\\.0\\.1:${ports[1]} +Idle +- +0 +0 +0 loopback +root +${pid} ${COMM}$`),
+      new RegExp(
+        `^127\\.0\\.0\\.1:${
+          ports[1]
+        } +Idle +- +${NETNS} +0 +0 +0 +0 - +loopback +root +${pid} ${COMM}$`,
+      ),
     );
     assert.equal(lines.length, 5);
   });

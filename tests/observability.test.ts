@@ -176,7 +176,7 @@ Deno.test({
       }
       const mine = lines.find((l) => l.startsWith(`${tb.a.ip}:9100`));
       assert.ok(mine, text.stdout);
-      assert.match(mine, new RegExp(`\\b300\\s+200\\s+0\\s+root\\s+${one.pid}\\s+deno\\b`));
+      assert.match(mine, new RegExp(`\\b300\\s+200\\s+0\\s+-\\s+root\\s+${one.pid}\\s+deno\\b`));
       const verbose = await nkb(tb, "a", dir, ["stat", "-u", "-v"]);
       assert.match(verbose.stdout, /obs_agent\.ts --host=/);
 
@@ -308,5 +308,172 @@ Deno.test({
       assert.equal(Deno.statSync(`${dir}/0`).mode! & 0o777, 0o755, "others may now look in");
       await closed(wide);
       assert.ok(!existsSync(wideFile), "a closed process removes its file");
+    }),
+});
+
+interface StatSock extends Sock {
+  netnsIno: string;
+  recvQ: number;
+  group: string | null;
+  groups: number;
+}
+
+/** `nkb stat --json -i 0.1` in side a: every report with when it arrived (this clock). */
+function statWatch(tb: Testbed, dir: string, reports: number): {
+  proc: TestbedProcess;
+  seen: { atMs: number; sockets: StatSock[] }[];
+} {
+  const seen: { atMs: number; sockets: StatSock[] }[] = [];
+  const env = ["env", `NKB_REGISTRY_DIR=${dir}`];
+  const cmd = [...env, Deno.execPath(), "run", "-A", "--no-lock", CLI, "stat", "--json"];
+  const proc = tb.spawn("a", [...cmd, "-i", "0.1", "-c", String(reports)], {
+    onStdout: (line) => {
+      const r = JSON.parse(line) as { sockets: StatSock[] };
+      seen.push({ atMs: Date.now(), sockets: r.sockets });
+    },
+  });
+  return { proc, seen };
+}
+
+// Datagrams the sending veth dropped (its peer's queue full): they never reach the rings.
+// (The receiving veth's rx_dropped counts the ring drops too: not a separate loss.)
+async function linkDrops(tb: Testbed): Promise<number> {
+  const path = `/sys/class/net/${tb.b.ifname}/statistics/tx_dropped`;
+  return Number(await tb.execOk("b", ["cat", path]));
+}
+
+Deno.test({
+  name: "nkb stat shows ring drops of an idle application within one second (busy in JS), Recv-Q",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: () =>
+    withRegistry(async (dir) => {
+      await using tb = await createTestbed();
+      const port = 9400;
+      // Never receives; busy in JavaScript while the flood and the reports run.
+      const app = agent(tb, dir, [`--host=${tb.a.ip}`, `--bypass=${port}`, "--busyMs=6000"]);
+      const ready = await app.nextWith("ready", TIMEOUT_MS);
+      assert.deepEqual((ready.bypass as { active: boolean }[]).map((b) => b.active), [true]);
+      await app.nextWith("busy", TIMEOUT_MS);
+      const watch = statWatch(tb, dir, 60);
+      const dropsBefore = await linkDrops(tb);
+      const sent = 20_000; // more than the ring's 8,192 frames
+      await feed(tb, [[tb.a.ip, port, sent]]);
+      const floodEndMs = Date.now();
+      const lost = (await linkDrops(tb)) - dropsBefore;
+      // Bounded: the reports go on every 100 ms; one second after the flood is what counts.
+      for (let i = 0; i < 40 && Date.now() < floodEndMs + 1000; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const inTime = watch.seen.filter((r) => r.atMs <= floodEndMs + 1000);
+      assert.ok(inTime.length > 0, "no report within one second of the flood's end");
+      const last = inTime[inTime.length - 1].sockets.filter((s) => s.local.port === port);
+      assert.equal(last.length, 1, JSON.stringify(last));
+      const done = await app.nextWith("busyDone", TIMEOUT_MS);
+      assert.ok(
+        (done.endMs as number) > floodEndMs + 1000,
+        `the application was busy in JavaScript throughout (ended ${
+          (done.endMs as number) - floodEndMs
+        } ms after the flood)`,
+      );
+      // What the kernel counted (its XDP_STATISTICS, read by stats() now, without a receive).
+      const kernel = (done.stats as Record<string, number>[])[0];
+      const s = last[0];
+      const trail = inTime.map((r) => {
+        const x = r.sockets.find((y) => y.local.port === port);
+        return `${r.atMs - floodEndMs}:${x?.stats.dpkts}/${x?.recvQ}`;
+      });
+      console.log(
+        `sent ${sent}, sender drops ${lost}; reports (ms after the flood: Dpkts/Recv-Q) ` +
+          `${trail.join(" ")}; kernel ${kernel.dpkts}`,
+      );
+      assert.ok(s.stats.dpkts > 0);
+      assert.equal(s.stats.dpkts, kernel.dpkts);
+      assert.equal(s.stats.interfaceDrops, kernel.interfaceDrops);
+      assert.equal(s.stats.ipkts, 0, "the application never received");
+      assert.ok(s.recvQ > 0, "datagrams wait in the ring while the application is idle");
+      assert.equal(s.recvQ + s.stats.dpkts + lost, sent, "every datagram waits or is counted");
+      // The refresher runs while the process has an engine, and stops with the last one.
+      assert.ok((done.threads as string[]).includes("nkb-refresh"), String(done.threads));
+      await app.send({ go: true });
+      const closed = await app.nextWith("closed", TIMEOUT_MS);
+      assert.ok(!(closed.threads as string[]).includes("nkb-refresh"), String(closed.threads));
+      await watch.proc.dispose();
+      await app.dispose();
+    }),
+});
+
+Deno.test({
+  name: "nkb stat: Netns tells two namespaces' sockets at one address apart; Group shows a join",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: () =>
+    withRegistry(async (dir) => {
+      await using tb = await createTestbed();
+      // One address in both namespaces, on each side's veth end.
+      const shared = `198.18.${tb.a.ip.split(".")[2]}.99`;
+      for (const s of ["a", "b"] as const) {
+        await tb.execOk(s, ["ip", "addr", "add", `${shared}/32`, "dev", tb.side(s).ifname]);
+      }
+      const [group, second] = ["239.77.0.1", "239.77.0.2"];
+      const inA = agent(tb, dir, [
+        `--host=${shared}`,
+        "--bypass=9500",
+        `--join=${group},${second}`,
+      ]);
+      const inB = tb.spawnDeno("b", "obs_agent.ts", [`--host=${shared}`, "--bypass=9500"], {
+        env: { NKB_REGISTRY_DIR: dir },
+        stdin: true,
+      });
+      for (const p of [inA, inB]) {
+        const ready = await p.nextWith("ready", TIMEOUT_MS);
+        assert.deepEqual((ready.bypass as { active: boolean }[]).map((b) => b.active), [true]);
+        await p.nextWith("counted", TIMEOUT_MS);
+      }
+      const nsIno = (s: Side) => String(Deno.statSync(`/run/netns/${tb.side(s).ns}`).ino);
+      const stat = await nkbJson<{ sockets: StatSock[]; warnings: string[] }>(tb, "a", dir, [
+        "stat",
+      ]);
+      assert.deepEqual(stat.warnings, []);
+      const rows = stat.sockets.map((
+        s,
+      ) => [
+        s.pid,
+        `${s.local.address}:${s.local.port}`,
+        s.netnsIno,
+        s.group,
+        s.groups,
+        s.verified,
+      ]);
+      assert.deepEqual(
+        rows.sort(),
+        [
+          [inA.pid, `${shared}:9500`, nsIno("a"), group, 2, true],
+          [inB.pid, `${shared}:9500`, nsIno("b"), null, 0, true],
+        ].sort(),
+      );
+      assert.notEqual(nsIno("a"), nsIno("b"));
+      const text = await nkb(tb, "a", dir, ["stat"]);
+      assert.equal(text.code, 0, text.stderr);
+      const lines = text.stdout.split("\n").filter((l) => l.startsWith(`${shared}:9500 `));
+      assert.equal(lines.length, 2, text.stdout);
+      const mine = lines.find((l) => l.includes(` ${nsIno("a")} `));
+      const theirs = lines.find((l) => l.includes(` ${nsIno("b")} `));
+      assert.ok(mine !== undefined && theirs !== undefined, text.stdout);
+      assert.match(mine, new RegExp(`\\s${group.replaceAll(".", "\\.")}\\+1$`));
+      assert.match(theirs, /\s-$/);
+
+      // Group follows the memberships: the oldest still held, "+N" for the others.
+      const groupOf = async () => {
+        const r = await nkbJson<{ sockets: StatSock[] }>(tb, "a", dir, ["stat"]);
+        const s = r.sockets.find((x) => x.pid === inA.pid);
+        return [s?.group, s?.groups];
+      };
+      for (const [leave, want] of [[group, [second, 1]], [second, [null, 0]]] as const) {
+        await inA.send({ leave });
+        assert.equal((await inA.nextWith("left", TIMEOUT_MS)).left, leave);
+        assert.deepEqual(await groupOf(), want);
+      }
+      for (const p of [inA, inB]) await closed(p);
     }),
 });

@@ -52,6 +52,10 @@ const BYPASS_SLOT: SlotSpec = {
   recvMode: 1,
   ifname: "veth0",
   sockIno: 2n ** 40n + 3n, // a u64 field: read whole
+  netnsIno: 2n ** 33n + 5n, // the socket's own, shown instead of the process's
+  group: "239.1.2.3",
+  groups: 2,
+  recvQ: 8191,
   stats: {
     ipkts: 10n,
     ipktsSpin: 4n,
@@ -213,6 +217,10 @@ Deno.test("registry: a live process's file reads back exactly; who it is comes f
         queueCount: 1,
         recvMode: 1,
         inode: String(2n ** 40n + 3n),
+        netnsIno: String(2n ** 33n + 5n),
+        recvQ: 8191,
+        group: "239.1.2.3",
+        groups: 2,
         verified: false,
         reason: null,
         stats: {
@@ -250,6 +258,9 @@ Deno.test("registry: a live process's file reads back exactly; who it is comes f
         queueCount: 0,
         recvMode: 0,
         inode: "5678",
+        recvQ: 0,
+        group: null,
+        groups: 0,
         verified: false,
         reason: "loopback",
         stats: { ...ZERO_STATS, kernelIpkts: 1, kernelOpkts: 2 },
@@ -338,7 +349,7 @@ const BAD_FILES: BadFile[] = [
   {
     name: "bad version",
     make: corrupted((b) => putU32(b, L.header.version, 1)),
-    expect: /version 1, this reader knows 3/,
+    expect: /version 1, this reader knows 4/,
   },
   {
     name: "header_size lies",

@@ -15,6 +15,7 @@ import {
 import {
   heldUdpSocket,
   liveProcess,
+  ownNetnsIno,
   plantFile,
   registryFile,
   ZERO_STATS,
@@ -43,6 +44,9 @@ function sock(over: Partial<RegisteredSocket>): RegisteredSocket {
     reason: null,
     stats: { ...ZERO_STATS, opkts: 281790 },
     inode: "1",
+    recvQ: 0,
+    group: null,
+    groups: 0,
     verified: true,
     ...over,
   };
@@ -57,6 +61,10 @@ const SOCKETS: RegisteredSocket[] = [
     remote: { address: "198.18.0.2", port: 12345 },
     state: "Connected",
     stats: { ...ZERO_STATS, ipkts: 5, kernelIpkts: 2, opkts: 7, kernelOpkts: 1, dpkts: 3 },
+    netnsIno: "4026532301",
+    recvQ: 17,
+    group: "239.1.2.3",
+    groups: 3,
     user: "daemon",
     command: "echo\x1b[31m",
     cmdline: ["deno", "run", "a\nb"],
@@ -76,16 +84,16 @@ function lines(...l: string[]): string {
   return l.map((x) => `${x}\n`).join("");
 }
 
-Deno.test("formatStat: netstat -k columns, aligned, numbers right, sorted by pid and slot", () => {
+Deno.test("formatStat: netstat -k columns (Netns, Recv-Q, Group too), aligned, numbers right, sorted by pid and slot", () => {
   assert.equal(
     formatStat(SOCKETS),
     lines(
       "UDP: IPv4",
-      "Local Address   Remote Address   State     If    Ipkts  Opkts Dpkts",
-      "--------------- ---------------- --------- ----- ----- ------ -----",
-      "*:48944                          Idle      net11     0 281790     0",
-      "127.0.0.1:53                     Idle      -         0 281790     0",
-      "198.18.0.1:9000 198.18.0.2:12345 Connected net11     7      8     3",
+      "Local Address   Remote Address   State     If         Netns Recv-Q Ipkts  Opkts Dpkts Group",
+      "--------------- ---------------- --------- ----- ---------- ------ ----- ------ ----- -----------",
+      "*:48944                          Idle      net11          1      0     0 281790     0 -",
+      "127.0.0.1:53                     Idle      -              1      0     0 281790     0 -",
+      "198.18.0.1:9000 198.18.0.2:12345 Connected net11 4026532301     17     7      8     3 239.1.2.3+2",
     ),
   );
 });
@@ -95,11 +103,11 @@ Deno.test("formatStat -u: User, Pid and comm; control characters never reach the
     formatStat(SOCKETS, { users: true }),
     lines(
       "UDP: IPv4",
-      "Local Address   Remote Address   State     If    Ipkts  Opkts Dpkts User     Pid Command",
-      "--------------- ---------------- --------- ----- ----- ------ ----- ------ ----- ---------",
-      "*:48944                          Idle      net11     0 281790     0 root    1495 udpsend",
-      "127.0.0.1:53                     Idle      -         0 281790     0 root   20001 udpsend",
-      "198.18.0.1:9000 198.18.0.2:12345 Connected net11     7      8     3 daemon 20001 echo?[31m",
+      "Local Address   Remote Address   State     If         Netns Recv-Q Ipkts  Opkts Dpkts Group       User     Pid Command",
+      "--------------- ---------------- --------- ----- ---------- ------ ----- ------ ----- ----------- ------ ----- ---------",
+      "*:48944                          Idle      net11          1      0     0 281790     0 -           root    1495 udpsend",
+      "127.0.0.1:53                     Idle      -              1      0     0 281790     0 -           root   20001 udpsend",
+      "198.18.0.1:9000 198.18.0.2:12345 Connected net11 4026532301     17     7      8     3 239.1.2.3+2 daemon 20001 echo?[31m",
     ),
   );
 });
@@ -111,16 +119,16 @@ Deno.test("formatStat -v: the whole command line, untruncated", () => {
     out,
     lines(
       "UDP: IPv4",
-      `Local Address   Remote Address   State     If    Ipkts  Opkts Dpkts User     Pid Command`,
-      `--------------- ---------------- --------- ----- ----- ------ ----- ------ ----- ${
+      `Local Address   Remote Address   State     If         Netns Recv-Q Ipkts  Opkts Dpkts Group       User     Pid Command`,
+      `--------------- ---------------- --------- ----- ---------- ------ ----- ------ ----- ----------- ------ ----- ${
         "-".repeat(302)
       }`,
-      `*:48944                          Idle      net11     0 281790     0 root       9 x ${
+      `*:48944                          Idle      net11          1      0     0 281790     0 -           root       9 x ${
         "y".repeat(300)
       }`,
-      "*:48944                          Idle      net11     0 281790     0 root    1495 sparc/udpsend -n -i 192.168.0.1",
-      "127.0.0.1:53                     Idle      -         0 281790     0 root   20001 sparc/udpsend -n -i 192.168.0.1",
-      "198.18.0.1:9000 198.18.0.2:12345 Connected net11     7      8     3 daemon 20001 deno run a?b",
+      "*:48944                          Idle      net11          1      0     0 281790     0 -           root    1495 sparc/udpsend -n -i 192.168.0.1",
+      "127.0.0.1:53                     Idle      -              1      0     0 281790     0 -           root   20001 sparc/udpsend -n -i 192.168.0.1",
+      "198.18.0.1:9000 198.18.0.2:12345 Connected net11 4026532301     17     7      8     3 239.1.2.3+2 daemon 20001 deno run a?b",
     ),
   );
 });
@@ -130,17 +138,17 @@ Deno.test("formatStat -a: the Reason column, '-' when bypassing; -au puts it bef
     formatStat(SOCKETS, { all: true }),
     lines(
       "UDP: IPv4",
-      "Local Address   Remote Address   State     If    Ipkts  Opkts Dpkts Reason",
-      "--------------- ---------------- --------- ----- ----- ------ ----- --------",
-      "*:48944                          Idle      net11     0 281790     0 -",
-      "127.0.0.1:53                     Idle      -         0 281790     0 loopback",
-      "198.18.0.1:9000 198.18.0.2:12345 Connected net11     7      8     3 -",
+      "Local Address   Remote Address   State     If         Netns Recv-Q Ipkts  Opkts Dpkts Group       Reason",
+      "--------------- ---------------- --------- ----- ---------- ------ ----- ------ ----- ----------- --------",
+      "*:48944                          Idle      net11          1      0     0 281790     0 -           -",
+      "127.0.0.1:53                     Idle      -              1      0     0 281790     0 -           loopback",
+      "198.18.0.1:9000 198.18.0.2:12345 Connected net11 4026532301     17     7      8     3 239.1.2.3+2 -",
     ),
   );
   const header = formatStat([], { all: true, users: true }).split("\n")[1];
   assert.equal(
     header,
-    "Local Address Remote Address State If Ipkts Opkts Dpkts Reason User Pid Command",
+    "Local Address Remote Address State If Netns Recv-Q Ipkts Opkts Dpkts Group Reason User Pid Command",
   );
 });
 
@@ -154,7 +162,7 @@ Deno.test("formatStat: an unbound socket is *:*, an undecided one says so", () =
     })],
     { all: true },
   );
-  assert.match(out, /^\*:\*\s+Unbound\s+-\s+0 281790\s+0 undecided$/m);
+  assert.match(out, /^\*:\*\s+Unbound\s+-\s+1\s+0\s+0 281790\s+0 -\s+undecided$/m);
 });
 
 const LINKS: PhysInfo[] = [
@@ -276,6 +284,39 @@ Deno.test("listSockets: bypass sockets by default, kernel-path ones too with all
     assert.deepEqual(JSON.parse(JSON.stringify(json)), json);
     assert.deepEqual(json.warnings, all.warnings);
   });
+});
+
+Deno.test("listSockets: a slot's network namespace must be its process's, as /proc says", async () => {
+  const real = heldUdpSocket();
+  const own = ownNetnsIno();
+  try {
+    await withRegistry((dir, me) => {
+      const on = { flags: L.flags.bound, local: ["127.0.0.1", real.port] as [string, number] };
+      plantFile(
+        dir,
+        me,
+        registryFile(me, [
+          { index: 0, ...on, sockIno: real.ino, netnsIno: own, group: "239.1.2.3", groups: 1 },
+          { index: 1, ...on, sockIno: real.ino, netnsIno: own + 1n }, // a lie
+        ]),
+      );
+      const list = listSockets({ dir, all: true });
+      assert.deepEqual(
+        list.sockets.map((s) => [s.slot, s.netnsIno, s.group, s.groups, s.verified]),
+        [[0, String(own), "239.1.2.3", 1, true]],
+      );
+      assert.equal(list.warnings.length, 1, list.warnings.join("\n"));
+      assert.match(
+        list.warnings[0],
+        new RegExp(`slot 1: claims network namespace ${own + 1n}, the process is in ${own}`),
+      );
+      // Unverified, the file's word is what is shown.
+      const unchecked = listSockets({ dir, all: true, verify: false });
+      assert.deepEqual(unchecked.sockets.map((s) => s.netnsIno), [String(own), String(own + 1n)]);
+    });
+  } finally {
+    real.conn.close();
+  }
 });
 
 Deno.test("listPhys: queues held on lo by live sockets of this namespace, lo only when named", async () => {

@@ -31,6 +31,10 @@ const BYPASS = {
   firstQueue: 0,
   queueCount: 2,
   ifname: "veth0",
+  netnsIno: 4026532001n,
+  group: "239.1.2.3",
+  groups: 1,
+  recvQ: 8192,
   stats: { ipkts: 10n, opkts: 20n, rxDropped: 1n },
 };
 

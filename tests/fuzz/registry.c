@@ -10,8 +10,8 @@
 //   copy), so that ASan sees any byte read past it.
 // Checked: the result is a record count within the capacity or a NKB_REG_P_* code; records
 // come in slot order, each a slot of the file with its seq; a NKB_REC_OK record's strings
-// hold their NUL and its queues lie within the limit; an unstable one is a slot whose seq
-// is odd or changed. Built with clang's -fsanitize=fuzzer,address,undefined.
+// hold their NUL, its queues lie within the limit and its netns, group and recv_q are the
+// slot's; an unstable one is a slot whose seq is odd or changed. Built with clang's -fsanitize=fuzzer,address,undefined.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,6 +57,10 @@ static void check_records(const nkb_reg_record_t *out, int32_t rc, uint32_t cap,
     FUZZ_CHECK(memchr(r->reason, 0, sizeof(r->reason)) != 0);
     FUZZ_CHECK(r->queue_count <= NKB_MAX_QUEUES);
     FUZZ_CHECK(r->first_queue + r->queue_count <= NKB_REG_QUEUE_LIMIT);
+    const uint8_t *s = file + NKB_REG_HEADER_SIZE + (size_t)r->slot * NKB_REG_SLOT_SIZE;
+    FUZZ_CHECK(r->netns_ino == rd64(s + SOFF(netns_ino)));
+    FUZZ_CHECK(memcmp(r->group, s + SOFF(group), 4) == 0);
+    FUZZ_CHECK(r->groups == rd32(s + SOFF(groups)) && r->recv_q == rd32(s + SOFF(recv_q)));
   }
 }
 

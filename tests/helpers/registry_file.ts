@@ -41,6 +41,13 @@ export interface SlotSpec {
   reason?: string;
   /** Inode of the kernel socket the slot names (default 0: none). */
   sockIno?: bigint;
+  /** The socket's network namespace inode (default 0: none named, the process's is shown). */
+  netnsIno?: bigint;
+  /** A multicast group joined (default 0.0.0.0) and how many (default 0). */
+  group?: string;
+  groups?: number;
+  /** Datagrams waiting (default 0). */
+  recvQ?: number;
   stats?: Partial<Record<keyof typeof Stat, bigint>>;
 }
 
@@ -133,6 +140,10 @@ export function writeSlot(bytes: Uint8Array, s: SlotSpec): void {
   putString(bytes, base + S.ifname, L.ifnameSize, s.ifname ?? "");
   putString(bytes, base + S.reason, L.reasonSize, s.reason ?? "");
   v.setBigUint64(S.sockIno, s.sockIno ?? 0n, true);
+  v.setBigUint64(S.netnsIno, s.netnsIno ?? 0n, true);
+  bytes.set((s.group ?? "0.0.0.0").split(".").map(Number), base + S.group);
+  v.setUint32(S.groups, s.groups ?? 0, true);
+  v.setUint32(S.recvQ, s.recvQ ?? 0, true);
   for (const [name, value] of Object.entries(s.stats ?? {})) {
     v.setBigUint64(S.stats + 8 * Stat[name as keyof typeof Stat], value, true);
   }

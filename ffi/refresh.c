@@ -1,0 +1,160 @@
+// The process's refresher thread: every NKB_REFRESH_MS it copies what only the kernel and
+// the rings know into each socket's counters and registry slot: the interface's drop
+// counters (XDP_STATISTICS), the device's send drops, and the datagrams waiting (recv_q).
+// The receive path cannot be the one to do it: an application that does not call
+// receive, or is busy in JavaScript (no timer runs then), would show stale counters to
+// `nkb stat` and to its own `stats()`. It runs while the process has an engine: the
+// first attach starts it, the close of the last engine stops and joins it.
+//
+// It never waits for g_lock: it tries, and a stop request ends the tries, so that the
+// last engine's close may join it while holding g_lock. It is the only writer of recv_q;
+// the drop counters only ever rise (nkb_stat_raise), whoever copies them.
+#define _GNU_SOURCE
+#include <assert.h>
+#include <errno.h>
+#include <pthread.h>
+#include <time.h>
+
+#include "registry.h"
+#include "sock.h"
+
+#define NKB_REFRESH_LOCK_TRIES 50u  // 1 ms apart: a pass is skipped after 50 ms of contention
+
+typedef struct nkb_refresher {
+  pthread_mutex_t lock;
+  pthread_cond_t cv;
+  pthread_t thread;
+  uint32_t running;  // under lock: the thread exists (joined by nkb_refresh_stop)
+  uint32_t stop;     // under lock, read atomically by the thread's lock tries
+} nkb_refresher_t;
+
+static nkb_refresher_t g_refresh = {
+    .lock = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER, .running = 0, .stop = 0};
+
+static bool nkb_refresh_stopping(void) {
+  return __atomic_load_n(&g_refresh.stop, __ATOMIC_ACQUIRE) != 0;
+}
+
+// Takes g_lock by trying (never blocking behind a closing engine that joins us).
+static bool nkb_refresh_lock(void) {
+  for (uint32_t i = 0; i < NKB_REFRESH_LOCK_TRIES; i++) {
+    if (nkb_refresh_stopping()) return false;
+    if (pthread_mutex_trylock(&g_lock) == 0) return true;
+    struct timespec ts = {.tv_sec = 0, .tv_nsec = 1000000L};
+    nanosleep(&ts, 0);
+  }
+  return false;
+}
+
+// Entries the kernel put on engine e's RX rings that no receive has read yet.
+static uint32_t nkb_rx_waiting(const nkb_engine_t *e) {
+  uint32_t total = 0;
+  for (uint32_t q = 0; q < e->queue_count && q < NKB_MAX_QUEUES; q++) {
+    const nkb_ring_t *r = &e->xsk[q].rx;
+    if (r->map == 0) continue;
+    uint32_t n = __atomic_load_n(r->producer, __ATOMIC_ACQUIRE) -
+                 __atomic_load_n(r->consumer, __ATOMIC_ACQUIRE);
+    total += n <= r->size ? n : r->size;  // a torn pair of loads: never more than the ring
+  }
+  assert(total <= NKB_MAX_QUEUES * NKB_RING_SIZE);
+  return total;
+}
+
+// One pass over the tables (g_lock held): each engine's kernel counters read once.
+static void nkb_refresh_pass(void) {
+  uint64_t drops[NKB_MAX_ENGINES];
+  uint32_t waiting[NKB_MAX_ENGINES];
+  for (uint32_t i = 0; i < NKB_MAX_ENGINES; i++) {
+    nkb_engine_t *e = g_engines[i].engine;
+    drops[i] = e != 0 ? nkb_engine_kernel_drops(e) : 0;
+    waiting[i] = e != 0 ? nkb_rx_waiting(e) : 0;
+  }
+  for (uint32_t idx = 0; idx < NKB_MAX_SOCKS; idx++) {
+    nkb_sock_t *s = g_socks[idx];
+    if (s == 0) continue;
+    uint32_t parked = __atomic_load_n(&s->park_tail, __ATOMIC_ACQUIRE) -
+                      __atomic_load_n(&s->park_head, __ATOMIC_ACQUIRE);
+    if (parked > NKB_PENDING) parked = NKB_PENDING;  // loads torn by a racing receive
+    uint32_t recv_q = parked;
+    if (s->engine >= 0) {
+      assert((uint32_t)s->engine < NKB_MAX_ENGINES);
+      nkb_engine_t *e = g_engines[s->engine].engine;
+      assert(e != 0);
+      nkb_stat_raise(&s->stats[NKB_ST_ENGINE_DROPS], drops[s->engine]);
+      nkb_stat_raise(&s->stats[NKB_ST_ENGINE_TX_DROPS], nkb_engine_tx_drops(e));
+      recv_q += waiting[s->engine];
+    }
+    nkb_reg_recv_q(idx, recv_q);
+  }
+}
+
+// Sleeps NKB_REFRESH_MS or until stopped: false when stopped.
+static bool nkb_refresh_sleep(void) {
+  struct timespec until;
+  if (clock_gettime(CLOCK_MONOTONIC, &until) != 0) {
+    // No deadline to wait for: a plain sleep, then the stop flag.
+    struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)NKB_REFRESH_MS * 1000000L};
+    nanosleep(&ts, 0);
+    return !nkb_refresh_stopping();
+  }
+  until.tv_nsec += (long)NKB_REFRESH_MS * 1000000L;
+  until.tv_sec += until.tv_nsec / 1000000000L;
+  until.tv_nsec %= 1000000000L;
+  pthread_mutex_lock(&g_refresh.lock);
+  // Spurious wake-ups are bounded: the deadline passes or stop is set.
+  for (uint32_t i = 0; i < 1000u && g_refresh.stop == 0; i++) {
+    if (pthread_cond_timedwait(&g_refresh.cv, &g_refresh.lock, &until) != 0) break;  // ETIMEDOUT
+  }
+  bool go_on = g_refresh.stop == 0;
+  pthread_mutex_unlock(&g_refresh.lock);
+  return go_on;
+}
+
+static void *nkb_refresh_main(void *arg) {
+  (void)arg;
+  // One pass per period for as long as an engine lives (stop ends it).
+  while (nkb_refresh_sleep()) {
+    if (!nkb_refresh_lock()) continue;
+    nkb_refresh_pass();
+    pthread_mutex_unlock(&g_lock);
+  }
+  assert(nkb_refresh_stopping());
+  return 0;
+}
+
+void nkb_refresh_start(void) {
+  pthread_mutex_lock(&g_refresh.lock);
+  if (g_refresh.running == 0) {
+    pthread_condattr_t attr;
+    // The sleep's deadline is on CLOCK_MONOTONIC: a wall-clock step must not stall it.
+    bool ok = pthread_condattr_init(&attr) == 0 &&
+              pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) == 0;
+    if (ok) {
+      pthread_cond_destroy(&g_refresh.cv);
+      ok = pthread_cond_init(&g_refresh.cv, &attr) == 0;
+      pthread_condattr_destroy(&attr);
+    }
+    g_refresh.stop = 0;
+    // Without the thread, stats() still reads the kernel's counters itself.
+    g_refresh.running = ok && pthread_create(&g_refresh.thread, 0, nkb_refresh_main, 0) == 0;
+    // Named for operators (top -H, /proc/PID/task/*/comm) and for the tests that see it go.
+    if (g_refresh.running) (void)pthread_setname_np(g_refresh.thread, "nkb-refresh");
+  }
+  pthread_mutex_unlock(&g_refresh.lock);
+}
+
+void nkb_refresh_stop(void) {
+  pthread_mutex_lock(&g_refresh.lock);
+  bool join = g_refresh.running != 0;
+  g_refresh.running = 0;
+  __atomic_store_n(&g_refresh.stop, 1u, __ATOMIC_RELEASE);
+  pthread_cond_signal(&g_refresh.cv);
+  pthread_mutex_unlock(&g_refresh.lock);
+  if (join) (void)pthread_join(g_refresh.thread, 0);
+  assert(g_refresh.running == 0);
+}
+
+// The library is pinned (RTLD_NODELETE, api.c); should that have failed, an unload must not
+// leave the thread running unmapped code. At process exit this ends it too (bounded: it
+// sleeps on g_refresh.cv or tries g_lock, and both look at stop).
+__attribute__((destructor)) static void nkb_refresh_unload(void) { nkb_refresh_stop(); }
