@@ -53,11 +53,15 @@ const MAX_WAITS = 1e9;
 // A stream of datagrams that are always ready would never let timers run: yield to
 // the event loop at least this often.
 const YIELD_EVERY_MS = 4;
+// The same for a loop of awaited sends (see #yieldThen), shorter: a send loop runs no
+// receive wait that could end early, and a 1 ms timer must keep within a few ms.
+const SEND_YIELD_EVERY_MS = 2;
 const MAX_DATAGRAM = 65507;
 const EBUSY = -16;
 const NO_HOST: unique symbol = Symbol("no host");
 const META_BYTES = RECV_META_WORDS * 4;
 const ENOBUFS = -105;
+const EAGAIN = -11;
 // How long an async send waits for room in the kernel socket's send buffer, as Deno's
 // send waits for writability. Datagrams queued behind ARP for next hops that never
 // answer (spoofed sources an echo server replies to) hold that room until the kernel
@@ -269,6 +273,9 @@ export class UdpBypass implements Deno.DatagramConn {
       rc = lib().nkb_send(this.#h, data, sendLen, ip, port);
     }
     if (rc >= 0) return rc;
+    // A full send buffer (the kernel path's EAGAIN) says nothing about the link, and a
+    // program may meet it on every send for seconds: no rtnetlink look for it.
+    if (rc === EAGAIN) throw errorFromErrno(rc, "send");
     this.#binding.watchNow();
     if (rc === ENOBUFS) throw new TxRingFullError(this.#opts.sendBusyWaitCnt);
     throw errorFromErrno(rc, "send");
@@ -338,13 +345,27 @@ export class UdpBypass implements Deno.DatagramConn {
       if (addr?.transport !== "udp") {
         throw new TypeError("send: address must be udp");
       }
-      return Promise.resolve(this.sendSync(p, addr));
+      const n = this.sendSync(p, addr);
+      if (lib().nkb_now_ms() - this.#lastYield <= SEND_YIELD_EVERY_MS) return Promise.resolve(n);
+      return this.#yieldThen(n);
     } catch (e) {
       if (e instanceof Deno.errors.WouldBlock && addr?.transport === "udp") {
         return this.#sendWhenRoom(p, addr, e);
       }
       return Promise.reject(e);
     }
+  }
+
+  // A loop of `await send()` whose sends all succeed at once would run on microtasks only
+  // and starve timers and I/O for as long as it runs; Deno's send is an async op, so the
+  // event loop turns between such sends. An immediate (a few microseconds) every
+  // SEND_YIELD_EVERY_MS does the same here: the event loop polls I/O and runs due timers
+  // before immediates. (A nonblocking FFI call is no such turn: timers starved behind them.)
+  async #yieldThen(n: number): Promise<number> {
+    this.#lastYield = lib().nkb_now_ms();
+    await new Promise((resolve) => setImmediate(resolve));
+    this.#lastYield = lib().nkb_now_ms();
+    return n;
   }
 
   // The kernel path's send buffer is full: wait for room without blocking the event loop
