@@ -50,12 +50,10 @@ const IDLE_WAIT_SLICE_US = 10_000_000;
 const SYNC_SPIN_US = 50;
 // Bound on the wait slices of one synchronous receive (each ends at a deadline anyway).
 const MAX_WAITS = 1e9;
-// A stream of datagrams that are always ready would never let timers run: yield to
-// the event loop at least this often.
-const YIELD_EVERY_MS = 4;
-// The same for a loop of awaited sends (see #yieldThen), shorter: a send loop runs no
-// receive wait that could end early, and a 1 ms timer must keep within a few ms.
-const SEND_YIELD_EVERY_MS = 2;
+// A stream of datagrams that are always ready, or a loop of sends that all succeed at
+// once, would never let timers run: yield to the event loop at least this often (see
+// #yieldThen). A 1 ms interval timer then keeps within a few ms.
+const YIELD_EVERY_MS = 2;
 const MAX_DATAGRAM = 65507;
 const EBUSY = -16;
 const NO_HOST: unique symbol = Symbol("no host");
@@ -346,7 +344,7 @@ export class UdpBypass implements Deno.DatagramConn {
         throw new TypeError("send: address must be udp");
       }
       const n = this.sendSync(p, addr);
-      if (lib().nkb_now_ms() - this.#lastYield <= SEND_YIELD_EVERY_MS) return Promise.resolve(n);
+      if (lib().nkb_now_ms() - this.#lastYield <= YIELD_EVERY_MS) return Promise.resolve(n);
       return this.#yieldThen(n);
     } catch (e) {
       if (e instanceof Deno.errors.WouldBlock && addr?.transport === "udp") {
@@ -356,16 +354,17 @@ export class UdpBypass implements Deno.DatagramConn {
     }
   }
 
-  // A loop of `await send()` whose sends all succeed at once would run on microtasks only
-  // and starve timers and I/O for as long as it runs; Deno's send is an async op, so the
-  // event loop turns between such sends. An immediate (a few microseconds) every
-  // SEND_YIELD_EVERY_MS does the same here: the event loop polls I/O and runs due timers
-  // before immediates. (A nonblocking FFI call is no such turn: timers starved behind them.)
-  async #yieldThen(n: number): Promise<number> {
+  // A loop of `await send()` whose sends all succeed at once (or of `await receive()` over
+  // datagrams already waiting) would run on microtasks only and starve timers and I/O for
+  // as long as it runs; Deno's calls are async ops, so the event loop turns between them.
+  // An immediate (a few microseconds) every YIELD_EVERY_MS does the same here: the event
+  // loop polls I/O and runs due timers before immediates. (A nonblocking FFI call is no
+  // such turn: timers starved behind a loop of them.)
+  async #yieldThen<T>(value: T): Promise<T> {
     this.#lastYield = lib().nkb_now_ms();
     await new Promise((resolve) => setImmediate(resolve));
     this.#lastYield = lib().nkb_now_ms();
-    return n;
+    return value;
   }
 
   // The kernel path's send buffer is full: wait for room without blocking the event loop
@@ -461,12 +460,8 @@ export class UdpBypass implements Deno.DatagramConn {
     try {
       const target = this.#target(p);
       if (lib().nkb_now_ms() - this.#lastYield > YIELD_EVERY_MS) {
-        // A zero-timeout wait on the FFI thread pool is a macrotask of ~40 us: timers
-        // run meanwhile (setTimeout(0) would cost ~2 ms here).
-        this.#pendingWait = lib().nkb_wait_async(this.#h, 0, 0);
-        await this.#pendingWait;
-        this.#pendingWait = null;
-        this.#lastYield = lib().nkb_now_ms();
+        // An immediate, not setTimeout(0) (about 2 ms here): see #yieldThen.
+        await this.#yieldThen(null);
         this.#open("receive");
       }
       for (let slice = 0; slice < Number.MAX_SAFE_INTEGER; slice++) {
