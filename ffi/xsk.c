@@ -4,7 +4,11 @@
 #include "xsk.h"
 
 #include <errno.h>
+#include <linux/ethtool.h>
 #include <linux/if_xdp.h>
+#include <linux/sockios.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <poll.h>
@@ -249,6 +253,27 @@ uint32_t nkb_engine_link_gen(nkb_engine_t *e, uint64_t now_ns) {
   return e->link_gen;
 }
 
+// The receive queues the device runs (ethtool channels: rx-only plus combined), or 0 when
+// it does not say. rtnetlink reports the allocated ones (a veth on a 2-CPU host: 2 allocated,
+// 1 running); a UMEM sized for those holds frames no queue uses, and binding the extra
+// queue fails only after its socket and rings are set up.
+static uint32_t nkb_running_rx_queues(uint32_t ifindex) {
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof(ifr));
+  if (if_indextoname(ifindex, ifr.ifr_name) == 0) return 0;
+  int32_t fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return 0;
+  struct ethtool_channels ch;
+  memset(&ch, 0, sizeof(ch));
+  ch.cmd = ETHTOOL_GCHANNELS;
+  ifr.ifr_data = (void *)&ch;
+  int32_t rc = ioctl(fd, SIOCETHTOOL, &ifr);
+  close(fd);
+  if (rc != 0) return 0;  // EOPNOTSUPP for drivers without channels: the bind tells instead
+  uint64_t n = (uint64_t)ch.rx_count + ch.combined_count;
+  return n > NKB_MAX_QUEUES ? NKB_MAX_QUEUES : (uint32_t)n;
+}
+
 int32_t nkb_engine_open(nkb_engine_t *e, nkb_filter_t *filter, uint32_t ifindex,
                         uint32_t first_queue, uint32_t queue_count, uint32_t frame_size) {
   assert(e != 0 && filter != 0);
@@ -262,6 +287,11 @@ int32_t nkb_engine_open(nkb_engine_t *e, nkb_filter_t *filter, uint32_t ifindex,
   e->first_queue = first_queue;
   e->queue_count = queue_count;
   e->requested_queues = queue_count;
+  uint32_t running = nkb_running_rx_queues(ifindex);
+  if (running > first_queue && queue_count > running - first_queue) {
+    e->queue_count = running - first_queue;  // as the EINVAL trim below would, before any setup
+  }
+  assert(e->queue_count > 0 && e->queue_count <= queue_count);
   e->frame_size = frame_size;
   e->filter = filter;
   e->nl_fd = nkb_link_events_open();
@@ -269,7 +299,7 @@ int32_t nkb_engine_open(nkb_engine_t *e, nkb_filter_t *filter, uint32_t ifindex,
   pthread_mutex_init(&e->rx_lock, 0);
   pthread_mutex_init(&e->tx_lock, 0);
   nkb_pusher_init(&e->pusher);
-  for (uint32_t q = 0; q < queue_count; q++) {
+  for (uint32_t q = 0; q < e->queue_count; q++) {
     e->xsk[q].fd = socket(AF_XDP, SOCK_RAW | SOCK_CLOEXEC, 0);
     if (e->xsk[q].fd < 0) {
       int32_t rc = -errno;
@@ -278,7 +308,7 @@ int32_t nkb_engine_open(nkb_engine_t *e, nkb_filter_t *filter, uint32_t ifindex,
     }
   }
   int32_t rc = nkb_engine_umem(e);
-  for (uint32_t q = 0; rc == 0 && q < queue_count; q++) {
+  for (uint32_t q = 0; rc == 0 && q < e->queue_count; q++) {
     rc = nkb_engine_queue(e, q);
     // rtnetlink reports allocated queues; bind refuses those beyond the real count.
     if (rc == -EINVAL && q > 0) {

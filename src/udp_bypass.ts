@@ -57,14 +57,16 @@ const IDLE_WAIT_SLICE_US = 10_000_000;
 const SYNC_SPIN_US = 50;
 // Bound on the wait slices of one synchronous receive (each ends at a deadline anyway).
 const MAX_WAITS = 1e9;
-// A stream of datagrams that are always ready would never let timers run: yield to
-// the event loop at least this often.
-const YIELD_EVERY_MS = 4;
+// A stream of datagrams that are always ready, or a loop of sends that all succeed at
+// once, would never let timers run: yield to the event loop at least this often (see
+// #yieldThen). A 1 ms interval timer then keeps within a few ms.
+const YIELD_EVERY_MS = 2;
 const MAX_DATAGRAM = 65507;
 const EBUSY = -16;
 const NO_HOST: unique symbol = Symbol("no host");
 const META_BYTES = RECV_META_WORDS * 4;
 const ENOBUFS = -105;
+const EAGAIN = -11;
 // How long an async send waits for room in the kernel socket's send buffer, as Deno's
 // send waits for writability. Datagrams queued behind ARP for next hops that never
 // answer (spoofed sources an echo server replies to) hold that room until the kernel
@@ -303,6 +305,9 @@ export class UdpBypass implements Deno.DatagramConn {
       rc = lib().nkb_send(this.#h, data, sendLen, ip, port);
     }
     if (rc >= 0) return rc;
+    // A full send buffer (the kernel path's EAGAIN) says nothing about the link, and a
+    // program may meet it on every send for seconds: no rtnetlink look for it.
+    if (rc === EAGAIN) throw errorFromErrno(rc, "send");
     this.#binding.watchNow();
     if (rc === ENOBUFS) throw new TxRingFullError(this.#opts.sendBusyWaitCnt);
     throw errorFromErrno(rc, "send");
@@ -375,7 +380,9 @@ export class UdpBypass implements Deno.DatagramConn {
       if (addr?.transport !== "udp") {
         throw new TypeError("send: address must be udp");
       }
-      return Promise.resolve(this.#sendSync(p, addr));
+      const n = this.#sendSync(p, addr);
+      if (lib().nkb_now_ms() - this.#lastYield <= YIELD_EVERY_MS) return Promise.resolve(n);
+      return this.#yieldThen(n);
     } catch (e) {
       if (e instanceof Deno.errors.WouldBlock && addr?.transport === "udp") {
         return this.#sendWhenRoom(p, addr, e);
@@ -396,6 +403,19 @@ export class UdpBypass implements Deno.DatagramConn {
       if (e instanceof Deno.errors.WouldBlock) return this.#sendWhenRoom(p, to, e);
       throw e;
     }
+  }
+
+  // A loop of `await send()` whose sends all succeed at once (or of `await receive()` over
+  // datagrams already waiting) would run on microtasks only and starve timers and I/O for
+  // as long as it runs; Deno's calls are async ops, so the event loop turns between them.
+  // An immediate (a few microseconds) every YIELD_EVERY_MS does the same here: the event
+  // loop polls I/O and runs due timers before immediates. (A nonblocking FFI call is no
+  // such turn: timers starved behind a loop of them.)
+  async #yieldThen<T>(value: T): Promise<T> {
+    this.#lastYield = lib().nkb_now_ms();
+    await new Promise((resolve) => setImmediate(resolve));
+    this.#lastYield = lib().nkb_now_ms();
+    return value;
   }
 
   // The kernel path's send buffer is full: wait for room without blocking the event loop
@@ -491,12 +511,8 @@ export class UdpBypass implements Deno.DatagramConn {
     try {
       const target = this.#target(p);
       if (lib().nkb_now_ms() - this.#lastYield > YIELD_EVERY_MS) {
-        // A zero-timeout wait on the FFI thread pool is a short macrotask: timers run
-        // meanwhile, and it comes back far sooner than a setTimeout(0) would.
-        this.#pendingWait = lib().nkb_wait_async(this.#h, 0, 0);
-        await this.#pendingWait;
-        this.#pendingWait = null;
-        this.#lastYield = lib().nkb_now_ms();
+        // An immediate, not setTimeout(0) (about 2 ms here): see #yieldThen.
+        await this.#yieldThen(null);
         this.#open("receive");
       }
       for (let slice = 0; slice < Number.MAX_SAFE_INTEGER; slice++) {
