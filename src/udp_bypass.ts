@@ -273,20 +273,21 @@ export class UdpBypass implements Deno.DatagramConn {
 
   // sendSync, where a host name throws HostNameLookup for send() to resolve.
   #sendSync(data: Uint8Array, addr?: Deno.NetAddr): number {
-    this.#open("send");
+    if (addr === undefined) this.#open("send");
     if (!(data instanceof Uint8Array)) {
       throw new TypeError("send: data must be a Uint8Array");
     }
-    // The length of the array itself (not a property JavaScript can redefine), read once for
-    // every try below; a detached array is empty and sends an empty datagram, as Deno's does.
-    const len = byteLengthOf(data);
-    if (len > MAX_DATAGRAM) {
-      throw new RangeError(`send: ${len} bytes exceed the UDP maximum ${MAX_DATAGRAM}`);
-    }
+    // As Deno's send, which looks its socket up last: a bad address (and a name's lookup)
+    // fails as on an open socket, a closed socket only then.
     const [ip, port] = this.#destination(addr);
-    // The address's getters ran JavaScript: a payload detached meanwhile is an empty
-    // datagram (as Deno's, which reads it last), not a length the shim refuses (EFAULT).
-    const sendLen = Math.min(len, byteLengthOf(data));
+    this.#open("send");
+    // The length of the array itself (not a property JavaScript can redefine), read once for
+    // every try below, after the address's getters ran JavaScript: a detached array is empty
+    // and sends an empty datagram, as Deno's does, not a length the shim refuses (EFAULT).
+    const sendLen = byteLengthOf(data);
+    if (sendLen > MAX_DATAGRAM) {
+      throw new RangeError(`send: ${sendLen} bytes exceed the UDP maximum ${MAX_DATAGRAM}`);
+    }
     if (!this.#bound) this.#bindForSend(ip);
     if (!isMulticast(ip)) this.#binding.unicastFromWildcard(ip);
     this.#binding.maybeWatch();
@@ -387,9 +388,13 @@ export class UdpBypass implements Deno.DatagramConn {
 
   // A host name: resolved on Deno's FFI thread pool at each send, as Deno's send resolves
   // it, then sent as to its first address.
-  async #sendAfterLookup(p: Uint8Array, name: HostNameLookup): Promise<number> {
+  // Deno's send holds the payload's memory from the call on: a payload changed during the
+  // lookup goes as it is then, one detached meanwhile goes as it was (its copy, kept here).
+  async #sendAfterLookup(data: Uint8Array, name: HostNameLookup): Promise<number> {
+    const kept = new Uint8Array(data);
     const ip = firstForSend(await resolveAsync(name.lookup, "send"), name.text, "send");
     const to: Deno.NetAddr = { transport: "udp", hostname: formatIpv4(ip), port: name.port };
+    const p = byteLengthOf(data) === kept.byteLength ? data : kept;
     try {
       return this.sendSync(p, to);
     } catch (e) {
