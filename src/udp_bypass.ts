@@ -62,6 +62,7 @@ const MAX_WAITS = 1e9;
 const YIELD_EVERY_MS = 4;
 const MAX_DATAGRAM = 65507;
 const EBUSY = -16;
+const ENODEV = -19;
 const NO_HOST: unique symbol = Symbol("no host");
 const META_BYTES = RECV_META_WORDS * 4;
 const ENOBUFS = -105;
@@ -124,6 +125,20 @@ function checkIface(text: string, what: string): number {
     throw new TypeError(
       `${what}: "${text}" is not the IPv4 address of an interface`,
     );
+  }
+  return ip;
+}
+
+// An address argument of joinMulticastV4, read as Deno's join reads it: text that is
+// not a dotted quad is Deno's Error "invalid IPv4 address syntax" (a TypeError for what
+// is not text at all).
+function joinAddress(text: unknown, what: string): number {
+  if (typeof text !== "string") {
+    throw new TypeError(`joinMulticastV4: the ${what} address must be a string`);
+  }
+  const ip = parseIpv4(text);
+  if (ip === null) {
+    throw new Error(`joinMulticastV4: ${what} "${text}": invalid IPv4 address syntax`);
   }
   return ip;
 }
@@ -553,21 +568,24 @@ export class UdpBypass implements Deno.DatagramConn {
   ): Promise<Deno.MulticastV4Membership> {
     try {
       this.#open("joinMulticastV4");
-      const group = typeof address === "string" ? parseIpv4(address) : null;
-      if (group === null || !isMulticast(group)) {
+      const group = joinAddress(address, "group");
+      if (!isMulticast(group)) {
         throw new TypeError(
           `joinMulticastV4: "${address}" is not an IPv4 group`,
         );
       }
-      // INADDR_ANY as Deno passes it: the kernel picks the interface.
-      const iface = networkInterface === "0.0.0.0"
-        ? 0
-        : checkIface(networkInterface, "joinMulticastV4");
+      // INADDR_ANY as Deno passes it: the kernel picks the interface. Any other address is
+      // the kernel's to judge, as for Deno's join (no interface has it: ENODEV).
+      const iface = joinAddress(networkInterface, "interface");
       if (!this.#bound) this.bind({ hostname: "0.0.0.0", port: 0 });
-      this.#check(
-        lib().nkb_sock_mcast(this.#h, Mcast.join, group, iface),
-        "IP_ADD_MEMBERSHIP",
-      );
+      const rc = lib().nkb_sock_mcast(this.#h, Mcast.join, group, iface);
+      if (rc === ENODEV) {
+        // Deno's words and class for it.
+        throw new Error(
+          `joinMulticastV4: no interface has "${networkInterface}": No such device (os error 19)`,
+        );
+      }
+      this.#check(rc, "IP_ADD_MEMBERSHIP");
       this.#binding.joined(group, iface);
       return Promise.resolve(membership(this.#membershipHost(), group, iface));
     } catch (e) {
