@@ -402,9 +402,9 @@ export class UdpBypass implements Deno.DatagramConn {
   }
 
   // A host name: resolved on Deno's FFI thread pool at each send, as Deno's send resolves
-  // it, then sent as to its first address.
-  // Deno's send holds the payload's memory from the call on: a payload changed during the
-  // lookup goes as it is then, one detached meanwhile goes as it was (its copy, kept here).
+  // it, then sent as to its first address. Deno's send holds the payload's memory from the
+  // call on: a payload changed during the lookup goes as it is then, one detached
+  // meanwhile goes as it was (its copy, kept here).
   async #sendAfterLookup(data: Uint8Array, name: HostNameLookup): Promise<number> {
     const kept = new Uint8Array(data);
     const ip = firstForSend(await resolveAsync(name.lookup, "send"), name.text, "send");
