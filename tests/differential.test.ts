@@ -73,7 +73,7 @@ Deno.test({
       }
     }
     assert.deepEqual(bad, []);
-    assert.equal(Object.keys(results).length, 76);
+    assert.equal(Object.keys(results).length, 78);
     // The sends with no hostname reached 127.0.0.1 on both, and the detached payload went
     // as an empty datagram on both.
     assert.deepEqual(results["hostname null"].nkb, { cls: "ok", got: 3 });
