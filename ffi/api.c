@@ -266,20 +266,26 @@ int32_t nkb_sock_setopt(int32_t h, uint32_t opt, int32_t value) {
 }
 
 // A membership the kernel accepted (joined) or ended: kept for the registry's Group.
+// A group joined while the list was full is not kept: once the kept ones are all left,
+// the registry names none (its count still says how many the socket holds).
 static void nkb_sock_groups(nkb_sock_t *s, int32_t idx, bool joined, uint32_t group_be) {
-  uint32_t kept = s->groups_joined < NKB_GROUPS_KEPT ? s->groups_joined : NKB_GROUPS_KEPT;
+  uint32_t kept = s->groups_kept;
+  assert(kept <= NKB_GROUPS_KEPT && kept <= s->groups_joined);
   if (joined) {
-    if (kept < NKB_GROUPS_KEPT) s->groups_be[kept] = group_be;
+    if (kept < NKB_GROUPS_KEPT) s->groups_be[kept++] = group_be;
     s->groups_joined++;
   } else if (s->groups_joined > 0) {
     uint32_t at = 0;
     while (at < kept && s->groups_be[at] != group_be) at++;
-    // Kept groups stay oldest first; one past the kept ones left no trace to remove.
-    for (uint32_t i = at; i + 1u < kept; i++) s->groups_be[i] = s->groups_be[i + 1u];
+    // Kept groups stay oldest first; one not kept left no trace to remove.
+    if (at < kept) {
+      for (uint32_t i = at; i + 1u < kept; i++) s->groups_be[i] = s->groups_be[i + 1u];
+      kept--;
+    }
     s->groups_joined--;
   }
-  kept = s->groups_joined < NKB_GROUPS_KEPT ? s->groups_joined : NKB_GROUPS_KEPT;
-  assert(kept <= NKB_GROUPS_KEPT && (kept == 0 || s->groups_joined > 0));
+  s->groups_kept = kept;
+  assert(kept <= NKB_GROUPS_KEPT && kept <= s->groups_joined);
   if (idx >= 0) nkb_reg_groups((uint32_t)idx, kept > 0 ? s->groups_be[0] : 0u, s->groups_joined);
 }
 

@@ -70,8 +70,10 @@ typedef struct nkb_sock {
   uint64_t *stats;
   uint64_t stats_private[NKB_ST_COUNT];
   // Multicast groups joined through nkb_sock_mcast, oldest first (the registry shows the
-  // first); groups_joined counts them all, past NKB_GROUPS_KEPT too.
+  // first): the first groups_kept of them; groups_joined counts them all, past
+  // NKB_GROUPS_KEPT too (those joined while the list was full are not in it).
   uint32_t groups_be[NKB_GROUPS_KEPT];
+  uint32_t groups_kept;
   uint32_t groups_joined;
   nkb_dest_t dest[NKB_DEST_SLOTS];
 } nkb_sock_t;

@@ -19,8 +19,12 @@ export interface MembershipHost {
   loopChanged(on: boolean): void;
 }
 
+// What Deno's membership methods resolve with: null, not undefined (their ops return
+// nothing, which reaches JavaScript as null).
+const NOTHING = null as unknown as void;
+
 function settle(rc: number, what: string): Promise<void> {
-  return rc < 0 ? Promise.reject(errorFromErrno(rc, what)) : Promise.resolve();
+  return rc < 0 ? Promise.reject(errorFromErrno(rc, what)) : Promise.resolve(NOTHING);
 }
 
 function attempt(fn: () => Promise<void>): Promise<void> {
@@ -33,9 +37,9 @@ function attempt(fn: () => Promise<void>): Promise<void> {
 
 /**
  * The membership of `groupBe` joined on the interface with address `ifaceBe`. Its methods
- * never throw: they return promises that reject (`setTTL` outside 0..255 with a
- * RangeError, `setLoopback(true)` on a bypass socket with NotSupported, a failed
- * setsockopt with the error of its errno).
+ * never throw: they return promises that resolve with null, as Deno's, or reject
+ * (`setTTL` outside 0..255 with a RangeError, a failed setsockopt with the error of its
+ * errno).
  */
 export function membership(
   host: MembershipHost,

@@ -237,7 +237,10 @@ export interface RegisteredSocket extends Omit<RegisteredProcess, "createdMs" | 
    * plus the datagrams parked for it. Refreshed every 250 ms by the writer, receive or not.
    */
   recvQ: number;
-  /** A multicast group the socket joined (the oldest it still holds); null when none. */
+  /**
+   * A multicast group the socket joined (the oldest it still holds); null when none, or
+   * when it holds only groups joined past the 32 the writer keeps (`groups` counts them).
+   */
   group: string | null;
   /** How many groups the socket joined. */
   groups: number;
@@ -932,7 +935,8 @@ function socketOf(r: DataView, slot: number, p: RegisteredProcess): RegisteredSo
     stats: statsFromWords((i) => Number(r.getBigUint64(R.stats + 8 * i, true))),
     inode: r.getBigUint64(R.sockIno, true).toString(),
     recvQ: u32(R.recvQ),
-    group: groups === 0 ? null : ipv4(r, R.group),
+    // 0.0.0.0 is never a group: the writer names none it still holds.
+    group: groups === 0 || u32(R.group) === 0 ? null : ipv4(r, R.group),
     groups,
     verified: true,
   };

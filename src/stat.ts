@@ -130,8 +130,9 @@ function addressText(a: SocketAddress): string {
 }
 
 function groupText(s: RegisteredSocket): string {
-  if (s.group === null) return "-";
-  return s.groups > 1 ? `${s.group}+${s.groups - 1}` : s.group;
+  // A socket may hold groups the writer could not name (joined past the 32 it keeps): "?".
+  const first = s.group ?? (s.groups > 0 ? "?" : "-");
+  return s.groups > 1 ? `${first}+${s.groups - 1}` : first;
 }
 
 function commandText(s: RegisteredSocket, verbose: boolean): string {

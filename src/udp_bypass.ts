@@ -63,6 +63,7 @@ const MAX_WAITS = 1e9;
 const YIELD_EVERY_MS = 2;
 const MAX_DATAGRAM = 65507;
 const EBUSY = -16;
+const ENODEV = -19;
 const NO_HOST: unique symbol = Symbol("no host");
 const META_BYTES = RECV_META_WORDS * 4;
 const ENOBUFS = -105;
@@ -126,6 +127,20 @@ function checkIface(text: string, what: string): number {
     throw new TypeError(
       `${what}: "${text}" is not the IPv4 address of an interface`,
     );
+  }
+  return ip;
+}
+
+// An address argument of joinMulticastV4, read as Deno's join reads it: text that is
+// not a dotted quad is Deno's Error "invalid IPv4 address syntax" (a TypeError for what
+// is not text at all).
+function joinAddress(text: unknown, what: string): number {
+  if (typeof text !== "string") {
+    throw new TypeError(`joinMulticastV4: the ${what} address must be a string`);
+  }
+  const ip = parseIpv4(text);
+  if (ip === null) {
+    throw new Error(`joinMulticastV4: ${what} "${text}": invalid IPv4 address syntax`);
   }
   return ip;
 }
@@ -275,20 +290,21 @@ export class UdpBypass implements Deno.DatagramConn {
 
   // sendSync, where a host name throws HostNameLookup for send() to resolve.
   #sendSync(data: Uint8Array, addr?: Deno.NetAddr): number {
-    this.#open("send");
+    if (addr === undefined) this.#open("send");
     if (!(data instanceof Uint8Array)) {
       throw new TypeError("send: data must be a Uint8Array");
     }
-    // The length of the array itself (not a property JavaScript can redefine), read once for
-    // every try below; a detached array is empty and sends an empty datagram, as Deno's does.
-    const len = byteLengthOf(data);
-    if (len > MAX_DATAGRAM) {
-      throw new RangeError(`send: ${len} bytes exceed the UDP maximum ${MAX_DATAGRAM}`);
-    }
+    // As Deno's send, which looks its socket up last: a bad address (and a name's lookup)
+    // fails as on an open socket, a closed socket only then.
     const [ip, port] = this.#destination(addr);
-    // The address's getters ran JavaScript: a payload detached meanwhile is an empty
-    // datagram (as Deno's, which reads it last), not a length the shim refuses (EFAULT).
-    const sendLen = Math.min(len, byteLengthOf(data));
+    this.#open("send");
+    // The length of the array itself (not a property JavaScript can redefine), read once for
+    // every try below, after the address's getters ran JavaScript: a detached array is empty
+    // and sends an empty datagram, as Deno's does, not a length the shim refuses (EFAULT).
+    const sendLen = byteLengthOf(data);
+    if (sendLen > MAX_DATAGRAM) {
+      throw new RangeError(`send: ${sendLen} bytes exceed the UDP maximum ${MAX_DATAGRAM}`);
+    }
     if (!this.#bound) this.#bindForSend(ip);
     if (!isMulticast(ip)) this.#binding.unicastFromWildcard(ip);
     this.#binding.maybeWatch();
@@ -393,10 +409,14 @@ export class UdpBypass implements Deno.DatagramConn {
   }
 
   // A host name: resolved on Deno's FFI thread pool at each send, as Deno's send resolves
-  // it, then sent as to its first address.
-  async #sendAfterLookup(p: Uint8Array, name: HostNameLookup): Promise<number> {
+  // it, then sent as to its first address. Deno's send holds the payload's memory from the
+  // call on: a payload changed during the lookup goes as it is then, one detached
+  // meanwhile goes as it was (its copy, kept here).
+  async #sendAfterLookup(data: Uint8Array, name: HostNameLookup): Promise<number> {
+    const kept = new Uint8Array(data);
     const ip = firstForSend(await resolveAsync(name.lookup, "send"), name.text, "send");
     const to: Deno.NetAddr = { transport: "udp", hostname: formatIpv4(ip), port: name.port };
+    const p = byteLengthOf(data) === kept.byteLength ? data : kept;
     try {
       return this.sendSync(p, to);
     } catch (e) {
@@ -564,21 +584,24 @@ export class UdpBypass implements Deno.DatagramConn {
   ): Promise<Deno.MulticastV4Membership> {
     try {
       this.#open("joinMulticastV4");
-      const group = typeof address === "string" ? parseIpv4(address) : null;
-      if (group === null || !isMulticast(group)) {
+      const group = joinAddress(address, "group");
+      if (!isMulticast(group)) {
         throw new TypeError(
           `joinMulticastV4: "${address}" is not an IPv4 group`,
         );
       }
-      // INADDR_ANY as Deno passes it: the kernel picks the interface.
-      const iface = networkInterface === "0.0.0.0"
-        ? 0
-        : checkIface(networkInterface, "joinMulticastV4");
+      // INADDR_ANY as Deno passes it: the kernel picks the interface. Any other address is
+      // the kernel's to judge, as for Deno's join (no interface has it: ENODEV).
+      const iface = joinAddress(networkInterface, "interface");
       if (!this.#bound) this.bind({ hostname: "0.0.0.0", port: 0 });
-      this.#check(
-        lib().nkb_sock_mcast(this.#h, Mcast.join, group, iface),
-        "IP_ADD_MEMBERSHIP",
-      );
+      const rc = lib().nkb_sock_mcast(this.#h, Mcast.join, group, iface);
+      if (rc === ENODEV) {
+        // Deno's words and class for it.
+        throw new Error(
+          `joinMulticastV4: no interface has "${networkInterface}": No such device (os error 19)`,
+        );
+      }
+      this.#check(rc, "IP_ADD_MEMBERSHIP");
       this.#binding.joined(group, iface);
       return Promise.resolve(membership(this.#membershipHost(), group, iface));
     } catch (e) {

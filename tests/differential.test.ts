@@ -42,26 +42,38 @@ Deno.test({
     assert.equal(status.code, 0, child.stderr);
     const done = child.messages.find((m) => "results" in m);
     assert.ok(done !== undefined, child.stderr);
-    type Outcome = { cls: string; msg?: string; got?: number; at?: string };
+    type Outcome = {
+      cls: string;
+      msg?: string;
+      got?: number;
+      at?: string;
+      data?: string;
+      value?: string;
+    };
     const results = done.results as Record<string, { deno: Outcome; nkb: Outcome }>;
     const bad: string[] = [];
     for (const [name, { deno, nkb }] of Object.entries(results)) {
       const show = (o: Outcome): string =>
-        `${o.cls}${o.got !== undefined ? ` got ${o.got}` : ""}${o.at ? ` at ${o.at}` : ""}`;
+        `${o.cls}${o.got !== undefined ? ` got ${o.got}` : ""}${o.at ? ` at ${o.at}` : ""}` +
+        `${o.data !== undefined ? ` data ${o.data}` : ""}` +
+        `${o.value !== undefined ? ` value ${o.value}` : ""}`;
       const row = `${name}: deno ${show(deno)} | nkb ${show(nkb)} ${nkb.msg ?? ""}`;
       console.log(row);
       const known = KNOWN[name];
-      const same = deno.cls === nkb.cls && deno.got === nkb.got && deno.at === nkb.at;
+      const same = deno.cls === nkb.cls && deno.got === nkb.got && deno.at === nkb.at &&
+        deno.data === nkb.data && deno.value === nkb.value;
       if (known !== undefined) {
         if (deno.cls !== known[0] || nkb.cls !== known[1]) bad.push(`${row} (known: ${known})`);
       } else if (!same) {
         bad.push(row);
       }
       // An nkb error says what is wrong: it names the call and the value or the rule.
-      if (nkb.cls !== "ok") assert.match(nkb.msg ?? "", /send|listen|bind|port|host|data/, row);
+      if (nkb.cls !== "ok") {
+        assert.match(nkb.msg ?? "", /send|listen|bind|port|host|data|join|membership/i, row);
+      }
     }
     assert.deepEqual(bad, []);
-    assert.equal(Object.keys(results).length, 55);
+    assert.equal(Object.keys(results).length, 78);
     // The sends with no hostname reached 127.0.0.1 on both, and the detached payload went
     // as an empty datagram on both.
     assert.deepEqual(results["hostname null"].nkb, { cls: "ok", got: 3 });
