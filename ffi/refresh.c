@@ -122,27 +122,43 @@ static void *nkb_refresh_main(void *arg) {
   return 0;
 }
 
+// Makes g_refresh.cv wait on CLOCK_MONOTONIC (a wall-clock step must not stall the
+// sleep), once per process; under g_refresh.lock, with no thread running (so no thread
+// waits on the cv it replaces). False when the cv could not be made: no thread then.
+static bool nkb_refresh_cv_monotonic(void) {
+  static bool done = false;  // under g_refresh.lock
+  if (done) return true;
+  pthread_condattr_t attr;
+  if (pthread_condattr_init(&attr) != 0) return false;
+  bool ok = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) == 0;
+  if (ok) {
+    pthread_cond_destroy(&g_refresh.cv);
+    ok = pthread_cond_init(&g_refresh.cv, &attr) == 0;
+    // A cv that could not be made again on the monotonic clock is made plain, so that
+    // nkb_refresh_stop's signal never meets a destroyed one; done stays false (no thread).
+    if (!ok) (void)pthread_cond_init(&g_refresh.cv, 0);
+  }
+  pthread_condattr_destroy(&attr);
+  done = ok;
+  return ok;
+}
+
 void nkb_refresh_start(void) {
   pthread_mutex_lock(&g_refresh.lock);
   if (g_refresh.running == 0) {
-    pthread_condattr_t attr;
-    // The sleep's deadline is on CLOCK_MONOTONIC: a wall-clock step must not stall it.
-    bool ok = pthread_condattr_init(&attr) == 0 &&
-              pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) == 0;
-    if (ok) {
-      pthread_cond_destroy(&g_refresh.cv);
-      ok = pthread_cond_init(&g_refresh.cv, &attr) == 0;
-      pthread_condattr_destroy(&attr);
-    }
     g_refresh.stop = 0;
     // Without the thread, stats() still reads the kernel's counters itself.
-    g_refresh.running = ok && pthread_create(&g_refresh.thread, 0, nkb_refresh_main, 0) == 0;
+    g_refresh.running = nkb_refresh_cv_monotonic() &&
+                        pthread_create(&g_refresh.thread, 0, nkb_refresh_main, 0) == 0;
     // Named for operators (top -H, /proc/PID/task/*/comm) and for the tests that see it go.
     if (g_refresh.running) (void)pthread_setname_np(g_refresh.thread, "nkb-refresh");
   }
   pthread_mutex_unlock(&g_refresh.lock);
 }
 
+// Callers hold g_lock, as nkb_refresh_start's do (attach, the last detach), so a start
+// never runs between this stop's unlock and its join; the unload destructor is the one
+// exception, when nothing attaches any more.
 void nkb_refresh_stop(void) {
   pthread_mutex_lock(&g_refresh.lock);
   bool join = g_refresh.running != 0;
