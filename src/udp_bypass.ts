@@ -55,7 +55,8 @@ const MAX_WAITS = 1e9;
 const YIELD_EVERY_MS = 4;
 const MAX_DATAGRAM = 65507;
 // Receives pending on one socket at most: a loop that races receive() against a timer
-// leaves one behind per lost race (as with Deno's), and each holds its buffer.
+// leaves one behind per lost race (as with Deno's, which keeps them all), and each holds
+// its buffer. Beyond it the oldest gives way (the likeliest to be a lost race's).
 const MAX_PENDING_RECEIVES = 65536;
 const EBUSY = -16;
 const NO_HOST: unique symbol = Symbol("no host");
@@ -582,11 +583,13 @@ export class UdpBypass implements Deno.DatagramConn {
    * array. Several receives may be pending: each datagram resolves one of them. A datagram
    * that is ready at the call is taken by that call, in call order; one that arrives while
    * receives wait goes to the most recent of them, as Deno's does, so that
-   * `Promise.race([conn.receive(), timeout])` in a loop gets every datagram.
+   * `Promise.race([conn.receive(), timeout])` in a loop gets every datagram. At most 65536
+   * receives are pending: beyond that the oldest is rejected with `Deno.errors.Busy`.
    *
    * @param p The buffer to receive into (optional).
    * @throws {Deno.errors.BadResource} rejects with it when the socket is closed.
    * @throws {Deno.errors.Interrupted} rejects with it when `close()` ends the wait.
+   * @throws {Deno.errors.Busy} rejects with it when 65536 newer receives are pending.
    * @throws {TypeError} rejects with it when `p` is not a Uint8Array or was detached.
    */
   receive(
@@ -624,11 +627,7 @@ export class UdpBypass implements Deno.DatagramConn {
     copy: boolean,
     ready: boolean,
   ): Promise<[Uint8Array<ArrayBuffer>, Deno.Addr]> {
-    if (this.#queued.length + this.#stacked.length >= MAX_PENDING_RECEIVES) {
-      throw new Deno.errors.Busy(
-        `receive: ${MAX_PENDING_RECEIVES} receives are already pending on this socket`,
-      );
-    }
+    if (this.#queued.length + this.#stacked.length >= MAX_PENDING_RECEIVES) this.#evictOldest();
     const w = Promise.withResolvers<[Uint8Array<ArrayBuffer>, Deno.Addr]>() as Waiter;
     w.target = target;
     w.copy = copy;
@@ -703,6 +702,20 @@ export class UdpBypass implements Deno.DatagramConn {
     if (got === null) return false;
     w.resolve(got);
     return true;
+  }
+
+  // Rejects the receive pending longest (a lost race's, most likely: the newest take the
+  // datagrams) to make room for a new one.
+  #evictOldest(): void {
+    const q = this.#queued;
+    const st = this.#stacked;
+    const fromQueue = q.length > 0 && (st.length === 0 || q[0].seq < st[0].seq);
+    const w = fromQueue ? q.shift() : st.shift();
+    w?.reject(
+      new Deno.errors.Busy(
+        `receive: more than ${MAX_PENDING_RECEIVES} receives pending; the oldest gave way`,
+      ),
+    );
   }
 
   // Every pending receive, in call order.
