@@ -772,9 +772,11 @@ export class UdpBypass implements Deno.DatagramConn {
   }
 
   /**
-   * IPv6 is not supported: nkb is an IPv4 library.
+   * IPv6 is not supported: nkb is an IPv4 library, and its sockets answer as Deno's IPv4
+   * sockets do (the kernel's ENOPROTOOPT for an IPv6 option on an IPv4 socket).
    *
-   * @throws {Deno.errors.NotSupported} rejects with it, always on an open socket.
+   * @throws {Error} rejects with "Protocol not available (os error 92)" always on an open
+   *   socket (Deno's error on an IPv4 socket).
    * @throws {Deno.errors.BadResource} rejects with it when the socket is closed.
    */
   joinMulticastV6(
@@ -784,9 +786,7 @@ export class UdpBypass implements Deno.DatagramConn {
     if (this.#closed) {
       return Promise.reject(new Deno.errors.BadResource("joinMulticastV6: socket is closed"));
     }
-    return Promise.reject(
-      new Deno.errors.NotSupported("nkb supports IPv4 only"),
-    );
+    return Promise.reject(new Error("Protocol not available (os error 92)"));
   }
 
   /**
