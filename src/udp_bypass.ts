@@ -821,7 +821,8 @@ export class UdpBypass implements Deno.DatagramConn {
   async *[Symbol.asyncIterator](): AsyncIterableIterator<
     [Uint8Array<ArrayBuffer>, Deno.Addr]
   > {
-    for (;;) {
+    // Bounded as every loop here; 2^53 datagrams outlast any socket.
+    for (let i = 0; i < Number.MAX_SAFE_INTEGER; i++) {
       try {
         yield await this.receive();
       } catch (e) {
