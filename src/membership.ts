@@ -63,10 +63,13 @@ export function membership(
       }),
     setTTL: (ttl: number): Promise<void> =>
       attempt(() => {
-        if (!Number.isInteger(ttl) || ttl < 0 || ttl > 255) {
-          throw new RangeError(`multicast TTL must be 0..255, got ${ttl}`);
-        }
-        const rc = lib().nkb_sock_setopt(host.handle(), Opt.multicastTtl, ttl);
+        // As Deno's: a number is taken as an i32 (1.5 is 1, NaN 0), -1 is the kernel's
+        // default (1), and what IP_MULTICAST_TTL refuses is Deno's TypeError for EINVAL.
+        if (typeof ttl !== "number") throw new TypeError("expected i32");
+        let value = ttl | 0;
+        if (value === -1) value = 1;
+        if (value < 0 || value > 255) throw new TypeError("Invalid argument (os error 22)");
+        const rc = lib().nkb_sock_setopt(host.handle(), Opt.multicastTtl, value);
         if (rc >= 0) host.ttlChanged();
         return settle(rc, "IP_MULTICAST_TTL");
       }),

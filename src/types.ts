@@ -81,10 +81,15 @@ export interface ListenOptions extends BypassOptions {
   transport: "udp";
   /** Local IPv4 address (default 0.0.0.0, which keeps the socket on the kernel path). */
   hostname?: string;
-  /** Local port (0: the kernel picks one). */
-  port: number;
+  /** Local port (default 0: the kernel picks one). */
+  port?: number;
   /** SO_REUSEADDR on the kernel socket. */
   reuseAddress?: boolean;
+  /**
+   * IP_MULTICAST_LOOP on the kernel socket (default false, as Deno's): whether this
+   * host's sockets receive the multicast this socket sends.
+   */
+  loopback?: boolean;
   /** SO_REUSEPORT on the kernel socket: queue-affine sockets share one address and port. */
   reusePort?: boolean;
 }

@@ -62,6 +62,10 @@ const MAX_WAITS = 1e9;
 // #yieldThen). A 1 ms interval timer then keeps within a few ms.
 const YIELD_EVERY_MS = 2;
 const MAX_DATAGRAM = 65507;
+// Receives pending on one socket at most: a loop that races receive() against a timer
+// leaves one behind per lost race (as with Deno's, which keeps them all), and each holds
+// its buffer. Beyond it the oldest gives way (the likeliest to be a lost race's).
+const MAX_PENDING_RECEIVES = 65536;
 const EBUSY = -16;
 const ENODEV = -19;
 const NO_HOST: unique symbol = Symbol("no host");
@@ -74,6 +78,38 @@ const EAGAIN = -11;
 // gives up on them: about 3 s (3 solicitations 1 s apart).
 const SEND_ROOM_WAIT_MS = 5000;
 const SEND_ROOM_MAX_DELAY_MS = 64;
+
+/** A receive() that waits for a datagram. */
+interface Waiter extends PromiseWithResolvers<[Uint8Array<ArrayBuffer>, Deno.Addr]> {
+  target: Uint8Array<ArrayBuffer>;
+  copy: boolean;
+  seq: number;
+}
+
+// What Deno's send throws for a datagram over 65507 bytes: the kernel's EMSGSIZE as a
+// plain Error with Deno's message and code.
+function messageTooLong(): Error {
+  return Object.assign(new Error("Message too long (os error 90)"), { code: "EMSGSIZE" });
+}
+
+// Deno.listenDatagram's port rule (its validatePort): null or undefined is 0, a number
+// or a numeric string 0..65535 is taken; the messages are Deno's.
+function listenPort(port: unknown): number {
+  if (port === null || port === undefined) return 0;
+  if (typeof port !== "number" && typeof port !== "string") {
+    throw new TypeError(`Invalid port (expected number): ${String(port)}`);
+  }
+  if (port === "") throw new TypeError("Invalid port: ''");
+  const n = Number(port);
+  if (!Number.isInteger(n)) {
+    if (Number.isNaN(n) && typeof port === "string") {
+      throw new TypeError(`Invalid port: '${port}'`);
+    }
+    throw new TypeError(`Invalid port: ${port}`);
+  }
+  if (n < 0 || n > 65535) throw new RangeError(`Invalid port (out of range): ${port}`);
+  return n;
+}
 
 function show(v: unknown): string {
   return typeof v === "string" ? JSON.stringify(v) : String(v);
@@ -179,9 +215,16 @@ export class UdpBypass implements Deno.DatagramConn {
   #meta = new Uint32Array(RECV_META_WORDS);
   #metaBytes = new Uint8Array(this.#meta.buffer);
   #scratch: Uint8Array<ArrayBuffer> | null = null;
+  // The socket's one wait on the FFI thread, and the receives it serves (see #park).
   #pendingWait: Promise<number> | null = null;
-  #receiving = false;
+  #zeroWait = false;
+  #queued: Waiter[] = [];
+  #stacked: Waiter[] = [];
+  #seq = 0;
+  #waitReturned = (rc: number): void => this.#onWait(rc);
   #lastYield = 0;
+  // The local address, kept for `addr` after close (as Deno's).
+  #addr: Deno.NetAddr | null = null;
   // The wait of a synchronous receive in progress (see #wait), kept here so that a
   // receive that waits allocates no closure.
   #waitTimeout = 0;
@@ -189,7 +232,14 @@ export class UdpBypass implements Deno.DatagramConn {
   #waitUs = 0;
   #waitRc = 0;
 
-  /** Creates the kernel UDP socket and starts tracking it. */
+  /**
+   * Creates the kernel UDP socket (unbound) and starts tracking it.
+   *
+   * @param options nkb's knobs (optional; each defaults as {@linkcode BypassOptions} says).
+   * @throws {RangeError} when an option is out of its range.
+   * @throws {Deno.errors.PermissionDenied} when the socket may not be created.
+   * @throws {NkbError} when the socket cannot be created (its `code` names the errno).
+   */
   constructor(options: BypassOptions = {}) {
     this.#opts = resolveOptions(options);
     const h = lib().nkb_sock_open();
@@ -203,23 +253,42 @@ export class UdpBypass implements Deno.DatagramConn {
     this.#binding = new BypassBinding(h, this.#opts, () => {});
   }
 
-  /** Creates a socket and binds it: like `Deno.listenDatagram`. */
+  /**
+   * Creates a socket and binds it, as `Deno.listenDatagram` does: `hostname` defaults to
+   * 0.0.0.0, `port` to 0 (the kernel picks one; a numeric string is taken, as Deno's),
+   * `loopback` (IP_MULTICAST_LOOP) to false, `reuseAddress` sets SO_REUSEADDR; `reusePort`
+   * (SO_REUSEPORT) is nkb's own. Accepts any `Deno.UdpListenOptions & { transport: "udp" }`.
+   *
+   * @throws {TypeError} when `transport` is not "udp", the hostname is not an IPv4
+   *   address or the port is not a number (Deno's messages).
+   * @throws {RangeError} when the port is out of 0..65535 (Deno's message) or an nkb option
+   *   is out of range.
+   * @throws {Deno.errors.AddrInUse} when the address and port are taken.
+   * @throws {Deno.errors.AddrNotAvailable} when no interface has the address.
+   * @throws {BypassSetupError} when bypass setup fails and `errExit` is 1.
+   */
   static listenDatagram(options: ListenOptions): UdpBypass {
     if (options?.transport !== "udp") {
       throw new TypeError('transport must be "udp"');
     }
+    const port = listenPort(options.port);
     const sock = new UdpBypass(options);
     try {
+      // As Deno: IP_MULTICAST_LOOP follows `loopback` (default false) on every socket; with
+      // it on, the socket's multicast sends take the kernel path, which loops them back.
+      const loop = Boolean(options.loopback);
+      sock.#check(
+        lib().nkb_sock_setopt(sock.#h, Opt.multicastLoop, loop ? 1 : 0),
+        "IP_MULTICAST_LOOP",
+      );
+      sock.#binding.multicastLoop(loop);
       if (options.reuseAddress) {
         sock.#check(lib().nkb_sock_setopt(sock.#h, Opt.reuseAddress, 1), "SO_REUSEADDR");
       }
       if (options.reusePort) {
         sock.#check(lib().nkb_sock_setopt(sock.#h, Opt.reusePort, 1), "SO_REUSEPORT");
       }
-      sock.bind({
-        hostname: options.hostname ?? "0.0.0.0",
-        port: options.port,
-      });
+      sock.bind({ hostname: options.hostname ?? "0.0.0.0", port });
     } catch (e) {
       sock.close();
       throw e;
@@ -227,21 +296,39 @@ export class UdpBypass implements Deno.DatagramConn {
     return sock;
   }
 
-  /** Where this socket's datagrams go. */
+  /** Where this socket's datagrams go (after close: where they went). */
   get bypass(): BypassState {
     if (!this.#closed) this.#binding.maybeWatch();
     return this.#binding.state();
   }
 
-  /** The local address (kernel's view). */
+  /**
+   * The local address (the kernel's view); after `close()`, the one it had, as Deno's.
+   *
+   * @throws {NkbError} when the kernel does not answer getsockname (not seen).
+   */
   get addr(): Deno.NetAddr {
-    this.#open("addr");
+    if (this.#closed && this.#addr !== null) return { ...this.#addr };
+    return this.#addr = this.#readAddr();
+  }
+
+  #readAddr(): Deno.NetAddr {
     const out = new Uint32Array(2);
     this.#check(lib().nkb_sock_name(this.#h, out, out.byteLength), "getsockname");
     return netAddr(out[0], out[1]);
   }
 
-  /** bind(): binds the kernel socket, then decides bypass for the address. */
+  /**
+   * bind(): binds the kernel socket, then decides bypass for the address.
+   *
+   * @param addr The local address: `hostname` (optional, default 0.0.0.0) and `port`.
+   * @throws {Deno.errors.BadResource} when the socket is closed.
+   * @throws {TypeError} when the hostname is not an IPv4 address or the port not a number.
+   * @throws {RangeError} when the port is out of 0..65535.
+   * @throws {Deno.errors.AddrInUse} when the socket is already bound, or the address taken.
+   * @throws {Deno.errors.AddrNotAvailable} when no interface has the address.
+   * @throws {BypassSetupError} when bypass setup fails and `errExit` is 1.
+   */
   bind(addr: { hostname?: string; port: number }): void {
     this.#open("bind");
     const [ip, port] = checkAddr(addr, "bind");
@@ -253,7 +340,16 @@ export class UdpBypass implements Deno.DatagramConn {
     this.#binding.decideLocal();
   }
 
-  /** connect(): fixes the peer; decides bypass from the local address the kernel chose. */
+  /**
+   * connect(): fixes the peer (sends without an address go there, datagrams from others
+   * are dropped); decides bypass from the local address the kernel chose.
+   *
+   * @throws {Deno.errors.BadResource} when the socket is closed.
+   * @throws {TypeError} when the hostname is not an IPv4 address or the port not a number.
+   * @throws {RangeError} when the port is 0 or out of 0..65535.
+   * @throws {Deno.errors.NetworkUnreachable} when there is no route to the peer.
+   * @throws {BypassSetupError} when bypass setup fails and `errExit` is 1.
+   */
   connect(addr: { hostname: string; port: number }): void {
     this.#open("connect");
     const [ip, port] = checkAddr(addr, "connect");
@@ -264,7 +360,13 @@ export class UdpBypass implements Deno.DatagramConn {
     this.#binding.decideLocal();
   }
 
-  /** IP_MULTICAST_IF: multicast leaves through the interface with address `ifaceAddr`. */
+  /**
+   * IP_MULTICAST_IF: multicast leaves through the interface with address `ifaceAddr`.
+   *
+   * @throws {Deno.errors.BadResource} when the socket is closed.
+   * @throws {TypeError} when `ifaceAddr` is not an interface's IPv4 address.
+   * @throws {Deno.errors.AddrNotAvailable} when no interface has it.
+   */
   setMulticastInterface(ifaceAddr: string): void {
     this.#open("setMulticastInterface");
     const iface = checkIface(ifaceAddr, "setMulticastInterface");
@@ -276,9 +378,24 @@ export class UdpBypass implements Deno.DatagramConn {
   }
 
   /**
-   * Sends one datagram; returns its length. Throws {@linkcode TxRingFullError} when the ring
-   * stays full, and a TypeError for a host name: a lookup could block, so only addresses
-   * (every numeric form getaddrinfo reads) are taken here; send() resolves names.
+   * Sends one datagram now; returns its length. Datagrams over the interface's MTU, to
+   * other interfaces or on a kernel-path socket go through the kernel socket.
+   *
+   * @param addr The destination (optional on a connected socket; hostname null or
+   *   undefined is 127.0.0.1, as Deno's).
+   * @throws {Deno.errors.BadResource} when the socket is closed.
+   * @throws {TypeError} when `data` is not a Uint8Array, the port is not an integer
+   *   1..65535, or the hostname is a name: a lookup could block, so only addresses (every
+   *   numeric form getaddrinfo reads) are taken here; `send()` resolves names.
+   * @throws {URIError} when the hostname has characters no host name has.
+   * @throws {Error} when `data` is over 65507 bytes: Deno's "Message too long (os error
+   *   90)", `code` "EMSGSIZE".
+   * @throws {Deno.errors.NotConnected} when `addr` is missing and the socket is not connected.
+   * @throws {TxRingFullError} when the TX ring stays full through every busy-wait try.
+   * @throws {Deno.errors.WouldBlock} when the kernel socket's send buffer is full.
+   * @throws {Deno.errors.NetworkUnreachable} when there is no route to the destination.
+   * @throws {Deno.errors.ConnectionRefused} when a kernel-path socket got an ICMP error.
+   * @throws {Deno.errors.PermissionDenied} when the kernel refuses the send (a filter).
    */
   sendSync(data: Uint8Array, addr?: Deno.NetAddr): number {
     try {
@@ -302,9 +419,7 @@ export class UdpBypass implements Deno.DatagramConn {
     // every try below, after the address's getters ran JavaScript: a detached array is empty
     // and sends an empty datagram, as Deno's does, not a length the shim refuses (EFAULT).
     const sendLen = byteLengthOf(data);
-    if (sendLen > MAX_DATAGRAM) {
-      throw new RangeError(`send: ${sendLen} bytes exceed the UDP maximum ${MAX_DATAGRAM}`);
-    }
+    if (sendLen > MAX_DATAGRAM) throw messageTooLong();
     if (!this.#bound) this.#bindForSend(ip);
     if (!isMulticast(ip)) this.#binding.unicastFromWildcard(ip);
     this.#binding.maybeWatch();
@@ -332,7 +447,12 @@ export class UdpBypass implements Deno.DatagramConn {
   /**
    * Sends every datagram of `batch` with one FFI call (and one TX doorbell) when
    * it can. Returns how many were sent, from the first: fewer than `batch.length`
-   * only when the TX ring stayed full; none at all throws {@linkcode TxRingFullError}.
+   * only when the TX ring stayed full or a later datagram failed.
+   *
+   * @throws {Deno.errors.BadResource} when the socket is closed.
+   * @throws {TypeError} when `batch` is not a {@linkcode SendBatch}.
+   * @throws {TxRingFullError} when not even the first datagram found room in the ring.
+   * @throws {Error} what {@linkcode UdpBypass.sendSync} throws, for the first datagram.
    */
   sendBatch(batch: SendBatch): number {
     this.#open("sendBatch");
@@ -367,8 +487,15 @@ export class UdpBypass implements Deno.DatagramConn {
 
   /**
    * Receives up to `batch.capacity` datagrams from either path with one FFI
-   * call; waits (per the receive mode) up to `timeoutMs` (default: until one
-   * arrives) when none is ready. Returns how many arrived (0: timed out).
+   * call; waits (per the receive mode) up to `opts.timeoutMs` (optional, default:
+   * until one arrives) when none is ready, blocking the calling thread. Returns how
+   * many arrived (0: timed out).
+   *
+   * @throws {Deno.errors.BadResource} when the socket is closed.
+   * @throws {Deno.errors.Busy} while `receive()` calls are pending on this socket (it would
+   *   take their datagrams, and block the event loop that serves them).
+   * @throws {TypeError} when `batch` is not a {@linkcode RecvBatch}.
+   * @throws {RangeError} when `timeoutMs` is negative.
    */
   receiveBatch(batch: RecvBatch, opts: ReceiveOptions = {}): number {
     this.#open("receiveBatch");
@@ -388,20 +515,32 @@ export class UdpBypass implements Deno.DatagramConn {
   }
 
   /**
-   * Sends one datagram (Deno.DatagramConn). A host name is resolved at each send, as
-   * Deno's send resolves it, on Deno's FFI thread pool: the event loop never waits on DNS.
+   * Sends one datagram (Deno.DatagramConn); resolves with its length. Only `hostname` and
+   * `port` of `addr` are read, as Deno's. A host name is resolved at each send, as Deno's
+   * send resolves it, on Deno's FFI thread pool: the event loop never waits on DNS. When the kernel socket's send buffer is full it
+   * waits for room (on timers, up to 5 s) without blocking the event loop.
+   *
+   * @throws {TypeError} rejects with it when `addr` is missing, or as `sendSync` throws it
+   *   (but for host names).
+   * @throws {Error} rejects with it when a host name does not resolve (Deno's "failed to
+   *   lookup address information"), or resolves to IPv6 first (os error 97).
+   * @throws {Error} rejects with it when `p` is over 65507 bytes (Deno's EMSGSIZE error).
+   * @throws {Deno.errors.BadResource} rejects with it when the socket is closed.
+   * @throws {TxRingFullError} rejects with it when the TX ring stays full.
+   * @throws {Deno.errors.WouldBlock} rejects with it when the send buffer stays full 5 s.
    */
   send(p: Uint8Array, addr: Deno.Addr): Promise<number> {
     try {
-      if (addr?.transport !== "udp") {
-        throw new TypeError("send: address must be udp");
+      // Deno's send reads only hostname and port (a "tcp" transport sends all the same).
+      if (addr === undefined || addr === null) {
+        throw new TypeError("send: an address { hostname, port } is required");
       }
-      const n = this.#sendSync(p, addr);
+      const n = this.#sendSync(p, addr as Deno.NetAddr);
       if (lib().nkb_now_ms() - this.#lastYield <= YIELD_EVERY_MS) return Promise.resolve(n);
       return this.#yieldThen(n);
     } catch (e) {
-      if (e instanceof Deno.errors.WouldBlock && addr?.transport === "udp") {
-        return this.#sendWhenRoom(p, addr, e);
+      if (e instanceof Deno.errors.WouldBlock) {
+        return this.#sendWhenRoom(p, addr as Deno.NetAddr, e);
       }
       if (e instanceof HostNameLookup) return this.#sendAfterLookup(p, e);
       return Promise.reject(e);
@@ -455,8 +594,17 @@ export class UdpBypass implements Deno.DatagramConn {
   }
 
   /**
-   * Receives one datagram into `buf` (or a new buffer), from either path.
-   * Returns null when `timeoutMs` passes first.
+   * Receives one datagram into `buf` (optional: else a new array), from either path,
+   * waiting on the calling thread (per the receive mode) up to `opts.timeoutMs`
+   * (optional, default: until one arrives). Returns null when `timeoutMs` passes first.
+   * The result is a view of `buf`, cut to its length (a 0-length `buf` takes a datagram
+   * and returns an empty view).
+   *
+   * @throws {Deno.errors.BadResource} when the socket is closed.
+   * @throws {Deno.errors.Busy} while `receive()` calls are pending on this socket (it would
+   *   take their datagrams, and block the event loop that serves them).
+   * @throws {TypeError} when `buf` is not a Uint8Array or was detached.
+   * @throws {RangeError} when `timeoutMs` is negative.
    */
   receiveSync(
     buf?: Uint8Array<ArrayBuffer>,
@@ -475,10 +623,11 @@ export class UdpBypass implements Deno.DatagramConn {
 
   // What every synchronous receive checks before its first try. That try is made without
   // a closure, so that the common case under load allocates none (a closure around it
-  // made every batch receive slower).
+  // made every batch receive slower). A synchronous receive while receive() calls wait
+  // would take their datagrams (and block the event loop that serves them): refused.
   #receivable(opts: ReceiveOptions): void {
-    if (this.#receiving) {
-      throw new Deno.errors.Busy("receive: another receive is in progress");
+    if (this.#queued.length + this.#stacked.length > 0) {
+      throw new Deno.errors.Busy("receive: receive() calls are pending on this socket");
     }
     if (!((opts.timeoutMs ?? Infinity) >= 0)) {
       throw new RangeError("receive: timeoutMs must be >= 0");
@@ -519,53 +668,161 @@ export class UdpBypass implements Deno.DatagramConn {
     return true;
   }
 
-  /** Receives one datagram without blocking the event loop (Deno.DatagramConn). */
-  async receive(
+  /**
+   * Receives one datagram without blocking the event loop (Deno.DatagramConn). Into `p`
+   * when given (the result is a view of it, cut to its length: a longer datagram is
+   * truncated, a 0-length `p` takes a datagram and returns an empty view), else into a new
+   * array. Several receives may be pending: each datagram resolves one of them. A datagram
+   * that is ready at the call is taken by that call, in call order; one that arrives while
+   * receives wait goes to the most recent of them, as Deno's does, so that
+   * `Promise.race([conn.receive(), timeout])` in a loop gets every datagram. At most 65536
+   * receives are pending: beyond that the oldest is rejected with `Deno.errors.Busy`.
+   *
+   * @param p The buffer to receive into (optional).
+   * @throws {Deno.errors.BadResource} rejects with it when the socket is closed.
+   * @throws {Deno.errors.Interrupted} rejects with it when `close()` ends the wait.
+   * @throws {Deno.errors.Busy} rejects with it when 65536 newer receives are pending.
+   * @throws {TypeError} rejects with it when `p` is not a Uint8Array or was detached.
+   */
+  receive(
     p?: Uint8Array<ArrayBuffer>,
   ): Promise<[Uint8Array<ArrayBuffer>, Deno.Addr]> {
-    this.#open("receive");
-    if (this.#receiving) {
-      throw new Deno.errors.Busy("receive: another receive is in progress");
-    }
-    this.#receiving = true;
     try {
+      this.#open("receive");
       const target = this.#target(p);
-      if (lib().nkb_now_ms() - this.#lastYield > YIELD_EVERY_MS) {
-        // An immediate, not setTimeout(0) (about 2 ms here): see #yieldThen.
-        await this.#yieldThen(null);
-        this.#open("receive");
-      }
-      for (let slice = 0; slice < Number.MAX_SAFE_INTEGER; slice++) {
-        const got = this.#receiveNow(target, p === undefined);
-        if (got !== null) return got;
-        if (this.#opts.recvMode === 1 && slice === 0) {
+      const copy = p === undefined;
+      if (lib().nkb_now_ms() - this.#lastYield <= YIELD_EVERY_MS) {
+        let got = this.#receiveNow(target, copy);
+        if (got === null && this.#opts.recvMode === 1) {
           const rc = lib().nkb_wait(this.#h, SYNC_SPIN_US, 1);
           if (rc < 0) throw errorFromErrno(rc, "receive");
-          if (rc === 1) continue;
+          if (rc === 1) got = this.#receiveNow(target, copy);
         }
-        this.#binding.maybeWatch();
-        // The wait runs on another thread: the event loop stays free in both modes.
-        this.#pendingWait = lib().nkb_wait_async(
-          this.#h,
-          this.#opts.recvMode === 0 ? IDLE_WAIT_SLICE_US : WAIT_SLICE_US,
-          this.#opts.recvMode,
-        );
-        const rc = await this.#pendingWait;
-        this.#pendingWait = null;
-        this.#lastYield = lib().nkb_now_ms();
-        if (this.#closed) {
-          throw new Deno.errors.BadResource("receive: socket closed");
-        }
-        this.#binding.afterWait();
-        if (rc < 0) throw errorFromErrno(rc, "receive");
+        if (got !== null) return Promise.resolve(got);
+        return this.#park(target, copy, false);
       }
-      throw new Deno.errors.TimedOut("receive: gave up");
-    } finally {
-      this.#receiving = false;
+      // A stream that is always ready would never let timers run: this receive takes its
+      // datagram after a turn of the event loop (an immediate: see #yieldThen).
+      return this.#park(target, copy, true);
+    } catch (e) {
+      return Promise.reject(e);
     }
   }
 
-  /** Per-socket counters (SO_NET_KERNEL_BYPASS_STATS and more). */
+  // A receive that waits: queued (`ready`: it did not look yet, the datagrams ready now are
+  // its in call order) or stacked (it found none: the next to arrive is the newest's). One
+  // wait on the FFI thread serves them all. A receive that did not look while a slice wait
+  // runs is stacked: that wait returns as soon as anything is ready, and the newest takes it.
+  #park(
+    target: Uint8Array<ArrayBuffer>,
+    copy: boolean,
+    ready: boolean,
+  ): Promise<[Uint8Array<ArrayBuffer>, Deno.Addr]> {
+    if (this.#queued.length + this.#stacked.length >= MAX_PENDING_RECEIVES) this.#evictOldest();
+    const w = Promise.withResolvers<[Uint8Array<ArrayBuffer>, Deno.Addr]>() as Waiter;
+    w.target = target;
+    w.copy = copy;
+    w.seq = this.#seq++;
+    const queue = ready && (this.#pendingWait === null || this.#zeroWait);
+    (queue ? this.#queued : this.#stacked).push(w);
+    if (this.#pendingWait === null) this.#startWait(ready);
+    return w.promise;
+  }
+
+  // The socket's one wait: for queued receives a turn of the event loop (an immediate:
+  // a nonblocking FFI call is no such turn, timers starved behind a loop of them), else
+  // a slice per the receive mode on the FFI thread.
+  #startWait(zero: boolean): void {
+    this.#zeroWait = zero;
+    if (zero) {
+      this.#pendingWait = new Promise<number>((resolve) => setImmediate(() => resolve(0)));
+    } else {
+      this.#binding.maybeWatch();
+      const mode = this.#opts.recvMode;
+      const us = mode === 0 ? IDLE_WAIT_SLICE_US : WAIT_SLICE_US;
+      this.#pendingWait = lib().nkb_wait_async(this.#h, us, mode);
+    }
+    this.#pendingWait.then(this.#waitReturned);
+  }
+
+  // The wait returned: the waiting receives take what is ready; the wait goes on while
+  // some are left. After close() (which rejected them) the socket's memory is freed here:
+  // the other thread no longer uses it.
+  #onWait(rc: number): void {
+    this.#pendingWait = null;
+    if (this.#closed) {
+      this.#free();
+      return;
+    }
+    this.#lastYield = lib().nkb_now_ms();
+    try {
+      this.#binding.afterWait();
+      if (rc < 0) throw errorFromErrno(rc, "receive");
+    } catch (e) {
+      this.#rejectAll(() => e);
+      return;
+    }
+    this.#serve();
+    if (this.#queued.length + this.#stacked.length > 0) this.#startWait(false);
+  }
+
+  // Queued receives first, oldest first (they were there when these datagrams were);
+  // those that find none join the stack, then the stack, newest first. Bounded by the
+  // number of pending receives.
+  #serve(): void {
+    const queued = this.#queued;
+    let i = 0;
+    for (; i < queued.length; i++) {
+      if (!this.#serveOne(queued[i])) break;
+    }
+    for (let j = i; j < queued.length; j++) this.#stacked.push(queued[j]);
+    queued.length = 0;
+    const stacked = this.#stacked;
+    while (stacked.length > 0 && this.#serveOne(stacked[stacked.length - 1])) stacked.pop();
+  }
+
+  // One receive takes a datagram (true), is rejected for its own buffer (true), or finds
+  // none (false).
+  #serveOne(w: Waiter): boolean {
+    let got: [Uint8Array<ArrayBuffer>, Deno.NetAddr] | null;
+    try {
+      got = this.#receiveNow(w.target, w.copy);
+    } catch (e) {
+      w.reject(e);
+      return true;
+    }
+    if (got === null) return false;
+    w.resolve(got);
+    return true;
+  }
+
+  // Rejects the receive pending longest (a lost race's, most likely: the newest take the
+  // datagrams) to make room for a new one.
+  #evictOldest(): void {
+    const q = this.#queued;
+    const st = this.#stacked;
+    const fromQueue = q.length > 0 && (st.length === 0 || q[0].seq < st[0].seq);
+    const w = fromQueue ? q.shift() : st.shift();
+    w?.reject(
+      new Deno.errors.Busy(
+        `receive: more than ${MAX_PENDING_RECEIVES} receives pending; the oldest gave way`,
+      ),
+    );
+  }
+
+  // Every pending receive, in call order.
+  #rejectAll(error: () => unknown): void {
+    const all = this.#queued.concat(this.#stacked).sort((a, b) => a.seq - b.seq);
+    this.#queued.length = 0;
+    this.#stacked.length = 0;
+    for (const w of all) w.reject(error());
+  }
+
+  /**
+   * Per-socket counters (SO_NET_KERNEL_BYPASS_STATS and more).
+   *
+   * @throws {Deno.errors.BadResource} when the socket is closed.
+   */
   stats(): BypassStats {
     this.#open("stats");
     return readStats(this.#h);
@@ -577,6 +834,11 @@ export class UdpBypass implements Deno.DatagramConn {
    * first group joined on the bypass interface is received through the rings
    * when the socket is bound to the wildcard or that group's address; other
    * groups through the kernel socket (one group per bypass socket).
+   *
+   * @throws {Deno.errors.BadResource} rejects with it when the socket is closed.
+   * @throws {TypeError} rejects with it when `address` is not an IPv4 group or
+   *   `networkInterface` not an interface's IPv4 address.
+   * @throws {Deno.errors.AddrNotAvailable} rejects with it when no interface has that address.
    */
   joinMulticastV4(
     address: string,
@@ -609,47 +871,68 @@ export class UdpBypass implements Deno.DatagramConn {
     }
   }
 
-  /** IPv6 is not supported: nkb is an IPv4 library. */
+  /**
+   * IPv6 is not supported: nkb is an IPv4 library, and its sockets answer as Deno's IPv4
+   * sockets do (the kernel's ENOPROTOOPT for an IPv6 option on an IPv4 socket).
+   *
+   * @throws {Error} rejects with "Protocol not available (os error 92)" always on an open
+   *   socket (Deno's error on an IPv4 socket).
+   * @throws {Deno.errors.BadResource} rejects with it when the socket is closed.
+   */
   joinMulticastV6(
     _address: string,
     _networkInterface: number,
   ): Promise<Deno.MulticastV6Membership> {
-    return Promise.reject(
-      new Deno.errors.NotSupported("nkb supports IPv4 only"),
-    );
+    if (this.#closed) {
+      return Promise.reject(new Deno.errors.BadResource("joinMulticastV6: socket is closed"));
+    }
+    return Promise.reject(new Error("Protocol not available (os error 92)"));
   }
 
-  /** Closes the socket; a pending receive rejects with BadResource. */
+  /**
+   * Closes the socket. Every pending receive rejects at once (before any timer runs), in
+   * call order, with `Deno.errors.Interrupted`, as Deno's. The socket's native memory is
+   * freed when the wait on the FFI thread has returned.
+   *
+   * @throws {Deno.errors.BadResource} when the socket is already closed.
+   */
   close(): void {
     if (this.#closed) {
       throw new Deno.errors.BadResource("close: socket already closed");
     }
+    try {
+      this.#addr = this.#readAddr();
+    } catch {
+      // The address stays what it was last read as.
+    }
     this.#closed = true;
     lib().nkb_sock_shutdown(this.#h);
-    const pending = this.#pendingWait;
-    if (pending === null) {
-      this.#free();
-    } else {
-      // A wait runs on another thread with this socket: free it when that wait returns.
-      pending.finally(() => this.#free());
-    }
+    this.#rejectAll(() => new Deno.errors.Interrupted("operation canceled"));
+    // A wait still running on another thread with this socket frees it when it returns.
+    if (this.#pendingWait === null) this.#free();
   }
 
-  /** Async iteration over received datagrams until the socket closes. */
+  /**
+   * Async iteration over received datagrams. It ends (without an error) when the socket
+   * closes, also when the socket was closed before, as Deno's.
+   *
+   * @throws {Error} rejects with what a receive rejects with, other than a close.
+   */
   async *[Symbol.asyncIterator](): AsyncIterableIterator<
     [Uint8Array<ArrayBuffer>, Deno.Addr]
   > {
-    while (!this.#closed) {
+    // Bounded as every loop here; 2^53 datagrams outlast any socket.
+    for (let i = 0; i < Number.MAX_SAFE_INTEGER; i++) {
       try {
         yield await this.receive();
       } catch (e) {
-        if (e instanceof Deno.errors.BadResource) return;
+        if (e instanceof Deno.errors.BadResource || e instanceof Deno.errors.Interrupted) return;
         throw e;
       }
     }
   }
 
-  /** Releases the socket with `using`. */
+  /** Releases the socket with `using` (closes it unless it is closed). */
   [Symbol.dispose](): void {
     if (!this.#closed) this.close();
   }
@@ -677,7 +960,6 @@ export class UdpBypass implements Deno.DatagramConn {
     if (!(buf instanceof Uint8Array)) {
       throw new TypeError("receive: buffer must be a Uint8Array");
     }
-    if (buf.byteLength === 0) throw new RangeError("receive: buffer is empty");
     return buf;
   }
 
@@ -687,13 +969,26 @@ export class UdpBypass implements Deno.DatagramConn {
   ): [Uint8Array<ArrayBuffer>, Deno.NetAddr] | null {
     // The target's own length, at this call: a receive() that waited may find it detached
     // (transferred meanwhile) or shrunk (a resizable buffer).
-    const len = byteLengthOf(target);
-    if (len === 0) throw new TypeError("receive: the buffer was transferred or detached");
-    const n = lib().nkb_recv_batch(this.#h, target, len, this.#metaBytes, META_BYTES, 1);
+    let into = target;
+    let len = byteLengthOf(target);
+    let empty: Uint8Array<ArrayBuffer> | null = null;
+    if (len === 0) {
+      // An empty buffer takes a datagram and keeps none of it, as Deno's; one that is
+      // detached, or a view its resized buffer no longer covers, is refused.
+      try {
+        empty = target.buffer.detached ? null : target.subarray(0, 0);
+      } catch {
+        empty = null;
+      }
+      if (empty === null) throw new TypeError("receive: the buffer was transferred or detached");
+      into = this.#scratch ??= new Uint8Array(MAX_DATAGRAM);
+      len = byteLengthOf(into);
+    }
+    const n = lib().nkb_recv_batch(this.#h, into, len, this.#metaBytes, META_BYTES, 1);
     if (n < 0) throw errorFromErrno(n, "receive");
     if (n === 0) return null;
     const m = this.#meta;
-    const data = target.subarray(m[0], m[0] + m[1]);
+    const data = empty ?? target.subarray(m[0], m[0] + m[1]);
     return [copy ? data.slice() : data, this.#source(m[2], m[3])];
   }
 

@@ -20,8 +20,6 @@ const KNOWN: Record<string, [string, string, string]> = {
   // Deno truncates these and sends (to port 0 and 1); nkb refuses them.
   "port 65536": ["ok", "TypeError", "Deno sends to port 65536 & 0xffff"],
   "port 1.5": ["ok", "TypeError", "Deno sends to port 1"],
-  // Deno's listen converts the string; nkb wants a number (issue 13 item 7).
-  'listen port "0"': ["ok", "TypeError", "no coercion"],
 };
 
 Deno.test({
