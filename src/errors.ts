@@ -45,70 +45,95 @@ export class BypassSetupError extends NkbError {
   }
 }
 
-const ERRNO_NAMES: Record<number, string> = {
-  1: "EPERM",
-  2: "ENOENT",
-  4: "EINTR",
-  9: "EBADF",
-  11: "EAGAIN",
-  12: "ENOMEM",
-  13: "EACCES",
-  14: "EFAULT",
-  16: "EBUSY",
-  19: "ENODEV",
-  22: "EINVAL",
-  24: "EMFILE",
-  28: "ENOSPC",
-  90: "EMSGSIZE",
-  92: "ENOPROTOOPT",
-  95: "EOPNOTSUPP",
-  97: "EAFNOSUPPORT",
-  98: "EADDRINUSE",
-  99: "EADDRNOTAVAIL",
-  100: "ENETDOWN",
-  101: "ENETUNREACH",
-  105: "ENOBUFS",
-  107: "ENOTCONN",
-  110: "ETIMEDOUT",
-  111: "ECONNREFUSED",
-  113: "EHOSTUNREACH",
-  114: "EALREADY",
+// errno: [name, glibc strerror text]. Deno shows an OS error as Rust does: the strerror
+// text and "(os error N)", with the name as `code`.
+const ERRNOS: Record<number, [string, string]> = {
+  1: ["EPERM", "Operation not permitted"],
+  2: ["ENOENT", "No such file or directory"],
+  4: ["EINTR", "Interrupted system call"],
+  9: ["EBADF", "Bad file descriptor"],
+  11: ["EAGAIN", "Resource temporarily unavailable"],
+  12: ["ENOMEM", "Cannot allocate memory"],
+  13: ["EACCES", "Permission denied"],
+  14: ["EFAULT", "Bad address"],
+  16: ["EBUSY", "Device or resource busy"],
+  19: ["ENODEV", "No such device"],
+  22: ["EINVAL", "Invalid argument"],
+  24: ["EMFILE", "Too many open files"],
+  28: ["ENOSPC", "No space left on device"],
+  90: ["EMSGSIZE", "Message too long"],
+  92: ["ENOPROTOOPT", "Protocol not available"],
+  95: ["EOPNOTSUPP", "Operation not supported"],
+  97: ["EAFNOSUPPORT", "Address family not supported by protocol"],
+  98: ["EADDRINUSE", "Address already in use"],
+  99: ["EADDRNOTAVAIL", "Cannot assign requested address"],
+  100: ["ENETDOWN", "Network is down"],
+  101: ["ENETUNREACH", "Network is unreachable"],
+  105: ["ENOBUFS", "No buffer space available"],
+  107: ["ENOTCONN", "Transport endpoint is not connected"],
+  110: ["ETIMEDOUT", "Connection timed out"],
+  111: ["ECONNREFUSED", "Connection refused"],
+  113: ["EHOSTUNREACH", "No route to host"],
+  114: ["EALREADY", "Operation already in progress"],
 };
 
 /** The symbolic name of an errno (positive or negative). */
 export function errnoName(errno: number): string {
-  return ERRNO_NAMES[Math.abs(errno)] ?? `errno ${Math.abs(errno)}`;
+  return ERRNOS[Math.abs(errno)]?.[0] ?? `errno ${Math.abs(errno)}`;
 }
+
+/** An errno's text as Deno shows an OS error: "Address already in use (os error 98)". */
+export function errnoMessage(errno: number): string {
+  const n = Math.abs(errno);
+  return `${ERRNOS[n]?.[1] ?? `Unknown error ${n}`} (os error ${n})`;
+}
+
+/** Deno's message for a call on a closed socket. */
+export const CLOSED_MESSAGE = "Socket has been closed";
 
 /**
  * Turns a negative return of the shim into the error a caller should see (returned, not
- * thrown): Deno's class where Deno has one for the errno, else an {@linkcode NkbError}.
+ * thrown), as Deno's for the same errno: Deno's class where Deno has one (a TypeError for
+ * EINVAL), else a plain Error; Deno's message, which names no call (`_what` is kept for
+ * the call sites' readability), and the errno's name as `code`.
  */
-export function errorFromErrno(rc: number, what: string): Error {
+export function errorFromErrno(rc: number, _what: string): Error {
   const errno = Math.abs(rc);
-  const msg = `${what}: ${errnoName(errno)}`;
+  if (errno === 9) return new Deno.errors.BadResource(CLOSED_MESSAGE);
+  const msg = errnoMessage(errno);
+  let err: Error;
   switch (errno) {
-    case 9:
-      return new Deno.errors.BadResource(`${what}: socket is closed`);
     case 98:
-      return new Deno.errors.AddrInUse(msg);
+      err = new Deno.errors.AddrInUse(msg);
+      break;
     case 99:
-      return new Deno.errors.AddrNotAvailable(msg);
+      err = new Deno.errors.AddrNotAvailable(msg);
+      break;
     case 111:
-      return new Deno.errors.ConnectionRefused(msg);
+      err = new Deno.errors.ConnectionRefused(msg);
+      break;
     case 1:
     case 13:
-      return new Deno.errors.PermissionDenied(msg);
+      err = new Deno.errors.PermissionDenied(msg);
+      break;
     case 110:
-      return new Deno.errors.TimedOut(msg);
+      err = new Deno.errors.TimedOut(msg);
+      break;
     case 101:
     case 113:
-      return new Deno.errors.NetworkUnreachable(msg);
+      err = new Deno.errors.NetworkUnreachable(msg);
+      break;
     case 11:
-      return new Deno.errors.WouldBlock(msg);
+      err = new Deno.errors.WouldBlock(msg);
+      break;
     case 107:
-      return new Deno.errors.NotConnected(msg);
+      err = new Deno.errors.NotConnected(msg);
+      break;
+    case 22:
+      err = new TypeError(msg);
+      break;
     default:
-      return new NkbError(errnoName(errno), msg, errno);
+      err = new Error(msg);
   }
+  return Object.assign(err, { code: errnoName(errno) });
 }

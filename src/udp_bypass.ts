@@ -16,7 +16,7 @@ import {
 } from "./batch.ts";
 import { BypassBinding } from "./binding.ts";
 import { type BypassOptions, type ResolvedOptions, resolveOptions } from "./config.ts";
-import { errorFromErrno, TxRingFullError } from "./errors.ts";
+import { CLOSED_MESSAGE, errorFromErrno, TxRingFullError } from "./errors.ts";
 import {
   byteLengthOf,
   E_LINK_CHANGE,
@@ -60,7 +60,7 @@ const MAX_WAITS = 1e9;
 // A stream of datagrams that are always ready, or a loop of sends that all succeed at
 // once, would never let timers run: yield to the event loop at least this often (see
 // #yieldThen). A 1 ms interval timer then keeps within a few ms.
-const YIELD_EVERY_MS = 2;
+const YIELD_EVERY_MS = 1;
 const MAX_DATAGRAM = 65507;
 // Receives pending on one socket at most: a loop that races receive() against a timer
 // leaves one behind per lost race (as with Deno's, which keeps them all), and each holds
@@ -151,6 +151,8 @@ function checkDestination(hostname: unknown, port: unknown): [number, number] {
 }
 
 function checkSendPort(port: unknown): number {
+  // Port 0 reaches the kernel in Deno's send, which refuses it: Deno's EINVAL TypeError.
+  if (port === 0) throw errorFromErrno(-22, "send");
   if (typeof port !== "number" || !Number.isInteger(port) || port < 1 || port > 65535) {
     throw new TypeError(`send: invalid port ${show(port)} (an integer 1..65535)`);
   }
@@ -238,7 +240,7 @@ export class UdpBypass implements Deno.DatagramConn {
    * @param options nkb's knobs (optional; each defaults as {@linkcode BypassOptions} says).
    * @throws {RangeError} when an option is out of its range.
    * @throws {Deno.errors.PermissionDenied} when the socket may not be created.
-   * @throws {NkbError} when the socket cannot be created (its `code` names the errno).
+   * @throws {Error} when the socket cannot be created (Deno's message; `code` names the errno).
    */
   constructor(options: BypassOptions = {}) {
     this.#opts = resolveOptions(options);
@@ -305,7 +307,7 @@ export class UdpBypass implements Deno.DatagramConn {
   /**
    * The local address (the kernel's view); after `close()`, the one it had, as Deno's.
    *
-   * @throws {NkbError} when the kernel does not answer getsockname (not seen).
+   * @throws {Error} when the kernel does not answer getsockname (not seen).
    */
   get addr(): Deno.NetAddr {
     if (this.#closed && this.#addr !== null) return { ...this.#addr };
@@ -459,6 +461,12 @@ export class UdpBypass implements Deno.DatagramConn {
     checkSendBatch(batch);
     const n = batch.length;
     if (n > 0 && !this.#bound) this.#bindForSend(batch.destination(0)[0]);
+    // As sendSync: a unicast datagram from a socket waiting for a multicast choice settles
+    // it on the kernel path (only then are the destinations looked at).
+    for (let i = 0; i < n && this.#binding.waitingForMulticast; i++) {
+      const ip = batch.destination(i)[0];
+      if (!isMulticast(ip)) this.#binding.unicastFromWildcard(ip);
+    }
     let sent = 0;
     // Each round either sends the rest or stops at one datagram the control plane must
     // look at (unknown destination, changed link): at most two rounds per datagram.
@@ -526,7 +534,7 @@ export class UdpBypass implements Deno.DatagramConn {
    *   lookup address information"), or resolves to IPv6 first (os error 97).
    * @throws {Error} rejects with it when `p` is over 65507 bytes (Deno's EMSGSIZE error).
    * @throws {Deno.errors.BadResource} rejects with it when the socket is closed.
-   * @throws {TxRingFullError} rejects with it when the TX ring stays full.
+   * @throws {TxRingFullError} rejects with it when the TX ring stays full 5 s.
    * @throws {Deno.errors.WouldBlock} rejects with it when the send buffer stays full 5 s.
    */
   send(p: Uint8Array, addr: Deno.Addr): Promise<number> {
@@ -539,7 +547,7 @@ export class UdpBypass implements Deno.DatagramConn {
       if (lib().nkb_now_ms() - this.#lastYield <= YIELD_EVERY_MS) return Promise.resolve(n);
       return this.#yieldThen(n);
     } catch (e) {
-      if (e instanceof Deno.errors.WouldBlock) {
+      if (e instanceof Deno.errors.WouldBlock || e instanceof TxRingFullError) {
         return this.#sendWhenRoom(p, addr as Deno.NetAddr, e);
       }
       if (e instanceof HostNameLookup) return this.#sendAfterLookup(p, e);
@@ -559,7 +567,9 @@ export class UdpBypass implements Deno.DatagramConn {
     try {
       return this.sendSync(p, to);
     } catch (e) {
-      if (e instanceof Deno.errors.WouldBlock) return this.#sendWhenRoom(p, to, e);
+      if (e instanceof Deno.errors.WouldBlock || e instanceof TxRingFullError) {
+        return this.#sendWhenRoom(p, to, e);
+      }
       throw e;
     }
   }
@@ -577,8 +587,9 @@ export class UdpBypass implements Deno.DatagramConn {
     return value;
   }
 
-  // The kernel path's send buffer is full: wait for room without blocking the event loop
-  // (timers, bounded), then send; the first WouldBlock when it never comes.
+  // The kernel path's send buffer or the TX ring is full: wait for room without blocking
+  // the event loop (timers, bounded), then send, as Deno's send waits for a writable
+  // socket; the first error when room never comes.
   async #sendWhenRoom(p: Uint8Array, addr: Deno.NetAddr, first: Error): Promise<number> {
     let delay = 1;
     for (let waited = 0; waited < SEND_ROOM_WAIT_MS; waited += delay) {
@@ -586,7 +597,7 @@ export class UdpBypass implements Deno.DatagramConn {
       try {
         return this.sendSync(p, addr);
       } catch (e) {
-        if (!(e instanceof Deno.errors.WouldBlock)) throw e;
+        if (!(e instanceof Deno.errors.WouldBlock || e instanceof TxRingFullError)) throw e;
       }
       delay = Math.min(delay * 2, SEND_ROOM_MAX_DELAY_MS);
     }
@@ -884,7 +895,7 @@ export class UdpBypass implements Deno.DatagramConn {
     _networkInterface: number,
   ): Promise<Deno.MulticastV6Membership> {
     if (this.#closed) {
-      return Promise.reject(new Deno.errors.BadResource("joinMulticastV6: socket is closed"));
+      return Promise.reject(new Deno.errors.BadResource(CLOSED_MESSAGE));
     }
     return Promise.reject(new Error("Protocol not available (os error 92)"));
   }
@@ -898,7 +909,7 @@ export class UdpBypass implements Deno.DatagramConn {
    */
   close(): void {
     if (this.#closed) {
-      throw new Deno.errors.BadResource("close: socket already closed");
+      throw new Deno.errors.BadResource("Bad resource ID"); // Deno's, for a second close
     }
     try {
       this.#addr = this.#readAddr();
@@ -943,9 +954,10 @@ export class UdpBypass implements Deno.DatagramConn {
     }
   }
 
-  #open(what: string): void {
+  // Deno's message for every call on a closed socket; `_what` names the call for readers.
+  #open(_what: string): void {
     if (this.#closed) {
-      throw new Deno.errors.BadResource(`${what}: socket is closed`);
+      throw new Deno.errors.BadResource(CLOSED_MESSAGE);
     }
   }
 

@@ -65,8 +65,9 @@ Deno.test({
       } else if (!same) {
         bad.push(row);
       }
-      // An nkb error says what is wrong: it names the call and the value or the rule.
-      if (nkb.cls !== "ok") {
+      // An nkb error says what is wrong: an OS error in Deno's very words ("Network is
+      // unreachable (os error 101)"), else it names the call and the value or the rule.
+      if (nkb.cls !== "ok" && nkb.msg !== deno.msg) {
         assert.match(nkb.msg ?? "", /send|listen|bind|port|host|data|join|membership/i, row);
       }
     }
