@@ -124,6 +124,15 @@ Deno.test({
       await exchange(tb, ag, peer, { ...sockPair(tb, "w", 9010), path: "kernel", tag: "wild" });
     });
 
+    await t.step("bind 0.0.0.0, sendBatch to a unicast address, then join: kernel", async () => {
+      await bindNew(ag, "wb", "0.0.0.0", 9019);
+      const r = await ag.ok("sendBatch", { id: "wb", to: [[tb.b.ip, 9000]], count: 2, tag: "wb" });
+      assert.equal(r.result, 2, show(r));
+      const j = await ag.ok("join", { id: "wb", mid: "wb-m", group: G1, iface: tb.a.ip });
+      // As after sendSync: a unicast send settled it on the kernel path for good.
+      assertBypass(j, { active: false, reason: "wildcard-bind" });
+    });
+
     for (const bindHost of ["0.0.0.0", G1]) {
       await t.step(
         `bound to ${bindHost}:P, joins ${G1}: group datagrams via the rings`,
