@@ -224,6 +224,8 @@ export class UdpBypass implements Deno.DatagramConn {
   #stacked: Waiter[] = [];
   #seq = 0;
   #waitReturned = (rc: number): void => this.#onWait(rc);
+  // #serve runs (see #onWait).
+  #serving = false;
   #lastYield = 0;
   // The local address, kept for `addr` after close (as Deno's).
   #addr: Deno.NetAddr | null = null;
@@ -729,7 +731,12 @@ export class UdpBypass implements Deno.DatagramConn {
     copy: boolean,
     ready: boolean,
   ): Promise<[Uint8Array<ArrayBuffer>, Deno.Addr]> {
-    if (this.#queued.length + this.#stacked.length >= MAX_PENDING_RECEIVES) this.#evictOldest();
+    if (this.#queued.length + this.#stacked.length >= MAX_PENDING_RECEIVES) {
+      // #serve walks the queues by index: a receive called from inside it (see #onWait)
+      // gives way itself rather than shift them under it (which left a receive unserved).
+      if (this.#serving) return Promise.reject(this.#busy());
+      this.#evictOldest();
+    }
     const w = Promise.withResolvers<[Uint8Array<ArrayBuffer>, Deno.Addr]>() as Waiter;
     w.target = target;
     w.copy = copy;
@@ -759,9 +766,14 @@ export class UdpBypass implements Deno.DatagramConn {
   // The wait returned: the waiting receives take what is ready; the wait goes on while
   // some are left. After close() (which rejected them) the socket's memory is freed here:
   // the other thread no longer uses it.
+  // #pendingWait stays set while the receives are served: each resolve reads `then` of its
+  // result, which JavaScript can make a getter (on Array.prototype) that runs inside
+  // #serve. A receive() it calls then joins this wait (it started another: one more wait
+  // on the FFI thread pool per such receive, for as long as the socket lived), and a
+  // close() it calls leaves the free to the end of this call.
   #onWait(rc: number): void {
-    this.#pendingWait = null;
     if (this.#closed) {
+      this.#pendingWait = null;
       this.#free();
       return;
     }
@@ -769,17 +781,24 @@ export class UdpBypass implements Deno.DatagramConn {
     try {
       this.#binding.afterWait();
       if (rc < 0) throw errorFromErrno(rc, "receive");
+      this.#serving = true;
+      this.#serve();
     } catch (e) {
       this.#rejectAll(() => e);
-      return;
+    } finally {
+      this.#serving = false;
+      this.#pendingWait = null;
     }
-    this.#serve();
-    if (this.#queued.length + this.#stacked.length > 0) this.#startWait(false);
+    if (this.#closed) this.#free();
+    else if (this.#queued.length + this.#stacked.length > 0) this.#startWait(false);
   }
 
   // Queued receives first, oldest first (they were there when these datagrams were);
-  // those that find none join the stack, then the stack, newest first. Bounded by the
-  // number of pending receives.
+  // those that find none join the stack, then the stack, newest first. A receive leaves
+  // the stack before it is served: serving runs JavaScript (see #onWait) whose receive()
+  // pushes onto it (popping after serving dropped that one: it never settled, not even
+  // on close, and the served one took the next datagram to nowhere). Bounded by the
+  // number of pending receives (a receive called meanwhile waits for the next round).
   #serve(): void {
     const queued = this.#queued;
     let i = 0;
@@ -789,7 +808,13 @@ export class UdpBypass implements Deno.DatagramConn {
     for (let j = i; j < queued.length; j++) this.#stacked.push(queued[j]);
     queued.length = 0;
     const stacked = this.#stacked;
-    while (stacked.length > 0 && this.#serveOne(stacked[stacked.length - 1])) stacked.pop();
+    for (let k = 0; k < MAX_PENDING_RECEIVES && stacked.length > 0; k++) {
+      const w = stacked.pop()!;
+      if (!this.#serveOne(w)) {
+        stacked.push(w); // it found none: no JavaScript ran, the stack is as it was
+        break;
+      }
+    }
   }
 
   // One receive takes a datagram (true), is rejected for its own buffer (true), or finds
@@ -814,10 +839,12 @@ export class UdpBypass implements Deno.DatagramConn {
     const st = this.#stacked;
     const fromQueue = q.length > 0 && (st.length === 0 || q[0].seq < st[0].seq);
     const w = fromQueue ? q.shift() : st.shift();
-    w?.reject(
-      new Deno.errors.Busy(
-        `receive: more than ${MAX_PENDING_RECEIVES} receives pending; the oldest gave way`,
-      ),
+    w?.reject(this.#busy());
+  }
+
+  #busy(): Error {
+    return new Deno.errors.Busy(
+      `receive: more than ${MAX_PENDING_RECEIVES} receives pending; the oldest gave way`,
     );
   }
 
