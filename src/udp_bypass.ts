@@ -235,6 +235,11 @@ export class UdpBypass implements Deno.DatagramConn {
   #waitDeadline = -1;
   #waitUs = 0;
   #waitRc = 0;
+  // The destination of the last synchronous send attempt, as checked (see send()).
+  #sentIp = 0;
+  #sentPort = 0;
+  // Sends waiting for room (see #sendWhenRoom): close() wakes them to reject at once.
+  #roomWaits = new Set<() => void>();
 
   /**
    * Creates the kernel UDP socket (unbound) and starts tracking it.
@@ -427,6 +432,8 @@ export class UdpBypass implements Deno.DatagramConn {
     if (!this.#bound) this.#bindForSend(ip);
     if (!isMulticast(ip)) this.#binding.unicastFromWildcard(ip);
     this.#binding.maybeWatch();
+    this.#sentIp = ip;
+    this.#sentPort = port;
     let rc = lib().nkb_send(this.#h, data, sendLen, ip, port);
     // The shim asks the control plane first when it lacks a destination or saw the
     // interface change; each answer takes one retry.
@@ -535,7 +542,9 @@ export class UdpBypass implements Deno.DatagramConn {
    * @throws {Error} rejects with it when a host name does not resolve (Deno's "failed to
    *   lookup address information"), or resolves to IPv6 first (os error 97).
    * @throws {Error} rejects with it when `p` is over 65507 bytes (Deno's EMSGSIZE error).
-   * @throws {Deno.errors.BadResource} rejects with it when the socket is closed.
+   * @throws {Deno.errors.BadResource} rejects with it when the socket is closed, also at once
+   *   when `close()` ends a wait for room (the payload and the address are kept as they were
+   *   at the call while it waits).
    * @throws {TxRingFullError} rejects with it when the TX ring stays full 5 s.
    * @throws {Deno.errors.WouldBlock} rejects with it when the send buffer stays full 5 s.
    */
@@ -550,7 +559,9 @@ export class UdpBypass implements Deno.DatagramConn {
       return this.#yieldThen(n);
     } catch (e) {
       if (e instanceof Deno.errors.WouldBlock || e instanceof TxRingFullError) {
-        return this.#sendWhenRoom(p, addr as Deno.NetAddr, e);
+        // The address as this call read and checked it: its getters ran once, as Deno's
+        // send reads them (before: again at every retry, so a getter could redirect one).
+        return this.#sendWhenRoom(p, netAddr(this.#sentIp, this.#sentPort), e);
       }
       if (e instanceof HostNameLookup) return this.#sendAfterLookup(p, e);
       return Promise.reject(e);
@@ -591,11 +602,15 @@ export class UdpBypass implements Deno.DatagramConn {
 
   // The kernel path's send buffer or the TX ring is full: wait for room without blocking
   // the event loop (timers, bounded), then send, as Deno's send waits for a writable
-  // socket; the first error when room never comes.
-  async #sendWhenRoom(p: Uint8Array, addr: Deno.NetAddr, first: Error): Promise<number> {
+  // socket; the first error when room never comes, BadResource at once on close().
+  // Deno's send holds the payload's memory from the call on: one detached meanwhile goes
+  // as it was (its copy, kept here), as in #sendAfterLookup.
+  async #sendWhenRoom(data: Uint8Array, addr: Deno.NetAddr, first: Error): Promise<number> {
+    const kept = new Uint8Array(data);
     let delay = 1;
     for (let waited = 0; waited < SEND_ROOM_WAIT_MS; waited += delay) {
-      await new Promise((resolve) => setTimeout(resolve, delay));
+      await this.#roomWait(delay);
+      const p = byteLengthOf(data) === kept.byteLength ? data : kept;
       try {
         return this.sendSync(p, addr);
       } catch (e) {
@@ -604,6 +619,19 @@ export class UdpBypass implements Deno.DatagramConn {
       delay = Math.min(delay * 2, SEND_ROOM_MAX_DELAY_MS);
     }
     throw first;
+  }
+
+  // A timer of #sendWhenRoom that close() ends early.
+  #roomWait(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const wake = (): void => {
+        clearTimeout(timer);
+        this.#roomWaits.delete(wake);
+        resolve();
+      };
+      const timer = setTimeout(wake, ms);
+      this.#roomWaits.add(wake);
+    });
   }
 
   /**
@@ -930,7 +958,9 @@ export class UdpBypass implements Deno.DatagramConn {
   /**
    * Closes the socket. Every pending receive rejects at once (before any timer runs), in
    * call order, with `Deno.errors.Interrupted`, as Deno's. The socket's native memory is
-   * freed when the wait on the FFI thread has returned.
+   * freed when the wait on the FFI thread has returned. A `send()` waiting for room rejects
+   * at once with `Deno.errors.BadResource` (nkb's choice: the datagram cannot go out of a
+   * closed socket).
    *
    * @throws {Deno.errors.BadResource} when the socket is already closed.
    */
@@ -946,6 +976,8 @@ export class UdpBypass implements Deno.DatagramConn {
     this.#closed = true;
     lib().nkb_sock_shutdown(this.#h);
     this.#rejectAll(() => new Deno.errors.Interrupted("operation canceled"));
+    // Sends waiting for room try once more now, and reject (the socket is closed).
+    for (const wake of this.#roomWaits) wake();
     // A wait still running on another thread with this socket frees it when it returns.
     if (this.#pendingWait === null) this.#free();
   }

@@ -58,6 +58,15 @@ const EXPECT: Record<string, (o: Outcome) => boolean> = {
   "tx-lookup-races": (o) =>
     o.detached === "ok 300" && o.detachedSize === 300 &&
     o.closed === "BadResource: Socket has been closed" && o.closedSize === -1,
+  // close() ends a wait for ring room at once (before: at its next timer, up to 64 ms
+  // later), and the socket that may reuse the handle sent nothing.
+  "tx-room-close": (o) =>
+    /^TxRingFullError/.test(String(o.full)) &&
+    o.outcome === "BadResource: Socket has been closed" && (o.rejectMs as number) < 20 &&
+    (o.closeMs as number) < 150 && o.s2Sent === 0,
+  // Detached while waiting for room: the datagram as given (before: an empty one); the
+  // address's getters read once (before: at every retry).
+  "tx-room-detach": (o) => o.outcome === "ok 1000" && o.readsWaiting === 0 && o.readsAfter === 0,
   // Terminated workers: no crash, and the process's own sockets still work. Their sockets
   // were never closed and stay open (with the XDP program) until the process exits: no
   // JavaScript runs at terminate() to close them (not fixed; leaks not checked).
