@@ -79,6 +79,12 @@ const EAGAIN = -11;
 const SEND_ROOM_WAIT_MS = 5000;
 const SEND_ROOM_MAX_DELAY_MS = 64;
 
+// %TypedArray%.prototype.subarray as this module found it: the view a receive returns is
+// cut by the engine, as Deno's (its primordial), not by a subclass's own subarray.
+const subarrayOf = Function.prototype.call.bind(
+  Object.getPrototypeOf(Uint8Array.prototype).subarray,
+) as (a: Uint8Array<ArrayBuffer>, begin: number, end: number) => Uint8Array<ArrayBuffer>;
+
 /** A receive() that waits for a datagram. */
 interface Waiter extends PromiseWithResolvers<[Uint8Array<ArrayBuffer>, Deno.Addr]> {
   target: Uint8Array<ArrayBuffer>;
@@ -1047,7 +1053,7 @@ export class UdpBypass implements Deno.DatagramConn {
       // An empty buffer takes a datagram and keeps none of it, as Deno's; one that is
       // detached, or a view its resized buffer no longer covers, is refused.
       try {
-        empty = target.buffer.detached ? null : target.subarray(0, 0);
+        empty = target.buffer.detached ? null : subarrayOf(target, 0, 0);
       } catch {
         empty = null;
       }
@@ -1059,7 +1065,7 @@ export class UdpBypass implements Deno.DatagramConn {
     if (n < 0) throw errorFromErrno(n, "receive");
     if (n === 0) return null;
     const m = this.#meta;
-    const data = empty ?? target.subarray(m[0], m[0] + m[1]);
+    const data = empty ?? subarrayOf(target, m[0], m[0] + m[1]);
     return [copy ? data.slice() : data, this.#source(m[2], m[3])];
   }
 
