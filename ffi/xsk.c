@@ -403,14 +403,17 @@ uint32_t nkb_engine_drain_tx(nkb_engine_t *e, uint32_t timeout_ms) {
   nkb_xsk_t *x = &e->xsk[0];
   if (x->tx.map == 0) return 0;
   bool empty = false;
-  // Ten doorbells a millisecond: the sleeps bound the time, the count bounds the loop.
-  for (uint32_t i = 0; i < timeout_ms * 10u && !empty; i++) {
+  bool refused = false;
+  // Ten doorbells a millisecond: the sleeps bound the time, the count bounds the loop. A
+  // doorbell that fails (the link is down: ENETDOWN, ENXIO) moves nothing however often
+  // it rings, and close() runs on the event loop: the frames left are dropped at once.
+  for (uint32_t i = 0; i < timeout_ms * 10u && !empty && !refused; i++) {
     pthread_mutex_lock(&e->tx_lock);
-    (void)nkb_engine_kick_all(e);
+    refused = nkb_engine_kick_all(e) < 0;
     empty = nkb_tx_ring_empty(e);
     pthread_mutex_unlock(&e->tx_lock);
     struct timespec ts = {.tv_sec = 0, .tv_nsec = 100000L};
-    if (!empty) nanosleep(&ts, 0);
+    if (!empty && !refused) nanosleep(&ts, 0);
   }
   pthread_mutex_lock(&e->tx_lock);
   uint32_t left = x->tx.cached_prod - __atomic_load_n(x->tx.consumer, __ATOMIC_ACQUIRE);

@@ -79,6 +79,12 @@ const EAGAIN = -11;
 const SEND_ROOM_WAIT_MS = 5000;
 const SEND_ROOM_MAX_DELAY_MS = 64;
 
+// %TypedArray%.prototype.subarray as this module found it: the view a receive returns is
+// cut by the engine, as Deno's (its primordial), not by a subclass's own subarray.
+const subarrayOf = Function.prototype.call.bind(
+  Object.getPrototypeOf(Uint8Array.prototype).subarray,
+) as (a: Uint8Array<ArrayBuffer>, begin: number, end: number) => Uint8Array<ArrayBuffer>;
+
 /** A receive() that waits for a datagram. */
 interface Waiter extends PromiseWithResolvers<[Uint8Array<ArrayBuffer>, Deno.Addr]> {
   target: Uint8Array<ArrayBuffer>;
@@ -224,6 +230,8 @@ export class UdpBypass implements Deno.DatagramConn {
   #stacked: Waiter[] = [];
   #seq = 0;
   #waitReturned = (rc: number): void => this.#onWait(rc);
+  // #serve runs (see #onWait).
+  #serving = false;
   #lastYield = 0;
   // The local address, kept for `addr` after close (as Deno's).
   #addr: Deno.NetAddr | null = null;
@@ -233,6 +241,11 @@ export class UdpBypass implements Deno.DatagramConn {
   #waitDeadline = -1;
   #waitUs = 0;
   #waitRc = 0;
+  // The destination of the last synchronous send attempt, as checked (see send()).
+  #sentIp = 0;
+  #sentPort = 0;
+  // Sends waiting for room (see #sendWhenRoom): close() wakes them to reject at once.
+  #roomWaits = new Set<() => void>();
 
   /**
    * Creates the kernel UDP socket (unbound) and starts tracking it.
@@ -425,6 +438,8 @@ export class UdpBypass implements Deno.DatagramConn {
     if (!this.#bound) this.#bindForSend(ip);
     if (!isMulticast(ip)) this.#binding.unicastFromWildcard(ip);
     this.#binding.maybeWatch();
+    this.#sentIp = ip;
+    this.#sentPort = port;
     let rc = lib().nkb_send(this.#h, data, sendLen, ip, port);
     // The shim asks the control plane first when it lacks a destination or saw the
     // interface change; each answer takes one retry.
@@ -533,7 +548,9 @@ export class UdpBypass implements Deno.DatagramConn {
    * @throws {Error} rejects with it when a host name does not resolve (Deno's "failed to
    *   lookup address information"), or resolves to IPv6 first (os error 97).
    * @throws {Error} rejects with it when `p` is over 65507 bytes (Deno's EMSGSIZE error).
-   * @throws {Deno.errors.BadResource} rejects with it when the socket is closed.
+   * @throws {Deno.errors.BadResource} rejects with it when the socket is closed, also at once
+   *   when `close()` ends a wait for room (the payload and the address are kept as they were
+   *   at the call while it waits).
    * @throws {TxRingFullError} rejects with it when the TX ring stays full 5 s.
    * @throws {Deno.errors.WouldBlock} rejects with it when the send buffer stays full 5 s.
    */
@@ -548,7 +565,9 @@ export class UdpBypass implements Deno.DatagramConn {
       return this.#yieldThen(n);
     } catch (e) {
       if (e instanceof Deno.errors.WouldBlock || e instanceof TxRingFullError) {
-        return this.#sendWhenRoom(p, addr as Deno.NetAddr, e);
+        // The address as this call read and checked it: its getters ran once, as Deno's
+        // send reads them (before: again at every retry, so a getter could redirect one).
+        return this.#sendWhenRoom(p, netAddr(this.#sentIp, this.#sentPort), e);
       }
       if (e instanceof HostNameLookup) return this.#sendAfterLookup(p, e);
       return Promise.reject(e);
@@ -589,11 +608,15 @@ export class UdpBypass implements Deno.DatagramConn {
 
   // The kernel path's send buffer or the TX ring is full: wait for room without blocking
   // the event loop (timers, bounded), then send, as Deno's send waits for a writable
-  // socket; the first error when room never comes.
-  async #sendWhenRoom(p: Uint8Array, addr: Deno.NetAddr, first: Error): Promise<number> {
+  // socket; the first error when room never comes, BadResource at once on close().
+  // Deno's send holds the payload's memory from the call on: one detached meanwhile goes
+  // as it was (its copy, kept here), as in #sendAfterLookup.
+  async #sendWhenRoom(data: Uint8Array, addr: Deno.NetAddr, first: Error): Promise<number> {
+    const kept = new Uint8Array(data);
     let delay = 1;
     for (let waited = 0; waited < SEND_ROOM_WAIT_MS; waited += delay) {
-      await new Promise((resolve) => setTimeout(resolve, delay));
+      await this.#roomWait(delay);
+      const p = byteLengthOf(data) === kept.byteLength ? data : kept;
       try {
         return this.sendSync(p, addr);
       } catch (e) {
@@ -602,6 +625,19 @@ export class UdpBypass implements Deno.DatagramConn {
       delay = Math.min(delay * 2, SEND_ROOM_MAX_DELAY_MS);
     }
     throw first;
+  }
+
+  // A timer of #sendWhenRoom that close() ends early.
+  #roomWait(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const wake = (): void => {
+        clearTimeout(timer);
+        this.#roomWaits.delete(wake);
+        resolve();
+      };
+      const timer = setTimeout(wake, ms);
+      this.#roomWaits.add(wake);
+    });
   }
 
   /**
@@ -729,7 +765,12 @@ export class UdpBypass implements Deno.DatagramConn {
     copy: boolean,
     ready: boolean,
   ): Promise<[Uint8Array<ArrayBuffer>, Deno.Addr]> {
-    if (this.#queued.length + this.#stacked.length >= MAX_PENDING_RECEIVES) this.#evictOldest();
+    if (this.#queued.length + this.#stacked.length >= MAX_PENDING_RECEIVES) {
+      // #serve walks the queues by index: a receive called from inside it (see #onWait)
+      // gives way itself rather than shift them under it (which left a receive unserved).
+      if (this.#serving) return Promise.reject(this.#busy());
+      this.#evictOldest();
+    }
     const w = Promise.withResolvers<[Uint8Array<ArrayBuffer>, Deno.Addr]>() as Waiter;
     w.target = target;
     w.copy = copy;
@@ -759,9 +800,14 @@ export class UdpBypass implements Deno.DatagramConn {
   // The wait returned: the waiting receives take what is ready; the wait goes on while
   // some are left. After close() (which rejected them) the socket's memory is freed here:
   // the other thread no longer uses it.
+  // #pendingWait stays set while the receives are served: each resolve reads `then` of its
+  // result, which JavaScript can make a getter (on Array.prototype) that runs inside
+  // #serve. A receive() it calls then joins this wait (it started another: one more wait
+  // on the FFI thread pool per such receive, for as long as the socket lived), and a
+  // close() it calls leaves the free to the end of this call.
   #onWait(rc: number): void {
-    this.#pendingWait = null;
     if (this.#closed) {
+      this.#pendingWait = null;
       this.#free();
       return;
     }
@@ -769,17 +815,24 @@ export class UdpBypass implements Deno.DatagramConn {
     try {
       this.#binding.afterWait();
       if (rc < 0) throw errorFromErrno(rc, "receive");
+      this.#serving = true;
+      this.#serve();
     } catch (e) {
       this.#rejectAll(() => e);
-      return;
+    } finally {
+      this.#serving = false;
+      this.#pendingWait = null;
     }
-    this.#serve();
-    if (this.#queued.length + this.#stacked.length > 0) this.#startWait(false);
+    if (this.#closed) this.#free();
+    else if (this.#queued.length + this.#stacked.length > 0) this.#startWait(false);
   }
 
   // Queued receives first, oldest first (they were there when these datagrams were);
-  // those that find none join the stack, then the stack, newest first. Bounded by the
-  // number of pending receives.
+  // those that find none join the stack, then the stack, newest first. A receive leaves
+  // the stack before it is served: serving runs JavaScript (see #onWait) whose receive()
+  // pushes onto it (popping after serving dropped that one: it never settled, not even
+  // on close, and the served one took the next datagram to nowhere). Bounded by the
+  // number of pending receives (a receive called meanwhile waits for the next round).
   #serve(): void {
     const queued = this.#queued;
     let i = 0;
@@ -789,7 +842,13 @@ export class UdpBypass implements Deno.DatagramConn {
     for (let j = i; j < queued.length; j++) this.#stacked.push(queued[j]);
     queued.length = 0;
     const stacked = this.#stacked;
-    while (stacked.length > 0 && this.#serveOne(stacked[stacked.length - 1])) stacked.pop();
+    for (let k = 0; k < MAX_PENDING_RECEIVES && stacked.length > 0; k++) {
+      const w = stacked.pop()!;
+      if (!this.#serveOne(w)) {
+        stacked.push(w); // it found none: no JavaScript ran, the stack is as it was
+        break;
+      }
+    }
   }
 
   // One receive takes a datagram (true), is rejected for its own buffer (true), or finds
@@ -814,10 +873,12 @@ export class UdpBypass implements Deno.DatagramConn {
     const st = this.#stacked;
     const fromQueue = q.length > 0 && (st.length === 0 || q[0].seq < st[0].seq);
     const w = fromQueue ? q.shift() : st.shift();
-    w?.reject(
-      new Deno.errors.Busy(
-        `receive: more than ${MAX_PENDING_RECEIVES} receives pending; the oldest gave way`,
-      ),
+    w?.reject(this.#busy());
+  }
+
+  #busy(): Error {
+    return new Deno.errors.Busy(
+      `receive: more than ${MAX_PENDING_RECEIVES} receives pending; the oldest gave way`,
     );
   }
 
@@ -903,7 +964,9 @@ export class UdpBypass implements Deno.DatagramConn {
   /**
    * Closes the socket. Every pending receive rejects at once (before any timer runs), in
    * call order, with `Deno.errors.Interrupted`, as Deno's. The socket's native memory is
-   * freed when the wait on the FFI thread has returned.
+   * freed when the wait on the FFI thread has returned. A `send()` waiting for room rejects
+   * at once with `Deno.errors.BadResource` (nkb's choice: the datagram cannot go out of a
+   * closed socket).
    *
    * @throws {Deno.errors.BadResource} when the socket is already closed.
    */
@@ -919,6 +982,8 @@ export class UdpBypass implements Deno.DatagramConn {
     this.#closed = true;
     lib().nkb_sock_shutdown(this.#h);
     this.#rejectAll(() => new Deno.errors.Interrupted("operation canceled"));
+    // Sends waiting for room try once more now, and reject (the socket is closed).
+    for (const wake of this.#roomWaits) wake();
     // A wait still running on another thread with this socket frees it when it returns.
     if (this.#pendingWait === null) this.#free();
   }
@@ -988,7 +1053,7 @@ export class UdpBypass implements Deno.DatagramConn {
       // An empty buffer takes a datagram and keeps none of it, as Deno's; one that is
       // detached, or a view its resized buffer no longer covers, is refused.
       try {
-        empty = target.buffer.detached ? null : target.subarray(0, 0);
+        empty = target.buffer.detached ? null : subarrayOf(target, 0, 0);
       } catch {
         empty = null;
       }
@@ -1000,7 +1065,7 @@ export class UdpBypass implements Deno.DatagramConn {
     if (n < 0) throw errorFromErrno(n, "receive");
     if (n === 0) return null;
     const m = this.#meta;
-    const data = empty ?? target.subarray(m[0], m[0] + m[1]);
+    const data = empty ?? subarrayOf(target, m[0], m[0] + m[1]);
     return [copy ? data.slice() : data, this.#source(m[2], m[3])];
   }
 
