@@ -128,6 +128,52 @@ static uint64_t nkb_sock_netns(int32_t fd) {
   return stat("/proc/thread-self/ns/net", &st) == 0 ? (uint64_t)st.st_ino : 0u;
 }
 
+// A Worker that is terminated runs no more JavaScript: nothing would close its sockets, and
+// their ports, XDP program and registry slots would stay taken until the process exits
+// (Deno frees a terminated Worker's sockets). The thread that opened a socket owns it;
+// when that thread exits (a Worker's does on terminate; the main thread never does before
+// the process), this destructor closes what it still owns, as close() would.
+#define NKB_OWNER_FREE_TRIES 1000u  // 1 ms apart: a wait on another thread ends at shutdown
+
+static pthread_key_t g_owner_key;
+static bool g_owner_key_ok = false;
+static pthread_once_t g_owner_once = PTHREAD_ONCE_INIT;
+
+static void nkb_owner_exit(void *arg) {
+  (void)arg;
+  pthread_t self = pthread_self();
+  int32_t handles[NKB_MAX_SOCKS];
+  uint32_t n = 0;
+  pthread_mutex_lock(&g_lock);
+  for (uint32_t i = 0; i < NKB_MAX_SOCKS; i++) {
+    nkb_sock_t *s = g_socks[i];
+    if (s == 0 || !pthread_equal(s->owner, self)) continue;
+    handles[n++] = (int32_t)(s->gen << NKB_INDEX_BITS | i);
+  }
+  pthread_mutex_unlock(&g_lock);
+  assert(n <= NKB_MAX_SOCKS);
+  for (uint32_t k = 0; k < n; k++) {
+    (void)nkb_sock_shutdown(handles[k]);  // -EBADF: close() already shut it down
+    // A wait running on a pool thread returns at the shutdown's wake-up; then it is freed.
+    for (uint32_t t = 0; t < NKB_OWNER_FREE_TRIES; t++) {
+      if (nkb_sock_free(handles[k]) != -EBUSY) break;
+      struct timespec ts = {.tv_sec = 0, .tv_nsec = 1000000L};
+      nanosleep(&ts, 0);
+    }
+  }
+}
+
+static void nkb_owner_key_init(void) {
+  g_owner_key_ok = pthread_key_create(&g_owner_key, nkb_owner_exit) == 0;
+}
+
+// Marks the calling thread as an owner: its exit then runs nkb_owner_exit (a key's
+// destructor runs only for a thread whose value is not NULL).
+static void nkb_owner_mark(void) {
+  (void)pthread_once(&g_owner_once, nkb_owner_key_init);
+  if (g_owner_key_ok) (void)pthread_setspecific(g_owner_key, (void *)1);
+}
+
 int32_t nkb_sock_open(void) {
   nkb_sock_t *s = calloc(1, sizeof(*s));
   if (s == 0) return -ENOMEM;
@@ -144,6 +190,8 @@ int32_t nkb_sock_open(void) {
     return rc;
   }
   s->engine = -1;
+  s->owner = pthread_self();
+  nkb_owner_mark();
   s->busy_wait_cnt = 15;
   s->ttl = 64;
   s->mcast_ttl = 1;

@@ -48,6 +48,7 @@ typedef struct nkb_sock {
   uint32_t park_signaled; // atomic: park_fd was written since that wait last drained it
   uint32_t closing;       // atomic
   uint32_t waiters;       // atomic: waits in progress (they run on other threads)
+  pthread_t owner;        // the thread that opened it (a Worker's): its exit closes it
   int32_t engine;         // index into the engine table, -1 on the kernel path
   uint32_t mtu;
   uint32_t busy_wait_cnt;

@@ -82,7 +82,7 @@ const EXPECT: Record<string, (o: Outcome) => boolean> = {
 };
 
 // Cases whose leak check cannot pass (see the case).
-const LEAKY = new Set(["worker-terminate", "worker-lookup-terminate"]);
+const LEAKY = new Set<string>([]);
 
 Deno.test({
   name: "async attacks: pending receives, lookups and room waits never crash, hang or leak",
