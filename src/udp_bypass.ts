@@ -183,8 +183,10 @@ function joinAddress(text: unknown, what: string): number {
   return ip;
 }
 
+// Deno's key order (its op returns hostname and port, then transport is added): a program
+// that prints JSON.stringify(addr) prints the same text.
 function netAddr(ipBe: number, port: number): Deno.NetAddr {
-  return { transport: "udp", hostname: formatIpv4(ipBe), port };
+  return { hostname: formatIpv4(ipBe), port, transport: "udp" };
 }
 
 /**
@@ -227,6 +229,8 @@ export class UdpBypass implements Deno.DatagramConn {
   #lastYield = 0;
   // The local address, kept for `addr` after close (as Deno's).
   #addr: Deno.NetAddr | null = null;
+  #addrIp = 0;
+  #addrPort = 0;
   // The wait of a synchronous receive in progress (see #wait), kept here so that a
   // receive that waits allocates no closure.
   #waitTimeout = 0;
@@ -310,14 +314,21 @@ export class UdpBypass implements Deno.DatagramConn {
    * @throws {Error} when the kernel does not answer getsockname (not seen).
    */
   get addr(): Deno.NetAddr {
-    if (this.#closed && this.#addr !== null) return { ...this.#addr };
-    return this.#addr = this.#readAddr();
+    if (this.#closed && this.#addr !== null) return this.#addr;
+    return this.#readAddr();
   }
 
+  // One object while the address stays (Deno's addr is the same object at every read, and
+  // after close); a new one once a bind changed it.
   #readAddr(): Deno.NetAddr {
     const out = new Uint32Array(2);
     this.#check(lib().nkb_sock_name(this.#h, out, out.byteLength), "getsockname");
-    return netAddr(out[0], out[1]);
+    if (this.#addr === null || out[0] !== this.#addrIp || out[1] !== this.#addrPort) {
+      this.#addrIp = out[0];
+      this.#addrPort = out[1];
+      this.#addr = netAddr(out[0], out[1]);
+    }
+    return this.#addr;
   }
 
   /**
@@ -411,7 +422,7 @@ export class UdpBypass implements Deno.DatagramConn {
   #sendSync(data: Uint8Array, addr?: Deno.NetAddr): number {
     if (addr === undefined) this.#open("send");
     if (!(data instanceof Uint8Array)) {
-      throw new TypeError("send: data must be a Uint8Array");
+      throw new TypeError("expected typed ArrayBufferView"); // Deno's words
     }
     // As Deno's send, which looks its socket up last: a bad address (and a name's lookup)
     // fails as on an open socket, a closed socket only then.
@@ -689,7 +700,7 @@ export class UdpBypass implements Deno.DatagramConn {
    * `Promise.race([conn.receive(), timeout])` in a loop gets every datagram. At most 65536
    * receives are pending: beyond that the oldest is rejected with `Deno.errors.Busy`.
    *
-   * @param p The buffer to receive into (optional).
+   * @param p The buffer to receive into (optional: undefined or null, a new array).
    * @throws {Deno.errors.BadResource} rejects with it when the socket is closed.
    * @throws {Deno.errors.Interrupted} rejects with it when `close()` ends the wait.
    * @throws {Deno.errors.Busy} rejects with it when 65536 newer receives are pending.
@@ -700,8 +711,10 @@ export class UdpBypass implements Deno.DatagramConn {
   ): Promise<[Uint8Array<ArrayBuffer>, Deno.Addr]> {
     try {
       this.#open("receive");
-      const target = this.#target(p);
-      const copy = p === undefined;
+      // Deno's receive allocates for any falsy `p` (null too), as `p || new Uint8Array(...)`.
+      const buf = p || undefined;
+      const target = this.#target(buf);
+      const copy = buf === undefined;
       if (lib().nkb_now_ms() - this.#lastYield <= YIELD_EVERY_MS) {
         let got = this.#receiveNow(target, copy);
         if (got === null && this.#opts.recvMode === 1) {
@@ -1011,7 +1024,7 @@ export class UdpBypass implements Deno.DatagramConn {
       this.#srcIp = ipBe;
       this.#srcHost = formatIpv4(ipBe);
     }
-    return { transport: "udp", hostname: this.#srcHost, port };
+    return { hostname: this.#srcHost, port, transport: "udp" };
   }
 
   #destination(addr?: Deno.NetAddr): [number, number] {

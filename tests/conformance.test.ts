@@ -38,6 +38,19 @@ const DIFFERENT: Record<string, { deno: string[]; nkb: string[]; why: string }> 
     why: "Deno's op settles after the microtasks of the tick, nkb rejects in close(): both " +
       "before any timer (case 'close with receives pending'); JavaScript has no earlier hook",
   },
+  "receive without a buffer: the result's memory": {
+    deno: [
+      'receive(undefined) ok "Uint8Array length 5 offset 0 buffer ArrayBuffer 65507"',
+      'receive(null) ok "Uint8Array length 5 offset 0 buffer ArrayBuffer 65507"',
+    ],
+    nkb: [
+      'receive(undefined) ok "Uint8Array length 5 offset 0 buffer ArrayBuffer 5"',
+      'receive(null) ok "Uint8Array length 5 offset 0 buffer ArrayBuffer 5"',
+    ],
+    why: "Deno allocates a 65507-byte buffer per receive and returns a view of it; nkb copies " +
+      "the datagram into a buffer of its length (a kept datagram holds its size, not 64 KiB, " +
+      "and the allocation costs about a tenth). The view's bytes, length and offset are equal",
+  },
 };
 
 Deno.test({
