@@ -52,6 +52,10 @@ const WAIT_SLICE_US = 100_000;
 // interface too (its AF_XDP sockets report an error); the `bypass` getter and every send
 // look at the link on their own.
 const IDLE_WAIT_SLICE_US = 10_000_000;
+// An unreferenced socket's receives (unref()) must not keep the process alive, and a call
+// on the FFI thread holds the event loop while it runs: they wait in slices this long,
+// with a turn on an unreferenced timer between them, where the loop can end.
+const UNREF_WAIT_SLICE_US = 10_000;
 // An async receive first spins this long on the calling thread (mode 1): a datagram
 // that is about to arrive is then taken without the hop through the thread pool.
 const SYNC_SPIN_US = 50;
@@ -222,6 +226,8 @@ export class UdpBypass implements Deno.DatagramConn {
   // The socket's one wait on the FFI thread, and the receives it serves (see #park).
   #pendingWait: Promise<number> | null = null;
   #zeroWait = false;
+  #unref = false;
+  #unrefGap = false;
   #queued: Waiter[] = [];
   #stacked: Waiter[] = [];
   #seq = 0;
@@ -760,10 +766,20 @@ export class UdpBypass implements Deno.DatagramConn {
     this.#zeroWait = zero;
     if (zero) {
       this.#pendingWait = new Promise<number>((resolve) => setImmediate(() => resolve(0)));
+    } else if (this.#unref && !this.#unrefGap) {
+      this.#unrefGap = true;
+      this.#pendingWait = new Promise<number>((resolve) => {
+        Deno.unrefTimer(setTimeout(() => resolve(0), 0));
+      });
     } else {
+      this.#unrefGap = false;
       this.#binding.maybeWatch();
       const mode = this.#opts.recvMode;
-      const us = mode === 0 ? IDLE_WAIT_SLICE_US : WAIT_SLICE_US;
+      const us = this.#unref
+        ? UNREF_WAIT_SLICE_US
+        : mode === 0
+        ? IDLE_WAIT_SLICE_US
+        : WAIT_SLICE_US;
       this.#pendingWait = lib().nkb_wait_async(this.#h, us, mode);
     }
     this.#pendingWait.then(this.#waitReturned);
@@ -954,6 +970,26 @@ export class UdpBypass implements Deno.DatagramConn {
         throw e;
       }
     }
+  }
+
+  /**
+   * Lets the process exit while receives are pending on this socket, as Deno's
+   * `DatagramConn.unref()`: they stay pending (and resolve if the program goes on for
+   * other reasons). Idle, such a socket wakes every 10 ms.
+   */
+  unref(): void {
+    if (this.#unref) return;
+    this.#unref = true;
+    // A wait already sleeping (up to 10 s idle) would hold the loop: it ends now, and the
+    // receives go on in unreferenced slices.
+    if (this.#pendingWait !== null && !this.#zeroWait && !this.#closed) {
+      lib().nkb_sock_wake(this.#h);
+    }
+  }
+
+  /** Undoes `unref()`: a pending receive keeps the process alive again (the default). */
+  ref(): void {
+    this.#unref = false;
   }
 
   /** Releases the socket with `using` (closes it unless it is closed). */

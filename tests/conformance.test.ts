@@ -51,6 +51,28 @@ const DIFFERENT: Record<string, { deno: string[]; nkb: string[]; why: string }> 
       "the datagram into a buffer of its length (a kept datagram holds its size, not 64 KiB, " +
       "and the allocation costs about a tenth). The view's bytes, length and offset are equal",
   },
+  "ref and unref, dispose": {
+    deno: [
+      "ref function unref function",
+      "asyncDispose undefined dispose undefined",
+      "unref() undefined",
+      "unreferenced receive: 3",
+      "unreferenced, waiting: 4",
+      "ref() undefined",
+      "referenced again: 5",
+    ],
+    nkb: [
+      "ref function unref function",
+      "asyncDispose undefined dispose function",
+      "unref() undefined",
+      "unreferenced receive: 3",
+      "unreferenced, waiting: 4",
+      "ref() undefined",
+      "referenced again: 5",
+    ],
+    why: "nkb adds Symbol.dispose (`using` closes the socket); a program written for Deno " +
+      "cannot use it, so it changes nothing for one",
+  },
 };
 
 Deno.test({
@@ -114,5 +136,13 @@ Deno.test({
       "4th receive after 200 ms: none",
     ]);
     assert.ok(results["sizes through an echo"].nkb.includes("echo of 65507: same bytes"));
+    assert.deepEqual(results["exit with a receive pending, referenced or not"].nkb, [
+      "ref: still alive after 3 s",
+      "unref: exited 0 (pending) within 3 s: true",
+      "unref-then-ref: still alive after 3 s",
+      "unref-after-receive: exited 0 (pending) within 3 s: true",
+      "unref-later: exited 0 (pending) within 3 s: true",
+      "unref-later-idle: exited 0 (pending) within 3 s: true",
+    ]);
   },
 });
