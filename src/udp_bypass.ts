@@ -631,7 +631,8 @@ export class UdpBypass implements Deno.DatagramConn {
    * @throws {Deno.errors.BadResource} when the socket is closed.
    * @throws {Deno.errors.Busy} while `receive()` calls are pending on this socket (it would
    *   take their datagrams, and block the event loop that serves them).
-   * @throws {TypeError} when `buf` is not a Uint8Array or was detached.
+   * @throws {TypeError} when `buf` is not a Uint8Array, or was detached (after taking a
+   *   datagram, as Deno's receive).
    * @throws {RangeError} when `timeoutMs` is negative.
    */
   receiveSync(
@@ -710,7 +711,8 @@ export class UdpBypass implements Deno.DatagramConn {
    * @throws {Deno.errors.BadResource} rejects with it when the socket is closed.
    * @throws {Deno.errors.Interrupted} rejects with it when `close()` ends the wait.
    * @throws {Deno.errors.Busy} rejects with it when 65536 newer receives are pending.
-   * @throws {TypeError} rejects with it when `p` is not a Uint8Array or was detached.
+   * @throws {TypeError} rejects with it when `p` is not a Uint8Array, or was detached (after
+   *   taking a datagram, as Deno's).
    */
   receive(
     p?: Uint8Array<ArrayBuffer>,
@@ -1019,7 +1021,7 @@ export class UdpBypass implements Deno.DatagramConn {
       return this.#scratch ??= new Uint8Array(MAX_DATAGRAM);
     }
     if (!(buf instanceof Uint8Array)) {
-      throw new TypeError("receive: buffer must be a Uint8Array");
+      throw new TypeError("expected typed ArrayBufferView"); // Deno's words
     }
     return buf;
   }
@@ -1033,15 +1035,17 @@ export class UdpBypass implements Deno.DatagramConn {
     let into = target;
     let len = byteLengthOf(target);
     let empty: Uint8Array<ArrayBuffer> | null = null;
+    let unusable = false;
     if (len === 0) {
-      // An empty buffer takes a datagram and keeps none of it, as Deno's; one that is
-      // detached, or a view its resized buffer no longer covers, is refused.
+      // An empty buffer takes a datagram and keeps none of it, as Deno's. So does one that
+      // is detached, or a view its resized buffer no longer covers; then Deno's view of it
+      // (a subarray) throws V8's error, and so does this one, below.
       try {
         empty = target.buffer.detached ? null : target.subarray(0, 0);
       } catch {
         empty = null;
       }
-      if (empty === null) throw new TypeError("receive: the buffer was transferred or detached");
+      unusable = empty === null;
       into = this.#scratch ??= new Uint8Array(MAX_DATAGRAM);
       len = byteLengthOf(into);
     }
@@ -1049,6 +1053,7 @@ export class UdpBypass implements Deno.DatagramConn {
     if (n < 0) throw errorFromErrno(n, "receive");
     if (n === 0) return null;
     const m = this.#meta;
+    if (unusable) return [target.subarray(0, m[1]), this.#source(m[2], m[3])];
     const data = empty ?? target.subarray(m[0], m[0] + m[1]);
     return [copy ? data.slice() : data, this.#source(m[2], m[3])];
   }
