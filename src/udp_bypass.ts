@@ -208,6 +208,12 @@ function netAddr(ipBe: number, port: number): Deno.NetAddr {
  * ```
  */
 export class UdpBypass implements Deno.DatagramConn {
+  /**
+   * The size of the array `receive()` allocates when given no buffer (Deno's
+   * `DatagramConn.bufSize`): a longer datagram is cut to it. At the default, 65507, the
+   * result's buffer is the datagram's length (Deno's is 65507 bytes).
+   */
+  bufSize: number = MAX_DATAGRAM;
   readonly #h: number;
   readonly #opts: ResolvedOptions;
   readonly #binding: BypassBinding;
@@ -720,7 +726,9 @@ export class UdpBypass implements Deno.DatagramConn {
     try {
       this.#open("receive");
       // Deno's receive allocates for any falsy `p` (null too), as `p || new Uint8Array(...)`.
-      const buf = p || undefined;
+      let buf = p || undefined;
+      // Another bufSize: an array of that size, as Deno's (which throws for a bad one).
+      if (buf === undefined && this.bufSize !== MAX_DATAGRAM) buf = new Uint8Array(this.bufSize);
       const target = this.#target(buf);
       const copy = buf === undefined;
       if (lib().nkb_now_ms() - this.#lastYield <= YIELD_EVERY_MS) {
