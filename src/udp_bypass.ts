@@ -957,7 +957,10 @@ export class UdpBypass implements Deno.DatagramConn {
     }
     this.#closed = true;
     lib().nkb_sock_shutdown(this.#h);
-    this.#rejectAll(() => new Deno.errors.Interrupted("operation canceled"));
+    // Deno's error, with the code Deno gives it.
+    this.#rejectAll(() =>
+      Object.assign(new Deno.errors.Interrupted("operation canceled"), { code: "EINTR" })
+    );
     // A wait still running on another thread with this socket frees it when it returns.
     if (this.#pendingWait === null) this.#free();
   }

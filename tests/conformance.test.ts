@@ -169,6 +169,7 @@ Deno.test({
       "close-pending: exited 0 (rejected Interrupted, done) within 1.5 s: true",
       "echoed: exited 0 (echoed 3, done) within 1.5 s: true",
       "sent-unresolved: exited 0 (sent 3, done) within 1.5 s: true",
+      "close-unhandled: exited 1 (done) within 1.5 s: true",
     ]);
   },
 });
