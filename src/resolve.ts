@@ -114,8 +114,8 @@ function nameBytes(text: string, what: string): Uint8Array<ArrayBuffer> {
 function resolution(rc: number, out: Uint32Array, text: string, what: string): Resolution {
   if (rc >= EGAI_BASE - 100 && rc < EGAI_BASE + 100 && rc !== EGAI_BASE) {
     const detail = GAI_TEXT[rc - EGAI_BASE] ?? `getaddrinfo error ${rc - EGAI_BASE}`;
-    // Deno's own words, after the call and the name.
-    throw new Error(`${what} "${text}": failed to lookup address information: ${detail}`);
+    // Deno's own words.
+    throw new Error(`failed to lookup address information: ${detail}`);
   }
   if (rc < 0) throw errorFromErrno(rc, `${what} "${text}"`);
   return { ips: Array.from(out.subarray(HEAD_WORDS, HEAD_WORDS + rc)), ipv6First: out[0] };

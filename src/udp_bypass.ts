@@ -155,10 +155,15 @@ function checkDestination(hostname: unknown, port: unknown): [number, number] {
 }
 
 function checkSendPort(port: unknown): number {
-  // Port 0 reaches the kernel in Deno's send, which refuses it: Deno's EINVAL TypeError.
-  if (port === 0) throw errorFromErrno(-22, "send");
-  if (typeof port !== "number" || !Number.isInteger(port) || port < 1 || port > 65535) {
-    throw new TypeError(`send: invalid port ${show(port)} (an integer 1..65535)`);
+  // Deno's send takes a number only (its argument conversion's words otherwise). Port 0
+  // reaches the kernel, which refuses it: Deno's EINVAL TypeError; so do -1 and NaN.
+  if (typeof port !== "number") {
+    throw new TypeError("expected type `v8::data::Number`, got `v8::data::Value`");
+  }
+  if (!(port > 0)) throw errorFromErrno(-22, "send");
+  // Deno truncates these and sends (1.5 to port 1, 65536 to port 0): nkb refuses them.
+  if (!Number.isInteger(port) || port > 65535) {
+    throw new TypeError(`send: invalid port ${port} (an integer 1..65535)`);
   }
   return port;
 }
@@ -182,7 +187,7 @@ function joinAddress(text: unknown, what: string): number {
   }
   const ip = parseIpv4(text);
   if (ip === null) {
-    throw new Error(`joinMulticastV4: ${what} "${text}": invalid IPv4 address syntax`);
+    throw new Error("invalid IPv4 address syntax"); // Deno's words, for the group or interface
   }
   return ip;
 }
@@ -564,7 +569,8 @@ export class UdpBypass implements Deno.DatagramConn {
     try {
       // Deno's send reads only hostname and port (a "tcp" transport sends all the same).
       if (addr === undefined || addr === null) {
-        throw new TypeError("send: an address { hostname, port } is required");
+        // V8's words for Deno's read of `addr.hostname`.
+        throw new TypeError(`Cannot read properties of ${addr} (reading 'hostname')`);
       }
       const n = this.#sendSync(p, addr as Deno.NetAddr);
       if (lib().nkb_now_ms() - this.#lastYield <= YIELD_EVERY_MS) return Promise.resolve(n);
@@ -897,11 +903,8 @@ export class UdpBypass implements Deno.DatagramConn {
     try {
       this.#open("joinMulticastV4");
       const group = joinAddress(address, "group");
-      if (!isMulticast(group)) {
-        throw new TypeError(
-          `joinMulticastV4: "${address}" is not an IPv4 group`,
-        );
-      }
+      // The kernel's EINVAL, as Deno's join gets it.
+      if (!isMulticast(group)) throw errorFromErrno(-22, "joinMulticastV4");
       // INADDR_ANY as Deno passes it: the kernel picks the interface. Any other address is
       // the kernel's to judge, as for Deno's join (no interface has it: ENODEV).
       const iface = joinAddress(networkInterface, "interface");
