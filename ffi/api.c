@@ -364,6 +364,18 @@ int32_t nkb_sock_shutdown(int32_t h) {
   return 0;
 }
 
+int32_t nkb_sock_wake(int32_t h) {
+  int32_t idx = nkb_sock_index(h);
+  if (idx < 0) return -EBADF;
+  nkb_sock_t *s = g_socks[idx];
+  if (__atomic_load_n(&s->closing, __ATOMIC_ACQUIRE)) return -EBADF;
+  // The park eventfd is in every sleeping wait's poll set, and a wait that finds it
+  // readable drains it: a wake costs the waiter one empty look, never a missed datagram.
+  uint64_t one = 1;
+  (void)!write(s->park_fd, &one, sizeof(one));  // a full eventfd already wakes the waiter
+  return 0;
+}
+
 int32_t nkb_sock_free(int32_t h) {
   int32_t idx = nkb_sock_index(h);
   if (idx < 0) return -EBADF;

@@ -98,6 +98,9 @@ NKB_API int32_t nkb_sock_setopt(int32_t h, uint32_t opt, int32_t value);
 NKB_API int32_t nkb_sock_mcast(int32_t h, uint32_t op, uint32_t group_be, uint32_t iface_be);
 NKB_API int32_t nkb_sock_shutdown(int32_t h);
 NKB_API int32_t nkb_sock_free(int32_t h);
+// Ends a wait sleeping in nkb_wait on another thread early (it returns as if woken by a
+// datagram): unref() shortens a long idle wait so that the process may exit.
+NKB_API int32_t nkb_sock_wake(int32_t h);
 
 // Attaches to the engine covering queues [first_queue, first_queue + queue_count) of
 // ifindex (queue_count 1: a queue-affine socket, for one Worker per queue).

@@ -22,6 +22,7 @@ export const symbols = {
   nkb_sock_mcast: { parameters: [I32, U32, U32, U32], result: I32 },
   nkb_sock_shutdown: { parameters: [I32], result: I32 },
   nkb_sock_free: { parameters: [I32], result: I32 },
+  nkb_sock_wake: { parameters: [I32], result: I32 },
   nkb_sock_attach: { parameters: [I32, U32, U32, U32, U32, U32, U32], result: I32 },
   nkb_sock_add_flow: { parameters: [I32, U32, U32], result: I32 },
   nkb_sock_del_flow: { parameters: [I32, U32, U32], result: I32 },

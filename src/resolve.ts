@@ -73,40 +73,41 @@ export function hostText(host: unknown, what: string, fallback: string): string 
 
 /**
  * Checks a host text that is not a dotted quad as Deno's permission check does, with its
- * URIErrors; returns the text getaddrinfo gets (brackets taken off an IPv6 literal).
+ * URIErrors (Deno's words, which name no call: `_what` is for readers); returns the text
+ * getaddrinfo gets (brackets taken off an IPv6 literal).
  */
-export function lookupText(text: string, what: string): string {
+export function lookupText(text: string, _what: string): string {
   if (text === "" || text === ".") {
-    throw new URIError(`${what}: invalid empty host: '${text}'`);
+    throw new URIError(`invalid empty host: '${text}'`);
   }
   if (text.startsWith("[") && text.endsWith("]")) {
     const inner = text.slice(1, -1);
-    if (!IPV6_CHARS.test(inner)) throw new URIError(`${what}: invalid IPv6 address: '${text}'`);
+    if (!IPV6_CHARS.test(inner)) throw new URIError(`invalid IPv6 address: '${text}'`);
     return inner;
   }
   if (!HOST_CHARS.test(text)) {
-    throw new URIError(`${what}: invalid host '${text}': invalid char found in FQDN`);
+    throw new URIError(`invalid host '${text}': invalid char found in FQDN`);
   }
   if (text.includes(":")) return text;
   const bare = text.endsWith(".") ? text.slice(0, -1) : text;
   if (bare !== text && parseIpv4(bare) !== null) {
-    throw new URIError(`${what}: invalid host: '${bare}'`);
+    throw new URIError(`invalid host: '${bare}'`);
   }
   for (const label of bare.split(".")) {
     if (label === "") {
-      throw new URIError(`${what}: invalid host '${text}': empty label found in FQDN`);
+      throw new URIError(`invalid host '${text}': empty label found in FQDN`);
     }
     if (label.length > LABEL_MAX) {
-      throw new URIError(`${what}: invalid host '${text}': too long label found in FQDN`);
+      throw new URIError(`invalid host '${text}': too long label found in FQDN`);
     }
   }
   return text;
 }
 
-function nameBytes(text: string, what: string): Uint8Array<ArrayBuffer> {
+function nameBytes(text: string, _what: string): Uint8Array<ArrayBuffer> {
   const name = encoder.encode(text);
   if (name.byteLength > NAME_MAX) {
-    throw new URIError(`${what}: invalid host '${text}': longer than ${NAME_MAX} bytes`);
+    throw new URIError(`invalid host '${text}': longer than ${NAME_MAX} bytes`);
   }
   return name;
 }
@@ -114,8 +115,8 @@ function nameBytes(text: string, what: string): Uint8Array<ArrayBuffer> {
 function resolution(rc: number, out: Uint32Array, text: string, what: string): Resolution {
   if (rc >= EGAI_BASE - 100 && rc < EGAI_BASE + 100 && rc !== EGAI_BASE) {
     const detail = GAI_TEXT[rc - EGAI_BASE] ?? `getaddrinfo error ${rc - EGAI_BASE}`;
-    // Deno's own words, after the call and the name.
-    throw new Error(`${what} "${text}": failed to lookup address information: ${detail}`);
+    // Deno's own words.
+    throw new Error(`failed to lookup address information: ${detail}`);
   }
   if (rc < 0) throw errorFromErrno(rc, `${what} "${text}"`);
   return { ips: Array.from(out.subarray(HEAD_WORDS, HEAD_WORDS + rc)), ipv6First: out[0] };

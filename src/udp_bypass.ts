@@ -52,6 +52,10 @@ const WAIT_SLICE_US = 100_000;
 // interface too (its AF_XDP sockets report an error); the `bypass` getter and every send
 // look at the link on their own.
 const IDLE_WAIT_SLICE_US = 10_000_000;
+// An unreferenced socket's receives (unref()) must not keep the process alive, and a call
+// on the FFI thread holds the event loop while it runs: they wait in slices this long,
+// with a turn on an unreferenced timer between them, where the loop can end.
+const UNREF_WAIT_SLICE_US = 10_000;
 // An async receive first spins this long on the calling thread (mode 1): a datagram
 // that is about to arrive is then taken without the hop through the thread pool.
 const SYNC_SPIN_US = 50;
@@ -157,10 +161,15 @@ function checkDestination(hostname: unknown, port: unknown): [number, number] {
 }
 
 function checkSendPort(port: unknown): number {
-  // Port 0 reaches the kernel in Deno's send, which refuses it: Deno's EINVAL TypeError.
-  if (port === 0) throw errorFromErrno(-22, "send");
-  if (typeof port !== "number" || !Number.isInteger(port) || port < 1 || port > 65535) {
-    throw new TypeError(`send: invalid port ${show(port)} (an integer 1..65535)`);
+  // Deno's send takes a number only (its argument conversion's words otherwise). Port 0
+  // reaches the kernel, which refuses it: Deno's EINVAL TypeError; so do -1 and NaN.
+  if (typeof port !== "number") {
+    throw new TypeError("expected type `v8::data::Number`, got `v8::data::Value`");
+  }
+  if (!(port > 0)) throw errorFromErrno(-22, "send");
+  // Deno truncates these and sends (1.5 to port 1, 65536 to port 0): nkb refuses them.
+  if (!Number.isInteger(port) || port > 65535) {
+    throw new TypeError(`send: invalid port ${port} (an integer 1..65535)`);
   }
   return port;
 }
@@ -184,13 +193,15 @@ function joinAddress(text: unknown, what: string): number {
   }
   const ip = parseIpv4(text);
   if (ip === null) {
-    throw new Error(`joinMulticastV4: ${what} "${text}": invalid IPv4 address syntax`);
+    throw new Error("invalid IPv4 address syntax"); // Deno's words, for the group or interface
   }
   return ip;
 }
 
+// Deno's key order (its op returns hostname and port, then transport is added): a program
+// that prints JSON.stringify(addr) prints the same text.
 function netAddr(ipBe: number, port: number): Deno.NetAddr {
-  return { transport: "udp", hostname: formatIpv4(ipBe), port };
+  return { hostname: formatIpv4(ipBe), port, transport: "udp" };
 }
 
 /**
@@ -208,6 +219,12 @@ function netAddr(ipBe: number, port: number): Deno.NetAddr {
  * ```
  */
 export class UdpBypass implements Deno.DatagramConn {
+  /**
+   * The size of the array `receive()` allocates when given no buffer (Deno's
+   * `DatagramConn.bufSize`): a longer datagram is cut to it. At the default, 65507, the
+   * result's buffer is the datagram's length (Deno's is 65507 bytes).
+   */
+  bufSize: number = MAX_DATAGRAM;
   readonly #h: number;
   readonly #opts: ResolvedOptions;
   readonly #binding: BypassBinding;
@@ -226,6 +243,8 @@ export class UdpBypass implements Deno.DatagramConn {
   // The socket's one wait on the FFI thread, and the receives it serves (see #park).
   #pendingWait: Promise<number> | null = null;
   #zeroWait = false;
+  #unref = false;
+  #unrefGap = false;
   #queued: Waiter[] = [];
   #stacked: Waiter[] = [];
   #seq = 0;
@@ -235,6 +254,8 @@ export class UdpBypass implements Deno.DatagramConn {
   #lastYield = 0;
   // The local address, kept for `addr` after close (as Deno's).
   #addr: Deno.NetAddr | null = null;
+  #addrIp = 0;
+  #addrPort = 0;
   // The wait of a synchronous receive in progress (see #wait), kept here so that a
   // receive that waits allocates no closure.
   #waitTimeout = 0;
@@ -323,14 +344,21 @@ export class UdpBypass implements Deno.DatagramConn {
    * @throws {Error} when the kernel does not answer getsockname (not seen).
    */
   get addr(): Deno.NetAddr {
-    if (this.#closed && this.#addr !== null) return { ...this.#addr };
-    return this.#addr = this.#readAddr();
+    if (this.#closed && this.#addr !== null) return this.#addr;
+    return this.#readAddr();
   }
 
+  // One object while the address stays (Deno's addr is the same object at every read, and
+  // after close); a new one once a bind changed it.
   #readAddr(): Deno.NetAddr {
     const out = new Uint32Array(2);
     this.#check(lib().nkb_sock_name(this.#h, out, out.byteLength), "getsockname");
-    return netAddr(out[0], out[1]);
+    if (this.#addr === null || out[0] !== this.#addrIp || out[1] !== this.#addrPort) {
+      this.#addrIp = out[0];
+      this.#addrPort = out[1];
+      this.#addr = netAddr(out[0], out[1]);
+    }
+    return this.#addr;
   }
 
   /**
@@ -424,7 +452,7 @@ export class UdpBypass implements Deno.DatagramConn {
   #sendSync(data: Uint8Array, addr?: Deno.NetAddr): number {
     if (addr === undefined) this.#open("send");
     if (!(data instanceof Uint8Array)) {
-      throw new TypeError("send: data must be a Uint8Array");
+      throw new TypeError("expected typed ArrayBufferView"); // Deno's words
     }
     // As Deno's send, which looks its socket up last: a bad address (and a name's lookup)
     // fails as on an open socket, a closed socket only then.
@@ -558,7 +586,8 @@ export class UdpBypass implements Deno.DatagramConn {
     try {
       // Deno's send reads only hostname and port (a "tcp" transport sends all the same).
       if (addr === undefined || addr === null) {
-        throw new TypeError("send: an address { hostname, port } is required");
+        // V8's words for Deno's read of `addr.hostname`.
+        throw new TypeError(`Cannot read properties of ${addr} (reading 'hostname')`);
       }
       const n = this.#sendSync(p, addr as Deno.NetAddr);
       if (lib().nkb_now_ms() - this.#lastYield <= YIELD_EVERY_MS) return Promise.resolve(n);
@@ -650,7 +679,8 @@ export class UdpBypass implements Deno.DatagramConn {
    * @throws {Deno.errors.BadResource} when the socket is closed.
    * @throws {Deno.errors.Busy} while `receive()` calls are pending on this socket (it would
    *   take their datagrams, and block the event loop that serves them).
-   * @throws {TypeError} when `buf` is not a Uint8Array or was detached.
+   * @throws {TypeError} when `buf` is not a Uint8Array, or was detached (after taking a
+   *   datagram, as Deno's receive).
    * @throws {RangeError} when `timeoutMs` is negative.
    */
   receiveSync(
@@ -725,19 +755,24 @@ export class UdpBypass implements Deno.DatagramConn {
    * `Promise.race([conn.receive(), timeout])` in a loop gets every datagram. At most 65536
    * receives are pending: beyond that the oldest is rejected with `Deno.errors.Busy`.
    *
-   * @param p The buffer to receive into (optional).
+   * @param p The buffer to receive into (optional: undefined or null, a new array).
    * @throws {Deno.errors.BadResource} rejects with it when the socket is closed.
    * @throws {Deno.errors.Interrupted} rejects with it when `close()` ends the wait.
    * @throws {Deno.errors.Busy} rejects with it when 65536 newer receives are pending.
-   * @throws {TypeError} rejects with it when `p` is not a Uint8Array or was detached.
+   * @throws {TypeError} rejects with it when `p` is not a Uint8Array, or was detached (after
+   *   taking a datagram, as Deno's).
    */
   receive(
     p?: Uint8Array<ArrayBuffer>,
   ): Promise<[Uint8Array<ArrayBuffer>, Deno.Addr]> {
     try {
       this.#open("receive");
-      const target = this.#target(p);
-      const copy = p === undefined;
+      // Deno's receive allocates for any falsy `p` (null too), as `p || new Uint8Array(...)`.
+      let buf = p || undefined;
+      // Another bufSize: an array of that size, as Deno's (which throws for a bad one).
+      if (buf === undefined && this.bufSize !== MAX_DATAGRAM) buf = new Uint8Array(this.bufSize);
+      const target = this.#target(buf);
+      const copy = buf === undefined;
       if (lib().nkb_now_ms() - this.#lastYield <= YIELD_EVERY_MS) {
         let got = this.#receiveNow(target, copy);
         if (got === null && this.#opts.recvMode === 1) {
@@ -788,10 +823,20 @@ export class UdpBypass implements Deno.DatagramConn {
     this.#zeroWait = zero;
     if (zero) {
       this.#pendingWait = new Promise<number>((resolve) => setImmediate(() => resolve(0)));
+    } else if (this.#unref && !this.#unrefGap) {
+      this.#unrefGap = true;
+      this.#pendingWait = new Promise<number>((resolve) => {
+        Deno.unrefTimer(setTimeout(() => resolve(0), 0));
+      });
     } else {
+      this.#unrefGap = false;
       this.#binding.maybeWatch();
       const mode = this.#opts.recvMode;
-      const us = mode === 0 ? IDLE_WAIT_SLICE_US : WAIT_SLICE_US;
+      const us = this.#unref
+        ? UNREF_WAIT_SLICE_US
+        : mode === 0
+        ? IDLE_WAIT_SLICE_US
+        : WAIT_SLICE_US;
       this.#pendingWait = lib().nkb_wait_async(this.#h, us, mode);
     }
     this.#pendingWait.then(this.#waitReturned);
@@ -919,11 +964,8 @@ export class UdpBypass implements Deno.DatagramConn {
     try {
       this.#open("joinMulticastV4");
       const group = joinAddress(address, "group");
-      if (!isMulticast(group)) {
-        throw new TypeError(
-          `joinMulticastV4: "${address}" is not an IPv4 group`,
-        );
-      }
+      // The kernel's EINVAL, as Deno's join gets it.
+      if (!isMulticast(group)) throw errorFromErrno(-22, "joinMulticastV4");
       // INADDR_ANY as Deno passes it: the kernel picks the interface. Any other address is
       // the kernel's to judge, as for Deno's join (no interface has it: ENODEV).
       const iface = joinAddress(networkInterface, "interface");
@@ -981,7 +1023,10 @@ export class UdpBypass implements Deno.DatagramConn {
     }
     this.#closed = true;
     lib().nkb_sock_shutdown(this.#h);
-    this.#rejectAll(() => new Deno.errors.Interrupted("operation canceled"));
+    // Deno's error, with the code Deno gives it.
+    this.#rejectAll(() =>
+      Object.assign(new Deno.errors.Interrupted("operation canceled"), { code: "EINTR" })
+    );
     // Sends waiting for room try once more now, and reject (the socket is closed).
     for (const wake of this.#roomWaits) wake();
     // A wait still running on another thread with this socket frees it when it returns.
@@ -1006,6 +1051,26 @@ export class UdpBypass implements Deno.DatagramConn {
         throw e;
       }
     }
+  }
+
+  /**
+   * Lets the process exit while receives are pending on this socket, as Deno's
+   * `DatagramConn.unref()`: they stay pending (and resolve if the program goes on for
+   * other reasons). Idle, such a socket wakes every 10 ms.
+   */
+  unref(): void {
+    if (this.#unref) return;
+    this.#unref = true;
+    // A wait already sleeping (up to 10 s idle) would hold the loop: it ends now, and the
+    // receives go on in unreferenced slices.
+    if (this.#pendingWait !== null && !this.#zeroWait && !this.#closed) {
+      lib().nkb_sock_wake(this.#h);
+    }
+  }
+
+  /** Undoes `unref()`: a pending receive keeps the process alive again (the default). */
+  ref(): void {
+    this.#unref = false;
   }
 
   /** Releases the socket with `using` (closes it unless it is closed). */
@@ -1035,7 +1100,7 @@ export class UdpBypass implements Deno.DatagramConn {
       return this.#scratch ??= new Uint8Array(MAX_DATAGRAM);
     }
     if (!(buf instanceof Uint8Array)) {
-      throw new TypeError("receive: buffer must be a Uint8Array");
+      throw new TypeError("expected typed ArrayBufferView"); // Deno's words
     }
     return buf;
   }
@@ -1049,15 +1114,17 @@ export class UdpBypass implements Deno.DatagramConn {
     let into = target;
     let len = byteLengthOf(target);
     let empty: Uint8Array<ArrayBuffer> | null = null;
+    let unusable = false;
     if (len === 0) {
-      // An empty buffer takes a datagram and keeps none of it, as Deno's; one that is
-      // detached, or a view its resized buffer no longer covers, is refused.
+      // An empty buffer takes a datagram and keeps none of it, as Deno's. So does one that
+      // is detached, or a view its resized buffer no longer covers; then Deno's view of it
+      // (a subarray) throws V8's error, and so does this one, below.
       try {
         empty = target.buffer.detached ? null : subarrayOf(target, 0, 0);
       } catch {
         empty = null;
       }
-      if (empty === null) throw new TypeError("receive: the buffer was transferred or detached");
+      unusable = empty === null;
       into = this.#scratch ??= new Uint8Array(MAX_DATAGRAM);
       len = byteLengthOf(into);
     }
@@ -1065,6 +1132,7 @@ export class UdpBypass implements Deno.DatagramConn {
     if (n < 0) throw errorFromErrno(n, "receive");
     if (n === 0) return null;
     const m = this.#meta;
+    if (unusable) return [subarrayOf(target, 0, m[1]), this.#source(m[2], m[3])];
     const data = empty ?? subarrayOf(target, m[0], m[0] + m[1]);
     return [copy ? data.slice() : data, this.#source(m[2], m[3])];
   }
@@ -1076,7 +1144,7 @@ export class UdpBypass implements Deno.DatagramConn {
       this.#srcIp = ipBe;
       this.#srcHost = formatIpv4(ipBe);
     }
-    return { transport: "udp", hostname: this.#srcHost, port };
+    return { hostname: this.#srcHost, port, transport: "udp" };
   }
 
   #destination(addr?: Deno.NetAddr): [number, number] {
