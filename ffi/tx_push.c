@@ -40,7 +40,7 @@ static void *nkb_pusher_main(void *arg) {
     struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)NKB_PUSH_EVERY_US * 1000L};
     nanosleep(&ts, 0);  // the device needs time to make room
     pthread_mutex_lock(&e->tx_lock);
-    (void)nkb_engine_kick_all(e);  // notes whether frames are still behind
+    (void)nkb_engine_kick_all(e, NKB_KICK_MAX);  // notes whether frames are still behind
     pthread_mutex_unlock(&e->tx_lock);
   }
   assert(e->pusher.stop == 1);

@@ -25,9 +25,6 @@
 
 #define NKB_BIND_RETRY_MAX 40u      // a queue stays busy a while after its last user closed
 #define NKB_BIND_RETRY_SLEEP_MS 10u
-#define NKB_TX_SKB_BUDGET 256u
-// Doorbells per kick_all: enough to move every TX frame at the budget, twice over.
-#define NKB_KICK_MAX (2u * NKB_TX_FRAMES / NKB_TX_SKB_BUDGET + 4u)
 #define NKB_KICK_STALLS 4u  // doorbells in a row that moved nothing: the device stopped
 #define NKB_CLOSE_DRAIN_MS 100u  // what a closing engine gives the device to take its frames
 
@@ -373,13 +370,14 @@ static bool nkb_tx_ring_empty(const nkb_engine_t *e) {
   return __atomic_load_n(tx->consumer, __ATOMIC_ACQUIRE) == tx->cached_prod;
 }
 
-int32_t nkb_engine_kick_all(nkb_engine_t *e) {
+int32_t nkb_engine_kick_all(nkb_engine_t *e, uint32_t max_rings) {
   nkb_xsk_t *x = &e->xsk[0];
   assert(x->tx.map != 0);
+  assert(max_rings >= 1u && max_rings <= NKB_KICK_MAX);
   int32_t rc = 0;
   uint32_t stalls = 0;
   // Zero copy: the driver empties the ring by itself once woken.
-  uint32_t rings = e->zero_copy ? 1u : NKB_KICK_MAX;
+  uint32_t rings = e->zero_copy ? 1u : max_rings;
   for (uint32_t i = 0; i < rings && !nkb_tx_ring_empty(e); i++) {
     // One doorbell moves at most the TX budget (256 frames).
     uint32_t before = __atomic_load_n(x->tx.consumer, __ATOMIC_ACQUIRE);
@@ -399,6 +397,15 @@ int32_t nkb_engine_kick_all(nkb_engine_t *e) {
   return rc < 0 ? rc : 0;
 }
 
+void nkb_engine_resume_tx(nkb_engine_t *e) {
+  assert(e != 0 && e->xsk[0].tx.map != 0);
+  if (e->zero_copy) {
+    (void)nkb_engine_kick_all(e, 1u);  // the driver empties the ring once woken
+    return;
+  }
+  nkb_pusher_note(e, !nkb_tx_ring_empty(e));
+}
+
 uint32_t nkb_engine_drain_tx(nkb_engine_t *e, uint32_t timeout_ms) {
   nkb_xsk_t *x = &e->xsk[0];
   if (x->tx.map == 0) return 0;
@@ -409,7 +416,7 @@ uint32_t nkb_engine_drain_tx(nkb_engine_t *e, uint32_t timeout_ms) {
   // it rings, and close() runs on the event loop: the frames left are dropped at once.
   for (uint32_t i = 0; i < timeout_ms * 10u && !empty && !refused; i++) {
     pthread_mutex_lock(&e->tx_lock);
-    refused = nkb_engine_kick_all(e) < 0;
+    refused = nkb_engine_kick_all(e, NKB_KICK_MAX) < 0;
     empty = nkb_tx_ring_empty(e);
     pthread_mutex_unlock(&e->tx_lock);
     struct timespec ts = {.tv_sec = 0, .tv_nsec = 100000L};

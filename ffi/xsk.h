@@ -152,10 +152,18 @@ void nkb_engine_close(nkb_engine_t *e);
 // frame (counted in tx_dropped), or -errno for errors that are not "try again".
 #define NKB_TX_REFUSED 1
 int32_t nkb_engine_kick_tx(nkb_engine_t *e);
-// Rings the doorbell until the device has taken the TX ring's frames (under tx_lock):
-// bounded, and it stops early when the device stops taking them or drops one; the
-// pusher rings for what is left. 0 or the doorbell's -errno.
-int32_t nkb_engine_kick_all(nkb_engine_t *e);
+// Rings the doorbell until the device has taken the TX ring's frames (under tx_lock), at
+// most max_rings times (1..NKB_KICK_MAX), and it stops early when the device stops taking
+// them or drops one; the pusher rings for what is left. 0 or the doorbell's -errno.
+#define NKB_TX_SKB_BUDGET 256u  // frames one doorbell may move (XDP_MAX_TX_SKB_BUDGET)
+// Doorbells per kick_all at most: enough to move every TX frame at the budget, twice over.
+#define NKB_KICK_MAX (2u * NKB_TX_FRAMES / NKB_TX_SKB_BUDGET + 4u)
+#define NKB_KICK_APP 1u  // rings of a send, on the application's thread (the pusher: MAX)
+int32_t nkb_engine_kick_all(nkb_engine_t *e, uint32_t max_rings);
+// The link is back (under tx_lock): what waited on the TX ring leaves. Zero copy: one
+// doorbell; copy mode: the pusher thread rings (the kernel transmits inside the doorbell,
+// a whole ring's worth: not on the application's thread).
+void nkb_engine_resume_tx(nkb_engine_t *e);
 // Closing: rings until the TX ring is empty, for at most timeout_ms; frames the device
 // still has not taken then are counted as dropped. Returns how many those were.
 uint32_t nkb_engine_drain_tx(nkb_engine_t *e, uint32_t timeout_ms);
