@@ -102,6 +102,18 @@ function messageTooLong(): Error {
   return Object.assign(new Error("Message too long (os error 90)"), { code: "EMSGSIZE" });
 }
 
+// What a send that waits for room retries on: the kernel socket's send buffer or the TX
+// ring was full.
+function noRoom(e: unknown): e is Error {
+  return e instanceof Deno.errors.WouldBlock || e instanceof TxRingFullError;
+}
+
+// Deno's send holds the payload's memory from the call on: a payload changed while the
+// send waits goes as it is then, one detached meanwhile as it was (`kept`, its copy).
+function asGiven(data: Uint8Array, kept: Uint8Array): Uint8Array {
+  return byteLengthOf(data) === kept.byteLength ? data : kept;
+}
+
 // Deno.listenDatagram's port rule (its validatePort): null or undefined is 0, a number
 // or a numeric string 0..65535 is taken; the messages are Deno's.
 function listenPort(port: unknown): number {
@@ -568,8 +580,9 @@ export class UdpBypass implements Deno.DatagramConn {
   /**
    * Sends one datagram (Deno.DatagramConn); resolves with its length. Only `hostname` and
    * `port` of `addr` are read, as Deno's. A host name is resolved at each send, as Deno's
-   * send resolves it, on Deno's FFI thread pool: the event loop never waits on DNS. When the kernel socket's send buffer is full it
-   * waits for room (on timers, up to 5 s) without blocking the event loop.
+   * send resolves it, on Deno's FFI thread pool: the event loop never waits on DNS. When
+   * the kernel socket's send buffer or the TX ring is full it waits for room (on timers,
+   * up to 5 s) without blocking the event loop.
    *
    * @throws {TypeError} rejects with it when `addr` is missing, or as `sendSync` throws it
    *   (but for host names).
@@ -593,7 +606,7 @@ export class UdpBypass implements Deno.DatagramConn {
       if (lib().nkb_now_ms() - this.#lastYield <= YIELD_EVERY_MS) return Promise.resolve(n);
       return this.#yieldThen(n);
     } catch (e) {
-      if (e instanceof Deno.errors.WouldBlock || e instanceof TxRingFullError) {
+      if (noRoom(e)) {
         // The address as this call read and checked it: its getters ran once, as Deno's
         // send reads them (before: again at every retry, so a getter could redirect one).
         return this.#sendWhenRoom(p, netAddr(this.#sentIp, this.#sentPort), e);
@@ -604,20 +617,15 @@ export class UdpBypass implements Deno.DatagramConn {
   }
 
   // A host name: resolved on Deno's FFI thread pool at each send, as Deno's send resolves
-  // it, then sent as to its first address. Deno's send holds the payload's memory from the
-  // call on: a payload changed during the lookup goes as it is then, one detached
-  // meanwhile goes as it was (its copy, kept here).
+  // it, then sent as to its first address; the payload as given (asGiven).
   async #sendAfterLookup(data: Uint8Array, name: HostNameLookup): Promise<number> {
     const kept = new Uint8Array(data);
     const ip = firstForSend(await resolveAsync(name.lookup, "send"), name.text, "send");
     const to: Deno.NetAddr = { transport: "udp", hostname: formatIpv4(ip), port: name.port };
-    const p = byteLengthOf(data) === kept.byteLength ? data : kept;
     try {
-      return this.sendSync(p, to);
+      return this.sendSync(asGiven(data, kept), to);
     } catch (e) {
-      if (e instanceof Deno.errors.WouldBlock || e instanceof TxRingFullError) {
-        return this.#sendWhenRoom(p, to, e);
-      }
+      if (noRoom(e)) return this.#sendWhenRoom(data, to, e, kept);
       throw e;
     }
   }
@@ -637,19 +645,21 @@ export class UdpBypass implements Deno.DatagramConn {
 
   // The kernel path's send buffer or the TX ring is full: wait for room without blocking
   // the event loop (timers, bounded), then send, as Deno's send waits for a writable
-  // socket; the first error when room never comes, BadResource at once on close().
-  // Deno's send holds the payload's memory from the call on: one detached meanwhile goes
-  // as it was (its copy, kept here), as in #sendAfterLookup.
-  async #sendWhenRoom(data: Uint8Array, addr: Deno.NetAddr, first: Error): Promise<number> {
-    const kept = new Uint8Array(data);
+  // socket; the first error when room never comes, BadResource at once on close(). The
+  // payload as given (asGiven; `kept`: a copy made at the call, by #sendAfterLookup).
+  async #sendWhenRoom(
+    data: Uint8Array,
+    addr: Deno.NetAddr,
+    first: Error,
+    kept: Uint8Array = new Uint8Array(data),
+  ): Promise<number> {
     let delay = 1;
     for (let waited = 0; waited < SEND_ROOM_WAIT_MS; waited += delay) {
       await this.#roomWait(delay);
-      const p = byteLengthOf(data) === kept.byteLength ? data : kept;
       try {
-        return this.sendSync(p, addr);
+        return this.sendSync(asGiven(data, kept), addr);
       } catch (e) {
-        if (!(e instanceof Deno.errors.WouldBlock || e instanceof TxRingFullError)) throw e;
+        if (!noRoom(e)) throw e;
       }
       delay = Math.min(delay * 2, SEND_ROOM_MAX_DELAY_MS);
     }
