@@ -35,7 +35,7 @@ Deno.test({
     assert.equal((ready.bypass as { active: boolean }).active, true, JSON.stringify(ready));
     const oldMac = await tb.mac("a");
     const macB = await tb.mac("b");
-    const frames = (pairs: string[]): Promise<Record<string, unknown>> =>
+    const frames = (pairs: string[], count = N): Promise<Record<string, unknown>> =>
       tb.spawnPython("b", "mac_frames.py", [
         tb.b.ifname,
         macB,
@@ -43,7 +43,7 @@ Deno.test({
         tb.a.ip,
         "9100",
         "9000",
-        String(N),
+        String(count),
         ...pairs,
       ]).nextWith("done", 30_000);
 
@@ -54,16 +54,7 @@ Deno.test({
     // datagrams (WATCH_INTERVAL_MS): four times that is ample on a loaded machine.
     await sleep(1000);
     await frames([`old=${oldMac}`, `new=${NEW_MAC}`]);
-    await tb.spawnPython("b", "mac_frames.py", [
-      tb.b.ifname,
-      macB,
-      tb.b.ip,
-      tb.a.ip,
-      "9100",
-      "9000",
-      "1",
-      `FINAL=${NEW_MAC}`,
-    ]).nextWith("done", 30_000);
+    await frames([`FINAL=${NEW_MAC}`], 1);
 
     const done = await rx.nextWith("done", 30_000);
     const got = done.got as string[];
