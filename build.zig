@@ -1,4 +1,5 @@
-// Builds the C shim bound by Deno.dlopen: zig-out/lib/libnkb.so (Zig 0.17.0).
+// Builds the C shim bound by Deno.dlopen: zig-out/lib/libnkb.so (Zig 0.17.0). The published
+// libraries are the same build for other targets: ./nkbw dist.
 const std = @import("std");
 
 const c_sources = [_][]const u8{
@@ -37,12 +38,16 @@ pub fn build(b: *std.Build) void {
     // Native target by default; glibc is what the host's Deno links against.
     const target = b.standardTargetOptions(.{});
     const optimize = b.standardOptimizeOption(.{});
+    // -Dstrip: no symbol table beyond the dynamic one and no debug information, which would
+    // also carry the build directory's path (./nkbw dist builds must not depend on it).
+    const strip = b.option(bool, "strip", "Strip symbols and debug information") orelse false;
 
     const mod = b.createModule(.{
         .target = target,
         .optimize = optimize,
         .link_libc = true,
         .pic = true,
+        .strip = strip,
     });
     mod.addIncludePath(b.path("ffi"));
     mod.addCSourceFiles(.{ .files = &c_sources, .flags = &c_flags });

@@ -52,7 +52,8 @@ export { RecvBatch, SendBatch } from "./src/batch.ts";
 export type { BypassState, BypassStats, ListenOptions, ReceiveOptions } from "./src/types.ts";
 export type { BypassOptions } from "./src/config.ts";
 export type { FallbackReason } from "./src/decide.ts";
-export { BypassSetupError, NkbError, TxRingFullError } from "./src/errors.ts";
+export { BypassSetupError, LibraryLoadError, NkbError, TxRingFullError } from "./src/errors.ts";
+export type { LibraryLoadFailure } from "./src/errors.ts";
 export { readRegistry, RegistryUnavailableError } from "./src/registry_read.ts";
 export type {
   ReadRegistryOptions,

@@ -22,6 +22,7 @@
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -260,6 +261,15 @@ static int nkb_reg_open_root(const char *dir) {
   return fd;
 }
 
+// renameat2(2) through syscall(2): glibc wraps it only from 2.28, and the prebuilt library
+// targets glibc 2.27 (the oldest Deno runs on). The system call exists since Linux 3.15.
+#ifndef RENAME_NOREPLACE
+#define RENAME_NOREPLACE (1u << 0)  // <linux/fs.h>; glibc's headers have it from 2.28
+#endif
+static int nkb_rename_noreplace(int dfd, const char *from, const char *to) {
+  return (int)syscall(SYS_renameat2, dfd, from, dfd, to, RENAME_NOREPLACE);
+}
+
 // Renames the squatter of R/<uid> (the object judged, identified by its inode) aside,
 // root only, to ".<uid>.squatted.<pid>.<random>". Two root writers may judge the same
 // squatter at once: when the one that renames second finds it moved the other's fresh
@@ -274,13 +284,13 @@ static bool nkb_reg_set_aside(int rfd, const char *dir, const char *name,
     }
     char aside[64];
     snprintf(aside, sizeof(aside), ".%s.squatted.%d.%08x", name, (int)getpid(), r);
-    if (renameat2(rfd, name, rfd, aside, RENAME_NOREPLACE) == 0) {
+    if (nkb_rename_noreplace(rfd, name, aside) == 0) {
       struct stat moved;
       if (fstatat(rfd, aside, &moved, AT_SYMLINK_NOFOLLOW) == 0 &&
           (moved.st_ino != judged->st_ino || moved.st_dev != judged->st_dev)) {
         // Another root writer's fresh directory: put it back. Someone may have taken the
         // name meanwhile (R is 01777): then it stays aside, and this says so.
-        if (renameat2(rfd, aside, rfd, name, RENAME_NOREPLACE) == 0) return true;
+        if (nkb_rename_noreplace(rfd, aside, name) == 0) return true;
         if (loud) nkb_reg_warn("%s/%s: cannot put %s back (%s)", dir, name, aside, strerror(errno));
         return false;
       }

@@ -45,6 +45,31 @@ export class BypassSetupError extends NkbError {
   }
 }
 
+/** Why the native library did not load: what {@linkcode LibraryLoadError} carries. */
+export type LibraryLoadFailure =
+  | "permission"
+  | "unsupported-platform"
+  | "missing"
+  | "hash-mismatch"
+  | "abi-mismatch"
+  | "dlopen";
+
+/**
+ * libnkb.so could not be loaded. Thrown by the first call that needs it (a socket, a
+ * registry read), and again by every later one: the message says what is wrong and what to
+ * do; `reason` says it for programs.
+ */
+export class LibraryLoadError extends NkbError {
+  /** What failed: a missing permission, no library for this CPU, a refused hash, … */
+  readonly reason: LibraryLoadFailure;
+  /** `reason`, and the message after "nkb: ". */
+  constructor(reason: LibraryLoadFailure, message: string) {
+    super("ERR_NKB_LOAD", `nkb: ${message}`);
+    this.name = "LibraryLoadError";
+    this.reason = reason;
+  }
+}
+
 // errno: [name, glibc strerror text]. Deno shows an OS error as Rust does: the strerror
 // text and "(os error N)", with the name as `code`.
 const ERRNOS: Record<number, [string, string]> = {

@@ -6,6 +6,9 @@
  * @module
  */
 
+import { LibraryLoadError } from "./errors.ts";
+import { loadLibrary } from "./load.ts";
+
 const I32 = "i32" as const;
 const U32 = "u32" as const;
 
@@ -157,46 +160,24 @@ export function byteLengthOf(a: ArrayBufferView): number {
 export type NkbLib = Deno.DynamicLibrary<typeof symbols>["symbols"];
 
 let loaded: NkbLib | null = null;
-
-function candidatePaths(): string[] {
-  const paths: string[] = [];
-  try {
-    const fromEnv = Deno.env.get("NKB_LIB");
-    if (fromEnv) paths.push(fromEnv);
-  } catch {
-    // Environment access denied: the local build is still a candidate.
-  }
-  const local = new URL("../zig-out/lib/libnkb.so", import.meta.url);
-  if (local.protocol === "file:") paths.push(local.pathname);
-  return paths;
-}
+let failed: LibraryLoadError | null = null;
 
 /**
- * Loads libnkb.so once: from `NKB_LIB` when set, else the build next to the
- * sources (`zig-out/lib/libnkb.so`, made by `./nkbw build`).
+ * Loads libnkb.so once (src/load.ts: `NKB_LIB`, else a local build beside the sources,
+ * else the verified prebuilt library that came with the package) and checks its ABI.
+ * A failure is kept (but a missing permission): every later call throws the same error.
  *
- * @throws {Error} when no candidate loads with the expected ABI version (the message
- *   names each path tried and why it failed).
+ * @throws {LibraryLoadError} saying what is wrong and what to do.
  */
 export function lib(): NkbLib {
   if (loaded !== null) return loaded;
-  const errors: string[] = [];
-  for (const path of candidatePaths()) {
-    try {
-      const dl = Deno.dlopen(path, symbols);
-      const abi = dl.symbols.nkb_abi_version();
-      if (abi !== ABI_VERSION) {
-        dl.close();
-        errors.push(`${path}: ABI ${abi}, expected ${ABI_VERSION}`);
-        continue;
-      }
-      loaded = dl.symbols;
-      return loaded;
-    } catch (e) {
-      errors.push(`${path}: ${e instanceof Error ? e.message : String(e)}`);
-    }
+  if (failed !== null) throw failed;
+  try {
+    loaded = loadLibrary(symbols, ABI_VERSION).symbols;
+    return loaded;
+  } catch (e) {
+    // A permission may still be granted (Deno.permissions.request): only that is retried.
+    if (e instanceof LibraryLoadError && e.reason !== "permission") failed = e;
+    throw e;
   }
-  throw new Error(
-    `nkb: cannot load libnkb.so (build it with ./nkbw build or set NKB_LIB): ${errors.join("; ")}`,
-  );
 }

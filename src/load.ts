@@ -1,0 +1,259 @@
+/**
+ * Finding and loading libnkb.so: one mechanism for the library, the CLI and anything else
+ * of this package that needs the shim. The order (README, "The native library"):
+ *
+ * 1. `NKB_LIB`, when set: that file and no other.
+ * 2. A local build beside the sources (`zig-out/lib/libnkb.so`, made by `./nkbw build`),
+ *    when this package was imported from files and that file exists.
+ * 3. The prebuilt library that came with the package (`native/<platform>.ts`), verified
+ *    against the SHA-256 recorded in `src/prebuilt.ts`, then loaded from a sealed memory
+ *    file: it never touches the disk, so no directory another user could write to is
+ *    involved and nothing can change it between the check and `dlopen`.
+ *
+ * Only `--allow-ffi` is needed: `NKB_LIB` is read through libc, as the shim reads the
+ * `_NET_KERNEL_BYPASS_*` knobs (native code has the process's rights whatever Deno's
+ * permissions say, which is why `--allow-ffi` is all-or-nothing).
+ *
+ * @module
+ */
+
+import { LibraryLoadError } from "./errors.ts";
+import { fetchPrebuilt, type PrebuiltBytes } from "./prebuilt.ts";
+
+// Module evaluation waits for the prebuilt library's module (a cached import after the
+// first run) and its hash, so that loading itself can stay synchronous, as the socket
+// calls that trigger it are. It never throws: a failure is kept for when it matters.
+const prebuilt: PrebuiltBytes = await fetchPrebuilt();
+
+/** The soname every libnkb.so has: how a second loader finds the copy already loaded. */
+const SONAME = "libnkb.so";
+
+const MFD_CLOEXEC = 0x1;
+const MFD_ALLOW_SEALING = 0x2;
+const MFD_EXEC = 0x10; // Linux 6.3+: executable even where vm.memfd_noexec=1 asks for a flag
+const F_ADD_SEALS = 1033;
+const F_SEAL_ALL = 0x1 | 0x2 | 0x4 | 0x8; // SEAL, SHRINK, GROW, WRITE
+const RTLD_NOW = 0x2;
+const RTLD_NOLOAD = 0x4;
+const EINVAL = 22;
+const EINTR = 4;
+
+const libcSymbols = {
+  getenv: { parameters: ["buffer"], result: "pointer" },
+  access: { parameters: ["buffer", "i32"], result: "i32" },
+  memfd_create: { parameters: ["buffer", "u32"], result: "i32" },
+  write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  open: { parameters: ["buffer", "i32"], result: "i32" },
+  read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  close: { parameters: ["i32"], result: "i32" },
+  dlopen: { parameters: ["buffer", "i32"], result: "pointer" },
+  __errno_location: { parameters: [], result: "pointer" },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+type Libc = Deno.DynamicLibrary<typeof libcSymbols>["symbols"];
+
+const abiProbe = {
+  nkb_abi_version: { parameters: [], result: "i32" },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+function cString(s: string): Uint8Array<ArrayBuffer> {
+  return new TextEncoder().encode(s + "\0");
+}
+
+function errno(libc: Libc): number {
+  const p = libc.__errno_location();
+  return p === null ? 0 : new Deno.UnsafePointerView(p).getInt32();
+}
+
+function isPermissionError(e: unknown): boolean {
+  return e instanceof Deno.errors.NotCapable || e instanceof Deno.errors.PermissionDenied;
+}
+
+function firstLine(e: unknown): string {
+  // Deno says "Could not open library: " twice before dlopen's own text.
+  return (e instanceof Error ? e.message : String(e)).split("\n")[0]
+    .replace(/^(Could not open library: )+/, "");
+}
+
+// ELF e_machine values of the CPUs Deno runs on.
+const MACHINES: Record<number, string> = { 62: "x86_64", 183: "aarch64" };
+const O_RDONLY_NONBLOCK_CLOEXEC = 0o4000 | 0o2000000;
+
+/**
+ * Why glibc would not map `path` although it exists, when its ELF header tells: glibc
+ * reports a library for another CPU as "No such file or directory". "" when it cannot tell.
+ */
+function foreignElf(libc: Libc, path: string): string {
+  const fd = libc.open(cString(path), O_RDONLY_NONBLOCK_CLOEXEC);
+  if (fd < 0) return "";
+  const header = new Uint8Array(20);
+  const n = Number(libc.read(fd, header, BigInt(header.byteLength)));
+  libc.close(fd);
+  if (n < 20) return "";
+  const magic = header[0] === 0x7f && header[1] === 0x45 && header[2] === 0x4c &&
+    header[3] === 0x46;
+  if (!magic) return "it is not an ELF file";
+  const machine = header[18] | (header[19] << 8); // e_machine, little-endian on both CPUs
+  const theirs = MACHINES[machine] ?? `ELF machine ${machine}`;
+  return theirs === Deno.build.arch
+    ? ""
+    : `it is built for ${theirs}, this CPU is ${Deno.build.arch}`;
+}
+
+function permissionError(e: unknown): LibraryLoadError {
+  return new LibraryLoadError(
+    "permission",
+    `loading libnkb.so needs --allow-ffi (Deno said: ${firstLine(e)}). Run with ` +
+      `--allow-ffi; nkb needs no other permission for its sockets.`,
+  );
+}
+
+function openLibc(): Libc {
+  try {
+    return Deno.dlopen("libc.so.6", libcSymbols).symbols;
+  } catch (e) {
+    if (isPermissionError(e)) throw permissionError(e);
+    throw new LibraryLoadError(
+      "dlopen",
+      `cannot load libc.so.6 (${firstLine(e)}): nkb runs on Linux with glibc 2.27 or newer`,
+    );
+  }
+}
+
+function getenv(libc: Libc, name: string): string | null {
+  const p = libc.getenv(cString(name));
+  return p === null ? null : Deno.UnsafePointerView.getCString(p);
+}
+
+/** Opens `path` (a file, or a soname already loaded) if it is an nkb of ABI `abi`. */
+function openChecked<S extends Deno.ForeignLibraryInterface>(
+  libc: Libc,
+  path: string,
+  what: string,
+  symbols: S,
+  abi: number,
+): Deno.DynamicLibrary<S> {
+  let probe: Deno.DynamicLibrary<typeof abiProbe>;
+  try {
+    probe = Deno.dlopen(path, abiProbe);
+  } catch (e) {
+    if (isPermissionError(e)) throw permissionError(e);
+    const foreign = foreignElf(libc, path);
+    if (foreign !== "") {
+      throw new LibraryLoadError(
+        foreign.startsWith("it is built for") ? "unsupported-platform" : "dlopen",
+        `cannot load ${what} (${path}): ${foreign}`,
+      );
+    }
+    throw new LibraryLoadError("dlopen", `cannot load ${what} (${path}): ${firstLine(e)}`);
+  }
+  try {
+    const found = probe.symbols.nkb_abi_version();
+    if (found !== abi) {
+      throw new LibraryLoadError(
+        "abi-mismatch",
+        `${what} (${path}) has ABI ${found}, this version of nkb needs ${abi}: rebuild it ` +
+          `from this version's sources (./nkbw build), or unset NKB_LIB to use the library ` +
+          `that came with the package`,
+      );
+    }
+    try {
+      return Deno.dlopen(path, symbols);
+    } catch (e) {
+      throw new LibraryLoadError(
+        "abi-mismatch",
+        `${what} (${path}) says ABI ${abi} but lacks symbols this version needs ` +
+          `(${firstLine(e)}): rebuild it from this version's sources`,
+      );
+    }
+  } finally {
+    probe.close(); // the library stays loaded: the handle returned above holds it
+  }
+}
+
+function localBuild(libc: Libc): string | null {
+  const url = new URL("../zig-out/lib/libnkb.so", import.meta.url);
+  if (url.protocol !== "file:") return null;
+  const path = decodeURIComponent(url.pathname);
+  return libc.access(cString(path), 0) === 0 ? path : null;
+}
+
+/** Writes `bytes` into a sealed memory file: its descriptor. */
+function sealedMemoryFile(libc: Libc, name: string, bytes: Uint8Array<ArrayBuffer>): number {
+  const cname = cString(name);
+  let fd = libc.memfd_create(cname, MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_EXEC);
+  if (fd < 0 && errno(libc) === EINVAL) {
+    fd = libc.memfd_create(cname, MFD_CLOEXEC | MFD_ALLOW_SEALING); // before Linux 6.3
+  }
+  if (fd < 0) {
+    throw new LibraryLoadError(
+      "dlopen",
+      `cannot create a memory file for the prebuilt library (memfd_create: errno ` +
+        `${errno(libc)}; a host with vm.memfd_noexec=2 forbids executable ones): build ` +
+        `libnkb.so from the package's ffi/ sources and set NKB_LIB to it`,
+    );
+  }
+  let done = 0;
+  // Each write moves at least one byte or fails; EINTR is retried a bounded number of times.
+  for (let tries = 0; done < bytes.byteLength && tries < 1024; tries++) {
+    const n = Number(libc.write(fd, bytes.subarray(done), BigInt(bytes.byteLength - done)));
+    if (n > 0) done += n;
+    else if (n < 0 && errno(libc) !== EINTR) break;
+  }
+  if (done !== bytes.byteLength || libc.fcntl(fd, F_ADD_SEALS, F_SEAL_ALL) !== 0) {
+    throw new LibraryLoadError(
+      "dlopen",
+      `cannot write the prebuilt library into a sealed memory file (errno ${errno(libc)})`,
+    );
+  }
+  return fd;
+}
+
+function openPrebuilt<S extends Deno.ForeignLibraryInterface>(
+  libc: Libc,
+  symbols: S,
+  abi: number,
+): Deno.DynamicLibrary<S> {
+  if (!prebuilt.ok) throw new LibraryLoadError(prebuilt.reason, prebuilt.message);
+  const what = `the prebuilt libnkb.so for ${prebuilt.platform}`;
+  // Another isolate (a Worker) may have loaded it already: its copy holds the process's
+  // sockets and engines, so it is the one to use. RTLD_NOLOAD never maps a file.
+  if (libc.dlopen(cString(SONAME), RTLD_NOW | RTLD_NOLOAD) !== null) {
+    return openChecked(libc, SONAME, what, symbols, abi);
+  }
+  // The descriptor stays open for the life of the process: the library's name in the
+  // link map is /proc/self/fd/<fd>, which must not come to mean another file.
+  const fd = sealedMemoryFile(
+    libc,
+    `nkb-${prebuilt.platform}`,
+    prebuilt.bytes as Uint8Array<ArrayBuffer>,
+  );
+  const mine = openChecked(libc, `/proc/self/fd/${fd}`, what, abiProbe, abi);
+  try {
+    // By soname: the first copy in the link map. Two isolates loading at once both get
+    // the one that won; the other copy is unloaded by the close below.
+    return openChecked(libc, SONAME, what, symbols, abi);
+  } finally {
+    mine.close();
+  }
+}
+
+/**
+ * Loads libnkb.so in the documented order and checks its ABI version.
+ *
+ * @throws {LibraryLoadError} saying what is wrong and what to do.
+ */
+export function loadLibrary<S extends Deno.ForeignLibraryInterface>(
+  symbols: S,
+  abi: number,
+): Deno.DynamicLibrary<S> {
+  const libc = openLibc();
+  const fromEnv = getenv(libc, "NKB_LIB");
+  if (fromEnv !== null && fromEnv !== "") {
+    return openChecked(libc, fromEnv, "NKB_LIB", symbols, abi);
+  }
+  const local = localBuild(libc);
+  if (local !== null) return openChecked(libc, local, "the local build", symbols, abi);
+  return openPrebuilt(libc, symbols, abi);
+}
