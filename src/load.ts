@@ -18,12 +18,7 @@
  */
 
 import { LibraryLoadError } from "./errors.ts";
-import { fetchPrebuilt, type PrebuiltBytes } from "./prebuilt.ts";
-
-// Module evaluation waits for the prebuilt library's module (a cached import after the
-// first run) and its hash, so that loading itself can stay synchronous, as the socket
-// calls that trigger it are. It never throws: a failure is kept for when it matters.
-const prebuilt: PrebuiltBytes = await fetchPrebuilt();
+import { prebuiltBytes } from "./prebuilt.ts";
 
 /** The soname every libnkb.so has: how a second loader finds the copy already loaded. */
 const SONAME = "libnkb.so";
@@ -215,6 +210,7 @@ function openPrebuilt<S extends Deno.ForeignLibraryInterface>(
   symbols: S,
   abi: number,
 ): Deno.DynamicLibrary<S> {
+  const prebuilt = prebuiltBytes();
   if (!prebuilt.ok) throw new LibraryLoadError(prebuilt.reason, prebuilt.message);
   const what = `the prebuilt libnkb.so for ${prebuilt.platform}`;
   // Another isolate (a Worker) may have loaded it already: its copy holds the process's

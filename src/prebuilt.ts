@@ -10,8 +10,18 @@
  * to fetch and a place to cache it; a `with { type: "bytes" }` import would need
  * `--unstable-raw-imports` in Deno 2.9. See README, "The native library".
  *
+ * Why static imports of every platform's module (about 120 KB each, all fetched, each a
+ * single string): the first socket loads the library inside a synchronous call, so the
+ * bytes must be at hand, and a top-level await for a dynamic import would make every
+ * importer's module evaluation asynchronous, which loses the messages a Worker is sent
+ * before its `onmessage` is set (measured: 7 of 12 runs of a Worker importing nkb hung).
+ *
  * @module
  */
+
+import { libnkb as aarch64 } from "../native/linux-aarch64.ts";
+import { libnkb as x86_64 } from "../native/linux-x86_64.ts";
+import { sha256Hex } from "./sha256.ts";
 
 /** One prebuilt library: what `./nkbw dist` recorded of it. */
 export interface Prebuilt {
@@ -40,11 +50,9 @@ export const PREBUILT: Readonly<Record<string, Prebuilt>> = {
 };
 // END PREBUILT
 
-// Literal specifiers, so that Deno sees them when it caches the package (deno install,
-// deno cache, deno compile) and the lockfile covers them; only this platform's is evaluated.
-const MODULES: Readonly<Record<string, () => Promise<{ libnkb?: unknown }>>> = {
-  "linux-x86_64": () => import("../native/linux-x86_64.ts"),
-  "linux-aarch64": () => import("../native/linux-aarch64.ts"),
+const MODULES: Readonly<Record<string, string>> = {
+  "linux-x86_64": x86_64,
+  "linux-aarch64": aarch64,
 };
 
 /** Bytes of a prebuilt library whose hash was checked, or why there are none. */
@@ -62,20 +70,13 @@ export function platform(): string {
   return `${Deno.build.os}-${Deno.build.arch}`;
 }
 
-function hex(digest: ArrayBuffer): string {
-  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
 /**
  * Checks `bytes` against the record for `platformName`: the bytes, or why they are refused.
  */
-export async function verifyPrebuilt(
-  platformName: string,
-  bytes: Uint8Array,
-): Promise<PrebuiltBytes> {
+export function verifyPrebuilt(platformName: string, bytes: Uint8Array): PrebuiltBytes {
   const want = PREBUILT[platformName];
   if (want === undefined) return unsupported(platformName);
-  const got = hex(await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>));
+  const got = sha256Hex(bytes);
   if (got !== want.sha256 || bytes.byteLength !== want.size) {
     return {
       ok: false,
@@ -103,39 +104,29 @@ function unsupported(platformName: string): PrebuiltBytes {
 }
 
 /**
- * Fetches the prebuilt library for this platform from where this module came from (a
- * module import: no permission needed) and verifies it. Never throws.
+ * The prebuilt library for `platformName` (default: this process's), decoded and
+ * verified. Never throws.
  */
-export async function fetchPrebuilt(): Promise<PrebuiltBytes> {
-  const name = platform();
-  if (PREBUILT[name] === undefined || MODULES[name] === undefined) return unsupported(name);
-  const url = new URL(`../native/${name}.ts`, import.meta.url).href;
-  let encoded: unknown;
-  try {
-    encoded = (await MODULES[name]()).libnkb;
-  } catch (e) {
-    return {
-      ok: false,
-      platform: name,
-      reason: "missing",
-      message: `the prebuilt libnkb.so for ${name} did not come with this copy of nkb ` +
-        `(${url}: ${e instanceof Error ? e.message.split("\n")[0] : String(e)}). In a ` +
-        `checkout, build it with ./nkbw build (or ./nkbw dist).`,
-    };
+export function prebuiltBytes(platformName: string = platform()): PrebuiltBytes {
+  const encoded = MODULES[platformName];
+  if (PREBUILT[platformName] === undefined || encoded === undefined) {
+    return unsupported(platformName);
   }
-  if (typeof encoded !== "string") {
+  if (encoded === "") {
     return {
       ok: false,
-      platform: name,
+      platform: platformName,
       reason: "missing",
-      message: `${url} holds no library (no string export "libnkb")`,
+      message: `this copy of nkb carries no prebuilt libnkb.so (native/${platformName}.ts ` +
+        `is empty: a checkout where ./nkbw dist has not run). Build it with ./nkbw build, ` +
+        `or set NKB_LIB.`,
     };
   }
   let bytes: Uint8Array;
   try {
     bytes = Uint8Array.fromBase64(encoded);
   } catch {
-    bytes = new Uint8Array(0); // not base64: refused below as a hash mismatch
+    bytes = new Uint8Array(0); // not base64: refused as a hash mismatch
   }
-  return await verifyPrebuilt(name, bytes);
+  return verifyPrebuilt(platformName, bytes);
 }

@@ -31,16 +31,43 @@ function module(platform: string, glibc: string, sha256: string, bytes: Uint8Arr
     `export const libnkb: string =\n  "${bytes.toBase64()}";\n`;
 }
 
+function platforms(args: string[]): string[] {
+  return args.filter((a) => !a.startsWith("--"));
+}
+
+/**
+ * --stubs: writes an empty native/<platform>.ts where there is none, so that a checkout
+ * that never ran ./nkbw dist still type-checks and loads its local build (the loader says
+ * "no prebuilt library" if it ever gets to one).
+ */
+async function stubs(names: string[]): Promise<number> {
+  await Deno.mkdir("native", { recursive: true });
+  for (const platform of names) {
+    const path = `native/${platform}.ts`;
+    try {
+      await Deno.lstat(path);
+    } catch {
+      await Deno.writeTextFile(
+        path,
+        `// Not built in this checkout: ./nkbw dist writes the library here.\n\n` +
+          `/** The library, base64 (empty: none). */\nexport const libnkb: string = "";\n`,
+      );
+    }
+  }
+  return 0;
+}
+
 async function main(args: string[]): Promise<number> {
   const check = args.includes("--check");
+  if (args.includes("--stubs")) return await stubs(platforms(args));
   const glibc = args.find((a) => a.startsWith("--glibc="))?.slice("--glibc=".length) ?? "";
-  const platforms = args.filter((a) => !a.startsWith("--"));
-  if (glibc === "" || platforms.length === 0) {
+  const names = platforms(args);
+  if (glibc === "" || names.length === 0) {
     console.error("usage: tools/dist.ts --glibc=X.Y [--check] <platform>...");
     return 2;
   }
   const rows = [];
-  for (const platform of platforms) {
+  for (const platform of names) {
     const bytes = await Deno.readFile(`zig-out/dist/${platform}/lib/libnkb.so`);
     const sha256 = hex(await crypto.subtle.digest("SHA-256", bytes));
     rows.push({ platform, sha256, size: bytes.byteLength });
