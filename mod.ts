@@ -7,12 +7,12 @@
  * ## The native library
  *
  * The data plane is `libnkb.so`, a C shim (the sources in `ffi/`, published with this
- * package) loaded with `Deno.dlopen` at the first socket or registry read. It is found at
- * `$NKB_LIB` when that is set, else at `zig-out/lib/libnkb.so` beside the sources (a local
- * checkout; from JSR, `NKB_LIB` is the way). Build it with `./nkbw build` in a checkout,
- * or `zig build -Doptimize=ReleaseFast` (Zig 0.17, `build.zig`) anywhere the sources are.
- * Its ABI version is checked on load; a missing or mismatched library is an `Error`
- * naming every path tried.
+ * package) loaded with `Deno.dlopen` at the first socket or registry read, from the first of:
+ * `$NKB_LIB`; `zig-out/lib/libnkb.so` beside the sources (a checkout, `./nkbw build`); the
+ * library prebuilt for Linux x86-64 and aarch64 (glibc 2.27 or newer) that comes with the
+ * package, verified against its recorded SHA-256 before it is loaded. Its ABI version is
+ * checked on load. A failure is a {@linkcode LibraryLoadError} whose `reason` and message
+ * say what is wrong and what to do.
  *
  * ## Privileges
  *
@@ -26,10 +26,9 @@
  *
  * ## Deno permissions
  *
- * - Sockets and batches: `--allow-ffi`. The environment knobs
- *   (`_NET_KERNEL_BYPASS_*`) are read through the shim and need nothing more.
- *   `NKB_LIB` is read with `Deno.env`: `--allow-env=NKB_LIB` to use it (without it a
- *   denied read is ignored, but on a terminal Deno first asks).
+ * - Sockets and batches: `--allow-ffi`, nothing more. `NKB_LIB` and the environment knobs
+ *   (`_NET_KERNEL_BYPASS_*`) are read through libc (native code has the process's rights
+ *   whatever Deno's permissions say: that is what `--allow-ffi` grants).
  * - The registry readers ({@linkcode readRegistry}, {@linkcode listSockets},
  *   {@linkcode listPhys}, the `./cli` module's `nkb stat` and `nkb phys`) read `/proc`,
  *   which Deno allows only with `-A` (`--allow-all`); without it they return what they

@@ -141,6 +141,12 @@ function openChecked<S extends Deno.ForeignLibraryInterface>(
         `cannot load ${what} (${path}): ${foreign}`,
       );
     }
+    if (/undefined symbol: nkb_abi_version/.test(firstLine(e))) {
+      throw new LibraryLoadError(
+        "abi-mismatch",
+        `${what} (${path}) is not libnkb.so: it has no nkb_abi_version`,
+      );
+    }
     throw new LibraryLoadError("dlopen", `cannot load ${what} (${path}): ${firstLine(e)}`);
   }
   try {
