@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import { sha256Hex } from "../src/sha256.ts";
 import { platform, PREBUILT, prebuiltBytes, verifyPrebuilt } from "../src/prebuilt.ts";
-import { ROOT } from "./helpers/zig.ts";
+import { ROOT, zigCc } from "./helpers/zig.ts";
 
 const MOD = new URL("../mod.ts", import.meta.url).href;
 
@@ -115,6 +115,20 @@ Deno.test("load errors: NKB_LIB missing, not ELF, for another CPU, without the n
     assert.equal(m.reason, reason, `${path}: ${m.message}`);
     assert.match(m.message, text, path);
   }
+  // A library with nkb's entry but another ABI version.
+  const dir = await Deno.makeTempDir({ prefix: "nkb-abi-" });
+  try {
+    await Deno.writeTextFile(`${dir}/abi.c`, "int nkb_abi_version(void) { return 999; }\n");
+    const cc = await zigCc(["-shared", "-fPIC", "-o", `${dir}/libold.so`, `${dir}/abi.c`]);
+    assert.equal(cc.code, 0, cc.stderr);
+    const r = await runLoad({ NKB_LIB: `${dir}/libold.so` }, ["--allow-ffi"]);
+    const m = JSON.parse(r.out.trim().split("\n")[0]);
+    assert.equal(m.reason, "abi-mismatch", r.out);
+    assert.match(m.message, /has ABI 999, this version of nkb needs \d+: rebuild it/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+
   const denied = await runLoad({}, []);
   const m = JSON.parse(denied.out.trim().split("\n")[0]);
   assert.equal(m.reason, "permission", denied.out);
