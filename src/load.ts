@@ -52,8 +52,44 @@ const abiProbe = {
   nkb_abi_version: { parameters: [], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
+/**
+ * `s` as UTF-8 and a terminating NUL, in an array this function made: what goes to libc is
+ * terminated whatever a patched TextEncoder (or anything else of the page's) would return.
+ * A lone surrogate becomes U+FFFD, as TextEncoder does.
+ */
 function cString(s: string): Uint8Array<ArrayBuffer> {
-  return new TextEncoder().encode(s + "\0");
+  const out = new Uint8Array(s.length * 3 + 1); // 3 bytes per UTF-16 unit at most
+  let n = 0;
+  for (let i = 0; i < s.length; i++) {
+    let c = s.charCodeAt(i) | 0;
+    if (c >= 0xd800 && c < 0xdc00 && i + 1 < s.length) {
+      const lo = s.charCodeAt(i + 1) | 0;
+      if (lo >= 0xdc00 && lo < 0xe000) {
+        c = 0x10000 + ((c - 0xd800) << 10) + (lo - 0xdc00);
+        i++;
+      }
+    }
+    if (c >= 0xd800 && c < 0xe000) c = 0xfffd;
+    if (c < 0x80) {
+      out[n++] = c;
+    } else if (c < 0x800) {
+      out[n++] = 0xc0 | (c >> 6);
+      out[n++] = 0x80 | (c & 0x3f);
+    } else if (c < 0x10000) {
+      out[n++] = 0xe0 | (c >> 12);
+      out[n++] = 0x80 | ((c >> 6) & 0x3f);
+      out[n++] = 0x80 | (c & 0x3f);
+    } else {
+      out[n++] = 0xf0 | (c >> 18);
+      out[n++] = 0x80 | ((c >> 12) & 0x3f);
+      out[n++] = 0x80 | ((c >> 6) & 0x3f);
+      out[n++] = 0x80 | (c & 0x3f);
+    }
+  }
+  // The terminator: were a patched charCodeAt to make more than 3 bytes of one unit, the
+  // writes past the end are dropped and the subarray below ends at this byte.
+  out[out.length - 1] = 0;
+  return out.subarray(0, n + 1);
 }
 
 function errno(libc: Libc): number {
@@ -104,7 +140,36 @@ function permissionError(e: unknown): LibraryLoadError {
   );
 }
 
+/**
+ * Refuses to go on unless FFI is granted for every library. With a path list
+ * (`--allow-ffi=<paths>`) or any `--deny-ffi`, Deno resolves a bare name given to
+ * `Deno.dlopen` against the current directory, so "libc.so.6" and the soname "libnkb.so"
+ * would load whatever file of that name the directory holds, constructors and all.
+ */
+function requireFullFfi(): void {
+  let status: Deno.PermissionStatus;
+  try {
+    status = Deno.permissions.querySync({ name: "ffi" });
+    // A prompt asks for all of FFI, not for one name (which would grant a partial scope).
+    if (status.state === "prompt") status = Deno.permissions.requestSync({ name: "ffi" });
+  } catch (e) {
+    throw permissionError(e);
+  }
+  if (status.state === "granted" && !status.partial) return;
+  throw new LibraryLoadError(
+    "permission",
+    `loading libnkb.so needs --allow-ffi for all libraries (FFI is ` +
+      `${
+        status.state === "granted" ? "granted only in part" : "not granted for all"
+      }). A path list ` +
+      `(--allow-ffi=<paths>) or a --deny-ffi is not enough: Deno then looks up libc.so.6 ` +
+      `and libnkb.so in the current directory. Run with --allow-ffi; nkb needs no other ` +
+      `permission for its sockets.`,
+  );
+}
+
 function openLibc(): Libc {
+  requireFullFfi();
   try {
     return Deno.dlopen("libc.so.6", libcSymbols).symbols;
   } catch (e) {

@@ -1,0 +1,129 @@
+/**
+ * The loader (src/load.ts) against its surroundings: a working directory holding files
+ * named libc.so.6 and libnkb.so, FFI granted only in part, and page code that patched
+ * what the loader uses. Each case runs in a child Deno so its permissions and patches are
+ * its own; none may map a planted file or crash, and a refusal is a LibraryLoadError.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import { ROOT, SHIM_FLAGS, zigCc } from "./helpers/zig.ts";
+
+const DENO = Deno.execPath();
+const CHILD_MS = 30_000;
+
+// Loads the library the way a socket's first call does and prints what happened.
+const PROBE = `
+import { lib } from ${JSON.stringify(`${ROOT}src/ffi.ts`)};
+for (let i = 0; i < 2; i++) {
+  try {
+    console.log("abi", lib().nkb_abi_version());
+  } catch (e) {
+    console.log(e.name, e.reason, e.message);
+  }
+}
+`;
+
+async function plantedDir(): Promise<string> {
+  const dir = await Deno.makeTempDir({ prefix: `nkb-planted-${Deno.pid}-` });
+  const lib = `${dir}/libnkb.so`;
+  const cc = await zigCc([
+    ...SHIM_FLAGS,
+    "-shared",
+    "-fPIC",
+    "-Wl,-soname,libnkb.so",
+    "-o",
+    lib,
+    `${ROOT}tests/native/planted_lib.c`,
+  ]);
+  assert.equal(cc.code, 0, cc.stderr);
+  await Deno.copyFile(lib, `${dir}/libc.so.6`);
+  return dir;
+}
+
+async function child(
+  dir: string,
+  flags: string[],
+  prelude: string,
+): Promise<{ code: number; signal: string | null; out: string; marked: boolean }> {
+  const script = `${dir}/probe.ts`;
+  await Deno.writeTextFile(script, `${prelude}\n${PROBE}`);
+  const mark = `${dir}/mark`;
+  const ac = new AbortController();
+  const timer = setTimeout(() => ac.abort(), CHILD_MS);
+  try {
+    const out = await new Deno.Command(DENO, {
+      args: ["run", "--no-lock", ...flags, script],
+      cwd: dir,
+      env: { NKB_PLANTED_MARK: mark },
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      signal: ac.signal,
+    }).output();
+    let marked = true;
+    try {
+      await Deno.lstat(mark);
+    } catch {
+      marked = false;
+    }
+    const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+    return { code: out.code, signal: out.signal, out: text, marked };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+Deno.test("FFI granted in part: refused as a permission, no planted libc.so.6/libnkb.so runs", async () => {
+  const dir = await plantedDir();
+  try {
+    // With --deny-ffi or a path list Deno resolves "libc.so.6" against the working
+    // directory: before the check, the planted file's constructor ran here.
+    for (
+      const flags of [
+        ["--allow-ffi", "--deny-ffi=/nonexistent"],
+        ["--allow-ffi=/nonexistent"],
+        ["--allow-ffi", "--deny-ffi"],
+        ["--allow-read"],
+      ]
+    ) {
+      const r = await child(dir, flags, "");
+      assert.equal(r.marked, false, `${flags}: a planted library ran\n${r.out}`);
+      assert.equal(r.code, 0, `${flags}: ${r.out}`);
+      const lines = r.out.trim().split("\n");
+      assert.equal(lines.length, 2, r.out);
+      for (const line of lines) {
+        assert.match(line, /^LibraryLoadError permission nkb: .*needs --allow-ffi/, r.out);
+      }
+    }
+    // Full --allow-ffi: the same directory, nothing of it is loaded, the library is.
+    const ok = await child(dir, ["--allow-ffi"], "");
+    assert.equal(ok.marked, false, `--allow-ffi: a planted library ran\n${ok.out}`);
+    assert.equal(ok.out.trim(), "abi 2\nabi 2");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("page code patched TextEncoder: the loader still passes terminated strings", async () => {
+  const dir = await plantedDir();
+  try {
+    // An encode() without the terminator made getenv() read past the array: SIGSEGV.
+    for (
+      const prelude of [
+        "TextEncoder.prototype.encode = () => new Uint8Array(0);",
+        "TextEncoder.prototype.encode = (s) => new Uint8Array(s.length).fill(65);",
+        "String.prototype.charCodeAt = () => 0x7fffffff;",
+      ]
+    ) {
+      const r = await child(dir, ["--allow-ffi"], prelude);
+      assert.equal(r.signal, null, `${prelude}: ${r.out}`);
+      assert.equal(r.code, 0, `${prelude}: ${r.out}`);
+      assert.equal(r.marked, false, `${prelude}: a planted library ran\n${r.out}`);
+      assert.equal(r.out.trim(), "abi 2\nabi 2", prelude);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
