@@ -43,6 +43,7 @@ const libcSymbols = {
   read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   close: { parameters: ["i32"], result: "i32" },
   dlopen: { parameters: ["buffer", "i32"], result: "pointer" },
+  dlclose: { parameters: ["pointer"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
@@ -262,9 +263,11 @@ function sealedMemoryFile(libc: Libc, name: string, bytes: Uint8Array<ArrayBuffe
     else if (n < 0 && errno(libc) !== EINTR) break;
   }
   if (done !== bytes.byteLength || libc.fcntl(fd, F_ADD_SEALS, F_SEAL_ALL) !== 0) {
+    const err = errno(libc);
+    libc.close(fd);
     throw new LibraryLoadError(
       "dlopen",
-      `cannot write the prebuilt library into a sealed memory file (errno ${errno(libc)})`,
+      `cannot write the prebuilt library into a sealed memory file (errno ${err})`,
     );
   }
   return fd;
@@ -280,9 +283,7 @@ function openPrebuilt<S extends Deno.ForeignLibraryInterface>(
   const what = `the prebuilt libnkb.so for ${prebuilt.platform}`;
   // Another isolate (a Worker) may have loaded it already: its copy holds the process's
   // sockets and engines, so it is the one to use. RTLD_NOLOAD never maps a file.
-  if (libc.dlopen(cString(SONAME), RTLD_NOW | RTLD_NOLOAD) !== null) {
-    return openChecked(libc, SONAME, what, symbols, abi);
-  }
+  if (loaded(libc, SONAME)) return openChecked(libc, SONAME, what, symbols, abi);
   // The descriptor stays open for the life of the process: the library's name in the
   // link map is /proc/self/fd/<fd>, which must not come to mean another file.
   const fd = sealedMemoryFile(
@@ -290,14 +291,32 @@ function openPrebuilt<S extends Deno.ForeignLibraryInterface>(
     `nkb-${prebuilt.platform}`,
     prebuilt.bytes as Uint8Array<ArrayBuffer>,
   );
-  const mine = openChecked(libc, `/proc/self/fd/${fd}`, what, abiProbe, abi);
+  const path = `/proc/self/fd/${fd}`;
+  let mine: Deno.DynamicLibrary<typeof abiProbe>;
+  try {
+    mine = openChecked(libc, path, what, abiProbe, abi);
+  } catch (e) {
+    libc.close(fd); // not mapped: the name means nothing yet
+    throw e;
+  }
   try {
     // By soname: the first copy in the link map. Two isolates loading at once both get
-    // the one that won; the other copy is unloaded by the close below.
+    // the one that won; the other copy (which did not pin itself: ffi/api.c) is unloaded
+    // by the close below.
     return openChecked(libc, SONAME, what, symbols, abi);
   } finally {
     mine.close();
+    // A copy that lost is gone from the link map: nothing names its descriptor any more.
+    if (!loaded(libc, path)) libc.close(fd);
   }
+}
+
+/** Whether the link map holds `name` (a path or a soname); maps nothing. */
+function loaded(libc: Libc, name: string): boolean {
+  const handle = libc.dlopen(cString(name), RTLD_NOW | RTLD_NOLOAD);
+  if (handle === null) return false;
+  libc.dlclose(handle); // RTLD_NOLOAD still counts a reference
+  return true;
 }
 
 /**

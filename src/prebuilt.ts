@@ -40,12 +40,12 @@ export const PREBUILT_GLIBC = "2.27";
 /** The platforms with a prebuilt library, by `linux-<Deno.build.arch>`. */
 export const PREBUILT: Readonly<Record<string, Prebuilt>> = {
   "linux-x86_64": {
-    sha256: "53be8fce3d3f9c68eaaee8f63331c877f3a1e08a003a834f7065582ce02879b9",
-    size: 92784,
+    sha256: "812fa5d90c34acb0feed0a55932d6422f13b46fd83589ebe3c92b0ae07e752db",
+    size: 93136,
   },
   "linux-aarch64": {
-    sha256: "8492ded10dfed0445bbb12bd4984e741ee1f9794fe9e016472e4464e9bd2d246",
-    size: 91072,
+    sha256: "55ececc61541a5c9e809919cfeefaf9d76d544f1915866e7a009ef055a684d69",
+    size: 91408,
   },
 };
 // END PREBUILT
