@@ -214,9 +214,8 @@ function openChecked<S extends Deno.ForeignLibraryInterface>(
     if (found !== abi) {
       throw new LibraryLoadError(
         "abi-mismatch",
-        `${what} (${path}) has ABI ${found}, this version of nkb needs ${abi}: rebuild it ` +
-          `from this version's sources (./nkbw build), or unset NKB_LIB to use the library ` +
-          `that came with the package`,
+        `${what} (${path}) has ABI ${found}, this version of nkb needs ${abi}: ` +
+          remedy(what),
       );
     }
     try {
@@ -225,13 +224,30 @@ function openChecked<S extends Deno.ForeignLibraryInterface>(
       throw new LibraryLoadError(
         "abi-mismatch",
         `${what} (${path}) says ABI ${abi} but lacks symbols this version needs ` +
-          `(${firstLine(e)}): rebuild it from this version's sources`,
+          `(${firstLine(e)}): ${remedy(what)}`,
       );
     }
   } finally {
     probe.close(); // the library stays loaded: the handle returned above holds it
   }
 }
+
+/** What to do about a library of another ABI, by where it came from. */
+function remedy(what: string): string {
+  if (what === "NKB_LIB") {
+    return `rebuild it from this version's sources, or unset NKB_LIB to use the library ` +
+      `that came with the package`;
+  }
+  if (what === LOCAL) {
+    return `rebuild it (./nkbw build), or remove it to use the library that came with the ` +
+      `package`;
+  }
+  // The prebuilt library is checked by hash: a mismatch is another copy loaded first.
+  return `another libnkb.so was already loaded in this process (NKB_LIB, a local build or ` +
+    `another version of nkb in a Worker), and every isolate uses that one`;
+}
+
+const LOCAL = "the local build";
 
 function localBuild(libc: Libc): string | null {
   const url = new URL("../zig-out/lib/libnkb.so", import.meta.url);
@@ -334,6 +350,6 @@ export function loadLibrary<S extends Deno.ForeignLibraryInterface>(
     return openChecked(libc, fromEnv, "NKB_LIB", symbols, abi);
   }
   const local = localBuild(libc);
-  if (local !== null) return openChecked(libc, local, "the local build", symbols, abi);
+  if (local !== null) return openChecked(libc, local, LOCAL, symbols, abi);
   return openPrebuilt(libc, symbols, abi);
 }

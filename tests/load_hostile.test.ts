@@ -211,3 +211,47 @@ Deno.test("prebuilt: main and 4 Workers loading at once leave one copy and one m
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("a local build of another ABI: the error says to rebuild or remove it, not NKB_LIB", async () => {
+  const dir = await Deno.makeTempDir({ prefix: `nkb-local-abi-${Deno.pid}-` });
+  try {
+    for (const sub of ["src", "native"]) {
+      await Deno.mkdir(`${dir}/${sub}`);
+      for await (const e of Deno.readDir(`${ROOT}${sub}`)) {
+        if (e.isFile) await Deno.copyFile(`${ROOT}${sub}/${e.name}`, `${dir}/${sub}/${e.name}`);
+      }
+    }
+    await Deno.mkdir(`${dir}/zig-out/lib`, { recursive: true });
+    const source = await Deno.readTextFile(`${ROOT}tests/native/planted_lib.c`);
+    await Deno.writeTextFile(`${dir}/abi1.c`, source.replace("return 2;", "return 1;"));
+    const cc = await zigCc([
+      ...SHIM_FLAGS,
+      "-shared",
+      "-fPIC",
+      "-Wl,-soname,libnkb.so",
+      "-o",
+      `${dir}/zig-out/lib/libnkb.so`,
+      `${dir}/abi1.c`,
+    ]);
+    assert.equal(cc.code, 0, cc.stderr);
+    const script = `${dir}/probe.ts`;
+    await Deno.writeTextFile(script, PROBE.replace(`${ROOT}src/ffi.ts`, `${dir}/src/ffi.ts`));
+    const out = await new Deno.Command(DENO, {
+      args: ["run", "--no-lock", "--allow-ffi", script],
+      cwd: dir,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      signal: AbortSignal.timeout(CHILD_MS),
+    }).output();
+    const text = new TextDecoder().decode(out.stdout);
+    assert.equal(out.code, 0, text + new TextDecoder().decode(out.stderr));
+    const [first, second] = text.trim().split("\n");
+    assert.match(first, /^LibraryLoadError abi-mismatch nkb: the local build .* has ABI 1,/);
+    assert.match(first, /rebuild it \(\.\/nkbw build\), or remove it/);
+    assert.doesNotMatch(first, /NKB_LIB/);
+    assert.equal(second, "LibraryLoadError abi-mismatch " + first.slice(first.indexOf("nkb: ")));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
