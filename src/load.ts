@@ -19,6 +19,7 @@
 
 import { LibraryLoadError } from "./errors.ts";
 import { prebuiltBytes } from "./prebuilt.ts";
+import { byteLengthOf } from "./sha256.ts";
 
 /** The soname every libnkb.so has: how a second loader finds the copy already loaded. */
 const SONAME = "libnkb.so";
@@ -120,7 +121,7 @@ function foreignElf(libc: Libc, path: string): string {
   const fd = libc.open(cString(path), O_RDONLY_NONBLOCK_CLOEXEC);
   if (fd < 0) return "";
   const header = new Uint8Array(20);
-  const n = Number(libc.read(fd, header, BigInt(header.byteLength)));
+  const n = Number(libc.read(fd, header, 20n));
   libc.close(fd);
   if (n < 20) return "";
   const magic = header[0] === 0x7f && header[1] === 0x45 && header[2] === 0x4c &&
@@ -271,14 +272,15 @@ function sealedMemoryFile(libc: Libc, name: string, bytes: Uint8Array<ArrayBuffe
         `libnkb.so from the package's ffi/ sources and set NKB_LIB to it`,
     );
   }
+  const length = byteLengthOf(bytes); // the engine's: a patched getter cannot overstate it
   let done = 0;
   // Each write moves at least one byte or fails; EINTR is retried a bounded number of times.
-  for (let tries = 0; done < bytes.byteLength && tries < 1024; tries++) {
-    const n = Number(libc.write(fd, bytes.subarray(done), BigInt(bytes.byteLength - done)));
+  for (let tries = 0; done < length && tries < 1024; tries++) {
+    const n = Number(libc.write(fd, bytes.subarray(done), BigInt(length - done)));
     if (n > 0) done += n;
     else if (n < 0 && errno(libc) !== EINTR) break;
   }
-  if (done !== bytes.byteLength || libc.fcntl(fd, F_ADD_SEALS, F_SEAL_ALL) !== 0) {
+  if (done !== length || libc.fcntl(fd, F_ADD_SEALS, F_SEAL_ALL) !== 0) {
     const err = errno(libc);
     libc.close(fd);
     throw new LibraryLoadError(

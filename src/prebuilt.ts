@@ -21,7 +21,7 @@
 
 import { libnkb as aarch64 } from "../native/linux-aarch64.ts";
 import { libnkb as x86_64 } from "../native/linux-x86_64.ts";
-import { sha256Hex } from "./sha256.ts";
+import { byteLengthOf, sha256Hex } from "./sha256.ts";
 
 /** One prebuilt library: what `./nkbw dist` recorded of it. */
 export interface Prebuilt {
@@ -76,14 +76,15 @@ export function platform(): string {
 export function verifyPrebuilt(platformName: string, bytes: Uint8Array): PrebuiltBytes {
   const want = PREBUILT[platformName];
   if (want === undefined) return unsupported(platformName);
+  const size = byteLengthOf(bytes);
   const got = sha256Hex(bytes);
-  if (got !== want.sha256 || bytes.byteLength !== want.size) {
+  if (got !== want.sha256 || size !== want.size) {
     return {
       ok: false,
       platform: platformName,
       reason: "hash-mismatch",
       message: `refused the prebuilt libnkb.so for ${platformName}: its SHA-256 is ${got} ` +
-        `(${bytes.byteLength} bytes), this version of nkb records ${want.sha256} ` +
+        `(${size} bytes), this version of nkb records ${want.sha256} ` +
         `(${want.size} bytes). The copy that came with the package was altered; it was not ` +
         `loaded. Clear Deno's cache of this package (deno clean, or reload with --reload) ` +
         `and report it if it persists.`,

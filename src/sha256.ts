@@ -89,18 +89,32 @@ function rotr(x: number, n: number): number {
   return (x >>> n) | (x << (32 - n));
 }
 
+// The engine's byte length of a typed array (as src/ffi.ts takes it): a `byteLength`
+// redefined on Uint8Array.prototype by page code cannot make the hash run over a
+// gigabyte of padding (measured: a getter returning 1e9 kept the first load busy > 20 s).
+const typedArrayByteLength = Function.prototype.call.bind(
+  Object.getOwnPropertyDescriptor(Object.getPrototypeOf(Uint8Array.prototype), "byteLength")!
+    .get!,
+) as (a: ArrayBufferView) => number;
+
+/** The byte length of `a` as the engine knows it, whatever its prototype chain says. */
+export function byteLengthOf(a: ArrayBufferView): number {
+  return typedArrayByteLength(a);
+}
+
 /** The SHA-256 of `data`, lowercase hex. */
 export function sha256Hex(data: Uint8Array): string {
+  const length = typedArrayByteLength(data);
   // The message, a 0x80 byte, zeros, and the bit length (big-endian, 64 bits), padded to
   // whole 64-byte blocks.
-  const blocks = Math.ceil((data.byteLength + 9) / 64);
+  const blocks = Math.ceil((length + 9) / 64);
   const padded = new Uint8Array(blocks * 64);
   padded.set(data);
-  padded[data.byteLength] = 0x80;
+  padded[length] = 0x80;
   const view = new DataView(padded.buffer);
-  const bits = data.byteLength * 8;
-  view.setUint32(padded.byteLength - 8, Math.floor(bits / 2 ** 32));
-  view.setUint32(padded.byteLength - 4, bits >>> 0);
+  const bits = length * 8;
+  view.setUint32(blocks * 64 - 8, Math.floor(bits / 2 ** 32));
+  view.setUint32(blocks * 64 - 4, bits >>> 0);
 
   const h = INITIAL.slice();
   const w = new Uint32Array(64);

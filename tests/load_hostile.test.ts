@@ -42,6 +42,16 @@ async function plantedDir(): Promise<string> {
   return dir;
 }
 
+/** src/ and native/ into `dir`, without zig-out/ beside them: the loader takes the prebuilt library. */
+async function copySources(dir: string): Promise<void> {
+  for (const sub of ["src", "native"]) {
+    await Deno.mkdir(`${dir}/${sub}`);
+    for await (const e of Deno.readDir(`${ROOT}${sub}`)) {
+      if (e.isFile) await Deno.copyFile(`${ROOT}${sub}/${e.name}`, `${dir}/${sub}/${e.name}`);
+    }
+  }
+}
+
 async function child(
   dir: string,
   flags: string[],
@@ -171,12 +181,7 @@ Deno.test("prebuilt: main and 4 Workers loading at once leave one copy and one m
   const dir = await Deno.makeTempDir({ prefix: `nkb-race-${Deno.pid}-` });
   try {
     // The sources without zig-out/ beside them: the loader takes the prebuilt library.
-    for (const sub of ["src", "native"]) {
-      await Deno.mkdir(`${dir}/${sub}`);
-      for await (const e of Deno.readDir(`${ROOT}${sub}`)) {
-        if (e.isFile) await Deno.copyFile(`${ROOT}${sub}/${e.name}`, `${dir}/${sub}/${e.name}`);
-      }
-    }
+    await copySources(dir);
     await Deno.writeTextFile(`${dir}/race_worker.ts`, RACE_WORKER);
     await Deno.writeTextFile(`${dir}/race.ts`, RACE_MAIN);
     // Before ffi/api.c pinned only the first copy, 6 of 40 such runs mapped two.
@@ -215,12 +220,7 @@ Deno.test("prebuilt: main and 4 Workers loading at once leave one copy and one m
 Deno.test("a local build of another ABI: the error says to rebuild or remove it, not NKB_LIB", async () => {
   const dir = await Deno.makeTempDir({ prefix: `nkb-local-abi-${Deno.pid}-` });
   try {
-    for (const sub of ["src", "native"]) {
-      await Deno.mkdir(`${dir}/${sub}`);
-      for await (const e of Deno.readDir(`${ROOT}${sub}`)) {
-        if (e.isFile) await Deno.copyFile(`${ROOT}${sub}/${e.name}`, `${dir}/${sub}/${e.name}`);
-      }
-    }
+    await copySources(dir);
     await Deno.mkdir(`${dir}/zig-out/lib`, { recursive: true });
     const source = await Deno.readTextFile(`${ROOT}tests/native/planted_lib.c`);
     await Deno.writeTextFile(`${dir}/abi1.c`, source.replace("return 2;", "return 1;"));
@@ -251,6 +251,34 @@ Deno.test("a local build of another ABI: the error says to rebuild or remove it,
     assert.match(first, /rebuild it \(\.\/nkbw build\), or remove it/);
     assert.doesNotMatch(first, /NKB_LIB/);
     assert.equal(second, "LibraryLoadError abi-mismatch " + first.slice(first.indexOf("nkb: ")));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("prebuilt: a byteLength redefined by page code neither stalls nor breaks the load", async () => {
+  const dir = await Deno.makeTempDir({ prefix: `nkb-bytelength-${Deno.pid}-` });
+  try {
+    await copySources(dir);
+    const script = `${dir}/probe.ts`;
+    // Before, the hash ran over a gigabyte of padding: no answer within 20 s.
+    const prelude =
+      `Object.defineProperty(Uint8Array.prototype, "byteLength", { get() { return 1e9; } });`;
+    await Deno.writeTextFile(
+      script,
+      prelude + PROBE.replace(`${ROOT}src/ffi.ts`, `${dir}/src/ffi.ts`),
+    );
+    const out = await new Deno.Command(DENO, {
+      args: ["run", "--no-lock", "--allow-ffi", script],
+      cwd: dir,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      signal: AbortSignal.timeout(10_000),
+    }).output();
+    const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+    assert.equal(out.code, 0, text);
+    assert.equal(text.trim(), "abi 2\nabi 2");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
