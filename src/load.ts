@@ -1,6 +1,6 @@
 /**
  * Finding and loading libnkb.so: one mechanism for the library, the CLI and anything else
- * of this package that needs the shim. The order (README, "The native library"):
+ * of this package that needs the shim. The order (README, "Requirements"):
  *
  * 1. `NKB_LIB`, when set: that file and no other.
  * 2. A local build beside the sources (`zig-out/lib/libnkb.so`, made by `./nkbw build`),

@@ -8,7 +8,7 @@
  * came from, caches it per version (`DENO_DIR`), checks it against the lockfile, and
  * needs no permission to do so. A raw file would need `--allow-net` (or `--allow-read`)
  * to fetch and a place to cache it; a `with { type: "bytes" }` import would need
- * `--unstable-raw-imports` in Deno 2.9. See README, "The native library".
+ * `--unstable-raw-imports` in Deno 2.9. See README, "Requirements".
  *
  * Why static imports of every platform's module (about 120 KB each, all fetched, each a
  * single string): the first socket loads the library inside a synchronous call, so the
