@@ -72,11 +72,28 @@ int32_t nkb_abi_version(void) { return NKB_ABI_VERSION; }
 // (SIGSEGV, exit 139, reproduced by repro/worker_terminate.ts). And the process-wide
 // tables (sockets, engines, XDP filters, the registry) outlive any one isolate anyway.
 // So the library pins itself when it loads: RTLD_NODELETE keeps it until the process exits.
+//
+// Only the first copy pins itself. Two isolates loading the prebuilt library at once each
+// map their own memory file (src/load.ts), then both use the copy the soname finds first
+// and close theirs; a pinned loser would stay mapped for good. Constructors run under the
+// dynamic linker's lock, so "the soname's first copy is this one" cannot change meanwhile.
+static int nkb_first_copy(const Dl_info *self) {
+  void *h = dlopen("libnkb.so", RTLD_NOW | RTLD_NOLOAD);
+  if (h == 0) return 1; // no soname match (a build without it): nothing to defer to
+  Dl_info first;
+  memset(&first, 0, sizeof(first));
+  void *sym = dlsym(h, "nkb_abi_version");
+  int mine = sym == 0 || (dladdr(sym, &first) != 0 && first.dli_fbase == self->dli_fbase);
+  (void)dlclose(h);
+  return mine;
+}
+
 __attribute__((constructor)) static void nkb_pin_loaded(void) {
   Dl_info info;
   memset(&info, 0, sizeof(info));
   void *self = 0;
   if (dladdr((const void *)&nkb_now_ns, &info) != 0 && info.dli_fname != 0) {
+    if (!nkb_first_copy(&info)) return; // that copy is pinned; this one is to be closed
     self = dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
   }
   // Not fatal: the library works; only its unloading under a running thread would crash.

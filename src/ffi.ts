@@ -140,21 +140,7 @@ export const Stat = {
   count: 16,
 } as const;
 
-// The engine's own byte length of a typed array, taken from %TypedArray%.prototype when this
-// module loads: a `byteLength` redefined on an array or a prototype patched later cannot
-// change it. It is 0 for a detached array (for which Deno's FFI passes a null pointer).
-const typedArrayByteLength = Function.prototype.call.bind(
-  Object.getOwnPropertyDescriptor(Object.getPrototypeOf(Uint8Array.prototype), "byteLength")!
-    .get!,
-) as (a: ArrayBufferView) => number;
-
-/**
- * The byte length of typed array `a` as the engine knows it (0 when detached): what every
- * FFI call passes beside a buffer. A TypeError for anything but a typed array.
- */
-export function byteLengthOf(a: ArrayBufferView): number {
-  return typedArrayByteLength(a);
-}
+export { byteLengthOf } from "./byte_length.ts";
 
 /** The loaded shim. */
 export type NkbLib = Deno.DynamicLibrary<typeof symbols>["symbols"];

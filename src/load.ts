@@ -1,6 +1,6 @@
 /**
  * Finding and loading libnkb.so: one mechanism for the library, the CLI and anything else
- * of this package that needs the shim. The order (README, "The native library"):
+ * of this package that needs the shim. The order (README, "Use it from your project"):
  *
  * 1. `NKB_LIB`, when set: that file and no other.
  * 2. A local build beside the sources (`zig-out/lib/libnkb.so`, made by `./nkbw build`),
@@ -19,6 +19,7 @@
 
 import { LibraryLoadError } from "./errors.ts";
 import { prebuiltBytes } from "./prebuilt.ts";
+import { byteLengthOf } from "./byte_length.ts";
 
 /** The soname every libnkb.so has: how a second loader finds the copy already loaded. */
 const SONAME = "libnkb.so";
@@ -43,6 +44,7 @@ const libcSymbols = {
   read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   close: { parameters: ["i32"], result: "i32" },
   dlopen: { parameters: ["buffer", "i32"], result: "pointer" },
+  dlclose: { parameters: ["pointer"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
@@ -52,8 +54,44 @@ const abiProbe = {
   nkb_abi_version: { parameters: [], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
+/**
+ * `s` as UTF-8 and a terminating NUL, in an array this function made: what goes to libc is
+ * terminated whatever a patched TextEncoder (or anything else of the page's) would return.
+ * A lone surrogate becomes U+FFFD, as TextEncoder does.
+ */
 function cString(s: string): Uint8Array<ArrayBuffer> {
-  return new TextEncoder().encode(s + "\0");
+  const out = new Uint8Array(s.length * 3 + 1); // 3 bytes per UTF-16 unit at most
+  let n = 0;
+  for (let i = 0; i < s.length; i++) {
+    let c = s.charCodeAt(i) | 0;
+    if (c >= 0xd800 && c < 0xdc00 && i + 1 < s.length) {
+      const lo = s.charCodeAt(i + 1) | 0;
+      if (lo >= 0xdc00 && lo < 0xe000) {
+        c = 0x10000 + ((c - 0xd800) << 10) + (lo - 0xdc00);
+        i++;
+      }
+    }
+    if (c >= 0xd800 && c < 0xe000) c = 0xfffd;
+    if (c < 0x80) {
+      out[n++] = c;
+    } else if (c < 0x800) {
+      out[n++] = 0xc0 | (c >> 6);
+      out[n++] = 0x80 | (c & 0x3f);
+    } else if (c < 0x10000) {
+      out[n++] = 0xe0 | (c >> 12);
+      out[n++] = 0x80 | ((c >> 6) & 0x3f);
+      out[n++] = 0x80 | (c & 0x3f);
+    } else {
+      out[n++] = 0xf0 | (c >> 18);
+      out[n++] = 0x80 | ((c >> 12) & 0x3f);
+      out[n++] = 0x80 | ((c >> 6) & 0x3f);
+      out[n++] = 0x80 | (c & 0x3f);
+    }
+  }
+  // The terminator: were a patched charCodeAt to make more than 3 bytes of one unit, the
+  // writes past the end are dropped and the subarray below ends at this byte.
+  out[out.length - 1] = 0;
+  return out.subarray(0, n + 1);
 }
 
 function errno(libc: Libc): number {
@@ -83,7 +121,7 @@ function foreignElf(libc: Libc, path: string): string {
   const fd = libc.open(cString(path), O_RDONLY_NONBLOCK_CLOEXEC);
   if (fd < 0) return "";
   const header = new Uint8Array(20);
-  const n = Number(libc.read(fd, header, BigInt(header.byteLength)));
+  const n = Number(libc.read(fd, header, 20n));
   libc.close(fd);
   if (n < 20) return "";
   const magic = header[0] === 0x7f && header[1] === 0x45 && header[2] === 0x4c &&
@@ -104,7 +142,36 @@ function permissionError(e: unknown): LibraryLoadError {
   );
 }
 
+/**
+ * Refuses to go on unless FFI is granted for every library. With a path list
+ * (`--allow-ffi=<paths>`) or any `--deny-ffi`, Deno resolves a bare name given to
+ * `Deno.dlopen` against the current directory, so "libc.so.6" and the soname "libnkb.so"
+ * would load whatever file of that name the directory holds, constructors and all.
+ */
+function requireFullFfi(): void {
+  let status: Deno.PermissionStatus;
+  try {
+    status = Deno.permissions.querySync({ name: "ffi" });
+    // A prompt asks for all of FFI, not for one name (which would grant a partial scope).
+    if (status.state === "prompt") status = Deno.permissions.requestSync({ name: "ffi" });
+  } catch (e) {
+    throw permissionError(e);
+  }
+  if (status.state === "granted" && !status.partial) return;
+  throw new LibraryLoadError(
+    "permission",
+    `loading libnkb.so needs --allow-ffi for all libraries (FFI is ` +
+      `${
+        status.state === "granted" ? "granted only in part" : "not granted for all"
+      }). A path list ` +
+      `(--allow-ffi=<paths>) or a --deny-ffi is not enough: Deno then looks up libc.so.6 ` +
+      `and libnkb.so in the current directory. Run with --allow-ffi; nkb needs no other ` +
+      `permission for its sockets.`,
+  );
+}
+
 function openLibc(): Libc {
+  requireFullFfi();
   try {
     return Deno.dlopen("libc.so.6", libcSymbols).symbols;
   } catch (e) {
@@ -154,9 +221,8 @@ function openChecked<S extends Deno.ForeignLibraryInterface>(
     if (found !== abi) {
       throw new LibraryLoadError(
         "abi-mismatch",
-        `${what} (${path}) has ABI ${found}, this version of nkb needs ${abi}: rebuild it ` +
-          `from this version's sources (./nkbw build), or unset NKB_LIB to use the library ` +
-          `that came with the package`,
+        `${what} (${path}) has ABI ${found}, this version of nkb needs ${abi}: ` +
+          remedy(what),
       );
     }
     try {
@@ -165,13 +231,30 @@ function openChecked<S extends Deno.ForeignLibraryInterface>(
       throw new LibraryLoadError(
         "abi-mismatch",
         `${what} (${path}) says ABI ${abi} but lacks symbols this version needs ` +
-          `(${firstLine(e)}): rebuild it from this version's sources`,
+          `(${firstLine(e)}): ${remedy(what)}`,
       );
     }
   } finally {
     probe.close(); // the library stays loaded: the handle returned above holds it
   }
 }
+
+/** What to do about a library of another ABI, by where it came from. */
+function remedy(what: string): string {
+  if (what === "NKB_LIB") {
+    return `rebuild it from this version's sources, or unset NKB_LIB to use the library ` +
+      `that came with the package`;
+  }
+  if (what === LOCAL) {
+    return `rebuild it (./nkbw build), or remove it to use the library that came with the ` +
+      `package`;
+  }
+  // The prebuilt library is checked by hash: a mismatch is another copy loaded first.
+  return `another libnkb.so was already loaded in this process (NKB_LIB, a local build or ` +
+    `another version of nkb in a Worker), and every isolate uses that one`;
+}
+
+const LOCAL = "the local build";
 
 function localBuild(libc: Libc): string | null {
   const url = new URL("../zig-out/lib/libnkb.so", import.meta.url);
@@ -195,17 +278,20 @@ function sealedMemoryFile(libc: Libc, name: string, bytes: Uint8Array<ArrayBuffe
         `libnkb.so from the package's ffi/ sources and set NKB_LIB to it`,
     );
   }
+  const length = byteLengthOf(bytes); // the engine's: a patched getter cannot overstate it
   let done = 0;
   // Each write moves at least one byte or fails; EINTR is retried a bounded number of times.
-  for (let tries = 0; done < bytes.byteLength && tries < 1024; tries++) {
-    const n = Number(libc.write(fd, bytes.subarray(done), BigInt(bytes.byteLength - done)));
+  for (let tries = 0; done < length && tries < 1024; tries++) {
+    const n = Number(libc.write(fd, bytes.subarray(done), BigInt(length - done)));
     if (n > 0) done += n;
     else if (n < 0 && errno(libc) !== EINTR) break;
   }
-  if (done !== bytes.byteLength || libc.fcntl(fd, F_ADD_SEALS, F_SEAL_ALL) !== 0) {
+  if (done !== length || libc.fcntl(fd, F_ADD_SEALS, F_SEAL_ALL) !== 0) {
+    const err = errno(libc);
+    libc.close(fd);
     throw new LibraryLoadError(
       "dlopen",
-      `cannot write the prebuilt library into a sealed memory file (errno ${errno(libc)})`,
+      `cannot write the prebuilt library into a sealed memory file (errno ${err})`,
     );
   }
   return fd;
@@ -221,9 +307,7 @@ function openPrebuilt<S extends Deno.ForeignLibraryInterface>(
   const what = `the prebuilt libnkb.so for ${prebuilt.platform}`;
   // Another isolate (a Worker) may have loaded it already: its copy holds the process's
   // sockets and engines, so it is the one to use. RTLD_NOLOAD never maps a file.
-  if (libc.dlopen(cString(SONAME), RTLD_NOW | RTLD_NOLOAD) !== null) {
-    return openChecked(libc, SONAME, what, symbols, abi);
-  }
+  if (loaded(libc, SONAME)) return openChecked(libc, SONAME, what, symbols, abi);
   // The descriptor stays open for the life of the process: the library's name in the
   // link map is /proc/self/fd/<fd>, which must not come to mean another file.
   const fd = sealedMemoryFile(
@@ -231,14 +315,32 @@ function openPrebuilt<S extends Deno.ForeignLibraryInterface>(
     `nkb-${prebuilt.platform}`,
     prebuilt.bytes as Uint8Array<ArrayBuffer>,
   );
-  const mine = openChecked(libc, `/proc/self/fd/${fd}`, what, abiProbe, abi);
+  const path = `/proc/self/fd/${fd}`;
+  let mine: Deno.DynamicLibrary<typeof abiProbe>;
+  try {
+    mine = openChecked(libc, path, what, abiProbe, abi);
+  } catch (e) {
+    libc.close(fd); // not mapped: the name means nothing yet
+    throw e;
+  }
   try {
     // By soname: the first copy in the link map. Two isolates loading at once both get
-    // the one that won; the other copy is unloaded by the close below.
+    // the one that won; the other copy (which did not pin itself: ffi/api.c) is unloaded
+    // by the close below.
     return openChecked(libc, SONAME, what, symbols, abi);
   } finally {
     mine.close();
+    // A copy that lost is gone from the link map: nothing names its descriptor any more.
+    if (!loaded(libc, path)) libc.close(fd);
   }
+}
+
+/** Whether the link map holds `name` (a path or a soname); maps nothing. */
+function loaded(libc: Libc, name: string): boolean {
+  const handle = libc.dlopen(cString(name), RTLD_NOW | RTLD_NOLOAD);
+  if (handle === null) return false;
+  libc.dlclose(handle); // RTLD_NOLOAD still counts a reference
+  return true;
 }
 
 /**
@@ -256,6 +358,6 @@ export function loadLibrary<S extends Deno.ForeignLibraryInterface>(
     return openChecked(libc, fromEnv, "NKB_LIB", symbols, abi);
   }
   const local = localBuild(libc);
-  if (local !== null) return openChecked(libc, local, "the local build", symbols, abi);
+  if (local !== null) return openChecked(libc, local, LOCAL, symbols, abi);
   return openPrebuilt(libc, symbols, abi);
 }

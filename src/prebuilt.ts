@@ -8,7 +8,7 @@
  * came from, caches it per version (`DENO_DIR`), checks it against the lockfile, and
  * needs no permission to do so. A raw file would need `--allow-net` (or `--allow-read`)
  * to fetch and a place to cache it; a `with { type: "bytes" }` import would need
- * `--unstable-raw-imports` in Deno 2.9. See README, "The native library".
+ * `--unstable-raw-imports` in Deno 2.9. See README, "Use it from your project".
  *
  * Why static imports of every platform's module (about 120 KB each, all fetched, each a
  * single string): the first socket loads the library inside a synchronous call, so the
@@ -21,6 +21,7 @@
 
 import { libnkb as aarch64 } from "../native/linux-aarch64.ts";
 import { libnkb as x86_64 } from "../native/linux-x86_64.ts";
+import { byteLengthOf } from "./byte_length.ts";
 import { sha256Hex } from "./sha256.ts";
 
 /** One prebuilt library: what `./nkbw dist` recorded of it. */
@@ -40,12 +41,12 @@ export const PREBUILT_GLIBC = "2.27";
 /** The platforms with a prebuilt library, by `linux-<Deno.build.arch>`. */
 export const PREBUILT: Readonly<Record<string, Prebuilt>> = {
   "linux-x86_64": {
-    sha256: "53be8fce3d3f9c68eaaee8f63331c877f3a1e08a003a834f7065582ce02879b9",
-    size: 92784,
+    sha256: "812fa5d90c34acb0feed0a55932d6422f13b46fd83589ebe3c92b0ae07e752db",
+    size: 93136,
   },
   "linux-aarch64": {
-    sha256: "8492ded10dfed0445bbb12bd4984e741ee1f9794fe9e016472e4464e9bd2d246",
-    size: 91072,
+    sha256: "55ececc61541a5c9e809919cfeefaf9d76d544f1915866e7a009ef055a684d69",
+    size: 91408,
   },
 };
 // END PREBUILT
@@ -76,14 +77,15 @@ export function platform(): string {
 export function verifyPrebuilt(platformName: string, bytes: Uint8Array): PrebuiltBytes {
   const want = PREBUILT[platformName];
   if (want === undefined) return unsupported(platformName);
+  const size = byteLengthOf(bytes);
   const got = sha256Hex(bytes);
-  if (got !== want.sha256 || bytes.byteLength !== want.size) {
+  if (got !== want.sha256 || size !== want.size) {
     return {
       ok: false,
       platform: platformName,
       reason: "hash-mismatch",
       message: `refused the prebuilt libnkb.so for ${platformName}: its SHA-256 is ${got} ` +
-        `(${bytes.byteLength} bytes), this version of nkb records ${want.sha256} ` +
+        `(${size} bytes), this version of nkb records ${want.sha256} ` +
         `(${want.size} bytes). The copy that came with the package was altered; it was not ` +
         `loaded. Clear Deno's cache of this package (deno clean, or reload with --reload) ` +
         `and report it if it persists.`,

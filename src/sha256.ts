@@ -7,6 +7,8 @@
  * @module
  */
 
+import { byteLengthOf } from "./byte_length.ts";
+
 const K = new Uint32Array([
   0x428a2f98,
   0x71374491,
@@ -91,16 +93,17 @@ function rotr(x: number, n: number): number {
 
 /** The SHA-256 of `data`, lowercase hex. */
 export function sha256Hex(data: Uint8Array): string {
+  const length = byteLengthOf(data);
   // The message, a 0x80 byte, zeros, and the bit length (big-endian, 64 bits), padded to
   // whole 64-byte blocks.
-  const blocks = Math.ceil((data.byteLength + 9) / 64);
+  const blocks = Math.ceil((length + 9) / 64);
   const padded = new Uint8Array(blocks * 64);
   padded.set(data);
-  padded[data.byteLength] = 0x80;
+  padded[length] = 0x80;
   const view = new DataView(padded.buffer);
-  const bits = data.byteLength * 8;
-  view.setUint32(padded.byteLength - 8, Math.floor(bits / 2 ** 32));
-  view.setUint32(padded.byteLength - 4, bits >>> 0);
+  const bits = length * 8;
+  view.setUint32(blocks * 64 - 8, Math.floor(bits / 2 ** 32));
+  view.setUint32(blocks * 64 - 4, bits >>> 0);
 
   const h = INITIAL.slice();
   const w = new Uint32Array(64);

@@ -67,14 +67,22 @@ async function main(args: string[]): Promise<number> {
     return 2;
   }
   const rows = [];
+  const libs: { platform: string; sha256: string; bytes: Uint8Array }[] = [];
   for (const platform of names) {
     const bytes = await Deno.readFile(`zig-out/dist/${platform}/lib/libnkb.so`);
     const sha256 = hex(await crypto.subtle.digest("SHA-256", bytes));
     rows.push({ platform, sha256, size: bytes.byteLength });
-    await Deno.mkdir("native", { recursive: true });
-    await Deno.writeTextFile(`native/${platform}.ts`, module(platform, glibc, sha256, bytes));
-    console.log(`native/${platform}.ts: ${bytes.byteLength} bytes, SHA-256 ${sha256}`);
+    libs.push({ platform, sha256, bytes });
   }
+  // native/ is written only with a table that records it: a --check that fails leaves both
+  // as they were, never modules whose hashes the loader would refuse.
+  const writeModules = async (): Promise<void> => {
+    await Deno.mkdir("native", { recursive: true });
+    for (const { platform, sha256, bytes } of libs) {
+      await Deno.writeTextFile(`native/${platform}.ts`, module(platform, glibc, sha256, bytes));
+      console.log(`native/${platform}.ts: ${bytes.byteLength} bytes, SHA-256 ${sha256}`);
+    }
+  };
   const source = await Deno.readTextFile(TABLE);
   const from = source.indexOf(BEGIN);
   const to = source.indexOf(END);
@@ -83,7 +91,10 @@ async function main(args: string[]): Promise<number> {
     return 1;
   }
   const updated = source.slice(0, from) + table(rows) + source.slice(to + END.length);
-  if (updated === source) return 0;
+  if (updated === source) {
+    await writeModules();
+    return 0;
+  }
   if (check) {
     console.error(
       `${TABLE} records other hashes than this build's: the sources changed since ./nkbw ` +
@@ -91,6 +102,7 @@ async function main(args: string[]): Promise<number> {
     );
     return 1;
   }
+  await writeModules();
   await Deno.writeTextFile(TABLE, updated);
   console.log(`${TABLE}: updated`);
   return 0;
