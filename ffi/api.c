@@ -71,36 +71,28 @@ int32_t nkb_abi_version(void) { return NKB_ABI_VERSION; }
 // unmapped code: a receive() pending in nkb_wait on Deno's FFI pool, an engine's thread
 // (SIGSEGV, exit 139, reproduced by repro/worker_terminate.ts). And the process-wide
 // tables (sockets, engines, XDP filters, the registry) outlive any one isolate anyway.
-// So the library pins itself when it loads: RTLD_NODELETE keeps it until the process exits.
-//
-// Only the first copy pins itself. Two isolates loading the prebuilt library at once each
-// map their own memory file (src/load.ts), then both use the copy the soname finds first
-// and close theirs; a pinned loser would stay mapped for good. Constructors run under the
-// dynamic linker's lock, so "the soname's first copy is this one" cannot change meanwhile.
-static int nkb_first_copy(const Dl_info *self) {
-  void *h = dlopen("libnkb.so", RTLD_NOW | RTLD_NOLOAD);
-  if (h == 0) return 1; // no soname match (a build without it): nothing to defer to
-  Dl_info first;
-  memset(&first, 0, sizeof(first));
-  void *sym = dlsym(h, "nkb_abi_version");
-  int mine = sym == 0 || (dladdr(sym, &first) != 0 && first.dli_fbase == self->dli_fbase);
-  (void)dlclose(h);
-  return mine;
-}
-
-__attribute__((constructor)) static void nkb_pin_loaded(void) {
+// So the copy the loader keeps pins itself (RTLD_NODELETE: until the process exits), when
+// the loader says so, not when it is mapped: two isolates loading the prebuilt library at
+// once each map a copy and keep only the first (src/load.ts); the other must stay
+// unpinned to go with its dlclose. (A constructor that asked the dynamic linker which copy
+// is first, from inside its own dlopen, kept engine threads alive after close.)
+int32_t nkb_pin(void) {
+  static int32_t pinned = 0;  // process-wide by design: it describes the mapping itself
+  if (__atomic_load_n(&pinned, __ATOMIC_ACQUIRE)) return 0;
   Dl_info info;
   memset(&info, 0, sizeof(info));
   void *self = 0;
   if (dladdr((const void *)&nkb_now_ns, &info) != 0 && info.dli_fname != 0) {
-    if (!nkb_first_copy(&info)) return; // that copy is pinned; this one is to be closed
     self = dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
   }
   // Not fatal: the library works; only its unloading under a running thread would crash.
   if (self == 0) {
     fprintf(stderr, "nkb: warning: cannot pin libnkb.so in memory: terminating the only "
                     "Worker that loaded it during a receive may crash the process\n");
+    return -1;
   }
+  __atomic_store_n(&pinned, 1, __ATOMIC_RELEASE);
+  return 0;
 }
 
 int32_t nkb_env_int(const uint8_t *name, uint32_t name_len, int32_t fallback) {

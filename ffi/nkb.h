@@ -14,7 +14,8 @@
 #include "xsk.h"
 
 #define NKB_API __attribute__((visibility("default")))
-#define NKB_ABI_VERSION 2  // 2: every buffer parameter is followed by its byte length
+#define NKB_ABI_VERSION 3  // 2: every buffer parameter is followed by its byte length;
+                           // 3: the loader pins the copy it keeps (nkb_pin)
 
 #define NKB_MAX_SOCKS 1024u
 #define NKB_MAX_ENGINES 16u
@@ -83,6 +84,9 @@ enum {
 };
 
 NKB_API int32_t nkb_abi_version(void);
+// Pins this copy of the library in memory until the process exits (src/load.ts calls it on
+// the copy it keeps). 0, or -1 (with a warning on stderr) when it cannot.
+NKB_API int32_t nkb_pin(void);
 // CLOCK_MONOTONIC in milliseconds: the hot paths' clock (a V8 fast call, far cheaper than
 // Deno's performance.now()).
 NKB_API double nkb_now_ms(void);

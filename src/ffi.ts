@@ -15,6 +15,7 @@ const U32 = "u32" as const;
 /** Every symbol of libnkb.so that TypeScript calls. */
 export const symbols = {
   nkb_abi_version: { parameters: [], result: I32 },
+  nkb_pin: { parameters: [], result: I32 },
   nkb_now_ms: { parameters: [], result: "f64" },
   nkb_env_int: { parameters: ["buffer", U32, I32], result: I32 },
   nkb_sock_open: { parameters: [], result: I32 },
@@ -84,7 +85,7 @@ export const symbols = {
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The ABI this TypeScript expects from the shim (NKB_ABI_VERSION in ffi/nkb.h). */
-export const ABI_VERSION = 2;
+export const ABI_VERSION = 3;
 
 /** Returned by send entries when a destination must be resolved first. */
 export const E_NEED_ROUTE = -10000;
@@ -159,7 +160,10 @@ export function lib(): NkbLib {
   if (loaded !== null) return loaded;
   if (failed !== null) throw failed;
   try {
-    loaded = loadLibrary(symbols, ABI_VERSION).symbols;
+    const found = loadLibrary(symbols, ABI_VERSION).symbols;
+    // The copy this process keeps stays mapped until it exits (ffi/api.c, nkb_pin).
+    found.nkb_pin();
+    loaded = found;
     return loaded;
   } catch (e) {
     // A permission may still be granted (Deno.permissions.request): only that is retried.

@@ -325,8 +325,8 @@ function openPrebuilt<S extends Deno.ForeignLibraryInterface>(
   }
   try {
     // By soname: the first copy in the link map. Two isolates loading at once both get
-    // the one that won; the other copy (which did not pin itself: ffi/api.c) is unloaded
-    // by the close below.
+    // the one that won; the other copy (never pinned: ffi/api.c, nkb_pin) is unloaded by
+    // the close below.
     return openChecked(libc, SONAME, what, symbols, abi);
   } finally {
     mine.close();

@@ -41,12 +41,12 @@ export const PREBUILT_GLIBC = "2.27";
 /** The platforms with a prebuilt library, by `linux-<Deno.build.arch>`. */
 export const PREBUILT: Readonly<Record<string, Prebuilt>> = {
   "linux-x86_64": {
-    sha256: "812fa5d90c34acb0feed0a55932d6422f13b46fd83589ebe3c92b0ae07e752db",
-    size: 93136,
+    sha256: "d3ea461cf5d3c0bbd947b2523c0f98c59ed635e852a5d1a72a08e8083f4b0955",
+    size: 92728,
   },
   "linux-aarch64": {
-    sha256: "55ececc61541a5c9e809919cfeefaf9d76d544f1915866e7a009ef055a684d69",
-    size: 91408,
+    sha256: "a48776e07ae3ad4482cd4e4bff3515f2bc805cb9fb873a3a97e46105bf1b218b",
+    size: 91016,
   },
 };
 // END PREBUILT
