@@ -4,7 +4,8 @@
  * addresses nobody answers ARP for (sendSync bursts, a tight `await send()` loop),
  * mixes those with sends to a resolvable peer while receives are pending, sends to
  * hundreds of new destinations, sends while its interface goes down and up, and
- * joins and leaves a group. Every gap between two ticks stays under 5 ms, and every
+ * joins and leaves a group. Every gap between two ticks stays under 5 ms (five periods
+ * of the timer, on a machine whose 1 ms timer is late: see below), and every
  * datagram the program sent is counted: through the ring (`opkts`) or the kernel
  * (`kernelOpkts`); a refused one threw (and `txFull` counts ring refusals). Datagrams
  * the kernel holds behind an ARP request that fails are discarded by the kernel, as
@@ -27,6 +28,14 @@
  * that blocks the loop does so in every run: so each phase must keep every tick within
  * the bound in at least one of up to three runs (each run's counts are all checked, and
  * each phase's distribution printed).
+ *
+ * The bound is five periods of the timer as the machine keeps it: 5 ms, or five times
+ * the median gap of the same run's `idle` phase (the timer alone, no library call) where
+ * that is longer than 1 ms. One VM this ran on fired an idle 1 ms interval every 2.1 ms
+ * (median; plain Deno, nothing else running: up to 12-13 ms late in 5 s), and a burst of 16
+ * `sendSync` calls (2.8 ms) was followed by its first tick 5.1 ms after it began; another
+ * kept 1.0 ms. A library that blocks the loop on the network (an ARP wait, DNS, a setup
+ * retry) stalls it for tens or hundreds of milliseconds on either.
  */
 
 import assert from "node:assert/strict";
@@ -34,6 +43,8 @@ import { createTestbed, type Message } from "./helpers/testbed.ts";
 
 const OPTS = { sanitizeResources: false, sanitizeOps: false };
 const BOUND_MS = 5;
+/** The bound in periods of the timer as the machine keeps it (the idle phase's median). */
+const BOUND_PERIODS = 5;
 
 /** `count` on-link addresses of `ip`'s /24 that nobody holds. */
 function nobody(ip: string, count: number, from = 100): string[] {
@@ -59,14 +70,16 @@ function assertCounted(m: Message, sent: number): void {
 // bound, with their distributions.
 const overBound = new Map<string, string>();
 
+let runBoundMs = BOUND_MS;
+
 function assertTicks(m: Message): void {
   assert.ok((m.ticks as number) > 10, `the timer ran: ${show(m)}`);
-  if ((m.maxGapMs as number) >= BOUND_MS) {
+  if ((m.maxGapMs as number) >= runBoundMs) {
     overBound.set(
       m.phase as string,
-      `max ${m.maxGapMs} ms, ${JSON.stringify(m.gaps)}, ${JSON.stringify(m.hist)}, longest call ${
-        m.maxCallMs ?? "-"
-      } ms`,
+      `max ${m.maxGapMs} ms (bound ${runBoundMs}), ${JSON.stringify(m.gaps)}, ${
+        JSON.stringify(m.hist)
+      }, longest call ${m.maxCallMs ?? "-"} ms`,
     );
   }
 }
@@ -82,7 +95,8 @@ const TIMED = [
 const RUNS = 3;
 
 Deno.test({
-  name: "event loop: a 1 ms timer keeps ticking within 5 ms through every networked call",
+  name:
+    "event loop: a 1 ms timer keeps ticking within 5 of its periods through every networked call",
   ...OPTS,
   fn: async () => {
     const within = new Set<string>();
@@ -101,7 +115,9 @@ Deno.test({
     assert.deepEqual(
       never,
       [],
-      `ticks >= ${BOUND_MS} ms apart in every run:\n${misses.join("\n")}`,
+      `ticks >= ${BOUND_PERIODS} timer periods (${BOUND_MS} ms or more) apart in every run:\n${
+        misses.join("\n")
+      }`,
     );
   },
 });
@@ -143,6 +159,7 @@ while time.time() < end and n < 100000:
     for (
       const name of [
         "setup",
+        "idle",
         "sendSync-unresolved",
         "send-unresolved",
         "mixed",
@@ -163,6 +180,10 @@ while time.time() < end and n < 100000:
 
     const setup = phases.get("setup")!;
     assert.equal(setup.active, true, show(setup));
+    const idle = phases.get("idle")!;
+    assert.ok((idle.ticks as number) > 10, show(idle));
+    const period = (idle.gaps as Record<string, number>).p50;
+    runBoundMs = Math.round(BOUND_PERIODS * Math.max(BOUND_MS / BOUND_PERIODS, period) * 100) / 100;
 
     // Nobody answers: everything through the kernel, which holds the datagrams behind ARP
     // until it gives up; once they fill the socket's send buffer, sendSync throws
