@@ -28,19 +28,24 @@ for (let i = 0; i < 2; i++) {
 }
 `;
 
-async function plantedDir(): Promise<string> {
-  const dir = await Deno.makeTempDir({ prefix: `nkb-planted-${Deno.pid}-` });
-  const lib = `${dir}/libnkb.so`;
+/** Builds C file `source` into `out` as a shared library with the soname libnkb.so. */
+async function fakeLibnkb(source: string, out: string): Promise<void> {
   const cc = await zigCc([
     ...SHIM_FLAGS,
     "-shared",
     "-fPIC",
     "-Wl,-soname,libnkb.so",
     "-o",
-    lib,
-    `${ROOT}tests/native/planted_lib.c`,
+    out,
+    source,
   ]);
   assert.equal(cc.code, 0, cc.stderr);
+}
+
+async function plantedDir(): Promise<string> {
+  const dir = await Deno.makeTempDir({ prefix: `nkb-planted-${Deno.pid}-` });
+  const lib = `${dir}/libnkb.so`;
+  await fakeLibnkb(`${ROOT}tests/native/planted_lib.c`, lib);
   await Deno.copyFile(lib, `${dir}/libc.so.6`);
   return dir;
 }
@@ -220,6 +225,23 @@ Deno.test("prebuilt: main and 4 Workers loading at once leave one copy and one m
   }
 });
 
+/** Runs PROBE (after `prelude`) against the sources copied to `dir`, with --allow-ffi only. */
+async function probeCopy(dir: string, prelude: string, ms: number): Promise<Deno.CommandOutput> {
+  const script = `${dir}/probe.ts`;
+  await Deno.writeTextFile(
+    script,
+    prelude + PROBE.replace(`${ROOT}src/ffi.ts`, `${dir}/src/ffi.ts`),
+  );
+  return await new Deno.Command(DENO, {
+    args: ["run", "--no-lock", "--allow-ffi", script],
+    cwd: dir,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(ms),
+  }).output();
+}
+
 Deno.test("a local build of another ABI: the error says to rebuild or remove it, not NKB_LIB", async () => {
   const dir = await Deno.makeTempDir({ prefix: `nkb-local-abi-${Deno.pid}-` });
   try {
@@ -227,26 +249,8 @@ Deno.test("a local build of another ABI: the error says to rebuild or remove it,
     await Deno.mkdir(`${dir}/zig-out/lib`, { recursive: true });
     const source = await Deno.readTextFile(`${ROOT}tests/native/planted_lib.c`);
     await Deno.writeTextFile(`${dir}/abi1.c`, source.replace("return 2;", "return 1;"));
-    const cc = await zigCc([
-      ...SHIM_FLAGS,
-      "-shared",
-      "-fPIC",
-      "-Wl,-soname,libnkb.so",
-      "-o",
-      `${dir}/zig-out/lib/libnkb.so`,
-      `${dir}/abi1.c`,
-    ]);
-    assert.equal(cc.code, 0, cc.stderr);
-    const script = `${dir}/probe.ts`;
-    await Deno.writeTextFile(script, PROBE.replace(`${ROOT}src/ffi.ts`, `${dir}/src/ffi.ts`));
-    const out = await new Deno.Command(DENO, {
-      args: ["run", "--no-lock", "--allow-ffi", script],
-      cwd: dir,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-      signal: AbortSignal.timeout(CHILD_MS),
-    }).output();
+    await fakeLibnkb(`${dir}/abi1.c`, `${dir}/zig-out/lib/libnkb.so`);
+    const out = await probeCopy(dir, "", CHILD_MS);
     const text = new TextDecoder().decode(out.stdout);
     assert.equal(out.code, 0, text + new TextDecoder().decode(out.stderr));
     const [first, second] = text.trim().split("\n");
@@ -263,22 +267,10 @@ Deno.test("prebuilt: a byteLength redefined by page code neither stalls nor brea
   const dir = await Deno.makeTempDir({ prefix: `nkb-bytelength-${Deno.pid}-` });
   try {
     await copySources(dir);
-    const script = `${dir}/probe.ts`;
     // Before, the hash ran over a gigabyte of padding: no answer within 20 s.
     const prelude =
       `Object.defineProperty(Uint8Array.prototype, "byteLength", { get() { return 1e9; } });`;
-    await Deno.writeTextFile(
-      script,
-      prelude + PROBE.replace(`${ROOT}src/ffi.ts`, `${dir}/src/ffi.ts`),
-    );
-    const out = await new Deno.Command(DENO, {
-      args: ["run", "--no-lock", "--allow-ffi", script],
-      cwd: dir,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-      signal: AbortSignal.timeout(10_000),
-    }).output();
+    const out = await probeCopy(dir, prelude, 10_000);
     const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
     assert.equal(out.code, 0, text);
     assert.equal(text.trim(), ABI_TWICE);
