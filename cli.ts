@@ -7,6 +7,7 @@
  * deno run -A cli.ts stat -i 1 -c 5  # five reports, a second apart
  * deno run -A cli.ts phys -v         # interfaces, queues free and held, and by whom
  * deno task nkb stat --json
+ * deno run -A cli.ts run app.ts      # app.ts unmodified, its UDP sockets through nkb
  * ```
  *
  * @module
@@ -19,6 +20,7 @@ import { printable } from "./src/table.ts";
 
 const SYNOPSIS = `usage: nkb stat [-a] [-u] [-v] [--json] [-i SECONDS [-c COUNT]]
        nkb phys [-v] [-o FIELD,...] [--json] [LINK ...]
+       nkb run [--no-spin] [DENO RUN FLAGS] SCRIPT [ARGS]
        nkb --help
 `;
 
@@ -36,6 +38,12 @@ nkb phys   interfaces of this network namespace and the receive queues nkb holds
              XDP, XDP-PROG, ZEROCOPY, MTU
   --json     { "links": [...], "warnings": [...] }
   LINK       only these interfaces (lo only when named)
+
+nkb run    runs an unmodified program with its UDP sockets (Deno.listenDatagram) on nkb:
+           deno run --preload <nkb's preload> --allow-ffi [DENO RUN FLAGS] SCRIPT [ARGS],
+           the _NET_KERNEL_BYPASS_* variables passed through; exits with its status.
+  --no-spin  _NET_KERNEL_BYPASS_RECV_MODE=0: a waiting receive sleeps in poll(). The
+             contract's default (1) spins a core while a socket waits, even when idle.
 
 The registry is $NKB_REGISTRY_DIR, else /dev/shm/nkb (one directory per user in it).
 Only processes alive now are listed; who they are comes from /proc.
@@ -64,7 +72,14 @@ interface PhysArgs {
   links: string[];
 }
 
-type Args = StatArgs | PhysArgs | { command: "help" };
+interface RunArgs {
+  command: "run";
+  noSpin: boolean;
+  /** The deno run flags, script and its arguments, as given. */
+  rest: string[];
+}
+
+type Args = StatArgs | PhysArgs | RunArgs | { command: "help" };
 
 /**
  * Runs `nkb` with `args` (without the program name) and returns the exit status:
@@ -86,6 +101,7 @@ export async function main(args: string[]): Promise<number> {
     writeOut(USAGE);
     return 0;
   }
+  if (parsed.command === "run") return await runProgram(parsed);
   try {
     return parsed.command === "stat" ? await runStat(parsed) : runPhys(parsed);
   } catch (e) {
@@ -100,6 +116,12 @@ function parseArgs(args: string[]): Args {
   if (command === "--help" || command === "-h" || command === "help") return { command: "help" };
   if (command === "stat") return parseStatArgs(rest);
   if (command === "phys") return parsePhysArgs(rest);
+  if (command === "run") {
+    const noSpin = rest[0] === "--no-spin";
+    const program = noSpin ? rest.slice(1) : rest;
+    if (program.length === 0) throw new UsageError("run: no script");
+    return { command: "run", noSpin, rest: program };
+  }
   throw new UsageError(command === undefined ? "no command" : `unknown command "${command}"`);
 }
 
@@ -233,6 +255,38 @@ function warn(warnings: string[]): void {
 }
 
 const encoder = new TextEncoder();
+
+const SIGNALS: Record<string, number> = {
+  SIGHUP: 1,
+  SIGINT: 2,
+  SIGQUIT: 3,
+  SIGKILL: 9,
+  SIGTERM: 15,
+};
+
+// `nkb run`: the program under deno run with the pre-load, stdio and environment its own.
+async function runProgram(args: RunArgs): Promise<number> {
+  const env: Record<string, string> = {};
+  if (args.noSpin) env._NET_KERNEL_BYPASS_RECV_MODE = "0";
+  const preload = new URL("./preload.ts", import.meta.url).href;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--preload", preload, "--allow-ffi", ...args.rest],
+    env,
+    stdin: "inherit",
+    stdout: "inherit",
+    stderr: "inherit",
+  }).spawn();
+  // The terminal's Ctrl-C reaches both; nkb run waits for the program's own ending.
+  const ignore = (): void => {};
+  Deno.addSignalListener("SIGINT", ignore);
+  try {
+    const status = await child.status;
+    if (status.signal !== null) return 128 + (SIGNALS[status.signal] ?? 0);
+    return status.code;
+  } finally {
+    Deno.removeSignalListener("SIGINT", ignore);
+  }
+}
 
 function writeOut(text: string): void {
   writeAll(Deno.stdout, text);

@@ -361,3 +361,27 @@ export function loadLibrary<S extends Deno.ForeignLibraryInterface>(
   if (local !== null) return openChecked(libc, local, LOCAL, symbols, abi);
   return openPrebuilt(libc, symbols, abi);
 }
+
+/**
+ * The environment variable `name`, read through libc when FFI is fully granted (as the
+ * shim reads the knobs), else through `Deno.env` when that is granted without asking;
+ * null when unset or unreadable. For decisions made when the library did not load.
+ */
+export function envValue(name: string): string | null {
+  try {
+    const ffi = Deno.permissions.querySync({ name: "ffi" });
+    if (ffi.state === "granted" && !ffi.partial) {
+      return getenv(Deno.dlopen("libc.so.6", libcSymbols).symbols, name);
+    }
+  } catch {
+    // libc would not load: try Deno's own view below.
+  }
+  try {
+    if (Deno.permissions.querySync({ name: "env", variable: name }).state === "granted") {
+      return Deno.env.get(name) ?? null;
+    }
+  } catch {
+    // Not readable.
+  }
+  return null;
+}

@@ -4,11 +4,15 @@
  * namespace, an echo server in the other; this test asserts that the two logs (values,
  * error classes, messages where they are part of the contract, order of events) are
  * equal. A deliberate difference is listed in DIFFERENT with both logs as seen and why,
- * so that a change on either side shows.
+ * so that a change on either side shows. The same file then runs under nkb's pre-load
+ * (`deno run --preload preload.ts`), which hands its "deno" side's Deno.listenDatagram
+ * to nkb: that side's logs must equal the plain run's (nkb's, for a deliberate
+ * difference), with every one of its sockets on the bypass path (issue 15).
  */
 
 import assert from "node:assert/strict";
-import { createTestbed } from "./helpers/testbed.ts";
+import { createTestbed, FIXTURES, type Message } from "./helpers/testbed.ts";
+import { ROOT } from "./helpers/zig.ts";
 
 const ECHO_PORT = 7;
 const ECHO = [
@@ -100,26 +104,47 @@ const DIFFERENT: Record<string, { deno: string[]; nkb: string[]; why: string }> 
   },
 };
 
+type Results = Record<string, { deno: string[]; nkb: string[] }>;
+
+/** Runs the conformance fixture in a fresh testbed (under the pre-load when asked). */
+async function runCases(preload: boolean): Promise<Message> {
+  await using tb = await createTestbed();
+  const echo = tb.spawn("b", ["python3", "-c", ECHO], { name: "echo@b" });
+  await echo.next((m) => m.raw === "ready", 10_000);
+  const args = [`--host=${tb.a.ip}`, `--peer=${tb.b.ip}`, `--echo=${ECHO_PORT}`];
+  const child = preload
+    ? tb.spawn("a", [
+      Deno.execPath(),
+      "run",
+      "-A",
+      "--unstable-net",
+      "--no-lock",
+      "--preload",
+      `${ROOT}preload.ts`,
+      `${FIXTURES}conformance.ts`,
+      ...args,
+    ], { name: "conformance.ts (pre-loaded)" })
+    : tb.spawnDeno("a", "conformance.ts", args);
+  const status = await child.wait(120_000);
+  assert.equal(status.code, 0, child.stderr);
+  const done = child.messages.find((m) => "results" in m);
+  assert.ok(done !== undefined, child.stderr);
+  // How long each exit case's child lived (the cases compare against 1.5 s).
+  console.log(child.stderr.split("\n").filter((l) => l.startsWith("exit ")).join("\n"));
+  return done;
+}
+
+let plainResults: Results | null = null;
+
 Deno.test({
   name: "conformance: every DatagramConn behaviour against Deno.listenDatagram",
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async () => {
-    await using tb = await createTestbed();
-    const echo = tb.spawn("b", ["python3", "-c", ECHO], { name: "echo@b" });
-    await echo.next((m) => m.raw === "ready", 10_000);
-    const child = tb.spawnDeno("a", "conformance.ts", [
-      `--host=${tb.a.ip}`,
-      `--peer=${tb.b.ip}`,
-      `--echo=${ECHO_PORT}`,
-    ]);
-    const status = await child.wait(120_000);
-    assert.equal(status.code, 0, child.stderr);
-    const done = child.messages.find((m) => "results" in m);
-    assert.ok(done !== undefined, child.stderr);
-    // How long each exit case's child lived (the cases compare against 1.5 s).
-    console.log(child.stderr.split("\n").filter((l) => l.startsWith("exit ")).join("\n"));
-    const results = done.results as Record<string, { deno: string[]; nkb: string[] }>;
+    const done = await runCases(false);
+    assert.equal(done.denoSideByNkb, 0, "the plain run's deno side is Deno's");
+    const results = done.results as Results;
+    plainResults = results;
     const bad: string[] = [];
     for (const [name, { deno, nkb }] of Object.entries(results)) {
       console.log(`${name}\n  deno ${JSON.stringify(deno)}\n  nkb  ${JSON.stringify(nkb)}`);
@@ -179,5 +204,37 @@ Deno.test({
       "sent-unresolved: exited 0 (sent 3, done) within 1.5 s: true",
       "close-unhandled: exited 1 (done) within 1.5 s: true",
     ]);
+  },
+});
+
+Deno.test({
+  name: "conformance under the pre-load: the same file's Deno side, taken over, logs the same",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    assert.ok(plainResults !== null, "the plain run ran first");
+    const done = await runCases(true);
+    const results = done.results as Results;
+    assert.ok((done.denoSideByNkb as number) >= 20, `deno side by nkb: ${done.denoSideByNkb}`);
+    const bad: string[] = [];
+    for (const [name, { deno: plain }] of Object.entries(plainResults)) {
+      const taken = results[name]?.deno;
+      // Where nkb differs from Deno by design, the taken-over side shows nkb's log.
+      const want = DIFFERENT[name]?.nkb ?? plain;
+      try {
+        assert.deepEqual(taken, want);
+      } catch {
+        bad.push(`${name}: plain ${JSON.stringify(plain)} | pre-loaded ${JSON.stringify(taken)}`);
+      }
+    }
+    assert.deepEqual(bad, []);
+    // Every socket of the taken-over side was on the bypass path (but the second of two
+    // on one address and port with SO_REUSEADDR, as for nkb's own side).
+    assert.deepEqual(
+      (done.inactive as string[]).filter((s) =>
+        !/^(listen reuseAddress( \(deno side\))?:|reuseAddress: two sockets)/.test(s)
+      ),
+      [],
+    );
   },
 });

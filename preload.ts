@@ -1,0 +1,95 @@
+/**
+ * The pre-load module (net_kernel_bypass(3LIB)'s `LD_PRELOAD`, as Deno has it):
+ *
+ * ```sh
+ * deno run --preload jsr:@nkb/udp/preload --allow-ffi --allow-net --unstable-net app.ts
+ * ```
+ *
+ * makes every UDP socket the program creates with `Deno.listenDatagram` an nkb socket,
+ * decided by the contract's rules (bind, connect, first send, multicast interface), with
+ * no change to the program. Everything else (`unixpacket`, TCP, …) is untouched, and so
+ * is a call Deno itself would refuse for want of `--allow-net`: it goes to Deno, which
+ * throws its own error. Workers the program starts get the same: Deno does not evaluate
+ * `--preload` modules in Workers, so this module wraps each Worker's module in one that
+ * imports this module first.
+ *
+ * Never worse than without it: when the native library cannot load, the program runs as
+ * without the pre-load, after one line on stderr that says why; with
+ * `_NET_KERNEL_BYPASS_ERR_EXIT=1` it exits with status 1 instead, as the contract says.
+ *
+ * @module
+ */
+
+import { LibraryLoadError } from "./src/errors.ts";
+import { lib } from "./src/ffi.ts";
+import { envValue } from "./src/load.ts";
+import { UdpBypass } from "./src/udp_bypass.ts";
+
+const INSTALLED = Symbol.for("nkb.preload.installed");
+
+type ListenDatagram = typeof Deno.listenDatagram;
+
+/** Whether Deno would let this program listen there (no prompt: a query). */
+function netGranted(options: Deno.UdpListenOptions): boolean {
+  try {
+    const host = `${options.hostname ?? "0.0.0.0"}:${Number(options.port ?? 0)}`;
+    return Deno.permissions.querySync({ name: "net", host }).state === "granted";
+  } catch {
+    return false;
+  }
+}
+
+type UdpOptions = Deno.UdpListenOptions & { transport: "udp" };
+
+function installListen(original: ListenDatagram): void {
+  // Deno's own, called as Deno would be: whatever overload the options pick.
+  const deno = original.bind(Deno) as (options: unknown) => Deno.DatagramConn;
+  const listenDatagram = function listenDatagram(options: UdpOptions): Deno.DatagramConn {
+    if (options?.transport !== "udp" || !netGranted(options)) return deno(options);
+    return UdpBypass.listenDatagram(options);
+  };
+  Deno.listenDatagram = listenDatagram as ListenDatagram;
+}
+
+/** A Worker's module URL wrapped in a module that imports this one first. */
+function wrapped(specifier: string | URL): string | URL {
+  const href = specifier instanceof URL ? specifier.href : specifier;
+  if (typeof href !== "string" || !URL.canParse(href)) return specifier;
+  const code = `import ${JSON.stringify(import.meta.url)};\nimport ${JSON.stringify(href)};\n`;
+  return URL.createObjectURL(new Blob([code], { type: "text/javascript" }));
+}
+
+function installWorker(): void {
+  const Original = globalThis.Worker;
+  if (typeof Original !== "function") return;
+  // A subclass: `instanceof Worker` and every method stay as they are.
+  class Worker extends Original {
+    constructor(specifier: string | URL, options?: WorkerOptions) {
+      super(wrapped(specifier), options);
+    }
+  }
+  globalThis.Worker = Worker;
+}
+
+function install(): void {
+  const g = globalThis as Record<symbol, unknown>;
+  if (g[INSTALLED]) return;
+  g[INSTALLED] = true;
+  const original = Deno.listenDatagram;
+  if (typeof original !== "function") return; // no --unstable-net: nothing to take over
+  try {
+    lib();
+  } catch (e) {
+    if (!(e instanceof LibraryLoadError)) throw e;
+    if (envValue("_NET_KERNEL_BYPASS_ERR_EXIT") === "1") {
+      console.error(`nkb preload: ${e.message} (exiting: _NET_KERNEL_BYPASS_ERR_EXIT=1)`);
+      Deno.exit(1);
+    }
+    console.error(`nkb preload: UDP stays on Deno's own sockets: ${e.message}`);
+    return;
+  }
+  installListen(original);
+  installWorker();
+}
+
+install();
