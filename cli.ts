@@ -117,6 +117,7 @@ function parseArgs(args: string[]): Args {
   if (command === "stat") return parseStatArgs(rest);
   if (command === "phys") return parsePhysArgs(rest);
   if (command === "run") {
+    if (rest[0] === "--help" || rest[0] === "-h") return { command: "help" };
     const noSpin = rest[0] === "--no-spin";
     const program = noSpin ? rest.slice(1) : rest;
     if (program.length === 0) throw new UsageError("run: no script");

@@ -36,6 +36,12 @@
  * - `--unstable-net` is not needed by nkb: only by a program that also calls
  *   `Deno.listenDatagram` itself.
  *
+ * ## Unmodified programs
+ *
+ * The `./preload` module (`deno run --preload jsr:@nkb/udp/preload`, or `nkb run` of the
+ * `./cli` module) gives a program's `Deno.listenDatagram` UDP sockets, and its Workers', to
+ * nkb without a change to the program.
+ *
  * @example
  * ```ts
  * import { UdpBypass } from "jsr:@nkb/udp";
