@@ -9,7 +9,13 @@
  */
 
 import assert from "node:assert/strict";
-import { createTestbed, sendUdp, type Testbed, type TestbedProcess } from "./helpers/testbed.ts";
+import {
+  createTestbed,
+  echoRounds,
+  sendUdp,
+  type Testbed,
+  type TestbedProcess,
+} from "./helpers/testbed.ts";
 import { ROOT } from "./helpers/zig.ts";
 import { PREBUILT } from "../src/prebuilt.ts";
 
@@ -354,26 +360,13 @@ Deno.test("from the registry: a changed library is refused, a missing --allow-ff
   });
 });
 
-// An unmodified program: Deno's API only (the same echo as tests/fixtures/plain_echo.ts).
-const PLAIN_ECHO = `
-const [host, port, count] = Deno.args;
-const sock = Deno.listenDatagram({ transport: "udp", hostname: host, port: Number(port) });
-console.log(JSON.stringify({ listening: true }));
-let n = 0;
-for await (const [data, from] of sock) {
-  await sock.send(data, from);
-  if (++n >= Number(count)) break;
-}
-console.log(JSON.stringify({ echoed: n }));
-sock.close();
-`;
-
 Deno.test("from the registry: --preload <url>/preload.ts takes over an unmodified program", async () => {
   await withWorld(async (w) => {
     const a = w.tb.side("a");
     const dir = `${w.tmp}/run-preload`;
     await Deno.mkdir(dir);
-    await Deno.writeTextFile(`${dir}/echo.ts`, PLAIN_ECHO);
+    // An unmodified program: Deno's API only.
+    await Deno.copyFile(`${ROOT}tests/fixtures/plain_echo.ts`, `${dir}/echo.ts`);
     const app = w.tb.spawn(
       "a",
       userCommand(w, dir, `${w.tmp}/deno-preload`, [
@@ -393,25 +386,9 @@ Deno.test("from the registry: --preload <url>/preload.ts takes over an unmodifie
     );
     await app.next((m) => m.listening === true, 60_000, "the echo listening");
     const before = await w.tb.udpCounters("a");
-    const out = await w.tb.execOk("b", [
-      "python3",
-      "-c",
-      `import socket
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.settimeout(1.0)
-got = 0
-for i in range(${DATAGRAMS}):
-    m = b"p%d" % i
-    s.sendto(m, ("${a.ip}", ${APP_PORT}))
-    try:
-        d, _ = s.recvfrom(2048)
-        got += d == m
-    except socket.timeout:
-        pass
-print(got)`,
-    ], 60_000);
+    const echoed = await echoRounds(w.tb, "b", a.ip, APP_PORT, DATAGRAMS);
     const after = await w.tb.udpCounters("a");
-    assert.equal(Number(out.trim()), DATAGRAMS);
+    assert.equal(echoed, DATAGRAMS);
     await app.next((m) => m.echoed === DATAGRAMS, 10_000, "the echo done");
     assert.equal((await app.wait(10_000)).code, 0, app.stderr);
     // The rings carried them: the namespace's kernel UDP stack saw (almost) none.

@@ -9,7 +9,7 @@
  */
 
 import assert from "node:assert/strict";
-import { createTestbed, FIXTURES, type Testbed } from "./helpers/testbed.ts";
+import { createTestbed, echoRounds, FIXTURES } from "./helpers/testbed.ts";
 import { ROOT } from "./helpers/zig.ts";
 
 const OPTS = { sanitizeResources: false, sanitizeOps: false };
@@ -32,28 +32,6 @@ function command(preload: boolean, script: string, args: string[]): string[] {
     "--no-spin",
     ...program,
   ];
-}
-
-/** A kernel client in namespace b: COUNT request/response rounds; the echoes it got back. */
-async function client(tb: Testbed, port: number): Promise<number> {
-  const out = await tb.execOk("b", [
-    "python3",
-    "-c",
-    `import socket
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.settimeout(1.0)
-got = 0
-for i in range(${COUNT}):
-    m = b"p%d" % i
-    s.sendto(m, ("${tb.a.ip}", ${port}))
-    try:
-        d, _ = s.recvfrom(2048)
-        got += d == m
-    except socket.timeout:
-        pass
-print(got)`,
-  ], 60_000);
-  return Number(out.trim());
 }
 
 interface Outcome {
@@ -90,7 +68,7 @@ async function runEcho(
     local: { port: number };
   }[];
   const before = await tb.udpCounters("a");
-  const echoed = await client(tb, port);
+  const echoed = await echoRounds(tb, "b", tb.a.ip, port, COUNT);
   const after = await tb.udpCounters("a");
   await proc.next((m) => m.echoed !== undefined, 30_000, "echoed");
   assert.equal((await proc.wait(10_000)).code, 0, proc.stderr);

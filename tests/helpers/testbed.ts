@@ -89,3 +89,34 @@ function removeStaleEtc(): void {
 
 Testbed.removeStale();
 removeStaleEtc();
+
+/**
+ * A kernel UDP client on side `s`: `count` request/response rounds with `host:port` (1 s
+ * for each answer); how many came back the same.
+ */
+export async function echoRounds(
+  tb: Testbed,
+  s: Side,
+  host: string,
+  port: number,
+  count: number,
+): Promise<number> {
+  const out = await tb.execOk(s, [
+    "python3",
+    "-c",
+    `import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(1.0)
+got = 0
+for i in range(${count}):
+    m = b"p%d" % i
+    s.sendto(m, (${JSON.stringify(host)}, ${port}))
+    try:
+        d, _ = s.recvfrom(2048)
+        got += d == m
+    except socket.timeout:
+        pass
+print(got)`,
+  ], 60_000);
+  return Number(out.trim());
+}
