@@ -46,7 +46,14 @@ function installListen(original: ListenDatagram): void {
   const deno = original.bind(Deno) as (options: unknown) => Deno.DatagramConn;
   const listenDatagram = function listenDatagram(options: UdpOptions): Deno.DatagramConn {
     if (options?.transport !== "udp" || !netGranted(options)) return deno(options);
-    return UdpBypass.listenDatagram(options);
+    try {
+      return UdpBypass.listenDatagram(options);
+    } catch (e) {
+      // nkb is IPv4 only: an address that resolves first to IPv6 ("::", "::1") is Deno's
+      // to bind, as without the pre-load (NotSupported is thrown for nothing else).
+      if (e instanceof Deno.errors.NotSupported) return deno(options);
+      throw e;
+    }
   };
   Deno.listenDatagram = listenDatagram as ListenDatagram;
 }
@@ -68,6 +75,8 @@ function installWorker(): void {
       super(wrapped(specifier), options);
     }
   }
+  // Deno's constructor declares one parameter; a program could read it.
+  Object.defineProperty(Worker, "length", { value: Original.length });
   globalThis.Worker = Worker;
 }
 
