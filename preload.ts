@@ -9,7 +9,9 @@
  * decided by the contract's rules (bind, connect, first send, multicast interface), with
  * no change to the program. Everything else (`unixpacket`, TCP, …) is untouched, and so
  * is a call Deno itself would refuse for want of `--allow-net`: it goes to Deno, which
- * throws its own error. Workers the program starts get the same: Deno does not evaluate
+ * throws its own error. A scoped `--allow-net=<hosts>` (or any `--deny-net`) keeps Deno's
+ * sockets too, after one line on stderr: Deno checks every destination of a send or
+ * connect against it, and nkb's sockets do not. Workers the program starts get the same: Deno does not evaluate
  * `--preload` modules in Workers, so this module wraps each Worker's module in one that
  * imports this module first.
  *
@@ -39,6 +41,22 @@ function netGranted(options: Deno.UdpListenOptions): boolean {
   }
 }
 
+/**
+ * Whether the program may reach every host. Deno checks each destination of a send and
+ * connect against --allow-net/--deny-net; nkb's sockets do not, so a scoped grant keeps
+ * Deno's sockets, which do.
+ */
+function netGrantedForAll(): boolean {
+  try {
+    const status = Deno.permissions.querySync({ name: "net" });
+    return status.state === "granted" && !status.partial;
+  } catch {
+    return false;
+  }
+}
+
+let scopedNoted = false;
+
 type UdpOptions = Deno.UdpListenOptions & { transport: "udp" };
 
 function installListen(original: ListenDatagram): void {
@@ -46,6 +64,16 @@ function installListen(original: ListenDatagram): void {
   const deno = original.bind(Deno) as (options: unknown) => Deno.DatagramConn;
   const listenDatagram = function listenDatagram(options: UdpOptions): Deno.DatagramConn {
     if (options?.transport !== "udp" || !netGranted(options)) return deno(options);
+    if (!netGrantedForAll()) {
+      if (!scopedNoted) {
+        scopedNoted = true;
+        console.error(
+          "nkb preload: UDP stays on Deno's own sockets: --allow-net is scoped (or --deny-net " +
+            "is given), and Deno checks each destination where nkb would not",
+        );
+      }
+      return deno(options);
+    }
     try {
       return UdpBypass.listenDatagram(options);
     } catch (e) {

@@ -7,6 +7,7 @@
  */
 
 import assert from "node:assert/strict";
+import { createTestbed } from "./helpers/testbed.ts";
 import { ROOT } from "./helpers/zig.ts";
 
 const OPTS = { sanitizeResources: false, sanitizeOps: false };
@@ -101,6 +102,46 @@ Deno.test({
           // Ended.
         }
       }
+    });
+  },
+});
+
+Deno.test({
+  name: "preload: with --allow-net scoped to the listen address, a send elsewhere is refused",
+  ...OPTS,
+  fn: async () => {
+    const code = `const [ip, peer] = Deno.args;
+const c = Deno.listenDatagram({ transport: "udp", hostname: ip, port: 9702 });
+let send = "sent";
+try {
+  await c.send(new Uint8Array([1]), { transport: "udp", hostname: peer, port: 9703 });
+} catch (e) {
+  send = (e as Error).name;
+}
+c.close();
+console.log(c.constructor.name, send);\n`;
+    await withScript(code, async (path) => {
+      await using tb = await createTestbed();
+      const flags = ["--no-lock", `--allow-net=${tb.a.ip}:9702`, "--unstable-net"];
+      const args = [path, tb.a.ip, tb.b.ip];
+      const plain = await tb.exec("a", [Deno.execPath(), "run", ...flags, ...args]);
+      const pre = await tb.exec("a", [
+        Deno.execPath(),
+        "run",
+        "--preload",
+        PRELOAD,
+        "--allow-ffi",
+        ...flags,
+        ...args,
+      ]);
+      assert.equal(plain.stdout, "DatagramConn NotCapable\n", plain.stderr);
+      // Before: "UdpBypass sent", past Deno's --allow-net.
+      assert.equal(pre.stdout, plain.stdout, pre.stderr);
+      assert.match(
+        pre.stderr,
+        /^nkb preload: UDP stays on Deno's own sockets: --allow-net is scoped/,
+      );
+      assert.equal(pre.stderr.trimEnd().split("\n").length, 1, pre.stderr);
     });
   },
 });
