@@ -15,7 +15,8 @@
  * `--preload` modules in Workers, so this module wraps each Worker's module in one that
  * imports this module first.
  *
- * Never worse than without it: when the native library cannot load, the program runs as
+ * Never worse than without it: when the native library cannot load (or FFI is neither
+ * granted nor denied: the pre-load does not prompt for it), the program runs as
  * without the pre-load, after one line on stderr that says why; with
  * `_NET_KERNEL_BYPASS_ERR_EXIT=1` it exits with status 1 instead, as the contract says.
  *
@@ -108,22 +109,36 @@ function installWorker(): void {
   globalThis.Worker = Worker;
 }
 
+/** One line on stderr, and Deno's own sockets (or exit 1 under ERR_EXIT=1). */
+function fallBack(why: string): void {
+  if (envValue("_NET_KERNEL_BYPASS_ERR_EXIT") === "1") {
+    console.error(`nkb preload: ${why} (exiting: _NET_KERNEL_BYPASS_ERR_EXIT=1)`);
+    Deno.exit(1);
+  }
+  console.error(`nkb preload: UDP stays on Deno's own sockets: ${why}`);
+}
+
+/** FFI neither granted nor denied: loading would make Deno prompt, which the program never would. */
+function ffiUnasked(): boolean {
+  try {
+    return Deno.permissions.querySync({ name: "ffi" }).state === "prompt";
+  } catch {
+    return false;
+  }
+}
+
 function install(): void {
   const g = globalThis as Record<symbol, unknown>;
   if (g[INSTALLED]) return;
   g[INSTALLED] = true;
   const original = Deno.listenDatagram;
   if (typeof original !== "function") return; // no --unstable-net: nothing to take over
+  if (ffiUnasked()) return fallBack("no --allow-ffi (the pre-load does not prompt for it)");
   try {
     lib();
   } catch (e) {
     if (!(e instanceof LibraryLoadError)) throw e;
-    if (envValue("_NET_KERNEL_BYPASS_ERR_EXIT") === "1") {
-      console.error(`nkb preload: ${e.message} (exiting: _NET_KERNEL_BYPASS_ERR_EXIT=1)`);
-      Deno.exit(1);
-    }
-    console.error(`nkb preload: UDP stays on Deno's own sockets: ${e.message}`);
-    return;
+    return fallBack(e.message);
   }
   installListen(original);
   installWorker();

@@ -145,3 +145,30 @@ console.log(c.constructor.name, send);\n`;
     });
   },
 });
+
+Deno.test({
+  name: "preload: on a terminal without --allow-ffi there is no prompt, one line, the program",
+  ...OPTS,
+  fn: async () => {
+    await withScript(`console.log("ran");\n`, async (path) => {
+      // script(1) gives the program a terminal, where Deno would prompt; "n" answers one.
+      const deno = `${Deno.execPath()} run --no-lock --preload ${PRELOAD} --unstable-net ${path}`;
+      const child = new Deno.Command("timeout", {
+        args: ["30", "script", "-qec", deno, "/dev/null"],
+        stdin: "piped",
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+      const w = child.stdin.getWriter();
+      await w.write(new TextEncoder().encode("n\n"));
+      await w.close();
+      const out = await child.output();
+      const text = new TextDecoder().decode(out.stdout);
+      assert.equal(out.code, 0, text);
+      // Before: Deno's "Deno requests ffi access" prompt, then the same line after "n".
+      assert.doesNotMatch(text, /requests ffi access/);
+      assert.match(text, /nkb preload: UDP stays on Deno's own sockets: no --allow-ffi/);
+      assert.match(text, /\nran\r?\n/);
+    });
+  },
+});
