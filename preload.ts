@@ -11,9 +11,9 @@
  * is a call Deno itself would refuse for want of `--allow-net`: it goes to Deno, which
  * throws its own error. A scoped `--allow-net=<hosts>` (or any `--deny-net`) keeps Deno's
  * sockets too, after one line on stderr: Deno checks every destination of a send or
- * connect against it, and nkb's sockets do not. Workers the program starts get the same: Deno does not evaluate
- * `--preload` modules in Workers, so this module wraps each Worker's module in one that
- * imports this module first.
+ * connect against it, and nkb's sockets do not. Workers the program starts get the same:
+ * Deno does not evaluate `--preload` modules in Workers, so this module wraps each
+ * Worker's module in one that imports this module first.
  *
  * Never worse than without it: when the native library cannot load (or FFI is neither
  * granted nor denied: the pre-load does not prompt for it), the program runs as
@@ -118,7 +118,7 @@ function fallBack(why: string): void {
   console.error(`nkb preload: UDP stays on Deno's own sockets: ${why}`);
 }
 
-/** FFI neither granted nor denied: loading would make Deno prompt, which the program never would. */
+/** FFI neither granted nor denied: loading would make Deno prompt, as the program would not. */
 function ffiUnasked(): boolean {
   try {
     return Deno.permissions.querySync({ name: "ffi" }).state === "prompt";
