@@ -258,32 +258,6 @@ function warn(warnings: string[]): void {
 const encoder = new TextEncoder();
 
 // Linux's numbers, for the shell's 128 + n: every signal that can end a process.
-const SIGNALS: Record<string, number> = {
-  SIGHUP: 1,
-  SIGINT: 2,
-  SIGQUIT: 3,
-  SIGILL: 4,
-  SIGTRAP: 5,
-  SIGABRT: 6,
-  SIGBUS: 7,
-  SIGFPE: 8,
-  SIGKILL: 9,
-  SIGUSR1: 10,
-  SIGSEGV: 11,
-  SIGUSR2: 12,
-  SIGPIPE: 13,
-  SIGALRM: 14,
-  SIGTERM: 15,
-  SIGSTKFLT: 16,
-  SIGXCPU: 24,
-  SIGXFSZ: 25,
-  SIGVTALRM: 26,
-  SIGPROF: 27,
-  SIGIO: 29,
-  SIGPOLL: 29,
-  SIGPWR: 30,
-  SIGSYS: 31,
-};
 
 // `nkb run`: the program under deno run with the pre-load, stdio and environment its own.
 async function runProgram(args: RunArgs): Promise<number> {
@@ -311,9 +285,8 @@ async function runProgram(args: RunArgs): Promise<number> {
   Deno.addSignalListener("SIGINT", ignore);
   Deno.addSignalListener("SIGTERM", forward);
   try {
-    const status = await child.status;
-    if (status.signal !== null) return 128 + (SIGNALS[status.signal] ?? 0);
-    return status.code;
+    // Deno gives a program killed by a signal the shell's status: 128 + its number.
+    return (await child.status).code;
   } finally {
     Deno.removeSignalListener("SIGINT", ignore);
     Deno.removeSignalListener("SIGTERM", forward);
