@@ -142,6 +142,11 @@ function permissionError(e: unknown): LibraryLoadError {
   );
 }
 
+/** FFI granted for every library: no path list, no --deny-ffi. */
+function fullyGranted(status: Deno.PermissionStatus): boolean {
+  return status.state === "granted" && !status.partial;
+}
+
 /**
  * Refuses to go on unless FFI is granted for every library. With a path list
  * (`--allow-ffi=<paths>`) or any `--deny-ffi`, Deno resolves a bare name given to
@@ -157,7 +162,7 @@ function requireFullFfi(): void {
   } catch (e) {
     throw permissionError(e);
   }
-  if (status.state === "granted" && !status.partial) return;
+  if (fullyGranted(status)) return;
   throw new LibraryLoadError(
     "permission",
     `loading libnkb.so needs --allow-ffi for all libraries (FFI is ` +
@@ -369,8 +374,7 @@ export function loadLibrary<S extends Deno.ForeignLibraryInterface>(
  */
 export function envValue(name: string): string | null {
   try {
-    const ffi = Deno.permissions.querySync({ name: "ffi" });
-    if (ffi.state === "granted" && !ffi.partial) {
+    if (fullyGranted(Deno.permissions.querySync({ name: "ffi" }))) {
       return getenv(Deno.dlopen("libc.so.6", libcSymbols).symbols, name);
     }
   } catch {
