@@ -8,6 +8,7 @@
  */
 
 import assert from "node:assert/strict";
+import type { Outcome } from "./fixtures/differential.ts";
 import { createTestbed, netnsEtc } from "./helpers/testbed.ts";
 
 /** Observed Deno and nkb classes of a case that differs on purpose. */
@@ -40,14 +41,6 @@ Deno.test({
     assert.equal(status.code, 0, child.stderr);
     const done = child.messages.find((m) => "results" in m);
     assert.ok(done !== undefined, child.stderr);
-    type Outcome = {
-      cls: string;
-      msg?: string;
-      got?: number;
-      at?: string;
-      data?: string;
-      value?: string;
-    };
     const results = done.results as Record<string, { deno: Outcome; nkb: Outcome }>;
     const bad: string[] = [];
     for (const [name, { deno, nkb }] of Object.entries(results)) {
