@@ -25,7 +25,7 @@
 
 import { LibraryLoadError } from "./src/errors.ts";
 import { lib } from "./src/ffi.ts";
-import { envValue } from "./src/load.ts";
+import { envValue, fullyGranted } from "./src/load.ts";
 import { UdpBypass } from "./src/udp_bypass.ts";
 
 const INSTALLED = Symbol.for("nkb.preload.installed");
@@ -49,8 +49,7 @@ function netGranted(options: Deno.UdpListenOptions): boolean {
  */
 function netGrantedForAll(): boolean {
   try {
-    const status = Deno.permissions.querySync({ name: "net" });
-    return status.state === "granted" && !status.partial;
+    return fullyGranted(Deno.permissions.querySync({ name: "net" }));
   } catch {
     return false;
   }
@@ -64,9 +63,11 @@ function installListen(original: ListenDatagram): void {
   // Deno's own, called as Deno would be: whatever overload the options pick.
   const deno = original.bind(Deno) as (options: unknown) => Deno.DatagramConn;
   const listenDatagram = function listenDatagram(options: UdpOptions): Deno.DatagramConn {
-    if (options?.transport !== "udp" || !netGranted(options)) return deno(options);
+    if (options?.transport !== "udp") return deno(options);
+    // Not granted for every host: Deno's socket, which checks each destination (and this
+    // listen: Deno's own error or prompt where the address is not granted either).
     if (!netGrantedForAll()) {
-      if (!scopedNoted) {
+      if (!scopedNoted && netGranted(options)) {
         scopedNoted = true;
         console.error(
           "nkb preload: UDP stays on Deno's own sockets: --allow-net is scoped (or --deny-net " +

@@ -142,8 +142,8 @@ function permissionError(e: unknown): LibraryLoadError {
   );
 }
 
-/** FFI granted for every library: no path list, no --deny-ffi. */
-function fullyGranted(status: Deno.PermissionStatus): boolean {
+/** A permission granted without scope: no list of hosts or paths, no --deny-*. */
+export function fullyGranted(status: Deno.PermissionStatus): boolean {
   return status.state === "granted" && !status.partial;
 }
 
