@@ -26,6 +26,7 @@
 import { LibraryLoadError } from "./src/errors.ts";
 import { lib } from "./src/ffi.ts";
 import { envValue, fullyGranted } from "./src/load.ts";
+import { installNodeDgram } from "./src/node_dgram.ts";
 import { UdpBypass } from "./src/udp_bypass.ts";
 
 const INSTALLED = Symbol.for("nkb.preload.installed");
@@ -59,23 +60,29 @@ let scopedNoted = false;
 
 type UdpOptions = Deno.UdpListenOptions & { transport: "udp" };
 
+/**
+ * Whether a socket bound at `options` may be nkb's. Not granted for every host: Deno's
+ * socket, which checks each destination (and the bind: Deno's own error or prompt where
+ * the address is not granted either).
+ */
+function mayTakeOver(options: Deno.UdpListenOptions): boolean {
+  if (netGrantedForAll()) return true;
+  if (!scopedNoted && netGranted(options)) {
+    scopedNoted = true;
+    console.error(
+      "nkb preload: UDP stays on Deno's own sockets: --allow-net is scoped (or --deny-net " +
+        "is given), and Deno checks each destination where nkb would not",
+    );
+  }
+  return false;
+}
+
 function installListen(original: ListenDatagram): void {
   // Deno's own, called as Deno would be: whatever overload the options pick.
   const deno = original.bind(Deno) as (options: unknown) => Deno.DatagramConn;
   const listenDatagram = function listenDatagram(options: UdpOptions): Deno.DatagramConn {
     if (options?.transport !== "udp") return deno(options);
-    // Not granted for every host: Deno's socket, which checks each destination (and this
-    // listen: Deno's own error or prompt where the address is not granted either).
-    if (!netGrantedForAll()) {
-      if (!scopedNoted && netGranted(options)) {
-        scopedNoted = true;
-        console.error(
-          "nkb preload: UDP stays on Deno's own sockets: --allow-net is scoped (or --deny-net " +
-            "is given), and Deno checks each destination where nkb would not",
-        );
-      }
-      return deno(options);
-    }
+    if (!mayTakeOver(options)) return deno(options);
     try {
       return UdpBypass.listenDatagram(options);
     } catch (e) {
@@ -132,8 +139,6 @@ function install(): void {
   const g = globalThis as Record<symbol, unknown>;
   if (g[INSTALLED]) return;
   g[INSTALLED] = true;
-  const original = Deno.listenDatagram;
-  if (typeof original !== "function") return; // no --unstable-net: nothing to take over
   if (ffiUnasked()) return fallBack("no --allow-ffi (the pre-load does not prompt for it)");
   try {
     lib();
@@ -141,7 +146,15 @@ function install(): void {
     if (!(e instanceof LibraryLoadError)) throw e;
     return fallBack(e.message);
   }
-  installListen(original);
+  // Without --unstable-net there is no Deno.listenDatagram; node:dgram needs no flag.
+  const original = Deno.listenDatagram;
+  if (typeof original === "function") installListen(original);
+  if (!installNodeDgram((hostname, port) => mayTakeOver({ hostname, port }))) {
+    console.error(
+      "nkb preload: node:dgram stays on Deno's own sockets: this Deno's node:dgram handle " +
+        "is not the one nkb knows",
+    );
+  }
   installWorker();
 }
 

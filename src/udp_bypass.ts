@@ -230,6 +230,21 @@ function netAddr(ipBe: number, port: number): Deno.NetAddr {
  * sock.close();
  * ```
  */
+/**
+ * What nkb's own node:dgram handle (src/node_dgram.ts) needs of a socket beyond its public
+ * API: Node's handle methods are synchronous and answer with an errno, where the public
+ * API's multicast calls answer with promises. Not exported from mod.ts.
+ */
+export interface SocketInternals {
+  /** Sets a socket option (Opt) and tells the binding what depends on it; the shim's rc. */
+  setOption(opt: number, value: number): number;
+  /** IP_ADD_MEMBERSHIP / IP_DROP_MEMBERSHIP, as joinMulticastV4 and leave do; the shim's rc. */
+  membership(join: boolean, groupBe: number, ifaceBe: number): number;
+}
+
+/** The internals of an open socket (assigned in UdpBypass's static block). */
+export let socketInternals: (sock: UdpBypass) => SocketInternals;
+
 export class UdpBypass implements Deno.DatagramConn {
   /**
    * The size of the array `receive()` allocates when given no buffer (Deno's
@@ -1190,6 +1205,28 @@ export class UdpBypass implements Deno.DatagramConn {
     this.#check(lib().nkb_sock_bind(this.#h, src, 0), "bind");
     this.#bound = true;
     this.#binding.decideLocal();
+  }
+
+  static {
+    socketInternals = (sock: UdpBypass): SocketInternals => ({
+      setOption: (opt: number, value: number): number => {
+        if (sock.#closed) return -9;
+        const rc = lib().nkb_sock_setopt(sock.#h, opt, value);
+        if (rc < 0) return rc;
+        // Cached headers carry the TTLs; the loop decides the path of multicast sends.
+        if (opt === Opt.ttl || opt === Opt.multicastTtl) lib().nkb_dest_clear(sock.#h);
+        if (opt === Opt.multicastLoop) sock.#binding.multicastLoop(value !== 0);
+        return rc;
+      },
+      membership: (join: boolean, groupBe: number, ifaceBe: number): number => {
+        if (sock.#closed) return -9;
+        const rc = lib().nkb_sock_mcast(sock.#h, join ? Mcast.join : Mcast.leave, groupBe, ifaceBe);
+        if (rc < 0) return rc;
+        if (join) sock.#binding.joined(groupBe, ifaceBe);
+        else sock.#binding.left(groupBe);
+        return rc;
+      },
+    });
   }
 
   #membershipHost(): Parameters<typeof membership>[0] {

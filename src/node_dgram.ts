@@ -1,0 +1,464 @@
+/**
+ * node:dgram under the pre-load: `udp4` sockets of `node:dgram` bound while the pre-load
+ * may take sockets over become nkb sockets, whatever way the program (or an npm package)
+ * reached node:dgram (`import`, named import, `require`).
+ *
+ * Deno's node:dgram `Socket` does every Node-level thing (argument checks, DNS lookups,
+ * the send queue before 'listening', events, error objects) and reaches the network only
+ * through its handle, an instance of Deno's internal `UDP` class whose methods answer
+ * with a uv errno. This module patches those methods on `UDP.prototype`: a handle whose
+ * `bind` is taken over carries an nkb socket and answers from it; every other handle
+ * (udp6, opened from an fd, bound before the pre-load could decide, or whenever the
+ * pre-load may not take sockets over) runs Deno's own code untouched. So the Node layer,
+ * and with it every value, error and event a program sees, stays Deno's own.
+ *
+ * The handle answers as Deno's does, including where Deno's differs from Node's:
+ * `connect` only records the peer (no kernel connect: datagrams from others still
+ * arrive), any failure of a membership or socket option is EINVAL, a send's OS error is
+ * EMSGSIZE. Deliberate differences: a received Buffer's ArrayBuffer is the datagram's
+ * length (Deno's is the receive buffer size), and source-specific multicast is refused
+ * with EINVAL on a taken-over socket (nkb's filter has no source lists).
+ *
+ * @module
+ */
+
+import dgram from "node:dgram";
+import { getSystemErrorMap } from "node:util";
+import { Buffer } from "node:buffer";
+import { lib, Opt } from "./ffi.ts";
+import { isMulticast, parseIpv4 } from "./ipv4.ts";
+import { BypassSetupError, TxRingFullError } from "./errors.ts";
+import { type SocketInternals, socketInternals, UdpBypass } from "./udp_bypass.ts";
+
+/** uv's flag for SO_REUSEADDR in `bind`'s flags (libuv's UV_UDP_REUSEADDR). */
+const UV_UDP_REUSEADDR = 4;
+/** Deno's UDP_DGRAM_MAXSIZE: the receive buffer before any `recvBufferSize`. */
+const UDP_DGRAM_MAXSIZE = 64 * 1024;
+/** The largest IPv4 UDP payload: nkb's receive never needs more. */
+const MAX_PAYLOAD = 65507;
+/** Deno's test for a send's OS error that it reports as EMSGSIZE. */
+const OS_ERROR = /os error (40|90|10040)/;
+/** Completions that run without an event-loop turn for longer wait for one (completeSoon). */
+const YIELD_AFTER_MS = 1;
+const YIELD_AFTER_COUNT = 64;
+
+/** uv error numbers by name (Deno's codeMap), e.g. EADDRINUSE -> -98. */
+const CODES: Map<string, number> = (() => {
+  const codes = new Map<string, number>();
+  for (const [errno, [name]] of getSystemErrorMap()) codes.set(name, errno);
+  return codes;
+})();
+
+function code(name: string): number {
+  return CODES.get(name) ?? CODES.get("UNKNOWN") ?? -4094;
+}
+
+type Bufs = ArrayLike<string | ArrayBufferView>;
+
+/** The part of Deno's UDP handle this module uses (its public surface, in Deno 2.x). */
+interface Handle {
+  onmessage: (nread: number, handle: Handle, buf?: Buffer, rinfo?: RemoteInfo) => void;
+}
+
+interface RemoteInfo {
+  address: string;
+  family: "IPv4";
+  port: number;
+}
+
+interface SendReq {
+  oncomplete?: (err: number | null, sent?: number) => void;
+}
+
+type Method = (this: Handle, ...args: never[]) => unknown;
+
+const PATCHED = [
+  "bind",
+  "connect",
+  "disconnect",
+  "send",
+  "recvStart",
+  "recvStop",
+  "getsockname",
+  "getpeername",
+  "bufferSize",
+  "addMembership",
+  "dropMembership",
+  "addSourceSpecificMembership",
+  "dropSourceSpecificMembership",
+  "setBroadcast",
+  "setMulticastInterface",
+  "setMulticastLoopback",
+  "setMulticastTTL",
+  "setTTL",
+  "ref",
+  "unref",
+  "_onClose",
+] as const;
+
+/** The nkb socket of one taken-over handle, and what Deno's handle keeps beside its rid. */
+class Bypassed {
+  readonly sock: UdpBypass;
+  readonly internals: SocketInternals;
+  readonly address: string;
+  readonly port: number;
+  remoteAddress: string | undefined = undefined;
+  remotePort: number | undefined = undefined;
+  receiving = false;
+  looping = false;
+  unrefed = false;
+  recvBufferSize = UDP_DGRAM_MAXSIZE;
+  sendBufferSize = UDP_DGRAM_MAXSIZE;
+  // When the current run of completions without an event-loop turn began; -1: none.
+  #runStart = -1;
+  #runLength = 0;
+
+  constructor(sock: UdpBypass) {
+    this.sock = sock;
+    this.internals = socketInternals(sock);
+    const addr = sock.addr as Deno.NetAddr;
+    this.address = addr.hostname;
+    this.port = addr.port;
+  }
+
+  /**
+   * Runs a send's completion as a microtask: a send went out at the call, and Deno's
+   * callback comes before any datagram that answers it. A program that sends again from
+   * each callback would then never let the event loop turn, where Deno's op turns it at
+   * every send: after 64 completions and 1 ms without a turn, they wait for an immediate.
+   */
+  completeSoon(fn: () => void): void {
+    const now = lib().nkb_now_ms();
+    if (this.#runStart < 0) {
+      this.#runStart = now;
+      this.#runLength = 0;
+      setImmediate(() => this.#runStart = -1);
+    }
+    const long = ++this.#runLength > YIELD_AFTER_COUNT && now - this.#runStart > YIELD_AFTER_MS;
+    if (long) setImmediate(fn);
+    else queueMicrotask(fn);
+  }
+}
+
+const bypassed = new WeakMap<object, Bypassed>();
+
+/** Deno's UDP class's prototype, from a socket made and closed for the purpose. */
+function udpPrototype(): Record<string, unknown> | null {
+  const probe = dgram.createSocket("udp4");
+  try {
+    for (const sym of Object.getOwnPropertySymbols(probe)) {
+      const state = (probe as unknown as Record<symbol, unknown>)[sym];
+      if (typeof state !== "object" || state === null || !("handle" in state)) continue;
+      const handle = (state as { handle: unknown }).handle;
+      if (typeof handle !== "object" || handle === null) return null;
+      return Object.getPrototypeOf(handle);
+    }
+    return null;
+  } finally {
+    probe.close();
+  }
+}
+
+/** A taken-over handle's bind: an nkb socket bound where Deno's would be; an errno. */
+function bindBypass(handle: Handle, ip: string, port: number, flags: number): number {
+  let sock: UdpBypass | null = null;
+  try {
+    sock = new UdpBypass();
+    const internals = socketInternals(sock);
+    // Deno's node handle leaves IP_MULTICAST_LOOP at the kernel's default (on); the
+    // binding must know it to send multicast the way that loops back.
+    let rc = internals.setOption(Opt.multicastLoop, 1);
+    if (rc >= 0 && (flags & UV_UDP_REUSEADDR) !== 0) {
+      rc = internals.setOption(Opt.reuseAddress, 1);
+    }
+    if (rc < 0) throw Object.assign(new Error("setsockopt"), { code: errnoName(rc) });
+    sock.bind({ hostname: ip, port });
+    bypassed.set(handle, new Bypassed(sock));
+    return 0;
+  } catch (e) {
+    try {
+      sock?.close();
+    } catch {
+      // closed already
+    }
+    // _NET_KERNEL_BYPASS_ERR_EXIT=1: the contract's exit, as Deno lets NotCapable out.
+    if (e instanceof BypassSetupError) throw e;
+    return code((e as { code?: string })?.code ?? "UNKNOWN");
+  }
+}
+
+function errnoName(rc: number): string {
+  return getSystemErrorMap().get(rc)?.[0] ?? "UNKNOWN";
+}
+
+/** The payload of a send: Deno concatenates the list; one view is sent as it is. */
+function payload(bufs: Bufs): Uint8Array {
+  if (bufs.length === 1 && typeof bufs[0] !== "string") {
+    const b = bufs[0];
+    return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+  }
+  const parts: Uint8Array[] = [];
+  for (let i = 0; i < bufs.length; i++) {
+    const b = bufs[i];
+    parts.push(
+      typeof b === "string" ? Buffer.from(b) : Buffer.from(b.buffer, b.byteOffset, b.byteLength),
+    );
+  }
+  return Buffer.concat(parts);
+}
+
+function send(b: Bypassed, req: SendReq, bufs: Bufs, args: unknown[]): number {
+  let hasCallback: boolean;
+  if (args.length === 3) {
+    // As Deno's: a send with an address makes it the handle's remote one.
+    b.remotePort = args[0] as number;
+    b.remoteAddress = args[1] as string;
+    hasCallback = Boolean(args[2]);
+  } else {
+    hasCallback = Boolean(args[0]);
+  }
+  const data = payload(bufs);
+  const to: Deno.NetAddr = { transport: "udp", hostname: b.remoteAddress!, port: b.remotePort! };
+  let sent: number;
+  try {
+    sent = b.sock.sendSync(data, to);
+  } catch (e) {
+    if (e instanceof Deno.errors.WouldBlock || e instanceof TxRingFullError) {
+      // No room now: the socket's own send waits for it (bounded) without blocking.
+      b.sock.send(data, to).then(
+        (n) => complete(req, hasCallback, null, n),
+        (e) => complete(req, hasCallback, sendErrno(e), 0),
+      );
+      return 0;
+    }
+    b.completeSoon(() => complete(req, hasCallback, sendErrno(e), 0));
+    return 0;
+  }
+  b.completeSoon(() => complete(req, hasCallback, null, sent));
+  return 0;
+}
+
+/** Deno's mapping of a failed send to an errno. */
+function sendErrno(e: unknown): number {
+  if (e instanceof Deno.errors.BadResource) return code("EBADF");
+  if (e instanceof Error && OS_ERROR.test(e.message)) return code("EMSGSIZE");
+  return code("UNKNOWN");
+}
+
+function complete(req: SendReq, hasCallback: boolean, err: number | null, sent: number): void {
+  if (!hasCallback) return;
+  try {
+    req.oncomplete?.(err, sent);
+  } catch {
+    // Deno's handle swallows callback errors
+  }
+}
+
+/** The receive loop of a taken-over handle: Deno's #receive, over the nkb socket. */
+async function receiveLoop(handle: Handle, b: Bypassed): Promise<void> {
+  if (b.looping) return;
+  b.looping = true;
+  try {
+    while (b.receiving) {
+      let nread: number;
+      let buf: Buffer;
+      let rinfo: RemoteInfo | undefined;
+      try {
+        const [data, from] = await b.sock.receive();
+        const addr = from as Deno.NetAddr;
+        nread = data.byteLength;
+        buf = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+        rinfo = { address: addr.hostname, port: addr.port, family: "IPv4" };
+      } catch (e) {
+        const closed = e instanceof Deno.errors.Interrupted || e instanceof Deno.errors.BadResource;
+        nread = closed ? 0 : code("UNKNOWN");
+        buf = Buffer.alloc(0);
+        rinfo = undefined;
+        if (closed) b.receiving = false;
+      }
+      try {
+        handle.onmessage(nread, handle, buf, rinfo);
+      } catch {
+        // Deno's handle swallows callback errors
+      }
+    }
+  } finally {
+    b.looping = false;
+  }
+}
+
+/** The methods a taken-over handle answers with, by name. */
+function bypassMethods(
+  mayBypass: (ip: string, port: number) => boolean,
+  deno: Record<string, Method>,
+): Record<string, Method> {
+  const denoCall = (name: string, handle: Handle, args: unknown[]): unknown =>
+    Reflect.apply(deno[name], handle, args);
+  return {
+    bind(this: Handle, ip: string, port: number, flags: number): number {
+      if (
+        bypassed.has(this) || typeof ip !== "string" || parseIpv4(ip) === null ||
+        !mayBypass(ip, port)
+      ) {
+        return denoCall("bind", this, [ip, port, flags]) as number;
+      }
+      return bindBypass(this, ip, port, flags);
+    },
+    connect(this: Handle, b: Bypassed, ip: string, port: number): number {
+      b.remoteAddress = ip;
+      b.remotePort = port;
+      return 0;
+    },
+    disconnect(this: Handle, b: Bypassed): number {
+      b.remoteAddress = undefined;
+      b.remotePort = undefined;
+      return 0;
+    },
+    send(
+      this: Handle,
+      b: Bypassed,
+      req: SendReq,
+      bufs: Bufs,
+      _count: number,
+      ...args: unknown[]
+    ): number {
+      return send(b, req, bufs, args);
+    },
+    recvStart(this: Handle, b: Bypassed): number {
+      if (!b.receiving) {
+        b.receiving = true;
+        void receiveLoop(this, b);
+      }
+      return 0;
+    },
+    recvStop(this: Handle, b: Bypassed): number {
+      b.receiving = false;
+      return 0;
+    },
+    getsockname(this: Handle, b: Bypassed, out: Record<string, unknown>): number {
+      out.address = b.address;
+      out.port = b.port;
+      out.family = "IPv4";
+      return 0;
+    },
+    getpeername(this: Handle, b: Bypassed, out: Record<string, unknown>): number {
+      if (b.remoteAddress === undefined) return code("EBADF");
+      out.address = b.remoteAddress;
+      out.port = b.remotePort;
+      out.family = "IPv4";
+      return 0;
+    },
+    bufferSize(this: Handle, b: Bypassed, size: number, recv: boolean): number {
+      // As Deno's: sizes are kept, doubled as Linux reports them, not set on the socket;
+      // the receive size bounds the datagrams received.
+      if (size !== 0) {
+        size *= 2;
+        if (!recv) return (b.sendBufferSize = size);
+        b.recvBufferSize = size;
+        b.sock.bufSize = Math.min(size, MAX_PAYLOAD);
+        return size;
+      }
+      return recv ? b.recvBufferSize : b.sendBufferSize;
+    },
+    addMembership(this: Handle, b: Bypassed, group: string, iface?: string): number {
+      return membership(b, true, group, iface);
+    },
+    dropMembership(this: Handle, b: Bypassed, group: string, iface?: string): number {
+      return membership(b, false, group, iface);
+    },
+    addSourceSpecificMembership(): number {
+      return code("EINVAL");
+    },
+    dropSourceSpecificMembership(): number {
+      return code("EINVAL");
+    },
+    setBroadcast(this: Handle, b: Bypassed, on: number): number {
+      return option(b, Opt.broadcast, on === 1 ? 1 : 0);
+    },
+    setMulticastInterface(this: Handle, b: Bypassed, iface: string): number {
+      try {
+        b.sock.setMulticastInterface(iface);
+        return 0;
+      } catch {
+        return code("EINVAL");
+      }
+    },
+    setMulticastLoopback(this: Handle, b: Bypassed, on: number): number {
+      return option(b, Opt.multicastLoop, on === 1 ? 1 : 0);
+    },
+    setMulticastTTL(this: Handle, b: Bypassed, ttl: number): number {
+      if (ttl < 1 || ttl > 255) return code("EINVAL");
+      return option(b, Opt.multicastTtl, ttl);
+    },
+    setTTL(this: Handle, b: Bypassed, ttl: number): number {
+      if (ttl < 1 || ttl > 255) return code("EINVAL");
+      return option(b, Opt.ttl, ttl);
+    },
+    ref(this: Handle, b: Bypassed): void {
+      b.unrefed = false;
+      b.sock.ref();
+      denoCall("ref", this, []);
+    },
+    unref(this: Handle, b: Bypassed): void {
+      b.unrefed = true;
+      b.sock.unref();
+      denoCall("unref", this, []);
+    },
+    _onClose(this: Handle, b: Bypassed): number {
+      b.receiving = false;
+      bypassed.delete(this);
+      try {
+        b.sock.close();
+      } catch {
+        // closed already
+      }
+      return denoCall("_onClose", this, []) as number;
+    },
+  };
+}
+
+function option(b: Bypassed, opt: number, value: number): number {
+  return b.internals.setOption(opt, value) < 0 ? code("EINVAL") : 0;
+}
+
+/** Deno's checks of a membership's addresses, then the kernel's answer (any failure EINVAL). */
+function membership(b: Bypassed, join: boolean, group: string, iface?: string): number {
+  const groupBe = typeof group === "string" ? parseIpv4(group) : null;
+  const ifaceBe = iface === undefined ? 0 : typeof iface === "string" ? parseIpv4(iface) : null;
+  if (groupBe === null || !isMulticast(groupBe) || ifaceBe === null) return code("EINVAL");
+  return b.internals.membership(join, groupBe, ifaceBe) < 0 ? code("EINVAL") : 0;
+}
+
+/**
+ * Patches Deno's node:dgram handle so that `udp4` sockets bound while `mayBypass(ip, port)`
+ * is true are nkb sockets. Returns false, changing nothing, when Deno's handle is not the
+ * one this module knows (another Deno version): node:dgram then stays Deno's own.
+ */
+export function installNodeDgram(mayBypass: (ip: string, port: number) => boolean): boolean {
+  const proto = udpPrototype();
+  if (proto === null) return false;
+  const deno: Record<string, Method> = {};
+  for (const name of PATCHED) {
+    const fn = proto[name];
+    if (typeof fn !== "function") return false;
+    deno[name] = fn as Method;
+  }
+  const ours = bypassMethods(mayBypass, deno);
+  for (const name of PATCHED) {
+    const own = ours[name];
+    const original = deno[name];
+    const patched = name === "bind" ? own : function (this: Handle, ...args: unknown[]): unknown {
+      const b = bypassed.get(this);
+      if (b === undefined) return Reflect.apply(original, this, args);
+      return Reflect.apply(own, this, [b, ...args]);
+    };
+    Object.defineProperty(patched, "name", { value: name });
+    Object.defineProperty(proto, name, {
+      value: patched,
+      writable: true,
+      configurable: true,
+      enumerable: false,
+    });
+  }
+  return true;
+}

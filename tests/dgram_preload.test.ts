@@ -1,0 +1,100 @@
+/**
+ * node:dgram under the pre-load, differentially (issue 15): tests/fixtures/dgram_cases.ts,
+ * an unmodified node:dgram program, runs once plainly (Deno's node:dgram on Deno's
+ * sockets) and once under `deno run --preload preload.ts` (its udp4 sockets nkb's), in
+ * one namespace against a kernel echo server in the other. Every case's log (values,
+ * error codes and classes, events and their order) must be equal, but for the deliberate
+ * differences in DIFFERENT; the namespace's kernel UDP counters show that the pre-loaded
+ * run's datagrams went through the rings.
+ */
+
+import assert from "node:assert/strict";
+import { createTestbed, FIXTURES } from "./helpers/testbed.ts";
+import { ROOT } from "./helpers/zig.ts";
+
+const ECHO_PORT = 7;
+const ECHO = [
+  "import socket",
+  "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)",
+  "s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)",
+  `s.bind(('0.0.0.0', ${ECHO_PORT}))`,
+  "print('ready', flush=True)",
+  "for _ in range(100000):",
+  "    d, a = s.recvfrom(65536)",
+  "    s.sendto(d, a)",
+].join("\n");
+
+/** Deliberate differences: the case's log plainly and pre-loaded, and why. */
+const DIFFERENT: Record<string, { plain: string[]; preload: string[]; why: string }> = {};
+
+type Results = Record<string, string[]>;
+
+interface Run {
+  results: Results;
+  info: unknown;
+  kernelIn: number;
+  stderr: string;
+}
+
+async function runCases(preload: boolean): Promise<Run> {
+  await using tb = await createTestbed();
+  const echo = tb.spawn("b", ["python3", "-c", ECHO], { name: "echo@b" });
+  await echo.next((m) => m.raw === "ready", 10_000);
+  const before = await tb.udpCounters("a");
+  const deno = [Deno.execPath(), "run", "--no-lock", "--allow-net", "--allow-read"];
+  const child = tb.spawn("a", [
+    ...deno,
+    ...(preload ? ["--allow-ffi", "--preload", `${ROOT}preload.ts`] : []),
+    `${FIXTURES}dgram_cases.ts`,
+    `--host=${tb.a.ip}`,
+    `--peer=${tb.b.ip}`,
+    `--echo=${ECHO_PORT}`,
+  ], { name: `dgram_cases.ts${preload ? " (pre-loaded)" : ""}` });
+  const status = await child.wait(120_000);
+  assert.equal(status.code, 0, child.stderr);
+  const after = await tb.udpCounters("a");
+  const done = child.messages.find((m) => "results" in m);
+  assert.ok(done !== undefined, child.stderr);
+  return {
+    results: done.results as Results,
+    info: done.info,
+    kernelIn: after.InDatagrams - before.InDatagrams,
+    stderr: child.stderr,
+  };
+}
+
+Deno.test({
+  name: "node:dgram: an unmodified program observes the same plainly and under the pre-load",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const plain = await runCases(false);
+    const pre = await runCases(true);
+    const bad: string[] = [];
+    for (const [name, log] of Object.entries(plain.results)) {
+      const other = pre.results[name];
+      console.log(`${name}\n  plain   ${JSON.stringify(log)}\n  preload ${JSON.stringify(other)}`);
+      const known = DIFFERENT[name];
+      try {
+        if (known !== undefined) {
+          assert.deepEqual({ plain: log, preload: other }, {
+            plain: known.plain,
+            preload: known.preload,
+          });
+        } else assert.deepEqual(other, log);
+      } catch {
+        bad.push(name);
+      }
+    }
+    assert.deepEqual(Object.keys(pre.results), Object.keys(plain.results));
+    assert.deepEqual(bad, [], `cases that differ: ${bad.join("; ")}`);
+    assert.equal(pre.stderr.trim(), "", pre.stderr);
+    // Plainly every echo passes the kernel; pre-loaded only what nkb sends the kernel's way.
+    console.log(`kernel InDatagrams: plain ${plain.kernelIn}, pre-loaded ${pre.kernelIn}`);
+    console.log(
+      `info: plain ${JSON.stringify(plain.info)}, pre-loaded ${JSON.stringify(pre.info)}`,
+    );
+    assert.ok(plain.kernelIn >= 60, `plain: ${plain.kernelIn}`);
+    assert.ok(pre.kernelIn < plain.kernelIn / 10, `pre-loaded: ${pre.kernelIn}`);
+  },
+});
