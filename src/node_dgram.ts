@@ -141,17 +141,30 @@ class Bypassed {
 }
 
 const bypassed = new WeakMap<object, Bypassed>();
+// Handles unref()'d before their bind (hot-shots unrefs a socket at creation): the nkb
+// socket a bind makes must be unref'd too, or it would keep the program alive.
+const unrefedEarly = new WeakSet<object>();
 
-/** Deno's UDP class's prototype, from a socket made and closed for the purpose. */
-function udpPrototype(): Record<string, unknown> | null {
+/** What this module reaches of Deno's node:dgram, from a socket made and closed for it. */
+interface DenoDgram {
+  /** Deno's UDP class's prototype. */
+  udp: Record<string, unknown>;
+  /** The symbol of a Socket's state (its `handle`, `bindState`, `connectState`). */
+  state: symbol;
+}
+
+function denoDgram(): DenoDgram | null {
   const probe = dgram.createSocket("udp4");
   try {
     for (const sym of Object.getOwnPropertySymbols(probe)) {
       const state = (probe as unknown as Record<symbol, unknown>)[sym];
       if (typeof state !== "object" || state === null || !("handle" in state)) continue;
-      const handle = (state as { handle: unknown }).handle;
+      const { handle, bindState, connectState } = state as SocketState;
       if (typeof handle !== "object" || handle === null) return null;
-      return Object.getPrototypeOf(handle);
+      if (bindState !== BIND_STATE_UNBOUND || connectState !== CONNECT_STATE_DISCONNECTED) {
+        return null;
+      }
+      return { udp: Object.getPrototypeOf(handle), state: sym };
     }
     return null;
   } finally {
@@ -159,7 +172,41 @@ function udpPrototype(): Record<string, unknown> | null {
   }
 }
 
-/** A taken-over handle's bind: an nkb socket bound where Deno's would be; an errno. */
+interface SocketState {
+  handle: object | null;
+  bindState: number;
+  connectState: number;
+}
+
+/** Deno's Socket states (ext/node/polyfills/dgram.ts), as the probe checks them. */
+const BIND_STATE_UNBOUND = 0;
+const CONNECT_STATE_DISCONNECTED = 0;
+
+/**
+ * The destination of a send on a socket neither bound nor connected, as Node's send reads
+ * its overloads: `send(msg, [offset, length,] port, address, cb)`. An address that is not
+ * an IPv4 literal (a name, or none: Node's 127.0.0.1) gives null.
+ */
+function firstDestination(args: unknown[]): number | null {
+  const [, , length, port, address] = args;
+  const full = Boolean(address) || (Boolean(port) && typeof port !== "function");
+  const to = full ? address : length;
+  if (typeof to !== "string") return null;
+  const ip = parseIpv4(to);
+  // Loopback stays as Node binds it: it never leaves through an interface that bypasses.
+  if (ip === null || (ip & 0xff) === 127 || isMulticast(ip) || ip === 0xffffffff) return null;
+  return ip;
+}
+
+// Handles whose socket's first send (before any bind) went to this destination: Node then
+// binds the socket to 0.0.0.0:0 itself, which is the kernel's autobind of a sendto, and
+// the contract decides such a socket by its first destination.
+const firstSend = new WeakMap<object, number>();
+
+/**
+ * A taken-over handle's bind: an nkb socket bound where Deno's would be (or, for Node's
+ * own bind before a first send, where that send's route leaves from); an errno.
+ */
 function bindBypass(handle: Handle, ip: string, port: number, flags: number): number {
   let sock: UdpBypass | null = null;
   try {
@@ -172,8 +219,16 @@ function bindBypass(handle: Handle, ip: string, port: number, flags: number): nu
       rc = internals.setOption(Opt.reuseAddress, 1);
     }
     if (rc < 0) throw Object.assign(new Error("setsockopt"), { code: errnoName(rc) });
-    sock.bind({ hostname: ip, port });
-    bypassed.set(handle, new Bypassed(sock));
+    const dst = firstSend.get(handle);
+    firstSend.delete(handle);
+    if (dst !== undefined && ip === "0.0.0.0" && port === 0) internals.bindForSend(dst);
+    else sock.bind({ hostname: ip, port });
+    const b = new Bypassed(sock);
+    if (unrefedEarly.has(handle)) {
+      b.unrefed = true;
+      sock.unref();
+    }
+    bypassed.set(handle, b);
     return 0;
   } catch (e) {
     try {
@@ -435,8 +490,10 @@ function membership(b: Bypassed, join: boolean, group: string, iface?: string): 
  * one this module knows (another Deno version): node:dgram then stays Deno's own.
  */
 export function installNodeDgram(mayBypass: (ip: string, port: number) => boolean): boolean {
-  const proto = udpPrototype();
-  if (proto === null) return false;
+  const found = denoDgram();
+  const socketSend = dgram.Socket.prototype.send;
+  if (found === null || typeof socketSend !== "function") return false;
+  const proto = found.udp;
   const deno: Record<string, Method> = {};
   for (const name of PATCHED) {
     const fn = proto[name];
@@ -449,7 +506,11 @@ export function installNodeDgram(mayBypass: (ip: string, port: number) => boolea
     const original = deno[name];
     const patched = name === "bind" ? own : function (this: Handle, ...args: unknown[]): unknown {
       const b = bypassed.get(this);
-      if (b === undefined) return Reflect.apply(original, this, args);
+      if (b === undefined) {
+        if (name === "unref") unrefedEarly.add(this);
+        if (name === "ref") unrefedEarly.delete(this);
+        return Reflect.apply(original, this, args);
+      }
       return Reflect.apply(own, this, [b, ...args]);
     };
     Object.defineProperty(patched, "name", { value: name });
@@ -460,5 +521,25 @@ export function installNodeDgram(mayBypass: (ip: string, port: number) => boolea
       enumerable: false,
     });
   }
+  const stateOf = found.state;
+  // Socket.send, to learn the first destination of a socket Node binds for that send.
+  const send = function send(this: dgram.Socket, ...args: unknown[]): unknown {
+    const state = (this as unknown as Record<symbol, SocketState | undefined>)[stateOf];
+    if (
+      state?.handle && state.bindState === BIND_STATE_UNBOUND &&
+      state.connectState === CONNECT_STATE_DISCONNECTED
+    ) {
+      const dst = firstDestination(args);
+      if (dst !== null) firstSend.set(state.handle, dst);
+    }
+    return Reflect.apply(socketSend, this, args);
+  };
+  Object.defineProperty(send, "length", { value: socketSend.length });
+  Object.defineProperty(dgram.Socket.prototype, "send", {
+    value: send,
+    writable: true,
+    configurable: true,
+    enumerable: false,
+  });
   return true;
 }

@@ -240,6 +240,8 @@ export interface SocketInternals {
   setOption(opt: number, value: number): number;
   /** IP_ADD_MEMBERSHIP / IP_DROP_MEMBERSHIP, as joinMulticastV4 and leave do; the shim's rc. */
   membership(join: boolean, groupBe: number, ifaceBe: number): number;
+  /** Binds an unbound socket as its first send to `dstBe` would (sendto's rule); throws. */
+  bindForSend(dstBe: number): void;
 }
 
 /** The internals of an open socket (assigned in UdpBypass's static block). */
@@ -1217,6 +1219,11 @@ export class UdpBypass implements Deno.DatagramConn {
         if (opt === Opt.ttl || opt === Opt.multicastTtl) lib().nkb_dest_clear(sock.#h);
         if (opt === Opt.multicastLoop) sock.#binding.multicastLoop(value !== 0);
         return rc;
+      },
+      bindForSend: (dstBe: number): void => {
+        sock.#open("bind");
+        if (sock.#bound) throw new Deno.errors.AddrInUse("bind: socket is already bound");
+        sock.#bindForSend(dstBe);
       },
       membership: (join: boolean, groupBe: number, ifaceBe: number): number => {
         if (sock.#closed) return -9;

@@ -25,7 +25,28 @@ const ECHO = [
 ].join("\n");
 
 /** Deliberate differences: the case's log plainly and pre-loaded, and why. */
-const DIFFERENT: Record<string, { plain: string[]; preload: string[]; why: string }> = {};
+const DIFFERENT: Record<string, { plain: string[]; preload: string[]; why: string }> = {
+  "send on an unbound socket binds it first": {
+    plain: [
+      "send returned",
+      "listening",
+      "send callback 8",
+      "message 696d706c69636974 Buffer=true size=8 family=IPv4 fromEcho=true keys=address,port,family,size",
+      "address 0.0.0.0 port>0 true",
+    ],
+    preload: [
+      "send returned",
+      "listening",
+      "send callback 8",
+      "message 696d706c69636974 Buffer=true size=8 family=IPv4 fromEcho=true keys=address,port,family,size",
+      "address HOST port>0 true",
+    ],
+    why: "Node binds a socket that sends before any bind to 0.0.0.0:0 itself (the kernel's " +
+      "autobind of a sendto); the contract decides such a socket by its first destination, and " +
+      "a socket bound to a wildcard address never bypasses: nkb binds it to the address the " +
+      "route to that destination leaves from (dns2's and hot-shots' clients send this way)",
+  },
+};
 
 type Results = Record<string, string[]>;
 
