@@ -217,20 +217,6 @@ function netAddr(ipBe: number, port: number): Deno.NetAddr {
 }
 
 /**
- * A tracked UDP socket. Its kernel socket exists from construction; bind,
- * connect, the first send and the multicast interface choices are the moments
- * bypass is decided, once.
- *
- * @example
- * ```ts
- * const sock = UdpBypass.listenDatagram({ transport: "udp", hostname: "198.18.0.1", port: 9000 });
- * const [data, from] = await sock.receive();
- * await sock.send(data, from);
- * console.log(sock.bypass, sock.stats());
- * sock.close();
- * ```
- */
-/**
  * What nkb's own node:dgram handle (src/node_dgram.ts) needs of a socket beyond its public
  * API: Node's handle methods are synchronous and answer with an errno, where the public
  * API's multicast calls answer with promises. Not exported from mod.ts.
@@ -247,6 +233,20 @@ export interface SocketInternals {
 /** The internals of an open socket (assigned in UdpBypass's static block). */
 export let socketInternals: (sock: UdpBypass) => SocketInternals;
 
+/**
+ * A tracked UDP socket. Its kernel socket exists from construction; bind,
+ * connect, the first send and the multicast interface choices are the moments
+ * bypass is decided, once.
+ *
+ * @example
+ * ```ts
+ * const sock = UdpBypass.listenDatagram({ transport: "udp", hostname: "198.18.0.1", port: 9000 });
+ * const [data, from] = await sock.receive();
+ * await sock.send(data, from);
+ * console.log(sock.bypass, sock.stats());
+ * sock.close();
+ * ```
+ */
 export class UdpBypass implements Deno.DatagramConn {
   /**
    * The size of the array `receive()` allocates when given no buffer (Deno's
