@@ -1,8 +1,9 @@
 /**
  * Unmodified node:dgram programs under the pre-load (issue 15): a program written against
- * node:dgram directly (tests/fixtures/dgram_echo.ts) and two npm packages that use it,
- * unmodified — dns2 (a DNS server and client: one socket per query) and hot-shots (a
- * StatsD client that unrefs its socket before the first send binds it). Each runs plainly
+ * node:dgram directly (tests/fixtures/dgram_echo.ts, and the same in a Worker) and two
+ * npm packages that use it, unmodified: dns2 (a DNS server and client: one socket per
+ * query) and hot-shots (a StatsD client that unrefs its socket before the first send
+ * binds it). Each runs plainly
  * and under `nkb run --no-spin` in one namespace against kernel peers in the other; both
  * ways do the same work, and the namespace's kernel UDP counters show which path carried
  * it. The packages come from the npm registry at the versions pinned in the fixtures,
@@ -50,56 +51,57 @@ async function cachePackages(): Promise<void> {
   cached = true;
 }
 
-Deno.test({
-  name:
-    "unmodified node:dgram echo: every datagram echoed plainly and under nkb run, which bypasses",
-  ...OPTS,
-  fn: async () => {
-    const COUNT = 200;
-    const PORT = 9610;
-    for (const preload of [false, true]) {
-      await using tb = await createTestbed();
-      const proc = tb.spawn(
-        "a",
-        command(preload, "dgram_echo.ts", [tb.a.ip, `${PORT}`, `${COUNT}`]),
-        {
-          name: `dgram_echo.ts${preload ? " (nkb run)" : ""}`,
-        },
-      );
-      await proc.next((m) => m.listening === true, 30_000, "listening");
-      const stat = await tb.exec("a", [
-        Deno.execPath(),
-        "run",
-        "-A",
-        "--no-lock",
-        `${ROOT}cli.ts`,
-        "stat",
-        "--json",
-      ]);
-      const sockets = JSON.parse(stat.stdout).sockets as {
-        cmdline: string[];
-        local: { port: number };
-      }[];
-      const listed = sockets.some((s) =>
-        s.local.port === PORT && s.cmdline.join(" ").includes("dgram_echo.ts")
-      );
-      const before = await tb.udpCounters("a");
-      const echoed = await echoRounds(tb, "b", tb.a.ip, PORT, COUNT);
-      const after = await tb.udpCounters("a");
-      await proc.next((m) => m.echoed !== undefined, 30_000, "echoed");
-      assert.equal((await proc.wait(10_000)).code, 0, proc.stderr);
-      const kernelIn = after.InDatagrams - before.InDatagrams;
-      console.log(
-        `${preload ? "nkb run" : "plain"}: echoed ${echoed}, kernel InDatagrams ${kernelIn}`,
-      );
-      assert.equal(echoed, COUNT);
-      assert.equal(proc.stderr.trim(), "", proc.stderr);
-      assert.equal(listed, preload, "nkb stat lists the program's socket under nkb run only");
-      if (preload) assert.ok(kernelIn < COUNT / 10, `kernel InDatagrams ${kernelIn}`);
-      else assert.ok(kernelIn >= COUNT, `kernel InDatagrams ${kernelIn}`);
-    }
-  },
-});
+for (const script of ["dgram_echo.ts", "dgram_workers.ts"]) {
+  Deno.test({
+    name: `unmodified node:dgram ${script}: every datagram echoed plainly and under nkb run`,
+    ...OPTS,
+    fn: async () => {
+      const COUNT = 200;
+      const PORT = 9610;
+      for (const preload of [false, true]) {
+        await using tb = await createTestbed();
+        const proc = tb.spawn(
+          "a",
+          command(preload, script, [tb.a.ip, `${PORT}`, `${COUNT}`]),
+          {
+            name: `${script}${preload ? " (nkb run)" : ""}`,
+          },
+        );
+        await proc.next((m) => m.listening === true, 30_000, "listening");
+        const stat = await tb.exec("a", [
+          Deno.execPath(),
+          "run",
+          "-A",
+          "--no-lock",
+          `${ROOT}cli.ts`,
+          "stat",
+          "--json",
+        ]);
+        const sockets = JSON.parse(stat.stdout).sockets as {
+          cmdline: string[];
+          local: { port: number };
+        }[];
+        const listed = sockets.some((s) =>
+          s.local.port === PORT && s.cmdline.join(" ").includes(script)
+        );
+        const before = await tb.udpCounters("a");
+        const echoed = await echoRounds(tb, "b", tb.a.ip, PORT, COUNT);
+        const after = await tb.udpCounters("a");
+        await proc.next((m) => m.echoed !== undefined, 30_000, "echoed");
+        assert.equal((await proc.wait(10_000)).code, 0, proc.stderr);
+        const kernelIn = after.InDatagrams - before.InDatagrams;
+        console.log(
+          `${preload ? "nkb run" : "plain"}: echoed ${echoed}, kernel InDatagrams ${kernelIn}`,
+        );
+        assert.equal(echoed, COUNT);
+        assert.equal(proc.stderr.trim(), "", proc.stderr);
+        assert.equal(listed, preload, "nkb stat lists the program's socket under nkb run only");
+        if (preload) assert.ok(kernelIn < COUNT / 10, `kernel InDatagrams ${kernelIn}`);
+        else assert.ok(kernelIn >= COUNT, `kernel InDatagrams ${kernelIn}`);
+      }
+    },
+  });
+}
 
 Deno.test({
   name: "npm dns2: its UDP server and its client, each plainly and under nkb run",
