@@ -39,7 +39,8 @@ nkb phys   interfaces of this network namespace and the receive queues nkb holds
   --json     { "links": [...], "warnings": [...] }
   LINK       only these interfaces (lo only when named)
 
-nkb run    runs an unmodified program with its UDP sockets (Deno.listenDatagram) on nkb:
+nkb run    runs an unmodified program with its UDP sockets (Deno.listenDatagram, node:dgram
+           udp4) on nkb:
            deno run --preload <nkb's preload> --allow-ffi [DENO RUN FLAGS] SCRIPT [ARGS],
            the _NET_KERNEL_BYPASS_* variables passed through; exits with its status.
   --no-spin  _NET_KERNEL_BYPASS_RECV_MODE=0: a waiting receive sleeps in poll(). The

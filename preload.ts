@@ -2,12 +2,13 @@
  * The pre-load module (net_kernel_bypass(3LIB)'s `LD_PRELOAD`, as Deno has it):
  *
  * ```sh
- * deno run --preload jsr:@nkb/udp/preload --allow-ffi --allow-net --unstable-net app.ts
+ * deno run --preload jsr:@nkb/udp/preload --allow-ffi --allow-net app.ts
  * ```
  *
- * makes every UDP socket the program creates with `Deno.listenDatagram` an nkb socket,
- * decided by the contract's rules (bind, connect, first send, multicast interface), with
- * no change to the program. Everything else (`unixpacket`, TCP, …) is untouched, and so
+ * makes every UDP socket the program creates with `Deno.listenDatagram` (which needs
+ * `--unstable-net`) or node:dgram (`udp4`, also inside npm packages; see
+ * src/node_dgram.ts) an nkb socket, decided by the contract's rules (bind, connect, first
+ * send, multicast interface), with no change to the program. Everything else (`unixpacket`, TCP, …) is untouched, and so
  * is a call Deno itself would refuse for want of `--allow-net`: it goes to Deno, which
  * throws its own error. A scoped `--allow-net=<hosts>` (or any `--deny-net`) keeps Deno's
  * sockets too, after one line on stderr: Deno checks every destination of a send or
