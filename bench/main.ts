@@ -5,7 +5,7 @@
  * of a {@linkcode Testbed}.
  *
  * `deno task bench [--json PATH] [--duration-ms N] [--rtt-count N] [--repeat N]
- *  [--rtt-repeat N] [--mq-repeat N] [--sizes 64,1024] [--tests rx,send,rtt,idle,mq]
+ *  [--rtt-repeat N] [--mq-repeat N] [--sizes 64,1024] [--tests rx,send,rtt,idle,mq,preload]
  *  [--paths kernel,copy,copy0,batch,batch0,native]
  *  [--idle-ms N] [--mq-rate N] [--mq-work-us N] [--busy-us N]`
  *
@@ -59,6 +59,18 @@
  *   second Worker's gain. On veth the generator's core also runs the receiving side's XDP
  *   work, so generator and receivers share this VM's two cores: the work per datagram is
  *   what leaves room to see a second receiver's core at all.
+ * - unmodified programs (`preload`, issue 15; at the first of `--sizes` only): programs that
+ *   import nothing of nkb (bench/workers/plain_echo.ts: Deno.listenDatagram, `await
+ *   receive()` + `await send()`; dgram_echo.ts: node:dgram `'message'` + `send`;
+ *   plain_sink.ts: a `for await` receiver), each run plainly (`deno run`) and under the
+ *   pre-load as `nkb run` starts it (`deno run --preload preload.ts --allow-ffi`, receive
+ *   mode 1), back to back within a repetition (which goes first alternates): round trips
+ *   against the same client as above, and the same generator into the receiver (its
+ *   capacity per core: datagrams per second of its process's CPU time, spinning included).
+ *   Flat out the generator outruns both receivers, so the receiver under the pre-load is
+ *   also offered twice the plain one's capacity of that repetition, paced (`ceiling mqtx`
+ *   on one queue), and must lose nothing. Side A's kernel UDP counters say which path
+ *   carried each run. The ratios (preload / plain) are printed next to issue 15's bar.
  *
  * @module
  */
