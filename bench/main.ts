@@ -1401,7 +1401,8 @@ function preloadTable(rows: Map<string, Row>, cfg: Config): string {
           "",
           "",
           `p50 <= ${PRELOAD_BAR.p50}x, p99 <= ${PRELOAD_BAR.p99}x: ` +
-          verdict([["p50", p50, "<=", PRELOAD_BAR.p50], ["p99", p99, "<=", PRELOAD_BAR.p99]]),
+          verdict([["p50", p50, "<=", PRELOAD_BAR.p50], ["p99", p99, "<=", PRELOAD_BAR.p99]]) +
+          (carriedBy(a) === "nkb" ? "" : " (the pre-load left its socket on the kernel)"),
         ]);
       } else {
         const cap = pairedRatioOf(
