@@ -99,8 +99,7 @@ const RESULT_SLACK_MS = 20_000;
 const EXIT_TIMEOUT_MS = 10_000;
 // The whole run, from the start: past BUDGET_MS the remaining runs are skipped; past
 // WATCHDOG_MS the benchmark gives up (and removes its testbed).
-// The preload test added 80-100 s to a full run (2026-12-07, on a slow VM: 247 s without it,
-// 338 s with it).
+// The preload test adds 70-100 s to a full run (2026-12-07, on a slow VM: 71 s of 312 s).
 const BUDGET_MS = 420_000;
 const WATCHDOG_MS = 460_000;
 const BASE_PORT = 9000;
@@ -1338,7 +1337,7 @@ function table(rows: Map<string, Row>, cfg: Config): string {
 
 /**
  * The `preload` test runs at the first of `--sizes` only (default 64 B): the bar is about
- * what a datagram costs the program, and every size costs 80-100 s more.
+ * what a datagram costs the program, and every size costs 70-100 s more.
  */
 function preloadSizes(cfg: Config): number[] {
   return cfg.sizes.slice(0, 1);
