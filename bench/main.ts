@@ -1387,82 +1387,92 @@ function preloadTable(rows: Map<string, Row>, cfg: Config): string {
     for (const program of ALL_PROGRAMS) {
       const get = (l: Launch): Row => rows.get(`${program} ${l}/${size}`) ?? emptyRow();
       const rtt = PROGRAMS[program].test === "rtt";
-      for (const l of LAUNCHES) {
-        const r = get(l);
-        const t = r.rtt;
-        const failed = (r.rttRuns.length + r.rxRuns.length === 0) ? "failed" : "";
-        lines.push([
-          `${program} ${l}`,
-          `${size} B`,
-          carriedBy(r),
-          rtt ? (t ? `${f(t.p50, 1)} / ${f(t.p99, 1)} / ${f(t.p999, 1)}` : failed) : "",
-          rtt
-            ? ""
-            : r.rxCap?.rxPerCoreMpps != null
-            ? `${f(r.rxCap.rxPerCoreMpps, 3)} (${f(r.rxCap.rxCpuPct!, 0)} %)`
-            : failed,
-          rtt ? "" : r.rx ? `${f(r.rx.rxMpps, 3)} (${f(r.rx.lossPct, 2)} %)` : failed,
-          "",
-        ]);
-      }
+      for (const l of LAUNCHES) lines.push(preloadLine(`${program} ${l}`, size, get(l), rtt));
       const [z, a] = [get("plain"), get("preload")];
-      const rttRatio = (k: "p50" | "p99" | "p999"): number | null =>
-        pairedRatioOf(a.rttRuns, z.rttRuns, (r) => r[k], a.rtt?.[k], z.rtt?.[k]);
-      const x = (v: number | null): string => v === null ? "-" : `${v.toFixed(2)}x`;
-      if (rtt) {
-        const [p50, p99, p999] = [rttRatio("p50"), rttRatio("p99"), rttRatio("p999")];
-        lines.push([
-          `${program} preload / plain`,
-          `${size} B`,
-          "",
-          `${x(p50)} / ${x(p99)} / ${x(p999)}`,
-          "",
-          "",
-          `p50 <= ${PRELOAD_BAR.p50}x, p99 <= ${PRELOAD_BAR.p99}x: ` +
-          verdict([["p50", p50, "<=", PRELOAD_BAR.p50], ["p99", p99, "<=", PRELOAD_BAR.p99]]) +
-          (carriedBy(a) === "nkb" ? "" : " (the pre-load left its socket on the kernel)"),
-        ]);
-      } else {
-        const cap = pairedRatioOf(
-          a.rxRuns,
-          z.rxRuns,
-          (r) => r.rxPerCoreMpps,
-          a.rxCap?.rxPerCoreMpps,
-          z.rxCap?.rxPerCoreMpps,
-        );
-        const del = pairedRatioOf(a.rxRuns, z.rxRuns, (r) => r.rxMpps, a.rx?.rxMpps, z.rx?.rxMpps);
-        const paced = a.pacedRuns ?? [];
-        const lossless = paced.length > 0 ? paced.every((r) => r.received >= r.sent) : false;
-        const pm = median(paced, (r) => r.lossPct);
-        lines.push([
-          `${program} preload, paced`,
-          `${size} B`,
-          paced.length > 0 ? carriedBy({ ...emptyRow(), rxRuns: paced }) : "",
-          "",
-          "",
-          pm
-            ? `${f(pm.rxMpps, 3)} (${f(pm.lossPct, 2)} %) of ${f(pm.sendMpps, 3)} offered`
-            : "failed",
-          `offered ${PRELOAD_BAR.capacity}x plain's capacity: ` +
-          `${paced.filter((r) => r.received >= r.sent).length}/${paced.length} runs lost none`,
-        ]);
-        lines.push([
-          `${program} preload / plain`,
-          `${size} B`,
-          "",
-          "",
-          x(cap),
-          x(del),
-          `capacity >= ${PRELOAD_BAR.capacity}x, no loss: ` +
-          verdict([["capacity", cap, ">=", PRELOAD_BAR.capacity]], lossless),
-        ]);
-      }
+      if (rtt) lines.push(rttBarLine(program, size, a, z));
+      else lines.push(...rxBarLines(program, size, a, z));
     }
   }
   const widths = head.map((_, i) => Math.max(...lines.map((l) => l[i].length)));
   const fmt = (l: string[]): string => l.map((c, i) => c.padEnd(widths[i])).join(" | ").trimEnd();
   const rule = widths.map((w) => "-".repeat(w)).join("-|-");
   return [fmt(lines[0]), rule, ...lines.slice(1).map(fmt)].join("\n");
+}
+
+// One program's figures, plainly or under the pre-load.
+function preloadLine(label: string, size: number, r: Row, rtt: boolean): string[] {
+  const t = r.rtt;
+  const failed = (r.rttRuns.length + r.rxRuns.length === 0) ? "failed" : "";
+  return [
+    label,
+    `${size} B`,
+    carriedBy(r),
+    rtt ? (t ? `${f(t.p50, 1)} / ${f(t.p99, 1)} / ${f(t.p999, 1)}` : failed) : "",
+    rtt
+      ? ""
+      : r.rxCap?.rxPerCoreMpps != null
+      ? `${f(r.rxCap.rxPerCoreMpps, 3)} (${f(r.rxCap.rxCpuPct!, 0)} %)`
+      : failed,
+    rtt ? "" : r.rx ? `${f(r.rx.rxMpps, 3)} (${f(r.rx.lossPct, 2)} %)` : failed,
+    "",
+  ];
+}
+
+function times(v: number | null): string {
+  return v === null ? "-" : `${v.toFixed(2)}x`;
+}
+
+// An echo's ratios (`a` under the pre-load, `z` plain) against the round-trip bar.
+function rttBarLine(program: Program, size: number, a: Row, z: Row): string[] {
+  const ratioOf = (k: "p50" | "p99" | "p999"): number | null =>
+    pairedRatioOf(a.rttRuns, z.rttRuns, (r) => r[k], a.rtt?.[k], z.rtt?.[k]);
+  const [p50, p99, p999] = [ratioOf("p50"), ratioOf("p99"), ratioOf("p999")];
+  return [
+    `${program} preload / plain`,
+    `${size} B`,
+    "",
+    `${times(p50)} / ${times(p99)} / ${times(p999)}`,
+    "",
+    "",
+    `p50 <= ${PRELOAD_BAR.p50}x, p99 <= ${PRELOAD_BAR.p99}x: ` +
+    verdict([["p50", p50, "<=", PRELOAD_BAR.p50], ["p99", p99, "<=", PRELOAD_BAR.p99]]) +
+    (carriedBy(a) === "nkb" ? "" : " (the pre-load left its socket on the kernel)"),
+  ];
+}
+
+// The receiver's paced runs (`a` under the pre-load), and its ratios to `z` (plain) against
+// the capacity bar.
+function rxBarLines(program: Program, size: number, a: Row, z: Row): string[][] {
+  const cap = pairedRatioOf(
+    a.rxRuns,
+    z.rxRuns,
+    (r) => r.rxPerCoreMpps,
+    a.rxCap?.rxPerCoreMpps,
+    z.rxCap?.rxPerCoreMpps,
+  );
+  const del = pairedRatioOf(a.rxRuns, z.rxRuns, (r) => r.rxMpps, a.rx?.rxMpps, z.rx?.rxMpps);
+  const paced = a.pacedRuns ?? [];
+  const lossless = paced.length > 0 ? paced.every((r) => r.received >= r.sent) : false;
+  const pm = median(paced, (r) => r.lossPct);
+  return [[
+    `${program} preload, paced`,
+    `${size} B`,
+    paced.length > 0 ? carriedBy({ ...emptyRow(), rxRuns: paced }) : "",
+    "",
+    "",
+    pm ? `${f(pm.rxMpps, 3)} (${f(pm.lossPct, 2)} %) of ${f(pm.sendMpps, 3)} offered` : "failed",
+    `offered ${PRELOAD_BAR.capacity}x plain's capacity: ` +
+    `${paced.filter((r) => r.received >= r.sent).length}/${paced.length} runs lost none`,
+  ], [
+    `${program} preload / plain`,
+    `${size} B`,
+    "",
+    "",
+    times(cap),
+    times(del),
+    `capacity >= ${PRELOAD_BAR.capacity}x, no loss: ` +
+    verdict([["capacity", cap, ">=", PRELOAD_BAR.capacity]], lossless),
+  ]];
 }
 
 // Every run's figure, so that the spread behind each median shows.
@@ -1494,6 +1504,27 @@ async function environment(): Promise<Record<string, unknown>> {
     lib: Deno.env.get("NKB_LIB") ?? LIB,
     loadavg: (await Deno.readTextFile("/proc/loadavg")).split(" ").slice(0, 3).join(" "),
   };
+}
+
+// The preload test's method and table.
+function printPreload(rows: Map<string, Row>, cfg: Config): void {
+  console.log(
+    `\nunmodified programs (issue 15), each run plainly (deno run) and under the pre-load ` +
+      `(deno run --preload preload.ts --allow-ffi, receive mode 1: what nkb run starts), ` +
+      `back to back (which goes first alternates); the ratios are preload / plain, the ` +
+      `median of the repetitions'. Round trips against the same client as above; rx: the ` +
+      `same generator into a for await receiver, capacity per core its datagrams per second ` +
+      `of its process's CPU time from its first datagram to its last (a receiver in receive ` +
+      `mode 1 spins while it waits, and that time counts: a lower bound); paced: the ` +
+      `receiver under the pre-load offered ${PRELOAD_BAR.capacity}x the plain one's capacity ` +
+      `of the same repetition (ceiling mqtx), which it must take without loss. carried by: side ` +
+      `A's kernel UDP InDatagrams (nkb: at most ${BYPASS_KERNEL_SHARE * 100} % of the ` +
+      `datagrams). deno-echo: ${PROGRAMS["deno-echo"].label} (bench/workers/plain_echo.ts); ` +
+      `dgram-echo: ${PROGRAMS["dgram-echo"].label} (dgram_echo.ts; on the kernel under the ` +
+      `pre-load until it takes node:dgram over); for-await: ` +
+      `${PROGRAMS["for-await"].label} (plain_sink.ts).\n`,
+  );
+  console.log(preloadTable(rows, cfg));
 }
 
 async function main(): Promise<void> {
@@ -1564,23 +1595,7 @@ async function main(): Promise<void> {
       `pinned to CPU 0, side B's to CPU 1.\n`,
   );
   if (PATH_TESTS_ALL.some((t) => cfg.tests.includes(t))) console.log(table(rows, cfg));
-  if (cfg.tests.includes("preload")) {
-    console.log(
-      `\nunmodified programs (issue 15), each run plainly (deno run) and under the pre-load ` +
-        `(deno run --preload preload.ts --allow-ffi, receive mode 1: what nkb run starts), ` +
-        `back to back (which goes first alternates); the ratios are preload / plain, the ` +
-        `median of the repetitions'. Round trips against the same client as above; rx: the ` +
-        `same generator into a for await receiver, capacity per core its datagrams per second ` +
-        `of its process's CPU time (a receiver in receive mode 1 spins while it waits, and ` +
-        `that time counts: a lower bound on its capacity when it kept up). carried by: side ` +
-        `A's kernel UDP InDatagrams (nkb: at most ${BYPASS_KERNEL_SHARE * 100} % of the ` +
-        `datagrams). deno-echo: ${PROGRAMS["deno-echo"].label} (bench/workers/plain_echo.ts); ` +
-        `dgram-echo: ${PROGRAMS["dgram-echo"].label} (dgram_echo.ts; on the kernel under the ` +
-        `pre-load until it takes node:dgram over); for-await: ` +
-        `${PROGRAMS["for-await"].label} (plain_sink.ts).\n`,
-    );
-    console.log(preloadTable(rows, cfg));
-  }
+  if (cfg.tests.includes("preload")) printPreload(rows, cfg);
   if (idleResults !== null) {
     const idleText = idleResults.map((r) =>
       `${r.what} ${f(r.cpuPct, 1)} % (${r.ticks} ticks; schedstat ${f(r.schedPct, 2)} %)`
