@@ -5,7 +5,7 @@
  * of a {@linkcode Testbed}.
  *
  * `deno task bench [--json PATH] [--duration-ms N] [--rtt-count N] [--repeat N]
- *  [--rtt-repeat N] [--mq-repeat N] [--sizes 64,1024] [--tests rx,send,rtt,idle,mq]
+ *  [--rtt-repeat N] [--mq-repeat N] [--sizes 64,1024] [--tests rx,send,rtt,idle,mq,preload]
  *  [--paths kernel,copy,copy0,batch,batch0,native]
  *  [--idle-ms N] [--mq-rate N] [--mq-work-us N] [--busy-us N]`
  *
@@ -59,6 +59,18 @@
  *   second Worker's gain. On veth the generator's core also runs the receiving side's XDP
  *   work, so generator and receivers share this VM's two cores: the work per datagram is
  *   what leaves room to see a second receiver's core at all.
+ * - unmodified programs (`preload`, issue 15; at the first of `--sizes` only): programs that
+ *   import nothing of nkb (bench/workers/plain_echo.ts: Deno.listenDatagram, `await
+ *   receive()` + `await send()`; dgram_echo.ts: node:dgram `'message'` + `send`;
+ *   plain_sink.ts: a `for await` receiver), each run plainly (`deno run`) and under the
+ *   pre-load as `nkb run` starts it (`deno run --preload preload.ts --allow-ffi`, receive
+ *   mode 1), back to back within a repetition (which goes first alternates): round trips
+ *   against the same client as above, and the same generator into the receiver (its
+ *   capacity per core: datagrams per second of its process's CPU time, spinning included).
+ *   Flat out the generator outruns both receivers, so the receiver under the pre-load is
+ *   also offered twice the plain one's capacity of that repetition, paced (`ceiling mqtx`
+ *   on one queue), and must lose nothing. Side A's kernel UDP counters say which path
+ *   carried each run. The ratios (preload / plain) are printed next to issue 15's bar.
  *
  * @module
  */
@@ -87,8 +99,9 @@ const RESULT_SLACK_MS = 20_000;
 const EXIT_TIMEOUT_MS = 10_000;
 // The whole run, from the start: past BUDGET_MS the remaining runs are skipped; past
 // WATCHDOG_MS the benchmark gives up (and removes its testbed).
-const BUDGET_MS = 255_000;
-const WATCHDOG_MS = 290_000;
+// The preload test adds 70-100 s to a full run (2026-12-07, on a slow VM: 71 s of 312 s).
+const BUDGET_MS = 420_000;
+const WATCHDOG_MS = 460_000;
 const BASE_PORT = 9000;
 const SETUP_TRIES = 3;
 const RTT_TIMEOUT_MS = 100;
@@ -131,7 +144,55 @@ type Sender = Exclude<Mover, "copy0" | "batch0">;
 /** A datagram receiver in a flow: a mover, or the native XDP counter (send rate only). */
 type Receiver = Mover | "xdpcount";
 
-const ALL_TESTS = ["rx", "send", "rtt", "idle", "mq"];
+/**
+ * An unmodified program (issue 15): it imports nothing of nkb, only Deno's or node's API
+ * (bench/workers/plain_echo.ts, dgram_echo.ts, plain_sink.ts).
+ */
+type Program = "deno-echo" | "dgram-echo" | "for-await";
+/** How an unmodified program is started: `deno run`, or `deno run --preload preload.ts`. */
+type Launch = "plain" | "preload";
+/** A program and how it was started: a row of the `preload` test. */
+type Unmodified = `${Program} ${Launch}`;
+
+const PROGRAMS: Record<Program, { script: string; test: "rtt" | "rx"; label: string }> = {
+  "deno-echo": {
+    script: "plain_echo.ts",
+    test: "rtt",
+    label: "Deno.listenDatagram await receive() + await send() echo",
+  },
+  "dgram-echo": {
+    script: "dgram_echo.ts",
+    test: "rtt",
+    label: "node:dgram 'message' + send() echo",
+  },
+  "for-await": {
+    script: "plain_sink.ts",
+    test: "rx",
+    label: "Deno.listenDatagram for await receiver",
+  },
+};
+const ALL_PROGRAMS = Object.keys(PROGRAMS) as Program[];
+// The program's own permissions, the same both ways.
+const PROGRAM_FLAGS = ["--no-lock", "--allow-net", "--unstable-net"];
+// What `nkb run` adds (cli.ts runProgram), and its default receive mode set explicitly, so
+// that a _NET_KERNEL_BYPASS_RECV_MODE in the bench's environment does not change the rows.
+const PRELOAD_FLAGS = ["--preload", `${ROOT}preload.ts`, "--allow-ffi"];
+const PRELOAD_ENV = { _NET_KERNEL_BYPASS_RECV_MODE: "1" };
+// Issue 15's bar for the pre-load against the same program without it.
+const PRELOAD_BAR = { p50: 0.5, p99: 0.3, capacity: 2 };
+// A run whose side-A kernel UDP InDatagrams rose by at most this share of its datagrams
+// was carried by nkb (the plain runs count every datagram there).
+const BYPASS_KERNEL_SHARE = 0.1;
+// The pause before the end markers for an unmodified receiver: a plain `for await` receiver
+// (an array of 64 KiB per datagram, and the garbage) fell so far behind in one full run of
+// five that the markers met its full socket buffer 150 ms after the data.
+const PROGRAM_DRAIN_MS = 500;
+// The native paced generator's lowest rate (ceiling mqtx).
+const PACED_MIN_PPS = 1000;
+
+const ALL_TESTS = ["rx", "send", "rtt", "idle", "mq", "preload"];
+// The tests that run on the paths (measure()).
+const PATH_TESTS_ALL = ["rx", "send", "rtt"];
 const ALL_PATHS: Path[] = ["kernel", "copy", "copy0", "batch", "batch0", "native"];
 const LABEL: Record<Path, string> = {
   kernel: "kernel",
@@ -172,7 +233,7 @@ const PATH_TESTS: Record<Path, string[]> = {
 /** One sender -> receiver run. */
 interface FlowResult {
   sender: Sender;
-  receiver: Receiver;
+  receiver: Receiver | Unmodified;
   size: number;
   sent: number;
   received: number;
@@ -189,6 +250,8 @@ interface FlowResult {
    */
   rxPerCoreMpps: number | null;
   txFull: number;
+  /** The generator's pace in datagrams/s (the native mqtx generator on one queue); null: flat out. */
+  pacedPps: number | null;
   receiverResult: Record<string, unknown>;
   senderResult: Record<string, unknown>;
   udpA: Record<string, number>;
@@ -196,7 +259,7 @@ interface FlowResult {
 
 /** One round-trip run. */
 interface RttResult {
-  server: Path;
+  server: Path | Unmodified;
   size: number;
   client: string;
   measured: number;
@@ -209,6 +272,8 @@ interface RttResult {
   mean: number;
   echoed: number;
   serverResult: Record<string, unknown>;
+  /** Side A's kernel UDP counters that moved during the run (/proc/net/snmp). */
+  udpA: Record<string, number>;
 }
 
 /** One multi-queue run: the generator into `workers` receiving Workers. */
@@ -251,6 +316,11 @@ interface Row {
   rxRuns: FlowResult[];
   sendRuns: FlowResult[];
   rttRuns: RttResult[];
+  /**
+   * The `preload` test's for-await receiver under the pre-load, offered PRELOAD_BAR.capacity
+   * times the plain receiver's capacity of the same repetition (paced): it must lose nothing.
+   */
+  pacedRuns?: FlowResult[];
 }
 
 /** What the native program's build did. */
@@ -456,14 +526,42 @@ function denoArgs(kind: Mover): string[] {
 // (`--busy-us`, see bench/workers/sink.ts) instead of waiting.
 const DRAINERS: readonly Receiver[] = ["copy", "batch", "native"];
 
+function isUnmodified(kind: string): kind is Unmodified {
+  return / (plain|preload)$/.test(kind);
+}
+
+/**
+ * Starts an unmodified program in side A's namespace: `deno run` with its own permissions,
+ * or the same under the pre-load as `nkb run` starts it (`deno run --preload preload.ts
+ * --allow-ffi ...`, receive mode 1), deno itself rather than `nkb run`'s child, so that
+ * the pinning reaches the program's threads. It prints no bypass state: which path carried
+ * its traffic shows in side A's kernel UDP counters.
+ */
+function startProgram(b: Bench, u: Unmodified, args: string[]): Promise<TestbedProcess> {
+  const [program, launch] = u.split(" ") as [Program, Launch];
+  const name = `${PROGRAMS[program].script}${launch === "preload" ? " (preload)" : ""}@a`;
+  const preload = launch === "preload" ? PRELOAD_FLAGS : [];
+  const cmd = [
+    Deno.execPath(),
+    "run",
+    ...preload,
+    ...PROGRAM_FLAGS,
+    `${WORKERS}${PROGRAMS[program].script}`,
+    ...args,
+  ];
+  const env = launch === "preload" ? PRELOAD_ENV : undefined;
+  return startWorker(name, false, () => b.tb.spawn("a", cmd, { name, env }));
+}
+
 function startSink(
   b: Bench,
-  kind: Receiver,
+  kind: Receiver | Unmodified,
   port: number,
   maxMs: number,
   busyUs: number,
 ): Promise<TestbedProcess> {
   const { tb } = b;
+  if (isUnmodified(kind)) return startProgram(b, kind, [tb.a.ip, `${port}`, `${maxMs}`]);
   const name = `sink[${kind}]@a`;
   const seconds = `${maxMs / 1000}`;
   const busy = busyUs > 0 && DRAINERS.includes(kind) ? [`${busyUs}`] : [];
@@ -496,7 +594,13 @@ async function checkXdpGone(b: Bench): Promise<void> {
   errors.push(`xdpcount: an XDP program is still attached to ${b.tb.a.ifname} after its exit`);
 }
 
-function startBlast(b: Bench, kind: Sender, port: number, size: number): Promise<TestbedProcess> {
+function startBlast(
+  b: Bench,
+  kind: Sender,
+  port: number,
+  size: number,
+  drainMs: number,
+): Promise<TestbedProcess> {
   const { tb, cfg } = b;
   const name = `blast[${kind}]@b`;
   return startWorker(name, kind !== "kernel", () =>
@@ -504,14 +608,32 @@ function startBlast(b: Bench, kind: Sender, port: number, size: number): Promise
       ? tb.spawn("b", [
         nativeBin(b),
         ...["tx", tb.b.ip, `${port + 1}`, tb.a.ip, `${port}`, `${cfg.count}`, `${size}`],
-        ...[`${cfg.durationMs / 1000}`, `${cfg.drainMs}`],
+        ...[`${cfg.durationMs / 1000}`, `${drainMs}`],
       ], { name })
       : tb.spawnDeno("b", `${WORKERS}blast.ts`, [
         ...denoArgs(kind),
         ...["--src", tb.b.ip, "--sport", `${port + 1}`, "--dst", tb.a.ip, "--port", `${port}`],
         ...["--size", `${size}`, "--duration-ms", `${cfg.durationMs}`, "--count", `${cfg.count}`],
-        ...["--drain-ms", `${cfg.drainMs}`],
+        ...["--drain-ms", `${drainMs}`],
       ], { name }));
+}
+
+// The native generator paced to `pps` (mqtx on one queue: batches of 32, sleeping between).
+function startPaced(
+  b: Bench,
+  port: number,
+  size: number,
+  pps: number,
+  drainMs: number,
+): Promise<TestbedProcess> {
+  const { tb, cfg } = b;
+  const name = `mqtx[${Math.round(pps)}/s]@b`;
+  return startWorker(name, true, () =>
+    tb.spawn("b", [
+      nativeBin(b),
+      ...["mqtx", tb.b.ip, `${port + 1}`, tb.a.ip, `${port}`, "1", `${Math.round(pps)}`],
+      ...[`${size}`, `${cfg.durationMs / 1000}`, `${drainMs}`],
+    ], { name }));
 }
 
 function deltas(
@@ -526,9 +648,10 @@ function deltas(
 async function flow(
   b: Bench,
   sender: Sender,
-  receiver: Receiver,
+  receiver: Receiver | Unmodified,
   size: number,
   busyUs = 0,
+  pacePps: number | null = null,
 ): Promise<FlowResult> {
   const { tb, cfg } = b;
   const port = BASE_PORT + 2 * portSeq++;
@@ -537,7 +660,11 @@ async function flow(
   const sink = await startSink(b, receiver, port, maxMs, busyUs);
   let blast: TestbedProcess | null = null;
   try {
-    blast = await startBlast(b, sender, port, size);
+    // An unmodified receiver may still be behind by a socket buffer when the data ends.
+    const drainMs = isUnmodified(receiver) ? Math.max(cfg.drainMs, PROGRAM_DRAIN_MS) : cfg.drainMs;
+    blast = pacePps === null
+      ? await startBlast(b, sender, port, size, drainMs)
+      : await startPaced(b, port, size, pacePps, drainMs);
     const sr = rec((await blast.nextWith("result", maxMs)).result, "sender result");
     const rr = rec((await sink.nextWith("result", maxMs)).result, "receiver result");
     await Promise.all([blast.wait(EXIT_TIMEOUT_MS), sink.wait(EXIT_TIMEOUT_MS)]);
@@ -563,6 +690,7 @@ async function flow(
       receiverSpanMs,
       ...perCore(receiver, received, rr),
       txFull: num(sr.txFull, "txFull"),
+      pacedPps: pacePps,
       receiverResult: rr,
       senderResult: sr,
       udpA,
@@ -580,7 +708,7 @@ async function flow(
 // sleep when idle (the kernel path, recvMode 0) datagrams per second of their process's CPU
 // time, with that time's share of the window.
 function perCore(
-  receiver: Receiver,
+  receiver: Receiver | Unmodified,
   received: number,
   rr: Record<string, unknown>,
 ): { rxCpuPct: number | null; rxPerCoreMpps: number | null } {
@@ -594,25 +722,14 @@ function perCore(
   return { rxCpuPct: 100 * busyMs / windowMs, rxPerCoreMpps: received / busyMs / 1000 };
 }
 
-async function rtt(b: Bench, server: Path, size: number): Promise<RttResult> {
+async function rtt(b: Bench, server: Path | Unmodified, size: number): Promise<RttResult> {
   const { tb, cfg } = b;
   const port = BASE_PORT + 2 * portSeq++;
   const maxMs = cfg.rttMaxS * 1000 + RESULT_SLACK_MS;
-  const name = `echo[${server}]@a`;
-  const echo = await startWorker(name, server !== "kernel", () => {
-    if (server === "native") {
-      return tb.spawn("a", [nativeBin(b), "echo", tb.a.ip, `${port}`, `${maxMs / 1000}`], { name });
-    }
-    const impl = server === "kernel"
-      ? ["--impl", "kernel"]
-      : ["--impl", "nkb", "--mode", server === "batch" ? "batch" : "copy"];
-    const mode = server === "copy0" ? ["--recv-mode", "0"] : ["--recv-mode", "1"];
-    return tb.spawnDeno("a", `${WORKERS}echo.ts`, [
-      ...impl,
-      ...mode,
-      ...["--host", tb.a.ip, "--port", `${port}`, "--max-ms", `${maxMs}`],
-    ], { name });
-  });
+  const udpBefore = await tb.udpCounters("a");
+  const echo = isUnmodified(server)
+    ? await startProgram(b, server, [tb.a.ip, `${port}`, `${maxMs}`])
+    : await startEcho(b, server, port, maxMs);
   let client: TestbedProcess | null = null;
   try {
     client = tb.spawn("b", [
@@ -639,10 +756,30 @@ async function rtt(b: Bench, server: Path, size: number): Promise<RttResult> {
       mean: num(cr.mean, "mean"),
       echoed: num(er.echoed, "echoed"),
       serverResult: er,
+      udpA: deltas(await tb.udpCounters("a"), udpBefore),
     };
   } finally {
     await Promise.all([echo.dispose(), client?.dispose()]);
   }
+}
+
+function startEcho(b: Bench, server: Path, port: number, maxMs: number): Promise<TestbedProcess> {
+  const { tb } = b;
+  const name = `echo[${server}]@a`;
+  return startWorker(name, server !== "kernel", () => {
+    if (server === "native") {
+      return tb.spawn("a", [nativeBin(b), "echo", tb.a.ip, `${port}`, `${maxMs / 1000}`], { name });
+    }
+    const impl = server === "kernel"
+      ? ["--impl", "kernel"]
+      : ["--impl", "nkb", "--mode", server === "batch" ? "batch" : "copy"];
+    const mode = server === "copy0" ? ["--recv-mode", "0"] : ["--recv-mode", "1"];
+    return tb.spawnDeno("a", `${WORKERS}echo.ts`, [
+      ...impl,
+      ...mode,
+      ...["--host", tb.a.ip, "--port", `${port}`, "--max-ms", `${maxMs}`],
+    ], { name });
+  });
 }
 
 /** utime + stime of a process (all its threads), in clock ticks. */
@@ -931,18 +1068,121 @@ async function measure(b: Bench): Promise<Map<string, Row>> {
         }
       }
     }
-    for (const path of paths) {
-      const row = rows.get(`${path}/${size}`)!;
-      row.rx = median(row.rxRuns, (r) => r.rxMpps);
-      row.rxCap = median(
-        row.rxRuns.filter((r) => r.rxPerCoreMpps !== null),
-        (r) => r.rxPerCoreMpps!,
-      );
-      row.send = median(row.sendRuns, (r) => r.sendMpps);
-      row.rtt = medianRtt(row.rttRuns);
-    }
+    for (const path of paths) settle(rows.get(`${path}/${size}`)!);
   }
   return rows;
+}
+
+// A row's medians, once its runs are in.
+function settle(row: Row): void {
+  row.rx = median(row.rxRuns, (r) => r.rxMpps);
+  row.rxCap = median(
+    row.rxRuns.filter((r) => r.rxPerCoreMpps !== null),
+    (r) => r.rxPerCoreMpps!,
+  );
+  row.send = median(row.sendRuns, (r) => r.sendMpps);
+  row.rtt = medianRtt(row.rttRuns);
+}
+
+const LAUNCHES: Launch[] = ["plain", "preload"];
+
+/**
+ * The `preload` test (issue 15): each unmodified program run plainly and under the
+ * pre-load, back to back within a repetition (which goes first alternates), measured as
+ * the rtt rows (the echoes) and the rx rows (the `for await` receiver: the same generator;
+ * no `--busy-us`, an unmodified program cannot be told to spin) are. Its rows join `rows`
+ * as "<program> <launch>/<size>".
+ */
+async function measurePreload(b: Bench, rows: Map<string, Row>): Promise<void> {
+  const { cfg } = b;
+  for (const size of preloadSizes(cfg)) {
+    for (const p of ALL_PROGRAMS) {
+      for (const l of LAUNCHES) rows.set(`${p} ${l}/${size}`, emptyRow());
+    }
+    const runs = Math.max(cfg.repeat, cfg.rttRepeat);
+    for (let i = 1; i <= runs; i++) {
+      const launches = i % 2 === 0 ? [...LAUNCHES].reverse() : LAUNCHES;
+      for (const program of ALL_PROGRAMS) {
+        const { test } = PROGRAMS[program];
+        const repeat = test === "rtt" ? cfg.rttRepeat : cfg.repeat;
+        if (i > repeat) continue;
+        for (const launch of launches) {
+          const u: Unmodified = `${program} ${launch}`;
+          const row = rows.get(`${u}/${size}`)!;
+          const tag = `${u} ${size} B, run ${i}/${repeat}`;
+          if (test === "rtt") {
+            const r = await attempt(`round trip ${tag}`, () => rtt(b, u, size));
+            if (r === null) continue;
+            row.rttRuns.push(r);
+            checkCarrier(u, size, r.udpA, r.echoed, i);
+          } else {
+            const r = await attempt(`rx capacity ${tag}`, () => flow(b, generator(b), u, size));
+            if (r === null) continue;
+            row.rxRuns.push(r);
+            checkCarrier(u, size, r.udpA, r.received, i);
+          }
+        }
+        if (test === "rx") await pacedAtBar(b, rows, program, size, i);
+      }
+    }
+    for (const p of ALL_PROGRAMS) for (const l of LAUNCHES) settle(rows.get(`${p} ${l}/${size}`)!);
+  }
+}
+
+/**
+ * "With no loss" (issue 15's bar): the receiver under the pre-load, offered PRELOAD_BAR.capacity
+ * times what the plain one took per core in this repetition, paced, must lose nothing. Flat
+ * out the generator outruns both (and the plain one sheds most), so that run says nothing
+ * about loss at the bar's rate.
+ */
+async function pacedAtBar(
+  b: Bench,
+  rows: Map<string, Row>,
+  program: Program,
+  size: number,
+  i: number,
+): Promise<void> {
+  const plain = rows.get(`${program} plain/${size}`)!.rxRuns.at(-1);
+  const row = rows.get(`${program} preload/${size}`)!;
+  const u: Unmodified = `${program} preload`;
+  const tag = `${u} ${size} B paced at ${PRELOAD_BAR.capacity}x plain, run ${i}/${b.cfg.repeat}`;
+  if (b.native === null || plain?.rxPerCoreMpps == null) {
+    errors.push(
+      `${tag}: not measured (${b.native === null ? "no native generator" : "no plain run"})`,
+    );
+    return;
+  }
+  const pps = Math.max(PACED_MIN_PPS, PRELOAD_BAR.capacity * plain.rxPerCoreMpps * 1e6);
+  const r = await attempt(`rx ${tag}`, () => flow(b, "native", u, size, 0, pps));
+  if (r === null) return;
+  (row.pacedRuns ??= []).push(r);
+  checkCarrier(u, size, r.udpA, r.received, i);
+}
+
+/** Which path carried a run's `datagrams`, by side A's kernel UDP InDatagrams. */
+function carrier(udpA: Record<string, number>, datagrams: number): "nkb" | "kernel" {
+  return (udpA.InDatagrams ?? 0) <= BYPASS_KERNEL_SHARE * datagrams ? "nkb" : "kernel";
+}
+
+// A Deno.listenDatagram program under the pre-load must be on nkb, and a plain one on the
+// kernel: anything else measures something else. A node:dgram program stays on the kernel
+// under the pre-load until the pre-load takes node:dgram over: the table shows it.
+function checkCarrier(
+  u: Unmodified,
+  size: number,
+  udpA: Record<string, number>,
+  datagrams: number,
+  run: number,
+): void {
+  const [program, launch] = u.split(" ") as [Program, Launch];
+  const got = carrier(udpA, datagrams);
+  const want = launch === "plain" ? "kernel" : program === "dgram-echo" ? got : "nkb";
+  if (got !== want) {
+    errors.push(
+      `${u} ${size} B run ${run}: carried by ${got}, not ${want} (side A's kernel UDP ` +
+        `InDatagrams +${udpA.InDatagrams ?? 0} for ${datagrams} datagrams)`,
+    );
+  }
 }
 
 // The run with the median p99, its p50 and p99.9 replaced by their own medians: the
@@ -983,13 +1223,29 @@ function pairedRatio<T>(
   medianA: number | null | undefined,
   medianZ: number | null | undefined,
 ): string {
+  const r = pairedRatioOf(as, zs, key, medianA, medianZ);
+  return r === null ? "-" : `${r.toFixed(2)}x`;
+}
+
+/** {@linkcode pairedRatio} as a number; null when there is none. */
+function pairedRatioOf<T>(
+  as: T[],
+  zs: T[],
+  key: (r: T) => number | null | undefined,
+  medianA: number | null | undefined,
+  medianZ: number | null | undefined,
+): number | null {
   const pairs = as.length === zs.length && as.length > 0
     ? as.map((a, i) => [key(a), key(zs[i])])
     : [];
   const ok = pairs.length > 0 && pairs.every(([x, y]) => typeof x === "number" && y);
-  if (!ok) return ratio(medianA ?? undefined, medianZ ?? undefined);
+  if (!ok) {
+    return typeof medianA === "number" && typeof medianZ === "number" && medianZ !== 0
+      ? medianA / medianZ
+      : null;
+  }
   const rs = pairs.map(([x, y]) => (x as number) / (y as number)).sort((x, y) => x - y);
-  return `${rs[Math.floor((rs.length - 1) / 2)].toFixed(2)}x`;
+  return rs[Math.floor((rs.length - 1) / 2)];
 }
 
 function emptyRow(): Row {
@@ -1079,6 +1335,146 @@ function table(rows: Map<string, Row>, cfg: Config): string {
   return [fmt(lines[0]), rule, ...lines.slice(1).map(fmt)].join("\n");
 }
 
+/**
+ * The `preload` test runs at the first of `--sizes` only (default 64 B): the bar is about
+ * what a datagram costs the program, and every size costs 70-100 s more.
+ */
+function preloadSizes(cfg: Config): number[] {
+  return cfg.sizes.slice(0, 1);
+}
+
+/** How a row's runs were carried: "nkb", "kernel", or both ("kernel 2/5") when they differ. */
+function carriedBy(row: Row): string {
+  const each = [
+    ...row.rttRuns.map((r) => carrier(r.udpA, r.echoed)),
+    ...row.rxRuns.map((r) => carrier(r.udpA, r.received)),
+  ];
+  if (each.length === 0) return "-";
+  const kernel = each.filter((c) => c === "kernel").length;
+  if (kernel === 0) return "nkb";
+  return kernel === each.length ? "kernel" : `kernel ${kernel}/${each.length}`;
+}
+
+// The verdict against issue 15's bar, e.g. "met" or "missed: p99 0.34x > 0.30x".
+function verdict(checks: [string, number | null, "<=" | ">=", number][], noLoss?: boolean): string {
+  const missed: string[] = [];
+  for (const [what, got, op, bar] of checks) {
+    if (got === null) missed.push(`${what} not measured`);
+    else if (op === "<=" ? got > bar : got < bar) {
+      missed.push(`${what} ${got.toFixed(2)}x ${op === "<=" ? ">" : "<"} ${bar.toFixed(2)}x`);
+    }
+  }
+  if (noLoss === false) missed.push("loss");
+  return missed.length === 0 ? "met" : `missed: ${missed.join(", ")}`;
+}
+
+/**
+ * The `preload` test's table: each unmodified program plainly and under the pre-load, and
+ * the ratios (preload / plain, paired by repetition) next to issue 15's bar.
+ */
+function preloadTable(rows: Map<string, Row>, cfg: Config): string {
+  const head = [
+    "unmodified program",
+    "payload",
+    "carried by",
+    "rtt p50/p99/p99.9 us",
+    "rx capacity Mpps/core (busy %)",
+    "rx delivered Mpps (loss %)",
+    "bar (issue 15)",
+  ];
+  const lines: string[][] = [head];
+  for (const size of preloadSizes(cfg)) {
+    for (const program of ALL_PROGRAMS) {
+      const get = (l: Launch): Row => rows.get(`${program} ${l}/${size}`) ?? emptyRow();
+      const rtt = PROGRAMS[program].test === "rtt";
+      for (const l of LAUNCHES) lines.push(preloadLine(`${program} ${l}`, size, get(l), rtt));
+      const [z, a] = [get("plain"), get("preload")];
+      if (rtt) lines.push(rttBarLine(program, size, a, z));
+      else lines.push(...rxBarLines(program, size, a, z));
+    }
+  }
+  const widths = head.map((_, i) => Math.max(...lines.map((l) => l[i].length)));
+  const fmt = (l: string[]): string => l.map((c, i) => c.padEnd(widths[i])).join(" | ").trimEnd();
+  const rule = widths.map((w) => "-".repeat(w)).join("-|-");
+  return [fmt(lines[0]), rule, ...lines.slice(1).map(fmt)].join("\n");
+}
+
+// One program's figures, plainly or under the pre-load.
+function preloadLine(label: string, size: number, r: Row, rtt: boolean): string[] {
+  const t = r.rtt;
+  const failed = (r.rttRuns.length + r.rxRuns.length === 0) ? "failed" : "";
+  return [
+    label,
+    `${size} B`,
+    carriedBy(r),
+    rtt ? (t ? `${f(t.p50, 1)} / ${f(t.p99, 1)} / ${f(t.p999, 1)}` : failed) : "",
+    rtt
+      ? ""
+      : r.rxCap?.rxPerCoreMpps != null
+      ? `${f(r.rxCap.rxPerCoreMpps, 3)} (${f(r.rxCap.rxCpuPct!, 0)} %)`
+      : failed,
+    rtt ? "" : r.rx ? `${f(r.rx.rxMpps, 3)} (${f(r.rx.lossPct, 2)} %)` : failed,
+    "",
+  ];
+}
+
+function times(v: number | null): string {
+  return v === null ? "-" : `${v.toFixed(2)}x`;
+}
+
+// An echo's ratios (`a` under the pre-load, `z` plain) against the round-trip bar.
+function rttBarLine(program: Program, size: number, a: Row, z: Row): string[] {
+  const ratioOf = (k: "p50" | "p99" | "p999"): number | null =>
+    pairedRatioOf(a.rttRuns, z.rttRuns, (r) => r[k], a.rtt?.[k], z.rtt?.[k]);
+  const [p50, p99, p999] = [ratioOf("p50"), ratioOf("p99"), ratioOf("p999")];
+  return [
+    `${program} preload / plain`,
+    `${size} B`,
+    "",
+    `${times(p50)} / ${times(p99)} / ${times(p999)}`,
+    "",
+    "",
+    `p50 <= ${PRELOAD_BAR.p50}x, p99 <= ${PRELOAD_BAR.p99}x: ` +
+    verdict([["p50", p50, "<=", PRELOAD_BAR.p50], ["p99", p99, "<=", PRELOAD_BAR.p99]]) +
+    (carriedBy(a) === "nkb" ? "" : " (the pre-load left its socket on the kernel)"),
+  ];
+}
+
+// The receiver's paced runs (`a` under the pre-load), and its ratios to `z` (plain) against
+// the capacity bar.
+function rxBarLines(program: Program, size: number, a: Row, z: Row): string[][] {
+  const cap = pairedRatioOf(
+    a.rxRuns,
+    z.rxRuns,
+    (r) => r.rxPerCoreMpps,
+    a.rxCap?.rxPerCoreMpps,
+    z.rxCap?.rxPerCoreMpps,
+  );
+  const del = pairedRatioOf(a.rxRuns, z.rxRuns, (r) => r.rxMpps, a.rx?.rxMpps, z.rx?.rxMpps);
+  const paced = a.pacedRuns ?? [];
+  const lossless = paced.length > 0 ? paced.every((r) => r.received >= r.sent) : false;
+  const pm = median(paced, (r) => r.lossPct);
+  return [[
+    `${program} preload, paced`,
+    `${size} B`,
+    paced.length > 0 ? carriedBy({ ...emptyRow(), rxRuns: paced }) : "",
+    "",
+    "",
+    pm ? `${f(pm.rxMpps, 3)} (${f(pm.lossPct, 2)} %) of ${f(pm.sendMpps, 3)} offered` : "failed",
+    `offered ${PRELOAD_BAR.capacity}x plain's capacity: ` +
+    `${paced.filter((r) => r.received >= r.sent).length}/${paced.length} runs lost none`,
+  ], [
+    `${program} preload / plain`,
+    `${size} B`,
+    "",
+    "",
+    times(cap),
+    times(del),
+    `capacity >= ${PRELOAD_BAR.capacity}x, no loss: ` +
+    verdict([["capacity", cap, ">=", PRELOAD_BAR.capacity]], lossless),
+  ]];
+}
+
 // Every run's figure, so that the spread behind each median shows.
 function spread(rows: Map<string, Row>): string {
   const out: string[] = [];
@@ -1110,11 +1506,32 @@ async function environment(): Promise<Record<string, unknown>> {
   };
 }
 
+// The preload test's method and table.
+function printPreload(rows: Map<string, Row>, cfg: Config): void {
+  console.log(
+    `\nunmodified programs (issue 15), each run plainly (deno run) and under the pre-load ` +
+      `(deno run --preload preload.ts --allow-ffi, receive mode 1: what nkb run starts), ` +
+      `back to back (which goes first alternates); the ratios are preload / plain, the ` +
+      `median of the repetitions'. Round trips against the same client as above; rx: the ` +
+      `same generator into a for await receiver, capacity per core its datagrams per second ` +
+      `of its process's CPU time from its first datagram to its last (a receiver in receive ` +
+      `mode 1 spins while it waits, and that time counts: a lower bound); paced: the ` +
+      `receiver under the pre-load offered ${PRELOAD_BAR.capacity}x the plain one's capacity ` +
+      `of the same repetition (ceiling mqtx), which it must take without loss. carried by: side ` +
+      `A's kernel UDP InDatagrams (nkb: at most ${BYPASS_KERNEL_SHARE * 100} % of the ` +
+      `datagrams). deno-echo: ${PROGRAMS["deno-echo"].label} (bench/workers/plain_echo.ts); ` +
+      `dgram-echo: ${PROGRAMS["dgram-echo"].label} (dgram_echo.ts; on the kernel under the ` +
+      `pre-load until it takes node:dgram over); for-await: ` +
+      `${PROGRAMS["for-await"].label} (plain_sink.ts).\n`,
+  );
+  console.log(preloadTable(rows, cfg));
+}
+
 async function main(): Promise<void> {
   const cfg = parseConfig(Deno.args);
   await ensureBuilt();
   const nativeBuild =
-    ["send", "mq"].some((t) => cfg.tests.includes(t)) || cfg.paths.includes("native")
+    ["send", "mq", "preload"].some((t) => cfg.tests.includes(t)) || cfg.paths.includes("native")
       ? await ensureNative()
       : { path: null, built: false, command: [], error: "not needed" };
   const stale = Testbed.removeStale();
@@ -1134,7 +1551,8 @@ async function main(): Promise<void> {
   try {
     console.error(`bench: testbed ${tb.a.ns} (${tb.a.cidr}) <-> ${tb.b.ns} (${tb.b.cidr})`);
     if (cfg.tests.includes("idle")) idleResults = await attempt("idle CPU", () => idle(b));
-    rows = await measure(b);
+    rows = PATH_TESTS_ALL.some((t) => cfg.tests.includes(t)) ? await measure(b) : new Map();
+    if (cfg.tests.includes("preload")) await measurePreload(b, rows);
   } finally {
     await tb.close();
   }
@@ -1176,7 +1594,8 @@ async function main(): Promise<void> {
       `native nkb_recv_batch(1)+nkb_send busy loop. Two-party runs: side A's process ` +
       `pinned to CPU 0, side B's to CPU 1.\n`,
   );
-  console.log(table(rows, cfg));
+  if (PATH_TESTS_ALL.some((t) => cfg.tests.includes(t))) console.log(table(rows, cfg));
+  if (cfg.tests.includes("preload")) printPreload(rows, cfg);
   if (idleResults !== null) {
     const idleText = idleResults.map((r) =>
       `${r.what} ${f(r.cpuPct, 1)} % (${r.ticks} ticks; schedstat ${f(r.schedPct, 2)} %)`
