@@ -336,6 +336,10 @@ async function receiveLoop(handle: Handle, b: Bypassed): Promise<void> {
       } catch {
         // Deno's handle swallows callback errors
       }
+      // What the 'message' listeners started runs before the next receive: a reply's
+      // send() waits for its address lookup (a nextTick), and a receive in mode 1 spins
+      // on this thread before it waits; without the turn, the spin delayed the reply.
+      await new Promise((resolve) => setImmediate(resolve));
     }
   } finally {
     b.looping = false;
