@@ -279,8 +279,11 @@ function send(b: Bypassed, req: SendReq, bufs: Bufs, args: unknown[]): number {
     sent = b.sock.sendSync(data, to);
   } catch (e) {
     if (e instanceof Deno.errors.WouldBlock || e instanceof TxRingFullError) {
-      // No room now: the socket's own send waits for it (bounded) without blocking.
-      b.sock.send(data, to).then(
+      // No room now: the socket's own send waits for it (bounded) without blocking. Deno's
+      // handle sends a copy made at this call; `data` may be the program's own memory, which
+      // it is free to change once send() returned (a reused Buffer: half the datagrams went
+      // out with its later content, tests/dgram_reuse.test.ts).
+      b.sock.send(data.slice(), to).then(
         (n) => complete(req, hasCallback, null, n),
         (e) => complete(req, hasCallback, sendErrno(e), 0),
       );
