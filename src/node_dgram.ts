@@ -355,8 +355,8 @@ function bypassMethods(
   return {
     bind(this: Handle, ip: string, port: number, flags: number): number {
       if (
-        bypassed.has(this) || typeof ip !== "string" || parseIpv4(ip) === null ||
-        !mayBypass(ip, port)
+        bypassed.has(this) || !unboundHandle(deno, this) || typeof ip !== "string" ||
+        parseIpv4(ip) === null || !mayBypass(ip, port)
       ) {
         return denoCall("bind", this, [ip, port, flags]) as number;
       }
@@ -434,6 +434,10 @@ function bypassMethods(
       return option(b, Opt.broadcast, on === 1 ? 1 : 0);
     },
     setMulticastInterface(this: Handle, b: Bypassed, iface: string): number {
+      // "0.0.0.0": Node's documented way to give the choice back to the kernel.
+      if (typeof iface === "string" && parseIpv4(iface) === 0) {
+        return b.internals.multicastInterface(0) < 0 ? code("EINVAL") : 0;
+      }
       try {
         b.sock.setMulticastInterface(iface);
         return 0;
@@ -446,11 +450,11 @@ function bypassMethods(
     },
     setMulticastTTL(this: Handle, b: Bypassed, ttl: number): number {
       if (ttl < 1 || ttl > 255) return code("EINVAL");
-      return option(b, Opt.multicastTtl, ttl);
+      return ttlOption(b, Opt.multicastTtl, ttl);
     },
     setTTL(this: Handle, b: Bypassed, ttl: number): number {
       if (ttl < 1 || ttl > 255) return code("EINVAL");
-      return option(b, Opt.ttl, ttl);
+      return ttlOption(b, Opt.ttl, ttl);
     },
     ref(this: Handle, b: Bypassed): void {
       b.unrefed = false;
@@ -473,6 +477,30 @@ function bypassMethods(
       return denoCall("_onClose", this, []) as number;
     },
   };
+}
+
+/**
+ * A TTL option as Deno's op sets it: Node checks only that the TTL is a number, so 1.5
+ * and NaN get here (the FFI call would throw a TypeError for both); the op truncates, NaN
+ * is 0. What is not a number at all fails the op's conversion: Deno's EINVAL.
+ */
+function ttlOption(b: Bypassed, opt: number, ttl: unknown): number {
+  if (typeof ttl !== "number") return code("EINVAL");
+  return option(b, opt, Math.trunc(ttl) || 0);
+}
+
+/**
+ * Whether `handle` is one of Deno's UDP handles, not yet bound: Deno's getsockname reads
+ * its private fields, which throws for any other object (a foreign `this`, such as
+ * `UDP.prototype.bind.call({})`: Deno's bind throws its TypeError there, where a socket
+ * made for it would be one no close ever reaches), and answers EBADF until a bind.
+ */
+function unboundHandle(deno: Record<string, Method>, handle: unknown): boolean {
+  try {
+    return Reflect.apply(deno.getsockname, handle, [{}]) === code("EBADF");
+  } catch {
+    return false;
+  }
 }
 
 function option(b: Bypassed, opt: number, value: number): number {
@@ -510,9 +538,11 @@ export function installNodeDgram(mayBypass: (ip: string, port: number) => boolea
     const patched = name === "bind" ? own : function (this: Handle, ...args: unknown[]): unknown {
       const b = bypassed.get(this);
       if (b === undefined) {
+        // Deno's first: it throws its own TypeError for a `this` that is no handle.
+        const result = Reflect.apply(original, this, args);
         if (name === "unref") unrefedEarly.add(this);
         if (name === "ref") unrefedEarly.delete(this);
-        return Reflect.apply(original, this, args);
+        return result;
       }
       return Reflect.apply(own, this, [b, ...args]);
     };
@@ -528,14 +558,21 @@ export function installNodeDgram(mayBypass: (ip: string, port: number) => boolea
   // Socket.send, to learn the first destination of a socket Node binds for that send.
   const send = function send(this: dgram.Socket, ...args: unknown[]): unknown {
     const state = (this as unknown as Record<symbol, SocketState | undefined>)[stateOf];
+    const handle = state?.handle;
     if (
-      state?.handle && state.bindState === BIND_STATE_UNBOUND &&
+      handle && state.bindState === BIND_STATE_UNBOUND &&
       state.connectState === CONNECT_STATE_DISCONNECTED
     ) {
       const dst = firstDestination(args);
-      if (dst !== null) firstSend.set(state.handle, dst);
+      if (dst !== null) firstSend.set(handle, dst);
     }
-    return Reflect.apply(socketSend, this, args);
+    try {
+      return Reflect.apply(socketSend, this, args);
+    } finally {
+      // A send that threw (a bad port, say) bound nothing: a later bind(0) of the
+      // program's own is to 0.0.0.0, as Deno's, not where this send would have gone.
+      if (handle && state.bindState === BIND_STATE_UNBOUND) firstSend.delete(handle);
+    }
   };
   Object.defineProperty(send, "length", { value: socketSend.length });
   Object.defineProperty(dgram.Socket.prototype, "send", {

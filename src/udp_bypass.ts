@@ -228,6 +228,11 @@ export interface SocketInternals {
   membership(join: boolean, groupBe: number, ifaceBe: number): number;
   /** Binds an unbound socket as its first send to `dstBe` would (sendto's rule); throws. */
   bindForSend(dstBe: number): void;
+  /**
+   * IP_MULTICAST_IF, as setMulticastInterface sets it, but 0 (INADDR_ANY) too: Node's way
+   * to give the choice back to the kernel; the shim's rc.
+   */
+  multicastInterface(ifaceBe: number): number;
 }
 
 /** The internals of an open socket (assigned in UdpBypass's static block). */
@@ -1231,6 +1236,13 @@ export class UdpBypass implements Deno.DatagramConn {
         if (rc < 0) return rc;
         if (join) sock.#binding.joined(groupBe, ifaceBe);
         else sock.#binding.left(groupBe);
+        return rc;
+      },
+      multicastInterface: (ifaceBe: number): number => {
+        if (sock.#closed) return -9;
+        const rc = lib().nkb_sock_mcast(sock.#h, Mcast.setInterface, 0, ifaceBe);
+        if (rc < 0) return rc;
+        sock.#binding.multicastInterface(ifaceBe);
         return rc;
       },
     });
