@@ -213,8 +213,11 @@ function bindBypass(handle: Handle, ip: string, port: number, flags: number): nu
     sock = new UdpBypass();
     const internals = socketInternals(sock);
     // Deno's node handle leaves IP_MULTICAST_LOOP at the kernel's default (on); the
-    // binding must know it to send multicast the way that loops back.
+    // binding must know it to send multicast the way that loops back. SO_BROADCAST too
+    // (off, where nkb's sockets open with it on, as Deno.listenDatagram's): a broadcast
+    // before setBroadcast(true) fails, as Deno's (it went out).
     let rc = internals.setOption(Opt.multicastLoop, 1);
+    if (rc >= 0) rc = internals.setOption(Opt.broadcast, 0);
     if (rc >= 0 && (flags & UV_UDP_REUSEADDR) !== 0) {
       rc = internals.setOption(Opt.reuseAddress, 1);
     }
