@@ -25,7 +25,7 @@
 import dgram from "node:dgram";
 import { getSystemErrorMap } from "node:util";
 import { Buffer } from "node:buffer";
-import { lib, Opt } from "./ffi.ts";
+import { byteLengthOf, lib, Opt } from "./ffi.ts";
 import { isMulticast, parseIpv4 } from "./ipv4.ts";
 import { BypassSetupError, TxRingFullError } from "./errors.ts";
 import { type SocketInternals, socketInternals, UdpBypass } from "./udp_bypass.ts";
@@ -42,6 +42,45 @@ const OS_ERROR = /os error (40|90|10040)/;
 const YIELD_AFTER_MS = 1;
 const YIELD_AFTER_COUNT = 64;
 
+// What this module calls while the program runs, as it was when the pre-load ran: the
+// program may replace any of it (fake timers replace setImmediate and queueMicrotask), and
+// Deno's own handle, which calls its primordials, goes on regardless. (Before: a patched
+// Reflect.apply, WeakMap.prototype.get, setImmediate, queueMicrotask or array iterator
+// broke every taken-over socket.) Buffer is the program's in Deno's handle too.
+const apply = Reflect.apply;
+const enqueueImmediate = setImmediate;
+const enqueueMicrotask = queueMicrotask;
+const promiseThen = Promise.prototype.then;
+const Bytes = Uint8Array;
+const weakMapGet = WeakMap.prototype.get;
+const weakMapSet = WeakMap.prototype.set;
+const weakMapHas = WeakMap.prototype.has;
+const weakMapDelete = WeakMap.prototype.delete;
+const mapGet = Map.prototype.get;
+const typedArrayGetter = (name: string): (a: ArrayBufferView) => unknown => {
+  const get = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(Bytes.prototype), name)!.get!;
+  return (a) => apply(get, a, []);
+};
+const bufferOf = typedArrayGetter("buffer") as (a: ArrayBufferView) => ArrayBuffer;
+const byteOffsetOf = typedArrayGetter("byteOffset") as (a: ArrayBufferView) => number;
+
+/** A WeakMap whose methods are the ones this module found (see `apply` above). */
+class Weak<V> {
+  readonly #map = new WeakMap<object, V>();
+  get(key: unknown): V | undefined {
+    return apply(weakMapGet, this.#map, [key]);
+  }
+  has(key: unknown): boolean {
+    return apply(weakMapHas, this.#map, [key]);
+  }
+  set(key: object, value: V): void {
+    apply(weakMapSet, this.#map, [key, value]);
+  }
+  delete(key: unknown): void {
+    apply(weakMapDelete, this.#map, [key]);
+  }
+}
+
 /** uv error numbers by name (Deno's codeMap), e.g. EADDRINUSE -> -98. */
 const CODES: Map<string, number> = (() => {
   const codes = new Map<string, number>();
@@ -50,7 +89,7 @@ const CODES: Map<string, number> = (() => {
 })();
 
 function code(name: string): number {
-  return CODES.get(name) ?? CODES.get("UNKNOWN") ?? -4094;
+  return apply(mapGet, CODES, [name]) ?? apply(mapGet, CODES, ["UNKNOWN"]) ?? -4094;
 }
 
 type Bufs = ArrayLike<string | ArrayBufferView>;
@@ -132,18 +171,18 @@ class Bypassed {
     if (this.#runStart < 0) {
       this.#runStart = now;
       this.#runLength = 0;
-      setImmediate(() => this.#runStart = -1);
+      enqueueImmediate(() => this.#runStart = -1);
     }
     const long = ++this.#runLength > YIELD_AFTER_COUNT && now - this.#runStart > YIELD_AFTER_MS;
-    if (long) setImmediate(fn);
-    else queueMicrotask(fn);
+    if (long) enqueueImmediate(fn);
+    else enqueueMicrotask(fn);
   }
 }
 
-const bypassed = new WeakMap<object, Bypassed>();
+const bypassed = new Weak<Bypassed>();
 // Handles unref()'d before their bind (hot-shots unrefs a socket at creation): the nkb
 // socket a bind makes must be unref'd too, or it would keep the program alive.
-const unrefedEarly = new WeakSet<object>();
+const unrefedEarly = new Weak<true>();
 
 /** What this module reaches of Deno's node:dgram, from a socket made and closed for it. */
 interface DenoDgram {
@@ -188,7 +227,9 @@ const CONNECT_STATE_DISCONNECTED = 0;
  * an IPv4 literal (a name, or none: Node's 127.0.0.1) gives null.
  */
 function firstDestination(args: unknown[]): number | null {
-  const [, , length, port, address] = args;
+  const length = args[2];
+  const port = args[3];
+  const address = args[4];
   const full = Boolean(address) || (Boolean(port) && typeof port !== "function");
   const to = full ? address : length;
   if (typeof to !== "string") return null;
@@ -201,7 +242,7 @@ function firstDestination(args: unknown[]): number | null {
 // Handles whose socket's first send (before any bind) went to this destination: Node then
 // binds the socket to 0.0.0.0:0 itself, which is the kernel's autobind of a sendto, and
 // the contract decides such a socket by its first destination.
-const firstSend = new WeakMap<object, number>();
+const firstSend = new Weak<number>();
 
 /**
  * A taken-over handle's bind: an nkb socket bound where Deno's would be (or, for Node's
@@ -258,9 +299,10 @@ function payload(bufs: Bufs): Uint8Array {
   const parts: Uint8Array[] = [];
   for (let i = 0; i < bufs.length; i++) {
     const b = bufs[i];
-    parts.push(
-      typeof b === "string" ? Buffer.from(b) : Buffer.from(b.buffer, b.byteOffset, b.byteLength),
-    );
+    // Read as Deno's handle reads them (a lying byteLength fails both alike).
+    parts[i] = typeof b === "string"
+      ? Buffer.from(b)
+      : Buffer.from(b.buffer, b.byteOffset, b.byteLength);
   }
   return Buffer.concat(parts);
 }
@@ -286,10 +328,10 @@ function send(b: Bypassed, req: SendReq, bufs: Bufs, args: unknown[]): number {
       // handle sends a copy made at this call; `data` may be the program's own memory, which
       // it is free to change once send() returned (a reused Buffer: half the datagrams went
       // out with its later content, tests/dgram_reuse.test.ts).
-      b.sock.send(data.slice(), to).then(
-        (n) => complete(req, hasCallback, null, n),
-        (e) => complete(req, hasCallback, sendErrno(e), 0),
-      );
+      apply(promiseThen, b.sock.send(new Bytes(data), to), [
+        (n: number) => complete(req, hasCallback, null, n),
+        (e: unknown) => complete(req, hasCallback, sendErrno(e), 0),
+      ]);
       return 0;
     }
     b.completeSoon(() => complete(req, hasCallback, sendErrno(e), 0));
@@ -325,10 +367,11 @@ async function receiveLoop(handle: Handle, b: Bypassed): Promise<void> {
       let buf: Buffer;
       let rinfo: RemoteInfo | undefined;
       try {
-        const [data, from] = await b.sock.receive();
-        const addr = from as Deno.NetAddr;
-        nread = data.byteLength;
-        buf = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+        const got = await b.sock.receive();
+        const data = got[0];
+        const addr = got[1] as Deno.NetAddr;
+        nread = byteLengthOf(data);
+        buf = Buffer.from(bufferOf(data), byteOffsetOf(data), nread);
         rinfo = { address: addr.hostname, port: addr.port, family: "IPv4" };
       } catch (e) {
         const closed = e instanceof Deno.errors.Interrupted || e instanceof Deno.errors.BadResource;
@@ -354,7 +397,7 @@ function bypassMethods(
   deno: Record<string, Method>,
 ): Record<string, Method> {
   const denoCall = (name: string, handle: Handle, args: unknown[]): unknown =>
-    Reflect.apply(deno[name], handle, args);
+    apply(deno[name], handle, args);
   return {
     bind(this: Handle, ip: string, port: number, flags: number): number {
       if (
@@ -500,7 +543,7 @@ function ttlOption(b: Bypassed, opt: number, ttl: unknown): number {
  */
 function unboundHandle(deno: Record<string, Method>, handle: unknown): boolean {
   try {
-    return Reflect.apply(deno.getsockname, handle, [{}]) === code("EBADF");
+    return apply(deno.getsockname, handle, [{}]) === code("EBADF");
   } catch {
     return false;
   }
@@ -542,12 +585,15 @@ export function installNodeDgram(mayBypass: (ip: string, port: number) => boolea
       const b = bypassed.get(this);
       if (b === undefined) {
         // Deno's first: it throws its own TypeError for a `this` that is no handle.
-        const result = Reflect.apply(original, this, args);
-        if (name === "unref") unrefedEarly.add(this);
+        const result = apply(original, this, args);
+        if (name === "unref") unrefedEarly.set(this, true);
         if (name === "ref") unrefedEarly.delete(this);
         return result;
       }
-      return Reflect.apply(own, this, [b, ...args]);
+      // The socket first, then the arguments (a spread would call the array iterator).
+      const all: unknown[] = [b];
+      for (let i = 0; i < args.length; i++) all[i + 1] = args[i];
+      return apply(own, this, all);
     };
     Object.defineProperty(patched, "name", { value: name });
     Object.defineProperty(proto, name, {
@@ -570,7 +616,7 @@ export function installNodeDgram(mayBypass: (ip: string, port: number) => boolea
       if (dst !== null) firstSend.set(handle, dst);
     }
     try {
-      return Reflect.apply(socketSend, this, args);
+      return apply(socketSend, this, args);
     } finally {
       // A send that threw (a bad port, say) bound nothing: a later bind(0) of the
       // program's own is to 0.0.0.0, as Deno's, not where this send would have gone.
