@@ -330,7 +330,15 @@ function send(b: Bypassed, req: SendReq, bufs: Bufs, args: unknown[]): number {
       // out with its later content, tests/dgram_reuse.test.ts).
       apply(promiseThen, b.sock.send(new Bytes(data), to), [
         (n: number) => complete(req, hasCallback, null, n),
-        (e: unknown) => complete(req, hasCallback, sendErrno(e), 0),
+        // BadResource here is a close() while the send waited, which cancels Deno's send
+        // op (Interrupted: UNKNOWN); EBADF is Deno's for a send after the close only.
+        (e: unknown) =>
+          complete(
+            req,
+            hasCallback,
+            e instanceof Deno.errors.BadResource ? code("UNKNOWN") : sendErrno(e),
+            0,
+          ),
       ]);
       return 0;
     }
