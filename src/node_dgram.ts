@@ -393,6 +393,10 @@ async function receiveLoop(handle: Handle, b: Bypassed): Promise<void> {
       } catch {
         // Deno's handle swallows callback errors
       }
+      // A receive that fails at once would fail again at once: each retry waits for a turn
+      // of the event loop, as Deno's op does (a negative bufferSize from a direct call
+      // spun here, starving timers, where Deno's process ends on its unhandled rejection).
+      if (nread < 0) await new Promise((resolve) => enqueueImmediate(resolve));
     }
   } finally {
     b.looping = false;
@@ -467,7 +471,9 @@ function bypassMethods(
         size *= 2;
         if (!recv) return (b.sendBufferSize = size);
         b.recvBufferSize = size;
-        b.sock.bufSize = Math.min(size, MAX_PAYLOAD);
+        // A size only a direct call can give (Node checks its own): Deno's receive throws
+        // on a negative one (an unhandled rejection); nkb's receives keep theirs.
+        if (size >= 0) b.sock.bufSize = Math.min(size, MAX_PAYLOAD);
         return size;
       }
       return recv ? b.recvBufferSize : b.sendBufferSize;
