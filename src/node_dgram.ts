@@ -293,8 +293,10 @@ function errnoName(rc: number): string {
 /** The payload of a send: Deno concatenates the list; one view is sent as it is. */
 function payload(bufs: Bufs): Uint8Array {
   if (bufs.length === 1 && typeof bufs[0] !== "string") {
+    // A view of the program's memory, made as Deno's handle makes it (Buffer.from throws
+    // its TypeError for what is no view: a direct call's [5] sent an empty datagram).
     const b = bufs[0];
-    return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+    return Buffer.from(b.buffer, b.byteOffset, b.byteLength);
   }
   const parts: Uint8Array[] = [];
   for (let i = 0; i < bufs.length; i++) {
