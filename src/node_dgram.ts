@@ -611,7 +611,9 @@ export function installNodeDgram(mayBypass: (ip: string, port: number) => boolea
       for (let i = 0; i < args.length; i++) all[i + 1] = args[i];
       return apply(own, this, all);
     };
+    // Deno's name and declared parameter count: a program may read either.
     Object.defineProperty(patched, "name", { value: name });
+    Object.defineProperty(patched, "length", { value: original.length });
     Object.defineProperty(proto, name, {
       value: patched,
       writable: true,
