@@ -248,10 +248,14 @@ const firstSend = new Weak<number>();
  * A taken-over handle's bind: an nkb socket bound where Deno's would be (or, for Node's
  * own bind before a first send, where that send's route leaves from); an errno.
  */
-function bindBypass(handle: Handle, ip: string, port: number, flags: number): number {
-  let sock: UdpBypass | null = null;
+function bindBypass(
+  handle: Handle,
+  sock: UdpBypass,
+  ip: string,
+  port: number,
+  flags: number,
+): number {
   try {
-    sock = new UdpBypass();
     const internals = socketInternals(sock);
     // Deno's node handle leaves IP_MULTICAST_LOOP at the kernel's default (on); the
     // binding must know it to send multicast the way that loops back. SO_BROADCAST too
@@ -276,13 +280,27 @@ function bindBypass(handle: Handle, ip: string, port: number, flags: number): nu
     return 0;
   } catch (e) {
     try {
-      sock?.close();
+      sock.close();
     } catch {
       // closed already
     }
     // _NET_KERNEL_BYPASS_ERR_EXIT=1: the contract's exit, as Deno lets NotCapable out.
     if (e instanceof BypassSetupError) throw e;
     return code((e as { code?: string })?.code ?? "UNKNOWN");
+  }
+}
+
+/**
+ * A new nkb socket, or null when nkb cannot open one: its table is full (1024 sockets a
+ * process: EMFILE, where Deno's own socket still binds), or the kernel refused it. Such a
+ * handle stays Deno's, as without the pre-load.
+ */
+function openBypass(): UdpBypass | null {
+  try {
+    return new UdpBypass();
+  } catch (e) {
+    if (e instanceof BypassSetupError) throw e;
+    return null;
   }
 }
 
@@ -420,7 +438,9 @@ function bypassMethods(
       ) {
         return denoCall("bind", this, [ip, port, flags]) as number;
       }
-      return bindBypass(this, ip, port, flags);
+      const sock = openBypass();
+      if (sock === null) return denoCall("bind", this, [ip, port, flags]) as number;
+      return bindBypass(this, sock, ip, port, flags);
     },
     connect(this: Handle, b: Bypassed, ip: string, port: number): number {
       b.remoteAddress = ip;
