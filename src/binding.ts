@@ -145,7 +145,9 @@ export class BypassBinding {
   #multicastInterface(ifaceBe: number): void {
     this.#multicastIfaceBe = ifaceBe;
     lib().nkb_dest_clear(this.#h);
-    if (this.#phase === "multicast") this.#decideInterface(ifaceBe);
+    // INADDR_ANY (node:dgram's setMulticastInterface("0.0.0.0")) names no interface: the
+    // kernel's default again, and a waiting socket waits on.
+    if (this.#phase === "multicast" && ifaceBe !== 0) this.#decideInterface(ifaceBe);
   }
 
   /**

@@ -25,7 +25,7 @@
 import dgram from "node:dgram";
 import { getSystemErrorMap } from "node:util";
 import { Buffer } from "node:buffer";
-import { lib, Opt } from "./ffi.ts";
+import { byteLengthOf, lib, Opt } from "./ffi.ts";
 import { isMulticast, parseIpv4 } from "./ipv4.ts";
 import { BypassSetupError, TxRingFullError } from "./errors.ts";
 import { type SocketInternals, socketInternals, UdpBypass } from "./udp_bypass.ts";
@@ -42,6 +42,45 @@ const OS_ERROR = /os error (40|90|10040)/;
 const YIELD_AFTER_MS = 1;
 const YIELD_AFTER_COUNT = 64;
 
+// What this module calls while the program runs, as it was when the pre-load ran: the
+// program may replace any of it (fake timers replace setImmediate and queueMicrotask), and
+// Deno's own handle, which calls its primordials, goes on regardless. (Before: a patched
+// Reflect.apply, WeakMap.prototype.get, setImmediate, queueMicrotask or array iterator
+// broke every taken-over socket.) Buffer is the program's in Deno's handle too.
+const apply = Reflect.apply;
+const enqueueImmediate = setImmediate;
+const enqueueMicrotask = queueMicrotask;
+const promiseThen = Promise.prototype.then;
+const Bytes = Uint8Array;
+const weakMapGet = WeakMap.prototype.get;
+const weakMapSet = WeakMap.prototype.set;
+const weakMapHas = WeakMap.prototype.has;
+const weakMapDelete = WeakMap.prototype.delete;
+const mapGet = Map.prototype.get;
+const typedArrayGetter = (name: string): (a: ArrayBufferView) => unknown => {
+  const get = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(Bytes.prototype), name)!.get!;
+  return (a) => apply(get, a, []);
+};
+const bufferOf = typedArrayGetter("buffer") as (a: ArrayBufferView) => ArrayBuffer;
+const byteOffsetOf = typedArrayGetter("byteOffset") as (a: ArrayBufferView) => number;
+
+/** A WeakMap whose methods are the ones this module found (see `apply` above). */
+class Weak<V> {
+  readonly #map = new WeakMap<object, V>();
+  get(key: unknown): V | undefined {
+    return apply(weakMapGet, this.#map, [key]);
+  }
+  has(key: unknown): boolean {
+    return apply(weakMapHas, this.#map, [key]);
+  }
+  set(key: object, value: V): void {
+    apply(weakMapSet, this.#map, [key, value]);
+  }
+  delete(key: unknown): void {
+    apply(weakMapDelete, this.#map, [key]);
+  }
+}
+
 /** uv error numbers by name (Deno's codeMap), e.g. EADDRINUSE -> -98. */
 const CODES: Map<string, number> = (() => {
   const codes = new Map<string, number>();
@@ -50,7 +89,7 @@ const CODES: Map<string, number> = (() => {
 })();
 
 function code(name: string): number {
-  return CODES.get(name) ?? CODES.get("UNKNOWN") ?? -4094;
+  return apply(mapGet, CODES, [name]) ?? apply(mapGet, CODES, ["UNKNOWN"]) ?? -4094;
 }
 
 type Bufs = ArrayLike<string | ArrayBufferView>;
@@ -132,18 +171,18 @@ class Bypassed {
     if (this.#runStart < 0) {
       this.#runStart = now;
       this.#runLength = 0;
-      setImmediate(() => this.#runStart = -1);
+      enqueueImmediate(() => this.#runStart = -1);
     }
     const long = ++this.#runLength > YIELD_AFTER_COUNT && now - this.#runStart > YIELD_AFTER_MS;
-    if (long) setImmediate(fn);
-    else queueMicrotask(fn);
+    if (long) enqueueImmediate(fn);
+    else enqueueMicrotask(fn);
   }
 }
 
-const bypassed = new WeakMap<object, Bypassed>();
+const bypassed = new Weak<Bypassed>();
 // Handles unref()'d before their bind (hot-shots unrefs a socket at creation): the nkb
 // socket a bind makes must be unref'd too, or it would keep the program alive.
-const unrefedEarly = new WeakSet<object>();
+const unrefedEarly = new Weak<true>();
 
 /** What this module reaches of Deno's node:dgram, from a socket made and closed for it. */
 interface DenoDgram {
@@ -188,7 +227,9 @@ const CONNECT_STATE_DISCONNECTED = 0;
  * an IPv4 literal (a name, or none: Node's 127.0.0.1) gives null.
  */
 function firstDestination(args: unknown[]): number | null {
-  const [, , length, port, address] = args;
+  const length = args[2];
+  const port = args[3];
+  const address = args[4];
   const full = Boolean(address) || (Boolean(port) && typeof port !== "function");
   const to = full ? address : length;
   if (typeof to !== "string") return null;
@@ -201,20 +242,27 @@ function firstDestination(args: unknown[]): number | null {
 // Handles whose socket's first send (before any bind) went to this destination: Node then
 // binds the socket to 0.0.0.0:0 itself, which is the kernel's autobind of a sendto, and
 // the contract decides such a socket by its first destination.
-const firstSend = new WeakMap<object, number>();
+const firstSend = new Weak<number>();
 
 /**
  * A taken-over handle's bind: an nkb socket bound where Deno's would be (or, for Node's
  * own bind before a first send, where that send's route leaves from); an errno.
  */
-function bindBypass(handle: Handle, ip: string, port: number, flags: number): number {
-  let sock: UdpBypass | null = null;
+function bindBypass(
+  handle: Handle,
+  sock: UdpBypass,
+  ip: string,
+  port: number,
+  flags: number,
+): number {
   try {
-    sock = new UdpBypass();
     const internals = socketInternals(sock);
     // Deno's node handle leaves IP_MULTICAST_LOOP at the kernel's default (on); the
-    // binding must know it to send multicast the way that loops back.
+    // binding must know it to send multicast the way that loops back. SO_BROADCAST too
+    // (off, where nkb's sockets open with it on, as Deno.listenDatagram's): a broadcast
+    // before setBroadcast(true) fails, as Deno's (it went out).
     let rc = internals.setOption(Opt.multicastLoop, 1);
+    if (rc >= 0) rc = internals.setOption(Opt.broadcast, 0);
     if (rc >= 0 && (flags & UV_UDP_REUSEADDR) !== 0) {
       rc = internals.setOption(Opt.reuseAddress, 1);
     }
@@ -232,13 +280,27 @@ function bindBypass(handle: Handle, ip: string, port: number, flags: number): nu
     return 0;
   } catch (e) {
     try {
-      sock?.close();
+      sock.close();
     } catch {
       // closed already
     }
     // _NET_KERNEL_BYPASS_ERR_EXIT=1: the contract's exit, as Deno lets NotCapable out.
     if (e instanceof BypassSetupError) throw e;
     return code((e as { code?: string })?.code ?? "UNKNOWN");
+  }
+}
+
+/**
+ * A new nkb socket, or null when nkb cannot open one: its table is full (1024 sockets a
+ * process: EMFILE, where Deno's own socket still binds), or the kernel refused it. Such a
+ * handle stays Deno's, as without the pre-load.
+ */
+function openBypass(): UdpBypass | null {
+  try {
+    return new UdpBypass();
+  } catch (e) {
+    if (e instanceof BypassSetupError) throw e;
+    return null;
   }
 }
 
@@ -249,15 +311,18 @@ function errnoName(rc: number): string {
 /** The payload of a send: Deno concatenates the list; one view is sent as it is. */
 function payload(bufs: Bufs): Uint8Array {
   if (bufs.length === 1 && typeof bufs[0] !== "string") {
+    // A view of the program's memory, made as Deno's handle makes it (Buffer.from throws
+    // its TypeError for what is no view: a direct call's [5] sent an empty datagram).
     const b = bufs[0];
-    return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+    return Buffer.from(b.buffer, b.byteOffset, b.byteLength);
   }
   const parts: Uint8Array[] = [];
   for (let i = 0; i < bufs.length; i++) {
     const b = bufs[i];
-    parts.push(
-      typeof b === "string" ? Buffer.from(b) : Buffer.from(b.buffer, b.byteOffset, b.byteLength),
-    );
+    // Read as Deno's handle reads them (a lying byteLength fails both alike).
+    parts[i] = typeof b === "string"
+      ? Buffer.from(b)
+      : Buffer.from(b.buffer, b.byteOffset, b.byteLength);
   }
   return Buffer.concat(parts);
 }
@@ -279,11 +344,22 @@ function send(b: Bypassed, req: SendReq, bufs: Bufs, args: unknown[]): number {
     sent = b.sock.sendSync(data, to);
   } catch (e) {
     if (e instanceof Deno.errors.WouldBlock || e instanceof TxRingFullError) {
-      // No room now: the socket's own send waits for it (bounded) without blocking.
-      b.sock.send(data, to).then(
-        (n) => complete(req, hasCallback, null, n),
-        (e) => complete(req, hasCallback, sendErrno(e), 0),
-      );
+      // No room now: the socket's own send waits for it (bounded) without blocking. Deno's
+      // handle sends a copy made at this call; `data` may be the program's own memory, which
+      // it is free to change once send() returned (a reused Buffer: half the datagrams went
+      // out with its later content, tests/dgram_reuse.test.ts).
+      apply(promiseThen, b.sock.send(new Bytes(data), to), [
+        (n: number) => complete(req, hasCallback, null, n),
+        // BadResource here is a close() while the send waited, which cancels Deno's send
+        // op (Interrupted: UNKNOWN); EBADF is Deno's for a send after the close only.
+        (e: unknown) =>
+          complete(
+            req,
+            hasCallback,
+            e instanceof Deno.errors.BadResource ? code("UNKNOWN") : sendErrno(e),
+            0,
+          ),
+      ]);
       return 0;
     }
     b.completeSoon(() => complete(req, hasCallback, sendErrno(e), 0));
@@ -319,10 +395,11 @@ async function receiveLoop(handle: Handle, b: Bypassed): Promise<void> {
       let buf: Buffer;
       let rinfo: RemoteInfo | undefined;
       try {
-        const [data, from] = await b.sock.receive();
-        const addr = from as Deno.NetAddr;
-        nread = data.byteLength;
-        buf = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+        const got = await b.sock.receive();
+        const data = got[0];
+        const addr = got[1] as Deno.NetAddr;
+        nread = byteLengthOf(data);
+        buf = Buffer.from(bufferOf(data), byteOffsetOf(data), nread);
         rinfo = { address: addr.hostname, port: addr.port, family: "IPv4" };
       } catch (e) {
         const closed = e instanceof Deno.errors.Interrupted || e instanceof Deno.errors.BadResource;
@@ -338,8 +415,10 @@ async function receiveLoop(handle: Handle, b: Bypassed): Promise<void> {
       }
       // What the 'message' listeners started runs before the next receive: a reply's
       // send() waits for its address lookup (a nextTick), and a receive in mode 1 spins
-      // on this thread before it waits; without the turn, the spin delayed the reply.
-      await new Promise((resolve) => setImmediate(resolve));
+      // on this thread before it waits; without the turn, the spin delayed the reply. A
+      // receive that fails at once (a negative bufferSize from a direct call) then waits
+      // for a turn too, as Deno's op does, instead of spinning on microtasks.
+      await new Promise((resolve) => enqueueImmediate(resolve));
     }
   } finally {
     b.looping = false;
@@ -352,16 +431,18 @@ function bypassMethods(
   deno: Record<string, Method>,
 ): Record<string, Method> {
   const denoCall = (name: string, handle: Handle, args: unknown[]): unknown =>
-    Reflect.apply(deno[name], handle, args);
+    apply(deno[name], handle, args);
   return {
     bind(this: Handle, ip: string, port: number, flags: number): number {
       if (
-        bypassed.has(this) || typeof ip !== "string" || parseIpv4(ip) === null ||
-        !mayBypass(ip, port)
+        bypassed.has(this) || !unboundHandle(deno, this) || typeof ip !== "string" ||
+        parseIpv4(ip) === null || !mayBypass(ip, port)
       ) {
         return denoCall("bind", this, [ip, port, flags]) as number;
       }
-      return bindBypass(this, ip, port, flags);
+      const sock = openBypass();
+      if (sock === null) return denoCall("bind", this, [ip, port, flags]) as number;
+      return bindBypass(this, sock, ip, port, flags);
     },
     connect(this: Handle, b: Bypassed, ip: string, port: number): number {
       b.remoteAddress = ip;
@@ -414,7 +495,9 @@ function bypassMethods(
         size *= 2;
         if (!recv) return (b.sendBufferSize = size);
         b.recvBufferSize = size;
-        b.sock.bufSize = Math.min(size, MAX_PAYLOAD);
+        // A size only a direct call can give (Node checks its own): Deno's receive throws
+        // on a negative one (an unhandled rejection); nkb's receives keep theirs.
+        if (size >= 0) b.sock.bufSize = Math.min(size, MAX_PAYLOAD);
         return size;
       }
       return recv ? b.recvBufferSize : b.sendBufferSize;
@@ -435,6 +518,10 @@ function bypassMethods(
       return option(b, Opt.broadcast, on === 1 ? 1 : 0);
     },
     setMulticastInterface(this: Handle, b: Bypassed, iface: string): number {
+      // "0.0.0.0": Node's documented way to give the choice back to the kernel.
+      if (typeof iface === "string" && parseIpv4(iface) === 0) {
+        return b.internals.multicastInterface(0) < 0 ? code("EINVAL") : 0;
+      }
       try {
         b.sock.setMulticastInterface(iface);
         return 0;
@@ -447,11 +534,11 @@ function bypassMethods(
     },
     setMulticastTTL(this: Handle, b: Bypassed, ttl: number): number {
       if (ttl < 1 || ttl > 255) return code("EINVAL");
-      return option(b, Opt.multicastTtl, ttl);
+      return ttlOption(b, Opt.multicastTtl, ttl);
     },
     setTTL(this: Handle, b: Bypassed, ttl: number): number {
       if (ttl < 1 || ttl > 255) return code("EINVAL");
-      return option(b, Opt.ttl, ttl);
+      return ttlOption(b, Opt.ttl, ttl);
     },
     ref(this: Handle, b: Bypassed): void {
       b.unrefed = false;
@@ -474,6 +561,30 @@ function bypassMethods(
       return denoCall("_onClose", this, []) as number;
     },
   };
+}
+
+/**
+ * A TTL option as Deno's op sets it: Node checks only that the TTL is a number, so 1.5
+ * and NaN get here (the FFI call would throw a TypeError for both); the op truncates, NaN
+ * is 0. What is not a number at all fails the op's conversion: Deno's EINVAL.
+ */
+function ttlOption(b: Bypassed, opt: number, ttl: unknown): number {
+  if (typeof ttl !== "number") return code("EINVAL");
+  return option(b, opt, Math.trunc(ttl) || 0);
+}
+
+/**
+ * Whether `handle` is one of Deno's UDP handles, not yet bound: Deno's getsockname reads
+ * its private fields, which throws for any other object (a foreign `this`, such as
+ * `UDP.prototype.bind.call({})`: Deno's bind throws its TypeError there, where a socket
+ * made for it would be one no close ever reaches), and answers EBADF until a bind.
+ */
+function unboundHandle(deno: Record<string, Method>, handle: unknown): boolean {
+  try {
+    return apply(deno.getsockname, handle, [{}]) === code("EBADF");
+  } catch {
+    return false;
+  }
 }
 
 function option(b: Bypassed, opt: number, value: number): number {
@@ -511,13 +622,20 @@ export function installNodeDgram(mayBypass: (ip: string, port: number) => boolea
     const patched = name === "bind" ? own : function (this: Handle, ...args: unknown[]): unknown {
       const b = bypassed.get(this);
       if (b === undefined) {
-        if (name === "unref") unrefedEarly.add(this);
+        // Deno's first: it throws its own TypeError for a `this` that is no handle.
+        const result = apply(original, this, args);
+        if (name === "unref") unrefedEarly.set(this, true);
         if (name === "ref") unrefedEarly.delete(this);
-        return Reflect.apply(original, this, args);
+        return result;
       }
-      return Reflect.apply(own, this, [b, ...args]);
+      // The socket first, then the arguments (a spread would call the array iterator).
+      const all: unknown[] = [b];
+      for (let i = 0; i < args.length; i++) all[i + 1] = args[i];
+      return apply(own, this, all);
     };
+    // Deno's name and declared parameter count: a program may read either.
     Object.defineProperty(patched, "name", { value: name });
+    Object.defineProperty(patched, "length", { value: original.length });
     Object.defineProperty(proto, name, {
       value: patched,
       writable: true,
@@ -529,14 +647,21 @@ export function installNodeDgram(mayBypass: (ip: string, port: number) => boolea
   // Socket.send, to learn the first destination of a socket Node binds for that send.
   const send = function send(this: dgram.Socket, ...args: unknown[]): unknown {
     const state = (this as unknown as Record<symbol, SocketState | undefined>)[stateOf];
+    const handle = state?.handle;
     if (
-      state?.handle && state.bindState === BIND_STATE_UNBOUND &&
+      handle && state.bindState === BIND_STATE_UNBOUND &&
       state.connectState === CONNECT_STATE_DISCONNECTED
     ) {
       const dst = firstDestination(args);
-      if (dst !== null) firstSend.set(state.handle, dst);
+      if (dst !== null) firstSend.set(handle, dst);
     }
-    return Reflect.apply(socketSend, this, args);
+    try {
+      return apply(socketSend, this, args);
+    } finally {
+      // A send that threw (a bad port, say) bound nothing: a later bind(0) of the
+      // program's own is to 0.0.0.0, as Deno's, not where this send would have gone.
+      if (handle && state.bindState === BIND_STATE_UNBOUND) firstSend.delete(handle);
+    }
   };
   Object.defineProperty(send, "length", { value: socketSend.length });
   Object.defineProperty(dgram.Socket.prototype, "send", {

@@ -83,6 +83,15 @@ const EAGAIN = -11;
 const SEND_ROOM_WAIT_MS = 5000;
 const SEND_ROOM_MAX_DELAY_MS = 64;
 
+// The timers as this module found them: a program may replace the globals (fake timers
+// do), which would stall every wait of a socket (a throwing setImmediate broke receives).
+const enqueueImmediate = setImmediate;
+const startTimeout = setTimeout;
+const cancelTimeout = clearTimeout;
+// A receive's copy is made by the engine (as Deno's receive's array), not by a `slice`
+// the program may have replaced on Uint8Array.prototype (every receive threw).
+const Bytes = Uint8Array;
+
 // %TypedArray%.prototype.subarray as this module found it: the view a receive returns is
 // cut by the engine, as Deno's (its primordial), not by a subclass's own subarray.
 const subarrayOf = Function.prototype.call.bind(
@@ -228,6 +237,11 @@ export interface SocketInternals {
   membership(join: boolean, groupBe: number, ifaceBe: number): number;
   /** Binds an unbound socket as its first send to `dstBe` would (sendto's rule); throws. */
   bindForSend(dstBe: number): void;
+  /**
+   * IP_MULTICAST_IF, as setMulticastInterface sets it, but 0 (INADDR_ANY) too: Node's way
+   * to give the choice back to the kernel; the shim's rc.
+   */
+  multicastInterface(ifaceBe: number): number;
 }
 
 /** The internals of an open socket (assigned in UdpBypass's static block). */
@@ -655,7 +669,7 @@ export class UdpBypass implements Deno.DatagramConn {
   // such turn: timers starved behind a loop of them.)
   async #yieldThen<T>(value: T): Promise<T> {
     this.#lastYield = lib().nkb_now_ms();
-    await new Promise((resolve) => setImmediate(resolve));
+    await new Promise((resolve) => enqueueImmediate(resolve));
     this.#lastYield = lib().nkb_now_ms();
     return value;
   }
@@ -687,11 +701,11 @@ export class UdpBypass implements Deno.DatagramConn {
   #roomWait(ms: number): Promise<void> {
     return new Promise((resolve) => {
       const wake = (): void => {
-        clearTimeout(timer);
+        cancelTimeout(timer);
         this.#roomWaits.delete(wake);
         resolve();
       };
-      const timer = setTimeout(wake, ms);
+      const timer = startTimeout(wake, ms);
       this.#roomWaits.add(wake);
     });
   }
@@ -849,11 +863,11 @@ export class UdpBypass implements Deno.DatagramConn {
   #startWait(zero: boolean): void {
     this.#zeroWait = zero;
     if (zero) {
-      this.#pendingWait = new Promise<number>((resolve) => setImmediate(() => resolve(0)));
+      this.#pendingWait = new Promise<number>((resolve) => enqueueImmediate(() => resolve(0)));
     } else if (this.#unref && !this.#unrefGap) {
       this.#unrefGap = true;
       this.#pendingWait = new Promise<number>((resolve) => {
-        Deno.unrefTimer(setTimeout(() => resolve(0), 0));
+        Deno.unrefTimer(startTimeout(() => resolve(0), 0));
       });
     } else {
       this.#unrefGap = false;
@@ -1161,7 +1175,7 @@ export class UdpBypass implements Deno.DatagramConn {
     const m = this.#meta;
     if (unusable) return [subarrayOf(target, 0, m[1]), this.#source(m[2], m[3])];
     const data = empty ?? subarrayOf(target, m[0], m[0] + m[1]);
-    return [copy ? data.slice() : data, this.#source(m[2], m[3])];
+    return [copy ? new Bytes(data) : data, this.#source(m[2], m[3])];
   }
 
   // Datagrams mostly come from, and go to, the same few peers: the last address
@@ -1231,6 +1245,13 @@ export class UdpBypass implements Deno.DatagramConn {
         if (rc < 0) return rc;
         if (join) sock.#binding.joined(groupBe, ifaceBe);
         else sock.#binding.left(groupBe);
+        return rc;
+      },
+      multicastInterface: (ifaceBe: number): number => {
+        if (sock.#closed) return -9;
+        const rc = lib().nkb_sock_mcast(sock.#h, Mcast.setInterface, 0, ifaceBe);
+        if (rc < 0) return rc;
+        sock.#binding.multicastInterface(ifaceBe);
         return rc;
       },
     });

@@ -119,3 +119,34 @@ Deno.test({
     assert.ok(pre.kernelIn < plain.kernelIn / 10, `pre-loaded: ${pre.kernelIn}`);
   },
 });
+
+Deno.test({
+  name: "node:dgram: a negative receive buffer size from a direct handle call stalls nothing",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    await using tb = await createTestbed();
+    const echo = tb.spawn("b", ["python3", "-c", ECHO], { name: "echo@b" });
+    await echo.next((m) => m.raw === "ready", 10_000);
+    const child = tb.spawn("a", [
+      Deno.execPath(),
+      "run",
+      "--no-lock",
+      "--allow-net",
+      "--allow-read",
+      "--allow-ffi",
+      "--preload",
+      `${ROOT}preload.ts`,
+      `${FIXTURES}dgram_hostile.ts`,
+      `--host=${tb.a.ip}`,
+      `--peer=${tb.b.ip}`,
+      `--echo=${ECHO_PORT}`,
+    ], { name: "dgram_hostile.ts (pre-loaded)" });
+    // Before: the receive loop retried a failing receive on microtasks only; the process
+    // never reached its one-second timer.
+    const status = await child.wait(30_000);
+    assert.equal(status.code, 0, child.stderr);
+    const out = child.messages.find((m) => "messages" in m);
+    assert.deepEqual(out, { messages: 3, errors: 0, ticked: true }, child.stderr);
+  },
+});
