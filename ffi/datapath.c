@@ -7,6 +7,7 @@
 #include <linux/if_xdp.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -537,4 +538,215 @@ int32_t nkb_wait(int32_t h, uint32_t timeout_us, uint32_t spin) {
   s->stats[NKB_ST_WAIT_NS] += nkb_now_ns() - t0;
   __atomic_sub_fetch(&s->waiters, 1u, __ATOMIC_ACQ_REL);
   return rc;
+}
+
+// ---- one wait for many sockets ---------------------------------------------
+//
+// Each pending async receive used to hold one thread of Deno's FFI pool in nkb_wait; a
+// program with tens of idle sockets (node:dgram receives on every bound socket) took the
+// whole pool, and its file reads waited seconds. nkb_wait_many is one such wait for all
+// of an isolate's waiting sockets.
+
+typedef struct {
+  nkb_sock_t *s;
+  const nkb_engine_t *e;
+} nkb_waiting_t;
+
+// 1 ready, -EBADF closing, 0 neither; a wake request counts as ready (the caller looks).
+static int32_t nkb_many_look(nkb_sock_t *s, const nkb_engine_t *e) {
+  if (__atomic_load_n(&s->closing, __ATOMIC_ACQUIRE)) return -EBADF;
+  if (__atomic_exchange_n(&s->wake_req, 0u, __ATOMIC_ACQ_REL) != 0) return 1;
+  return nkb_ready_ring(s, e) ? 1 : 0;
+}
+
+static uint32_t nkb_many_spin(const nkb_waiting_t *w, int32_t *out, uint32_t n,
+                              uint32_t timeout_us) {
+  uint64_t deadline = nkb_now_ns() + (uint64_t)timeout_us * 1000ull;
+  uint64_t max_iter = (uint64_t)timeout_us * 1000ull + 1000u;  // also bounded by count
+  struct pollfd fds[64];
+  for (uint64_t i = 0; i < max_iter; i++) {
+    uint32_t ready = 0;
+    for (uint32_t k = 0; k < n; k++) {
+      if (w[k].s == 0) continue;
+      out[k] = nkb_many_look(w[k].s, w[k].e);
+      if (out[k] != 0) ready++;
+    }
+    // The companion sockets, 64 to a poll(2), every NKB_SPIN_POLL_EVERY rounds.
+    for (uint32_t k0 = 0; ready == 0 && i % NKB_SPIN_POLL_EVERY == 0 && k0 < n; k0 += 64) {
+      uint32_t m = n - k0 < 64 ? n - k0 : 64;
+      for (uint32_t j = 0; j < m; j++) {
+        int32_t fd = w[k0 + j].s != 0 ? w[k0 + j].s->fd : -1;
+        fds[j] = (struct pollfd){.fd = fd, .events = POLLIN, .revents = 0};
+      }
+      if (poll(fds, m, 0) <= 0) continue;
+      for (uint32_t j = 0; j < m; j++) {
+        if (fds[j].revents == 0) continue;
+        __atomic_store_n(&w[k0 + j].s->kernel_hint, 1u, __ATOMIC_RELAXED);
+        out[k0 + j] = 1;
+        ready++;
+      }
+    }
+    if (ready > 0) return ready;
+    if (i % NKB_SPIN_CLOCK_EVERY == 0 && nkb_now_ns() >= deadline) return 0;
+    nkb_cpu_relax();
+  }
+  return 0;
+}
+
+// Index of the socket whose fd this is in the poll set: each socket adds its companion
+// socket, wake and park eventfds; each distinct engine its queues' XDP sockets.
+typedef struct {
+  uint32_t socket;  // index into the waiting list, or UINT32_MAX for an engine's fd
+  const nkb_engine_t *engine;
+} nkb_fd_owner_t;
+
+static uint32_t nkb_many_fds(const nkb_waiting_t *w, uint32_t n, struct pollfd *fds,
+                             nkb_fd_owner_t *owner, uint32_t cap) {
+  uint32_t m = 0;
+  for (uint32_t k = 0; k < n; k++) {
+    const nkb_sock_t *s = w[k].s;
+    if (s == 0) continue;
+    const int32_t own[3] = {s->wake_fd, s->fd, s->park_fd};
+    for (uint32_t j = 0; j < 3 && m < cap; j++) {
+      fds[m] = (struct pollfd){.fd = own[j], .events = POLLIN, .revents = 0};
+      owner[m++] = (nkb_fd_owner_t){.socket = k, .engine = 0};
+    }
+    const nkb_engine_t *e = w[k].e;
+    bool seen = false;
+    for (uint32_t j = 0; j < k && e != 0 && !seen; j++) seen = w[j].s != 0 && w[j].e == e;
+    for (uint32_t q = 0; e != 0 && !seen && q < e->queue_count && m < cap; q++) {
+      fds[m] = (struct pollfd){.fd = e->xsk[q].fd, .events = POLLIN, .revents = 0};
+      owner[m++] = (nkb_fd_owner_t){.socket = UINT32_MAX, .engine = e};
+    }
+  }
+  assert(m <= cap);
+  return m;
+}
+
+static int32_t nkb_many_sleep(const nkb_waiting_t *w, int32_t *out, uint32_t n,
+                              uint32_t timeout_us) {
+  uint32_t cap = n * (3u + NKB_MAX_QUEUES);
+  struct pollfd *fds = calloc(cap, sizeof(*fds));
+  nkb_fd_owner_t *owner = calloc(cap, sizeof(*owner));
+  if (fds == 0 || owner == 0) {
+    free(fds);
+    free(owner);
+    return -ENOMEM;
+  }
+  uint32_t m = nkb_many_fds(w, n, fds, owner, cap);
+  // Announce the sleep before the last look (see nkb_wait_sleep and nkb_park).
+  for (uint32_t k = 0; k < n; k++) {
+    if (w[k].s != 0) __atomic_store_n(&w[k].s->sleeping, 1u, __ATOMIC_SEQ_CST);
+  }
+  __atomic_thread_fence(__ATOMIC_SEQ_CST);
+  uint32_t ready = 0;
+  for (uint32_t k = 0; k < n; k++) {
+    if (w[k].s == 0) continue;
+    out[k] = nkb_many_look(w[k].s, w[k].e);
+    if (out[k] != 0) ready++;
+  }
+  int r = 0;
+  if (ready == 0) {
+    struct timespec ts = {.tv_sec = timeout_us / 1000000u,
+                          .tv_nsec = (long)(timeout_us % 1000000u) * 1000L};
+    r = ppoll(fds, m, &ts, 0);
+  }
+  for (uint32_t k = 0; k < n; k++) {
+    if (w[k].s == 0) continue;
+    __atomic_store_n(&w[k].s->sleeping, 0u, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&w[k].s->park_signaled, 0u, __ATOMIC_RELEASE);
+  }
+  for (uint32_t j = 0; r > 0 && j < m; j++) {
+    if (fds[j].revents == 0 || owner[j].socket == UINT32_MAX) continue;
+    nkb_sock_t *s = w[owner[j].socket].s;
+    if (fds[j].fd == s->park_fd) {
+      uint64_t v;
+      (void)!read(s->park_fd, &v, sizeof(v));  // nonblocking: a racing drain finds it empty
+    }
+    if (fds[j].fd == s->fd) __atomic_store_n(&s->kernel_hint, 1u, __ATOMIC_RELAXED);
+    if (out[owner[j].socket] == 0) ready++;
+    out[owner[j].socket] = 1;
+  }
+  int32_t err = r < 0 ? errno : 0;
+  free(fds);
+  free(owner);
+  if (r < 0 && err != EINTR) return -err;
+  // A readable XDP socket, a close or a wake: every socket looks at its ring again.
+  for (uint32_t k = 0; k < n; k++) {
+    if (w[k].s == 0 || out[k] != 0) continue;
+    out[k] = nkb_many_look(w[k].s, w[k].e);
+    if (out[k] != 0) ready++;
+  }
+  // A wake (park_fd) or a readable companion socket made out[k] 1: a close is -EBADF.
+  for (uint32_t k = 0; k < n; k++) {
+    if (w[k].s != 0 && __atomic_load_n(&w[k].s->closing, __ATOMIC_ACQUIRE)) out[k] = -EBADF;
+  }
+  return (int32_t)ready;
+}
+
+// The caller's arrays may be misaligned (any byte offset of a JavaScript buffer).
+static int32_t nkb_i32_at(const uint8_t *buf, uint32_t k) {
+  int32_t v;
+  memcpy(&v, buf + (size_t)k * sizeof(v), sizeof(v));
+  return v;
+}
+
+static void nkb_i32_put(uint8_t *buf, uint32_t k, int32_t v) {
+  memcpy(buf + (size_t)k * sizeof(v), &v, sizeof(v));
+}
+
+int32_t nkb_wait_many(const uint8_t *handles, uint32_t handles_len, uint8_t *out,
+                      uint32_t out_len, uint32_t n, uint32_t timeout_us, uint32_t spin) {
+  if (handles == 0 || out == 0 || n == 0 || n > NKB_WAIT_MANY_MAX) return -EINVAL;
+  if (handles_len / sizeof(int32_t) < n || out_len / sizeof(int32_t) < n) return -EFAULT;
+  if (timeout_us > NKB_WAIT_MAX_US) timeout_us = NKB_WAIT_MAX_US;
+  nkb_waiting_t *w = calloc(n, sizeof(*w));
+  int32_t *res = calloc(n, sizeof(*res));
+  if (w == 0 || res == 0) {
+    free(w);
+    free(res);
+    return -ENOMEM;
+  }
+  uint32_t closed = 0;
+  // Pin the sockets: nkb_sock_free refuses while a wait runs on another thread.
+  pthread_mutex_lock(&g_lock);
+  for (uint32_t k = 0; k < n; k++) {
+    int32_t h = nkb_i32_at(handles, k);
+    nkb_sock_t *s = nkb_sock_get(h);
+    if (s == 0) {
+      res[k] = -EBADF;  // not a socket (closed and freed, or never one): as nkb_wait answers
+      closed++;
+      continue;
+    }
+    // A handle twice would be pinned twice: the second is left out (it answers 0).
+    bool twice = false;
+    for (uint32_t j = 0; j < k && !twice; j++) twice = w[j].s == s;
+    if (twice) continue;
+    __atomic_add_fetch(&s->waiters, 1u, __ATOMIC_ACQ_REL);
+    w[k] = (nkb_waiting_t){.s = s, .e = nkb_sock_engine(s)};
+  }
+  pthread_mutex_unlock(&g_lock);
+  uint64_t t0 = nkb_now_ns();
+  int32_t rc = 0;
+  if (closed > 0) {
+    for (uint32_t k = 0; k < n; k++) {
+      if (w[k].s != 0) res[k] = nkb_many_look(w[k].s, w[k].e);
+    }
+  } else {
+    rc = spin ? (int32_t)nkb_many_spin(w, res, n, timeout_us) : nkb_many_sleep(w, res, n, timeout_us);
+  }
+  uint64_t waited = nkb_now_ns() - t0;
+  uint32_t ready = 0;
+  for (uint32_t k = 0; k < n; k++) {
+    assert(res[k] <= 1 && res[k] >= -EBADF);
+    ready += res[k] != 0;
+    nkb_i32_put(out, k, res[k]);
+    if (w[k].s == 0) continue;
+    // One wait of a socket at a time (its receives share it), so a plain add will do.
+    w[k].s->stats[NKB_ST_WAIT_NS] += waited;
+    __atomic_sub_fetch(&w[k].s->waiters, 1u, __ATOMIC_ACQ_REL);
+  }
+  free(w);
+  free(res);
+  return rc < 0 ? rc : (int32_t)ready;
 }

@@ -14,10 +14,12 @@
 #include "xsk.h"
 
 #define NKB_API __attribute__((visibility("default")))
-#define NKB_ABI_VERSION 3  // 2: every buffer parameter is followed by its byte length;
-                           // 3: the loader pins the copy it keeps (nkb_pin)
+#define NKB_ABI_VERSION 4  // 2: every buffer parameter is followed by its byte length;
+                           // 3: the loader pins the copy it keeps (nkb_pin);
+                           // 4: nkb_wait_many
 
 #define NKB_MAX_SOCKS 1024u
+#define NKB_WAIT_MANY_MAX NKB_MAX_SOCKS  // sockets of one nkb_wait_many
 #define NKB_MAX_ENGINES 16u
 #define NKB_MAX_ATTACH 64u         // sockets (and their flow keys) per interface
 #define NKB_PENDING 256u           // frames parked for a socket while another one reads
@@ -146,6 +148,12 @@ NKB_API int32_t nkb_recv_batch(int32_t h, uint8_t *buf, uint32_t buf_len, uint32
                                uint32_t meta_len, uint32_t max_msgs);
 // Waits up to timeout_us for data on either path: 1 ready, 0 timed out, -EBADF closed.
 NKB_API int32_t nkb_wait(int32_t h, uint32_t timeout_us, uint32_t spin);
+// One wait for the first n sockets of handles (at most NKB_WAIT_MANY_MAX): an isolate's
+// pending receives share one thread of Deno's FFI pool instead of one each. out[i] is set
+// as nkb_wait's result for handles[i] (1 ready, 0 not, -EBADF closed); returns how many
+// are not 0, or a negative errno. nkb_sock_wake of any of them ends it early.
+NKB_API int32_t nkb_wait_many(const uint8_t *handles, uint32_t handles_len, uint8_t *out,
+                              uint32_t out_len, uint32_t n, uint32_t timeout_us, uint32_t spin);
 
 NKB_API int32_t nkb_link_get(uint32_t ifindex, uint8_t *out76, uint32_t out_len);
 NKB_API int32_t nkb_route_get(uint32_t dst_be, uint32_t *out4, uint32_t out_len);

@@ -46,6 +46,7 @@ typedef struct nkb_sock {
   int32_t park_fd;        // eventfd: another socket parked datagrams for this one as it slept
   uint32_t sleeping;      // atomic: a wait of this socket sleeps in ppoll()
   uint32_t park_signaled; // atomic: park_fd was written since that wait last drained it
+  uint32_t wake_req;      // atomic: nkb_sock_wake asked a spinning wait to return
   uint32_t closing;       // atomic
   uint32_t waiters;       // atomic: waits in progress (they run on other threads)
   pthread_t owner;        // the thread that opened it (a Worker's): its exit closes it

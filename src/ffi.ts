@@ -42,7 +42,13 @@ export const symbols = {
   nkb_send_batch: { parameters: [I32, "buffer", U32, "buffer", U32, U32, U32], result: I32 },
   nkb_recv_batch: { parameters: [I32, "buffer", U32, "buffer", U32, U32], result: I32 },
   nkb_wait: { parameters: [I32, U32, U32], result: I32 },
-  nkb_wait_async: { name: "nkb_wait", parameters: [I32, U32, U32], result: I32, nonblocking: true },
+  // (handles, handles_len, out, out_len, n, timeout_us, spin): src/shared_wait.ts
+  nkb_wait_many_async: {
+    name: "nkb_wait_many",
+    parameters: ["buffer", U32, "buffer", U32, U32, U32, U32],
+    result: I32,
+    nonblocking: true,
+  },
   // (name, name_len, flags, out, out_len): src/resolve.ts
   nkb_resolve: { parameters: ["buffer", U32, U32, "buffer", U32], result: I32 },
   nkb_resolve_async: {
@@ -85,7 +91,7 @@ export const symbols = {
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The ABI this TypeScript expects from the shim (NKB_ABI_VERSION in ffi/nkb.h). */
-export const ABI_VERSION = 3;
+export const ABI_VERSION = 4;
 
 /** Returned by send entries when a destination must be resolved first. */
 export const E_NEED_ROUTE = -10000;

@@ -41,12 +41,12 @@ export const PREBUILT_GLIBC = "2.27";
 /** The platforms with a prebuilt library, by `linux-<Deno.build.arch>`. */
 export const PREBUILT: Readonly<Record<string, Prebuilt>> = {
   "linux-x86_64": {
-    sha256: "d3ea461cf5d3c0bbd947b2523c0f98c59ed635e852a5d1a72a08e8083f4b0955",
-    size: 92728,
+    sha256: "48629e92018d620c5d3d79bbe55865f0d357871b9951b35ba67eedb96a8d04de",
+    size: 96712,
   },
   "linux-aarch64": {
-    sha256: "a48776e07ae3ad4482cd4e4bff3515f2bc805cb9fb873a3a97e46105bf1b218b",
-    size: 91016,
+    sha256: "f87e6ebba0072ca6cf9aba2a5907df5eed9bc460cddc9984b6d68337811476bf",
+    size: 94264,
   },
 };
 // END PREBUILT

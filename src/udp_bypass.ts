@@ -28,6 +28,7 @@ import {
 } from "./ffi.ts";
 import { formatIpv4, isMulticast, parseIpv4 } from "./ipv4.ts";
 import { membership } from "./membership.ts";
+import { waitShared } from "./shared_wait.ts";
 import { routeGet } from "./netinfo.ts";
 import {
   destinationNoLookup,
@@ -878,7 +879,7 @@ export class UdpBypass implements Deno.DatagramConn {
         : mode === 0
         ? IDLE_WAIT_SLICE_US
         : WAIT_SLICE_US;
-      this.#pendingWait = lib().nkb_wait_async(this.#h, us, mode);
+      this.#pendingWait = waitShared(this.#h, us, mode === 1);
     }
     this.#pendingWait.then(this.#waitReturned);
   }
