@@ -25,7 +25,7 @@
 import dgram from "node:dgram";
 import { getSystemErrorMap } from "node:util";
 import { Buffer } from "node:buffer";
-import { byteLengthOf, lib, Opt } from "./ffi.ts";
+import { byteLengthOf, Opt } from "./ffi.ts";
 import { isMulticast, parseIpv4 } from "./ipv4.ts";
 import { BypassSetupError, TxRingFullError } from "./errors.ts";
 import { type SocketInternals, socketInternals, UdpBypass } from "./udp_bypass.ts";
@@ -38,9 +38,6 @@ const UDP_DGRAM_MAXSIZE = 64 * 1024;
 const MAX_PAYLOAD = 65507;
 /** Deno's test for a send's OS error that it reports as EMSGSIZE. */
 const OS_ERROR = /os error (40|90|10040)/;
-/** Completions that run without an event-loop turn for longer wait for one (completeSoon). */
-const YIELD_AFTER_MS = 1;
-const YIELD_AFTER_COUNT = 64;
 
 // What this module calls while the program runs, as it was when the pre-load ran: the
 // program may replace any of it (fake timers replace setImmediate and queueMicrotask), and
@@ -49,7 +46,6 @@ const YIELD_AFTER_COUNT = 64;
 // broke every taken-over socket.) Buffer is the program's in Deno's handle too.
 const apply = Reflect.apply;
 const enqueueImmediate = setImmediate;
-const enqueueMicrotask = queueMicrotask;
 const promiseThen = Promise.prototype.then;
 const Bytes = Uint8Array;
 const weakMapGet = WeakMap.prototype.get;
@@ -148,9 +144,10 @@ class Bypassed {
   unrefed = false;
   recvBufferSize = UDP_DGRAM_MAXSIZE;
   sendBufferSize = UDP_DGRAM_MAXSIZE;
-  // When the current run of completions without an event-loop turn began; -1: none.
-  #runStart = -1;
-  #runLength = 0;
+  // Completions of sends that went out, waiting for their turn (see completeSoon).
+  #completions: (() => void)[] = [];
+  #flushQueued = false;
+  readonly #flush = (): void => this.flushCompletions();
 
   constructor(sock: UdpBypass) {
     this.sock = sock;
@@ -161,21 +158,25 @@ class Bypassed {
   }
 
   /**
-   * Runs a send's completion as a microtask: a send went out at the call, and Deno's
-   * callback comes before any datagram that answers it. A program that sends again from
-   * each callback would then never let the event loop turn, where Deno's op turns it at
-   * every send: after 64 completions and 1 ms without a turn, they wait for an immediate.
+   * Runs a send's completion at the next turn of the event loop, as Deno's op completes
+   * (a callback after the microtasks the send's caller queued, and a chain of sends from
+   * callbacks lets timers run), and before any datagram this socket receives is delivered
+   * (a reply never comes before its send's callback): all of a turn's in one immediate.
    */
   completeSoon(fn: () => void): void {
-    const now = lib().nkb_now_ms();
-    if (this.#runStart < 0) {
-      this.#runStart = now;
-      this.#runLength = 0;
-      enqueueImmediate(() => this.#runStart = -1);
-    }
-    const long = ++this.#runLength > YIELD_AFTER_COUNT && now - this.#runStart > YIELD_AFTER_MS;
-    if (long) enqueueImmediate(fn);
-    else enqueueMicrotask(fn);
+    this.#completions.push(fn);
+    if (this.#flushQueued) return;
+    this.#flushQueued = true;
+    enqueueImmediate(this.#flush);
+  }
+
+  /** Runs the completions waiting now (those they cause wait for the next turn). */
+  flushCompletions(): void {
+    this.#flushQueued = false;
+    const due = this.#completions;
+    if (due.length === 0) return;
+    this.#completions = [];
+    for (let i = 0; i < due.length; i++) due[i]();
   }
 }
 
@@ -408,6 +409,7 @@ async function receiveLoop(handle: Handle, b: Bypassed): Promise<void> {
         rinfo = undefined;
         if (closed) b.receiving = false;
       }
+      b.flushCompletions();
       try {
         handle.onmessage(nread, handle, buf, rinfo);
       } catch {
