@@ -11,20 +11,11 @@
  */
 
 import assert from "node:assert/strict";
-import { createTestbed, FIXTURES, type Message } from "./helpers/testbed.ts";
+import { createTestbed, FIXTURES, type Message, pythonEcho } from "./helpers/testbed.ts";
 import { ROOT } from "./helpers/zig.ts";
 
 const ECHO_PORT = 7;
-const ECHO = [
-  "import socket",
-  "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)",
-  "s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)",
-  "s.bind(('0.0.0.0', %PORT%))",
-  "print('ready', flush=True)",
-  "for _ in range(100000):",
-  "    d, a = s.recvfrom(65536)",
-  "    s.sendto(d, a)",
-].join("\n").replace("%PORT%", String(ECHO_PORT));
+const ECHO = pythonEcho(ECHO_PORT);
 
 /** Deliberate differences: the case's log per implementation, and why. */
 const DIFFERENT: Record<string, { deno: string[]; nkb: string[]; why: string }> = {

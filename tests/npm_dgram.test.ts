@@ -12,7 +12,7 @@
  */
 
 import assert from "node:assert/strict";
-import { createTestbed, echoRounds, FIXTURES } from "./helpers/testbed.ts";
+import { createTestbed, echoRounds, FIXTURES, statLists } from "./helpers/testbed.ts";
 import { ROOT } from "./helpers/zig.ts";
 
 const OPTS = { sanitizeResources: false, sanitizeOps: false };
@@ -68,22 +68,7 @@ for (const script of ["dgram_echo.ts", "dgram_workers.ts"]) {
           },
         );
         await proc.next((m) => m.listening === true, 30_000, "listening");
-        const stat = await tb.exec("a", [
-          Deno.execPath(),
-          "run",
-          "-A",
-          "--no-lock",
-          `${ROOT}cli.ts`,
-          "stat",
-          "--json",
-        ]);
-        const sockets = JSON.parse(stat.stdout).sockets as {
-          cmdline: string[];
-          local: { port: number };
-        }[];
-        const listed = sockets.some((s) =>
-          s.local.port === PORT && s.cmdline.join(" ").includes(script)
-        );
+        const listed = await statLists(tb, "a", PORT, script);
         const before = await tb.udpCounters("a");
         const echoed = await echoRounds(tb, "b", tb.a.ip, PORT, COUNT);
         const after = await tb.udpCounters("a");

@@ -9,7 +9,7 @@
  */
 
 import assert from "node:assert/strict";
-import { createTestbed, echoRounds, FIXTURES } from "./helpers/testbed.ts";
+import { createTestbed, echoRounds, FIXTURES, statLists } from "./helpers/testbed.ts";
 import { ROOT } from "./helpers/zig.ts";
 
 const OPTS = { sanitizeResources: false, sanitizeOps: false };
@@ -54,19 +54,7 @@ async function runEcho(
   });
   await proc.next((m) => m.listening === true, 30_000, "listening");
   // nkb stat, while the program holds its socket.
-  const stat = await tb.exec("a", [
-    Deno.execPath(),
-    "run",
-    "-A",
-    "--no-lock",
-    `${ROOT}cli.ts`,
-    "stat",
-    "--json",
-  ]);
-  const sockets = JSON.parse(stat.stdout).sockets as {
-    cmdline: string[];
-    local: { port: number };
-  }[];
+  const listed = await statLists(tb, "a", port, script);
   const before = await tb.udpCounters("a");
   const echoed = await echoRounds(tb, "b", tb.a.ip, port, COUNT);
   const after = await tb.udpCounters("a");
@@ -76,8 +64,7 @@ async function runEcho(
     echoed,
     kernelIn: after.InDatagrams - before.InDatagrams,
     stderr: proc.stderr,
-    // Under nkb run the program is nkb run's child: known by its command line.
-    listed: sockets.some((s) => s.local.port === port && s.cmdline.join(" ").includes(script)),
+    listed,
   };
 }
 

@@ -120,3 +120,39 @@ print(got)`,
   ], 60_000);
   return Number(out.trim());
 }
+
+/**
+ * A python3 kernel UDP echo server on `port` (every address), for `tb.spawn(side,
+ * ["python3", "-c", pythonEcho(port)])`: prints "ready" once bound, echoes every datagram.
+ */
+export function pythonEcho(port: number): string {
+  return [
+    "import socket",
+    "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)",
+    "s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)",
+    `s.bind(('0.0.0.0', ${port}))`,
+    "print('ready', flush=True)",
+    "for _ in range(100000):",
+    "    d, a = s.recvfrom(65536)",
+    "    s.sendto(d, a)",
+  ].join("\n");
+}
+
+/**
+ * Whether `nkb stat --json` in side `s` lists a socket on local `port` whose process's
+ * command line mentions `script` (a program under `nkb run` is its child).
+ */
+export async function statLists(
+  tb: Testbed,
+  s: Side,
+  port: number,
+  script: string,
+): Promise<boolean> {
+  const cli = new URL("../../cli.ts", import.meta.url).pathname;
+  const stat = await tb.exec(s, [Deno.execPath(), "run", "-A", "--no-lock", cli, "stat", "--json"]);
+  const sockets = JSON.parse(stat.stdout).sockets as {
+    cmdline: string[];
+    local: { port: number };
+  }[];
+  return sockets.some((x) => x.local.port === port && x.cmdline.join(" ").includes(script));
+}
