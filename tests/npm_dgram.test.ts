@@ -12,28 +12,21 @@
  */
 
 import assert from "node:assert/strict";
-import { createTestbed, echoRounds, FIXTURES, statLists } from "./helpers/testbed.ts";
-import { ROOT } from "./helpers/zig.ts";
+import {
+  createTestbed,
+  echoRounds,
+  FIXTURES,
+  programCommand,
+  statLists,
+} from "./helpers/testbed.ts";
 
 const OPTS = { sanitizeResources: false, sanitizeOps: false };
 const LOCK = `${FIXTURES}npm.lock`;
 const DENO_FLAGS = ["--lock=" + LOCK, "--frozen", "--allow-net", "--allow-read", "--allow-env"];
 const NPM_FIXTURES = ["npm_dns_server.ts", "npm_dns_client.ts", "npm_statsd.ts"];
 
-/** How a program is started: plainly, or under `nkb run` (receive mode 0: no spinning). */
 function command(preload: boolean, script: string, args: string[]): string[] {
-  const program = [...DENO_FLAGS, `${FIXTURES}${script}`, ...args];
-  if (!preload) return [Deno.execPath(), "run", ...program];
-  return [
-    Deno.execPath(),
-    "run",
-    "-A",
-    "--no-lock",
-    `${ROOT}cli.ts`,
-    "run",
-    "--no-spin",
-    ...program,
-  ];
+  return programCommand(preload, DENO_FLAGS, script, args);
 }
 
 let cached = false;

@@ -9,8 +9,7 @@
  */
 
 import assert from "node:assert/strict";
-import { createTestbed, echoRounds, FIXTURES, statLists } from "./helpers/testbed.ts";
-import { ROOT } from "./helpers/zig.ts";
+import { createTestbed, echoRounds, programCommand, statLists } from "./helpers/testbed.ts";
 
 const OPTS = { sanitizeResources: false, sanitizeOps: false };
 const COUNT = 200;
@@ -18,20 +17,8 @@ const PORT = 9600;
 // The program's own permissions (--allow-read: its Worker's module file).
 const DENO_FLAGS = ["--no-lock", "--allow-net", "--allow-read", "--unstable-net"];
 
-/** How the program is started: plainly, or under `nkb run` (receive mode 0: no spinning). */
 function command(preload: boolean, script: string, args: string[]): string[] {
-  const program = [...DENO_FLAGS, `${FIXTURES}${script}`, ...args];
-  if (!preload) return [Deno.execPath(), "run", ...program];
-  return [
-    Deno.execPath(),
-    "run",
-    "-A",
-    "--no-lock",
-    `${ROOT}cli.ts`,
-    "run",
-    "--no-spin",
-    ...program,
-  ];
+  return programCommand(preload, DENO_FLAGS, script, args);
 }
 
 interface Outcome {

@@ -8,7 +8,12 @@
  */
 
 import assert from "node:assert/strict";
-import { createTestbed, FIXTURES, type Testbed, type TestbedProcess } from "./helpers/testbed.ts";
+import {
+  createTestbed,
+  programCommand,
+  type Testbed,
+  type TestbedProcess,
+} from "./helpers/testbed.ts";
 import { ROOT } from "./helpers/zig.ts";
 
 const OPTS = { sanitizeResources: false, sanitizeOps: false };
@@ -22,12 +27,8 @@ const BURST = 10;
 // The program's own permissions.
 const DENO_FLAGS = ["--no-lock", "--allow-net", "--unstable-net"];
 
-/** How the program is started: plainly, or under `nkb run` (receive mode 0: no spinning). */
 function command(preload: boolean, script: string, args: string[]): string[] {
-  const program = [...DENO_FLAGS, `${FIXTURES}${script}`, ...args];
-  if (!preload) return [Deno.execPath(), "run", ...program];
-  const cli = [Deno.execPath(), "run", "-A", "--no-lock", `${ROOT}cli.ts`];
-  return [...cli, "run", "--no-spin", ...program];
+  return programCommand(preload, DENO_FLAGS, script, args);
 }
 
 interface StatSocket {

@@ -156,3 +156,19 @@ export async function statLists(
   }[];
   return sockets.some((x) => x.local.port === port && x.cmdline.join(" ").includes(script));
 }
+
+/**
+ * The command that starts fixture `script` as an unmodified program with `denoFlags`:
+ * `deno run` plainly, or under `nkb run --no-spin` (the pre-load, receive mode 0).
+ */
+export function programCommand(
+  preload: boolean,
+  denoFlags: string[],
+  script: string,
+  args: string[],
+): string[] {
+  const program = [...denoFlags, `${FIXTURES}${script}`, ...args];
+  if (!preload) return [Deno.execPath(), "run", ...program];
+  const cli = new URL("../../cli.ts", import.meta.url).pathname;
+  return [Deno.execPath(), "run", "-A", "--no-lock", cli, "run", "--no-spin", ...program];
+}
