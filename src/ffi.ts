@@ -63,6 +63,12 @@ export const symbols = {
   nkb_addr_first: { parameters: [U32, "buffer", U32], result: I32 },
   nkb_neigh_get: { parameters: [U32, U32, "buffer", U32], result: I32 },
   nkb_neigh_resolve: { parameters: [U32, U32], result: I32 },
+  nkb_neigh_resolve_async: {
+    name: "nkb_neigh_resolve",
+    parameters: [U32, U32],
+    result: I32,
+    nonblocking: true,
+  },
   nkb_sock_mac_sync: { parameters: [I32], result: I32 },
   nkb_caps: { parameters: ["buffer", U32], result: I32 },
   nkb_prog_name: { parameters: [U32, "buffer", U32], result: I32 },

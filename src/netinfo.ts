@@ -104,10 +104,28 @@ const NUD_PERMANENT = 0x80;
 const NUD_USABLE = NUD_REACHABLE | NUD_STALE | NUD_DELAY | NUD_PROBE | NUD_NOARP |
   NUD_PERMANENT;
 
+// Requests of askResolve still running on Deno's FFI pool; more are dropped meanwhile
+// (the kernel's own ARP, for the datagrams it carries, resolves the next hop anyway).
+const MAX_RESOLVES_RUNNING = 4;
+let resolvesRunning = 0;
+const resolveDone = (): void => void resolvesRunning--;
+
+/**
+ * Asks the kernel to resolve next hop `ipBe` on `ifindex` (NTF_USE: it sends the ARP
+ * request itself), on a thread of Deno's FFI pool, unawaited: RTM_NEWNEIGH takes the
+ * kernel's rtnl lock, which another process changing links or namespaces holds for
+ * milliseconds (this request took up to 4 ms on the event loop while one did).
+ */
+function askResolve(ifindex: number, ipBe: number): void {
+  if (resolvesRunning >= MAX_RESOLVES_RUNNING) return;
+  resolvesRunning++;
+  lib().nkb_neigh_resolve_async(ifindex, ipBe).then(resolveDone, resolveDone);
+}
+
 /**
  * The Ethernet address of next hop `ipBe` on `ifindex` when the kernel knows it;
- * else asks the kernel to resolve it (NTF_USE: it sends the ARP request itself)
- * and returns null at once. Two local rtnetlink requests; nothing waits on the network.
+ * else asks the kernel to resolve it (see askResolve) and returns null at once. One
+ * local rtnetlink request on the event loop; nothing waits on the network.
  */
 export function neighbourMac(ifindex: number, ipBe: number): Uint8Array | null {
   const mac = new Uint8Array(6);
@@ -115,11 +133,11 @@ export function neighbourMac(ifindex: number, ipBe: number): Uint8Array | null {
   if (state > 0 && (state & NUD_USABLE) !== 0) {
     // Stale entries are still right almost always; ask the kernel to confirm them.
     if ((state & NUD_REACHABLE) === 0 && (state & (NUD_PERMANENT | NUD_NOARP)) === 0) {
-      lib().nkb_neigh_resolve(ifindex, ipBe);
+      askResolve(ifindex, ipBe);
     }
     return mac;
   }
-  lib().nkb_neigh_resolve(ifindex, ipBe);
+  askResolve(ifindex, ipBe);
   return null;
 }
 
