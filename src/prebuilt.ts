@@ -41,12 +41,12 @@ export const PREBUILT_GLIBC = "2.27";
 /** The platforms with a prebuilt library, by `linux-<Deno.build.arch>`. */
 export const PREBUILT: Readonly<Record<string, Prebuilt>> = {
   "linux-x86_64": {
-    sha256: "48629e92018d620c5d3d79bbe55865f0d357871b9951b35ba67eedb96a8d04de",
-    size: 96712,
+    sha256: "e1d5dcc866c5dd69bdb5308d7077c10788145eb180069f4ccc3da461c62294e0",
+    size: 96824,
   },
   "linux-aarch64": {
-    sha256: "f87e6ebba0072ca6cf9aba2a5907df5eed9bc460cddc9984b6d68337811476bf",
-    size: 94264,
+    sha256: "1a7b1e2411bb2a1579574fb54bdd8e56a613ed2ac9dcff9ed3e206e435c6bf77",
+    size: 94344,
   },
 };
 // END PREBUILT
