@@ -446,6 +446,17 @@ int32_t nkb_recv_batch(int32_t h, uint8_t *buf, uint32_t buf_len, uint32_t *meta
 }
 
 // ---- wait -----------------------------------------------------------------
+//
+// One implementation for nkb_wait (one socket, the synchronous receives) and
+// nkb_wait_many (every waiting socket of an isolate, the async receives): each pending
+// async receive used to hold one thread of Deno's FFI pool in nkb_wait, and a program with
+// tens of idle sockets (node:dgram receives on every bound socket) took the whole pool
+// (its file reads waited seconds).
+
+typedef struct {
+  nkb_sock_t *s;
+  const nkb_engine_t *e;
+} nkb_waiting_t;
 
 static bool nkb_ready_ring(const nkb_sock_t *s, const nkb_engine_t *e) {
   if (__atomic_load_n(&s->park_head, __ATOMIC_ACQUIRE) !=
@@ -463,103 +474,17 @@ static bool nkb_ready_ring(const nkb_sock_t *s, const nkb_engine_t *e) {
   return false;
 }
 
-static bool nkb_ready_fd(int32_t fd) {
-  struct pollfd p = {.fd = fd, .events = POLLIN, .revents = 0};
-  return poll(&p, 1, 0) > 0;
-}
-
-static int32_t nkb_wait_spin(nkb_sock_t *s, const nkb_engine_t *e, uint32_t timeout_us) {
-  uint64_t deadline = nkb_now_ns() + (uint64_t)timeout_us * 1000ull;
-  uint64_t max_iter = (uint64_t)timeout_us * 1000ull + 1000u;  // also bounded by count
-  for (uint64_t i = 0; i < max_iter; i++) {
-    if (__atomic_load_n(&s->closing, __ATOMIC_ACQUIRE)) return -EBADF;
-    if (nkb_ready_ring(s, e)) {
-      if (i > 0) s->rx_spun = 1;
-      return 1;
-    }
-    if (i % NKB_SPIN_POLL_EVERY == 0 && nkb_ready_fd(s->fd)) {
-      __atomic_store_n(&s->kernel_hint, 1u, __ATOMIC_RELAXED);
-      return 1;
-    }
-    if (i % NKB_SPIN_CLOCK_EVERY == 0 && nkb_now_ns() >= deadline) return 0;
-    nkb_cpu_relax();
-  }
-  return 0;
-}
-
-static int32_t nkb_wait_sleep(nkb_sock_t *s, const nkb_engine_t *e, uint32_t timeout_us) {
-  struct pollfd fds[3 + NKB_MAX_QUEUES];
-  uint32_t n = 0;
-  fds[n++] = (struct pollfd){.fd = s->wake_fd, .events = POLLIN, .revents = 0};
-  fds[n++] = (struct pollfd){.fd = s->fd, .events = POLLIN, .revents = 0};
-  fds[n++] = (struct pollfd){.fd = s->park_fd, .events = POLLIN, .revents = 0};
-  for (uint32_t q = 0; e != 0 && q < e->queue_count; q++) {
-    fds[n++] = (struct pollfd){.fd = e->xsk[q].fd, .events = POLLIN, .revents = 0};
-  }
-  assert(n <= 3 + NKB_MAX_QUEUES);
-  // Announce the sleep before the last look at the park (see nkb_park): a socket that
-  // parks after that look sees the flag and writes park_fd.
-  __atomic_store_n(&s->sleeping, 1u, __ATOMIC_SEQ_CST);
-  __atomic_thread_fence(__ATOMIC_SEQ_CST);
+// 1 ready, -EBADF closing, 0 neither; a wake request counts as ready (the caller looks).
+static int32_t nkb_wait_look(nkb_sock_t *s, const nkb_engine_t *e, bool spun) {
+  if (__atomic_load_n(&s->closing, __ATOMIC_ACQUIRE)) return -EBADF;
   if (nkb_ready_ring(s, e)) {
-    __atomic_store_n(&s->sleeping, 0u, __ATOMIC_SEQ_CST);
+    if (spun) s->rx_spun = 1;  // the next bypass datagram counts as a spin
     return 1;
   }
-  struct timespec ts = {.tv_sec = timeout_us / 1000000u,
-                        .tv_nsec = (long)(timeout_us % 1000000u) * 1000L};
-  int r = ppoll(fds, n, &ts, 0);
-  __atomic_store_n(&s->sleeping, 0u, __ATOMIC_SEQ_CST);
-  // Drained whenever it is readable, so that a late write cannot keep waking every sleep.
-  __atomic_store_n(&s->park_signaled, 0u, __ATOMIC_RELEASE);
-  if (r > 0 && fds[2].revents != 0) {
-    uint64_t v;
-    (void)!read(s->park_fd, &v, sizeof(v));  // nonblocking: a racing drain finds it empty
-  }
-  if (r < 0) return errno == EINTR ? 0 : -errno;
-  if (fds[0].revents != 0 || __atomic_load_n(&s->closing, __ATOMIC_ACQUIRE)) return -EBADF;
-  if (fds[1].revents != 0) __atomic_store_n(&s->kernel_hint, 1u, __ATOMIC_RELAXED);
-  if (r > 0) return 1;
-  return nkb_ready_ring(s, e) ? 1 : 0;
+  return __atomic_exchange_n(&s->wake_req, 0u, __ATOMIC_ACQ_REL) != 0 ? 1 : 0;
 }
 
-int32_t nkb_wait(int32_t h, uint32_t timeout_us, uint32_t spin) {
-  if (timeout_us > NKB_WAIT_MAX_US) timeout_us = NKB_WAIT_MAX_US;
-  // Pin the socket: nkb_sock_free refuses while a wait runs on another thread.
-  pthread_mutex_lock(&g_lock);
-  nkb_sock_t *s = nkb_sock_get(h);
-  if (s != 0) __atomic_add_fetch(&s->waiters, 1u, __ATOMIC_ACQ_REL);
-  const nkb_engine_t *e = s != 0 ? nkb_sock_engine(s) : 0;
-  pthread_mutex_unlock(&g_lock);
-  if (s == 0) return -EBADF;
-  uint64_t t0 = nkb_now_ns();
-  int32_t rc = spin ? nkb_wait_spin(s, e, timeout_us) : nkb_wait_sleep(s, e, timeout_us);
-  assert(rc <= 1);
-  // Waits of one socket do not overlap (one receive at a time), so a plain add will do.
-  s->stats[NKB_ST_WAIT_NS] += nkb_now_ns() - t0;
-  __atomic_sub_fetch(&s->waiters, 1u, __ATOMIC_ACQ_REL);
-  return rc;
-}
-
-// ---- one wait for many sockets ---------------------------------------------
-//
-// Each pending async receive used to hold one thread of Deno's FFI pool in nkb_wait; a
-// program with tens of idle sockets (node:dgram receives on every bound socket) took the
-// whole pool, and its file reads waited seconds. nkb_wait_many is one such wait for all
-// of an isolate's waiting sockets.
-
-typedef struct {
-  nkb_sock_t *s;
-  const nkb_engine_t *e;
-} nkb_waiting_t;
-
-// 1 ready, -EBADF closing, 0 neither; a wake request counts as ready (the caller looks).
-static int32_t nkb_many_look(nkb_sock_t *s, const nkb_engine_t *e) {
-  if (__atomic_load_n(&s->closing, __ATOMIC_ACQUIRE)) return -EBADF;
-  if (__atomic_exchange_n(&s->wake_req, 0u, __ATOMIC_ACQ_REL) != 0) return 1;
-  return nkb_ready_ring(s, e) ? 1 : 0;
-}
-
-static uint32_t nkb_many_spin(const nkb_waiting_t *w, int32_t *out, uint32_t n,
+static uint32_t nkb_wait_spin(const nkb_waiting_t *w, int32_t *out, uint32_t n,
                               uint32_t timeout_us) {
   uint64_t deadline = nkb_now_ns() + (uint64_t)timeout_us * 1000ull;
   uint64_t max_iter = (uint64_t)timeout_us * 1000ull + 1000u;  // also bounded by count
@@ -568,7 +493,7 @@ static uint32_t nkb_many_spin(const nkb_waiting_t *w, int32_t *out, uint32_t n,
     uint32_t ready = 0;
     for (uint32_t k = 0; k < n; k++) {
       if (w[k].s == 0) continue;
-      out[k] = nkb_many_look(w[k].s, w[k].e);
+      out[k] = nkb_wait_look(w[k].s, w[k].e, i > 0);
       if (out[k] != 0) ready++;
     }
     // The companion sockets, 64 to a poll(2), every NKB_SPIN_POLL_EVERY rounds.
@@ -593,14 +518,16 @@ static uint32_t nkb_many_spin(const nkb_waiting_t *w, int32_t *out, uint32_t n,
   return 0;
 }
 
-// Index of the socket whose fd this is in the poll set: each socket adds its companion
-// socket, wake and park eventfds; each distinct engine its queues' XDP sockets.
+// Whose fd each entry of the poll set is: each socket adds its companion socket, wake and
+// park eventfds; each distinct engine its queues' XDP sockets.
 typedef struct {
   uint32_t socket;  // index into the waiting list, or UINT32_MAX for an engine's fd
-  const nkb_engine_t *engine;
 } nkb_fd_owner_t;
 
-static uint32_t nkb_many_fds(const nkb_waiting_t *w, uint32_t n, struct pollfd *fds,
+// Poll entries per waiting socket, at most.
+#define NKB_WAIT_FDS (3u + NKB_MAX_QUEUES)
+
+static uint32_t nkb_wait_fds(const nkb_waiting_t *w, uint32_t n, struct pollfd *fds,
                              nkb_fd_owner_t *owner, uint32_t cap) {
   uint32_t m = 0;
   for (uint32_t k = 0; k < n; k++) {
@@ -609,32 +536,26 @@ static uint32_t nkb_many_fds(const nkb_waiting_t *w, uint32_t n, struct pollfd *
     const int32_t own[3] = {s->wake_fd, s->fd, s->park_fd};
     for (uint32_t j = 0; j < 3 && m < cap; j++) {
       fds[m] = (struct pollfd){.fd = own[j], .events = POLLIN, .revents = 0};
-      owner[m++] = (nkb_fd_owner_t){.socket = k, .engine = 0};
+      owner[m++] = (nkb_fd_owner_t){.socket = k};
     }
     const nkb_engine_t *e = w[k].e;
     bool seen = false;
     for (uint32_t j = 0; j < k && e != 0 && !seen; j++) seen = w[j].s != 0 && w[j].e == e;
     for (uint32_t q = 0; e != 0 && !seen && q < e->queue_count && m < cap; q++) {
       fds[m] = (struct pollfd){.fd = e->xsk[q].fd, .events = POLLIN, .revents = 0};
-      owner[m++] = (nkb_fd_owner_t){.socket = UINT32_MAX, .engine = e};
+      owner[m++] = (nkb_fd_owner_t){.socket = UINT32_MAX};
     }
   }
   assert(m <= cap);
   return m;
 }
 
-static int32_t nkb_many_sleep(const nkb_waiting_t *w, int32_t *out, uint32_t n,
-                              uint32_t timeout_us) {
-  uint32_t cap = n * (3u + NKB_MAX_QUEUES);
-  struct pollfd *fds = calloc(cap, sizeof(*fds));
-  nkb_fd_owner_t *owner = calloc(cap, sizeof(*owner));
-  if (fds == 0 || owner == 0) {
-    free(fds);
-    free(owner);
-    return -ENOMEM;
-  }
-  uint32_t m = nkb_many_fds(w, n, fds, owner, cap);
-  // Announce the sleep before the last look (see nkb_wait_sleep and nkb_park).
+// fds and owner: room for NKB_WAIT_FDS entries per socket.
+static int32_t nkb_wait_sleep(const nkb_waiting_t *w, int32_t *out, uint32_t n,
+                              uint32_t timeout_us, struct pollfd *fds, nkb_fd_owner_t *owner) {
+  uint32_t m = nkb_wait_fds(w, n, fds, owner, n * NKB_WAIT_FDS);
+  // Announce the sleep before the last look at the park (see nkb_park): a socket that
+  // parks after that look sees the flag and writes park_fd.
   for (uint32_t k = 0; k < n; k++) {
     if (w[k].s != 0) __atomic_store_n(&w[k].s->sleeping, 1u, __ATOMIC_SEQ_CST);
   }
@@ -642,7 +563,7 @@ static int32_t nkb_many_sleep(const nkb_waiting_t *w, int32_t *out, uint32_t n,
   uint32_t ready = 0;
   for (uint32_t k = 0; k < n; k++) {
     if (w[k].s == 0) continue;
-    out[k] = nkb_many_look(w[k].s, w[k].e);
+    out[k] = nkb_wait_look(w[k].s, w[k].e, false);
     if (out[k] != 0) ready++;
   }
   int r = 0;
@@ -651,9 +572,11 @@ static int32_t nkb_many_sleep(const nkb_waiting_t *w, int32_t *out, uint32_t n,
                           .tv_nsec = (long)(timeout_us % 1000000u) * 1000L};
     r = ppoll(fds, m, &ts, 0);
   }
+  int32_t err = r < 0 ? errno : 0;
   for (uint32_t k = 0; k < n; k++) {
     if (w[k].s == 0) continue;
     __atomic_store_n(&w[k].s->sleeping, 0u, __ATOMIC_SEQ_CST);
+    // Drained whenever it is readable, so that a late write cannot keep waking every sleep.
     __atomic_store_n(&w[k].s->park_signaled, 0u, __ATOMIC_RELEASE);
   }
   for (uint32_t j = 0; r > 0 && j < m; j++) {
@@ -667,14 +590,11 @@ static int32_t nkb_many_sleep(const nkb_waiting_t *w, int32_t *out, uint32_t n,
     if (out[owner[j].socket] == 0) ready++;
     out[owner[j].socket] = 1;
   }
-  int32_t err = r < 0 ? errno : 0;
-  free(fds);
-  free(owner);
   if (r < 0 && err != EINTR) return -err;
   // A readable XDP socket, a close or a wake: every socket looks at its ring again.
   for (uint32_t k = 0; k < n; k++) {
     if (w[k].s == 0 || out[k] != 0) continue;
-    out[k] = nkb_many_look(w[k].s, w[k].e);
+    out[k] = nkb_wait_look(w[k].s, w[k].e, false);
     if (out[k] != 0) ready++;
   }
   // A wake (park_fd) or a readable companion socket made out[k] 1: a close is -EBADF.
@@ -684,41 +604,23 @@ static int32_t nkb_many_sleep(const nkb_waiting_t *w, int32_t *out, uint32_t n,
   return (int32_t)ready;
 }
 
-// The caller's arrays may be misaligned (any byte offset of a JavaScript buffer).
-static int32_t nkb_i32_at(const uint8_t *buf, uint32_t k) {
-  int32_t v;
-  memcpy(&v, buf + (size_t)k * sizeof(v), sizeof(v));
-  return v;
-}
-
-static void nkb_i32_put(uint8_t *buf, uint32_t k, int32_t v) {
-  memcpy(buf + (size_t)k * sizeof(v), &v, sizeof(v));
-}
-
-int32_t nkb_wait_many(const uint8_t *handles, uint32_t handles_len, uint8_t *out,
-                      uint32_t out_len, uint32_t n, uint32_t timeout_us, uint32_t spin) {
-  if (handles == 0 || out == 0 || n == 0 || n > NKB_WAIT_MANY_MAX) return -EINVAL;
-  if (handles_len / sizeof(int32_t) < n || out_len / sizeof(int32_t) < n) return -EFAULT;
-  if (timeout_us > NKB_WAIT_MAX_US) timeout_us = NKB_WAIT_MAX_US;
-  nkb_waiting_t *w = calloc(n, sizeof(*w));
-  int32_t *res = calloc(n, sizeof(*res));
-  if (w == 0 || res == 0) {
-    free(w);
-    free(res);
-    return -ENOMEM;
-  }
+// Pins the sockets of handles (n of them, read by get(k)): nkb_sock_free refuses while a
+// wait runs on another thread. A handle that is no socket answers -EBADF in out; one given
+// twice is pinned once (its second place answers 0). Returns how many answered -EBADF.
+static uint32_t nkb_wait_pin(nkb_waiting_t *w, int32_t *out, uint32_t n, const uint8_t *handles) {
   uint32_t closed = 0;
-  // Pin the sockets: nkb_sock_free refuses while a wait runs on another thread.
   pthread_mutex_lock(&g_lock);
   for (uint32_t k = 0; k < n; k++) {
-    int32_t h = nkb_i32_at(handles, k);
+    int32_t h;
+    memcpy(&h, handles + (size_t)k * sizeof(h), sizeof(h));  // the caller's may be misaligned
     nkb_sock_t *s = nkb_sock_get(h);
+    w[k] = (nkb_waiting_t){.s = 0, .e = 0};
+    out[k] = 0;
     if (s == 0) {
-      res[k] = -EBADF;  // not a socket (closed and freed, or never one): as nkb_wait answers
+      out[k] = -EBADF;
       closed++;
       continue;
     }
-    // A handle twice would be pinned twice: the second is left out (it answers 0).
     bool twice = false;
     for (uint32_t j = 0; j < k && !twice; j++) twice = w[j].s == s;
     if (twice) continue;
@@ -726,27 +628,67 @@ int32_t nkb_wait_many(const uint8_t *handles, uint32_t handles_len, uint8_t *out
     w[k] = (nkb_waiting_t){.s = s, .e = nkb_sock_engine(s)};
   }
   pthread_mutex_unlock(&g_lock);
+  return closed;
+}
+
+// Waits for the pinned sockets, then unpins them; out as nkb_wait_many's. A handle that was
+// no socket ends the wait at once (its caller learns it now; the others look once).
+static int32_t nkb_wait_pinned(nkb_waiting_t *w, int32_t *out, uint32_t n, uint32_t closed,
+                               uint32_t timeout_us, uint32_t spin, struct pollfd *fds,
+                               nkb_fd_owner_t *owner) {
+  if (timeout_us > NKB_WAIT_MAX_US) timeout_us = NKB_WAIT_MAX_US;
   uint64_t t0 = nkb_now_ns();
   int32_t rc = 0;
   if (closed > 0) {
     for (uint32_t k = 0; k < n; k++) {
-      if (w[k].s != 0) res[k] = nkb_many_look(w[k].s, w[k].e);
+      if (w[k].s != 0) out[k] = nkb_wait_look(w[k].s, w[k].e, false);
     }
+  } else if (spin) {
+    rc = (int32_t)nkb_wait_spin(w, out, n, timeout_us);
   } else {
-    rc = spin ? (int32_t)nkb_many_spin(w, res, n, timeout_us) : nkb_many_sleep(w, res, n, timeout_us);
+    rc = nkb_wait_sleep(w, out, n, timeout_us, fds, owner);
   }
   uint64_t waited = nkb_now_ns() - t0;
   uint32_t ready = 0;
   for (uint32_t k = 0; k < n; k++) {
-    assert(res[k] <= 1 && res[k] >= -EBADF);
-    ready += res[k] != 0;
-    nkb_i32_put(out, k, res[k]);
+    assert(out[k] <= 1 && out[k] >= -EBADF);
+    ready += out[k] != 0;
     if (w[k].s == 0) continue;
     // One wait of a socket at a time (its receives share it), so a plain add will do.
     w[k].s->stats[NKB_ST_WAIT_NS] += waited;
     __atomic_sub_fetch(&w[k].s->waiters, 1u, __ATOMIC_ACQ_REL);
   }
+  return rc < 0 ? rc : (int32_t)ready;
+}
+
+int32_t nkb_wait(int32_t h, uint32_t timeout_us, uint32_t spin) {
+  nkb_waiting_t w[1];
+  int32_t out[1];
+  struct pollfd fds[NKB_WAIT_FDS];
+  nkb_fd_owner_t owner[NKB_WAIT_FDS];
+  uint32_t closed = nkb_wait_pin(w, out, 1, (const uint8_t *)&h);
+  if (closed > 0) return -EBADF;
+  int32_t rc = nkb_wait_pinned(w, out, 1, 0, timeout_us, spin, fds, owner);
+  return rc < 0 ? rc : out[0];
+}
+
+int32_t nkb_wait_many(const uint8_t *handles, uint32_t handles_len, uint8_t *out,
+                      uint32_t out_len, uint32_t n, uint32_t timeout_us, uint32_t spin) {
+  if (handles == 0 || out == 0 || n == 0 || n > NKB_WAIT_MANY_MAX) return -EINVAL;
+  if (handles_len / sizeof(int32_t) < n || out_len / sizeof(int32_t) < n) return -EFAULT;
+  nkb_waiting_t *w = calloc(n, sizeof(*w));
+  int32_t *res = calloc(n, sizeof(*res));
+  struct pollfd *fds = spin ? 0 : calloc((size_t)n * NKB_WAIT_FDS, sizeof(*fds));
+  nkb_fd_owner_t *owner = spin ? 0 : calloc((size_t)n * NKB_WAIT_FDS, sizeof(*owner));
+  int32_t rc = -ENOMEM;
+  if (w != 0 && res != 0 && (spin || (fds != 0 && owner != 0))) {
+    uint32_t closed = nkb_wait_pin(w, res, n, handles);
+    rc = nkb_wait_pinned(w, res, n, closed, timeout_us, spin, fds, owner);
+    memcpy(out, res, (size_t)n * sizeof(*res));  // the caller's may be misaligned
+  }
   free(w);
   free(res);
-  return rc < 0 ? rc : (int32_t)ready;
+  free(fds);
+  free(owner);
+  return rc;
 }

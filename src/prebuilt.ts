@@ -41,12 +41,12 @@ export const PREBUILT_GLIBC = "2.27";
 /** The platforms with a prebuilt library, by `linux-<Deno.build.arch>`. */
 export const PREBUILT: Readonly<Record<string, Prebuilt>> = {
   "linux-x86_64": {
-    sha256: "e1d5dcc866c5dd69bdb5308d7077c10788145eb180069f4ccc3da461c62294e0",
-    size: 96824,
+    sha256: "063fc88b9c2a80bd4b9ccef935117821626a7eaaf6671f8e081ef5182f4b40d5",
+    size: 95592,
   },
   "linux-aarch64": {
-    sha256: "1a7b1e2411bb2a1579574fb54bdd8e56a613ed2ac9dcff9ed3e206e435c6bf77",
-    size: 94344,
+    sha256: "3e867b2a392f7990afd7148356e068ff97f8fe119897eb36726e7e13797a067d",
+    size: 93384,
   },
 };
 // END PREBUILT
