@@ -4,19 +4,18 @@
  * @module
  */
 
-import { lib, Mcast, Opt } from "./ffi.ts";
+import { Mcast, Opt } from "./ffi.ts";
 import { errorFromErrno } from "./errors.ts";
 
 /** What a membership needs from its socket. */
 export interface MembershipHost {
-  /** The socket's shim handle; throws when the socket is closed. */
-  handle(): number;
-  /** Called after the kernel membership of `groupBe` is dropped. */
-  left(groupBe: number): void;
-  /** Called after the multicast TTL changed (cached headers carry it). */
-  ttlChanged(): void;
-  /** Called after IP_MULTICAST_LOOP was set: multicast sends take the path that loops. */
-  loopChanged(on: boolean): void;
+  /** Throws Deno's BadResource when the socket is closed. */
+  open(): void;
+  /** Sets a socket option (Opt) and what depends on it (cached headers, the multicast
+   * path); the shim's rc. */
+  setOption(opt: number, value: number): number;
+  /** A membership or multicast-interface call (Mcast op), the binding told; the shim's rc. */
+  mcast(op: number, groupBe: number, ifaceBe: number): number;
 }
 
 // What Deno's membership methods resolve with: null, not undefined (their ops return
@@ -49,17 +48,15 @@ export function membership(
   return {
     leave: (): Promise<void> =>
       attempt(() => {
-        const rc = lib().nkb_sock_mcast(host.handle(), Mcast.leave, groupBe, ifaceBe);
-        if (rc >= 0) host.left(groupBe);
-        return settle(rc, "IP_DROP_MEMBERSHIP");
+        host.open();
+        return settle(host.mcast(Mcast.leave, groupBe, ifaceBe), "IP_DROP_MEMBERSHIP");
       }),
     setLoopback: (loopback: boolean): Promise<void> =>
       attempt(() => {
         // As Deno's, the option is the socket's: it applies to every group it sends to.
         const on = Boolean(loopback);
-        const rc = lib().nkb_sock_setopt(host.handle(), Opt.multicastLoop, on ? 1 : 0);
-        if (rc >= 0) host.loopChanged(on);
-        return settle(rc, "IP_MULTICAST_LOOP");
+        host.open();
+        return settle(host.setOption(Opt.multicastLoop, on ? 1 : 0), "IP_MULTICAST_LOOP");
       }),
     setTTL: (ttl: number): Promise<void> =>
       attempt(() => {
@@ -69,9 +66,8 @@ export function membership(
         let value = ttl | 0;
         if (value === -1) value = 1;
         if (value < 0 || value > 255) throw new TypeError("Invalid argument (os error 22)");
-        const rc = lib().nkb_sock_setopt(host.handle(), Opt.multicastTtl, value);
-        if (rc >= 0) host.ttlChanged();
-        return settle(rc, "IP_MULTICAST_TTL");
+        host.open();
+        return settle(host.setOption(Opt.multicastTtl, value), "IP_MULTICAST_TTL");
       }),
   };
 }

@@ -25,7 +25,7 @@
 import dgram from "node:dgram";
 import { getSystemErrorMap } from "node:util";
 import { Buffer } from "node:buffer";
-import { byteLengthOf, Opt } from "./ffi.ts";
+import { byteLengthOf, Mcast, Opt } from "./ffi.ts";
 import { isMulticast, parseIpv4 } from "./ipv4.ts";
 import { BypassSetupError, TxRingFullError } from "./errors.ts";
 import { type SocketInternals, socketInternals, UdpBypass } from "./udp_bypass.ts";
@@ -141,7 +141,6 @@ class Bypassed {
   remotePort: number | undefined = undefined;
   receiving = false;
   looping = false;
-  unrefed = false;
   recvBufferSize = UDP_DGRAM_MAXSIZE;
   sendBufferSize = UDP_DGRAM_MAXSIZE;
   // Completions of sends that went out, waiting for their turn (see completeSoon).
@@ -267,28 +266,31 @@ function bindBypass(
     if (rc >= 0 && (flags & UV_UDP_REUSEADDR) !== 0) {
       rc = internals.setOption(Opt.reuseAddress, 1);
     }
-    if (rc < 0) throw Object.assign(new Error("setsockopt"), { code: errnoName(rc) });
+    // A uv error number is the negative errno on Linux: the shim's rc is Deno's answer.
+    if (rc < 0) return closeAnd(sock, rc);
     const dst = firstSend.get(handle);
     firstSend.delete(handle);
     if (dst !== undefined && ip === "0.0.0.0" && port === 0) internals.bindForSend(dst);
     else sock.bind({ hostname: ip, port });
     const b = new Bypassed(sock);
-    if (unrefedEarly.has(handle)) {
-      b.unrefed = true;
-      sock.unref();
-    }
+    if (unrefedEarly.has(handle)) sock.unref();
     bypassed.set(handle, b);
     return 0;
   } catch (e) {
-    try {
-      sock.close();
-    } catch {
-      // closed already
-    }
     // _NET_KERNEL_BYPASS_ERR_EXIT=1: the contract's exit, as Deno lets NotCapable out.
-    if (e instanceof BypassSetupError) throw e;
-    return code((e as { code?: string })?.code ?? "UNKNOWN");
+    if (e instanceof BypassSetupError) throw closeAnd(sock, e);
+    return closeAnd(sock, code((e as { code?: string })?.code ?? "UNKNOWN"));
   }
+}
+
+/** Closes a socket whose bind failed; returns `result`. */
+function closeAnd<T>(sock: UdpBypass, result: T): T {
+  try {
+    sock.close();
+  } catch {
+    // closed already
+  }
+  return result;
 }
 
 /**
@@ -303,10 +305,6 @@ function openBypass(): UdpBypass | null {
     if (e instanceof BypassSetupError) throw e;
     return null;
   }
-}
-
-function errnoName(rc: number): string {
-  return getSystemErrorMap().get(rc)?.[0] ?? "UNKNOWN";
 }
 
 /** The payload of a send: Deno concatenates the list; one view is sent as it is. */
@@ -520,16 +518,11 @@ function bypassMethods(
       return option(b, Opt.broadcast, on === 1 ? 1 : 0);
     },
     setMulticastInterface(this: Handle, b: Bypassed, iface: string): number {
-      // "0.0.0.0": Node's documented way to give the choice back to the kernel.
-      if (typeof iface === "string" && parseIpv4(iface) === 0) {
-        return b.internals.multicastInterface(0) < 0 ? code("EINVAL") : 0;
-      }
-      try {
-        b.sock.setMulticastInterface(iface);
-        return 0;
-      } catch {
-        return code("EINVAL");
-      }
+      // An interface's address, or "0.0.0.0": Node's way to give the choice back to the
+      // kernel (the kernel refuses an address no interface has).
+      const ifaceBe = typeof iface === "string" ? parseIpv4(iface) : null;
+      if (ifaceBe === null) return code("EINVAL");
+      return b.internals.mcast(Mcast.setInterface, 0, ifaceBe) < 0 ? code("EINVAL") : 0;
     },
     setMulticastLoopback(this: Handle, b: Bypassed, on: number): number {
       return option(b, Opt.multicastLoop, on === 1 ? 1 : 0);
@@ -543,12 +536,10 @@ function bypassMethods(
       return ttlOption(b, Opt.ttl, ttl);
     },
     ref(this: Handle, b: Bypassed): void {
-      b.unrefed = false;
       b.sock.ref();
       denoCall("ref", this, []);
     },
     unref(this: Handle, b: Bypassed): void {
-      b.unrefed = true;
       b.sock.unref();
       denoCall("unref", this, []);
     },
@@ -598,7 +589,8 @@ function membership(b: Bypassed, join: boolean, group: string, iface?: string): 
   const groupBe = typeof group === "string" ? parseIpv4(group) : null;
   const ifaceBe = iface === undefined ? 0 : typeof iface === "string" ? parseIpv4(iface) : null;
   if (groupBe === null || !isMulticast(groupBe) || ifaceBe === null) return code("EINVAL");
-  return b.internals.membership(join, groupBe, ifaceBe) < 0 ? code("EINVAL") : 0;
+  const rc = b.internals.mcast(join ? Mcast.join : Mcast.leave, groupBe, ifaceBe);
+  return rc < 0 ? code("EINVAL") : 0;
 }
 
 /**

@@ -27,7 +27,7 @@ import {
   RECV_META_WORDS,
 } from "./ffi.ts";
 import { formatIpv4, isMulticast, parseIpv4 } from "./ipv4.ts";
-import { membership } from "./membership.ts";
+import { membership, type MembershipHost } from "./membership.ts";
 import { waitShared } from "./shared_wait.ts";
 import { routeGet } from "./netinfo.ts";
 import {
@@ -229,20 +229,12 @@ function netAddr(ipBe: number, port: number): Deno.NetAddr {
 /**
  * What nkb's own node:dgram handle (src/node_dgram.ts) needs of a socket beyond its public
  * API: Node's handle methods are synchronous and answer with an errno, where the public
- * API's multicast calls answer with promises. Not exported from mod.ts.
+ * API's multicast calls answer with promises. Not exported from mod.ts. `setOption` and
+ * `mcast` answer -EBADF once the socket is closed.
  */
-export interface SocketInternals {
-  /** Sets a socket option (Opt) and tells the binding what depends on it; the shim's rc. */
-  setOption(opt: number, value: number): number;
-  /** IP_ADD_MEMBERSHIP / IP_DROP_MEMBERSHIP, as joinMulticastV4 and leave do; the shim's rc. */
-  membership(join: boolean, groupBe: number, ifaceBe: number): number;
+export interface SocketInternals extends MembershipHost {
   /** Binds an unbound socket as its first send to `dstBe` would (sendto's rule); throws. */
   bindForSend(dstBe: number): void;
-  /**
-   * IP_MULTICAST_IF, as setMulticastInterface sets it, but 0 (INADDR_ANY) too: Node's way
-   * to give the choice back to the kernel; the shim's rc.
-   */
-  multicastInterface(ifaceBe: number): number;
 }
 
 /** The internals of an open socket (assigned in UdpBypass's static block). */
@@ -357,11 +349,7 @@ export class UdpBypass implements Deno.DatagramConn {
       // As Deno: IP_MULTICAST_LOOP follows `loopback` (default false) on every socket; with
       // it on, the socket's multicast sends take the kernel path, which loops them back.
       const loop = Boolean(options.loopback);
-      sock.#check(
-        lib().nkb_sock_setopt(sock.#h, Opt.multicastLoop, loop ? 1 : 0),
-        "IP_MULTICAST_LOOP",
-      );
-      sock.#binding.multicastLoop(loop);
+      sock.#check(sock.#setOption(Opt.multicastLoop, loop ? 1 : 0), "IP_MULTICAST_LOOP");
       if (options.reuseAddress) {
         sock.#check(lib().nkb_sock_setopt(sock.#h, Opt.reuseAddress, 1), "SO_REUSEADDR");
       }
@@ -457,11 +445,7 @@ export class UdpBypass implements Deno.DatagramConn {
   setMulticastInterface(ifaceAddr: string): void {
     this.#open("setMulticastInterface");
     const iface = checkIface(ifaceAddr, "setMulticastInterface");
-    this.#check(
-      lib().nkb_sock_mcast(this.#h, Mcast.setInterface, 0, iface),
-      "IP_MULTICAST_IF",
-    );
-    this.#binding.multicastInterface(iface);
+    this.#check(this.#mcast(Mcast.setInterface, 0, iface), "IP_MULTICAST_IF");
   }
 
   /**
@@ -1012,7 +996,7 @@ export class UdpBypass implements Deno.DatagramConn {
       // the kernel's to judge, as for Deno's join (no interface has it: ENODEV).
       const iface = joinAddress(networkInterface, "interface");
       if (!this.#bound) this.bind({ hostname: "0.0.0.0", port: 0 });
-      const rc = lib().nkb_sock_mcast(this.#h, Mcast.join, group, iface);
+      const rc = this.#mcast(Mcast.join, group, iface);
       if (rc === ENODEV) {
         // Deno's words and class for it.
         throw new Error(
@@ -1020,8 +1004,7 @@ export class UdpBypass implements Deno.DatagramConn {
         );
       }
       this.#check(rc, "IP_ADD_MEMBERSHIP");
-      this.#binding.joined(group, iface);
-      return Promise.resolve(membership(this.#membershipHost(), group, iface));
+      return Promise.resolve(membership(socketInternals(this), group, iface));
     } catch (e) {
       return Promise.reject(e);
     }
@@ -1224,49 +1207,38 @@ export class UdpBypass implements Deno.DatagramConn {
     this.#binding.decideLocal();
   }
 
+  // A socket option, and what depends on it: cached headers carry the TTLs, and the loop
+  // decides the path of multicast sends. The shim's rc.
+  #setOption(opt: number, value: number): number {
+    const rc = lib().nkb_sock_setopt(this.#h, opt, value);
+    if (rc < 0) return rc;
+    if (opt === Opt.ttl || opt === Opt.multicastTtl) lib().nkb_dest_clear(this.#h);
+    if (opt === Opt.multicastLoop) this.#binding.multicastLoop(value !== 0);
+    return rc;
+  }
+
+  // A membership or the multicast interface, and the binding told of it. The shim's rc.
+  #mcast(op: number, groupBe: number, ifaceBe: number): number {
+    const rc = lib().nkb_sock_mcast(this.#h, op, groupBe, ifaceBe);
+    if (rc < 0) return rc;
+    if (op === Mcast.join) this.#binding.joined(groupBe, ifaceBe);
+    else if (op === Mcast.leave) this.#binding.left(groupBe);
+    else this.#binding.multicastInterface(ifaceBe);
+    return rc;
+  }
+
   static {
     socketInternals = (sock: UdpBypass): SocketInternals => ({
-      setOption: (opt: number, value: number): number => {
-        if (sock.#closed) return -9;
-        const rc = lib().nkb_sock_setopt(sock.#h, opt, value);
-        if (rc < 0) return rc;
-        // Cached headers carry the TTLs; the loop decides the path of multicast sends.
-        if (opt === Opt.ttl || opt === Opt.multicastTtl) lib().nkb_dest_clear(sock.#h);
-        if (opt === Opt.multicastLoop) sock.#binding.multicastLoop(value !== 0);
-        return rc;
-      },
+      open: (): void => sock.#open("multicast membership"),
+      setOption: (opt: number, value: number): number =>
+        sock.#closed ? -9 : sock.#setOption(opt, value),
+      mcast: (op: number, groupBe: number, ifaceBe: number): number =>
+        sock.#closed ? -9 : sock.#mcast(op, groupBe, ifaceBe),
       bindForSend: (dstBe: number): void => {
         sock.#open("bind");
         if (sock.#bound) throw new Deno.errors.AddrInUse("bind: socket is already bound");
         sock.#bindForSend(dstBe);
       },
-      membership: (join: boolean, groupBe: number, ifaceBe: number): number => {
-        if (sock.#closed) return -9;
-        const rc = lib().nkb_sock_mcast(sock.#h, join ? Mcast.join : Mcast.leave, groupBe, ifaceBe);
-        if (rc < 0) return rc;
-        if (join) sock.#binding.joined(groupBe, ifaceBe);
-        else sock.#binding.left(groupBe);
-        return rc;
-      },
-      multicastInterface: (ifaceBe: number): number => {
-        if (sock.#closed) return -9;
-        const rc = lib().nkb_sock_mcast(sock.#h, Mcast.setInterface, 0, ifaceBe);
-        if (rc < 0) return rc;
-        sock.#binding.multicastInterface(ifaceBe);
-        return rc;
-      },
     });
-  }
-
-  #membershipHost(): Parameters<typeof membership>[0] {
-    return {
-      handle: (): number => {
-        this.#open("multicast membership");
-        return this.#h;
-      },
-      left: (groupBe: number): void => this.#binding.left(groupBe),
-      ttlChanged: (): void => void lib().nkb_dest_clear(this.#h),
-      loopChanged: (on: boolean): void => this.#binding.multicastLoop(on),
-    };
   }
 }
