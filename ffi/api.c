@@ -1,6 +1,6 @@
-// Control entries of the shim: socket and engine tables, kernel socket calls,
-// attaching a socket to an interface's engine, and the lookups the TypeScript
-// control plane needs. Nothing here runs per datagram.
+// Control entries of the shim for a socket's life: open, the kernel socket calls and
+// options, shutdown and free (with the socket's owner thread), and the process-wide
+// entries (ABI, pin, environment). Nothing here runs per datagram.
 #define _GNU_SOURCE
 #include <assert.h>
 #include <dlfcn.h>
@@ -21,47 +21,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "attach.h"
+#include "core.h"
 #include "registry.h"
-#include "sock.h"
 
-#define NKB_INDEX_BITS 10u
-#define NKB_GEN_MAX 0x1fffffu
 #define NKB_ENV_MAX_LEN 256u
-
-nkb_sock_t *g_socks[NKB_MAX_SOCKS];
-nkb_engine_slot_t g_engines[NKB_MAX_ENGINES];
-nkb_iface_t g_ifaces[NKB_MAX_ENGINES];
-static uint32_t g_gen[NKB_MAX_SOCKS];
-pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
-
-_Static_assert(NKB_MAX_SOCKS == (1u << NKB_INDEX_BITS), "handle layout");
-
-uint64_t nkb_now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 double nkb_now_ms(void) {
   return (double)nkb_now_ns() / 1e6;
-}
-
-int32_t nkb_sock_index(int32_t h) {
-  if (h <= 0) return -1;
-  uint32_t idx = (uint32_t)h & (NKB_MAX_SOCKS - 1u);
-  uint32_t gen = (uint32_t)h >> NKB_INDEX_BITS;
-  nkb_sock_t *s = g_socks[idx];
-  if (s == 0 || s->gen != gen) return -1;
-  return (int32_t)idx;
-}
-
-nkb_sock_t *nkb_sock_get(int32_t h) {
-  int32_t idx = nkb_sock_index(h);
-  if (idx < 0) return 0;
-  nkb_sock_t *s = g_socks[idx];
-  assert(s != 0);
-  if (__atomic_load_n(&s->closing, __ATOMIC_ACQUIRE)) return 0;
-  return s;
 }
 
 int32_t nkb_abi_version(void) { return NKB_ABI_VERSION; }
@@ -153,13 +120,15 @@ static void nkb_owner_exit(void *arg) {
   pthread_t self = pthread_self();
   int32_t handles[NKB_MAX_SOCKS];
   uint32_t n = 0;
-  pthread_mutex_lock(&g_lock);
+  nkb_core_t *c = nkb_core();
+  nkb_lock(&c->table_lock, NKB_RANK_TABLE);
   for (uint32_t i = 0; i < NKB_MAX_SOCKS; i++) {
-    nkb_sock_t *s = g_socks[i];
-    if (s == 0 || !pthread_equal(s->owner, self)) continue;
-    handles[n++] = (int32_t)(s->gen << NKB_INDEX_BITS | i);
+    nkb_sock_t *s = c->socks[i];
+    if (s == 0 || __atomic_load_n(&c->gen[i], __ATOMIC_ACQUIRE) == 0) continue;
+    if (!pthread_equal(s->owner, self)) continue;
+    handles[n++] = nkb_sock_handle(s);
   }
-  pthread_mutex_unlock(&g_lock);
+  nkb_unlock(&c->table_lock, NKB_RANK_TABLE);
   assert(n <= NKB_MAX_SOCKS);
   for (uint32_t k = 0; k < n; k++) {
     (void)nkb_sock_shutdown(handles[k]);  // -EBADF: close() already shut it down
@@ -183,6 +152,7 @@ static void nkb_owner_mark(void) {
   if (g_owner_key_ok) (void)pthread_setspecific(g_owner_key, (void *)1);
 }
 
+// The socket is prepared here, then copied into its slot (core.c).
 int32_t nkb_sock_open(void) {
   nkb_sock_t *s = calloc(1, sizeof(*s));
   if (s == 0) return -ENOMEM;
@@ -198,36 +168,34 @@ int32_t nkb_sock_open(void) {
     free(s);
     return rc;
   }
-  s->engine = -1;
+  s->eng = 0;
   s->owner = pthread_self();
   nkb_owner_mark();
   s->busy_wait_cnt = 15;
   s->ttl = 64;
   s->mcast_ttl = 1;
-  nkb_reg_init();  // first socket: map the registry file (outside g_lock: file I/O)
+  nkb_reg_init();  // first socket: map the registry file (outside any lock: file I/O)
   // The kernel socket's inode goes in the slot: readers believe a slot only when the
   // process holds that socket (a forged file cannot name one its process does not hold).
   struct stat st;
   uint64_t sock_ino = fstat(s->fd, &st) == 0 ? (uint64_t)st.st_ino : 0u;
   uint64_t netns_ino = nkb_sock_netns(s->fd);
-  pthread_mutex_lock(&g_lock);
-  int32_t h = -EMFILE;
-  for (uint32_t i = 0; i < NKB_MAX_SOCKS; i++) {
-    if (g_socks[i] != 0) continue;
-    g_gen[i] = g_gen[i] % NKB_GEN_MAX + 1u;
-    s->gen = g_gen[i];
-    s->stats = nkb_reg_take(i, sock_ino, netns_ino, s->stats_private);
-    g_socks[i] = s;
-    h = (int32_t)(s->gen << NKB_INDEX_BITS | i);
-    break;
-  }
-  pthread_mutex_unlock(&g_lock);
+  nkb_sock_t *slot = 0;
+  int32_t h = nkb_sock_insert(s, &slot);
   if (h < 0) {
     close(s->fd);
     close(s->wake_fd);
     close(s->park_fd);
-    free(s);
+  } else {
+    // The index is this socket's now. Its registry slot is written under the table lock,
+    // as every writer of a slot does (one seqlock writer at a time).
+    nkb_core_t *c = nkb_core();
+    nkb_lock(&c->table_lock, NKB_RANK_TABLE);
+    assert(slot != 0 && slot->stats == slot->stats_private);
+    slot->stats = nkb_reg_take(slot->index, sock_ino, netns_ino, slot->stats_private);
+    nkb_unlock(&c->table_lock, NKB_RANK_TABLE);
   }
+  free(s);
   assert(h != 0);
   return h;
 }
@@ -309,8 +277,8 @@ int32_t nkb_sock_setopt(int32_t h, uint32_t opt, int32_t value) {
     case NKB_OPT_MTU:
       // Frames must fit a UMEM chunk behind the XDP headroom: cap at what the engine holds.
       if (value < 68 || value > 65535) return -EINVAL;
-      if (s->engine >= 0) {
-        uint32_t cap = g_engines[s->engine].engine->frame_size - NKB_XDP_HEADROOM - NKB_ETH_LEN;
+      if (s->eng != 0) {
+        uint32_t cap = nkb_sock_engine(s)->frame_size - NKB_XDP_HEADROOM - NKB_ETH_LEN;
         s->mtu = (uint32_t)value < cap ? (uint32_t)value : cap;
       } else {
         s->mtu = (uint32_t)value;
@@ -325,7 +293,7 @@ int32_t nkb_sock_setopt(int32_t h, uint32_t opt, int32_t value) {
 // A membership the kernel accepted (joined) or ended: kept for the registry's Group.
 // A group joined while the list was full is not kept: once the kept ones are all left,
 // the registry names none (its count still says how many the socket holds).
-static void nkb_sock_groups(nkb_sock_t *s, int32_t idx, bool joined, uint32_t group_be) {
+static void nkb_sock_groups(nkb_sock_t *s, bool joined, uint32_t group_be) {
   uint32_t kept = s->groups_kept;
   assert(kept <= NKB_GROUPS_KEPT && kept <= s->groups_joined);
   if (joined) {
@@ -343,7 +311,7 @@ static void nkb_sock_groups(nkb_sock_t *s, int32_t idx, bool joined, uint32_t gr
   }
   s->groups_kept = kept;
   assert(kept <= NKB_GROUPS_KEPT && kept <= s->groups_joined);
-  if (idx >= 0) nkb_reg_groups((uint32_t)idx, kept > 0 ? s->groups_be[0] : 0u, s->groups_joined);
+  nkb_reg_groups(s->index, kept > 0 ? s->groups_be[0] : 0u, s->groups_joined);
 }
 
 int32_t nkb_sock_mcast(int32_t h, uint32_t op, uint32_t group_be, uint32_t iface_be) {
@@ -359,25 +327,23 @@ int32_t nkb_sock_mcast(int32_t h, uint32_t op, uint32_t group_be, uint32_t iface
   struct ip_mreq mreq = {.imr_multiaddr = {.s_addr = group_be}, .imr_interface = {.s_addr = iface_be}};
   int32_t name = op == NKB_MCAST_JOIN ? IP_ADD_MEMBERSHIP : IP_DROP_MEMBERSHIP;
   if (setsockopt(s->fd, IPPROTO_IP, name, &mreq, sizeof(mreq)) != 0) return -errno;
-  nkb_sock_groups(s, nkb_sock_index(h), op == NKB_MCAST_JOIN, group_be);
+  nkb_sock_groups(s, op == NKB_MCAST_JOIN, group_be);
   return 0;
 }
 
 int32_t nkb_sock_shutdown(int32_t h) {
-  int32_t idx = nkb_sock_index(h);
-  if (idx < 0) return -EBADF;
-  nkb_sock_t *s = g_socks[idx];
-  if (__atomic_exchange_n(&s->closing, 1u, __ATOMIC_ACQ_REL) != 0) return -EBADF;
+  nkb_sock_t *s = nkb_sock_get_any(h);
+  if (s == 0) return -EBADF;
+  // Sequentially consistent: a pin after this store fails (core.c).
+  if (__atomic_exchange_n(&s->closing, 1u, __ATOMIC_SEQ_CST) != 0) return -EBADF;
   uint64_t one = 1;
   (void)!write(s->wake_fd, &one, sizeof(one));  // a full eventfd already wakes the waiter
   return 0;
 }
 
 int32_t nkb_sock_wake(int32_t h) {
-  int32_t idx = nkb_sock_index(h);
-  if (idx < 0) return -EBADF;
-  nkb_sock_t *s = g_socks[idx];
-  if (__atomic_load_n(&s->closing, __ATOMIC_ACQUIRE)) return -EBADF;
+  nkb_sock_t *s = nkb_sock_get(h);
+  if (s == 0) return -EBADF;
   // The park eventfd is in every sleeping wait's poll set, and a wait that finds it
   // readable drains it: a wake costs the waiter one empty look, never a missed datagram.
   uint64_t one = 1;
@@ -387,23 +353,33 @@ int32_t nkb_sock_wake(int32_t h) {
   return 0;
 }
 
+// Setup lock first: the socket's engine may close with it (outside the table lock).
 int32_t nkb_sock_free(int32_t h) {
-  int32_t idx = nkb_sock_index(h);
-  if (idx < 0) return -EBADF;
-  nkb_sock_t *s = g_socks[idx];
-  if (!__atomic_load_n(&s->closing, __ATOMIC_ACQUIRE)) return -EINVAL;  // shutdown first
-  pthread_mutex_lock(&g_lock);
-  if (__atomic_load_n(&s->waiters, __ATOMIC_ACQUIRE) != 0) {
-    pthread_mutex_unlock(&g_lock);
-    return -EBUSY;  // a wait still runs on another thread: the caller frees it later
+  nkb_sock_t *s = nkb_sock_get_any(h);
+  if (s == 0) return -EBADF;
+  if (!__atomic_load_n(&s->closing, __ATOMIC_SEQ_CST)) return -EINVAL;  // shutdown first
+  nkb_core_t *c = nkb_core();
+  nkb_lock(&c->setup_lock, NKB_RANK_SETUP);
+  // Looked up again under the lock: another thread may have freed it meanwhile.
+  s = nkb_sock_get_any(h);
+  int32_t rc = s == 0 ? -EBADF : 0;
+  // A wait still runs on another thread: the caller frees it later. No new pin can
+  // start (closing is set), so the socket stays unpinned from here on.
+  if (rc == 0 && __atomic_load_n(&c->pins[s->index], __ATOMIC_SEQ_CST) != 0) rc = -EBUSY;
+  if (rc == 0 && s->eng != 0) rc = nkb_detach(s);
+  if (rc == 0) {
+    // The slot's memory stays for its next socket (core.c); its descriptors go before
+    // the slot is free, so that they are never those of the next socket.
+    close(s->fd);
+    close(s->wake_fd);
+    close(s->park_fd);
+    s->fd = s->wake_fd = s->park_fd = -1;
+    nkb_lock(&c->table_lock, NKB_RANK_TABLE);
+    nkb_reg_release(s->index);
+    rc = nkb_sock_remove_locked(s);
+    nkb_unlock(&c->table_lock, NKB_RANK_TABLE);
+    assert(rc == 0);
   }
-  if (s->engine >= 0) nkb_detach_locked((uint32_t)idx);
-  nkb_reg_release((uint32_t)idx);
-  g_socks[idx] = 0;
-  pthread_mutex_unlock(&g_lock);
-  close(s->fd);
-  close(s->wake_fd);
-  close(s->park_fd);
-  free(s);
-  return 0;
+  nkb_unlock(&c->setup_lock, NKB_RANK_SETUP);
+  return rc;
 }

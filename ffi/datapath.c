@@ -1,6 +1,8 @@
 // The data path: send and receive batches, and waiting for data. Runs per
 // datagram, so: no allocation, no locks but the engine's uncontended ring locks,
-// no syscall except the TX doorbell and the companion socket.
+// no syscall except the TX doorbell and the companion socket. Each entry resolves its
+// handle once (core.h) and passes the socket and its engine down; below the entries
+// nothing reads a table or takes a lock of the tables.
 #define _GNU_SOURCE
 #include <assert.h>
 #include <errno.h>
@@ -13,7 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "sock.h"
+#include "core.h"
 
 #define NKB_WAIT_MAX_US 60000000u
 #define NKB_SPIN_POLL_EVERY 16u   // spins between looks at the companion socket
@@ -24,10 +26,6 @@ static inline void nkb_cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();
 #endif
-}
-
-void nkb_frame_release(nkb_engine_t *e, uint32_t queue, uint64_t addr) {
-  nkb_engine_refill(e, queue, addr);
 }
 
 // ---- send -----------------------------------------------------------------
@@ -44,7 +42,7 @@ static int32_t nkb_send_kernel(nkb_sock_t *s, const uint8_t *buf, uint32_t len, 
   ssize_t r = sendto(s->fd, buf, len, MSG_DONTWAIT, (struct sockaddr *)&sin, sizeof(sin));
   // A bypass socket does not report ICMP errors (the contract): an error the companion
   // socket holds from an earlier datagram is consumed and the send tried once more.
-  if (r < 0 && errno == ECONNREFUSED && s->engine >= 0) {
+  if (r < 0 && errno == ECONNREFUSED && s->eng != 0) {
     s->stats[NKB_ST_ICMP_IGNORED]++;
     r = sendto(s->fd, buf, len, MSG_DONTWAIT, (struct sockaddr *)&sin, sizeof(sin));
   }
@@ -104,13 +102,6 @@ static int32_t nkb_send_one(nkb_sock_t *s, nkb_engine_t *e, const uint8_t *buf, 
   return nkb_send_ring(s, e, d, buf, len);
 }
 
-static nkb_engine_t *nkb_sock_engine(const nkb_sock_t *s) {
-  if (s->engine < 0) return 0;
-  nkb_engine_t *e = g_engines[s->engine].engine;
-  assert(e != 0);
-  return e;
-}
-
 // Rings for what the caller put on the TX ring (under the TX lock) and publishes the
 // interface's send drops the doorbell found, for this socket's counters and `nkb stat`.
 // A send's doorbell runs on the application's thread (the event loop): in copy mode the
@@ -135,9 +126,9 @@ int32_t nkb_sock_link_ack(int32_t h) {
   if (s == 0) return -EBADF;
   nkb_engine_t *e = nkb_sock_engine(s);
   if (e == 0) return -ENOTCONN;
-  pthread_mutex_lock(&e->tx_lock);
+  nkb_lock(&e->tx_lock, NKB_RANK_TX);
   s->link_gen_seen = e->link_gen;
-  pthread_mutex_unlock(&e->tx_lock);
+  nkb_unlock(&e->tx_lock, NKB_RANK_TX);
   return 0;
 }
 
@@ -147,13 +138,13 @@ int32_t nkb_send(int32_t h, const uint8_t *buf, uint32_t len, uint32_t daddr_be,
   if (buf == 0 && len != 0) return -EFAULT;
   nkb_engine_t *e = nkb_sock_engine(s);
   uint64_t now = nkb_now_ns();
-  if (e != 0) pthread_mutex_lock(&e->tx_lock);
+  if (e != 0) nkb_lock(&e->tx_lock, NKB_RANK_TX);
   uint64_t before = s->stats[NKB_ST_OPKTS];
   int32_t rc = e != 0 && nkb_link_changed(s, e, now)
                    ? NKB_ELINKCHANGE
                    : nkb_send_one(s, e, buf, len, daddr_be, dport, now);
   if (e != 0 && s->stats[NKB_ST_OPKTS] != before) (void)nkb_doorbell(s, e);
-  if (e != 0) pthread_mutex_unlock(&e->tx_lock);
+  if (e != 0) nkb_unlock(&e->tx_lock, NKB_RANK_TX);
   s->last_error = rc < 0 ? rc : 0;
   return rc;
 }
@@ -177,7 +168,7 @@ int32_t nkb_send_batch(int32_t h, const uint8_t *buf, uint32_t buf_len, const ui
   meta += (size_t)first * NKB_SEND_META_WORDS;
   nkb_engine_t *e = nkb_sock_engine(s);
   uint64_t now = nkb_now_ns();
-  if (e != 0) pthread_mutex_lock(&e->tx_lock);
+  if (e != 0) nkb_lock(&e->tx_lock, NKB_RANK_TX);
   uint64_t before = s->stats[NKB_ST_OPKTS];
   uint32_t sent = 0;
   int32_t rc = e != 0 && nkb_link_changed(s, e, now) ? NKB_ELINKCHANGE : 0;
@@ -192,7 +183,7 @@ int32_t nkb_send_batch(int32_t h, const uint8_t *buf, uint32_t buf_len, const ui
     if (rc < 0) break;
   }
   if (e != 0 && s->stats[NKB_ST_OPKTS] != before) (void)nkb_doorbell(s, e);
-  if (e != 0) pthread_mutex_unlock(&e->tx_lock);
+  if (e != 0) nkb_unlock(&e->tx_lock, NKB_RANK_TX);
   s->last_error = rc < 0 ? rc : 0;
   assert(sent <= count);
   return (int32_t)sent;
@@ -204,9 +195,9 @@ int32_t nkb_sock_flush(int32_t h) {
   nkb_engine_t *e = nkb_sock_engine(s);
   if (e == 0) return -ENOTCONN;
   // The link came back: what waited on the ring leaves, off the event loop.
-  pthread_mutex_lock(&e->tx_lock);
+  nkb_lock(&e->tx_lock, NKB_RANK_TX);
   nkb_engine_resume_tx(e);
-  pthread_mutex_unlock(&e->tx_lock);
+  nkb_unlock(&e->tx_lock, NKB_RANK_TX);
   return 0;
 }
 
@@ -235,7 +226,7 @@ static void nkb_rx_take(nkb_sock_t *s, nkb_rx_out_t *o, nkb_engine_t *e, uint32_
                         uint64_t addr, uint32_t len, uint32_t saddr_be, uint32_t sport) {
   s->stats[NKB_ST_IPKTS]++;
   nkb_rx_put(o, e->umem + addr + NKB_HDR_LEN, len, saddr_be, sport, 0);
-  nkb_frame_release(e, q, addr);
+  nkb_engine_refill(e, q, addr);
 }
 
 static void nkb_rx_put(nkb_rx_out_t *o, const uint8_t *payload, uint32_t len, uint32_t saddr_be,
@@ -257,19 +248,21 @@ static void nkb_rx_put(nkb_rx_out_t *o, const uint8_t *payload, uint32_t len, ui
   o->n++;
 }
 
-static int32_t nkb_flow_owner(nkb_engine_slot_t *es, uint32_t daddr_be, uint16_t dport) {
+// The socket that holds the flow (under the engine's rx lock, as flows change), or null.
+static nkb_sock_t *nkb_flow_owner(const nkb_engine_slot_t *es, uint32_t daddr_be,
+                                  uint16_t dport) {
   for (uint32_t i = 0; i < NKB_MAX_ATTACH; i++) {
     const nkb_flow_t *f = &es->flows[i];
-    if (f->sock >= 0 && f->ip_be == daddr_be && f->port == dport) return f->sock;
+    if (f->sock != 0 && f->ip_be == daddr_be && f->port == dport) return f->sock;
   }
-  return -1;
+  return 0;
 }
 
 static void nkb_park(nkb_sock_t *owner, nkb_engine_t *e, uint32_t q, uint64_t addr,
                      const nkb_parked_t *p) {
   if (owner->park_tail - owner->park_head >= NKB_PENDING) {
     owner->stats[NKB_ST_RX_DROPPED]++;
-    nkb_frame_release(e, q, addr);
+    nkb_engine_refill(e, q, addr);
     return;
   }
   owner->parked[owner->park_tail % NKB_PENDING] = *p;
@@ -295,37 +288,36 @@ static void nkb_rx_parked(nkb_sock_t *s, nkb_engine_t *e, nkb_rx_out_t *o) {
 }
 
 // One frame from queue q's RX ring: validate, then deliver, park or drop it.
-static void nkb_rx_frame(nkb_sock_t *s, int32_t self, nkb_engine_slot_t *es, uint32_t q,
+static void nkb_rx_frame(nkb_sock_t *s, nkb_engine_slot_t *es, uint32_t q,
                          const struct xdp_desc *desc, nkb_rx_out_t *o) {
   nkb_engine_t *e = es->engine;
   // Never trust a descriptor: it must lie inside one chunk of the UMEM.
   uint64_t chunk = desc->addr - desc->addr % e->frame_size;
   if (desc->addr >= e->umem_len || desc->len > e->frame_size - (desc->addr - chunk)) {
     s->stats[NKB_ST_RX_INVALID]++;
-    if (desc->addr < e->umem_len) nkb_frame_release(e, q, chunk);
+    if (desc->addr < e->umem_len) nkb_engine_refill(e, q, chunk);
     return;
   }
   const uint8_t *frame = e->umem + desc->addr;
   nkb_parsed_t pr;
   if (nkb_frame_parse(frame, desc->len, &pr) != NKB_FRAME_OK) {
     s->stats[NKB_ST_RX_INVALID]++;
-    nkb_frame_release(e, q, desc->addr);
+    nkb_engine_refill(e, q, desc->addr);
     return;
   }
-  int32_t owner = nkb_flow_owner(es, pr.daddr_be, pr.dport);
-  nkb_sock_t *os = owner >= 0 ? g_socks[owner] : 0;
+  nkb_sock_t *os = nkb_flow_owner(es, pr.daddr_be, pr.dport);
   if (os == 0) {
     s->stats[NKB_ST_RX_DROPPED]++;  // its socket left between the filter and us
-    nkb_frame_release(e, q, desc->addr);
+    nkb_engine_refill(e, q, desc->addr);
     return;
   }
   // A connected socket takes datagrams from its peer only, as the kernel's does.
   if (os->peer_port != 0 && (pr.saddr_be != os->peer_be || pr.sport != os->peer_port)) {
     os->stats[NKB_ST_RX_FOREIGN]++;
-    nkb_frame_release(e, q, desc->addr);
+    nkb_engine_refill(e, q, desc->addr);
     return;
   }
-  bool mine = owner == self && s->park_head == s->park_tail;
+  bool mine = os == s && s->park_head == s->park_tail;
   if (mine && o->n < o->max && nkb_rx_fits(o, pr.payload_len)) {
     nkb_rx_take(s, o, e, q, desc->addr, pr.payload_len, pr.saddr_be, pr.sport);
     return;
@@ -346,7 +338,7 @@ static void nkb_rx_prefetch(const nkb_engine_t *e, const struct xdp_desc *d) {
   __builtin_prefetch(p + 64);  // the payload's start (the checksum reads it all)
 }
 
-static void nkb_rx_ring(nkb_sock_t *s, int32_t self, nkb_engine_slot_t *es, nkb_rx_out_t *o) {
+static void nkb_rx_ring(nkb_sock_t *s, nkb_engine_slot_t *es, nkb_rx_out_t *o) {
   nkb_engine_t *e = es->engine;
   nkb_rx_parked(s, e, o);
   if (s->park_head != s->park_tail) return;  // order: parked frames go first
@@ -362,7 +354,7 @@ static void nkb_rx_ring(nkb_sock_t *s, int32_t self, nkb_engine_slot_t *es, nkb_
       if (i + NKB_RX_PREFETCH < n) {
         nkb_rx_prefetch(e, &descs[(idx + i + NKB_RX_PREFETCH) & x->rx.mask]);
       }
-      nkb_rx_frame(s, self, es, q, &descs[(idx + i) & x->rx.mask], o);
+      nkb_rx_frame(s, es, q, &descs[(idx + i) & x->rx.mask], o);
     }
     if (n > 0) nkb_ring_release(&x->rx, n);
     nkb_engine_wake_rx(e, q);
@@ -382,7 +374,7 @@ static int32_t nkb_rx_kernel(nkb_sock_t *s, nkb_rx_out_t *o) {
       if (errno == EAGAIN) __atomic_store_n(&s->kernel_hint, 0u, __ATOMIC_RELAXED);
       if (errno == EAGAIN || errno == EINTR) return 0;
       // ICMP errors are reported on the kernel path only, as the contract says.
-      if (errno == ECONNREFUSED && s->engine >= 0) {
+      if (errno == ECONNREFUSED && s->eng != 0) {
         s->stats[NKB_ST_ICMP_IGNORED]++;
         continue;
       }
@@ -411,9 +403,8 @@ static void nkb_rx_hand_over(const nkb_rx_out_t *o) {
 
 int32_t nkb_recv_batch(int32_t h, uint8_t *buf, uint32_t buf_len, uint32_t *meta,
                        uint32_t meta_len, uint32_t max_msgs) {
-  int32_t self = nkb_sock_index(h);
   nkb_sock_t *s = nkb_sock_get(h);
-  if (s == 0 || self < 0) return -EBADF;
+  if (s == 0) return -EBADF;
   // Both buffers and both sizes come from JavaScript: the sizes are those of the arrays
   // passed, read at call time, and every entry written must lie inside meta.
   if (buf == 0 || buf_len == 0 || max_msgs == 0) return -EINVAL;
@@ -424,14 +415,14 @@ int32_t nkb_recv_batch(int32_t h, uint8_t *buf, uint32_t buf_len, uint32_t *meta
   // calls look at it only when a wait saw it readable (or it holds the socket's only
   // path): an empty recvfrom per call was a syscall per datagram for bypass traffic.
   bool kernel_first = (++s->fairness & 15u) == 0;
-  bool kernel_due = s->engine < 0 || __atomic_load_n(&s->kernel_hint, __ATOMIC_RELAXED) != 0;
+  nkb_engine_slot_t *es = s->eng;
+  bool kernel_due = es == 0 || __atomic_load_n(&s->kernel_hint, __ATOMIC_RELAXED) != 0;
   int32_t krc = kernel_first ? nkb_rx_kernel(s, &o) : 0;
-  if (s->engine >= 0 && o.n < o.max) {
-    nkb_engine_slot_t *es = &g_engines[s->engine];
+  if (es != 0 && o.n < o.max) {
     uint32_t before = o.n;
-    pthread_mutex_lock(&es->engine->rx_lock);
-    nkb_rx_ring(s, self, es, &o);
-    pthread_mutex_unlock(&es->engine->rx_lock);
+    nkb_lock(&es->engine->rx_lock, NKB_RANK_RX);
+    nkb_rx_ring(s, es, &o);
+    nkb_unlock(&es->engine->rx_lock, NKB_RANK_RX);
     if (o.n > before && s->rx_spun) {
       s->stats[NKB_ST_IPKTS_SPIN]++;
       s->rx_spun = 0;
@@ -604,18 +595,18 @@ static int32_t nkb_wait_sleep(const nkb_waiting_t *w, int32_t *out, uint32_t n,
   return (int32_t)ready;
 }
 
-// Pins the sockets of handles (n of them, read by get(k)): nkb_sock_free refuses while a
-// wait runs on another thread. A handle that is no socket answers -EBADF in out; one given
-// twice is pinned once (its second place answers 0). Returns how many answered -EBADF.
+// Pins the sockets of handles (n of them): nkb_sock_free and detach refuse while a wait
+// runs on another thread (core.c). A handle that is no socket answers -EBADF in out; one
+// given twice is pinned once (its second place answers 0). Returns how many answered
+// -EBADF. Takes no lock: a pin is a per-socket count.
 static uint32_t nkb_wait_pin(nkb_waiting_t *w, int32_t *out, uint32_t n, const uint8_t *handles) {
   uint32_t closed = 0;
-  pthread_mutex_lock(&g_lock);
   for (uint32_t k = 0; k < n; k++) {
     int32_t h;
     memcpy(&h, handles + (size_t)k * sizeof(h), sizeof(h));  // the caller's may be misaligned
-    nkb_sock_t *s = nkb_sock_get(h);
     w[k] = (nkb_waiting_t){.s = 0, .e = 0};
     out[k] = 0;
+    nkb_sock_t *s = nkb_sock_pin(h);
     if (s == 0) {
       out[k] = -EBADF;
       closed++;
@@ -623,11 +614,14 @@ static uint32_t nkb_wait_pin(nkb_waiting_t *w, int32_t *out, uint32_t n, const u
     }
     bool twice = false;
     for (uint32_t j = 0; j < k && !twice; j++) twice = w[j].s == s;
-    if (twice) continue;
-    __atomic_add_fetch(&s->waiters, 1u, __ATOMIC_ACQ_REL);
-    w[k] = (nkb_waiting_t){.s = s, .e = nkb_sock_engine(s)};
+    if (twice) {
+      nkb_sock_unpin(s);
+      continue;
+    }
+    // Read after the pin: a detach that cleared it first sees the pin and puts it back.
+    const nkb_engine_slot_t *es = __atomic_load_n(&s->eng, __ATOMIC_SEQ_CST);
+    w[k] = (nkb_waiting_t){.s = s, .e = es != 0 ? es->engine : 0};
   }
-  pthread_mutex_unlock(&g_lock);
   return closed;
 }
 
@@ -656,7 +650,7 @@ static int32_t nkb_wait_pinned(nkb_waiting_t *w, int32_t *out, uint32_t n, uint3
     if (w[k].s == 0) continue;
     // One wait of a socket at a time (its receives share it), so a plain add will do.
     w[k].s->stats[NKB_ST_WAIT_NS] += waited;
-    __atomic_sub_fetch(&w[k].s->waiters, 1u, __ATOMIC_ACQ_REL);
+    nkb_sock_unpin(w[k].s);
   }
   return rc < 0 ? rc : (int32_t)ready;
 }

@@ -6,8 +6,8 @@
 // `nkb stat` and to its own `stats()`. It runs while the process has an engine: the
 // first attach starts it, the close of the last engine stops and joins it.
 //
-// It never waits for g_lock: it tries, and a stop request ends the tries, so that the
-// last engine's close may join it while holding g_lock. It is the only writer of recv_q;
+// It never waits for the table lock: it tries, and a stop request ends the tries. It is
+// the only writer of recv_q;
 // the drop counters only ever rise (nkb_stat_raise), whoever copies them.
 #define _GNU_SOURCE
 #include <assert.h>
@@ -15,8 +15,9 @@
 #include <pthread.h>
 #include <time.h>
 
+#include "core.h"
+#include "refresh.h"
 #include "registry.h"
-#include "sock.h"
 
 #define NKB_REFRESH_LOCK_TRIES 50u  // 1 ms apart: a pass is skipped after 50 ms of contention
 
@@ -35,11 +36,11 @@ static bool nkb_refresh_stopping(void) {
   return __atomic_load_n(&g_refresh.stop, __ATOMIC_ACQUIRE) != 0;
 }
 
-// Takes g_lock by trying (never blocking behind a closing engine that joins us).
-static bool nkb_refresh_lock(void) {
+// Takes the table lock by trying: a stop request ends the tries.
+static bool nkb_refresh_lock(nkb_core_t *c) {
   for (uint32_t i = 0; i < NKB_REFRESH_LOCK_TRIES; i++) {
     if (nkb_refresh_stopping()) return false;
-    if (pthread_mutex_trylock(&g_lock) == 0) return true;
+    if (nkb_trylock(&c->table_lock, NKB_RANK_TABLE)) return true;
     struct timespec ts = {.tv_sec = 0, .tv_nsec = 1000000L};
     nanosleep(&ts, 0);
   }
@@ -60,29 +61,30 @@ static uint32_t nkb_rx_waiting(const nkb_engine_t *e) {
   return total;
 }
 
-// One pass over the tables (g_lock held): each engine's kernel counters read once.
-static void nkb_refresh_pass(void) {
+// One pass over the tables (table lock held): each engine's kernel counters read once.
+static void nkb_refresh_pass(nkb_core_t *c) {
+  assert(nkb_holds(NKB_RANK_TABLE));
   uint64_t drops[NKB_MAX_ENGINES];
   uint32_t waiting[NKB_MAX_ENGINES];
   for (uint32_t i = 0; i < NKB_MAX_ENGINES; i++) {
-    nkb_engine_t *e = g_engines[i].engine;
+    nkb_engine_t *e = c->engines[i].engine;
     drops[i] = e != 0 ? nkb_engine_kernel_drops(e) : 0;
     waiting[i] = e != 0 ? nkb_rx_waiting(e) : 0;
   }
   for (uint32_t idx = 0; idx < NKB_MAX_SOCKS; idx++) {
-    nkb_sock_t *s = g_socks[idx];
-    if (s == 0) continue;
+    nkb_sock_t *s = c->socks[idx];
+    if (s == 0 || __atomic_load_n(&c->gen[idx], __ATOMIC_ACQUIRE) == 0) continue;
     uint32_t parked = __atomic_load_n(&s->park_tail, __ATOMIC_ACQUIRE) -
                       __atomic_load_n(&s->park_head, __ATOMIC_ACQUIRE);
     if (parked > NKB_PENDING) parked = NKB_PENDING;  // loads torn by a racing receive
     uint32_t recv_q = parked;
-    if (s->engine >= 0) {
-      assert((uint32_t)s->engine < NKB_MAX_ENGINES);
-      nkb_engine_t *e = g_engines[s->engine].engine;
-      assert(e != 0);
-      nkb_stat_raise(&s->stats[NKB_ST_ENGINE_DROPS], drops[s->engine]);
-      nkb_stat_raise(&s->stats[NKB_ST_ENGINE_TX_DROPS], nkb_engine_tx_drops(e));
-      recv_q += waiting[s->engine];
+    const nkb_engine_slot_t *es = s->eng;
+    if (es != 0) {
+      uint32_t at = (uint32_t)(es - c->engines);
+      assert(at < NKB_MAX_ENGINES && es->engine != 0);
+      nkb_stat_raise(&s->stats[NKB_ST_ENGINE_DROPS], drops[at]);
+      nkb_stat_raise(&s->stats[NKB_ST_ENGINE_TX_DROPS], nkb_engine_tx_drops(es->engine));
+      recv_q += waiting[at];
     }
     nkb_reg_recv_q(idx, recv_q);
   }
@@ -114,9 +116,10 @@ static void *nkb_refresh_main(void *arg) {
   (void)arg;
   // One pass per period for as long as an engine lives (stop ends it).
   while (nkb_refresh_sleep()) {
-    if (!nkb_refresh_lock()) continue;
-    nkb_refresh_pass();
-    pthread_mutex_unlock(&g_lock);
+    nkb_core_t *c = nkb_core();
+    if (!nkb_refresh_lock(c)) continue;
+    nkb_refresh_pass(c);
+    nkb_unlock(&c->table_lock, NKB_RANK_TABLE);
   }
   assert(nkb_refresh_stopping());
   return 0;
@@ -156,9 +159,9 @@ void nkb_refresh_start(void) {
   pthread_mutex_unlock(&g_refresh.lock);
 }
 
-// Callers hold g_lock, as nkb_refresh_start's do (attach, the last detach), so a start
-// never runs between this stop's unlock and its join; the unload destructor is the one
-// exception, when nothing attaches any more.
+// Callers hold the setup lock, as nkb_refresh_start's do (attach, the last detach), so a
+// start never runs between this stop's unlock and its join; the unload destructor is the
+// one exception, when nothing attaches any more.
 void nkb_refresh_stop(void) {
   pthread_mutex_lock(&g_refresh.lock);
   bool join = g_refresh.running != 0;
@@ -172,5 +175,5 @@ void nkb_refresh_stop(void) {
 
 // The library is pinned (RTLD_NODELETE, api.c); should that have failed, an unload must not
 // leave the thread running unmapped code. At process exit this ends it too (bounded: it
-// sleeps on g_refresh.cv or tries g_lock, and both look at stop).
+// sleeps on g_refresh.cv or tries the table lock, and both look at stop).
 __attribute__((destructor)) static void nkb_refresh_unload(void) { nkb_refresh_stop(); }

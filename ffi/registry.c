@@ -26,7 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "sock.h"
+#include "core.h"
 
 #define NKB_REG_MAX_DIR_ENTRIES 8192u  // bound on the dead-file sweep
 #define NKB_REG_PATH_MAX 512u
@@ -535,13 +535,14 @@ void nkb_reg_release(uint32_t idx) {
 
 void nkb_reg_groups(uint32_t idx, uint32_t group_be, uint32_t groups) {
   if (g_reg == 0 || idx >= NKB_REG_SLOTS) return;
-  pthread_mutex_lock(&g_lock);
+  nkb_core_t *c = nkb_core();
+  nkb_lock(&c->table_lock, NKB_RANK_TABLE);
   nkb_reg_slot_t *sl = nkb_reg_slot(idx);
   nkb_slot_begin(sl);
   memcpy(sl->group, &group_be, 4);
   sl->groups = groups;
   nkb_slot_end(sl);
-  pthread_mutex_unlock(&g_lock);
+  nkb_unlock(&c->table_lock, NKB_RANK_TABLE);
 }
 
 void nkb_reg_recv_q(uint32_t idx, uint32_t datagrams) {
@@ -552,9 +553,9 @@ void nkb_reg_recv_q(uint32_t idx, uint32_t datagrams) {
 
 int32_t nkb_reg_note(int32_t h, uint32_t flags, uint32_t recv_mode, const uint8_t *reason_z,
                      uint32_t reason_len) {
-  int32_t idx = nkb_sock_index(h);
   nkb_sock_t *s = nkb_sock_get(h);
-  if (s == 0 || idx < 0) return -EBADF;
+  if (s == 0) return -EBADF;
+  uint32_t idx = s->index;
   // The NUL within the bytes given, and within what a slot's reason holds.
   uint32_t scan = reason_len < NKB_REG_REASON_LEN ? reason_len : NKB_REG_REASON_LEN;
   if (reason_z == 0 || scan == 0 || memchr(reason_z, 0, scan) == 0) return -EINVAL;
@@ -563,8 +564,9 @@ int32_t nkb_reg_note(int32_t h, uint32_t flags, uint32_t recv_mode, const uint8_
   socklen_t len = sizeof(local);
   memset(&local, 0, sizeof(local));
   if (getsockname(s->fd, (struct sockaddr *)&local, &len) != 0) memset(&local, 0, sizeof(local));
-  pthread_mutex_lock(&g_lock);
-  nkb_reg_slot_t *sl = nkb_reg_slot((uint32_t)idx);
+  nkb_core_t *c = nkb_core();
+  nkb_lock(&c->table_lock, NKB_RANK_TABLE);
+  nkb_reg_slot_t *sl = nkb_reg_slot(idx);
   nkb_slot_begin(sl);
   uint32_t f = flags & (NKB_REG_F_BYPASS | NKB_REG_F_AFFINE);
   memcpy(sl->local_ip, &local.sin_addr.s_addr, 4);
@@ -575,8 +577,8 @@ int32_t nkb_reg_note(int32_t h, uint32_t flags, uint32_t recv_mode, const uint8_
   if (s->peer_port != 0) f |= NKB_REG_F_CONNECTED;
   sl->ifindex = sl->first_queue = sl->queue_count = 0;
   memset(sl->ifname, 0, sizeof(sl->ifname));
-  if (s->engine >= 0) {
-    const nkb_engine_t *e = g_engines[s->engine].engine;
+  if (s->eng != 0) {
+    const nkb_engine_t *e = s->eng->engine;
     sl->ifindex = e->ifindex;
     sl->first_queue = e->first_queue;
     sl->queue_count = e->queue_count;
@@ -590,7 +592,7 @@ int32_t nkb_reg_note(int32_t h, uint32_t flags, uint32_t recv_mode, const uint8_
   // The NUL was found within NKB_REG_REASON_LEN bytes above: the copy reads no further.
   snprintf(sl->reason, sizeof(sl->reason), "%s", (const char *)reason_z);
   nkb_slot_end(sl);
-  pthread_mutex_unlock(&g_lock);
+  nkb_unlock(&c->table_lock, NKB_RANK_TABLE);
   return 0;
 }
 

@@ -112,12 +112,12 @@ void nkb_reg_init(void);
 // The counters of socket table index idx: its slot's (slot taken, in_use set, sock_ino
 // recorded) or, when there is no registry, `fallback`.
 uint64_t *nkb_reg_take(uint32_t idx, uint64_t sock_ino, uint64_t netns_ino, uint64_t *fallback);
-// Frees socket idx's slot (in_use 0). g_lock held.
+// Frees socket idx's slot (in_use 0). The table lock held.
 void nkb_reg_release(uint32_t idx);
 // Socket idx's multicast memberships: the group shown (network order, 0: none) and how
-// many it holds. Takes g_lock.
+// many it holds. Takes the table lock.
 void nkb_reg_groups(uint32_t idx, uint32_t group_be, uint32_t groups);
-// Socket idx's waiting datagrams (recv_q). g_lock held (the refresher's pass).
+// Socket idx's waiting datagrams (recv_q): one aligned word, any thread.
 void nkb_reg_recv_q(uint32_t idx, uint32_t datagrams);
 // Root only: sets a squatted R/<uid> aside (rfd: R, opened; dir: its path, for messages).
 // 0 (fine or absent), 1 (set aside), or -errno (-EPERM: not root; -EBUSY: not moved).

@@ -1,13 +1,21 @@
-// Shim-internal state shared by the control entries (api.c) and the data path
-// (datapath.c): the socket and engine tables.
+// Shim-internal types shared by the control entries and the data path: a socket, its
+// engine slot and the interface filter it shares. The tables that hold them are in core.h.
 #ifndef NKB_SOCK_H
 #define NKB_SOCK_H
 
+#include <assert.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "nkb.h"
+
+static inline uint64_t nkb_now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
 
 // A buffer JavaScript handed an entry: present, at least need bytes by the length read
 // from the array itself, and aligned for the words the entry writes through it.
@@ -39,8 +47,10 @@ typedef struct nkb_parked {
 
 #define NKB_GROUPS_KEPT 32u  // the kernel's default is 20 per socket (igmp_max_memberships)
 
+struct nkb_engine_slot;
+
 typedef struct nkb_sock {
-  uint32_t gen;
+  uint32_t index;         // its slot in the table (core.h), for the life of the slot
   int32_t fd;             // the companion kernel UDP socket: it exists for every socket
   int32_t wake_fd;        // eventfd that ends a sleeping wait when the socket closes
   int32_t park_fd;        // eventfd: another socket parked datagrams for this one as it slept
@@ -48,9 +58,10 @@ typedef struct nkb_sock {
   uint32_t park_signaled; // atomic: park_fd was written since that wait last drained it
   uint32_t wake_req;      // atomic: nkb_sock_wake asked a spinning wait to return
   uint32_t closing;       // atomic
-  uint32_t waiters;       // atomic: waits in progress (they run on other threads)
   pthread_t owner;        // the thread that opened it (a Worker's): its exit closes it
-  int32_t engine;         // index into the engine table, -1 on the kernel path
+  // The engine slot it is attached to, null on the kernel path. Written under the table
+  // lock, while no wait pins the socket; read by the socket's own calls.
+  struct nkb_engine_slot *eng;
   uint32_t mtu;
   uint32_t busy_wait_cnt;
   uint32_t peer_be;       // set by connect: the kernel would drop datagrams from others
@@ -81,16 +92,18 @@ typedef struct nkb_sock {
 } nkb_sock_t;
 
 typedef struct nkb_flow {
-  int32_t sock;           // index into the socket table, -1 when free
+  nkb_sock_t *sock;       // null when free; written under the engine's rx lock
   uint32_t ip_be;
   uint16_t port;
   uint16_t reserved;
 } nkb_flow_t;
 
+struct nkb_iface;
+
 typedef struct nkb_engine_slot {
   uint32_t refs;          // sockets attached
-  int32_t iface;          // index into the interface table
-  nkb_engine_t *engine;
+  struct nkb_iface *iface;
+  nkb_engine_t *engine;   // null while the slot is free (published under the table lock)
   nkb_flow_t flows[NKB_MAX_ATTACH];
 } nkb_engine_slot_t;
 
@@ -118,28 +131,17 @@ static inline void nkb_stat_raise(uint64_t *w, uint64_t v) {
   }
 }
 
-// The refresher (refresh.c): the kernel's counters and recv_q into every socket's stats
-// and slot every NKB_REFRESH_MS while the process has an engine. Both under g_lock (but
-// refresh.c's destructor, at unload or exit).
-#define NKB_REFRESH_MS 250u
-void nkb_refresh_start(void);
-void nkb_refresh_stop(void);
+// The socket's engine, null on the kernel path.
+static inline nkb_engine_t *nkb_sock_engine(const nkb_sock_t *s) {
+  if (s->eng == 0) return 0;
+  nkb_engine_t *e = s->eng->engine;
+  assert(e != 0);  // a slot keeps its engine while a socket is attached
+  return e;
+}
 
 #define NKB_FILTER_QUEUES 64u  // XSKMAP size: queue-affine sockets up to queue 63
 
-extern nkb_sock_t *g_socks[NKB_MAX_SOCKS];
-extern nkb_engine_slot_t g_engines[NKB_MAX_ENGINES];
-extern nkb_iface_t g_ifaces[NKB_MAX_ENGINES];
-extern pthread_mutex_t g_lock;  // guards both tables; never taken on the data path
-
-// Handle (generation << 10 | index) to socket, or null when stale or closed.
-nkb_sock_t *nkb_sock_get(int32_t h);
-int32_t nkb_sock_index(int32_t h);
-uint64_t nkb_now_ns(void);
-// Remove socket idx from its engine (closing the engine with its last socket). g_lock held.
-void nkb_detach_locked(uint32_t idx);
-// Give a parked or just-read frame back to its queue's fill ring.
+// dest.c: the destination header cache. Finds daddr:dport's entry, or null.
 nkb_dest_t *nkb_dest_find(nkb_sock_t *s, uint32_t daddr_be, uint32_t dport);
-void nkb_frame_release(nkb_engine_t *e, uint32_t queue, uint64_t addr);
 
 #endif

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <time.h>
 
+#include "lock_order.h"
 #include "xsk.h"
 
 #define NKB_PUSH_EVERY_US 100u
@@ -25,11 +26,11 @@ void nkb_pusher_init(nkb_pusher_t *p) {
 // Waits until frames are behind or the engine closes: false when it closes.
 static bool nkb_pusher_wait(nkb_pusher_t *p) {
   assert(p != 0);
-  pthread_mutex_lock(&p->lock);
+  nkb_lock(&p->lock, NKB_RANK_PUSHER);
   while (p->behind == 0 && p->stop == 0) pthread_cond_wait(&p->cv, &p->lock);
   assert(p->behind == 1 || p->stop == 1);
   bool go_on = p->stop == 0;
-  pthread_mutex_unlock(&p->lock);
+  nkb_unlock(&p->lock, NKB_RANK_PUSHER);
   return go_on;
 }
 
@@ -46,12 +47,12 @@ static void *nkb_pusher_main(void *arg) {
     // senders 7.7-8.2 ms on a slow VM (the event_loop test's link-flap phase).
     uint32_t stalls = 0;
     for (uint32_t i = 0; i < NKB_KICK_MAX && stalls < NKB_PUSH_STALLS; i++) {
-      pthread_mutex_lock(&e->tx_lock);
+      nkb_lock(&e->tx_lock, NKB_RANK_TX);
       uint32_t before = __atomic_load_n(e->xsk[0].tx.consumer, __ATOMIC_ACQUIRE);
       (void)nkb_engine_kick_all(e, 1u);  // notes whether frames are still behind
       bool moved = __atomic_load_n(e->xsk[0].tx.consumer, __ATOMIC_ACQUIRE) != before;
       bool behind = e->tx_behind != 0;
-      pthread_mutex_unlock(&e->tx_lock);
+      nkb_unlock(&e->tx_lock, NKB_RANK_TX);
       if (!behind) break;
       stalls = moved ? 0u : stalls + 1u;
     }
@@ -66,7 +67,7 @@ void nkb_pusher_note(nkb_engine_t *e, bool behind) {
   if ((uint32_t)behind == e->tx_behind) return;
   e->tx_behind = behind;
   nkb_pusher_t *p = &e->pusher;
-  pthread_mutex_lock(&p->lock);
+  nkb_lock(&p->lock, NKB_RANK_PUSHER);
   p->behind = behind;
   if (behind && p->started == 0 && p->failed == 0 && p->stop == 0) {
     int rc = pthread_create(&p->thread, 0, nkb_pusher_main, e);
@@ -74,19 +75,19 @@ void nkb_pusher_note(nkb_engine_t *e, bool behind) {
     p->failed = rc != 0;  // then the next send or the close rings instead
   }
   if (behind) pthread_cond_signal(&p->cv);
-  pthread_mutex_unlock(&p->lock);
+  nkb_unlock(&p->lock, NKB_RANK_PUSHER);
   assert(p->started + p->failed <= 1u);
 }
 
 void nkb_pusher_stop(nkb_engine_t *e) {
   assert(e != 0);
   nkb_pusher_t *p = &e->pusher;
-  pthread_mutex_lock(&p->lock);
+  nkb_lock(&p->lock, NKB_RANK_PUSHER);
   p->stop = 1;
   bool join = p->started != 0;
   p->started = 0;
   pthread_cond_signal(&p->cv);
-  pthread_mutex_unlock(&p->lock);
+  nkb_unlock(&p->lock, NKB_RANK_PUSHER);
   if (join) (void)pthread_join(p->thread, 0);
   assert(p->started == 0 && p->stop == 1);
 }

@@ -3,6 +3,8 @@
 #define _GNU_SOURCE
 #include "xsk.h"
 
+#include "lock_order.h"
+
 #include <errno.h>
 #include <linux/ethtool.h>
 #include <linux/if_xdp.h>
@@ -415,18 +417,18 @@ uint32_t nkb_engine_drain_tx(nkb_engine_t *e, uint32_t timeout_ms) {
   // doorbell that fails (the link is down: ENETDOWN, ENXIO) moves nothing however often
   // it rings, and close() runs on the event loop: the frames left are dropped at once.
   for (uint32_t i = 0; i < timeout_ms * 10u && !empty && !refused; i++) {
-    pthread_mutex_lock(&e->tx_lock);
+    nkb_lock(&e->tx_lock, NKB_RANK_TX);
     refused = nkb_engine_kick_all(e, NKB_KICK_MAX) < 0;
     empty = nkb_tx_ring_empty(e);
-    pthread_mutex_unlock(&e->tx_lock);
+    nkb_unlock(&e->tx_lock, NKB_RANK_TX);
     struct timespec ts = {.tv_sec = 0, .tv_nsec = 100000L};
     if (!empty && !refused) nanosleep(&ts, 0);
   }
-  pthread_mutex_lock(&e->tx_lock);
+  nkb_lock(&e->tx_lock, NKB_RANK_TX);
   uint32_t left = x->tx.cached_prod - __atomic_load_n(x->tx.consumer, __ATOMIC_ACQUIRE);
   assert(left <= NKB_TX_FRAMES);
   __atomic_add_fetch(&e->tx_dropped, (uint64_t)left, __ATOMIC_RELAXED);
-  pthread_mutex_unlock(&e->tx_lock);
+  nkb_unlock(&e->tx_lock, NKB_RANK_TX);
   return left;
 }
 

@@ -41,12 +41,12 @@ export const PREBUILT_GLIBC = "2.27";
 /** The platforms with a prebuilt library, by `linux-<Deno.build.arch>`. */
 export const PREBUILT: Readonly<Record<string, Prebuilt>> = {
   "linux-x86_64": {
-    sha256: "063fc88b9c2a80bd4b9ccef935117821626a7eaaf6671f8e081ef5182f4b40d5",
-    size: 95592,
+    sha256: "446e8d2c96a09951daf5aeb94001fd45c5833809509250e0653b78194e940557",
+    size: 101952,
   },
   "linux-aarch64": {
-    sha256: "3e867b2a392f7990afd7148356e068ff97f8fe119897eb36726e7e13797a067d",
-    size: 93384,
+    sha256: "aad1986d7834ed899140c108dd09c8aa1ef6f1483c08824f725728a282359e4b",
+    size: 100056,
   },
 };
 // END PREBUILT
