@@ -126,6 +126,7 @@ interface Config {
   paths: Path[];
   mqRate: number;
   mqWorkUs: number;
+  churnRate: number;
   busyUs: number;
   jsonPath: string | null;
 }
@@ -190,7 +191,7 @@ const PROGRAM_DRAIN_MS = 500;
 // The native paced generator's lowest rate (ceiling mqtx).
 const PACED_MIN_PPS = 1000;
 
-const ALL_TESTS = ["rx", "send", "rtt", "idle", "mq", "preload"];
+const ALL_TESTS = ["rx", "send", "rtt", "idle", "mq", "preload", "churn"];
 // The tests that run on the paths (measure()).
 const PATH_TESTS_ALL = ["rx", "send", "rtt"];
 const ALL_PATHS: Path[] = ["kernel", "copy", "copy0", "batch", "batch0", "native"];
@@ -352,6 +353,7 @@ function parseConfig(argv: string[]): Config {
     paths: [...ALL_PATHS],
     mqRate: 80_000,
     mqWorkUs: 20,
+    churnRate: 20_000,
     busyUs: 2000,
     jsonPath: null,
   };
@@ -369,7 +371,9 @@ function parseConfig(argv: string[]): Config {
       cfg.mqRepeat = n;
     } else if (key === "--idle-ms" && n >= 200 && n <= 20_000) cfg.idleMs = n;
     else if (key === "--mq-rate" && Number.isInteger(n) && n >= 1000 && n <= 5e6) cfg.mqRate = n;
-    else if (key === "--mq-work-us" && Number.isInteger(n) && n >= 0 && n <= 1000) {
+    else if (key === "--churn-rate" && Number.isInteger(n) && n >= 1000 && n <= 1e6) {
+      cfg.churnRate = n;
+    } else if (key === "--mq-work-us" && Number.isInteger(n) && n >= 0 && n <= 1000) {
       cfg.mqWorkUs = n;
     } else if (key === "--busy-us" && Number.isInteger(n) && n >= 0 && n <= 5000) {
       cfg.busyUs = n;
@@ -991,6 +995,132 @@ function mqTable(runs: Map<number, MqResult[]>, cfg: Config): string {
   ].join("\n");
 }
 
+/** One run of the churn test: the receiving Worker's gaps, and the churning Worker's cycles. */
+interface ChurnResult {
+  churn: boolean;
+  sent: number;
+  received: number;
+  maxGapMs: number;
+  p999GapMs: number;
+  p99GapMs: number;
+  p50GapMs: number;
+  cycles: number;
+  bypassed: number;
+  longestCycleMs: number;
+  raw: Record<string, unknown>;
+}
+
+async function churnFlow(b: Bench, tb: Testbed, withChurn: boolean): Promise<ChurnResult> {
+  const { cfg } = b;
+  const port = BASE_PORT + 2 * portSeq++;
+  const churnPort = BASE_PORT + 2 * portSeq++;
+  const maxMs = cfg.durationMs + RESULT_SLACK_MS;
+  const name = `churn_sink[${withChurn ? 1 : 0}]@a`;
+  const sink = await startWorker(name, true, () =>
+    tb.spawnDeno("a", `${WORKERS}churn_sink.ts`, [
+      ...["--host", tb.a.ip, "--port", `${port}`, "--churn-port", `${churnPort}`],
+      ...["--max-ms", `${maxMs}`, "--churn", withChurn ? "1" : "0"],
+    ], { name }), false);
+  let gen: TestbedProcess | null = null;
+  try {
+    gen = await startWorker("churntx@b", true, () =>
+      tb.spawn("b", [
+        nativeBin(b),
+        ...["mqtx", tb.b.ip, `${port + 1}`, tb.a.ip, `${port}`, "1"],
+        ...[`${cfg.churnRate}`, `${MQ_SIZE}`, `${cfg.durationMs / 1000}`, `${cfg.drainMs}`],
+      ], { name: "churntx@b" }), false);
+    const gr = rec((await gen.nextWith("result", maxMs)).result, "generator result");
+    const rr = rec((await sink.nextWith("result", maxMs)).result, "receiver result");
+    await Promise.all([gen.wait(EXIT_TIMEOUT_MS), sink.wait(EXIT_TIMEOUT_MS)]);
+    const rx = rec(rr.rx, "rx result");
+    const ch = rr.churn === null ? null : rec(rr.churn, "churn result");
+    if (rx.ended !== true) errors.push(`churn ${withChurn}: the receiver saw no end marker`);
+    if (ch !== null && num(ch.bypassed, "bypassed") < num(ch.cycles, "cycles")) {
+      errors.push(`churn: ${JSON.stringify(ch.reasons)} of the churning sockets fell back`);
+    }
+    return {
+      churn: withChurn,
+      sent: num(gr.sent, "sent"),
+      received: num(rx.received, "received"),
+      maxGapMs: num(rx.maxGapMs, "maxGapMs"),
+      p999GapMs: num(rx.p999GapMs, "p999GapMs"),
+      p99GapMs: num(rx.p99GapMs, "p99GapMs"),
+      p50GapMs: num(rx.p50GapMs, "p50GapMs"),
+      cycles: ch === null ? 0 : num(ch.cycles, "cycles"),
+      bypassed: ch === null ? 0 : num(ch.bypassed, "bypassed"),
+      longestCycleMs: ch === null ? 0 : num(ch.longestMs, "longestMs"),
+      raw: { generator: gr, receiver: rr },
+    };
+  } finally {
+    await Promise.all([sink.dispose(), gen?.dispose()]);
+  }
+}
+
+/** Without and with a churning Worker, `mqRepeat` times, on a 2-queue veth. */
+async function churnTest(b: Bench): Promise<ChurnResult[]> {
+  const runs: ChurnResult[] = [];
+  if (b.native === null) {
+    errors.push("churn: not measured (the native generator was not built)");
+    return runs;
+  }
+  const tb = await Testbed.create({ thirdOctet: "next", numRxQueues: 2, numTxQueues: 2 });
+  try {
+    for (let i = 1; i <= b.cfg.mqRepeat; i++) {
+      for (const withChurn of i % 2 === 1 ? [false, true] : [true, false]) {
+        const r = await attempt(
+          `churn ${withChurn ? "with" : "without"} the churning Worker, run ${i}/${b.cfg.mqRepeat}`,
+          () => churnFlow(b, tb, withChurn),
+        );
+        if (r !== null) runs.push(r);
+      }
+    }
+  } finally {
+    await tb.close();
+  }
+  return runs;
+}
+
+function churnTable(runs: ChurnResult[], cfg: Config): string {
+  const head = ["second Worker", "longest gap ms", "p99.9 gap ms", "p99 gap ms", "received/sent"];
+  const lines: string[][] = [head];
+  for (const withChurn of [false, true]) {
+    const rs = runs.filter((r) => r.churn === withChurn);
+    const m = median(rs, (r) => r.maxGapMs);
+    const label = withChurn
+      ? `open/close loop on queue 1 (${rs.map((r) => r.cycles).join("/")} cycles, longest ${
+        f(Math.max(0, ...rs.map((r) => r.longestCycleMs)), 0)
+      } ms)`
+      : "none";
+    if (m === null) {
+      lines.push([label, "failed", "", "", ""]);
+      continue;
+    }
+    const med = (k: (r: ChurnResult) => number): string =>
+      f(median(rs, k) === null ? 0 : k(median(rs, k)!), 2);
+    lines.push([
+      label,
+      `${f(m.maxGapMs, 2)} (${rs.map((r) => f(r.maxGapMs, 1)).join(", ")})`,
+      med((r) => r.p999GapMs),
+      med((r) => r.p99GapMs),
+      rs.map((r) => `${r.received}/${r.sent}`).join(", "),
+    ]);
+  }
+  const widths = head.map((_, i) => Math.max(...lines.map((l) => l[i].length)));
+  const fmt = (l: string[]): string => l.map((c, i) => c.padEnd(widths[i])).join(" | ").trimEnd();
+  const rule = widths.map((w) => "-".repeat(w)).join("-|-");
+  return [
+    `Worker churn (issue 16): one process, two Workers on a 2-queue veth. Worker 1: a queue-affine ` +
+    `socket on queue 0, receiveBatch (256) in recvMode 1, fed ${MQ_SIZE} B datagrams by the native ` +
+    `generator paced to ${f(cfg.churnRate / 1e6, 3)} Mpps on queue 0; its gaps between receives ` +
+    `that brought data. Worker 2: none, or a loop opening and closing a queue-affine bypass ` +
+    `socket on queue 1 (its engine opens and closes every cycle). Median of ${cfg.mqRepeat} runs ` +
+    `of ${cfg.durationMs} ms (longest gap: the median, then each run's).\n`,
+    fmt(lines[0]),
+    rule,
+    ...lines.slice(1).map(fmt),
+  ].join("\n");
+}
+
 // Runs one measurement; a failure is recorded and the benchmark goes on.
 async function attempt<T>(what: string, fn: () => Promise<T>): Promise<T | null> {
   if (performance.now() - T_START > BUDGET_MS) {
@@ -1530,10 +1660,10 @@ function printPreload(rows: Map<string, Row>, cfg: Config): void {
 async function main(): Promise<void> {
   const cfg = parseConfig(Deno.args);
   await ensureBuilt();
-  const nativeBuild =
-    ["send", "mq", "preload"].some((t) => cfg.tests.includes(t)) || cfg.paths.includes("native")
-      ? await ensureNative()
-      : { path: null, built: false, command: [], error: "not needed" };
+  const nativeBuild = ["send", "mq", "preload", "churn"].some((t) => cfg.tests.includes(t)) ||
+      cfg.paths.includes("native")
+    ? await ensureNative()
+    : { path: null, built: false, command: [], error: "not needed" };
   const stale = Testbed.removeStale();
   if (stale.length > 0) console.error(`bench: removed stale namespaces ${stale.join(", ")}`);
   const env = await environment();
@@ -1548,6 +1678,7 @@ async function main(): Promise<void> {
   let rows: Map<string, Row>;
   let idleResults: IdleResult[] | null = null;
   let mqRuns: Map<number, MqResult[]> | null = null;
+  let churnRuns: ChurnResult[] | null = null;
   try {
     console.error(`bench: testbed ${tb.a.ns} (${tb.a.cidr}) <-> ${tb.b.ns} (${tb.b.cidr})`);
     if (cfg.tests.includes("idle")) idleResults = await attempt("idle CPU", () => idle(b));
@@ -1558,6 +1689,7 @@ async function main(): Promise<void> {
   }
   try {
     if (cfg.tests.includes("mq")) mqRuns = await attempt("multi-queue", () => multiQueue(b));
+    if (cfg.tests.includes("churn")) churnRuns = await attempt("Worker churn", () => churnTest(b));
   } finally {
     clearTimeout(watchdog);
   }
@@ -1606,6 +1738,7 @@ async function main(): Promise<void> {
     );
   }
   if (mqRuns !== null) console.log(`\n${mqTable(mqRuns, cfg)}`);
+  if (churnRuns !== null) console.log(`\n${churnTable(churnRuns, cfg)}`);
   console.log(`\nper run:\n${spread(rows)}`);
   if (mqRuns !== null) {
     for (const [w, rs] of mqRuns) {
@@ -1622,6 +1755,7 @@ async function main(): Promise<void> {
       native: nativeBuild,
       idle: idleResults,
       multiQueue: mqRuns === null ? null : Object.fromEntries(mqRuns),
+      churn: churnRuns,
       results: Object.fromEntries(rows),
       seconds,
       errors,
