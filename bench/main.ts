@@ -5,9 +5,9 @@
  * of a {@linkcode Testbed}.
  *
  * `deno task bench [--json PATH] [--duration-ms N] [--rtt-count N] [--repeat N]
- *  [--rtt-repeat N] [--mq-repeat N] [--sizes 64,1024] [--tests rx,send,rtt,idle,mq,preload]
+ *  [--rtt-repeat N] [--mq-repeat N] [--sizes 64,1024] [--tests rx,send,rtt,idle,mq,preload,churn]
  *  [--paths kernel,copy,copy0,batch,batch0,native]
- *  [--idle-ms N] [--mq-rate N] [--mq-work-us N] [--busy-us N]`
+ *  [--idle-ms N] [--mq-rate N] [--mq-work-us N] [--churn-rate N] [--busy-us N]`
  *
  * Each figure is the median of `--repeat` runs (default 5, of `--duration-ms` 1000;
  * round trips: of `--rtt-repeat`, default 5, each percentile's median; multi-queue: of
