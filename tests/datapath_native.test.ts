@@ -1,7 +1,7 @@
 /**
  * ffi/datapath.c against an engine in plain memory, without root: receive batches with
  * demux and park, malformed descriptors, batch boundaries, sends through the TX ring,
- * waits and the lock order, with every UMEM frame accounted for after each step
+ * waits, the companion socket's turns and the lock order, with every UMEM frame accounted for after each step
  * (tests/native/datapath_check.c plays the kernel's side of the rings). Built from the
  * shim's own sources with assertions on and undefined behaviour trapping.
  */
@@ -43,6 +43,7 @@ Deno.test("datapath: rings in plain memory, every frame accounted for", async ()
         "batch boundaries",
         "send",
         "wait",
+        "companion socket",
         "lock order",
       ]
     ) {

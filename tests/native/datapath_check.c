@@ -15,7 +15,9 @@
 //   4. batch boundaries and the argument checks of nkb_recv_batch;
 //   5. send: random batches through nkb_send/nkb_send_batch, a full TX ring, bad entries;
 //   6. wait: ready, parked, timed out, woken by a park, shut down;
-//   7. lock order: a TX-then-RX take aborts (forked children).
+//   7. the companion socket: read at least every 16th receive, and after a wait saw it
+//      readable (datagrams sent to it over the loopback, from this process);
+//   8. lock order: a TX-then-RX take aborts (forked children).
 // Built with UBSan traps and assertions on by tests/datapath_native.test.ts; prints one
 // line per check and exits 0 when all hold.
 #define _GNU_SOURCE
@@ -92,6 +94,7 @@ static struct {
   uint64_t tx_held[TXF];  // TX frames it took and has not completed
   uint32_t tx_held_n;
   fifo_t rxq[NSOCK][QN];  // datagrams posted for a socket, per queue, in order
+  fifo_t kq[NSOCK];       // datagrams sent to a socket's companion socket, in order
   fifo_t txq;             // datagrams sent, in order
   uint16_t tx_ip_id;
   uint64_t next_seed;
@@ -140,7 +143,7 @@ static void fifo_push(fifo_t *f, expect_t x) {
 static uint32_t fifo_len(const fifo_t *f) { return f->tail - f->head; }
 
 static uint32_t rx_expected(uint32_t x) {
-  uint32_t n = 0;
+  uint32_t n = fifo_len(&W.kq[x]);
   for (uint32_t q = 0; q < QN; q++) n += fifo_len(&W.rxq[x][q]);
   return n;
 }
@@ -261,11 +264,13 @@ static void k_take_fill(uint32_t q, uint32_t n) {
   uint32_t avail = __atomic_load_n(&sh->producer, __ATOMIC_ACQUIRE) - cons;
   CHECK(avail <= RXF);
   uint32_t take = avail < n ? avail : n;
+  // More than the queue's frames would mean one given back twice: counted, not held.
+  CHECK(W.held_n[q] + take <= RXF);
+  if (take > RXF - W.held_n[q]) take = RXF - W.held_n[q];
   uint64_t base = (uint64_t)RXF * q * FS;
   for (uint32_t i = 0; i < take; i++) {
     uint64_t a = W.fill[q][(cons + i) & (FILL_SIZE - 1u)];
     CHECK(a % FS == 0 && a >= base && a < base + (uint64_t)RXF * FS);
-    assert(W.held_n[q] < RXF);
     W.held[q][W.held_n[q]++] = a;
   }
   __atomic_store_n(&sh->consumer, cons + take, __ATOMIC_RELEASE);
@@ -376,17 +381,48 @@ static void rx_account(void) {
 
 // ---- receiving and checking what arrived ----------------------------------------
 
-static bool entry_matches(const uint32_t *m, const expect_t *ex, uint32_t i, uint32_t buf_len,
-                          bool *trunc) {
-  *trunc = i == 0 && ex->len > buf_len;
-  uint32_t want = *trunc ? buf_len : ex->len;
+// Whether entry m is datagram ex, cut to the room left when `may_cut` (a bypass datagram
+// is cut only as the first of its batch; one from the companion socket wherever it is).
+static bool entry_matches(const uint32_t *m, const expect_t *ex, uint32_t buf_len, bool may_cut,
+                          uint32_t kind, bool *trunc) {
+  if (m[0] > buf_len) return false;
+  *trunc = may_cut && ex->len > buf_len - m[0];
+  uint32_t want = *trunc ? buf_len - m[0] : ex->len;
   if (m[1] != want || m[2] != ex->addr_be || m[3] != ex->port) return false;
-  if (m[4] != (*trunc ? NKB_RX_TRUNCATED : 0u)) return false;
-  if (m[0] > sizeof(rbuf) || want > sizeof(rbuf) - m[0]) return false;
+  if (m[4] != (kind | (*trunc ? NKB_RX_TRUNCATED : 0u))) return false;
   for (uint32_t j = 0; j < want; j++) {
     if (rbuf[m[0] + j] != pay_byte(ex->seed, j)) return false;
   }
   return true;
+}
+
+// Pops the datagram that entry i (m) is: the next of the companion socket's, or of one of
+// the queues'. False when it is none of them (lost, reordered or corrupted).
+static bool entry_pop(uint32_t x, const uint32_t *m, uint32_t i, uint32_t buf_len,
+                      uint32_t *kernel, uint32_t *truncs) {
+  bool trunc = false;
+  if ((m[4] & NKB_RX_KERNEL) != 0) {
+    fifo_t *f = &W.kq[x];
+    if (fifo_len(f) == 0) return false;
+    if (!entry_matches(m, &f->e[f->head % FIFO_CAP], buf_len, true, NKB_RX_KERNEL, &trunc)) {
+      return false;
+    }
+    f->head++;
+    *kernel += 1;
+    *truncs += trunc;
+    return true;
+  }
+  for (uint32_t q = 0; q < QN; q++) {
+    fifo_t *f = &W.rxq[x][q];
+    if (fifo_len(f) == 0 || !entry_matches(m, &f->e[f->head % FIFO_CAP], buf_len, i == 0, 0u,
+                                           &trunc)) {
+      continue;
+    }
+    f->head++;
+    *truncs += trunc;
+    return true;
+  }
+  return false;
 }
 
 static void report_unmatched(uint32_t x, const uint32_t *m) {
@@ -407,33 +443,25 @@ static int32_t recv_check(uint32_t x, uint32_t max_msgs, uint32_t buf_len) {
   assert(buf_len <= sizeof(rbuf) && max_msgs <= NKB_BATCH_MAX);
   memset(rmeta, 0xa5, sizeof(rmeta));
   uint64_t ipkts = st(x, NKB_ST_IPKTS), trunc0 = st(x, NKB_ST_RX_TRUNCATED);
+  uint64_t kipkts = st(x, NKB_ST_KERNEL_IPKTS);
   int32_t n = nkb_recv_batch(H[x], rbuf, buf_len, rmeta, max_msgs * NKB_RECV_META_WORDS * 4u,
                              max_msgs);
   if (n < 0) return n;
   CHECK((uint32_t)n <= max_msgs);
-  uint32_t off = 0, truncs = 0;
+  uint32_t off = 0, truncs = 0, kernel = 0;
   for (uint32_t i = 0; i < (uint32_t)n; i++) {
     const uint32_t *m = &rmeta[i * NKB_RECV_META_WORDS];
     CHECK(m[0] == off);
     CHECK(m[5] == 0 && m[6] == 0 && m[7] == 0);
-    bool found = false;
-    for (uint32_t q = 0; q < QN && !found; q++) {
-      fifo_t *f = &W.rxq[x][q];
-      bool trunc = false;
-      if (fifo_len(f) == 0 || !entry_matches(m, &f->e[f->head % FIFO_CAP], i, buf_len, &trunc)) {
-        continue;
-      }
-      f->head++;
-      truncs += trunc;
-      found = true;
-    }
-    CHECK(found);  // not the next datagram of any queue: lost, reordered, or corrupted
+    bool found = entry_pop(x, m, i, buf_len, &kernel, &truncs);
+    CHECK(found);
     if (!found) report_unmatched(x, m);
     off += m[1];
   }
   CHECK(off <= buf_len);
   CHECK(rmeta[(uint32_t)n * NKB_RECV_META_WORDS] == 0xa5a5a5a5u);  // nothing past the last
-  CHECK(st(x, NKB_ST_IPKTS) - ipkts == (uint64_t)n);
+  CHECK(st(x, NKB_ST_IPKTS) - ipkts == (uint64_t)n - kernel);
+  CHECK(st(x, NKB_ST_KERNEL_IPKTS) - kipkts == kernel);
   CHECK(st(x, NKB_ST_RX_TRUNCATED) - trunc0 == truncs);
   return n;
 }
@@ -1047,7 +1075,59 @@ static void check_wait(void) {
   printf("wait: failures %u\n", W.failures - before);
 }
 
-// ---- 7. lock order --------------------------------------------------------------------
+// ---- 7. the companion socket ---------------------------------------------------------
+
+static int32_t kfd = -1;  // sends to the companion sockets, over the loopback
+static uint16_t kfd_port;
+
+static void k_send_companion(uint32_t x, uint32_t len) {
+  uint64_t seed = ++W.next_seed;
+  for (uint32_t j = 0; j < len; j++) sbuf[j] = pay_byte(seed, j);
+  struct sockaddr_in to;
+  socklen_t to_len = sizeof(to);
+  CHECK(getsockname(S[x]->fd, (struct sockaddr *)&to, &to_len) == 0);
+  CHECK(sendto(kfd, sbuf, len, 0, (struct sockaddr *)&to, sizeof(to)) == (ssize_t)len);
+  fifo_push(&W.kq[x], (expect_t){.seed = seed, .len = len, .addr_be = htonl(INADDR_LOOPBACK),
+                                 .port = kfd_port});
+}
+
+// Bypass frames always ready: a datagram on the companion socket still arrives within 16
+// receives, first in its batch; a wait that sees it readable has the next receive read it.
+static void check_companion(void) {
+  uint32_t before = W.failures;
+  engine_setup(0xffffffffu - 64u);
+  kfd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t len = sizeof(sin);
+  CHECK(kfd >= 0 && bind(kfd, (struct sockaddr *)&sin, sizeof(sin)) == 0);
+  CHECK(getsockname(kfd, (struct sockaddr *)&sin, &len) == 0);
+  kfd_port = ntohs(sin.sin_port);
+  k_send_companion(0, 33);
+  uint32_t at = 0;
+  for (uint32_t call = 1; call <= 16u && at == 0; call++) {
+    for (uint32_t i = 0; i < 4; i++) CHECK(k_post_for(i % QN, 0, 20));
+    uint64_t k0 = st(0, NKB_ST_KERNEL_IPKTS);
+    CHECK(recv_check(0, 8, sizeof(rbuf)) > 0);
+    if (st(0, NKB_ST_KERNEL_IPKTS) != k0) at = call;
+    if (at != 0) CHECK((rmeta[4] & NKB_RX_KERNEL) != 0);  // first in the batch
+  }
+  CHECK(at != 0);
+  drain();
+  for (uint32_t spin = 0; spin < 2; spin++) {
+    // An empty read clears the hint a read left ("there may be more"): only the wait sets it.
+    CHECK(recv_check(1, 8, sizeof(rbuf)) == 0);
+    CHECK(recv_check(1, 8, sizeof(rbuf)) == 0 && S[1]->kernel_hint == 0);
+    k_send_companion(1, 500);
+    CHECK(nkb_wait(H[1], 1000000, spin) == 1);
+    CHECK(recv_check(1, 8, 100) == 1);  // cut to the buffer, flagged and counted
+    CHECK(rmeta[4] == (NKB_RX_KERNEL | NKB_RX_TRUNCATED));
+  }
+  drain();
+  close(kfd);
+  printf("companion socket: read at receive %u of 16, failures %u\n", at, W.failures - before);
+}
+
+// ---- 8. lock order --------------------------------------------------------------------
 
 // Runs `how` in a forked child (its stderr silenced: an abort's message is expected).
 static int child_status(int how) {
@@ -1105,6 +1185,7 @@ int main(void) {
   check_batches();
   check_tx();
   check_wait();
+  check_companion();
   check_lock_order();
   printf("failures %u\n", W.failures);
   return W.failures == 0 ? 0 : 1;
