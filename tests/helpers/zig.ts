@@ -26,3 +26,11 @@ export async function zigCc(args: string[]): Promise<{ code: number; stderr: str
     .output();
   return { code: out.code, stderr: new TextDecoder().decode(out.stderr) };
 }
+
+/** The C files build.zig compiles into the shim (its `c_sources`), as repository paths. */
+export async function shimSources(): Promise<string[]> {
+  const text = await Deno.readTextFile(`${root}build.zig`);
+  const block = text.match(/const c_sources = \[_\]\[\]const u8\{([^}]*)\}/);
+  if (block === null) throw new Error("build.zig lists no c_sources");
+  return [...block[1].matchAll(/"(ffi\/[a-z_]+\.c)"/g)].map((m) => m[1]);
+}
