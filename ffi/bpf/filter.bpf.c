@@ -1,8 +1,8 @@
 // The XDP filter's program, in restricted C compiled to BPF: steers the UDP flows we own to
 // AF_XDP sockets and leaves the rest to the kernel.
 //
-// Not built by build.zig: `deno run -A tools/bpf_gen.ts` compiles it with the pinned zig and
-// writes ffi/filter_prog.h (the instructions and their map relocations), which
+// Not built by build.zig: `./nkbw deno run -A tools/bpf_gen.ts` compiles it with the pinned
+// zig and writes ffi/filter_prog.h (the instructions and their map relocations), which
 // ffi/bpf_filter.c loads; tests/bpf_gen.test.ts fails when that header is stale. No system
 // headers: the few kernel definitions used are declared here, with their UAPI values.
 //
