@@ -1,8 +1,10 @@
 // XDP filter: steers the UDP flows we own to AF_XDP sockets, leaves the rest to the kernel.
 //
-// No libbpf and no bpffs: the program is a hand-assembled instruction array loaded with the
-// raw bpf(2) syscall, and attached with a BPF link (not netlink IFLA_XDP) so that it can
-// never outlive the process that owns the sockets it redirects to.
+// No libbpf and no bpffs: the program is written in C (ffi/bpf/filter.bpf.c), compiled to
+// BPF by tools/bpf_gen.ts into the instructions of ffi/filter_prog.h, whose map loads are
+// patched here with the fds of the maps this file creates; it is loaded with the raw bpf(2)
+// syscall and attached with a BPF link (not netlink IFLA_XDP) so that it can never outlive
+// the process that owns the sockets it redirects to.
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE  // syscall(), F_DUPFD_CLOEXEC, strnlen()
 #endif
@@ -23,119 +25,11 @@
 #include "bpf_sys.h"
 #include "nkb_net.h"
 
-// ---- Instruction encoding ----------------------------------------------------------------
-// Plain brace initializers (not compound literals) so the program can be a static const
-// array that the compiler lays out at build time.
+// The generated program: nkb_filter_prog and its map relocations, nkb_filter_relocs.
+#include "filter_prog.h"
 
-#define NKB_INSN(code_, dst_, src_, off_, imm_) \
-  { .code = (code_), .dst_reg = (dst_), .src_reg = (src_), .off = (off_), .imm = (imm_) }
-
-#define NKB_MOV64_REG(dst, src) NKB_INSN(BPF_ALU64 | BPF_MOV | BPF_X, dst, src, 0, 0)
-#define NKB_MOV64_IMM(dst, imm) NKB_INSN(BPF_ALU64 | BPF_MOV | BPF_K, dst, 0, 0, imm)
-#define NKB_ADD64_IMM(dst, imm) NKB_INSN(BPF_ALU64 | BPF_ADD | BPF_K, dst, 0, 0, imm)
-#define NKB_AND64_IMM(dst, imm) NKB_INSN(BPF_ALU64 | BPF_AND | BPF_K, dst, 0, 0, imm)
-#define NKB_LDX_MEM(size, dst, src, off) NKB_INSN(BPF_LDX | BPF_MEM | (size), dst, src, off, 0)
-#define NKB_STX_MEM(size, dst, src, off) NKB_INSN(BPF_STX | BPF_MEM | (size), dst, src, off, 0)
-#define NKB_ST_MEM(size, dst, off, imm) NKB_INSN(BPF_ST | BPF_MEM | (size), dst, 0, off, imm)
-#define NKB_JMP_REG(op, dst, src, off) NKB_INSN(BPF_JMP | (op) | BPF_X, dst, src, off, 0)
-#define NKB_JMP_IMM(op, dst, imm, off) NKB_INSN(BPF_JMP | (op) | BPF_K, dst, 0, off, imm)
-#define NKB_CALL(helper) NKB_INSN(BPF_JMP | BPF_CALL, 0, 0, 0, helper)
-#define NKB_EXIT() NKB_INSN(BPF_JMP | BPF_EXIT, 0, 0, 0, 0)
-// A map reference takes two slots; imm holds a placeholder patched with the real fd at load.
-#define NKB_LD_MAP_FD(dst, placeholder)                                          \
-  NKB_INSN(BPF_LD | BPF_DW | BPF_IMM, dst, BPF_PSEUDO_MAP_FD, 0, placeholder), \
-      NKB_INSN(0, 0, 0, 0, 0)
-
-// Packet loads are in host order, so wire constants are compared in their byte-swapped form.
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-#define NKB_BE16(x) ((int32_t)((((x) & 0xff) << 8) | (((x) >> 8) & 0xff)))
-#else
-#define NKB_BE16(x) ((int32_t)(x))
-#endif
-
-enum {
-  NKB_MAP_FLOWS = 1,  // placeholders in NKB_LD_MAP_FD, replaced by the map fds
-  NKB_MAP_XSKS = 2,
-  NKB_MAP_MAC = 3,
-  NKB_HDR_LEN = 14 + 20 + 8,  // eth + IPv4 without options + UDP
-  NKB_REDIRECT = 43,          // index of "hand it to the queue's XSK"
-  NKB_PASS = 49,              // index of the shared "give it to the kernel" exit
-};
-
-// R1..R5 are clobbered by helper calls; R6 keeps ctx alive across them, R7 the frame's
-// start (a packet pointer in a callee-saved register keeps its checked range), R10 is
-// the stack.
-static const struct bpf_insn nkb_prog[] = {
-    NKB_MOV64_REG(BPF_REG_6, BPF_REG_1),
-    // The verifier only lets us touch packet bytes after a data_end comparison that covers
-    // every header byte we read below, so do it once for the whole fixed-size prefix.
-    NKB_LDX_MEM(BPF_W, BPF_REG_2, BPF_REG_6, offsetof(struct xdp_md, data)),
-    NKB_LDX_MEM(BPF_W, BPF_REG_3, BPF_REG_6, offsetof(struct xdp_md, data_end)),
-    NKB_MOV64_REG(BPF_REG_7, BPF_REG_2),
-    NKB_MOV64_REG(BPF_REG_4, BPF_REG_2),
-    NKB_ADD64_IMM(BPF_REG_4, NKB_HDR_LEN),
-    NKB_JMP_REG(BPF_JGT, BPF_REG_4, BPF_REG_3, NKB_PASS - 7),  // [6] runt: kernel decides
-    // Only untagged IPv4: VLAN, ARP, IPv6 and everything else must keep working normally.
-    NKB_LDX_MEM(BPF_H, BPF_REG_4, BPF_REG_2, 12),
-    NKB_JMP_IMM(BPF_JNE, BPF_REG_4, NKB_BE16(0x0800), NKB_PASS - 9),  // [8]
-    // Version 4 with IHL 5 keeps the UDP header at a fixed offset; options are rare enough to
-    // leave to the kernel rather than pay for variable-offset parsing.
-    NKB_LDX_MEM(BPF_B, BPF_REG_4, BPF_REG_2, 14),
-    NKB_JMP_IMM(BPF_JNE, BPF_REG_4, 0x45, NKB_PASS - 11),  // [10]
-    NKB_LDX_MEM(BPF_B, BPF_REG_4, BPF_REG_2, 14 + 9),
-    NKB_JMP_IMM(BPF_JNE, BPF_REG_4, 17, NKB_PASS - 13),  // [12] not UDP
-    // Any fragment (MF set or non-zero offset) needs kernel reassembly; a non-first fragment
-    // has no UDP header at all, so its "port" would be payload bytes.
-    NKB_LDX_MEM(BPF_H, BPF_REG_4, BPF_REG_2, 14 + 6),
-    NKB_AND64_IMM(BPF_REG_4, NKB_BE16(0x3fff)),
-    NKB_JMP_IMM(BPF_JNE, BPF_REG_4, 0, NKB_PASS - 16),  // [15]
-    // Build nkb_flow_key_t at fp-8. The hash compares all 8 key bytes, so the padding must be
-    // zeroed: for a root loader the verifier accepts uninitialized stack here, and stale
-    // bytes would just make every lookup miss.
-    NKB_LDX_MEM(BPF_W, BPF_REG_4, BPF_REG_2, 14 + 16),
-    NKB_STX_MEM(BPF_W, BPF_REG_10, BPF_REG_4, -8),
-    NKB_LDX_MEM(BPF_H, BPF_REG_4, BPF_REG_2, 14 + 20 + 2),
-    NKB_STX_MEM(BPF_H, BPF_REG_10, BPF_REG_4, -4),
-    NKB_ST_MEM(BPF_H, BPF_REG_10, -2, 0),
-    NKB_LD_MAP_FD(BPF_REG_1, NKB_MAP_FLOWS),
-    NKB_MOV64_REG(BPF_REG_2, BPF_REG_10),
-    NKB_ADD64_IMM(BPF_REG_2, -8),
-    NKB_CALL(BPF_FUNC_map_lookup_elem),
-    NKB_JMP_IMM(BPF_JEQ, BPF_REG_0, 0, NKB_PASS - 27),  // [26] not our flow
-    // Our flow, but is the frame for this host? A unicast destination MAC that is not the
-    // interface's is another host's (PACKET_OTHERHOST): the kernel drops such frames, so
-    // they go to the kernel. Group addresses (multicast, broadcast) stay ours. The MAC is
-    // read from a one-entry map that the shim updates when the interface's MAC changes.
-    NKB_LDX_MEM(BPF_B, BPF_REG_4, BPF_REG_7, 0),
-    NKB_AND64_IMM(BPF_REG_4, 1),
-    NKB_JMP_IMM(BPF_JNE, BPF_REG_4, 0, NKB_REDIRECT - 30),  // [29] group bit set
-    NKB_ST_MEM(BPF_W, BPF_REG_10, -12, 0),
-    NKB_LD_MAP_FD(BPF_REG_1, NKB_MAP_MAC),
-    NKB_MOV64_REG(BPF_REG_2, BPF_REG_10),
-    NKB_ADD64_IMM(BPF_REG_2, -12),
-    NKB_CALL(BPF_FUNC_map_lookup_elem),
-    NKB_JMP_IMM(BPF_JEQ, BPF_REG_0, 0, NKB_PASS - 37),  // [36] (an array entry: never)
-    NKB_LDX_MEM(BPF_W, BPF_REG_4, BPF_REG_7, 0),
-    NKB_LDX_MEM(BPF_W, BPF_REG_5, BPF_REG_0, 0),
-    NKB_JMP_REG(BPF_JNE, BPF_REG_4, BPF_REG_5, NKB_PASS - 40),  // [39] MAC bytes 0..3
-    NKB_LDX_MEM(BPF_H, BPF_REG_4, BPF_REG_7, 4),
-    NKB_LDX_MEM(BPF_H, BPF_REG_5, BPF_REG_0, 4),
-    NKB_JMP_REG(BPF_JNE, BPF_REG_4, BPF_REG_5, NKB_PASS - 43),  // [42] MAC bytes 4..5
-    // [43] NKB_REDIRECT. Hand it to the XSK of the queue it arrived on. The XDP_PASS
-    // fallback flag keeps traffic flowing through the kernel while no socket is bound to
-    // that queue yet (or after it closed), instead of silently dropping it.
-    NKB_LDX_MEM(BPF_W, BPF_REG_2, BPF_REG_6, offsetof(struct xdp_md, rx_queue_index)),
-    NKB_LD_MAP_FD(BPF_REG_1, NKB_MAP_XSKS),
-    NKB_MOV64_IMM(BPF_REG_3, XDP_PASS),
-    NKB_CALL(BPF_FUNC_redirect_map),
-    NKB_EXIT(),
-    // [49] NKB_PASS
-    NKB_MOV64_IMM(BPF_REG_0, XDP_PASS),
-    NKB_EXIT(),
-};
-
-enum { NKB_PROG_LEN = sizeof(nkb_prog) / sizeof(nkb_prog[0]) };
-_Static_assert(NKB_PROG_LEN == NKB_PASS + 2, "NKB_PASS must index the final two-insn exit");
+_Static_assert(NKB_FILTER_PROG_LEN > 0 && NKB_FILTER_PROG_LEN <= BPF_MAXINSNS,
+               "the program fits any loader");
 _Static_assert(sizeof(nkb_flow_key_t) == 8, "the program builds an 8-byte key");
 
 #define NKB_LOG_SIZE (64u * 1024u)
@@ -240,45 +134,39 @@ int32_t nkb_bpf_xdp_load(const struct bpf_insn *insns, uint32_t count, const cha
   return nkb_fd_settle(fd);
 }
 
-// Every conditional jump but the group-bit one must land on the shared pass exit, that one
-// on the redirect: a miscounted offset would still verify but silently redirect or pass
-// the wrong packets.
-static void nkb_prog_check(const struct bpf_insn *insns) {
-  uint32_t jumps = 0, to_redirect = 0;
-  for (uint32_t i = 0; i < NKB_PROG_LEN; i++) {
-    const uint8_t op = BPF_OP(insns[i].code);
-    if (BPF_CLASS(insns[i].code) != BPF_JMP) continue;
-    if (op == BPF_CALL || op == BPF_EXIT) continue;
-    const uint32_t target = i + 1u + (uint32_t)insns[i].off;
-    assert(target == NKB_PASS || target == NKB_REDIRECT);
-    if (target == NKB_REDIRECT) to_redirect++;
-    jumps++;
+// The fd of the map a relocation names: the maps are the shim's, so a name it does not
+// create means the header and this file disagree.
+static int32_t nkb_reloc_fd(const char *map, const int32_t fds[3], uint32_t *used) {
+  static const char *const names[3] = {"nkb_flows", "nkb_xsks", "nkb_mac"};
+  for (uint32_t m = 0; m < 3; m++) {
+    if (strcmp(map, names[m]) != 0) continue;
+    *used |= 1u << m;
+    assert(fds[m] > 0);
+    return fds[m];
   }
-  assert(jumps == 10 && to_redirect == 1);
-  (void)to_redirect;
-  (void)jumps;  // only read by assertions, which -O2 (NDEBUG) removes
-  assert(insns[NKB_PASS + 1].code == (BPF_JMP | BPF_EXIT));
+  assert(!"a relocation names a map the shim does not create");
+  return -1;
 }
 
 static int32_t nkb_prog_load(int32_t flows_fd, int32_t xsks_fd, int32_t mac_fd) {
   assert(flows_fd > 0);
   assert(xsks_fd > 0 && mac_fd > 0);
-  struct bpf_insn insns[NKB_PROG_LEN];
-  memcpy(insns, nkb_prog, sizeof(insns));
-  uint32_t patched = 0;
-  for (uint32_t i = 0; i < NKB_PROG_LEN; i++) {
-    if (insns[i].code != (BPF_LD | BPF_DW | BPF_IMM)) continue;
-    assert(insns[i].src_reg == BPF_PSEUDO_MAP_FD);
-    const int32_t which = insns[i].imm;
-    assert(which == NKB_MAP_FLOWS || which == NKB_MAP_XSKS || which == NKB_MAP_MAC);
-    insns[i].imm = which == NKB_MAP_FLOWS ? flows_fd : which == NKB_MAP_XSKS ? xsks_fd : mac_fd;
-    patched++;
-    i++;  // skip the second half of the 16-byte instruction
+  const int32_t fds[3] = {flows_fd, xsks_fd, mac_fd};
+  struct bpf_insn insns[NKB_FILTER_PROG_LEN];
+  memcpy(insns, nkb_filter_prog, sizeof(insns));
+  uint32_t used = 0;
+  for (uint32_t r = 0; r < NKB_FILTER_RELOC_COUNT; r++) {
+    const uint32_t i = nkb_filter_relocs[r].insn;
+    assert(i + 1 < NKB_FILTER_PROG_LEN);  // an ld_imm64 takes two slots
+    assert(insns[i].code == (BPF_LD | BPF_DW | BPF_IMM));
+    assert(insns[i].src_reg == 0 && insns[i].imm == 0);  // not patched twice
+    assert(nkb_filter_relocs[r].map[sizeof(nkb_filter_relocs[r].map) - 1] == '\0');
+    insns[i].src_reg = BPF_PSEUDO_MAP_FD;
+    insns[i].imm = nkb_reloc_fd(nkb_filter_relocs[r].map, fds, &used);
   }
-  assert(patched == 3);
-  (void)patched;
-  nkb_prog_check(insns);
-  return nkb_bpf_xdp_load(insns, NKB_PROG_LEN, "nkb_xdp");
+  assert(used == 7u);  // every map the shim creates is one the program uses
+  (void)used;
+  return nkb_bpf_xdp_load(insns, NKB_FILTER_PROG_LEN, "nkb_xdp");
 }
 
 int32_t nkb_bpf_xdp_link(int32_t prog_fd, uint32_t ifindex, uint32_t attach_flags) {

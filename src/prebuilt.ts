@@ -41,12 +41,12 @@ export const PREBUILT_GLIBC = "2.27";
 /** The platforms with a prebuilt library, by `linux-<Deno.build.arch>`. */
 export const PREBUILT: Readonly<Record<string, Prebuilt>> = {
   "linux-x86_64": {
-    sha256: "446e8d2c96a09951daf5aeb94001fd45c5833809509250e0653b78194e940557",
-    size: 101952,
+    sha256: "81f02e7bbe5ccb22925d35206d38438196f289d099e193ed0f2d0ccece7ead68",
+    size: 101424,
   },
   "linux-aarch64": {
-    sha256: "aad1986d7834ed899140c108dd09c8aa1ef6f1483c08824f725728a282359e4b",
-    size: 100056,
+    sha256: "a0d5e0a184190dccf17296756e1b10376c9745de553133024e36e57ea0a6d150",
+    size: 99480,
   },
 };
 // END PREBUILT
