@@ -41,12 +41,12 @@ export const PREBUILT_GLIBC = "2.27";
 /** The platforms with a prebuilt library, by `linux-<Deno.build.arch>`. */
 export const PREBUILT: Readonly<Record<string, Prebuilt>> = {
   "linux-x86_64": {
-    sha256: "063fc88b9c2a80bd4b9ccef935117821626a7eaaf6671f8e081ef5182f4b40d5",
-    size: 95592,
+    sha256: "8606c2699b84f7db2b7e0d7b5ff03abd178f1aba710e04413c71f8ccf7376b0b",
+    size: 96408,
   },
   "linux-aarch64": {
-    sha256: "3e867b2a392f7990afd7148356e068ff97f8fe119897eb36726e7e13797a067d",
-    size: 93384,
+    sha256: "a14aa48dd6b6728105456fcb8e9aef2ecc3ae1ebb9be09c28fb97065e0c275e4",
+    size: 94296,
   },
 };
 // END PREBUILT
