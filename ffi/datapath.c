@@ -52,8 +52,8 @@ static int32_t nkb_send_kernel(nkb_sock_t *s, const uint8_t *buf, uint32_t len, 
   return (int32_t)r;
 }
 
-// One frame onto the TX ring. When no frame is free, each spin rings the doorbell
-// and reaps completions; after busy_wait_cnt spins the send is refused.
+// One frame onto the TX ring. When no frame is free, each spin rings the doorbell (unless
+// the pusher does) and reaps completions; after busy_wait_cnt spins the send is refused.
 static int32_t nkb_send_ring(nkb_sock_t *s, nkb_engine_t *e, const nkb_dest_t *d,
                              const uint8_t *buf, uint32_t len) {
   uint32_t spins = 0;
@@ -65,7 +65,9 @@ static int32_t nkb_send_ring(nkb_sock_t *s, nkb_engine_t *e, const nkb_dest_t *d
       return -ENOBUFS;
     }
     spins++;
-    (void)nkb_engine_kick_tx(e);  // a link that is down keeps its frames on the ring
+    // A link that is down keeps its frames on the ring. While the pusher rings for a
+    // backlog, a spin only reaps: a doorbell here would transmit 256 frames on this thread.
+    if (!nkb_pusher_rings(e)) (void)nkb_engine_kick_tx(e);
     (void)nkb_engine_reap_tx(e);
   }
   nkb_xsk_t *x = &e->xsk[0];
@@ -107,10 +109,10 @@ static int32_t nkb_send_one(nkb_sock_t *s, nkb_engine_t *e, const uint8_t *buf, 
 // A send's doorbell runs on the application's thread (the event loop): in copy mode the
 // kernel transmits inside it, so it rings at most NKB_KICK_APP times and leaves a longer
 // backlog (a full ring after the link came back, a slow device) to the engine's pusher
-// thread, which the kick notes. Ringing until the ring was empty held the event loop for
-// a whole ring's transmission.
+// thread, which the kick notes; while that thread rings, a send does not. Ringing until
+// the ring was empty held the event loop for a whole ring's transmission.
 static int32_t nkb_doorbell(nkb_sock_t *s, nkb_engine_t *e) {
-  int32_t rc = nkb_engine_kick_all(e, NKB_KICK_APP);
+  int32_t rc = nkb_engine_kick_app(e);
   nkb_stat_raise(&s->stats[NKB_ST_ENGINE_TX_DROPS], nkb_engine_tx_drops(e));
   assert(rc <= 0);
   return rc;

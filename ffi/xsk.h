@@ -55,7 +55,7 @@ typedef struct nkb_pusher {
   pthread_mutex_t lock;
   pthread_cond_t cv;
   pthread_t thread;
-  uint32_t started;  // the thread runs (joined at close)
+  uint32_t started;  // atomic: the thread runs (joined at close)
   uint32_t failed;   // pthread_create refused: the next send or close rings instead
   uint32_t behind;   // under lock: frames wait on the TX ring
   uint32_t stop;     // under lock: the engine closes
@@ -158,8 +158,14 @@ int32_t nkb_engine_kick_tx(nkb_engine_t *e);
 #define NKB_TX_SKB_BUDGET 256u  // frames one doorbell may move (XDP_MAX_TX_SKB_BUDGET)
 // Doorbells per kick_all at most: enough to move every TX frame at the budget, twice over.
 #define NKB_KICK_MAX (2u * NKB_TX_FRAMES / NKB_TX_SKB_BUDGET + 4u)
-#define NKB_KICK_APP 1u  // rings of a send, on the application's thread (the pusher: MAX)
+#define NKB_KICK_APP 1u  // rings of a send, on the application's thread
 int32_t nkb_engine_kick_all(nkb_engine_t *e, uint32_t max_rings);
+// A send's doorbell (under tx_lock, on the application's thread): rings NKB_KICK_APP
+// times, or only reaps while the pusher rings for a backlog. 0 or the doorbell's -errno.
+int32_t nkb_engine_kick_app(nkb_engine_t *e);
+// The pusher's doorbell (copy mode, NOT under tx_lock: it takes the lock only to reap
+// and note). Sets moved when the device took frames; returns whether frames are behind.
+bool nkb_engine_push_tx(nkb_engine_t *e, bool *moved);
 // The link is back (under tx_lock): what waited on the TX ring leaves. Zero copy: one
 // doorbell; copy mode: the pusher thread rings (the kernel transmits inside the doorbell,
 // a whole ring's worth: not on the application's thread).
@@ -172,6 +178,9 @@ uint32_t nkb_engine_drain_tx(nkb_engine_t *e, uint32_t timeout_ms);
 void nkb_pusher_init(nkb_pusher_t *p);
 // Under tx_lock, after each doorbell: whether frames are left (starts the thread once).
 void nkb_pusher_note(nkb_engine_t *e, bool behind);
+// Under tx_lock: frames are behind and the pusher thread rings for them, so a send on
+// the application's thread leaves the doorbell to it.
+bool nkb_pusher_rings(const nkb_engine_t *e);
 // Stops and joins the thread (not under tx_lock); idempotent.
 void nkb_pusher_stop(nkb_engine_t *e);
 // Return completed TX frames to the pool. Returns how many were reaped.

@@ -41,12 +41,12 @@ export const PREBUILT_GLIBC = "2.27";
 /** The platforms with a prebuilt library, by `linux-<Deno.build.arch>`. */
 export const PREBUILT: Readonly<Record<string, Prebuilt>> = {
   "linux-x86_64": {
-    sha256: "81f02e7bbe5ccb22925d35206d38438196f289d099e193ed0f2d0ccece7ead68",
-    size: 101424,
+    sha256: "2c319dd50bc069a3ac3204b7bec9908356aaecb65680cfcb3416c2a008b1b91c",
+    size: 102304,
   },
   "linux-aarch64": {
-    sha256: "a0d5e0a184190dccf17296756e1b10376c9745de553133024e36e57ea0a6d150",
-    size: 99480,
+    sha256: "56d879d80d43f85a8d14cae7c12c4f6bfdf0eea5d1b81bad65e6b4942116f8b9",
+    size: 100472,
   },
 };
 // END PREBUILT
