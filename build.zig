@@ -8,7 +8,7 @@ const c_sources = [_][]const u8{
     "ffi/bpf_filter.c",
     "ffi/frame.c",
     "ffi/xsk.c",
-    "ffi/tx_push.c",
+    "ffi/tx.c",
     "ffi/refresh.c",
     "ffi/lock_order.c",
     "ffi/core.c",

@@ -11,7 +11,7 @@
 //                           No receive, send or wait ever takes it either.
 //   3 engine rx (xsk.h)     an engine's RX rings, fill rings and flow table.
 //   4 engine tx (xsk.h)     an engine's TX ring, frame pool and link notifications.
-//   5 pusher   (tx_push.c)  the background doorbell's hand-off (taken under tx).
+//   5 pusher   (tx.c)       the background doorbell's hand-off (taken under tx).
 //
 // The data path takes one engine lock at a time (rank 3 or 4) and nothing else.
 #ifndef NKB_LOCK_ORDER_H

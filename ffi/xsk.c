@@ -27,7 +27,6 @@
 
 #define NKB_BIND_RETRY_MAX 40u      // a queue stays busy a while after its last user closed
 #define NKB_BIND_RETRY_SLEEP_MS 10u
-#define NKB_KICK_STALLS 4u  // doorbells in a row that moved nothing: the device stopped
 #define NKB_CLOSE_DRAIN_MS 100u  // what a closing engine gives the device to take its frames
 
 static void nkb_sleep_ms(uint32_t ms) {
@@ -347,141 +346,6 @@ void nkb_engine_close(nkb_engine_t *e) {
   e->queue_count = 0;
 }
 
-int32_t nkb_engine_kick_tx(nkb_engine_t *e) {
-  nkb_xsk_t *x = &e->xsk[0];
-  assert(x->tx.map != 0);
-  // Copy-mode drivers send only inside this call; zero-copy ones say when they need it.
-  if (e->zero_copy && !(__atomic_load_n(x->tx.flags, __ATOMIC_ACQUIRE) & XDP_RING_NEED_WAKEUP)) {
-    return 0;
-  }
-  if (sendto(x->fd, 0, 0, MSG_DONTWAIT, 0, 0) >= 0) return 0;
-  int32_t err = errno;
-  // Copy mode: EBUSY is the device refusing the one frame it was given (NET_XMIT_DROP: a
-  // veth whose peer's queue is full), which the kernel completes as sent and counts nowhere
-  // we read. Count it here, never hide it.
-  if (err == EBUSY && !e->zero_copy) {
-    __atomic_add_fetch(&e->tx_dropped, 1u, __ATOMIC_RELAXED);
-    return NKB_TX_REFUSED;
-  }
-  if (err == EAGAIN || err == EBUSY || err == ENOBUFS || err == EINTR) return 0;
-  return -err;
-}
-
-static bool nkb_tx_ring_empty(const nkb_engine_t *e) {
-  const nkb_ring_t *tx = &e->xsk[0].tx;
-  return __atomic_load_n(tx->consumer, __ATOMIC_ACQUIRE) == tx->cached_prod;
-}
-
-int32_t nkb_engine_kick_all(nkb_engine_t *e, uint32_t max_rings) {
-  nkb_xsk_t *x = &e->xsk[0];
-  assert(x->tx.map != 0);
-  assert(max_rings >= 1u && max_rings <= NKB_KICK_MAX);
-  int32_t rc = 0;
-  uint32_t stalls = 0;
-  // Zero copy: the driver empties the ring by itself once woken.
-  uint32_t rings = e->zero_copy ? 1u : max_rings;
-  for (uint32_t i = 0; i < rings && !nkb_tx_ring_empty(e); i++) {
-    // One doorbell moves at most the TX budget (256 frames).
-    uint32_t before = __atomic_load_n(x->tx.consumer, __ATOMIC_ACQUIRE);
-    rc = nkb_engine_kick_tx(e);
-    (void)nkb_engine_reap_tx(e);
-    // A device that dropped a frame or stopped taking them is full: ringing again at
-    // once would only drop more. The pusher rings again shortly.
-    if (rc != 0) break;
-    stalls = __atomic_load_n(x->tx.consumer, __ATOMIC_ACQUIRE) == before ? stalls + 1u : 0u;
-    if (stalls >= NKB_KICK_STALLS) break;
-  }
-  assert(rc <= NKB_TX_REFUSED);
-  // Zero copy: the driver asks for a doorbell (NEED_WAKEUP) only when one is due, and
-  // every send looks: frames never wait there for want of one. An error (the link is
-  // down) keeps them on the ring until the link is back (nkb_sock_flush).
-  nkb_pusher_note(e, rc >= 0 && !e->zero_copy && !nkb_tx_ring_empty(e));
-  return rc < 0 ? rc : 0;
-}
-
-int32_t nkb_engine_kick_app(nkb_engine_t *e) {
-  assert(e != 0 && e->xsk[0].tx.map != 0);
-  // In copy mode the kernel transmits inside the doorbell, up to the TX budget (256
-  // frames, 1.2-2.7 ms on a 2-core VM): with a backlog behind, the pusher rings for it
-  // off the event loop, and it takes this send's frame in its turn (the ring keeps the
-  // order). Ringing here too would transmit the backlog on the application's thread, or
-  // wait in the kernel for the pusher's doorbell to end.
-  if (nkb_pusher_rings(e)) {
-    (void)nkb_engine_reap_tx(e);
-    return 0;
-  }
-  return nkb_engine_kick_all(e, NKB_KICK_APP);
-}
-
-bool nkb_engine_push_tx(nkb_engine_t *e, bool *moved) {
-  nkb_xsk_t *x = &e->xsk[0];
-  assert(x->tx.map != 0 && moved != 0);
-  assert(!e->zero_copy);
-  // Without tx_lock: the doorbell reads and writes nothing of ours but atomics (the TX
-  // ring's indices, tx_dropped), and the kernel serializes doorbells on its own socket
-  // lock. Sends meanwhile put frames on the ring and leave the ringing to the pusher.
-  uint32_t before = __atomic_load_n(x->tx.consumer, __ATOMIC_ACQUIRE);
-  int32_t rc = nkb_engine_kick_tx(e);
-  *moved = __atomic_load_n(x->tx.consumer, __ATOMIC_ACQUIRE) != before;
-  nkb_lock(&e->tx_lock, NKB_RANK_TX);
-  (void)nkb_engine_reap_tx(e);
-  // An error (the link went down) keeps the frames on the ring until it is back.
-  nkb_pusher_note(e, rc >= 0 && !nkb_tx_ring_empty(e));
-  bool behind = e->tx_behind != 0;
-  nkb_unlock(&e->tx_lock, NKB_RANK_TX);
-  assert(rc <= NKB_TX_REFUSED);
-  return behind;
-}
-
-void nkb_engine_resume_tx(nkb_engine_t *e) {
-  assert(e != 0 && e->xsk[0].tx.map != 0);
-  if (e->zero_copy) {
-    (void)nkb_engine_kick_all(e, 1u);  // the driver empties the ring once woken
-    return;
-  }
-  nkb_pusher_note(e, !nkb_tx_ring_empty(e));
-}
-
-uint32_t nkb_engine_drain_tx(nkb_engine_t *e, uint32_t timeout_ms) {
-  nkb_xsk_t *x = &e->xsk[0];
-  if (x->tx.map == 0) return 0;
-  bool empty = false;
-  bool refused = false;
-  // Ten doorbells a millisecond: the sleeps bound the time, the count bounds the loop. A
-  // doorbell that fails (the link is down: ENETDOWN, ENXIO) moves nothing however often
-  // it rings, and close() runs on the event loop: the frames left are dropped at once.
-  for (uint32_t i = 0; i < timeout_ms * 10u && !empty && !refused; i++) {
-    nkb_lock(&e->tx_lock, NKB_RANK_TX);
-    refused = nkb_engine_kick_all(e, NKB_KICK_MAX) < 0;
-    empty = nkb_tx_ring_empty(e);
-    nkb_unlock(&e->tx_lock, NKB_RANK_TX);
-    struct timespec ts = {.tv_sec = 0, .tv_nsec = 100000L};
-    if (!empty && !refused) nanosleep(&ts, 0);
-  }
-  nkb_lock(&e->tx_lock, NKB_RANK_TX);
-  uint32_t left = x->tx.cached_prod - __atomic_load_n(x->tx.consumer, __ATOMIC_ACQUIRE);
-  assert(left <= NKB_TX_FRAMES);
-  __atomic_add_fetch(&e->tx_dropped, (uint64_t)left, __ATOMIC_RELAXED);
-  nkb_unlock(&e->tx_lock, NKB_RANK_TX);
-  return left;
-}
-
-uint32_t nkb_engine_reap_tx(nkb_engine_t *e) {
-  nkb_xsk_t *x = &e->xsk[0];
-  uint32_t idx = 0;
-  uint32_t n = nkb_ring_peek(&x->comp, NKB_RING_SIZE, &idx);
-  assert(n <= e->tx_outstanding);
-  for (uint32_t i = 0; i < n; i++) {
-    uint64_t addr = *nkb_ring_addr(&x->comp, idx + i);
-    assert(e->tx_free_count < NKB_TX_FRAMES);
-    e->tx_free[e->tx_free_count++] = addr - addr % e->frame_size;
-  }
-  if (n > 0) nkb_ring_release(&x->comp, n);
-  e->tx_outstanding -= n;
-  assert(e->tx_free_count + e->tx_outstanding == NKB_TX_FRAMES);
-  return n;
-}
-
 void nkb_engine_refill(nkb_engine_t *e, uint32_t q, uint64_t addr) {
   assert(q < e->queue_count);
   assert(addr < e->umem_len);
@@ -500,11 +364,6 @@ void nkb_engine_wake_rx(nkb_engine_t *e, uint32_t q) {
   if (__atomic_load_n(x->fill.flags, __ATOMIC_ACQUIRE) & XDP_RING_NEED_WAKEUP) {
     (void)recvfrom(x->fd, 0, 0, MSG_DONTWAIT, 0, 0);
   }
-}
-
-uint64_t nkb_engine_tx_drops(const nkb_engine_t *e) {
-  assert(e != 0);
-  return __atomic_load_n(&e->tx_dropped, __ATOMIC_RELAXED);
 }
 
 uint64_t nkb_engine_kernel_drops(nkb_engine_t *e) {

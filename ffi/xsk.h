@@ -49,7 +49,7 @@ typedef struct nkb_xsk {
   uint64_t rx_frame_base;   // first UMEM byte of this queue's RX frames
 } nkb_xsk_t;
 
-// The engine's background doorbell (tx_push.c): started the first time a doorbell left
+// The engine's background doorbell (tx.c): started the first time a doorbell left
 // frames the device had not taken, it rings again every NKB_PUSH_EVERY_US until they are.
 typedef struct nkb_pusher {
   pthread_mutex_t lock;
@@ -174,7 +174,7 @@ void nkb_engine_resume_tx(nkb_engine_t *e);
 // still has not taken then are counted as dropped. Returns how many those were.
 uint32_t nkb_engine_drain_tx(nkb_engine_t *e, uint32_t timeout_ms);
 
-// tx_push.c: the background doorbell.
+// tx.c: the background doorbell.
 void nkb_pusher_init(nkb_pusher_t *p);
 // Under tx_lock, after each doorbell: whether frames are left (starts the thread once).
 void nkb_pusher_note(nkb_engine_t *e, bool behind);

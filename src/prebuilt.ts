@@ -41,12 +41,12 @@ export const PREBUILT_GLIBC = "2.27";
 /** The platforms with a prebuilt library, by `linux-<Deno.build.arch>`. */
 export const PREBUILT: Readonly<Record<string, Prebuilt>> = {
   "linux-x86_64": {
-    sha256: "2c319dd50bc069a3ac3204b7bec9908356aaecb65680cfcb3416c2a008b1b91c",
-    size: 102304,
+    sha256: "464e68885f1f5a5ff7529d991a9909d510ad6c00f1718617c1830ee3d793e7d2",
+    size: 102320,
   },
   "linux-aarch64": {
-    sha256: "56d879d80d43f85a8d14cae7c12c4f6bfdf0eea5d1b81bad65e6b4942116f8b9",
-    size: 100472,
+    sha256: "340c0d51c26202ed163078171ff648eaff570092dce0e15c61075fdd01d0dcd2",
+    size: 100504,
   },
 };
 // END PREBUILT
