@@ -31,7 +31,7 @@ enum {
 };
 
 // Ranks the calling thread holds, one bit each (lock_order.c).
-extern __thread uint32_t nkb_ranks_held;
+extern __thread uint32_t nkb_ranks_held __attribute__((tls_model("initial-exec")));
 
 static inline void nkb_lock(pthread_mutex_t *m, uint32_t rank) {
   assert(rank >= NKB_RANK_SETUP && rank <= NKB_RANK_PUSHER);

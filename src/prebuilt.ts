@@ -41,12 +41,12 @@ export const PREBUILT_GLIBC = "2.27";
 /** The platforms with a prebuilt library, by `linux-<Deno.build.arch>`. */
 export const PREBUILT: Readonly<Record<string, Prebuilt>> = {
   "linux-x86_64": {
-    sha256: "464e68885f1f5a5ff7529d991a9909d510ad6c00f1718617c1830ee3d793e7d2",
-    size: 102320,
+    sha256: "201fb902a758f05a0aef38a1ccf2d25252d356fcd489abc1e93da30f3b9f936d",
+    size: 101968,
   },
   "linux-aarch64": {
-    sha256: "340c0d51c26202ed163078171ff648eaff570092dce0e15c61075fdd01d0dcd2",
-    size: 100504,
+    sha256: "ffcceda5592a9cff09951f1483bfbd6e3ebe980900d69bdec20ec09f3158474c",
+    size: 100272,
   },
 };
 // END PREBUILT
