@@ -6,6 +6,8 @@ const c_sources = [_][]const u8{
     "ffi/nl_io.c",
     "ffi/netlink.c",
     "ffi/bpf_filter.c",
+    "ffi/filter_join.c",
+    "ffi/ring_groups.c",
     "ffi/frame.c",
     "ffi/xsk.c",
     "ffi/tx.c",

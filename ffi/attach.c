@@ -22,7 +22,7 @@ static nkb_engine_slot_t *nkb_engine_find(nkb_core_t *c, uint32_t ifindex, uint3
   assert(nkb_holds(NKB_RANK_SETUP) || nkb_holds(NKB_RANK_TABLE));
   for (uint32_t i = 0; i < NKB_MAX_ENGINES; i++) {
     const nkb_engine_t *e = c->engines[i].engine;
-    if (e == 0 || e->ifindex != ifindex || e->first_queue != first_queue) continue;
+    if (e == 0 || e->ifindex != ifindex || e->requested_first != first_queue) continue;
     // A queue-affine engine (one queue asked for) is not the whole-interface one, even
     // on an interface that has one queue.
     if (e->requested_queues == queue_count) return &c->engines[i];
@@ -71,7 +71,8 @@ static int32_t nkb_iface_hold(nkb_core_t *c, uint32_t ifindex, uint32_t attach_f
     // The program is on the interface before it is in the table: nkb_prog_is_ours answers
     // yes meanwhile (a Worker that saw it attached would otherwise take it for a foreign one).
     __atomic_store_n(&c->filter_opening, 1u, __ATOMIC_SEQ_CST);
-    int32_t rc = nkb_filter_open(&f->filter, ifindex, NKB_FILTER_QUEUES, 1024u, attach_flags);
+    // Keys are per queue: 64 sockets of 8 queues each, for every process on the interface.
+    int32_t rc = nkb_filter_open(&f->filter, ifindex, NKB_FILTER_QUEUES, 4096u, attach_flags);
     if (rc != 0) {
       __atomic_store_n(&c->filter_opening, 0u, __ATOMIC_SEQ_CST);
       return rc;
@@ -161,26 +162,27 @@ int32_t nkb_sock_attach(int32_t h, uint32_t ifindex, uint32_t first_queue, uint3
   return rc;
 }
 
-// Adds (delta 1) or drops (delta -1) one holder of a flow key in the interface's
-// filter: the key is in the map while any engine's socket holds it. Table lock held.
-static int32_t nkb_iface_key(nkb_iface_t *f, uint32_t ip_be, uint16_t port, int32_t delta) {
-  assert(nkb_holds(NKB_RANK_TABLE) && f->refs > 0);
-  nkb_flow_ref_t *hit = 0, *free_ref = 0;
-  for (uint32_t i = 0; i < NKB_MAX_ATTACH; i++) {
-    nkb_flow_ref_t *k = &f->keys[i];
-    if (k->refs > 0 && k->ip_be == ip_be && k->port == port) hit = k;
-    if (k->refs == 0 && free_ref == 0) free_ref = k;
+// The filter's keys of one flow, one per queue of the engine: each engine holds its own
+// queues, so no two engines (of this process or another) share a key. Table lock held.
+static int32_t nkb_engine_keys(const nkb_engine_slot_t *es, uint32_t ip_be, uint16_t port,
+                               bool add) {
+  assert(nkb_holds(NKB_RANK_TABLE) && es->iface->refs > 0);
+  const nkb_engine_t *e = es->engine;
+  nkb_filter_t *f = &es->iface->filter;
+  int32_t rc = 0;
+  uint32_t q = 0;
+  for (; q < e->queue_count && (rc == 0 || !add); q++) {
+    uint16_t queue = (uint16_t)(e->first_queue + q);
+    int32_t r = add ? nkb_filter_add_flow(f, ip_be, htons(port), queue)
+                    : nkb_filter_del_flow(f, ip_be, htons(port), queue);
+    if (r != 0 && rc == 0) rc = r;
   }
-  if (delta > 0) {
-    if (hit != 0) return hit->refs++, 0;
-    if (free_ref == 0) return -ENOSPC;
-    int32_t rc = nkb_filter_add_flow(&f->filter, ip_be, htons(port));
-    if (rc == 0) *free_ref = (nkb_flow_ref_t){.ip_be = ip_be, .port = port, .refs = 1};
-    return rc;
+  if (add && rc != 0) {  // none or all: the keys added before the failure go
+    for (uint32_t k = 0; k + 1u < q; k++) {
+      (void)nkb_filter_del_flow(f, ip_be, htons(port), (uint16_t)(e->first_queue + k));
+    }
   }
-  if (hit == 0) return -ENOENT;
-  if (--hit->refs > 0) return 0;
-  return nkb_filter_del_flow(&f->filter, ip_be, htons(port));
+  return rc;
 }
 
 static int32_t nkb_flow_add(nkb_sock_t *s, nkb_engine_slot_t *es, uint32_t ip_be, uint16_t port) {
@@ -192,7 +194,7 @@ static int32_t nkb_flow_add(nkb_sock_t *s, nkb_engine_slot_t *es, uint32_t ip_be
   }
   if (found >= 0) return -EADDRINUSE;
   if (free_slot < 0) return -ENOSPC;
-  int32_t rc = nkb_iface_key(es->iface, ip_be, port, 1);
+  int32_t rc = nkb_engine_keys(es, ip_be, port, true);
   if (rc != 0) return rc;
   nkb_lock(&es->engine->rx_lock, NKB_RANK_RX);
   es->flows[free_slot] = (nkb_flow_t){.sock = s, .ip_be = ip_be, .port = port};
@@ -207,7 +209,7 @@ static int32_t nkb_flow_del(nkb_sock_t *s, nkb_engine_slot_t *es, uint32_t ip_be
     if (f->sock == s && f->ip_be == ip_be && f->port == port) mine = f;
   }
   if (mine == 0) return -ENOENT;
-  int32_t rc = nkb_iface_key(es->iface, ip_be, port, -1);
+  int32_t rc = nkb_engine_keys(es, ip_be, port, false);
   nkb_lock(&es->engine->rx_lock, NKB_RANK_RX);
   mine->sock = 0;
   nkb_unlock(&es->engine->rx_lock, NKB_RANK_RX);
@@ -247,7 +249,7 @@ static void nkb_detach_flows(nkb_sock_t *s, nkb_engine_slot_t *es) {
   for (uint32_t i = 0; i < NKB_MAX_ATTACH; i++) {
     nkb_flow_t *f = &es->flows[i];
     if (f->sock != s) continue;
-    (void)nkb_iface_key(es->iface, f->ip_be, f->port, -1);
+    (void)nkb_engine_keys(es, f->ip_be, f->port, false);
     f->sock = 0;
   }
   // Frames parked for this socket go back to the device.

@@ -15,7 +15,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -70,8 +72,8 @@ static void nkb_fd_close(int32_t *fd) {
   assert(*fd == -1);
 }
 
-int32_t nkb_bpf_map_create(uint32_t type, uint32_t key_size, uint32_t value_size,
-                           uint32_t max_entries, const char *name) {
+static int32_t nkb_map_create_flags(uint32_t type, uint32_t key_size, uint32_t value_size,
+                                    uint32_t max_entries, uint32_t flags, const char *name) {
   assert(key_size > 0 && value_size > 0 && max_entries > 0);
   assert(strlen(name) < BPF_OBJ_NAME_LEN);
   union bpf_attr attr;
@@ -80,10 +82,16 @@ int32_t nkb_bpf_map_create(uint32_t type, uint32_t key_size, uint32_t value_size
   attr.key_size = key_size;
   attr.value_size = value_size;
   attr.max_entries = max_entries;
+  attr.map_flags = flags;
   memcpy(attr.map_name, name, strlen(name));
   const int32_t fd = nkb_bpf(BPF_MAP_CREATE, &attr, sizeof(attr));
   if (fd < 0) return fd;
   return nkb_fd_settle(fd);
+}
+
+int32_t nkb_bpf_map_create(uint32_t type, uint32_t key_size, uint32_t value_size,
+                           uint32_t max_entries, const char *name) {
+  return nkb_map_create_flags(type, key_size, value_size, max_entries, 0u, name);
 }
 
 static void nkb_log_print(const char *name) {
@@ -137,7 +145,7 @@ int32_t nkb_bpf_xdp_load(const struct bpf_insn *insns, uint32_t count, const cha
 // The fd of the map a relocation names: the maps are the shim's, so a name it does not
 // create means the header and this file disagree.
 static int32_t nkb_reloc_fd(const char *map, const int32_t fds[3], uint32_t *used) {
-  static const char *const names[3] = {"nkb_flows", "nkb_xsks", "nkb_mac"};
+  static const char *const names[3] = {"nkb_flows", "nkb_xsks", "nkb_ctl"};
   for (uint32_t m = 0; m < 3; m++) {
     if (strcmp(map, names[m]) != 0) continue;
     *used |= 1u << m;
@@ -148,10 +156,10 @@ static int32_t nkb_reloc_fd(const char *map, const int32_t fds[3], uint32_t *use
   return -1;
 }
 
-static int32_t nkb_prog_load(int32_t flows_fd, int32_t xsks_fd, int32_t mac_fd) {
+static int32_t nkb_prog_load(int32_t flows_fd, int32_t xsks_fd, int32_t ctl_fd) {
   assert(flows_fd > 0);
-  assert(xsks_fd > 0 && mac_fd > 0);
-  const int32_t fds[3] = {flows_fd, xsks_fd, mac_fd};
+  assert(xsks_fd > 0 && ctl_fd > 0);
+  const int32_t fds[3] = {flows_fd, xsks_fd, ctl_fd};
   struct bpf_insn insns[NKB_FILTER_PROG_LEN];
   memcpy(insns, nkb_filter_prog, sizeof(insns));
   uint32_t used = 0;
@@ -166,7 +174,7 @@ static int32_t nkb_prog_load(int32_t flows_fd, int32_t xsks_fd, int32_t mac_fd) 
   }
   assert(used == 7u);  // every map the shim creates is one the program uses
   (void)used;
-  return nkb_bpf_xdp_load(insns, NKB_FILTER_PROG_LEN, "nkb_xdp");
+  return nkb_bpf_xdp_load(insns, NKB_FILTER_PROG_LEN, NKB_PROG_NAME);
 }
 
 int32_t nkb_bpf_xdp_link(int32_t prog_fd, uint32_t ifindex, uint32_t attach_flags) {
@@ -200,11 +208,23 @@ int32_t nkb_bpf_prog_id(int32_t prog_fd, uint32_t *id_out) {
   return 0;
 }
 
-static int32_t nkb_map_update(int32_t map_fd, const void *key, const void *value);
+int32_t nkb_filter_map_ctl(nkb_filter_t *f) {
+  assert(f != NULL && f->ctl_map_fd > 0 && f->ctl == NULL);
+  // An mmapable array's entries start at offset 0 of its mapping, page-rounded.
+  const long page = sysconf(_SC_PAGESIZE);
+  const uint64_t len = ((uint64_t)sizeof(nkb_ctl_t) + (uint64_t)page - 1u) / (uint64_t)page *
+                       (uint64_t)page;
+  void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, f->ctl_map_fd, 0);
+  if (m == MAP_FAILED) return -errno;
+  f->ctl = m;
+  f->ctl_map_len = len;
+  assert(f->ctl != NULL && f->ctl_map_len >= sizeof(nkb_ctl_t));
+  return 0;
+}
 
 int32_t nkb_filter_sync_mac(nkb_filter_t *f) {
   assert(f != NULL);
-  if (f->mac_map_fd <= 0 || f->ifindex == 0) return -EBADF;
+  if (f->ctl == NULL || f->ifindex == 0) return -EBADF;
   nkb_link_t link;
   int32_t rc = nkb_nl_link_get(f->ifindex, &link);
   if (rc < 0) return rc;
@@ -212,9 +232,9 @@ int32_t nkb_filter_sync_mac(nkb_filter_t *f) {
   uint8_t value[8] = {0};
   if (link.mac_len == 6) memcpy(value, link.mac, 6);
   if (memcmp(value, f->mac, 6) == 0 && f->mac_set) return 0;
-  const uint32_t key = 0;
-  rc = nkb_map_update(f->mac_map_fd, &key, value);
-  if (rc < 0) return rc;
+  // Shared memory the program reads: a frame checked against a half-written MAC goes to
+  // the kernel, as one to another host's would.
+  for (uint32_t i = 0; i < 8; i++) __atomic_store_n(&f->ctl->mac[i], value[i], __ATOMIC_RELAXED);
   memcpy(f->mac, value, 6);
   f->mac_set = true;
   assert(f->mac_set && memcmp(f->mac, value, 6) == 0);
@@ -232,12 +252,15 @@ static int32_t nkb_filter_open_steps(nkb_filter_t *f, uint32_t attach_flags) {
                           f->max_flows, "nkb_flows");
   if (rc < 0) return rc;
   f->flows_map_fd = rc;
-  rc = nkb_bpf_map_create(BPF_MAP_TYPE_ARRAY, sizeof(uint32_t), 8u, 1u, "nkb_mac");
+  rc = nkb_map_create_flags(BPF_MAP_TYPE_ARRAY, sizeof(uint32_t), sizeof(nkb_ctl_t), 1u,
+                            BPF_F_MMAPABLE, "nkb_ctl");
   if (rc < 0) return rc;
-  f->mac_map_fd = rc;
+  f->ctl_map_fd = rc;
+  rc = nkb_filter_map_ctl(f);
+  if (rc < 0) return rc;
   rc = nkb_filter_sync_mac(f);
   if (rc < 0) return rc;
-  rc = nkb_prog_load(f->flows_map_fd, f->xsks_map_fd, f->mac_map_fd);
+  rc = nkb_prog_load(f->flows_map_fd, f->xsks_map_fd, f->ctl_map_fd);
   if (rc < 0) return rc;
   f->prog_fd = rc;
   rc = nkb_bpf_prog_id(f->prog_fd, &f->prog_id);
@@ -249,36 +272,48 @@ static int32_t nkb_filter_open_steps(nkb_filter_t *f, uint32_t attach_flags) {
   return 0;
 }
 
+static void nkb_filter_reset(nkb_filter_t *f) {
+  memset(f, 0, sizeof(*f));
+  f->prog_fd = f->link_fd = f->xsks_map_fd = f->flows_map_fd = f->ctl_map_fd = -1;
+}
+
+#define NKB_OPEN_TRIES 4u  // a join races the last holder's exit, a create another's create
+
 int32_t nkb_filter_open(nkb_filter_t *f, uint32_t ifindex, uint32_t max_queues, uint32_t max_flows,
                         uint32_t attach_flags) {
   assert(f != NULL);
-  memset(f, 0, sizeof(*f));
-  f->prog_fd = -1;
-  f->link_fd = -1;
-  f->xsks_map_fd = -1;
-  f->flows_map_fd = -1;
-  f->mac_map_fd = -1;
+  nkb_filter_reset(f);
   if (ifindex == 0 || max_queues == 0 || max_flows == 0) return -EINVAL;
   if (attach_flags != 0 && attach_flags != XDP_FLAGS_SKB_MODE &&
       attach_flags != XDP_FLAGS_DRV_MODE) {
     return -EINVAL;
   }
-  f->ifindex = ifindex;
-  f->max_queues = max_queues;
-  f->max_flows = max_flows;
-
-  const int32_t rc = nkb_filter_open_steps(f, attach_flags);
-  if (rc < 0) {
+  int32_t rc = -EBUSY;
+  for (uint32_t attempt = 0; attempt < NKB_OPEN_TRIES; attempt++) {
+    nkb_link_t link;
+    rc = nkb_nl_link_get(ifindex, &link);
+    if (rc < 0) return rc;
+    if (link.xdp_prog_id != 0) {
+      // Another process's filter (or a foreign program, which the join refuses).
+      rc = nkb_filter_join(f, ifindex, link.xdp_prog_id);
+      // Every holder keeps the MAC current: a failed look here changes nothing.
+      if (rc == 0) (void)nkb_filter_sync_mac(f);
+      if (rc != -ENOENT) return rc;
+      continue;  // its last holder left meanwhile
+    }
+    nkb_filter_reset(f);
+    f->ifindex = ifindex;
+    f->max_queues = max_queues;
+    f->max_flows = max_flows;
+    rc = nkb_filter_open_steps(f, attach_flags);
+    if (rc == 0) break;
     nkb_filter_close(f);
-    f->prog_fd = -1;
-    f->link_fd = -1;
-    f->xsks_map_fd = -1;
-    f->flows_map_fd = -1;
-    f->mac_map_fd = -1;
-    return rc;
+    nkb_filter_reset(f);
+    if (rc != -EBUSY) return rc;  // EBUSY: another process attached first; join it
   }
-  assert(f->prog_fd > 0 && f->link_fd > 0);
-  assert(f->xsks_map_fd > 0 && f->flows_map_fd > 0 && f->mac_map_fd > 0);
+  if (rc < 0) return rc;
+  assert(f->prog_fd > 0 && f->link_fd > 0 && f->ctl != NULL);
+  assert(f->xsks_map_fd > 0 && f->flows_map_fd > 0 && f->ctl_map_fd > 0);
   return 0;
 }
 
@@ -307,36 +342,70 @@ int32_t nkb_filter_set_xsk(nkb_filter_t *f, uint32_t queue, int32_t xsk_fd) {
   return rc;
 }
 
-static nkb_flow_key_t nkb_flow_key(uint32_t daddr_be, uint16_t dport_be) {
+static nkb_flow_key_t nkb_flow_key(uint32_t daddr_be, uint16_t dport_be, uint16_t queue) {
   nkb_flow_key_t key;
-  memset(&key, 0, sizeof(key));  // the program writes zero padding; so must we, to match
+  memset(&key, 0, sizeof(key));  // no padding today; were there any, the hash would compare it
   key.daddr_be = daddr_be;
   key.dport_be = dport_be;
-  assert(key.zero == 0);
+  key.queue = queue;
   return key;
 }
 
-int32_t nkb_filter_add_flow(nkb_filter_t *f, uint32_t daddr_be, uint16_t dport_be) {
+int32_t nkb_filter_add_flow(nkb_filter_t *f, uint32_t daddr_be, uint16_t dport_be,
+                            uint16_t queue) {
   assert(f != NULL);
   if (f->flows_map_fd <= 0) return -EBADF;
-  const nkb_flow_key_t key = nkb_flow_key(daddr_be, dport_be);
-  const uint32_t value = 1;
+  if (queue >= f->max_queues) return -EINVAL;
+  const nkb_flow_key_t key = nkb_flow_key(daddr_be, dport_be, queue);
+  const uint32_t value = (uint32_t)getpid();  // for whoever reads the map: not used to decide
   const int32_t rc = nkb_map_update(f->flows_map_fd, &key, &value);
   assert(rc <= 0);
   return rc;  // -E2BIG once max_flows distinct keys are present
 }
 
-int32_t nkb_filter_del_flow(nkb_filter_t *f, uint32_t daddr_be, uint16_t dport_be) {
-  assert(f != NULL);
-  if (f->flows_map_fd <= 0) return -EBADF;
-  const nkb_flow_key_t key = nkb_flow_key(daddr_be, dport_be);
+static int32_t nkb_map_delete(int32_t map_fd, const void *key) {
   union bpf_attr attr;
   memset(&attr, 0, sizeof(attr));
-  attr.map_fd = (uint32_t)f->flows_map_fd;
-  attr.key = (uint64_t)(uintptr_t)&key;
+  attr.map_fd = (uint32_t)map_fd;
+  attr.key = (uint64_t)(uintptr_t)key;
   const int32_t rc = nkb_bpf(BPF_MAP_DELETE_ELEM, &attr, sizeof(attr));
   assert(rc <= 0);
-  return rc;  // -ENOENT when the flow was not present
+  return rc;  // -ENOENT when the key was not present
+}
+
+int32_t nkb_filter_del_flow(nkb_filter_t *f, uint32_t daddr_be, uint16_t dport_be,
+                            uint16_t queue) {
+  assert(f != NULL);
+  if (f->flows_map_fd <= 0) return -EBADF;
+  const nkb_flow_key_t key = nkb_flow_key(daddr_be, dport_be, queue);
+  return nkb_map_delete(f->flows_map_fd, &key);
+}
+
+int32_t nkb_filter_sweep_queue(nkb_filter_t *f, uint16_t queue) {
+  assert(f != NULL);
+  if (f->flows_map_fd <= 0) return -EBADF;
+  // Collected first, deleted after: a walk whose current key is deleted starts over.
+  nkb_flow_key_t *stale = calloc(f->max_flows, sizeof(*stale));
+  if (stale == NULL) return -ENOMEM;
+  uint32_t n = 0;
+  nkb_flow_key_t key, next;
+  const nkb_flow_key_t *prev = NULL;
+  for (uint32_t i = 0; i <= f->max_flows; i++) {  // bounded: the map holds max_flows keys
+    union bpf_attr attr;
+    memset(&attr, 0, sizeof(attr));
+    attr.map_fd = (uint32_t)f->flows_map_fd;
+    attr.key = (uint64_t)(uintptr_t)prev;
+    attr.next_key = (uint64_t)(uintptr_t)&next;
+    if (nkb_bpf(BPF_MAP_GET_NEXT_KEY, &attr, sizeof(attr)) < 0) break;  // -ENOENT: the end
+    if (next.queue == queue && n < f->max_flows) stale[n++] = next;
+    key = next;
+    prev = &key;
+  }
+  int32_t gone = 0;
+  for (uint32_t i = 0; i < n; i++) gone += nkb_map_delete(f->flows_map_fd, &stale[i]) == 0;
+  free(stale);
+  assert(gone >= 0 && (uint32_t)gone <= n);
+  return gone;
 }
 
 void nkb_filter_close(nkb_filter_t *f) {
@@ -345,9 +414,11 @@ void nkb_filter_close(nkb_filter_t *f) {
   // references lose their last user-space reference.
   nkb_fd_close(&f->link_fd);
   nkb_fd_close(&f->prog_fd);
+  if (f->ctl != NULL) munmap(f->ctl, f->ctl_map_len);
+  f->ctl = NULL;
   nkb_fd_close(&f->xsks_map_fd);
   nkb_fd_close(&f->flows_map_fd);
-  nkb_fd_close(&f->mac_map_fd);
+  nkb_fd_close(&f->ctl_map_fd);
   memset(f, 0, sizeof(*f));
   assert(f->link_fd == 0 && f->prog_fd == 0);
 }

@@ -32,13 +32,13 @@ static const struct bpf_insn nkb_filter_prog[NKB_FILTER_PROG_LEN] = {
     {.code = 0x69, .dst_reg = 2, .src_reg = 6, .off = 20, .imm = 0},  // 12: r2 = *(u16 *)(r6 + 20)
     {.code = 0x54, .dst_reg = 2, .src_reg = 0, .off = 0, .imm = 65343},  // 13: w2 &= 65343
     {.code = 0x56, .dst_reg = 2, .src_reg = 0, .off = 40, .imm = 0},  // 14: if w2 != 0 goto 55
-    {.code = 0xbf, .dst_reg = 7, .src_reg = 1, .off = 0, .imm = 0},  // 15: r7 = r1
-    {.code = 0x61, .dst_reg = 1, .src_reg = 6, .off = 30, .imm = 0},  // 16: r1 = *(u32 *)(r6 + 30)
-    {.code = 0x63, .dst_reg = 10, .src_reg = 1, .off = -12, .imm = 0},  // 17: *(u32 *)(r10 - 12) = r1
-    {.code = 0x69, .dst_reg = 1, .src_reg = 6, .off = 36, .imm = 0},  // 18: r1 = *(u16 *)(r6 + 36)
-    {.code = 0xb4, .dst_reg = 2, .src_reg = 0, .off = 0, .imm = 0},  // 19: w2 = 0
-    {.code = 0x6b, .dst_reg = 10, .src_reg = 2, .off = -6, .imm = 0},  // 20: *(u16 *)(r10 - 6) = r2
-    {.code = 0x6b, .dst_reg = 10, .src_reg = 1, .off = -8, .imm = 0},  // 21: *(u16 *)(r10 - 8) = r1
+    {.code = 0x61, .dst_reg = 2, .src_reg = 6, .off = 30, .imm = 0},  // 15: r2 = *(u32 *)(r6 + 30)
+    {.code = 0x63, .dst_reg = 10, .src_reg = 2, .off = -12, .imm = 0},  // 16: *(u32 *)(r10 - 12) = r2
+    {.code = 0x69, .dst_reg = 2, .src_reg = 6, .off = 36, .imm = 0},  // 17: r2 = *(u16 *)(r6 + 36)
+    {.code = 0x6b, .dst_reg = 10, .src_reg = 2, .off = -8, .imm = 0},  // 18: *(u16 *)(r10 - 8) = r2
+    {.code = 0xbf, .dst_reg = 7, .src_reg = 1, .off = 0, .imm = 0},  // 19: r7 = r1
+    {.code = 0x61, .dst_reg = 1, .src_reg = 1, .off = 16, .imm = 0},  // 20: r1 = *(u32 *)(r1 + 16)
+    {.code = 0x6b, .dst_reg = 10, .src_reg = 1, .off = -6, .imm = 0},  // 21: *(u16 *)(r10 - 6) = r1
     {.code = 0xbf, .dst_reg = 2, .src_reg = 10, .off = 0, .imm = 0},  // 22: r2 = r10
     {.code = 0x07, .dst_reg = 2, .src_reg = 0, .off = 0, .imm = -12},  // 23: r2 += -12
     {.code = 0x18, .dst_reg = 1, .src_reg = 0, .off = 0, .imm = 0},  // 24: r1 = nkb_flows
@@ -54,7 +54,7 @@ static const struct bpf_insn nkb_filter_prog[NKB_FILTER_PROG_LEN] = {
     {.code = 0x63, .dst_reg = 10, .src_reg = 1, .off = -4, .imm = 0},  // 34: *(u32 *)(r10 - 4) = r1
     {.code = 0xbf, .dst_reg = 2, .src_reg = 10, .off = 0, .imm = 0},  // 35: r2 = r10
     {.code = 0x07, .dst_reg = 2, .src_reg = 0, .off = 0, .imm = -4},  // 36: r2 += -4
-    {.code = 0x18, .dst_reg = 1, .src_reg = 0, .off = 0, .imm = 0},  // 37: r1 = nkb_mac
+    {.code = 0x18, .dst_reg = 1, .src_reg = 0, .off = 0, .imm = 0},  // 37: r1 = nkb_ctl
     {.code = 0x00, .dst_reg = 0, .src_reg = 0, .off = 0, .imm = 0},  // 38: (ld_imm64, upper half)
     {.code = 0x85, .dst_reg = 0, .src_reg = 0, .off = 0, .imm = 1},  // 39: call 1
     {.code = 0x15, .dst_reg = 0, .src_reg = 0, .off = 3, .imm = 0},  // 40: if r0 == 0 goto 44
@@ -81,7 +81,7 @@ static const struct nkb_filter_reloc {
   char map[16];
 } nkb_filter_relocs[NKB_FILTER_RELOC_COUNT] = {
     {24, "nkb_flows"},
-    {37, "nkb_mac"},
+    {37, "nkb_ctl"},
     {51, "nkb_xsks"},
 };
 

@@ -53,50 +53,98 @@ int32_t nkb_nl_neigh_get(uint32_t ifindex, uint32_t ip_be, uint8_t mac_out[6]);
 // start resolution of ip_be on ifindex. Returns 0 or -errno.
 int32_t nkb_nl_neigh_resolve(uint32_t ifindex, uint32_t ip_be);
 
-// ---- XDP filter (bpf_filter.c) ---------------------------------------------
-// One filter per (process, interface): an XDP program that redirects IPv4 UDP
-// frames whose (daddr, dport) is in the flows map to the XSK bound to the frame's
-// receive queue, and passes everything else to the kernel.
+// ---- XDP filter (bpf_filter.c, filter_join.c, ring_groups.c) -----------------
+// One filter per interface for every nkb process on the host: an XDP program that
+// redirects IPv4 UDP frames whose (daddr, dport, receive queue) is in the flows map to the
+// XSK bound to that queue, and passes everything else to the kernel. The first process
+// attaches it; the others join it (their descriptors of its BPF link keep it attached);
+// it leaves with the last. Each process binds XSKs on the queues it holds (the ring
+// groups) and adds its flows' keys for those queues only.
+
+// The program's name; version 2 keys flows by queue (version 1, "nkb_xdp", did not): a
+// filter of another version is not joined.
+#define NKB_PROG_NAME "nkb_xdp2"
+#define NKB_FILTER_QUEUES 64u  // XSKMAP size and ring groups tracked: queues 0..63
+
+typedef struct nkb_flow_key {
+  uint32_t daddr_be;
+  uint16_t dport_be;
+  uint16_t queue;        // the receive queue whose XSK takes the flow
+} nkb_flow_key_t;
+
+// Who holds a queue's XSK: a process, named so that a reused pid is not taken for it.
+typedef struct nkb_group_owner {
+  uint32_t pid;          // 0: nobody (as far as the holders said)
+  uint32_t pidns;        // low 32 bits of its pid namespace's inode
+  uint64_t start_ticks;  // its start time (/proc/PID/stat field 22)
+} nkb_group_owner_t;
+
+// The filter's control block: a one-entry array map every user maps (BPF_F_MMAPABLE), so
+// that its words are shared memory. The program reads only mac.
+typedef struct nkb_ctl {
+  uint8_t mac[8];        // the interface's MAC + 2 zeros: unicast frames to another go to the kernel
+  uint32_t wanted;       // atomic: processes that found no free queue
+  uint32_t reserved;
+  nkb_group_owner_t owners[NKB_FILTER_QUEUES];  // per queue, written with compare-and-swap
+} nkb_ctl_t;
 
 typedef struct nkb_filter {
   int32_t prog_fd;
-  int32_t link_fd;
+  int32_t link_fd;       // our reference to the BPF link: the program stays while any is held
   int32_t xsks_map_fd;   // BPF_MAP_TYPE_XSKMAP, key u32 queue, value u32 xsk fd
-  int32_t flows_map_fd;  // BPF_MAP_TYPE_HASH, key nkb_flow_key_t, value u32 (unused, 1)
-  int32_t mac_map_fd;    // BPF_MAP_TYPE_ARRAY, key 0, value: the interface's MAC + 2 zeros
-  uint8_t mac[6];        // what mac_map_fd holds (when mac_set)
+  int32_t flows_map_fd;  // BPF_MAP_TYPE_HASH, key nkb_flow_key_t, value u32 (the holder's pid)
+  int32_t ctl_map_fd;    // BPF_MAP_TYPE_ARRAY (mmapable), one nkb_ctl_t
+  nkb_ctl_t *ctl;        // that entry, mapped
+  uint64_t ctl_map_len;
+  uint8_t mac[6];        // what ctl->mac holds (when mac_set)
   bool mac_set;
+  bool joined;           // another process attached it
   uint32_t ifindex;
   uint32_t prog_id;      // from BPF_OBJ_GET_INFO_BY_FD
   uint32_t max_queues;
   uint32_t max_flows;
 } nkb_filter_t;
 
-typedef struct nkb_flow_key {
-  uint32_t daddr_be;
-  uint16_t dport_be;
-  uint16_t zero;
-} nkb_flow_key_t;
-
-// Load the program and maps, attach with BPF_LINK_CREATE (so it dies with the process).
-// attach_flags: 0 = let the kernel choose (native on veth), 2 = XDP_FLAGS_SKB_MODE (generic),
-// 4 = XDP_FLAGS_DRV_MODE (native). On failure everything opened is closed and -errno returned
-// (-EBUSY when the interface already has a program/link). On verifier rejection the log is
+// Attaches the interface's filter, or joins the one another nkb process attached.
+// attach_flags (for a new attachment): 0 = let the kernel choose (native on veth), 2 =
+// XDP_FLAGS_SKB_MODE (generic), 4 = XDP_FLAGS_DRV_MODE (native). On failure everything
+// opened is closed and -errno returned: -EBUSY a foreign program, -EPROTO an nkb filter of
+// another version, -EPERM no CAP_SYS_ADMIN to join. On verifier rejection the log is
 // written to stderr once (bounded).
 int32_t nkb_filter_open(nkb_filter_t *f, uint32_t ifindex, uint32_t max_queues, uint32_t max_flows,
                         uint32_t attach_flags);
+// Joins the filter (program prog_id) attached to ifindex: filter_join.c. -ENOENT when its
+// link is gone (its last holder left: create one instead).
+int32_t nkb_filter_join(nkb_filter_t *f, uint32_t ifindex, uint32_t prog_id);
+// Maps the control block of ctl_map_fd into f->ctl; 0 or -errno.
+int32_t nkb_filter_map_ctl(nkb_filter_t *f);
 int32_t nkb_filter_set_xsk(nkb_filter_t *f, uint32_t queue, int32_t xsk_fd);
-int32_t nkb_filter_add_flow(nkb_filter_t *f, uint32_t daddr_be, uint16_t dport_be);
-int32_t nkb_filter_del_flow(nkb_filter_t *f, uint32_t daddr_be, uint16_t dport_be);
-// Reads the interface's MAC (rtnetlink) into the filter's MAC map, which the program
+int32_t nkb_filter_add_flow(nkb_filter_t *f, uint32_t daddr_be, uint16_t dport_be, uint16_t queue);
+int32_t nkb_filter_del_flow(nkb_filter_t *f, uint32_t daddr_be, uint16_t dport_be, uint16_t queue);
+// Deletes every flow key of queue (the queue was just bound: whoever added them is gone).
+// How many went, or -errno.
+int32_t nkb_filter_sweep_queue(nkb_filter_t *f, uint16_t queue);
+// Reads the interface's MAC (rtnetlink) into the control block, which the program
 // compares unicast destination MACs with: 1 when it changed, 0 when not, or -errno.
 int32_t nkb_filter_sync_mac(nkb_filter_t *f);
-// Closes every fd (link first, so the program detaches) and zeroes *f. Safe on a zeroed f
-// and on one already closed (fds set to -1).
+// Closes every fd (link first: the program detaches if no other process holds it) and
+// zeroes *f. Safe on a zeroed f and on one already closed (fds set to -1).
 void nkb_filter_close(nkb_filter_t *f);
-// The name of loaded program prog_id (ours are "nkb_xdp"): tells another nkb process's
+// The name of loaded program prog_id (ours are NKB_PROG_NAME): tells another nkb process's
 // filter from a foreign program. 0 or -errno.
 int32_t nkb_filter_prog_name(uint32_t prog_id, char name_out[16]);
+
+// ring_groups.c: who holds each queue of a shared filter (nkb_ctl_t.owners).
+// True when a live process other than this one holds queue q.
+bool nkb_group_held_by_other(const nkb_filter_t *f, uint32_t q);
+// The longest run of queues within [first, first + count) that no live other process
+// holds: its length (0: none), its first queue in *run_first.
+uint32_t nkb_group_free_run(const nkb_filter_t *f, uint32_t first, uint32_t count,
+                           uint32_t *run_first);
+// Records this process as queue q's holder (after its XSK bound), and lets it go (after
+// the XSK closed; only if the record is still ours).
+void nkb_group_claim(nkb_filter_t *f, uint32_t q);
+void nkb_group_release(nkb_filter_t *f, uint32_t q);
 
 // ---- packet filtering and IPsec (policy.c) ---------------------------------
 // The Solaris contract allows no bypass while packet filtering or IPsec is configured:

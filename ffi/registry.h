@@ -47,7 +47,7 @@
 #define NKB_REG_DEFAULT_DIR "/dev/shm/nkb"
 #define NKB_REG_DEFAULT_MODE 0600u
 #define NKB_REG_NAME_MAX 80u  // "<u64>-<u32>-<u64>.reg" and its NUL fit
-// No socket holds a queue at or past this index (= NKB_FILTER_QUEUES, ffi/sock.h; asserted
+// No socket holds a queue at or past this index (= NKB_FILTER_QUEUES, ffi/nkb_net.h; asserted
 // in registry.c): kept here so that the parser needs no other header.
 #define NKB_REG_QUEUE_LIMIT 64u
 

@@ -107,19 +107,12 @@ typedef struct nkb_engine_slot {
   nkb_flow_t flows[NKB_MAX_ATTACH];
 } nkb_engine_slot_t;
 
-// One XDP filter per interface, shared by the interface's engines (one engine per
-// set of queues); a flow key is in the filter while any engine's socket holds it.
-typedef struct nkb_flow_ref {
-  uint32_t ip_be;
-  uint16_t port;
-  uint16_t refs;
-} nkb_flow_ref_t;
-
+// One XDP filter per interface, shared by the interface's engines (one engine per set of
+// queues) and by the other nkb processes on it.
 typedef struct nkb_iface {
   uint32_t ifindex;
   uint32_t refs;          // engines using the filter; 0: slot free
   nkb_filter_t filter;
-  nkb_flow_ref_t keys[NKB_MAX_ATTACH];
 } nkb_iface_t;
 
 // Copies a counter that only ever rises (the kernel's drop counts) into a stats word that
@@ -139,7 +132,7 @@ static inline nkb_engine_t *nkb_sock_engine(const nkb_sock_t *s) {
   return e;
 }
 
-#define NKB_FILTER_QUEUES 64u  // XSKMAP size: queue-affine sockets up to queue 63
+
 
 // dest.c: the destination header cache. Finds daddr:dport's entry, or null.
 nkb_dest_t *nkb_dest_find(nkb_sock_t *s, uint32_t daddr_be, uint32_t dport);

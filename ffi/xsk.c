@@ -177,10 +177,18 @@ static int32_t nkb_engine_queue(nkb_engine_t *e, uint32_t q) {
   rc = nkb_xsk_bind(x, e->ifindex, q == 0 ? -1 : e->xsk[0].fd);
   if (rc != 0) return rc;
   nkb_xsk_fill_all(x, e->frame_size);
-  return nkb_filter_set_xsk(e->filter, x->queue, x->fd);
+  // The queue is ours: flow keys left for it by a process that died holding it would send
+  // its flows to our socket, which has no owner for them. They go before our XSK is in.
+  rc = nkb_filter_sweep_queue(e->filter, (uint16_t)x->queue);
+  if (rc < 0) return rc;
+  rc = nkb_filter_set_xsk(e->filter, x->queue, x->fd);
+  if (rc != 0) return rc;
+  nkb_group_claim(e->filter, x->queue);
+  x->claimed = 1;
+  return 0;
 }
 
-static void nkb_xsk_close(nkb_xsk_t *x) {
+static void nkb_xsk_close(nkb_filter_t *f, nkb_xsk_t *x) {
   // Unmap before close: mapped rings keep the socket, and its XSKMAP entry, alive.
   nkb_ring_unmap(&x->fill);
   nkb_ring_unmap(&x->comp);
@@ -188,13 +196,16 @@ static void nkb_xsk_close(nkb_xsk_t *x) {
   nkb_ring_unmap(&x->tx);
   if (x->fd >= 0) close(x->fd);
   x->fd = -1;
+  // After the close: the queue is free when the record says so.
+  if (x->claimed) nkb_group_release(f, x->queue);
+  x->claimed = 0;
   assert(x->rx.map == 0);
 }
 
 // Keeps queues [0, count) and closes the sockets of the others.
 static void nkb_engine_trim(nkb_engine_t *e, uint32_t count) {
   assert(count > 0 && count <= e->queue_count);
-  for (uint32_t q = count; q < e->queue_count; q++) nkb_xsk_close(&e->xsk[q]);
+  for (uint32_t q = count; q < e->queue_count; q++) nkb_xsk_close(e->filter, &e->xsk[q]);
   e->queue_count = count;
 }
 
@@ -284,12 +295,25 @@ int32_t nkb_engine_open(nkb_engine_t *e, nkb_filter_t *filter, uint32_t ifindex,
   e->ifindex = ifindex;
   e->first_queue = first_queue;
   e->queue_count = queue_count;
+  e->requested_first = first_queue;
   e->requested_queues = queue_count;
   uint32_t running = nkb_running_rx_queues(ifindex);
   if (running > first_queue && queue_count > running - first_queue) {
     e->queue_count = running - first_queue;  // as the EINVAL trim below would, before any setup
   }
   assert(e->queue_count > 0 && e->queue_count <= queue_count);
+  // Queues other nkb processes hold (the shared filter's record, their holders alive) are
+  // theirs: a queue-affine engine fails at once; a whole-interface one takes the longest
+  // run of the others. Those the record shows free but the kernel still holds (a socket
+  // closed moments ago) the bind retries for.
+  if (queue_count == 1 && nkb_group_held_by_other(filter, first_queue)) return -EBUSY;
+  if (queue_count > 1) {
+    uint32_t run_first = first_queue;
+    uint32_t run = nkb_group_free_run(filter, first_queue, e->queue_count, &run_first);
+    if (run == 0) return -EBUSY;
+    e->first_queue = run_first;
+    e->queue_count = run;
+  }
   e->frame_size = frame_size;
   e->filter = filter;
   e->nl_fd = nkb_link_events_open();
@@ -340,7 +364,7 @@ void nkb_engine_close(nkb_engine_t *e) {
   // frames go to the kernel from then on, never to a socket being torn down.
   if (e->nl_fd >= 0) close(e->nl_fd);
   e->nl_fd = -1;
-  for (uint32_t q = 0; q < NKB_MAX_QUEUES; q++) nkb_xsk_close(&e->xsk[q]);
+  for (uint32_t q = 0; q < NKB_MAX_QUEUES; q++) nkb_xsk_close(e->filter, &e->xsk[q]);
   if (e->umem != 0) munmap(e->umem, e->umem_len);
   e->umem = 0;
   e->queue_count = 0;

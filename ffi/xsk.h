@@ -47,6 +47,7 @@ typedef struct nkb_xsk {
   nkb_ring_t rx;
   nkb_ring_t tx;       // mapped on queue 0 only
   uint64_t rx_frame_base;   // first UMEM byte of this queue's RX frames
+  uint32_t claimed;         // the filter's ring-group record names us for this queue
 } nkb_xsk_t;
 
 // The engine's background doorbell (tx.c): started the first time a doorbell left
@@ -69,7 +70,8 @@ typedef struct nkb_engine {
   uint8_t *umem;
   uint64_t umem_len;
   uint32_t first_queue;     // queues [first_queue, first_queue + queue_count) are ours
-  uint32_t requested_queues; // what was asked for: queue_count may be fewer (real queues)
+  uint32_t requested_first; // what was asked for: a whole-interface engine takes the
+  uint32_t requested_queues; // longest run of free queues within it (other processes hold some)
   nkb_filter_t *filter;     // the interface's XDP filter, shared by its engines
   nkb_xsk_t xsk[NKB_MAX_QUEUES];
   // TX frame pool (queue 0): a stack of free chunk addresses.

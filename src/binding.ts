@@ -21,6 +21,8 @@ import type { BypassState } from "./types.ts";
 type Phase = "open" | "multicast" | "bypass" | "kernel";
 
 const EBUSY = -16;
+const EPERM = -1;
+const EPROTO = -71;
 // Reasons where bypass was possible in principle but setting it up failed: the
 // cases _NET_KERNEL_BYPASS_ERR_EXIT=1 turns into an exit. The others (wildcard,
 // loopback, other kinds of interface, filters) are not failures: the socket is
@@ -54,6 +56,23 @@ function isBroadcast(ipBe: number): boolean {
   if (ipBe === 0xffffffff) return true;
   const route = routeGet(ipBe);
   return typeof route !== "number" && route.type === RouteType.broadcast;
+}
+
+// Why nkb_sock_attach failed, as a fallback reason and its detail.
+function attachFailure(rc: number, name: string): [FallbackReason, string] {
+  if (rc === EBUSY) {
+    return ["queue-busy", `AF_XDP on ${name}: no free queue (other nkb processes hold them)`];
+  }
+  if (rc === EPERM) {
+    return [
+      "missing-privilege",
+      `joining the filter another nkb process runs on ${name} needs CAP_SYS_ADMIN`,
+    ];
+  }
+  if (rc === EPROTO) {
+    return ["foreign-xdp-program", `${name} runs an XDP program nkb cannot join`];
+  }
+  return ["setup-failed", `AF_XDP on ${name}: ${errnoName(rc)}`];
 }
 
 function sameMac(a: Uint8Array, b: Uint8Array): boolean {
@@ -369,8 +388,8 @@ export class BypassBinding {
     const count = this.#opts.queue === null ? queues : 1;
     const rc = lib().nkb_sock_attach(this.#h, link.ifindex, first, count, frameSize, 0, link.mtu);
     if (rc < 0) {
-      const reason = rc === EBUSY ? "queue-busy" : "setup-failed";
-      this.#fallback(reason, `AF_XDP on ${link.name}: ${errnoName(rc)}`, strict);
+      const [reason, detail] = attachFailure(rc, link.name);
+      this.#fallback(reason, detail, strict);
       return false;
     }
     this.#link = link;

@@ -7,10 +7,12 @@
 
 import {
   addrIfindex,
+  isNkbProgram,
   linkGet,
   type LinkInfo,
   linkIsLoopback,
   linkIsUp,
+  NKB_PROG_NAME,
   policy,
   privileges,
   progName,
@@ -45,6 +47,8 @@ export interface Plan {
   link: LinkInfo;
   frameSize: number;
   queues: number;
+  /** Another nkb process's filter is on the interface: this one joins it (CAP_SYS_ADMIN). */
+  shared: boolean;
 }
 
 /** The verdict: an interface to attach to, or a reason not to. */
@@ -58,8 +62,6 @@ const ETH_HEADER = 14;
 const MAX_QUEUES = 8;
 const RX_FRAMES_PER_QUEUE = 8192;
 const TX_FRAMES = 2048;
-/** The name our shim gives its XDP program (bpf_filter.c). */
-const NKB_PROG_NAME = "nkb_xdp";
 
 const CAP_NET_ADMIN = 12n;
 const CAP_NET_RAW = 13n;
@@ -108,12 +110,19 @@ function judgeKind(link: LinkInfo, lookup: LinkLookup): Decision | null {
   return null;
 }
 
-function judgeProgram(link: LinkInfo, isOurs: ProgramOwner): Decision | null {
-  if (link.xdpProgId === 0 || isOurs(link.xdpProgId)) return null;
-  if (progName(link.xdpProgId) === NKB_PROG_NAME) {
+// null: no program, ours, or another nkb process's filter of this version (joined, not
+// taken: shared says so); else why not.
+function judgeProgram(
+  link: LinkInfo,
+  isOurs: ProgramOwner,
+): { shared: boolean } | Decision {
+  if (link.xdpProgId === 0 || isOurs(link.xdpProgId)) return { shared: false };
+  const name = progName(link.xdpProgId);
+  if (name === NKB_PROG_NAME) return { shared: true };
+  if (typeof name === "string" && isNkbProgram(name)) {
     return no(
       "queue-busy",
-      `another nkb process holds ${link.name} (XDP program ${link.xdpProgId})`,
+      `an nkb process of another version holds ${link.name} (XDP program ${link.xdpProgId}, ${name})`,
     );
   }
   return no("foreign-xdp-program", `${link.name} already runs XDP program ${link.xdpProgId}`);
@@ -129,12 +138,18 @@ export function judgeLink(
   const byKind = judgeKind(link, lookup);
   if (byKind !== null) return byKind;
   const byProgram = judgeProgram(link, isOurs);
-  if (byProgram !== null) return byProgram;
+  if ("ok" in byProgram) return byProgram;
   if (!linkIsUp(link)) return no("interface-down", `${link.name} is down`);
   const need = link.mtu + ETH_HEADER + XDP_HEADROOM;
   if (need > 4096) return no("mtu-too-large", `${link.name} MTU ${link.mtu} exceeds 3826`);
   const queues = Math.max(1, Math.min(link.rxQueues, MAX_QUEUES));
-  return { ok: true, link, frameSize: need <= 2048 ? 2048 : 4096, queues };
+  return {
+    ok: true,
+    link,
+    frameSize: need <= 2048 ? 2048 : 4096,
+    queues,
+    shared: byProgram.shared,
+  };
 }
 
 function has(caps: bigint, cap: bigint): boolean {
@@ -148,7 +163,12 @@ export function missingPrivileges(plan: Plan): string | null {
   const missing: string[] = [];
   if (!has(p.effective, CAP_NET_RAW)) missing.push("CAP_NET_RAW");
   if (!has(p.effective, CAP_NET_ADMIN)) missing.push("CAP_NET_ADMIN");
-  if (!has(p.effective, CAP_BPF) && !has(p.effective, CAP_SYS_ADMIN)) {
+  if (plan.shared && !has(p.effective, CAP_SYS_ADMIN)) {
+    // Finding another process's filter by its ids (no bpffs to pin it in) is SYS_ADMIN's.
+    missing.push(
+      `CAP_SYS_ADMIN (to join the filter another nkb process runs on ${plan.link.name})`,
+    );
+  } else if (!has(p.effective, CAP_BPF) && !has(p.effective, CAP_SYS_ADMIN)) {
     missing.push("CAP_BPF or CAP_SYS_ADMIN");
   }
   // UMEM pages are locked memory: CAP_IPC_LOCK, or a hard limit the shim can raise to.

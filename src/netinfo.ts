@@ -157,7 +157,19 @@ export function privileges(): Privileges | number {
   return { effective: out[0], memlockCur: out[1], memlockMax: out[2], euid: Number(out[3]) };
 }
 
-/** The name of a loaded BPF program ("nkb_xdp" for ours), or a negative errno. */
+/**
+ * The name of our XDP filter (NKB_PROG_NAME, ffi/nkb_net.h; tests/filter_rules.test.ts
+ * compares them). Version 2 keys flows by queue and is shared by every nkb process on the
+ * interface; "nkb_xdp" was version 1.
+ */
+export const NKB_PROG_NAME = "nkb_xdp2";
+
+/** Whether a program of this name is some version of nkb's filter. */
+export function isNkbProgram(name: string): boolean {
+  return name === "nkb_xdp" || /^nkb_xdp\d+$/.test(name);
+}
+
+/** The name of a loaded BPF program (NKB_PROG_NAME for ours), or a negative errno. */
 export function progName(progId: number): string | number {
   const out = new Uint8Array(16);
   const rc = lib().nkb_prog_name(progId, out, byteLengthOf(out));

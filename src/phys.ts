@@ -7,7 +7,7 @@
  */
 
 import { byteLengthOf, lib } from "./ffi.ts";
-import { linkGet, progName } from "./netinfo.ts";
+import { isNkbProgram, linkGet, progName } from "./netinfo.ts";
 import { readRegistry, type RegisteredSocket } from "./registry_read.ts";
 import { type Column, formatTable } from "./table.ts";
 
@@ -117,7 +117,6 @@ export class UnknownFieldError extends TypeError {
 
 const DEFAULT_FIELDS: PhysField[] = ["LINK", "RG-AVAIL", "RG-INUSE", "XDP", "ZEROCOPY", "MTU"];
 const NUMERIC: ReadonlySet<PhysField> = new Set(["IFINDEX", "RXQ", "RG-AVAIL", "RG-INUSE", "MTU"]);
-const NKB_PROG_NAME = "nkb_xdp"; // the name of our XDP program (ffi/bpf_filter.c)
 const XDP_ZEROCOPY_BIT = 1n << 3n; // NETDEV_XDP_ACT_XSK_ZEROCOPY
 const SYS_NET = "/sys/class/net";
 const MAX_LINKS = 4096;
@@ -350,7 +349,7 @@ function xdpOwner(progId: number): Omit<XdpFacts, "zeroCopy"> {
   const name = progName(progId);
   // Without CAP_SYS_ADMIN/CAP_BPF a program's name cannot be read: it could be ours.
   if (typeof name === "number") return { xdp: "unknown", xdpProgId: progId, xdpProgName: null };
-  return { xdp: name === NKB_PROG_NAME ? "nkb" : "other", xdpProgId: progId, xdpProgName: name };
+  return { xdp: isNkbProgram(name) ? "nkb" : "other", xdpProgId: progId, xdpProgName: name };
 }
 
 function zeroCopy(ifindex: number): PhysInfo["zeroCopy"] {

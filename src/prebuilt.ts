@@ -41,12 +41,12 @@ export const PREBUILT_GLIBC = "2.27";
 /** The platforms with a prebuilt library, by `linux-<Deno.build.arch>`. */
 export const PREBUILT: Readonly<Record<string, Prebuilt>> = {
   "linux-x86_64": {
-    sha256: "201fb902a758f05a0aef38a1ccf2d25252d356fcd489abc1e93da30f3b9f936d",
-    size: 101968,
+    sha256: "cded5a3562870d114718cbee1c2bafec0452b0458349c2c3228d25d30a124653",
+    size: 109344,
   },
   "linux-aarch64": {
-    sha256: "ffcceda5592a9cff09951f1483bfbd6e3ebe980900d69bdec20ec09f3158474c",
-    size: 100272,
+    sha256: "f2755c8a3626afd629f182a8d33fcd5e974f51e260fa6a977ba117babf93ec82",
+    size: 106960,
   },
 };
 // END PREBUILT

@@ -24,7 +24,7 @@ export const HEADER = "ffi/filter_prog.h";
 const SECTION = "xdp";
 const FUNCTION = "nkb_xdp";
 /** The maps the shim creates, by the names the program's relocations use. */
-export const MAPS: readonly string[] = ["nkb_xsks", "nkb_flows", "nkb_mac"];
+export const MAPS: readonly string[] = ["nkb_xsks", "nkb_flows", "nkb_ctl"];
 
 /**
  * The compiler's arguments after `zig cc`. BPF v3 (32-bit ALU and jumps, Linux 5.1+) pinned

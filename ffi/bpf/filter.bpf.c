@@ -31,22 +31,25 @@ enum { XDP_ABORTED = 0, XDP_DROP = 1, XDP_PASS = 2, XDP_TX = 3, XDP_REDIRECT = 4
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
 static long (*bpf_redirect_map)(void *map, u64 key, u64 flags) = (void *)51;
 
-// nkb_flow_key_t of ffi/nkb_net.h: the hash compares all 8 bytes.
+// nkb_flow_key_t of ffi/nkb_net.h: the hash compares all 8 bytes. A flow is keyed by the
+// queue too: each nkb process adds its flows for the queues it holds, so a frame goes to an
+// XSK only on a queue whose holder asked for it.
 struct nkb_flow_key {
   u32 daddr_be;
   u16 dport_be;
-  u16 zero;
+  u16 queue;
 };
 _Static_assert(sizeof(struct nkb_flow_key) == 8, "the shim's keys are 8 bytes");
 
 // Relocation targets only (see the top): nkb_xsks the XSKMAP (key u32 queue), nkb_flows the
-// HASH of nkb_flow_key, nkb_mac the one-entry ARRAY holding the interface's MAC + 2 zeros.
+// HASH of nkb_flow_key, nkb_ctl the one-entry ARRAY (nkb_ctl_t) whose first 8 bytes are the
+// interface's MAC + 2 zeros.
 struct nkb_map_ref {
   u32 unused;
 };
 __attribute__((section(".maps"), used)) struct nkb_map_ref nkb_xsks;
 __attribute__((section(".maps"), used)) struct nkb_map_ref nkb_flows;
-__attribute__((section(".maps"), used)) struct nkb_map_ref nkb_mac;
+__attribute__((section(".maps"), used)) struct nkb_map_ref nkb_ctl;
 
 // Wire constants in the byte order a little-endian load of the wire bytes yields.
 #define NKB_BE16(x) ((u16)((((x) & 0xff) << 8) | (((x) >> 8) & 0xff)))
@@ -63,7 +66,7 @@ enum {
 static __attribute__((always_inline)) int nkb_for_this_host(const u8 *eth) {
   if (eth[0] & 1) return 1;  // group bit set
   const u32 key = 0;
-  const u8 *mac = bpf_map_lookup_elem(&nkb_mac, &key);
+  const u8 *mac = bpf_map_lookup_elem(&nkb_ctl, &key);
   if (!mac) return 0;  // an array entry: never
   if (*(const u32 *)eth != *(const u32 *)mac) return 0;  // MAC bytes 0..3
   return *(const u16 *)(eth + 4) == *(const u16 *)(mac + 4);  // MAC bytes 4..5
@@ -85,13 +88,14 @@ __attribute__((section("xdp"), used)) int nkb_xdp(struct xdp_md *ctx) {
   // Any fragment (MF set or non-zero offset) needs kernel reassembly; a non-first fragment
   // has no UDP header at all, so its "port" would be payload bytes.
   if (*(const u16 *)(ip + 6) & NKB_BE16(0x3fff)) return XDP_PASS;
-  // The hash compares all 8 key bytes, so the padding must be zeroed: stale stack bytes
-  // would just make every lookup miss.
+  // A flow whose frames arrive on a queue its holder does not hold (a device without flow
+  // steering spreads flows over queues by hash) misses here: the kernel delivers it to the
+  // holder's companion socket, so nothing is lost.
   struct nkb_flow_key key;
   key.daddr_be = *(const u32 *)(ip + 16);
   key.dport_be = *(const u16 *)(ip + 20 + 2);
-  key.zero = 0;
-  if (!bpf_map_lookup_elem(&nkb_flows, &key)) return XDP_PASS;  // not our flow
+  key.queue = (u16)ctx->rx_queue_index;
+  if (!bpf_map_lookup_elem(&nkb_flows, &key)) return XDP_PASS;  // not our flow on this queue
   if (!nkb_for_this_host(data)) return XDP_PASS;
   // Hand it to the XSK of the queue it arrived on. The XDP_PASS fallback flag keeps traffic
   // flowing through the kernel while no socket is bound to that queue yet (or after it

@@ -234,6 +234,17 @@ static void print_prog(void) {
          info.xlated_prog_len / 8u, info.verified_insns);
 }
 
+// Flows are keyed by queue: a key for queue 1 only (another process's queue) does not send
+// queue 0's frames to the socket there.
+static void check_queue_keys(nkb_filter_t *filter) {
+  uint8_t f[FRAME_LEN];
+  frame_hit(f);
+  (void)nkb_filter_del_flow(filter, daddr_be, htons(PORT), 0);
+  expect("flow-held-on-other-queue", f, FRAME_LEN, PASS);
+  int32_t rc = nkb_filter_add_flow(filter, daddr_be, htons(PORT), 0);
+  printf("add_flow queue 0 again: %d\n", rc);
+}
+
 static int32_t run_cases(nkb_filter_t *filter, const char *ifname) {
   uint8_t f[FRAME_LEN];
   frame_hit(f);
@@ -243,15 +254,22 @@ static int32_t run_cases(nkb_filter_t *filter, const char *ifname) {
   int32_t rc = nkb_engine_open(&engine, filter, ifindex, 0, 1, 2048);
   printf("engine_open queue 0: %d\n", rc);
   if (rc < 0) return rc;
+  // Binding queue 0 swept its keys (as if a process that died holding it had left them).
+  expect("swept-at-bind", f, FRAME_LEN, PASS);
+  rc = nkb_filter_add_flow(filter, daddr_be, htons(PORT), 0);
+  printf("add_flow queue 0: %d\n", rc);
+  if (rc < 0) return rc;
   expect("hit-socket-queue-0", f, FRAME_LEN, REDIRECT);
   expect_q("hit-no-socket-queue-1", f, FRAME_LEN, 1, PASS);
+  check_queue_keys(filter);
   check_link_layer();
   check_ip();
   check_flow();
   check_mac();
   rc = check_mac_change(filter, ifname);
   if (rc == 0) {
-    rc = nkb_filter_del_flow(filter, daddr_be, htons(PORT));
+    rc = nkb_filter_del_flow(filter, daddr_be, htons(PORT), 0);
+    if (rc == 0) rc = nkb_filter_del_flow(filter, daddr_be, htons(PORT), 1);
     frame_hit(f);
     expect("flow-deleted", f, FRAME_LEN, PASS);
   }
@@ -274,7 +292,9 @@ int main(int argc, char **argv) {
   prog_fd = filter.prog_fd;
   print_prog();
   memcpy(mac, filter.mac, 6);
-  rc = nkb_filter_add_flow(&filter, daddr_be, htons(PORT));
+  // The flow on both queues, as a socket of a two-queue engine has it.
+  rc = nkb_filter_add_flow(&filter, daddr_be, htons(PORT), 0);
+  if (rc == 0) rc = nkb_filter_add_flow(&filter, daddr_be, htons(PORT), 1);
   printf("add_flow: %d\n", rc);
   if (rc == 0) rc = run_cases(&filter, argv[1]);
   nkb_filter_close(&filter);
