@@ -6,7 +6,7 @@ const c_sources = [_][]const u8{
     "ffi/nl_io.c",
     "ffi/netlink.c",
     "ffi/bpf_filter.c",
-    "ffi/filter_join.c",
+    "ffi/filter_open.c",
     "ffi/ring_groups.c",
     "ffi/frame.c",
     "ffi/xsk.c",

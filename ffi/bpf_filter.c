@@ -241,7 +241,7 @@ int32_t nkb_filter_sync_mac(nkb_filter_t *f) {
   return 1;
 }
 
-static int32_t nkb_filter_open_steps(nkb_filter_t *f, uint32_t attach_flags) {
+int32_t nkb_filter_create(nkb_filter_t *f, uint32_t attach_flags) {
   assert(f->ifindex > 0);
   assert(f->prog_fd == -1 && f->link_fd == -1);
   int32_t rc = nkb_bpf_map_create(BPF_MAP_TYPE_XSKMAP, sizeof(uint32_t), sizeof(uint32_t),
@@ -269,51 +269,6 @@ static int32_t nkb_filter_open_steps(nkb_filter_t *f, uint32_t attach_flags) {
   if (rc < 0) return rc;
   f->link_fd = rc;
   assert(f->prog_id > 0);
-  return 0;
-}
-
-static void nkb_filter_reset(nkb_filter_t *f) {
-  memset(f, 0, sizeof(*f));
-  f->prog_fd = f->link_fd = f->xsks_map_fd = f->flows_map_fd = f->ctl_map_fd = -1;
-}
-
-#define NKB_OPEN_TRIES 4u  // a join races the last holder's exit, a create another's create
-
-int32_t nkb_filter_open(nkb_filter_t *f, uint32_t ifindex, uint32_t max_queues, uint32_t max_flows,
-                        uint32_t attach_flags) {
-  assert(f != NULL);
-  nkb_filter_reset(f);
-  if (ifindex == 0 || max_queues == 0 || max_flows == 0) return -EINVAL;
-  if (attach_flags != 0 && attach_flags != XDP_FLAGS_SKB_MODE &&
-      attach_flags != XDP_FLAGS_DRV_MODE) {
-    return -EINVAL;
-  }
-  int32_t rc = -EBUSY;
-  for (uint32_t attempt = 0; attempt < NKB_OPEN_TRIES; attempt++) {
-    nkb_link_t link;
-    rc = nkb_nl_link_get(ifindex, &link);
-    if (rc < 0) return rc;
-    if (link.xdp_prog_id != 0) {
-      // Another process's filter (or a foreign program, which the join refuses).
-      rc = nkb_filter_join(f, ifindex, link.xdp_prog_id);
-      // Every holder keeps the MAC current: a failed look here changes nothing.
-      if (rc == 0) (void)nkb_filter_sync_mac(f);
-      if (rc != -ENOENT) return rc;
-      continue;  // its last holder left meanwhile
-    }
-    nkb_filter_reset(f);
-    f->ifindex = ifindex;
-    f->max_queues = max_queues;
-    f->max_flows = max_flows;
-    rc = nkb_filter_open_steps(f, attach_flags);
-    if (rc == 0) break;
-    nkb_filter_close(f);
-    nkb_filter_reset(f);
-    if (rc != -EBUSY) return rc;  // EBUSY: another process attached first; join it
-  }
-  if (rc < 0) return rc;
-  assert(f->prog_fd > 0 && f->link_fd > 0 && f->ctl != NULL);
-  assert(f->xsks_map_fd > 0 && f->flows_map_fd > 0 && f->ctl_map_fd > 0);
   return 0;
 }
 

@@ -53,7 +53,7 @@ int32_t nkb_nl_neigh_get(uint32_t ifindex, uint32_t ip_be, uint8_t mac_out[6]);
 // start resolution of ip_be on ifindex. Returns 0 or -errno.
 int32_t nkb_nl_neigh_resolve(uint32_t ifindex, uint32_t ip_be);
 
-// ---- XDP filter (bpf_filter.c, filter_join.c, ring_groups.c) -----------------
+// ---- XDP filter (bpf_filter.c, filter_open.c, ring_groups.c) -----------------
 // One filter per interface for every nkb process on the host: an XDP program that
 // redirects IPv4 UDP frames whose (daddr, dport, receive queue) is in the flows map to the
 // XSK bound to that queue, and passes everything else to the kernel. The first process
@@ -113,10 +113,13 @@ typedef struct nkb_filter {
 // written to stderr once (bounded).
 int32_t nkb_filter_open(nkb_filter_t *f, uint32_t ifindex, uint32_t max_queues, uint32_t max_flows,
                         uint32_t attach_flags);
-// Joins the filter (program prog_id) attached to ifindex: filter_join.c. -ENOENT when its
-// link is gone (its last holder left: create one instead).
+// filter_open.c: nkb_filter_open, and joining the filter (program prog_id) attached to
+// ifindex: -ENOENT when its link is gone (its last holder left: create one instead).
 int32_t nkb_filter_join(nkb_filter_t *f, uint32_t ifindex, uint32_t prog_id);
-// Maps the control block of ctl_map_fd into f->ctl; 0 or -errno.
+// bpf_filter.c: creates the maps, loads the program and attaches it to f->ifindex (f's
+// ifindex, max_queues and max_flows set, every fd -1); 0 or -errno (-EBUSY: a program is
+// already attached). Maps the control block of ctl_map_fd into f->ctl; 0 or -errno.
+int32_t nkb_filter_create(nkb_filter_t *f, uint32_t attach_flags);
 int32_t nkb_filter_map_ctl(nkb_filter_t *f);
 int32_t nkb_filter_set_xsk(nkb_filter_t *f, uint32_t queue, int32_t xsk_fd);
 int32_t nkb_filter_add_flow(nkb_filter_t *f, uint32_t daddr_be, uint16_t dport_be, uint16_t queue);

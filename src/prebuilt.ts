@@ -41,12 +41,12 @@ export const PREBUILT_GLIBC = "2.27";
 /** The platforms with a prebuilt library, by `linux-<Deno.build.arch>`. */
 export const PREBUILT: Readonly<Record<string, Prebuilt>> = {
   "linux-x86_64": {
-    sha256: "cded5a3562870d114718cbee1c2bafec0452b0458349c2c3228d25d30a124653",
-    size: 109344,
+    sha256: "cc9773eb35decf9c329095a94af0a5dbf63246efdf7f046b2c9de2a7b9c0826e",
+    size: 110048,
   },
   "linux-aarch64": {
-    sha256: "f2755c8a3626afd629f182a8d33fcd5e974f51e260fa6a977ba117babf93ec82",
-    size: 106960,
+    sha256: "f3f9af2dc95646289e8a7eb866fceaffbb2644db4d68c0aa3459cd1654b4f546",
+    size: 107552,
   },
 };
 // END PREBUILT
