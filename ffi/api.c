@@ -365,7 +365,7 @@ int32_t nkb_sock_free(int32_t h) {
   int32_t rc = s == 0 ? -EBADF : 0;
   // A wait still runs on another thread: the caller frees it later. No new pin can
   // start (closing is set), so the socket stays unpinned from here on.
-  if (rc == 0 && __atomic_load_n(&c->pins[s->index], __ATOMIC_SEQ_CST) != 0) rc = -EBUSY;
+  if (rc == 0 && nkb_sock_pinned(s)) rc = -EBUSY;
   if (rc == 0 && s->eng != 0) rc = nkb_detach(s);
   if (rc == 0) {
     // The slot's memory stays for its next socket (core.c); its descriptors go before
@@ -376,9 +376,8 @@ int32_t nkb_sock_free(int32_t h) {
     s->fd = s->wake_fd = s->park_fd = -1;
     nkb_lock(&c->table_lock, NKB_RANK_TABLE);
     nkb_reg_release(s->index);
-    rc = nkb_sock_remove_locked(s);
+    nkb_sock_remove_locked(s);
     nkb_unlock(&c->table_lock, NKB_RANK_TABLE);
-    assert(rc == 0);
   }
   nkb_unlock(&c->setup_lock, NKB_RANK_SETUP);
   return rc;

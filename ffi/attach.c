@@ -70,7 +70,7 @@ static int32_t nkb_iface_hold(nkb_core_t *c, uint32_t ifindex, uint32_t attach_f
     memset(f, 0, sizeof(*f));
     // The program is on the interface before it is in the table: nkb_prog_is_ours answers
     // yes meanwhile (a Worker that saw it attached would otherwise take it for a foreign one).
-    __atomic_store_n(&c->filter_opening, 1u, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&c->filter_opening, ifindex, __ATOMIC_SEQ_CST);
     // Keys are per queue: 64 sockets of 8 queues each, for every process on the interface.
     int32_t rc = nkb_filter_open(&f->filter, ifindex, NKB_FILTER_QUEUES, 4096u, attach_flags);
     if (rc != 0) {
@@ -162,6 +162,28 @@ int32_t nkb_sock_attach(int32_t h, uint32_t ifindex, uint32_t first_queue, uint3
   return rc;
 }
 
+// A group flow: with keys on queues of another engine (another process's, or a
+// queue-affine one of this process) besides this engine's, the group is marked shared
+// (NKB_FLOW_SHARED): every member then gets its frames through the kernel. Marked after
+// this engine's keys went in, so of two engines adding at once the later sees the other;
+// unmarked when the last key of the group is gone. Table lock held.
+static void nkb_group_keys(const nkb_engine_slot_t *es, uint32_t ip_be, uint16_t port,
+                           bool added) {
+  nkb_filter_t *f = &es->iface->filter;
+  const nkb_engine_t *e = es->engine;
+  uint64_t held = nkb_filter_flow_queues(f, ip_be, htons(port));
+  uint64_t mine = 0;
+  for (uint32_t q = 0; q < e->queue_count && e->first_queue + q < 64u; q++) {
+    mine |= 1ull << (e->first_queue + q);
+  }
+  if (added && (held & ~mine) != 0) {
+    (void)nkb_filter_add_flow(f, ip_be, htons(port), (uint16_t)NKB_FLOW_SHARED);
+  }
+  if (!added && held == 0) {
+    (void)nkb_filter_del_flow(f, ip_be, htons(port), (uint16_t)NKB_FLOW_SHARED);
+  }
+}
+
 // The filter's keys of one flow, one per queue of the engine: each engine holds its own
 // queues, so no two engines (of this process or another) share a key. Table lock held.
 static int32_t nkb_engine_keys(const nkb_engine_slot_t *es, uint32_t ip_be, uint16_t port,
@@ -182,6 +204,7 @@ static int32_t nkb_engine_keys(const nkb_engine_slot_t *es, uint32_t ip_be, uint
       (void)nkb_filter_del_flow(f, ip_be, htons(port), (uint16_t)(e->first_queue + k));
     }
   }
+  if ((ntohl(ip_be) >> 28) == 0xeu) nkb_group_keys(es, ip_be, port, add);
   return rc;
 }
 
@@ -194,12 +217,18 @@ static int32_t nkb_flow_add(nkb_sock_t *s, nkb_engine_slot_t *es, uint32_t ip_be
   }
   if (found >= 0) return -EADDRINUSE;
   if (free_slot < 0) return -ENOSPC;
-  int32_t rc = nkb_engine_keys(es, ip_be, port, true);
-  if (rc != 0) return rc;
+  // The engine knows the flow's socket before the filter sends it frames: the other way
+  // round, the first frames would find no owner (dropped, counted).
   nkb_lock(&es->engine->rx_lock, NKB_RANK_RX);
   es->flows[free_slot] = (nkb_flow_t){.sock = s, .ip_be = ip_be, .port = port};
   nkb_unlock(&es->engine->rx_lock, NKB_RANK_RX);
-  return 0;
+  int32_t rc = nkb_engine_keys(es, ip_be, port, true);
+  if (rc != 0) {
+    nkb_lock(&es->engine->rx_lock, NKB_RANK_RX);
+    es->flows[free_slot].sock = 0;
+    nkb_unlock(&es->engine->rx_lock, NKB_RANK_RX);
+  }
+  return rc;
 }
 
 static int32_t nkb_flow_del(nkb_sock_t *s, nkb_engine_slot_t *es, uint32_t ip_be, uint16_t port) {
@@ -274,7 +303,7 @@ int32_t nkb_detach(nkb_sock_t *s) {
   // Pairs with a wait's pin (core.c): cleared before the pins are read, so a wait that
   // pins after this sees no engine, and one pinned before is seen here.
   __atomic_store_n(&s->eng, (nkb_engine_slot_t *)0, __ATOMIC_SEQ_CST);
-  if (__atomic_load_n(&c->pins[s->index], __ATOMIC_SEQ_CST) != 0) {
+  if (nkb_sock_pinned(s)) {
     __atomic_store_n(&s->eng, es, __ATOMIC_SEQ_CST);
     nkb_unlock(&c->table_lock, NKB_RANK_TABLE);
     return -EBUSY;  // a wait on another thread may be reading the engine's rings
@@ -379,9 +408,16 @@ int32_t nkb_prog_is_ours(uint32_t prog_id) {
   }
   // Attached moments ago and closed since by another Worker: still ours (see above).
   if (ours == 0 && nkb_prog_history_has(c, prog_id)) ours = 1;
-  // Being attached by another Worker right now (its attach waits for that one's end).
-  if (ours == 0 && __atomic_load_n(&c->filter_opening, __ATOMIC_SEQ_CST) != 0) ours = 1;
   nkb_unlock(&c->table_lock, NKB_RANK_TABLE);
+  // Being attached (or joined) on its interface by another Worker right now: its attach
+  // waits for that one's end. A program on another interface is not. (Asked outside the
+  // table lock: rtnetlink.)
+  uint32_t opening = __atomic_load_n(&c->filter_opening, __ATOMIC_SEQ_CST);
+  nkb_link_t link;
+  if (ours == 0 && opening != 0 && nkb_nl_link_get(opening, &link) == 0 &&
+      link.xdp_prog_id == prog_id) {
+    ours = 1;
+  }
   assert(ours == 0 || ours == 1);
   return ours;
 }

@@ -310,7 +310,7 @@ int32_t nkb_filter_add_flow(nkb_filter_t *f, uint32_t daddr_be, uint16_t dport_b
                             uint16_t queue) {
   assert(f != NULL);
   if (f->flows_map_fd <= 0) return -EBADF;
-  if (queue >= f->max_queues) return -EINVAL;
+  if (queue >= f->max_queues && queue != NKB_FLOW_SHARED) return -EINVAL;
   const nkb_flow_key_t key = nkb_flow_key(daddr_be, dport_be, queue);
   const uint32_t value = (uint32_t)getpid();  // for whoever reads the map: not used to decide
   const int32_t rc = nkb_map_update(f->flows_map_fd, &key, &value);
@@ -334,6 +334,22 @@ int32_t nkb_filter_del_flow(nkb_filter_t *f, uint32_t daddr_be, uint16_t dport_b
   if (f->flows_map_fd <= 0) return -EBADF;
   const nkb_flow_key_t key = nkb_flow_key(daddr_be, dport_be, queue);
   return nkb_map_delete(f->flows_map_fd, &key);
+}
+
+uint64_t nkb_filter_flow_queues(nkb_filter_t *f, uint32_t daddr_be, uint16_t dport_be) {
+  assert(f != NULL);
+  uint64_t mask = 0;
+  for (uint32_t q = 0; f->flows_map_fd > 0 && q < f->max_queues && q < 64u; q++) {
+    const nkb_flow_key_t key = nkb_flow_key(daddr_be, dport_be, (uint16_t)q);
+    uint32_t value = 0;
+    union bpf_attr attr;
+    memset(&attr, 0, sizeof(attr));
+    attr.map_fd = (uint32_t)f->flows_map_fd;
+    attr.key = (uint64_t)(uintptr_t)&key;
+    attr.value = (uint64_t)(uintptr_t)&value;
+    if (nkb_bpf(BPF_MAP_LOOKUP_ELEM, &attr, sizeof(attr)) == 0) mask |= 1ull << q;
+  }
+  return mask;
 }
 
 int32_t nkb_filter_sweep_queue(nkb_filter_t *f, uint16_t queue) {

@@ -46,23 +46,42 @@ int32_t nkb_sock_handle(const nkb_sock_t *s) {
   return (int32_t)(gen << NKB_INDEX_BITS | s->index);
 }
 
-// Pairs with nkb_sock_remove_locked: the pin is counted before closing and the
-// generation are read, and the remove reads the count after closing was set, so one of
-// the two always sees the other (sequentially consistent on both sides).
+static bool nkb_pin_valid(const nkb_sock_t *s, uint32_t idx, uint32_t gen) {
+  return __atomic_load_n(&g_core.gen[idx], __ATOMIC_SEQ_CST) == gen &&
+         __atomic_load_n(&s->closing, __ATOMIC_SEQ_CST) == 0 &&
+         __atomic_load_n(&g_core.gen[idx], __ATOMIC_SEQ_CST) == gen;  // not freed and reused between
+}
+
+// Pairs with nkb_sock_pinned: the pin is counted before closing and the generation are
+// read again, and a free or detach reads the count after closing (or the engine) changed,
+// so one of the two always sees the other (sequentially consistent on both sides). A pin
+// that fails counts for a moment too; the first look keeps that to the rare race.
 nkb_sock_t *nkb_sock_pin(int32_t h) {
   if (h <= 0) return 0;
   uint32_t idx = (uint32_t)h & (NKB_MAX_SOCKS - 1u);
   uint32_t gen = (uint32_t)h >> NKB_INDEX_BITS;
   nkb_sock_t *s = __atomic_load_n(&g_core.socks[idx], __ATOMIC_ACQUIRE);
-  if (s == 0) return 0;
+  if (s == 0 || !nkb_pin_valid(s, idx, gen)) return 0;
   __atomic_add_fetch(&g_core.pins[idx], 1u, __ATOMIC_SEQ_CST);
-  if (__atomic_load_n(&g_core.gen[idx], __ATOMIC_SEQ_CST) != gen ||
-      __atomic_load_n(&s->closing, __ATOMIC_SEQ_CST) != 0) {
+  if (!nkb_pin_valid(s, idx, gen)) {
     __atomic_sub_fetch(&g_core.pins[idx], 1u, __ATOMIC_SEQ_CST);
     return 0;
   }
   assert(s->index == idx);
   return s;
+}
+
+#define NKB_PIN_SETTLE_NS 20000u  // a failing pin lets go within instructions
+#define NKB_PIN_SETTLE_TRIES 100000u
+
+bool nkb_sock_pinned(const nkb_sock_t *s) {
+  assert(s != 0 && s->index < NKB_MAX_SOCKS);
+  uint64_t until = nkb_now_ns() + NKB_PIN_SETTLE_NS;
+  for (uint32_t i = 0; i < NKB_PIN_SETTLE_TRIES; i++) {
+    if (__atomic_load_n(&g_core.pins[s->index], __ATOMIC_SEQ_CST) == 0) return false;
+    if (nkb_now_ns() > until) break;
+  }
+  return true;  // a wait runs on another thread (or a failing pin was preempted: rare)
 }
 
 void nkb_sock_unpin(nkb_sock_t *s) {
@@ -100,13 +119,13 @@ int32_t nkb_sock_insert(const nkb_sock_t *proto, nkb_sock_t **out) {
   return h;
 }
 
-int32_t nkb_sock_remove_locked(nkb_sock_t *s) {
+void nkb_sock_remove_locked(nkb_sock_t *s) {
   nkb_core_t *c = &g_core;
   assert(nkb_holds(NKB_RANK_TABLE));
   assert(s != 0 && c->socks[s->index] == s);
-  assert(__atomic_load_n(&s->closing, __ATOMIC_SEQ_CST) != 0);  // no new pin succeeds
-  if (__atomic_load_n(&c->pins[s->index], __ATOMIC_SEQ_CST) != 0) return -EBUSY;
+  // Closing is set, so no pin succeeds from here on; one that fails only reads the slot's
+  // memory, which stays. The caller saw no successful pin (nkb_sock_pinned).
+  assert(__atomic_load_n(&s->closing, __ATOMIC_SEQ_CST) != 0);
   assert(s->eng == 0);
   __atomic_store_n(&c->gen[s->index], 0u, __ATOMIC_RELEASE);
-  return 0;
 }

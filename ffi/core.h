@@ -27,7 +27,7 @@ typedef struct nkb_core {
   nkb_iface_t ifaces[NKB_MAX_ENGINES];
   uint32_t prog_history[NKB_PROG_HISTORY];  // table lock
   uint32_t prog_history_next;               // table lock; total ever recorded
-  uint32_t filter_opening;  // atomic: a filter is being attached (setup lock, not table)
+  uint32_t filter_opening;  // atomic: the ifindex whose filter is being opened, or 0
 } nkb_core_t;
 
 // The process's one context (entries are plain C functions called by handle).
@@ -44,12 +44,15 @@ int32_t nkb_sock_handle(const nkb_sock_t *s);
 // answer -EBUSY). Null when the handle is no open socket. Takes no lock.
 nkb_sock_t *nkb_sock_pin(int32_t h);
 void nkb_sock_unpin(nkb_sock_t *s);
+// Whether a wait pins s: a pin that is failing (a stale handle, a closing socket) counts
+// for an instant, so the count is looked at until it is 0, a bounded while.
+bool nkb_sock_pinned(const nkb_sock_t *s);
 
 // Puts a prepared socket in a free slot (table lock not held: taken here). Returns its
 // handle, or -EMFILE when the table is full; *out is the slot's socket, filled from
 // *proto (the slot's memory, allocated on its first use: -ENOMEM).
 int32_t nkb_sock_insert(const nkb_sock_t *proto, nkb_sock_t **out);
-// Takes closing socket s out of the table (table lock held): -EBUSY while pinned.
-int32_t nkb_sock_remove_locked(nkb_sock_t *s);
+// Takes closing socket s out of the table (table lock held; nkb_sock_pinned was false).
+void nkb_sock_remove_locked(nkb_sock_t *s);
 
 #endif

@@ -88,11 +88,11 @@ static int32_t nkb_join_map(const uint32_t *ids, uint32_t n, const char *name, u
         return fd;
       }
       close(fd);
-      return -EPROTO;  // another layout: an nkb of another version
+      return -EPROTONOSUPPORT;  // another layout: an nkb of another version
     }
     close(fd);
   }
-  return -EPROTO;
+  return -EPROTONOSUPPORT;
 }
 
 static int32_t nkb_join_maps(nkb_filter_t *f) {
@@ -104,7 +104,7 @@ static int32_t nkb_join_maps(nkb_filter_t *f) {
   info.map_ids = (uint64_t)(uintptr_t)ids;
   int32_t rc = nkb_obj_info(f->prog_fd, &info, sizeof(info));
   if (rc < 0) return rc;
-  if (strncmp(info.name, NKB_PROG_NAME, sizeof(info.name)) != 0) return -EPROTO;
+  if (strncmp(info.name, NKB_PROG_NAME, sizeof(info.name)) != 0) return -EPROTONOSUPPORT;
   uint32_t n = info.nr_map_ids < NKB_JOIN_MAX_MAPS ? info.nr_map_ids : NKB_JOIN_MAX_MAPS;
   uint32_t entries = 0;
   rc = nkb_join_map(ids, n, "nkb_xsks", BPF_MAP_TYPE_XSKMAP, 4u, 4u, &f->max_queues);
@@ -117,7 +117,11 @@ static int32_t nkb_join_maps(nkb_filter_t *f) {
   rc = nkb_join_map(ids, n, "nkb_ctl", BPF_MAP_TYPE_ARRAY, 4u, sizeof(nkb_ctl_t), &entries);
   if (rc < 0) return rc;
   f->ctl_map_fd = rc;
-  if (entries != 1u || f->max_queues == 0 || f->max_queues > NKB_FILTER_QUEUES) return -EPROTO;
+  // Sizes this shim allocates by (the sweep's key list): another build's are not trusted.
+  if (entries != 1u || f->max_queues == 0 || f->max_queues > NKB_FILTER_QUEUES ||
+      f->max_flows == 0 || f->max_flows > NKB_FILTER_FLOWS_MAX) {
+    return -EPROTONOSUPPORT;
+  }
   return nkb_filter_map_ctl(f);  // EPERM/EINVAL if it is not mmapable: another version
 }
 
@@ -169,7 +173,13 @@ int32_t nkb_filter_open(nkb_filter_t *f, uint32_t ifindex, uint32_t max_queues, 
     rc = nkb_nl_link_get(ifindex, &link);
     if (rc < 0) return rc;
     if (link.xdp_prog_id != 0) {
-      // Another process's filter (or a foreign program, which the join refuses).
+      // Another process's filter, or a foreign program: a netlink-attached one has no link
+      // to find, so it is told by its name first.
+      char name[16];
+      rc = nkb_filter_prog_name(link.xdp_prog_id, name);
+      if (rc == -ENOENT) continue;  // detached since the link was read
+      if (rc < 0) return rc;        // -EPERM: names are CAP_SYS_ADMIN's
+      if (strcmp(name, NKB_PROG_NAME) != 0) return -EPROTONOSUPPORT;
       rc = nkb_filter_join(f, ifindex, link.xdp_prog_id);
       // Every holder keeps the MAC current: a failed look here changes nothing.
       if (rc == 0) (void)nkb_filter_sync_mac(f);

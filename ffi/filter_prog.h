@@ -11,8 +11,8 @@
 
 #include <linux/bpf.h>
 
-#define NKB_FILTER_PROG_LEN 56u
-#define NKB_FILTER_RELOC_COUNT 3u
+#define NKB_FILTER_PROG_LEN 68u
+#define NKB_FILTER_RELOC_COUNT 4u
 
 // The instructions, fields as decoded from the object (so the host's bit-field order
 // does not matter). Map loads hold 0 until the shim patches in a map fd.
@@ -22,57 +22,69 @@ static const struct bpf_insn nkb_filter_prog[NKB_FILTER_PROG_LEN] = {
     {.code = 0x61, .dst_reg = 6, .src_reg = 1, .off = 0, .imm = 0},  // 2: r6 = *(u32 *)(r1 + 0)
     {.code = 0xbf, .dst_reg = 3, .src_reg = 6, .off = 0, .imm = 0},  // 3: r3 = r6
     {.code = 0x07, .dst_reg = 3, .src_reg = 0, .off = 0, .imm = 42},  // 4: r3 += 42
-    {.code = 0x2d, .dst_reg = 3, .src_reg = 2, .off = 49, .imm = 0},  // 5: if r3 > r2 goto 55
+    {.code = 0x2d, .dst_reg = 3, .src_reg = 2, .off = 61, .imm = 0},  // 5: if r3 > r2 goto 67
     {.code = 0x69, .dst_reg = 2, .src_reg = 6, .off = 12, .imm = 0},  // 6: r2 = *(u16 *)(r6 + 12)
-    {.code = 0x56, .dst_reg = 2, .src_reg = 0, .off = 47, .imm = 8},  // 7: if w2 != 8 goto 55
+    {.code = 0x56, .dst_reg = 2, .src_reg = 0, .off = 59, .imm = 8},  // 7: if w2 != 8 goto 67
     {.code = 0x71, .dst_reg = 2, .src_reg = 6, .off = 14, .imm = 0},  // 8: r2 = *(u8 *)(r6 + 14)
-    {.code = 0x56, .dst_reg = 2, .src_reg = 0, .off = 45, .imm = 69},  // 9: if w2 != 69 goto 55
+    {.code = 0x56, .dst_reg = 2, .src_reg = 0, .off = 57, .imm = 69},  // 9: if w2 != 69 goto 67
     {.code = 0x71, .dst_reg = 2, .src_reg = 6, .off = 23, .imm = 0},  // 10: r2 = *(u8 *)(r6 + 23)
-    {.code = 0x56, .dst_reg = 2, .src_reg = 0, .off = 43, .imm = 17},  // 11: if w2 != 17 goto 55
+    {.code = 0x56, .dst_reg = 2, .src_reg = 0, .off = 55, .imm = 17},  // 11: if w2 != 17 goto 67
     {.code = 0x69, .dst_reg = 2, .src_reg = 6, .off = 20, .imm = 0},  // 12: r2 = *(u16 *)(r6 + 20)
     {.code = 0x54, .dst_reg = 2, .src_reg = 0, .off = 0, .imm = 65343},  // 13: w2 &= 65343
-    {.code = 0x56, .dst_reg = 2, .src_reg = 0, .off = 40, .imm = 0},  // 14: if w2 != 0 goto 55
-    {.code = 0x61, .dst_reg = 2, .src_reg = 6, .off = 30, .imm = 0},  // 15: r2 = *(u32 *)(r6 + 30)
-    {.code = 0x63, .dst_reg = 10, .src_reg = 2, .off = -12, .imm = 0},  // 16: *(u32 *)(r10 - 12) = r2
-    {.code = 0x69, .dst_reg = 2, .src_reg = 6, .off = 36, .imm = 0},  // 17: r2 = *(u16 *)(r6 + 36)
-    {.code = 0x6b, .dst_reg = 10, .src_reg = 2, .off = -8, .imm = 0},  // 18: *(u16 *)(r10 - 8) = r2
-    {.code = 0xbf, .dst_reg = 7, .src_reg = 1, .off = 0, .imm = 0},  // 19: r7 = r1
-    {.code = 0x61, .dst_reg = 1, .src_reg = 1, .off = 16, .imm = 0},  // 20: r1 = *(u32 *)(r1 + 16)
-    {.code = 0x6b, .dst_reg = 10, .src_reg = 1, .off = -6, .imm = 0},  // 21: *(u16 *)(r10 - 6) = r1
-    {.code = 0xbf, .dst_reg = 2, .src_reg = 10, .off = 0, .imm = 0},  // 22: r2 = r10
-    {.code = 0x07, .dst_reg = 2, .src_reg = 0, .off = 0, .imm = -12},  // 23: r2 += -12
-    {.code = 0x18, .dst_reg = 1, .src_reg = 0, .off = 0, .imm = 0},  // 24: r1 = nkb_flows
-    {.code = 0x00, .dst_reg = 0, .src_reg = 0, .off = 0, .imm = 0},  // 25: (ld_imm64, upper half)
-    {.code = 0x85, .dst_reg = 0, .src_reg = 0, .off = 0, .imm = 1},  // 26: call 1
-    {.code = 0xbf, .dst_reg = 1, .src_reg = 0, .off = 0, .imm = 0},  // 27: r1 = r0
-    {.code = 0xb4, .dst_reg = 0, .src_reg = 0, .off = 0, .imm = 2},  // 28: w0 = 2
-    {.code = 0x15, .dst_reg = 1, .src_reg = 0, .off = 25, .imm = 0},  // 29: if r1 == 0 goto 55
-    {.code = 0x71, .dst_reg = 1, .src_reg = 6, .off = 0, .imm = 0},  // 30: r1 = *(u8 *)(r6 + 0)
-    {.code = 0x54, .dst_reg = 1, .src_reg = 0, .off = 0, .imm = 1},  // 31: w1 &= 1
-    {.code = 0x56, .dst_reg = 1, .src_reg = 0, .off = 17, .imm = 0},  // 32: if w1 != 0 goto 50
-    {.code = 0xb4, .dst_reg = 1, .src_reg = 0, .off = 0, .imm = 0},  // 33: w1 = 0
-    {.code = 0x63, .dst_reg = 10, .src_reg = 1, .off = -4, .imm = 0},  // 34: *(u32 *)(r10 - 4) = r1
-    {.code = 0xbf, .dst_reg = 2, .src_reg = 10, .off = 0, .imm = 0},  // 35: r2 = r10
-    {.code = 0x07, .dst_reg = 2, .src_reg = 0, .off = 0, .imm = -4},  // 36: r2 += -4
-    {.code = 0x18, .dst_reg = 1, .src_reg = 0, .off = 0, .imm = 0},  // 37: r1 = nkb_ctl
-    {.code = 0x00, .dst_reg = 0, .src_reg = 0, .off = 0, .imm = 0},  // 38: (ld_imm64, upper half)
-    {.code = 0x85, .dst_reg = 0, .src_reg = 0, .off = 0, .imm = 1},  // 39: call 1
-    {.code = 0x15, .dst_reg = 0, .src_reg = 0, .off = 3, .imm = 0},  // 40: if r0 == 0 goto 44
-    {.code = 0x61, .dst_reg = 1, .src_reg = 0, .off = 0, .imm = 0},  // 41: r1 = *(u32 *)(r0 + 0)
-    {.code = 0x61, .dst_reg = 2, .src_reg = 6, .off = 0, .imm = 0},  // 42: r2 = *(u32 *)(r6 + 0)
-    {.code = 0x1e, .dst_reg = 2, .src_reg = 1, .off = 2, .imm = 0},  // 43: if w2 == w1 goto 46
-    {.code = 0xb4, .dst_reg = 0, .src_reg = 0, .off = 0, .imm = 2},  // 44: w0 = 2
-    {.code = 0x05, .dst_reg = 0, .src_reg = 0, .off = 9, .imm = 0},  // 45: goto 55
-    {.code = 0x69, .dst_reg = 1, .src_reg = 0, .off = 4, .imm = 0},  // 46: r1 = *(u16 *)(r0 + 4)
-    {.code = 0x69, .dst_reg = 2, .src_reg = 6, .off = 4, .imm = 0},  // 47: r2 = *(u16 *)(r6 + 4)
-    {.code = 0xb4, .dst_reg = 0, .src_reg = 0, .off = 0, .imm = 2},  // 48: w0 = 2
-    {.code = 0x5e, .dst_reg = 2, .src_reg = 1, .off = 5, .imm = 0},  // 49: if w2 != w1 goto 55
-    {.code = 0x61, .dst_reg = 2, .src_reg = 7, .off = 16, .imm = 0},  // 50: r2 = *(u32 *)(r7 + 16)
-    {.code = 0x18, .dst_reg = 1, .src_reg = 0, .off = 0, .imm = 0},  // 51: r1 = nkb_xsks
-    {.code = 0x00, .dst_reg = 0, .src_reg = 0, .off = 0, .imm = 0},  // 52: (ld_imm64, upper half)
-    {.code = 0xb7, .dst_reg = 3, .src_reg = 0, .off = 0, .imm = 2},  // 53: r3 = 2
-    {.code = 0x85, .dst_reg = 0, .src_reg = 0, .off = 0, .imm = 51},  // 54: call 51
-    {.code = 0x95, .dst_reg = 0, .src_reg = 0, .off = 0, .imm = 0},  // 55: exit
+    {.code = 0x56, .dst_reg = 2, .src_reg = 0, .off = 52, .imm = 0},  // 14: if w2 != 0 goto 67
+    {.code = 0xbf, .dst_reg = 7, .src_reg = 1, .off = 0, .imm = 0},  // 15: r7 = r1
+    {.code = 0x61, .dst_reg = 1, .src_reg = 6, .off = 30, .imm = 0},  // 16: r1 = *(u32 *)(r6 + 30)
+    {.code = 0x63, .dst_reg = 10, .src_reg = 1, .off = -12, .imm = 0},  // 17: *(u32 *)(r10 - 12) = r1
+    {.code = 0x69, .dst_reg = 2, .src_reg = 6, .off = 36, .imm = 0},  // 18: r2 = *(u16 *)(r6 + 36)
+    {.code = 0x6b, .dst_reg = 10, .src_reg = 2, .off = -8, .imm = 0},  // 19: *(u16 *)(r10 - 8) = r2
+    {.code = 0x54, .dst_reg = 1, .src_reg = 0, .off = 0, .imm = 240},  // 20: w1 &= 240
+    {.code = 0x56, .dst_reg = 1, .src_reg = 0, .off = 10, .imm = 224},  // 21: if w1 != 224 goto 32
+    {.code = 0xb4, .dst_reg = 1, .src_reg = 0, .off = 0, .imm = 65535},  // 22: w1 = 65535
+    {.code = 0x6b, .dst_reg = 10, .src_reg = 1, .off = -6, .imm = 0},  // 23: *(u16 *)(r10 - 6) = r1
+    {.code = 0xbf, .dst_reg = 2, .src_reg = 10, .off = 0, .imm = 0},  // 24: r2 = r10
+    {.code = 0x07, .dst_reg = 2, .src_reg = 0, .off = 0, .imm = -12},  // 25: r2 += -12
+    {.code = 0x18, .dst_reg = 1, .src_reg = 0, .off = 0, .imm = 0},  // 26: r1 = nkb_flows
+    {.code = 0x00, .dst_reg = 0, .src_reg = 0, .off = 0, .imm = 0},  // 27: (ld_imm64, upper half)
+    {.code = 0x85, .dst_reg = 0, .src_reg = 0, .off = 0, .imm = 1},  // 28: call 1
+    {.code = 0xbf, .dst_reg = 1, .src_reg = 0, .off = 0, .imm = 0},  // 29: r1 = r0
+    {.code = 0xb4, .dst_reg = 0, .src_reg = 0, .off = 0, .imm = 2},  // 30: w0 = 2
+    {.code = 0x55, .dst_reg = 1, .src_reg = 0, .off = 35, .imm = 0},  // 31: if r1 != 0 goto 67
+    {.code = 0x61, .dst_reg = 1, .src_reg = 7, .off = 16, .imm = 0},  // 32: r1 = *(u32 *)(r7 + 16)
+    {.code = 0x6b, .dst_reg = 10, .src_reg = 1, .off = -6, .imm = 0},  // 33: *(u16 *)(r10 - 6) = r1
+    {.code = 0xbf, .dst_reg = 2, .src_reg = 10, .off = 0, .imm = 0},  // 34: r2 = r10
+    {.code = 0x07, .dst_reg = 2, .src_reg = 0, .off = 0, .imm = -12},  // 35: r2 += -12
+    {.code = 0x18, .dst_reg = 1, .src_reg = 0, .off = 0, .imm = 0},  // 36: r1 = nkb_flows
+    {.code = 0x00, .dst_reg = 0, .src_reg = 0, .off = 0, .imm = 0},  // 37: (ld_imm64, upper half)
+    {.code = 0x85, .dst_reg = 0, .src_reg = 0, .off = 0, .imm = 1},  // 38: call 1
+    {.code = 0xbf, .dst_reg = 1, .src_reg = 0, .off = 0, .imm = 0},  // 39: r1 = r0
+    {.code = 0xb4, .dst_reg = 0, .src_reg = 0, .off = 0, .imm = 2},  // 40: w0 = 2
+    {.code = 0x15, .dst_reg = 1, .src_reg = 0, .off = 25, .imm = 0},  // 41: if r1 == 0 goto 67
+    {.code = 0x71, .dst_reg = 1, .src_reg = 6, .off = 0, .imm = 0},  // 42: r1 = *(u8 *)(r6 + 0)
+    {.code = 0x54, .dst_reg = 1, .src_reg = 0, .off = 0, .imm = 1},  // 43: w1 &= 1
+    {.code = 0x56, .dst_reg = 1, .src_reg = 0, .off = 17, .imm = 0},  // 44: if w1 != 0 goto 62
+    {.code = 0xb4, .dst_reg = 1, .src_reg = 0, .off = 0, .imm = 0},  // 45: w1 = 0
+    {.code = 0x63, .dst_reg = 10, .src_reg = 1, .off = -4, .imm = 0},  // 46: *(u32 *)(r10 - 4) = r1
+    {.code = 0xbf, .dst_reg = 2, .src_reg = 10, .off = 0, .imm = 0},  // 47: r2 = r10
+    {.code = 0x07, .dst_reg = 2, .src_reg = 0, .off = 0, .imm = -4},  // 48: r2 += -4
+    {.code = 0x18, .dst_reg = 1, .src_reg = 0, .off = 0, .imm = 0},  // 49: r1 = nkb_ctl
+    {.code = 0x00, .dst_reg = 0, .src_reg = 0, .off = 0, .imm = 0},  // 50: (ld_imm64, upper half)
+    {.code = 0x85, .dst_reg = 0, .src_reg = 0, .off = 0, .imm = 1},  // 51: call 1
+    {.code = 0x15, .dst_reg = 0, .src_reg = 0, .off = 3, .imm = 0},  // 52: if r0 == 0 goto 56
+    {.code = 0x61, .dst_reg = 1, .src_reg = 0, .off = 0, .imm = 0},  // 53: r1 = *(u32 *)(r0 + 0)
+    {.code = 0x61, .dst_reg = 2, .src_reg = 6, .off = 0, .imm = 0},  // 54: r2 = *(u32 *)(r6 + 0)
+    {.code = 0x1e, .dst_reg = 2, .src_reg = 1, .off = 2, .imm = 0},  // 55: if w2 == w1 goto 58
+    {.code = 0xb4, .dst_reg = 0, .src_reg = 0, .off = 0, .imm = 2},  // 56: w0 = 2
+    {.code = 0x05, .dst_reg = 0, .src_reg = 0, .off = 9, .imm = 0},  // 57: goto 67
+    {.code = 0x69, .dst_reg = 1, .src_reg = 0, .off = 4, .imm = 0},  // 58: r1 = *(u16 *)(r0 + 4)
+    {.code = 0x69, .dst_reg = 2, .src_reg = 6, .off = 4, .imm = 0},  // 59: r2 = *(u16 *)(r6 + 4)
+    {.code = 0xb4, .dst_reg = 0, .src_reg = 0, .off = 0, .imm = 2},  // 60: w0 = 2
+    {.code = 0x5e, .dst_reg = 2, .src_reg = 1, .off = 5, .imm = 0},  // 61: if w2 != w1 goto 67
+    {.code = 0x61, .dst_reg = 2, .src_reg = 7, .off = 16, .imm = 0},  // 62: r2 = *(u32 *)(r7 + 16)
+    {.code = 0x18, .dst_reg = 1, .src_reg = 0, .off = 0, .imm = 0},  // 63: r1 = nkb_xsks
+    {.code = 0x00, .dst_reg = 0, .src_reg = 0, .off = 0, .imm = 0},  // 64: (ld_imm64, upper half)
+    {.code = 0xb7, .dst_reg = 3, .src_reg = 0, .off = 0, .imm = 2},  // 65: r3 = 2
+    {.code = 0x85, .dst_reg = 0, .src_reg = 0, .off = 0, .imm = 51},  // 66: call 51
+    {.code = 0x95, .dst_reg = 0, .src_reg = 0, .off = 0, .imm = 0},  // 67: exit
 };
 
 // Each map load: the index of its ld_imm64 and the map it names.
@@ -80,9 +92,10 @@ static const struct nkb_filter_reloc {
   uint32_t insn;
   char map[16];
 } nkb_filter_relocs[NKB_FILTER_RELOC_COUNT] = {
-    {24, "nkb_flows"},
-    {37, "nkb_ctl"},
-    {51, "nkb_xsks"},
+    {26, "nkb_flows"},
+    {36, "nkb_flows"},
+    {49, "nkb_ctl"},
+    {63, "nkb_xsks"},
 };
 
 #endif

@@ -65,12 +65,19 @@ int32_t nkb_nl_neigh_resolve(uint32_t ifindex, uint32_t ip_be);
 // filter of another version is not joined.
 #define NKB_PROG_NAME "nkb_xdp2"
 #define NKB_FILTER_QUEUES 64u  // XSKMAP size and ring groups tracked: queues 0..63
+#define NKB_FILTER_FLOWS_MAX 65536u  // a joined filter's flow map may be no larger
 
 typedef struct nkb_flow_key {
   uint32_t daddr_be;
   uint16_t dport_be;
-  uint16_t queue;        // the receive queue whose XSK takes the flow
+  uint16_t queue;        // the receive queue whose XSK takes the flow, or NKB_FLOW_SHARED
 } nkb_flow_key_t;
+
+// The key's queue for a group flow held on more than one queue (by several processes, or
+// by queue-affine sockets of one): a redirect would give each frame to one holder, and
+// the kernel gives every member a copy. So the program passes such a group's frames to
+// the kernel, which delivers them to each holder's companion socket.
+#define NKB_FLOW_SHARED 0xffffu
 
 // Who holds a queue's XSK: a process, named so that a reused pid is not taken for it.
 typedef struct nkb_group_owner {
@@ -83,9 +90,8 @@ typedef struct nkb_group_owner {
 // that its words are shared memory. The program reads only mac.
 typedef struct nkb_ctl {
   uint8_t mac[8];        // the interface's MAC + 2 zeros: unicast frames to another go to the kernel
-  uint32_t wanted;       // atomic: processes that found no free queue
-  uint32_t reserved;
-  nkb_group_owner_t owners[NKB_FILTER_QUEUES];  // per queue, written with compare-and-swap
+  uint32_t reserved[2];  // zero (room for queue requests between processes)
+  nkb_group_owner_t owners[NKB_FILTER_QUEUES];  // per queue: its holder (ring_groups.c)
 } nkb_ctl_t;
 
 typedef struct nkb_filter {
@@ -108,9 +114,9 @@ typedef struct nkb_filter {
 // Attaches the interface's filter, or joins the one another nkb process attached.
 // attach_flags (for a new attachment): 0 = let the kernel choose (native on veth), 2 =
 // XDP_FLAGS_SKB_MODE (generic), 4 = XDP_FLAGS_DRV_MODE (native). On failure everything
-// opened is closed and -errno returned: -EBUSY a foreign program, -EPROTO an nkb filter of
-// another version, -EPERM no CAP_SYS_ADMIN to join. On verifier rejection the log is
-// written to stderr once (bounded).
+// opened is closed and -errno returned: -EPROTONOSUPPORT a program that is not this
+// version's filter (foreign, or another nkb's), -EPERM a privilege missing (CAP_SYS_ADMIN
+// to join). On verifier rejection the log is written to stderr once (bounded).
 int32_t nkb_filter_open(nkb_filter_t *f, uint32_t ifindex, uint32_t max_queues, uint32_t max_flows,
                         uint32_t attach_flags);
 // filter_open.c: nkb_filter_open, and joining the filter (program prog_id) attached to
@@ -124,6 +130,8 @@ int32_t nkb_filter_map_ctl(nkb_filter_t *f);
 int32_t nkb_filter_set_xsk(nkb_filter_t *f, uint32_t queue, int32_t xsk_fd);
 int32_t nkb_filter_add_flow(nkb_filter_t *f, uint32_t daddr_be, uint16_t dport_be, uint16_t queue);
 int32_t nkb_filter_del_flow(nkb_filter_t *f, uint32_t daddr_be, uint16_t dport_be, uint16_t queue);
+// The queues (below 64) with a key for (daddr, dport): a bit each.
+uint64_t nkb_filter_flow_queues(nkb_filter_t *f, uint32_t daddr_be, uint16_t dport_be);
 // Deletes every flow key of queue (the queue was just bound: whoever added them is gone).
 // How many went, or -errno.
 int32_t nkb_filter_sweep_queue(nkb_filter_t *f, uint16_t queue);
@@ -138,10 +146,10 @@ void nkb_filter_close(nkb_filter_t *f);
 int32_t nkb_filter_prog_name(uint32_t prog_id, char name_out[16]);
 
 // ring_groups.c: who holds each queue of a shared filter (nkb_ctl_t.owners).
-// True when a live process other than this one holds queue q.
-bool nkb_group_held_by_other(const nkb_filter_t *f, uint32_t q);
-// The longest run of queues within [first, first + count) that no live other process
-// holds: its length (0: none), its first queue in *run_first.
+// True when the record names a process seen alive (this one included) as queue q's holder.
+bool nkb_group_held(const nkb_filter_t *f, uint32_t q);
+// The longest run of queues within [first, first + count) that nkb_group_held calls free:
+// its length (0: none), its first queue in *run_first.
 uint32_t nkb_group_free_run(const nkb_filter_t *f, uint32_t first, uint32_t count,
                            uint32_t *run_first);
 // Records this process as queue q's holder (after its XSK bound), and lets it go (after

@@ -1,11 +1,12 @@
 // Queues as the contract's ring groups, across processes: the shared filter's control
 // block (nkb_ctl_t) names the process holding each queue's XSK. The kernel lets one XSK
-// bind a queue, so the record is advice: it tells a queue another process holds (setup
+// bind a queue, so the record is advice: it tells a queue a live process holds (setup
 // fails at once, with the typed reason, instead of retrying a bind for 400 ms) from one
 // whose holder is gone (the kernel frees a closed socket's queue after 15-25 ms: the bind
-// retries). A holder killed without closing leaves its record; a record is believed only
-// while its process lives (pid and start time, in the reader's pid namespace; one of
-// another pid namespace cannot be checked and is believed).
+// retries). A holder killed without closing leaves its record, and any nkb process can
+// write the block: a record is believed only while its process is seen alive (pid and
+// start time, in the reader's pid namespace). One of another pid namespace cannot be
+// checked: the bind decides.
 #define _GNU_SOURCE
 #include <assert.h>
 #include <errno.h>
@@ -68,14 +69,14 @@ static bool nkb_same(const nkb_group_owner_t *a, const nkb_group_owner_t *b) {
   return a->pid == b->pid && a->pidns == b->pidns && a->start_ticks == b->start_ticks;
 }
 
-bool nkb_group_held_by_other(const nkb_filter_t *f, uint32_t q) {
+bool nkb_group_held(const nkb_filter_t *f, uint32_t q) {
   assert(f != NULL);
   if (f->ctl == NULL || q >= NKB_FILTER_QUEUES) return false;
   nkb_group_owner_t o = nkb_owner_read(f->ctl, q);
   if (o.pid == 0) return false;
   nkb_group_owner_t me = nkb_self();
-  if (nkb_same(&o, &me)) return false;
-  if (o.pidns != me.pidns) return true;  // cannot be checked from here: believed
+  if (nkb_same(&o, &me)) return true;     // another engine of this process
+  if (o.pidns != me.pidns) return false;  // cannot be checked from here: the bind decides
   return o.start_ticks != 0 && nkb_start_ticks(o.pid) == o.start_ticks;
 }
 
@@ -84,7 +85,7 @@ uint32_t nkb_group_free_run(const nkb_filter_t *f, uint32_t first, uint32_t coun
   assert(f != NULL && run_first != NULL);
   uint32_t best = 0, best_first = first, len = 0;
   for (uint32_t i = 0; i < count && first + i < NKB_FILTER_QUEUES; i++) {
-    if (nkb_group_held_by_other(f, first + i)) {
+    if (nkb_group_held(f, first + i)) {
       len = 0;
       continue;
     }
@@ -104,8 +105,8 @@ void nkb_group_claim(nkb_filter_t *f, uint32_t q) {
   if (f->ctl == NULL || q >= NKB_FILTER_QUEUES) return;
   nkb_group_owner_t me = nkb_self();
   nkb_group_owner_t *o = &f->ctl->owners[q];
-  // Our XSK holds the queue now, so the record is ours whatever it said: pid last, so a
-  // reader that sees it sees the rest (a torn record names no live process anyway).
+  // Our XSK holds the queue now, so the record is ours whatever it said. Plain stores, pid
+  // last: a reader that sees it sees the rest (a torn record names no live process).
   __atomic_store_n(&o->pid, 0u, __ATOMIC_RELEASE);
   __atomic_store_n(&o->pidns, me.pidns, __ATOMIC_RELEASE);
   __atomic_store_n(&o->start_ticks, me.start_ticks, __ATOMIC_RELEASE);

@@ -302,11 +302,11 @@ int32_t nkb_engine_open(nkb_engine_t *e, nkb_filter_t *filter, uint32_t ifindex,
     e->queue_count = running - first_queue;  // as the EINVAL trim below would, before any setup
   }
   assert(e->queue_count > 0 && e->queue_count <= queue_count);
-  // Queues other nkb processes hold (the shared filter's record, their holders alive) are
-  // theirs: a queue-affine engine fails at once; a whole-interface one takes the longest
-  // run of the others. Those the record shows free but the kernel still holds (a socket
+  // Queues live nkb processes hold (the shared filter's record; this one's other engines
+  // too) are theirs: a queue-affine engine fails at once; a whole-interface one takes the
+  // longest run of the others. Those the record shows free but the kernel still holds (a socket
   // closed moments ago) the bind retries for.
-  if (queue_count == 1 && nkb_group_held_by_other(filter, first_queue)) return -EBUSY;
+  if (queue_count == 1 && nkb_group_held(filter, first_queue)) return -EBUSY;
   if (queue_count > 1) {
     uint32_t run_first = first_queue;
     uint32_t run = nkb_group_free_run(filter, first_queue, e->queue_count, &run_first);

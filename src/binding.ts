@@ -13,7 +13,16 @@ import { BypassSetupError, errnoName, errorFromErrno } from "./errors.ts";
 import { byteLengthOf, lib, Opt } from "./ffi.ts";
 import { formatIpv4, isMulticast } from "./ipv4.ts";
 import { WATCH_INTERVAL_MS, watchLink } from "./link_watch.ts";
-import { addrFirst, addrIfindex, type LinkInfo, routeGet, RouteType } from "./netinfo.ts";
+import {
+  addrFirst,
+  addrIfindex,
+  isNkbProgram,
+  linkGet,
+  type LinkInfo,
+  progName,
+  routeGet,
+  RouteType,
+} from "./netinfo.ts";
 import type { BypassState } from "./types.ts";
 
 // open: nothing decided; multicast: bound to a wildcard or group address, waiting
@@ -22,7 +31,7 @@ type Phase = "open" | "multicast" | "bypass" | "kernel";
 
 const EBUSY = -16;
 const EPERM = -1;
-const EPROTO = -71;
+const EPROTONOSUPPORT = -93;
 // Reasons where bypass was possible in principle but setting it up failed: the
 // cases _NET_KERNEL_BYPASS_ERR_EXIT=1 turns into an exit. The others (wildcard,
 // loopback, other kinds of interface, filters) are not failures: the socket is
@@ -59,18 +68,25 @@ function isBroadcast(ipBe: number): boolean {
 }
 
 // Why nkb_sock_attach failed, as a fallback reason and its detail.
-function attachFailure(rc: number, name: string): [FallbackReason, string] {
+function attachFailure(rc: number, link: LinkInfo): [FallbackReason, string] {
+  const name = link.name;
   if (rc === EBUSY) {
     return ["queue-busy", `AF_XDP on ${name}: no free queue (other nkb processes hold them)`];
   }
   if (rc === EPERM) {
     return [
       "missing-privilege",
-      `joining the filter another nkb process runs on ${name} needs CAP_SYS_ADMIN`,
+      `AF_XDP or XDP setup on ${name}: EPERM (joining another nkb process's filter needs ` +
+      "CAP_SYS_ADMIN)",
     ];
   }
-  if (rc === EPROTO) {
-    return ["foreign-xdp-program", `${name} runs an XDP program nkb cannot join`];
+  if (rc === EPROTONOSUPPORT) {
+    // A program came between the decision and the attach: another nkb version's, or not nkb's.
+    const now = linkGet(link.ifindex);
+    const prog = typeof now === "number" ? now : progName(now.xdpProgId);
+    return typeof prog === "string" && isNkbProgram(prog)
+      ? ["queue-busy", `an nkb process of another version holds ${name} (${prog})`]
+      : ["foreign-xdp-program", `${name} runs an XDP program that is not nkb's filter`];
   }
   return ["setup-failed", `AF_XDP on ${name}: ${errnoName(rc)}`];
 }
@@ -388,7 +404,7 @@ export class BypassBinding {
     const count = this.#opts.queue === null ? queues : 1;
     const rc = lib().nkb_sock_attach(this.#h, link.ifindex, first, count, frameSize, 0, link.mtu);
     if (rc < 0) {
-      const [reason, detail] = attachFailure(rc, link.name);
+      const [reason, detail] = attachFailure(rc, link);
       this.#fallback(reason, detail, strict);
       return false;
     }

@@ -119,7 +119,15 @@ function judgeProgram(
   if (link.xdpProgId === 0 || isOurs(link.xdpProgId)) return { shared: false };
   const name = progName(link.xdpProgId);
   if (name === NKB_PROG_NAME) return { shared: true };
-  if (typeof name === "string" && isNkbProgram(name)) {
+  if (typeof name === "number") {
+    // Names are CAP_SYS_ADMIN's (BPF_PROG_GET_FD_BY_ID): ours or not cannot be told.
+    return no(
+      "missing-privilege",
+      `cannot tell whether XDP program ${link.xdpProgId} on ${link.name} is another nkb ` +
+        `process's filter (${errnoName(name)}: reading its name needs CAP_SYS_ADMIN)`,
+    );
+  }
+  if (isNkbProgram(name)) {
     return no(
       "queue-busy",
       `an nkb process of another version holds ${link.name} (XDP program ${link.xdpProgId}, ${name})`,

@@ -41,12 +41,12 @@ export const PREBUILT_GLIBC = "2.27";
 /** The platforms with a prebuilt library, by `linux-<Deno.build.arch>`. */
 export const PREBUILT: Readonly<Record<string, Prebuilt>> = {
   "linux-x86_64": {
-    sha256: "cc9773eb35decf9c329095a94af0a5dbf63246efdf7f046b2c9de2a7b9c0826e",
-    size: 110048,
+    sha256: "ea6d9a1981859094fb5886663c92de18dff98c181301aa38e2260f852127a26b",
+    size: 110448,
   },
   "linux-aarch64": {
-    sha256: "f3f9af2dc95646289e8a7eb866fceaffbb2644db4d68c0aa3459cd1654b4f546",
-    size: 107552,
+    sha256: "267d446f33f94b39db0ae4577f1e2ef5f46c1b38b1c76a28a0d57c0e6d2679bd",
+    size: 108032,
   },
 };
 // END PREBUILT

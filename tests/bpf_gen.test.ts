@@ -17,9 +17,10 @@ Deno.test("bpf_gen: the committed header is what the source compiles to", async 
   assert.equal(generated, committed, `${HEADER} is stale: run ./nkbw deno run -A tools/bpf_gen.ts`);
   // Twice the same: the output depends on the source alone.
   assert.equal(await generate(), generated);
-  // Every map the shim creates is named by a relocation, and nothing else is.
+  // Every map the shim creates is named by a relocation (some by more than one), and
+  // nothing else is.
   const relocs = [...committed.matchAll(/^ {4}\{(\d+), "(\w+)"\},$/gm)];
-  assert.deepEqual(relocs.map((m) => m[2]).sort(), [...MAPS].sort(), committed);
+  assert.deepEqual([...new Set(relocs.map((m) => m[2]))].sort(), [...MAPS].sort(), committed);
   const count = Number(/^#define NKB_FILTER_PROG_LEN (\d+)u$/m.exec(committed)?.[1]);
   assert.ok(count > 0 && count <= 4096, `NKB_FILTER_PROG_LEN ${count}`);
   assert.equal([...committed.matchAll(/^ {4}\{\.code = /gm)].length, count);

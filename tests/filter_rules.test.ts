@@ -24,6 +24,8 @@ const CASES: Record<string, number> = {
   "swept-at-bind": PASS, // binding a queue deletes the keys left for it
   "hit-socket-queue-0": REDIRECT,
   "flow-held-on-other-queue": PASS, // a key for queue 1 only: queue 0's frame goes to the kernel
+  "group-hit": REDIRECT,
+  "group-shared": PASS, // held on more than one queue: the kernel copies it to every member
   "hit-no-socket-queue-1": PASS,
   "hit-42-bytes": REDIRECT,
   "runt-41-bytes": PASS,
@@ -102,6 +104,7 @@ Deno.test({
       assert.match(out, /^engine_open queue 0: 0$/m, what);
       assert.match(out, /^add_flow queue 0: 0$/m, what);
       assert.match(out, /^add_flow queue 0 again: 0$/m, what);
+      assert.match(out, /^group flows: 0$/m, what);
       assert.match(out, /^sync_mac after the change: 1$/m, what);
       const seen = new Map<string, string>();
       for (const m of out.matchAll(/^case (\S+): want (\d+) got (\d+) rc (-?\d+) (\S+)$/gm)) {

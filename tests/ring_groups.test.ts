@@ -9,6 +9,8 @@
  *   move), and `nkb stat` and `nkb phys` show the three processes and their queues. A
  *   fourth fits on the last queue; a fifth (whole interface, or a held queue) falls back
  *   with `queue-busy`, and exits with it under `_NET_KERNEL_BYPASS_ERR_EXIT=1`.
+ * - A group joined by two processes on two queues: each gets every datagram (the kernel
+ *   copies a group held on more than one queue to every member; a redirect would not).
  * - SIGKILL of the process that attached the filter while the others receive: they get
  *   every datagram of their queues, on the bypass path. After all are killed no XDP
  *   program is on the interface and no flow map is left, and a new process bypasses
@@ -271,5 +273,49 @@ Deno.test({
     } finally {
       await Deno.remove(ceiling);
     }
+  },
+});
+
+Deno.test({
+  name: "ring groups: a group joined on two queues reaches both members, every datagram",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    assert.equal(Deno.uid(), 0, "this test needs root (network namespaces, AF_XDP)");
+    await using tb = await Testbed.create({
+      thirdOctet: "next",
+      numRxQueues: QUEUES,
+      numTxQueues: QUEUES,
+      scriptDir: FIXTURES,
+    });
+    const group = "239.255.16.1";
+    const count = 2000;
+    const members: TestbedProcess[] = [];
+    for (let q = 0; q < 2; q++) {
+      const p = holder(tb, q, ["--flows=1", `--group=${group}`]);
+      members.push(p);
+      const r = await ready(p);
+      assert.equal(r.bypass.active, true, `queue ${q}: ${JSON.stringify(r)} ${p.stderr}`);
+    }
+    // One source port: every datagram of the flow arrives on one queue of the two.
+    const code = `
+import socket, struct, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("${tb.b.ip}"))
+s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
+for i in range(${count}):
+    s.sendto(struct.pack("<I", i), ("${group}", ${PORT}))
+    if i % 32 == 31: time.sleep(0.002)
+time.sleep(0.2)
+for i in range(5):
+    s.sendto(struct.pack("<I", 0xffffffff), ("${group}", ${PORT}))
+`;
+    await tb.execOk("b", ["python3", "-c", code], 60_000);
+    for (let q = 0; q < 2; q++) {
+      const done = await members[q].nextWith("done", 30_000);
+      // A redirect would give each datagram to the one member whose queue it arrived on.
+      assert.equal(done.received, count, `member on queue ${q}: ${JSON.stringify(done)}`);
+    }
+    for (const p of members) p.kill();
   },
 });

@@ -94,6 +94,12 @@ __attribute__((section("xdp"), used)) int nkb_xdp(struct xdp_md *ctx) {
   struct nkb_flow_key key;
   key.daddr_be = *(const u32 *)(ip + 16);
   key.dport_be = *(const u16 *)(ip + 20 + 2);
+  // A group held on more than one queue is the kernel's to copy to every member
+  // (NKB_FLOW_SHARED in ffi/nkb_net.h).
+  if ((ip[16] & 0xf0) == 0xe0) {
+    key.queue = 0xffff;
+    if (bpf_map_lookup_elem(&nkb_flows, &key)) return XDP_PASS;
+  }
   key.queue = (u16)ctx->rx_queue_index;
   if (!bpf_map_lookup_elem(&nkb_flows, &key)) return XDP_PASS;  // not our flow on this queue
   if (!nkb_for_this_host(data)) return XDP_PASS;

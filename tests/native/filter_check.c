@@ -245,6 +245,24 @@ static void check_queue_keys(nkb_filter_t *filter) {
   printf("add_flow queue 0 again: %d\n", rc);
 }
 
+// A group flow: redirected while one queue holds it, the kernel's once it is marked shared
+// (held on another queue too: the kernel copies it to every member).
+static void check_group(nkb_filter_t *filter) {
+  const uint32_t group_be = htonl(0xef010203u);  // 239.1.2.3
+  static const uint8_t group_mac[6] = {0x01, 0x00, 0x5e, 0x01, 0x02, 0x03};
+  uint8_t f[FRAME_LEN];
+  frame_hit(f);
+  memcpy(f, group_mac, 6);
+  memcpy(f + 14 + 16, &group_be, 4);
+  int32_t rc = nkb_filter_add_flow(filter, group_be, htons(PORT), 0);
+  expect("group-hit", f, FRAME_LEN, REDIRECT);
+  if (rc == 0) rc = nkb_filter_add_flow(filter, group_be, htons(PORT), NKB_FLOW_SHARED);
+  expect("group-shared", f, FRAME_LEN, PASS);
+  if (rc == 0) rc = nkb_filter_del_flow(filter, group_be, htons(PORT), NKB_FLOW_SHARED);
+  if (rc == 0) rc = nkb_filter_del_flow(filter, group_be, htons(PORT), 0);
+  printf("group flows: %d\n", rc);
+}
+
 static int32_t run_cases(nkb_filter_t *filter, const char *ifname) {
   uint8_t f[FRAME_LEN];
   frame_hit(f);
@@ -262,6 +280,7 @@ static int32_t run_cases(nkb_filter_t *filter, const char *ifname) {
   expect("hit-socket-queue-0", f, FRAME_LEN, REDIRECT);
   expect_q("hit-no-socket-queue-1", f, FRAME_LEN, 1, PASS);
   check_queue_keys(filter);
+  check_group(filter);
   check_link_layer();
   check_ip();
   check_flow();
