@@ -12,7 +12,7 @@
 
 import { NKB_PROG_NAME } from "../src/netinfo.ts";
 import assert from "node:assert/strict";
-import { ROOT, SHIM_FLAGS, zigCc } from "./helpers/zig.ts";
+import { buildWithShim } from "./helpers/zig.ts";
 import { FIXTURES, Testbed } from "./helpers/testbed.ts";
 
 const PASS = 2;
@@ -56,21 +56,7 @@ const CASES: Record<string, number> = {
 };
 
 async function buildDriver(bin: string): Promise<void> {
-  const sources: string[] = [];
-  for (const e of Deno.readDirSync(`${ROOT}ffi`)) {
-    if (e.name.endsWith(".c")) sources.push(`${ROOT}ffi/${e.name}`);
-  }
-  assert.ok(sources.includes(`${ROOT}ffi/bpf_filter.c`), sources.join(" "));
-  const build = await zigCc([
-    ...SHIM_FLAGS,
-    "-I",
-    `${ROOT}ffi`,
-    "-o",
-    bin,
-    `${ROOT}tests/native/filter_check.c`,
-    ...sources,
-    "-lpthread",
-  ]);
+  const build = await buildWithShim("tests/native/filter_check.c", bin);
   assert.equal(build.code, 0, build.stderr);
 }
 

@@ -7,7 +7,7 @@
  */
 
 import assert from "node:assert/strict";
-import { ROOT, SHIM_FLAGS, zigCc } from "./helpers/zig.ts";
+import { buildWithShim, ROOT, SHIM_FLAGS, zigCc } from "./helpers/zig.ts";
 
 Deno.test("frames: checksums, round trips, mutations and random input", async () => {
   const bin = await Deno.makeTempFile({ prefix: "nkb-frame-check-" });
@@ -36,20 +36,7 @@ Deno.test("frames: checksums, round trips, mutations and random input", async ()
 Deno.test("bench/native/ceiling.c compiles against the shim (warnings are errors)", async () => {
   const bin = await Deno.makeTempFile({ prefix: "nkb-ceiling-" });
   try {
-    const sources: string[] = [];
-    for (const e of Deno.readDirSync(`${ROOT}ffi`)) {
-      if (e.name.endsWith(".c")) sources.push(`${ROOT}ffi/${e.name}`);
-    }
-    const build = await zigCc([
-      ...SHIM_FLAGS,
-      "-I",
-      `${ROOT}ffi`,
-      "-o",
-      bin,
-      `${ROOT}bench/native/ceiling.c`,
-      ...sources,
-      "-lpthread",
-    ]);
+    const build = await buildWithShim("bench/native/ceiling.c", bin);
     assert.equal(build.code, 0, build.stderr);
   } finally {
     await Deno.remove(bin);

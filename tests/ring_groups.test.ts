@@ -18,7 +18,7 @@
  */
 
 import assert from "node:assert/strict";
-import { ROOT, SHIM_FLAGS, shimSources, zigCc } from "./helpers/zig.ts";
+import { buildWithShim, ROOT } from "./helpers/zig.ts";
 import { FIXTURES, Testbed, type TestbedProcess } from "./helpers/testbed.ts";
 
 const PORT = 9000;
@@ -44,16 +44,7 @@ function kernelOnlyMarkers(done: Msg, source: number, what: string): number {
 }
 
 async function buildCeiling(bin: string): Promise<void> {
-  const build = await zigCc([
-    ...SHIM_FLAGS,
-    "-I",
-    `${ROOT}ffi`,
-    "-o",
-    bin,
-    `${ROOT}bench/native/ceiling.c`,
-    ...(await shimSources()).map((f) => ROOT + f),
-    "-lpthread",
-  ]);
+  const build = await buildWithShim("bench/native/ceiling.c", bin);
   assert.equal(build.code, 0, build.stderr);
 }
 
@@ -74,6 +65,34 @@ function holder(tb: Testbed, queue: number | null, extra: string[] = [], env = {
 async function ready(p: TestbedProcess): Promise<{ pid: number; bypass: Bypass }> {
   const m = await p.nextWith("ready", 20_000);
   return { pid: m.pid as number, bypass: m.bypass as Bypass };
+}
+
+function fourQueues(): Promise<Testbed> {
+  return Testbed.create({
+    thirdOctet: "next",
+    numRxQueues: QUEUES,
+    numTxQueues: QUEUES,
+    scriptDir: FIXTURES,
+  });
+}
+
+// Holders on queues 0..n-1, each on the bypass path on its queue.
+async function holdQueues(
+  tb: Testbed,
+  n: number,
+  extra: string[] = [],
+): Promise<{ holders: TestbedProcess[]; pids: number[] }> {
+  const holders: TestbedProcess[] = [];
+  const pids: number[] = [];
+  for (let q = 0; q < n; q++) {
+    const p = holder(tb, q, ["--flows=1", ...extra]);
+    holders.push(p);
+    const r = await ready(p);
+    assert.equal(r.bypass.active, true, `queue ${q}: ${JSON.stringify(r)} ${p.stderr}`);
+    assert.equal(r.bypass.queue, q, JSON.stringify(r));
+    pids.push(r.pid);
+  }
+  return { holders, pids };
 }
 
 async function generate(
@@ -135,22 +154,8 @@ Deno.test({
     const ceiling = await Deno.makeTempFile({ prefix: "nkb-rg-ceiling-" });
     try {
       await buildCeiling(ceiling);
-      await using tb = await Testbed.create({
-        thirdOctet: "next",
-        numRxQueues: QUEUES,
-        numTxQueues: QUEUES,
-        scriptDir: FIXTURES,
-      });
-      const holders: TestbedProcess[] = [];
-      const pids: number[] = [];
-      for (let q = 0; q < 3; q++) {
-        const p = holder(tb, q, ["--flows=1"]);
-        holders.push(p);
-        const r = await ready(p);
-        assert.equal(r.bypass.active, true, `queue ${q}: ${JSON.stringify(r)} ${p.stderr}`);
-        assert.equal(r.bypass.queue, q, JSON.stringify(r));
-        pids.push(r.pid);
-      }
+      await using tb = await fourQueues();
+      const { holders, pids } = await holdQueues(tb, 3);
       const phys = await nkbJson(tb, ["phys", tb.a.ifname]);
       const link = (phys.links as Msg[])[0];
       assert.equal(link.rgInUse, 3, JSON.stringify(phys));
@@ -219,20 +224,9 @@ Deno.test({
     const ceiling = await Deno.makeTempFile({ prefix: "nkb-rg-ceiling-" });
     try {
       await buildCeiling(ceiling);
-      await using tb = await Testbed.create({
-        thirdOctet: "next",
-        numRxQueues: QUEUES,
-        numTxQueues: QUEUES,
-        scriptDir: FIXTURES,
-      });
+      await using tb = await fourQueues();
       const mapsBefore = await flowMaps(tb);
-      const holders: TestbedProcess[] = [];
-      for (let q = 0; q < 3; q++) {
-        const p = holder(tb, q, ["--flows=1"]);
-        holders.push(p);
-        const r = await ready(p);
-        assert.equal(r.bypass.active, true, `queue ${q}: ${JSON.stringify(r)} ${p.stderr}`);
-      }
+      const { holders } = await holdQueues(tb, 3);
       assert.ok(await tb.xdpAttached("a"), "the filter is on the interface");
       const gen = await generate(tb, ceiling, 3, 2);
       await new Promise((r) => setTimeout(r, 700));
@@ -282,21 +276,10 @@ Deno.test({
   sanitizeOps: false,
   fn: async () => {
     assert.equal(Deno.uid(), 0, "this test needs root (network namespaces, AF_XDP)");
-    await using tb = await Testbed.create({
-      thirdOctet: "next",
-      numRxQueues: QUEUES,
-      numTxQueues: QUEUES,
-      scriptDir: FIXTURES,
-    });
+    await using tb = await fourQueues();
     const group = "239.255.16.1";
     const count = 2000;
-    const members: TestbedProcess[] = [];
-    for (let q = 0; q < 2; q++) {
-      const p = holder(tb, q, ["--flows=1", `--group=${group}`]);
-      members.push(p);
-      const r = await ready(p);
-      assert.equal(r.bypass.active, true, `queue ${q}: ${JSON.stringify(r)} ${p.stderr}`);
-    }
+    const { holders: members } = await holdQueues(tb, 2, [`--group=${group}`]);
     // One source port: every datagram of the flow arrives on one queue of the two.
     const code = `
 import socket, struct, time

@@ -12,27 +12,10 @@
  * @module
  */
 
-import { emit, int, listenArgs, parseArgs, runWorker } from "./common.ts";
+import { emit, int, listenArgs, next, parseArgs, runWorker } from "./common.ts";
 
 type Msg = Record<string, unknown>;
 const READY_MS = 15_000;
-
-function next(w: Worker, key: string, ms: number): Promise<Msg> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`worker: no ${key} in ${ms} ms`)), ms);
-    const onMessage = (e: MessageEvent<Msg>): void => {
-      if ("error" in e.data) {
-        clearTimeout(timer);
-        reject(new Error(String(e.data.error)));
-      }
-      if (!(key in e.data)) return;
-      clearTimeout(timer);
-      w.removeEventListener("message", onMessage);
-      resolve(e.data);
-    };
-    w.addEventListener("message", onMessage);
-  });
-}
 
 await runWorker(async () => {
   const args = parseArgs(Deno.args);

@@ -110,3 +110,29 @@ export async function runWorker(main: () => Promise<void> | void): Promise<void>
     Deno.exit(1);
   }
 }
+
+/**
+ * The first message of Worker `w` that has `key`, or a rejection after `ms` milliseconds or
+ * at a message with `error`.
+ */
+export function next(
+  w: Worker,
+  key: string,
+  ms: number,
+): Promise<Record<string, unknown>> {
+  type Msg = Record<string, unknown>;
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`worker: no ${key} in ${ms} ms`)), ms);
+    const onMessage = (e: MessageEvent<Msg>): void => {
+      if ("error" in e.data) {
+        clearTimeout(timer);
+        reject(new Error(String(e.data.error)));
+      }
+      if (!(key in e.data)) return;
+      clearTimeout(timer);
+      w.removeEventListener("message", onMessage);
+      resolve(e.data);
+    };
+    w.addEventListener("message", onMessage);
+  });
+}

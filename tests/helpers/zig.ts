@@ -34,3 +34,26 @@ export async function shimSources(): Promise<string[]> {
   if (block === null) throw new Error("build.zig lists no c_sources");
   return [...block[1].matchAll(/"(ffi\/[a-z_]+\.c)"/g)].map((m) => m[1]);
 }
+
+/**
+ * Builds `main` (a repository path) with the shim's own sources into `bin`, as the shim is
+ * built (SHIM_FLAGS); `extra` flags come first. Returns zig's exit code and stderr.
+ */
+export async function buildWithShim(
+  main: string,
+  bin: string,
+  extra: string[] = [],
+): Promise<{ code: number; stderr: string }> {
+  const sources = (await shimSources()).map((f) => root + f);
+  return await zigCc([
+    ...SHIM_FLAGS,
+    ...extra,
+    "-I",
+    `${root}ffi`,
+    "-o",
+    bin,
+    root + main,
+    ...sources,
+    "-lpthread",
+  ]);
+}
