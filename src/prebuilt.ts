@@ -41,12 +41,12 @@ export const PREBUILT_GLIBC = "2.27";
 /** The platforms with a prebuilt library, by `linux-<Deno.build.arch>`. */
 export const PREBUILT: Readonly<Record<string, Prebuilt>> = {
   "linux-x86_64": {
-    sha256: "ea6d9a1981859094fb5886663c92de18dff98c181301aa38e2260f852127a26b",
-    size: 110448,
+    sha256: "8771985dad388c9cd08617edbc64b2458ac2d7f2b810b467ce728b4cc2c4e6ba",
+    size: 115216,
   },
   "linux-aarch64": {
-    sha256: "267d446f33f94b39db0ae4577f1e2ef5f46c1b38b1c76a28a0d57c0e6d2679bd",
-    size: 108032,
+    sha256: "3df0d9f80592658f2b81e826be2bb1ccc979d9716deedf2664c348f868eee7ad",
+    size: 112896,
   },
 };
 // END PREBUILT
