@@ -362,6 +362,29 @@ int32_t nkb_detach(nkb_sock_t *s) {
   return 0;
 }
 
+void nkb_ask_drop(nkb_sock_t *s) {
+  assert(nkb_holds(NKB_RANK_SETUP) && !nkb_holds(NKB_RANK_TABLE));
+  uint32_t ifindex = s->ask_ifindex;
+  if (ifindex == 0) return;
+  s->ask_ifindex = 0;
+  nkb_core_t *c = nkb_core();
+  for (uint32_t i = 0; i < NKB_MAX_ENGINES; i++) {
+    if (c->ifaces[i].refs > 0 && c->ifaces[i].ifindex == ifindex) {
+      nkb_group_settle(&c->ifaces[i].filter, false);
+      return;
+    }
+  }
+  // Not open here: joined for the moment (a few bpf() calls). Gone, foreign or not ours to
+  // join: the ask expires by itself (NKB_ASK_TTL_MS).
+  nkb_link_t link;
+  if (nkb_nl_link_get(ifindex, &link) != 0 || link.xdp_prog_id == 0) return;
+  nkb_filter_t f;
+  memset(&f, 0, sizeof(f));
+  if (nkb_filter_join(&f, ifindex, link.xdp_prog_id) != 0) return;
+  nkb_group_settle(&f, false);
+  nkb_filter_close(&f);
+}
+
 int32_t nkb_sock_detach(int32_t h) {
   if (nkb_sock_get(h) == 0) return -EBADF;
   nkb_core_t *c = nkb_core();

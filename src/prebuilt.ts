@@ -41,12 +41,12 @@ export const PREBUILT_GLIBC = "2.27";
 /** The platforms with a prebuilt library, by `linux-<Deno.build.arch>`. */
 export const PREBUILT: Readonly<Record<string, Prebuilt>> = {
   "linux-x86_64": {
-    sha256: "8771985dad388c9cd08617edbc64b2458ac2d7f2b810b467ce728b4cc2c4e6ba",
-    size: 115216,
+    sha256: "82188f732b4f675c4e18caa41e0de8d419e10455dfb9cd6d5da8f19169207d69",
+    size: 115952,
   },
   "linux-aarch64": {
-    sha256: "3df0d9f80592658f2b81e826be2bb1ccc979d9716deedf2664c348f868eee7ad",
-    size: 112896,
+    sha256: "98231f627c6cc4c04e22a1e86cc643466893d4622ce7ab3cda4897d54a54a311",
+    size: 113664,
   },
 };
 // END PREBUILT

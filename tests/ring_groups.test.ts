@@ -21,8 +21,9 @@
  *   first received every datagram of a generator running through the hand-over, by
  *   sequence number (through its rings, or its kernel socket after the give-up).
  * - A newcomer that no holder can give a queue (each holds one) asks, stops after 3 s, stays
- *   `queue-busy`, and its ask is gone from the filter's control block; a holder of two
- *   queues that comes afterwards keeps both.
+ *   `queue-busy`, and its ask is gone from the filter's control block; so is that of one
+ *   that closes its socket while it asks; a holder of two queues that comes afterwards
+ *   keeps both.
  */
 
 import assert from "node:assert/strict";
@@ -510,6 +511,17 @@ Deno.test({
       assert.equal(end.reason, "queue-busy", JSON.stringify(watched));
       assert.match(end.detail, /no holder gave one up within 3 s/);
       assert.equal(await ctlAsks(tb), 0, "its ask no longer counts");
+
+      // One that closes its socket while it asks: the ask leaves with it.
+      const quitter = holder(tb, null, [`--port=${PORT + 3}`, "--noRecv"]);
+      procs.push(quitter);
+      const rq = await ready(quitter);
+      assert.equal(rq.bypass.reason, "queue-busy", JSON.stringify(rq));
+      assert.equal(await ctlAsks(tb), 1, "the quitter's ask is pending");
+      await quitter.send({ bye: true });
+      const qs = await quitter.wait(10_000);
+      assert.equal(qs.code, 0, quitter.stderr);
+      assert.equal(await ctlAsks(tb), 0, "the quitter's ask left with its socket");
 
       // Two queues free: a whole-interface process takes both and keeps them (no ask is left).
       for (const p of holders.slice(2)) p.kill();
