@@ -11,6 +11,7 @@ const c_sources = [_][]const u8{
     "ffi/frame.c",
     "ffi/xsk.c",
     "ffi/tx.c",
+    "ffi/give.c",
     "ffi/refresh.c",
     "ffi/lock_order.c",
     "ffi/core.c",

@@ -367,6 +367,7 @@ int32_t nkb_sock_free(int32_t h) {
   // start (closing is set), so the socket stays unpinned from here on.
   if (rc == 0 && nkb_sock_pinned(s)) rc = -EBUSY;
   if (rc == 0 && s->eng != 0) rc = nkb_detach(s);
+  if (rc == 0) nkb_ask_drop(s);
   if (rc == 0) {
     // The slot's memory stays for its next socket (core.c); its descriptors go before
     // the slot is free, so that they are never those of the next socket.

@@ -99,11 +99,33 @@ static void nkb_iface_drop(nkb_core_t *c, nkb_iface_t *f) {
   if (last) nkb_filter_close(&f->filter);
 }
 
+// Every queue of the interface is held by live processes (setup lock held, filter f open):
+// with ask, socket s asks the holders for one (the first time) or renews its ask, and
+// answers -EAGAIN; after NKB_ASK_WAIT_MS of asking it stops (-ETIMEDOUT). Without: -EBUSY.
+static int32_t nkb_ask_queue(nkb_sock_t *s, nkb_filter_t *f, uint32_t ifindex, bool ask) {
+  assert(nkb_holds(NKB_RANK_SETUP));
+  if (!ask) return -EBUSY;
+  uint64_t now = nkb_now_ns();
+  bool first = s->ask_ifindex != ifindex;  // an unsettled ask elsewhere expires (NKB_ASK_TTL_MS)
+  if (first) {
+    s->ask_ifindex = ifindex;
+    s->ask_since_ns = now;
+  }
+  if (now - s->ask_since_ns >= (uint64_t)NKB_ASK_WAIT_MS * 1000000ull) {
+    nkb_group_settle(f, false);
+    s->ask_ifindex = 0;
+    return -ETIMEDOUT;
+  }
+  nkb_group_ask(f, first);
+  return -EAGAIN;
+}
+
 // Opens an engine in a free slot (setup lock held): the slow part (bind retries, UMEM
-// registration) runs outside the table lock; the slot is published under it.
-static int32_t nkb_engine_create(nkb_core_t *c, uint32_t ifindex, uint32_t first_queue,
-                                 uint32_t queue_count, uint32_t frame_size, uint32_t attach_flags,
-                                 nkb_engine_slot_t **out) {
+// registration) runs outside the table lock; the slot is published under it. An engine that
+// found no free queue asks for one for s (nkb_ask_queue).
+static int32_t nkb_engine_create(nkb_core_t *c, nkb_sock_t *s, uint32_t ifindex,
+                                 uint32_t first_queue, uint32_t queue_count, uint32_t frame_size,
+                                 uint32_t attach_flags, nkb_engine_slot_t **out) {
   assert(nkb_holds(NKB_RANK_SETUP) && !nkb_holds(NKB_RANK_TABLE));
   nkb_engine_slot_t *es = 0;
   for (uint32_t i = 0; i < NKB_MAX_ENGINES && es == 0; i++) {
@@ -111,11 +133,19 @@ static int32_t nkb_engine_create(nkb_core_t *c, uint32_t ifindex, uint32_t first
   }
   if (es == 0) return -EMFILE;
   nkb_iface_t *f = 0;
-  int32_t rc = nkb_iface_hold(c, ifindex, attach_flags, &f);
+  bool ask = (attach_flags & NKB_ATTACH_ASK) != 0;
+  int32_t rc = nkb_iface_hold(c, ifindex, attach_flags & ~NKB_ATTACH_ASK, &f);
   if (rc != 0) return rc;
   nkb_engine_t *e = calloc(1, sizeof(*e));
   rc = e == 0 ? -ENOMEM : nkb_engine_open(e, &f->filter, ifindex, first_queue, queue_count,
                                           frame_size);
+  if (rc == NKB_ENOQUEUE) rc = nkb_ask_queue(s, &f->filter, ifindex, ask);
+  // Queues taken after asking: a given-up one (for this ask or another's: the counts are
+  // the same), else the ask itself goes.
+  if (rc == 0 && s->ask_ifindex == ifindex) {
+    nkb_group_settle(&f->filter, true);
+    s->ask_ifindex = 0;
+  }
   if (rc != 0) {
     free(e);
     nkb_iface_drop(c, f);
@@ -143,7 +173,13 @@ int32_t nkb_sock_attach(int32_t h, uint32_t ifindex, uint32_t first_queue, uint3
   int32_t rc = s == 0 ? -EBADF : s->eng != 0 ? -EALREADY : 0;
   nkb_engine_slot_t *es = rc == 0 ? nkb_engine_find(c, ifindex, first_queue, queue_count) : 0;
   if (rc == 0 && es == 0) {
-    rc = nkb_engine_create(c, ifindex, first_queue, queue_count, frame_size, attach_flags, &es);
+    rc = nkb_engine_create(c, s, ifindex, first_queue, queue_count, frame_size, attach_flags,
+                           &es);
+  }
+  // On an engine of this process that another socket opened meanwhile: the ask goes.
+  if (rc == 0 && s->ask_ifindex == ifindex) {
+    nkb_group_settle(&es->iface->filter, false);
+    s->ask_ifindex = 0;
   }
   if (rc == 0 && es->engine->frame_size < frame_size) rc = -EMSGSIZE;
   if (rc == 0) {
@@ -324,6 +360,29 @@ int32_t nkb_detach(nkb_sock_t *s) {
   nkb_iface_drop(c, f);
   if (!any) nkb_refresh_stop();  // the last engine: the refresher stops
   return 0;
+}
+
+void nkb_ask_drop(nkb_sock_t *s) {
+  assert(nkb_holds(NKB_RANK_SETUP) && !nkb_holds(NKB_RANK_TABLE));
+  uint32_t ifindex = s->ask_ifindex;
+  if (ifindex == 0) return;
+  s->ask_ifindex = 0;
+  nkb_core_t *c = nkb_core();
+  for (uint32_t i = 0; i < NKB_MAX_ENGINES; i++) {
+    if (c->ifaces[i].refs > 0 && c->ifaces[i].ifindex == ifindex) {
+      nkb_group_settle(&c->ifaces[i].filter, false);
+      return;
+    }
+  }
+  // Not open here: joined for the moment (a few bpf() calls). Gone, foreign or not ours to
+  // join: the ask expires by itself (NKB_ASK_TTL_MS).
+  nkb_link_t link;
+  if (nkb_nl_link_get(ifindex, &link) != 0 || link.xdp_prog_id == 0) return;
+  nkb_filter_t f;
+  memset(&f, 0, sizeof(f));
+  if (nkb_filter_join(&f, ifindex, link.xdp_prog_id) != 0) return;
+  nkb_group_settle(&f, false);
+  nkb_filter_close(&f);
 }
 
 int32_t nkb_sock_detach(int32_t h) {

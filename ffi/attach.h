@@ -9,5 +9,8 @@
 // closes with its last socket, after the table lock is let go. -ENOTCONN when not
 // attached, -EBUSY while a wait pins it.
 int32_t nkb_detach(nkb_sock_t *s);
+// Socket s closes while it asks for a queue (nkb_sock_attach's NKB_ATTACH_ASK): its ask goes
+// (setup lock held), so that no holder gives up a queue for it.
+void nkb_ask_drop(nkb_sock_t *s);
 
 #endif

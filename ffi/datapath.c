@@ -363,6 +363,46 @@ static void nkb_rx_ring(nkb_sock_t *s, nkb_engine_slot_t *es, nkb_rx_out_t *o) {
   }
 }
 
+// One frame of a queue being given up: parked for its owner (or dropped, counted on it).
+static void nkb_drain_frame(nkb_engine_slot_t *es, uint32_t q, const struct xdp_desc *desc) {
+  nkb_engine_t *e = es->engine;
+  nkb_parsed_t pr;
+  uint64_t chunk = desc->addr - desc->addr % e->frame_size;
+  bool ok = desc->addr < e->umem_len && desc->len <= e->frame_size - (desc->addr - chunk) &&
+            nkb_frame_parse(e->umem + desc->addr, desc->len, &pr) == NKB_FRAME_OK;
+  nkb_sock_t *os = ok ? nkb_flow_owner(es, pr.daddr_be, pr.dport) : 0;
+  if (os != 0 && os->peer_port != 0 && (pr.saddr_be != os->peer_be || pr.sport != os->peer_port)) {
+    os->stats[NKB_ST_RX_FOREIGN]++;
+    os = 0;
+  }
+  if (os == 0) {
+    if (desc->addr < e->umem_len) nkb_engine_refill(e, q, desc->addr);  // retired
+    return;
+  }
+  nkb_parked_t p = {.addr = desc->addr, .payload_len = pr.payload_len, .saddr_be = pr.saddr_be,
+                    .sport = pr.sport, .queue = (uint16_t)q};
+  nkb_park(os, e, q, desc->addr, &p);
+}
+
+uint32_t nkb_rx_drain_queue(nkb_engine_slot_t *es, uint32_t q) {
+  nkb_engine_t *e = es->engine;
+  assert(nkb_holds(NKB_RANK_RX) && q < NKB_MAX_QUEUES && q >= e->queue_count);
+  nkb_xsk_t *x = &e->xsk[q];
+  if (x->rx.map == 0) return 0;
+  uint32_t total = 0;
+  // The ring holds at most NKB_RING_SIZE entries, and nothing adds to it any more.
+  for (uint32_t round = 0; round < 2u; round++) {
+    uint32_t idx = 0;
+    uint32_t n = nkb_ring_peek(&x->rx, NKB_RING_SIZE, &idx);
+    const struct xdp_desc *descs = (const struct xdp_desc *)x->rx.entries;
+    for (uint32_t i = 0; i < n; i++) nkb_drain_frame(es, q, &descs[(idx + i) & x->rx.mask]);
+    if (n > 0) nkb_ring_release(&x->rx, n);
+    total += n;
+  }
+  assert(total <= 2u * NKB_RING_SIZE);
+  return total;
+}
+
 static int32_t nkb_rx_kernel(nkb_sock_t *s, nkb_rx_out_t *o) {
   for (uint32_t i = 0; i < NKB_BATCH_MAX && o->n < o->max; i++) {
     // A datagram read from the kernel cannot be put back: read only into full room.
@@ -457,7 +497,9 @@ static bool nkb_ready_ring(const nkb_sock_t *s, const nkb_engine_t *e) {
     return true;
   }
   if (e == 0) return false;
-  for (uint32_t q = 0; q < e->queue_count; q++) {
+  // Without the rx lock: a queue given up meanwhile shows zeros (nkb_engine_retire_queue).
+  uint32_t queues = nkb_engine_queues(e);
+  for (uint32_t q = 0; q < queues; q++) {
     const nkb_ring_t *r = &e->xsk[q].rx;
     if (__atomic_load_n(r->producer, __ATOMIC_ACQUIRE) !=
         __atomic_load_n(r->consumer, __ATOMIC_ACQUIRE)) {
@@ -534,8 +576,12 @@ static uint32_t nkb_wait_fds(const nkb_waiting_t *w, uint32_t n, struct pollfd *
     const nkb_engine_t *e = w[k].e;
     bool seen = false;
     for (uint32_t j = 0; j < k && e != 0 && !seen; j++) seen = w[j].s != 0 && w[j].e == e;
-    for (uint32_t q = 0; e != 0 && !seen && q < e->queue_count && m < cap; q++) {
-      fds[m] = (struct pollfd){.fd = e->xsk[q].fd, .events = POLLIN, .revents = 0};
+    // Without the rx lock: the fd of a queue given up meanwhile is -1 (ignored by ppoll),
+    // closed (POLLNVAL) or, reused, another file's: at worst a wake that finds nothing.
+    uint32_t queues = e != 0 ? nkb_engine_queues(e) : 0u;
+    for (uint32_t q = 0; !seen && q < queues && m < cap; q++) {
+      int32_t fd = __atomic_load_n(&e->xsk[q].fd, __ATOMIC_ACQUIRE);
+      fds[m] = (struct pollfd){.fd = fd, .events = POLLIN, .revents = 0};
       owner[m++] = (nkb_fd_owner_t){.socket = UINT32_MAX};
     }
   }

@@ -14,9 +14,9 @@
 #include "xsk.h"
 
 #define NKB_API __attribute__((visibility("default")))
-#define NKB_ABI_VERSION 4  // 2: every buffer parameter is followed by its byte length;
+#define NKB_ABI_VERSION 5  // 2: every buffer parameter is followed by its byte length;
                            // 3: the loader pins the copy it keeps (nkb_pin);
-                           // 4: nkb_wait_many
+                           // 4: nkb_wait_many; 5: NKB_ATTACH_ASK
 
 #define NKB_MAX_SOCKS 1024u
 #define NKB_WAIT_MANY_MAX NKB_MAX_SOCKS  // sockets of one nkb_wait_many
@@ -109,7 +109,14 @@ NKB_API int32_t nkb_sock_free(int32_t h);
 NKB_API int32_t nkb_sock_wake(int32_t h);
 
 // Attaches to the engine covering queues [first_queue, first_queue + queue_count) of
-// ifindex (queue_count 1: a queue-affine socket, for one Worker per queue).
+// ifindex (queue_count 1: a queue-affine socket, for one Worker per queue). attach_flags:
+// the XDP attach mode (0, 2 generic, 4 native) plus NKB_ATTACH_ASK: a whole-interface
+// socket that finds every queue held by other live processes asks them for one and answers
+// -EAGAIN; the caller retries (every 250 ms or so) and the retry that finds a queue given up
+// attaches. After NKB_ASK_WAIT_MS of asking it stops (-ETIMEDOUT). Without the flag (and for
+// a queue-affine socket): -EBUSY.
+#define NKB_ATTACH_ASK 0x100u
+#define NKB_ASK_WAIT_MS 3000u
 NKB_API int32_t nkb_sock_attach(int32_t h, uint32_t ifindex, uint32_t first_queue,
                                 uint32_t queue_count, uint32_t frame_size,
                                 uint32_t attach_flags, uint32_t mtu);

@@ -90,7 +90,13 @@ typedef struct nkb_group_owner {
 // that its words are shared memory. The program reads only mac.
 typedef struct nkb_ctl {
   uint8_t mac[8];        // the interface's MAC + 2 zeros: unicast frames to another go to the kernel
-  uint32_t reserved[2];  // zero (room for queue requests between processes)
+  // Queue requests (ring_groups.c): newcomers that found every queue held ask; a holder of
+  // more than one queue gives one up per request. One word: pending asks in the low 16 bits,
+  // queues given up for them and not yet taken in the high 16. The asks count until
+  // asks_until_ms (CLOCK_MONOTONIC, low 32 bits), which every waiting asker pushes on: a
+  // word whose askers all left (closed, killed) goes stale and is cleared.
+  uint32_t asks;
+  uint32_t asks_until_ms;
   nkb_group_owner_t owners[NKB_FILTER_QUEUES];  // per queue: its holder (ring_groups.c)
 } nkb_ctl_t;
 
@@ -156,6 +162,18 @@ uint32_t nkb_group_free_run(const nkb_filter_t *f, uint32_t first, uint32_t coun
 // the XSK closed; only if the record is still ours).
 void nkb_group_claim(nkb_filter_t *f, uint32_t q);
 void nkb_group_release(nkb_filter_t *f, uint32_t q);
+
+// Queue requests (nkb_ctl_t.asks). An asker found no free queue: it asks once, then
+// renews the ask at each retry (NKB_ASK_TTL_MS keeps it alive between retries). It settles
+// when it stops asking: got a queue (took a given-up one, else its ask goes) or gave up
+// (its ask goes, else the queue given up for it). A holder takes one pending ask (false:
+// none, or stale ones it cleared), then gives up a queue for it.
+#define NKB_ASK_TTL_MS 1000u  // an ask not renewed for this long is stale (retries: 250 ms)
+void nkb_group_ask(nkb_filter_t *f, bool first);
+void nkb_group_settle(nkb_filter_t *f, bool got_queue);
+bool nkb_group_take_ask(nkb_filter_t *f);
+// The pending asks and the given-up queues not yet taken (for tests and tools).
+uint32_t nkb_group_asks(const nkb_filter_t *f);
 
 // ---- packet filtering and IPsec (policy.c) ---------------------------------
 // The Solaris contract allows no bypass while packet filtering or IPsec is configured:

@@ -6,7 +6,10 @@
 // `nkb stat` and to its own `stats()`. It runs while the process has an engine: the
 // first attach starts it, the close of the last engine stops and joins it.
 //
-// It never waits for the table lock: it tries, and a stop request ends the tries. It is
+// Each period it also gives up a queue when a newcomer asked for one (give.c).
+//
+// It never waits for the table lock (a give round does, briefly: it holds the setup lock
+// then, so no stop, whose callers hold that lock, is waiting for this thread): it tries, and a stop request ends the tries. It is
 // the only writer of recv_q;
 // the drop counters only ever rise (nkb_stat_raise), whoever copies them.
 #define _GNU_SOURCE
@@ -16,6 +19,7 @@
 #include <time.h>
 
 #include "core.h"
+#include "give.h"
 #include "refresh.h"
 #include "registry.h"
 
@@ -117,6 +121,8 @@ static void *nkb_refresh_main(void *arg) {
   // One pass per period for as long as an engine lives (stop ends it).
   while (nkb_refresh_sleep()) {
     nkb_core_t *c = nkb_core();
+    // A newcomer that found every queue held asked for one: given up here, if we hold more.
+    (void)nkb_give_round();
     if (!nkb_refresh_lock(c)) continue;
     nkb_refresh_pass(c);
     nkb_unlock(&c->table_lock, NKB_RANK_TABLE);

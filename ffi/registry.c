@@ -551,6 +551,17 @@ void nkb_reg_recv_q(uint32_t idx, uint32_t datagrams) {
   __atomic_store_n(&nkb_reg_slot(idx)->recv_q, datagrams, __ATOMIC_RELAXED);
 }
 
+void nkb_reg_queues(uint32_t idx, uint32_t first_queue, uint32_t queue_count) {
+  assert(nkb_holds(NKB_RANK_TABLE));
+  if (g_reg == 0 || idx >= NKB_REG_SLOTS) return;
+  nkb_reg_slot_t *sl = nkb_reg_slot(idx);
+  // Two words a reader must see together: under the slot's sequence, as nkb_reg_note's.
+  nkb_slot_begin(sl);
+  sl->first_queue = first_queue;
+  sl->queue_count = queue_count;
+  nkb_slot_end(sl);
+}
+
 int32_t nkb_reg_note(int32_t h, uint32_t flags, uint32_t recv_mode, const uint8_t *reason_z,
                      uint32_t reason_len) {
   nkb_sock_t *s = nkb_sock_get(h);

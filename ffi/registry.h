@@ -119,6 +119,8 @@ void nkb_reg_release(uint32_t idx);
 void nkb_reg_groups(uint32_t idx, uint32_t group_be, uint32_t groups);
 // Socket idx's waiting datagrams (recv_q): one aligned word, any thread.
 void nkb_reg_recv_q(uint32_t idx, uint32_t datagrams);
+// The queues slot idx's socket holds changed (its engine gave one up; table lock held).
+void nkb_reg_queues(uint32_t idx, uint32_t first_queue, uint32_t queue_count);
 // Root only: sets a squatted R/<uid> aside (rfd: R, opened; dir: its path, for messages).
 // 0 (fine or absent), 1 (set aside), or -errno (-EPERM: not root; -EBUSY: not moved).
 int32_t nkb_reg_repair_user(int rfd, const char *dir, uint32_t uid, bool loud);

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "nkb_net.h"
@@ -123,4 +124,74 @@ void nkb_group_release(nkb_filter_t *f, uint32_t q) {
   if (!nkb_same(&now, &me)) return;
   (void)__atomic_compare_exchange_n(&f->ctl->owners[q].pid, &pid, 0u, false, __ATOMIC_ACQ_REL,
                                     __ATOMIC_ACQUIRE);
+}
+
+// ---- queue requests ---------------------------------------------------------------------
+// nkb_ctl_t.asks: pending asks in the low half, queues given up for them (not yet taken) in
+// the high half. Every change is a compare-and-swap of the whole word, retried at most
+// NKB_ASK_CAS_TRIES times: a lost race means another process changed it meanwhile, and a
+// process that loses that many in a row gives up this change (an ask lost that way is
+// renewed by no one and expires; a count left over is cleared when it goes stale).
+#define NKB_ASKS_MASK 0xffffu
+#define NKB_GIVEN_ONE 0x10000u
+#define NKB_ASK_CAS_TRIES 64u
+
+static uint32_t nkb_mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint32_t)((uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u);
+}
+
+// Replaces *w's expected value with next; false (and *w reloaded) when another process won.
+static bool nkb_asks_cas(nkb_ctl_t *ctl, uint32_t *w, uint32_t next) {
+  return __atomic_compare_exchange_n(&ctl->asks, w, next, false, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE);
+}
+
+void nkb_group_ask(nkb_filter_t *f, bool first) {
+  assert(f != NULL);
+  if (f->ctl == NULL) return;
+  // The deadline before the count: a holder that sees the ask sees it alive.
+  __atomic_store_n(&f->ctl->asks_until_ms, nkb_mono_ms() + NKB_ASK_TTL_MS, __ATOMIC_RELEASE);
+  if (!first) return;
+  uint32_t w = __atomic_load_n(&f->ctl->asks, __ATOMIC_ACQUIRE);
+  for (uint32_t i = 0; i < NKB_ASK_CAS_TRIES && (w & NKB_ASKS_MASK) != NKB_ASKS_MASK; i++) {
+    if (nkb_asks_cas(f->ctl, &w, w + 1u)) return;
+  }
+}
+
+// A given-up queue was taken (got_queue) or the asker stopped without one: the first of the
+// two counts that has one goes (got_queue: given-up queues first, else the asker's own ask,
+// which is still pending when it got its queue another way, from a holder that left; without
+// a queue: its own ask first, else the queue given up for it, which someone else took).
+void nkb_group_settle(nkb_filter_t *f, bool got_queue) {
+  assert(f != NULL);
+  if (f->ctl == NULL) return;
+  uint32_t w = __atomic_load_n(&f->ctl->asks, __ATOMIC_ACQUIRE);
+  for (uint32_t i = 0; i < NKB_ASK_CAS_TRIES && w != 0; i++) {
+    bool given = (w & ~NKB_ASKS_MASK) != 0, asked = (w & NKB_ASKS_MASK) != 0;
+    uint32_t next = (got_queue ? given : !asked) ? w - NKB_GIVEN_ONE : w - 1u;
+    if (nkb_asks_cas(f->ctl, &w, next)) return;
+  }
+}
+
+bool nkb_group_take_ask(nkb_filter_t *f) {
+  assert(f != NULL);
+  if (f->ctl == NULL) return false;
+  uint32_t w = __atomic_load_n(&f->ctl->asks, __ATOMIC_ACQUIRE);
+  for (uint32_t i = 0; i < NKB_ASK_CAS_TRIES && w != 0; i++) {
+    uint32_t until = __atomic_load_n(&f->ctl->asks_until_ms, __ATOMIC_ACQUIRE);
+    bool stale = (int32_t)(nkb_mono_ms() - until) > 0;  // wraps every 49 days: compared as a gap
+    if (!stale && (w & NKB_ASKS_MASK) == 0) return false;
+    // Stale: every asker left without settling (closed or killed): nobody waits.
+    uint32_t given = (w >> 16) < NKB_ASKS_MASK ? NKB_GIVEN_ONE : 0u;
+    uint32_t next = stale ? 0u : w - 1u + given;
+    if (nkb_asks_cas(f->ctl, &w, next)) return !stale;
+  }
+  return false;
+}
+
+uint32_t nkb_group_asks(const nkb_filter_t *f) {
+  assert(f != NULL);
+  return f->ctl == NULL ? 0u : __atomic_load_n(&f->ctl->asks, __ATOMIC_ACQUIRE);
 }

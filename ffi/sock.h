@@ -75,6 +75,10 @@ typedef struct nkb_sock {
   uint32_t fairness;      // turns between ring and companion socket
   uint32_t kernel_hint;   // atomic: a wait saw the companion socket readable
   int32_t last_error;
+  // A queue request (ring_groups.c) this socket's attach made and has not settled: the
+  // interface (0: none) and when it first asked. Under the setup lock.
+  uint32_t ask_ifindex;
+  uint64_t ask_since_ns;
   uint32_t park_head;     // atomic (a waiter reads it)
   uint32_t park_tail;     // atomic
   nkb_parked_t parked[NKB_PENDING];
@@ -136,5 +140,11 @@ static inline nkb_engine_t *nkb_sock_engine(const nkb_sock_t *s) {
 
 // dest.c: the destination header cache. Finds daddr:dport's entry, or null.
 nkb_dest_t *nkb_dest_find(nkb_sock_t *s, uint32_t daddr_be, uint32_t dport);
+
+// datapath.c: the frames on queue index q's RX ring, which was just given up (rx lock held,
+// the engine's queue_count already at or below q): each is parked for its owner socket, as a
+// receive parks other sockets' frames (a full park drops it, counted on its owner); one
+// without an owner is retired. Returns how many there were.
+uint32_t nkb_rx_drain_queue(nkb_engine_slot_t *es, uint32_t q);
 
 #endif

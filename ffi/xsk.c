@@ -202,6 +202,37 @@ static void nkb_xsk_close(nkb_filter_t *f, nkb_xsk_t *x) {
   assert(x->rx.map == 0);
 }
 
+// A given-up queue's ring: its pages are replaced by anonymous zeros at the same address
+// (MAP_FIXED swaps the mapping in one step), which lets go of the socket as an unmap would
+// while a wait that read the old queue count may still load its indices.
+static int32_t nkb_ring_blank(nkb_ring_t *r) {
+  if (r->map == 0) return 0;
+  void *m = mmap(r->map, r->map_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
+                 -1, 0);
+  if (m == MAP_FAILED) return -errno;
+  assert(m == r->map);
+  return 0;
+}
+
+int32_t nkb_engine_retire_queue(nkb_engine_t *e, uint32_t q) {
+  assert(q > 0 && q < NKB_MAX_QUEUES);  // index 0 owns the UMEM and the TX ring: never given up
+  assert(q >= e->queue_count);
+  nkb_xsk_t *x = &e->xsk[q];
+  assert(x->tx.map == 0);
+  if (x->fd < 0) return 0;
+  int32_t rc = nkb_ring_blank(&x->rx);
+  if (rc == 0) rc = nkb_ring_blank(&x->fill);
+  if (rc == 0) rc = nkb_ring_blank(&x->comp);
+  if (rc != 0) return rc;  // a ring still maps the socket: closing it would free nothing
+  int32_t fd = x->fd;
+  __atomic_store_n(&x->fd, -1, __ATOMIC_RELEASE);
+  close(fd);
+  // After the close, as in nkb_xsk_close: the queue is free when the record says so.
+  if (x->claimed) nkb_group_release(e->filter, x->queue);
+  x->claimed = 0;
+  return 0;
+}
+
 // Keeps queues [0, count) and closes the sockets of the others.
 static void nkb_engine_trim(nkb_engine_t *e, uint32_t count) {
   assert(count > 0 && count <= e->queue_count);
@@ -310,7 +341,7 @@ int32_t nkb_engine_open(nkb_engine_t *e, nkb_filter_t *filter, uint32_t ifindex,
   if (queue_count > 1) {
     uint32_t run_first = first_queue;
     uint32_t run = nkb_group_free_run(filter, first_queue, e->queue_count, &run_first);
-    if (run == 0) return -EBUSY;
+    if (run == 0) return NKB_ENOQUEUE;  // every queue is held: the caller may ask for one
     e->first_queue = run_first;
     e->queue_count = run;
   }
@@ -371,8 +402,14 @@ void nkb_engine_close(nkb_engine_t *e) {
 }
 
 void nkb_engine_refill(nkb_engine_t *e, uint32_t q, uint64_t addr) {
-  assert(q < e->queue_count);
+  assert(q < NKB_MAX_QUEUES);
   assert(addr < e->umem_len);
+  if (q >= e->queue_count) {
+    // Parked (or drained) before its queue was given up: the queue's fill ring is gone, and
+    // its part of the UMEM with it until the engine closes.
+    e->rx_retired++;
+    return;
+  }
   nkb_xsk_t *x = &e->xsk[q];
   uint32_t idx = 0;
   // The fill ring has a slot for every RX frame twice over (see NKB_PROD_RING_SIZE).
@@ -392,7 +429,7 @@ void nkb_engine_wake_rx(nkb_engine_t *e, uint32_t q) {
 
 uint64_t nkb_engine_kernel_drops(nkb_engine_t *e) {
   uint64_t total = 0;
-  for (uint32_t q = 0; q < e->queue_count; q++) {
+  for (uint32_t q = 0; q < nkb_engine_queues(e); q++) {
     struct xdp_statistics st;
     memset(&st, 0, sizeof(st));
     socklen_t len = sizeof(st);

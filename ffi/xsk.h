@@ -5,6 +5,7 @@
 #define NKB_XSK_H
 
 #include <assert.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -64,6 +65,8 @@ typedef struct nkb_pusher {
 
 typedef struct nkb_engine {
   uint32_t ifindex;
+  // Queues in use: lowered (never raised) when one is given up, under the table lock and
+  // rx_lock both; waits read it without a lock (atomic load).
   uint32_t queue_count;
   uint32_t frame_size;      // UMEM chunk size: 2048 or 4096
   uint32_t zero_copy;       // 1 when the driver gave us zero-copy
@@ -82,6 +85,7 @@ typedef struct nkb_engine {
   // Frames the device dropped after the doorbell handed them over: in copy mode the
   // kernel says so with EBUSY, one frame each time (a veth whose peer's queue is full).
   uint64_t tx_dropped;
+  uint64_t rx_retired;      // under rx_lock: frames of a given-up queue that came back
   uint32_t tx_behind;       // under tx_lock: the last doorbell left frames on the TX ring
   nkb_pusher_t pusher;
   // rtnetlink link and address notifications: an MTU change, a link going down or an
@@ -150,6 +154,18 @@ static inline uint64_t *nkb_ring_addr(nkb_ring_t *r, uint32_t idx) {
 int32_t nkb_engine_open(nkb_engine_t *e, nkb_filter_t *filter, uint32_t ifindex,
                         uint32_t first_queue, uint32_t queue_count, uint32_t frame_size);
 void nkb_engine_close(nkb_engine_t *e);
+// What nkb_engine_open answers when every queue it could take is held by live processes.
+#define NKB_ENOQUEUE (-EXFULL)
+// Queues in use, read without the locks (a wait's poll set, its look at the rings).
+static inline uint32_t nkb_engine_queues(const nkb_engine_t *e) {
+  return __atomic_load_n(&e->queue_count, __ATOMIC_ACQUIRE);
+}
+// Closes the XSK of queue index q, which was given up (queue_count already at or below q,
+// its RX ring drained): the device queue and its ring-group record go free. The rings'
+// addresses stay readable until nkb_engine_close (a wait that read the old count may still
+// look at them) but hold zeros. 0, or -errno when that could not be done (the queue then
+// stays bound, unused, until the engine closes).
+int32_t nkb_engine_retire_queue(nkb_engine_t *e, uint32_t q);
 // Ring the TX doorbell (under tx_lock). 0, NKB_TX_REFUSED when the device dropped a
 // frame (counted in tx_dropped), or -errno for errors that are not "try again".
 #define NKB_TX_REFUSED 1
@@ -187,7 +203,8 @@ bool nkb_pusher_rings(const nkb_engine_t *e);
 void nkb_pusher_stop(nkb_engine_t *e);
 // Return completed TX frames to the pool. Returns how many were reaped.
 uint32_t nkb_engine_reap_tx(nkb_engine_t *e);
-// Give RX frame addr (any address inside its chunk) back to queue q's fill ring.
+// Give RX frame addr (any address inside its chunk) back to queue q's fill ring; a frame of
+// a queue given up since it was read is retired (counted in rx_retired). Under rx_lock.
 void nkb_engine_refill(nkb_engine_t *e, uint32_t q, uint64_t addr);
 // Fill-ring need_wakeup (zero-copy drivers): poke the kernel.
 void nkb_engine_wake_rx(nkb_engine_t *e, uint32_t q);

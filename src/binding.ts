@@ -31,7 +31,14 @@ type Phase = "open" | "multicast" | "bypass" | "kernel";
 
 const EBUSY = -16;
 const EPERM = -1;
+const EAGAIN = -11;
+const ETIMEDOUT = -110;
 const EPROTONOSUPPORT = -93;
+// nkb_sock_attach's flag (ffi/nkb.h NKB_ATTACH_ASK): with every queue held, ask for one.
+const ATTACH_ASK = 0x100;
+// The shim stops asking after NKB_ASK_WAIT_MS (3 s); the retries end at the latest this long
+// after the first ask, whatever it answers.
+const ASK_RETRY_LIMIT_MS = 5_000;
 // Reasons where bypass was possible in principle but setting it up failed: the
 // cases _NET_KERNEL_BYPASS_ERR_EXIT=1 turns into an exit. The others (wildcard,
 // loopback, other kinds of interface, filters) are not failures: the socket is
@@ -72,6 +79,16 @@ function attachFailure(rc: number, link: LinkInfo): [FallbackReason, string] {
   const name = link.name;
   if (rc === EBUSY) {
     return ["queue-busy", `AF_XDP on ${name}: no free queue (other nkb processes hold them)`];
+  }
+  if (rc === EAGAIN) {
+    return [
+      "queue-busy",
+      `AF_XDP on ${name}: no free queue; waits for a ring group (asked the other nkb ` +
+      "processes holding its queues to give one up)",
+    ];
+  }
+  if (rc === ETIMEDOUT) {
+    return ["queue-busy", `AF_XDP on ${name}: no free queue; no holder gave one up within 3 s`];
   }
   if (rc === EPERM) {
     return [
@@ -114,6 +131,10 @@ export class BypassBinding {
   #multicastIfaceBe = 0;
   #groupBe = 0;
   #multicastLoop = false;
+  // Waiting for a ring group: the plan an attach asked for a queue with, retried by the
+  // watch every WATCH_INTERVAL_MS until #askUntil (ms, nkb_now_ms).
+  #askPlan: Plan | null = null;
+  #askUntil = 0;
 
   /** Starts undecided (or on the kernel path for good with `kernelOnly`). */
   constructor(h: number, opts: ResolvedOptions, beforeDetach: () => void) {
@@ -168,7 +189,7 @@ export class BypassBinding {
     }
     const verdict = decide(this.#localBe);
     if (!verdict.ok) return this.#fallback(verdict.reason, verdict.detail);
-    if (this.#attach(verdict)) this.#addFlow(this.#localBe);
+    if (this.#attach(verdict, true, true)) this.#addFlow(this.#localBe);
   }
 
   /** IP_MULTICAST_IF was set to `ifaceBe`: a waiting socket decides on that interface. */
@@ -274,7 +295,7 @@ export class BypassBinding {
 
   /** Looks at the interface when the last look is older than the watch interval. */
   maybeWatch(): void {
-    if (this.#phase !== "bypass" && !this.#addressGone()) return;
+    if (this.#phase !== "bypass" && !this.#addressGone() && this.#askPlan === null) return;
     if (lib().nkb_now_ms() - this.#lastWatch < WATCH_INTERVAL_MS) return;
     this.watchNow();
   }
@@ -289,6 +310,7 @@ export class BypassBinding {
   }
 
   #watchNow(): void {
+    if (this.#askPlan !== null) return this.#watchAsk();
     if (this.#addressGone()) return this.#watchAddress();
     const link = this.#link;
     if (this.#phase !== "bypass" || link === null) return;
@@ -353,6 +375,21 @@ export class BypassBinding {
     if (this.#attach(verdict, false)) this.#addFlow(this.#localBe);
   }
 
+  // Waiting for a ring group: the attach again, which takes a queue a holder gave up, asks
+  // on, or (the shim's bound passed) stops asking. Not a setup failure at creation: a retry
+  // that fails leaves the socket on the kernel path, _NET_KERNEL_BYPASS_ERR_EXIT or not.
+  #watchAsk(): void {
+    const plan = this.#askPlan;
+    if (plan === null) return;
+    this.#lastWatch = lib().nkb_now_ms();
+    if (this.#lastWatch > this.#askUntil) {
+      this.#askPlan = null;
+      this.#detail = `AF_XDP on ${plan.link.name}: no free queue; stopped waiting for one`;
+      return;
+    }
+    if (this.#attach(plan, false, true)) this.#addFlow(this.#localBe);
+  }
+
   // The interface has a new MAC: the filter passes unicast frames to the old one to the
   // kernel from now on (they are another host's), and frames we send carry the new one.
   #macChanged(mac: Uint8Array): void {
@@ -396,13 +433,28 @@ export class BypassBinding {
     this.#attach(verdict);
   }
 
-  #attach(plan: Plan, strict = true): boolean {
+  // `ask`: a whole-interface socket that finds every queue held asks for one and waits
+  // (#watchAsk retries); not under _NET_KERNEL_BYPASS_ERR_EXIT=1, whose first failure exits.
+  #attach(plan: Plan, strict = true, ask = false): boolean {
     const { link, frameSize, queues } = plan;
     // A queue-affine socket gets an engine of its own queue: Workers on different
     // queues then share no rings and no locks.
     const first = this.#opts.queue ?? 0;
     const count = this.#opts.queue === null ? queues : 1;
-    const rc = lib().nkb_sock_attach(this.#h, link.ifindex, first, count, frameSize, 0, link.mtu);
+    const flags = ask && this.#opts.queue === null && this.#opts.errExit !== 1 ? ATTACH_ASK : 0;
+    const rc = lib().nkb_sock_attach(
+      this.#h,
+      link.ifindex,
+      first,
+      count,
+      frameSize,
+      flags,
+      link.mtu,
+    );
+    if (rc === EAGAIN && this.#askPlan === null) {
+      this.#askUntil = lib().nkb_now_ms() + ASK_RETRY_LIMIT_MS;
+    }
+    this.#askPlan = rc === EAGAIN ? plan : null;
     if (rc < 0) {
       const [reason, detail] = attachFailure(rc, link);
       this.#fallback(reason, detail, strict);

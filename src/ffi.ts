@@ -97,7 +97,7 @@ export const symbols = {
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The ABI this TypeScript expects from the shim (NKB_ABI_VERSION in ffi/nkb.h). */
-export const ABI_VERSION = 4;
+export const ABI_VERSION = 5;
 
 /** Returned by send entries when a destination must be resolved first. */
 export const E_NEED_ROUTE = -10000;

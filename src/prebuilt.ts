@@ -41,12 +41,12 @@ export const PREBUILT_GLIBC = "2.27";
 /** The platforms with a prebuilt library, by `linux-<Deno.build.arch>`. */
 export const PREBUILT: Readonly<Record<string, Prebuilt>> = {
   "linux-x86_64": {
-    sha256: "ea6d9a1981859094fb5886663c92de18dff98c181301aa38e2260f852127a26b",
-    size: 110448,
+    sha256: "82188f732b4f675c4e18caa41e0de8d419e10455dfb9cd6d5da8f19169207d69",
+    size: 115952,
   },
   "linux-aarch64": {
-    sha256: "267d446f33f94b39db0ae4577f1e2ef5f46c1b38b1c76a28a0d57c0e6d2679bd",
-    size: 108032,
+    sha256: "98231f627c6cc4c04e22a1e86cc643466893d4622ce7ab3cda4897d54a54a311",
+    size: 113664,
   },
 };
 // END PREBUILT

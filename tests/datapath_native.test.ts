@@ -1,8 +1,9 @@
 /**
  * ffi/datapath.c against an engine in plain memory, without root: receive batches with
  * demux and park, malformed descriptors, batch boundaries, sends through the TX ring,
- * waits, the companion socket's turns and the lock order, with every UMEM frame accounted
- * for after each step (tests/native/datapath_check.c plays the kernel's side of the rings).
+ * waits, the companion socket's turns, the lock order and the drain of a queue given up
+ * (give.c), with every UMEM frame accounted for after each step (tests/native/datapath_check.c
+ * plays the kernel's side of the rings).
  * Built from the shim's own sources with assertions on and undefined behaviour trapping;
  * run as nobody in a user and network namespace of its own (its loopback carries the
  * companion sockets' datagrams).
@@ -54,6 +55,7 @@ Deno.test("datapath: rings in plain memory, every frame accounted for", async ()
         "wait",
         "companion socket",
         "lock order",
+        "give up",
       ]
     ) {
       assert.match(out, new RegExp(`^${check}: .*failures 0$`, "m"), check);

@@ -15,6 +15,15 @@
  *   every datagram of their queues, on the bypass path. After all are killed no XDP
  *   program is on the interface and no flow map is left, and a new process bypasses
  *   within a second of its start.
+ * - A process alone with a whole-interface socket holds all 4 queues and receives a 4-queue
+ *   generator through its rings. A second such process finds none free and asks: within
+ *   2 s it bypasses on one queue, the first holds 3 (`nkb stat`, `nkb phys`), and the
+ *   first received every datagram of a generator running through the hand-over, by
+ *   sequence number (through its rings, or its kernel socket after the give-up).
+ * - A newcomer that no holder can give a queue (each holds one) asks, stops after 3 s, stays
+ *   `queue-busy`, and its ask is gone from the filter's control block; so is that of one
+ *   that closes its socket while it asks; a holder of two queues that comes afterwards
+ *   keeps both.
  */
 
 import assert from "node:assert/strict";
@@ -139,6 +148,54 @@ for _ in range(100000):
 print(n)
 `;
   return Number((await tb.execOk("a", ["python3", "-c", code], 30_000)).trim());
+}
+
+// The interface's queue requests (nkb_ctl_t.asks: pending asks in the low 16 bits, queues
+// given up for them in the high 16), read from the attached filter's nkb_ctl map.
+async function ctlAsks(tb: Testbed): Promise<number> {
+  const text = await tb.linkText("a");
+  const id = /prog\/xdp id (\d+)/.exec(text);
+  assert.ok(id !== null, `no XDP program on the interface: ${text}`);
+  const code = `
+import ctypes, os, struct
+libc = ctypes.CDLL(None, use_errno=True)
+def bpf(cmd, attr):
+    buf = ctypes.create_string_buffer(attr, 128)
+    return libc.syscall(321, cmd, buf, 128)
+prog = bpf(13, struct.pack("I", ${id[1]}))  # BPF_PROG_GET_FD_BY_ID
+assert prog >= 0, "prog fd"
+ids = (ctypes.c_uint32 * 16)()
+info = ctypes.create_string_buffer(struct.pack("52xIQ", 16, ctypes.addressof(ids)), 80)
+attr = struct.pack("IIQ", prog, 80, ctypes.addressof(info))
+assert bpf(15, attr) == 0, "prog info"  # BPF_OBJ_GET_INFO_BY_FD
+n = struct.unpack_from("I", info.raw, 52)[0]
+found = None
+for mid in list(ids)[:n]:
+    fd = bpf(14, struct.pack("I", mid))  # BPF_MAP_GET_FD_BY_ID
+    if fd < 0: continue
+    minfo = ctypes.create_string_buffer(88)
+    bpf(15, struct.pack("IIQ", fd, 88, ctypes.addressof(minfo)))
+    if minfo.raw[24:40].split(b"\\0")[0] == b"nkb_ctl":
+        key = ctypes.c_uint32(0)
+        val = ctypes.create_string_buffer(4096)
+        r = bpf(1, struct.pack("IIQQQ", fd, 0, ctypes.addressof(key), ctypes.addressof(val), 0))
+        assert r == 0, "lookup"
+        found = struct.unpack_from("I", val.raw, 8)[0]
+    os.close(fd)
+print(found)
+`;
+  const out = (await tb.execOk("a", ["python3", "-c", code], 30_000)).trim();
+  assert.match(out, /^\d+$/, `nkb_ctl: ${out}`);
+  return Number(out);
+}
+
+type Row = { pid: number; firstQueue: number; queueCount: number };
+
+async function statRows(tb: Testbed, pids: number[]): Promise<Row[]> {
+  const stat = await nkbJson(tb, ["stat"]);
+  return (stat.sockets as Row[]).filter((s) => pids.includes(s.pid))
+    .map((s) => ({ pid: s.pid, firstQueue: s.firstQueue, queueCount: s.queueCount }))
+    .sort((a, b) => a.firstQueue - b.firstQueue);
 }
 
 async function inDatagrams(tb: Testbed): Promise<number> {
@@ -300,5 +357,170 @@ for i in range(5):
       assert.equal(done.received, count, `member on queue ${q}: ${JSON.stringify(done)}`);
     }
     for (const p of members) p.kill();
+  },
+});
+
+Deno.test({
+  name:
+    "ring groups: alone, a process takes every queue; it gives one up to a newcomer that asks, losing no datagram",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    assert.equal(Deno.uid(), 0, "this test needs root (network namespaces, AF_XDP)");
+    const ceiling = await Deno.makeTempFile({ prefix: "nkb-rg-ceiling-" });
+    try {
+      await buildCeiling(ceiling);
+      await using tb = await Testbed.create({
+        thirdOctet: "next",
+        numRxQueues: QUEUES,
+        numTxQueues: QUEUES,
+        scriptDir: FIXTURES,
+      });
+      const procs: TestbedProcess[] = [];
+      try {
+        const first = holder(tb, null, [`--flows=${QUEUES}`, "--rounds=2", "--maxMs=40000"]);
+        procs.push(first);
+        const r1 = await ready(first);
+        assert.equal(r1.bypass.active, true, `${JSON.stringify(r1)} ${first.stderr}`);
+        const phys = await nkbJson(tb, ["phys", tb.a.ifname]);
+        const link = (phys.links as Msg[])[0];
+        assert.equal(link.rgInUse, QUEUES, JSON.stringify(phys));
+        assert.equal(link.rgAvail, 0, JSON.stringify(phys));
+        assert.deepEqual(link.holders, [r1.pid], JSON.stringify(phys));
+
+        // Alone: every queue's datagrams through its rings.
+        const before = await inDatagrams(tb);
+        const gen = await generate(tb, ceiling, QUEUES, 1);
+        const result = (await gen.nextWith("result", 30_000)).result as Msg;
+        await gen.wait(10_000); // its sockets' ports are the next generator's
+        const done = await first.nextWith("done", 30_000);
+        let markers = 0;
+        for (let q = 0; q < QUEUES; q++) {
+          const n = (result.perQueue as number[])[q];
+          const what = `queue ${q}: ${JSON.stringify(done)} generator ${JSON.stringify(result)}`;
+          assert.ok(n > 1000, what);
+          assert.equal((done.bySource as Record<string, number>)[GEN_PORT + q], n, what);
+          assert.equal((done.distinctBySource as Record<string, number>)[GEN_PORT + q], n, what);
+          markers = kernelOnlyMarkers(done, GEN_PORT + q, what);
+        }
+        assert.deepEqual(done.kernelBySource, {}, JSON.stringify(done));
+        assert.equal((await inDatagrams(tb)) - before, markers, "side A's kernel took data");
+
+        // A newcomer while a generator runs through the first: it asks, gets a queue given up.
+        const gen2 = await generate(tb, ceiling, QUEUES, 4);
+        await new Promise((r) => setTimeout(r, 300));
+        const second = holder(tb, null, [`--port=${PORT + 1}`, "--noRecv", "--watchMs=5000"]);
+        procs.push(second);
+        const r2 = await ready(second);
+        const st2 = r2.bypass as Bypass & { detail: string };
+        assert.equal(st2.active, false, JSON.stringify(r2));
+        assert.equal(st2.reason, "queue-busy", JSON.stringify(r2));
+        assert.match(st2.detail, /waits for a ring group/);
+        const moved = await second.nextWith("moved", 10_000);
+        assert.equal((moved.bypass as Bypass).active, true, JSON.stringify(moved));
+        assert.ok((moved.ms as number) < 2000, `bypassed ${moved.ms} ms after its start`);
+        console.log(`the newcomer bypassed ${(moved.ms as number).toFixed(0)} ms after ready`);
+        const rows = await statRows(tb, [r1.pid, r2.pid]);
+        assert.deepEqual(rows, [
+          { pid: r1.pid, firstQueue: 0, queueCount: QUEUES - 1 },
+          { pid: r2.pid, firstQueue: QUEUES - 1, queueCount: 1 },
+        ]);
+        const phys2 = await nkbJson(tb, ["phys", tb.a.ifname]);
+        const link2 = (phys2.links as Msg[])[0];
+        assert.equal(link2.rgInUse, QUEUES, JSON.stringify(phys2));
+        assert.deepEqual(link2.holders, [r1.pid, r2.pid].sort((a, b) => a - b));
+
+        const result2 = (await gen2.nextWith("result", 30_000)).result as Msg;
+        const done2 = await first.nextWith("done", 40_000);
+        const what2 = `${JSON.stringify(done2)} generator ${JSON.stringify(result2)}`;
+        for (let q = 0; q < QUEUES; q++) {
+          const n = (result2.perQueue as number[])[q];
+          assert.ok(n > 5000, what2);
+          // Every datagram, once: through the rings, or the kernel socket after the give-up.
+          assert.equal((done2.bySource as Record<string, number>)[GEN_PORT + q], n, what2);
+          assert.equal((done2.distinctBySource as Record<string, number>)[GEN_PORT + q], n, what2);
+        }
+        const viaKernel = done2.kernelBySource as Record<string, number>;
+        // The given-up queue's datagrams came through the kernel after the hand-over; the
+        // other queues' never did.
+        assert.ok((viaKernel[GEN_PORT + QUEUES - 1] ?? 0) > 1000, what2);
+        for (let q = 0; q < QUEUES - 1; q++) {
+          assert.equal(viaKernel[GEN_PORT + q], undefined, what2);
+        }
+        assert.equal((done2.stats as Stats).rxDropped, 0, what2);
+      } finally {
+        for (const p of procs) p.kill();
+      }
+    } finally {
+      await Deno.remove(ceiling);
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "ring groups: a newcomer no holder can give a queue stops asking after 3 s, on the kernel path",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    assert.equal(Deno.uid(), 0, "this test needs root (network namespaces, AF_XDP)");
+    await using tb = await Testbed.create({
+      thirdOctet: "next",
+      numRxQueues: QUEUES,
+      numTxQueues: QUEUES,
+      scriptDir: FIXTURES,
+    });
+    const procs: TestbedProcess[] = [];
+    try {
+      const holders: TestbedProcess[] = [];
+      for (let q = 0; q < QUEUES; q++) {
+        const p = holder(tb, q, ["--noRecv"]);
+        holders.push(p);
+        procs.push(p);
+        const r = await ready(p);
+        assert.equal(r.bypass.active, true, `queue ${q}: ${JSON.stringify(r)} ${p.stderr}`);
+      }
+      assert.equal(await ctlAsks(tb), 0);
+      const late = holder(tb, null, [`--port=${PORT + 1}`, "--noRecv", "--watchMs=4500"]);
+      procs.push(late);
+      const r = await ready(late);
+      const st = r.bypass as Bypass & { detail: string };
+      assert.equal(st.reason, "queue-busy", JSON.stringify(r));
+      assert.match(st.detail, /waits for a ring group/);
+      assert.equal(await ctlAsks(tb), 1, "its ask is pending");
+      const watched = await late.nextWith("watched", 15_000);
+      const end = watched.bypass as Bypass & { detail: string };
+      assert.equal(end.active, false, JSON.stringify(watched));
+      assert.equal(end.reason, "queue-busy", JSON.stringify(watched));
+      assert.match(end.detail, /no holder gave one up within 3 s/);
+      assert.equal(await ctlAsks(tb), 0, "its ask no longer counts");
+
+      // One that closes its socket while it asks: the ask leaves with it.
+      const quitter = holder(tb, null, [`--port=${PORT + 3}`, "--noRecv"]);
+      procs.push(quitter);
+      const rq = await ready(quitter);
+      assert.equal(rq.bypass.reason, "queue-busy", JSON.stringify(rq));
+      assert.equal(await ctlAsks(tb), 1, "the quitter's ask is pending");
+      await quitter.send({ bye: true });
+      const qs = await quitter.wait(10_000);
+      assert.equal(qs.code, 0, quitter.stderr);
+      assert.equal(await ctlAsks(tb), 0, "the quitter's ask left with its socket");
+
+      // Two queues free: a whole-interface process takes both and keeps them (no ask is left).
+      for (const p of holders.slice(2)) p.kill();
+      await Promise.all(holders.slice(2).map((p) => p.wait(10_000)));
+      const next = holder(tb, null, [`--port=${PORT + 2}`, "--noRecv"]);
+      procs.push(next);
+      const rn = await ready(next);
+      assert.equal(rn.bypass.active, true, `${JSON.stringify(rn)} ${next.stderr}`);
+      await new Promise((r) => setTimeout(r, 800)); // three refresher periods
+      assert.deepEqual(await statRows(tb, [rn.pid]), [{
+        pid: rn.pid,
+        firstQueue: 2,
+        queueCount: 2,
+      }]);
+    } finally {
+      for (const p of procs) p.kill();
+    }
   },
 });

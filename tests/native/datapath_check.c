@@ -1166,6 +1166,38 @@ static void check_lock_order(void) {
   printf("lock order: failures %u\n", W.failures - before);
 }
 
+// ---- a queue given up ----------------------------------------------------------------
+
+// give.c lowers queue_count (under the rx lock), then nkb_rx_drain_queue parks what is on
+// the given-up queue's ring for its owners (a frame for no flow, or a foreign one, is
+// retired at once); their receives deliver those in order, and every frame of the queue
+// comes back retired, none onto the gone queue's fill ring. The queue left works on. Last:
+// the gone queue's frames leave the accounting.
+static void check_give_up(void) {
+  uint32_t before = W.failures;
+  engine_setup(0xfffffff0u);
+  uint32_t q = QN - 1u;
+  for (uint32_t i = 0; i < 30; i++) CHECK(k_post_for(q, i % NSOCK, 10u + i));
+  uint64_t c_foreign = st(2, NKB_ST_RX_FOREIGN);
+  CHECK(k_post(q, -1, LOCAL_BE, 5999, 0x010912c6u, 1234, 20));          // no such flow
+  CHECK(k_post(q, -1, LOCAL_BE, PORT[2], PEER_BE, PEER_PORT + 1u, 20));  // not C's peer
+  uint32_t fill_prod = W.sh[q][R_FILL].producer;
+  nkb_lock(&W.e.rx_lock, NKB_RANK_RX);
+  __atomic_store_n(&W.e.queue_count, q, __ATOMIC_RELEASE);
+  CHECK(nkb_rx_drain_queue(&W.slot, q) == 32u);
+  nkb_unlock(&W.e.rx_lock, NKB_RANK_RX);
+  CHECK(rx_room(q) == RX_SIZE);
+  CHECK(parked(0) == 10 && parked(1) == 10 && parked(2) == 10);
+  CHECK(W.e.rx_retired == 2u && st(2, NKB_ST_RX_FOREIGN) - c_foreign == 1u);
+  for (uint32_t x = 0; x < NSOCK; x++) CHECK(recv_check(x, 64, sizeof(rbuf)) == 10);
+  CHECK(W.e.rx_retired == 32u);
+  CHECK(W.sh[q][R_FILL].producer == fill_prod);
+  CHECK(k_post_for(0, 0, 40));
+  CHECK(recv_check(0, 64, sizeof(rbuf)) == 1);
+  CHECK(W.e.rx_retired == 32u);
+  printf("give up: 32 frames drained, parked and retired, failures %u\n", W.failures - before);
+}
+
 int main(void) {
   setvbuf(stdout, 0, _IOLBF, 0);
   W.e.umem = aligned_alloc(4096, (size_t)UMEM_FRAMES * FS);
@@ -1187,6 +1219,7 @@ int main(void) {
   check_wait();
   check_companion();
   check_lock_order();
+  check_give_up();
   printf("failures %u\n", W.failures);
   return W.failures == 0 ? 0 : 1;
 }

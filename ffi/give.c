@@ -1,0 +1,94 @@
+// Queues given up (issue 16's ring groups): a process takes every free queue of an interface
+// when its first whole-interface socket opens, and gives one up for each newcomer that found
+// none and asked (ring_groups.c's requests), down to one. The refresher looks each period.
+//
+// Giving up queue index q of an engine, in this order, so that no datagram is lost:
+//  1. under the table lock (flow keys change under it) and the rx lock: queue_count drops to
+//     q. No receive reads ring q from then on, no key is added for it, and a frame of q that
+//     comes back to the engine (parked, in a receive's hands) is retired, not refilled;
+//  2. this engine's flow keys for the queue go: the filter passes that queue's datagrams to
+//     the kernel, where each socket's companion socket receives them; the registry slots of
+//     the engine's sockets show the new count (`nkb stat`, `nkb phys`);
+//  3. a short pause for redirects the filter decided before the keys went;
+//  4. under the rx lock: what is on ring q is parked for its owner sockets;
+//  5. the queue's XSK closes: the device queue and its ring-group record go free.
+// Only the setup lock is held throughout (engines do not close meanwhile); the table and rx
+// locks are held for steps 1-2 and 4 alone, so receives pause for microseconds, not the
+// pause or the close.
+#define _GNU_SOURCE
+#include "give.h"
+
+#include <assert.h>
+#include <netinet/in.h>
+#include <time.h>
+
+#include "core.h"
+#include "registry.h"
+
+#define NKB_GIVE_SETTLE_NS 2000000L  // redirects in flight land well within this (one NAPI poll)
+
+// The engine of this process to give up a queue, with an ask taken for it, or null: the
+// whole-interface engine (a queue-affine one keeps the queue it was asked for) with the most
+// queues among those with more than one and an ask pending on their interface.
+static nkb_engine_slot_t *nkb_give_find(nkb_core_t *c) {
+  assert(nkb_holds(NKB_RANK_SETUP));
+  nkb_engine_slot_t *best = 0;
+  for (uint32_t i = 0; i < NKB_MAX_ENGINES; i++) {
+    nkb_engine_slot_t *es = &c->engines[i];
+    const nkb_engine_t *e = es->engine;
+    if (e == 0 || e->requested_queues < 2u || e->queue_count < 2u) continue;
+    if ((nkb_group_asks(&es->iface->filter) & 0xffffu) == 0) continue;
+    if (best == 0 || e->queue_count > best->engine->queue_count) best = es;
+  }
+  // Taken last: an ask taken is a queue owed (a stale word is cleared, and false).
+  if (best == 0 || !nkb_group_take_ask(&best->iface->filter)) return 0;
+  return best;
+}
+
+// Steps 1 and 2 (table lock held).
+static void nkb_give_keys(nkb_core_t *c, nkb_engine_slot_t *es, uint32_t q) {
+  assert(nkb_holds(NKB_RANK_TABLE));
+  nkb_engine_t *e = es->engine;
+  nkb_filter_t *f = &es->iface->filter;
+  uint16_t queue = (uint16_t)(e->first_queue + q);
+  nkb_lock(&e->rx_lock, NKB_RANK_RX);
+  assert(q + 1u == e->queue_count);
+  __atomic_store_n(&e->queue_count, q, __ATOMIC_RELEASE);
+  nkb_unlock(&e->rx_lock, NKB_RANK_RX);
+  for (uint32_t i = 0; i < NKB_MAX_ATTACH; i++) {
+    const nkb_flow_t *fl = &es->flows[i];
+    if (fl->sock != 0) (void)nkb_filter_del_flow(f, fl->ip_be, htons(fl->port), queue);
+  }
+  for (uint32_t idx = 0; idx < NKB_MAX_SOCKS; idx++) {
+    const nkb_sock_t *s = c->socks[idx];
+    if (s == 0 || __atomic_load_n(&c->gen[idx], __ATOMIC_ACQUIRE) == 0 || s->eng != es) continue;
+    nkb_reg_queues(idx, e->first_queue, q);
+  }
+  assert(e->queue_count == q);
+}
+
+static void nkb_give_queue(nkb_core_t *c, nkb_engine_slot_t *es) {
+  nkb_engine_t *e = es->engine;
+  uint32_t q = e->queue_count - 1u;  // the highest: index 0 (UMEM owner, TX ring) stays
+  assert(q >= 1u && q < NKB_MAX_QUEUES);
+  nkb_lock(&c->table_lock, NKB_RANK_TABLE);
+  nkb_give_keys(c, es, q);
+  nkb_unlock(&c->table_lock, NKB_RANK_TABLE);
+  struct timespec ts = {.tv_sec = 0, .tv_nsec = NKB_GIVE_SETTLE_NS};
+  nanosleep(&ts, 0);
+  nkb_lock(&e->rx_lock, NKB_RANK_RX);
+  (void)nkb_rx_drain_queue(es, q);
+  nkb_unlock(&e->rx_lock, NKB_RANK_RX);
+  // A failure leaves the queue bound but unused until the engine closes: the asker's bind
+  // then fails, and it stays on the kernel path.
+  (void)nkb_engine_retire_queue(e, q);
+}
+
+bool nkb_give_round(void) {
+  nkb_core_t *c = nkb_core();
+  if (!nkb_trylock(&c->setup_lock, NKB_RANK_SETUP)) return false;
+  nkb_engine_slot_t *es = nkb_give_find(c);
+  if (es != 0) nkb_give_queue(c, es);
+  nkb_unlock(&c->setup_lock, NKB_RANK_SETUP);
+  return es != 0;
+}
