@@ -116,7 +116,9 @@ static int32_t nkb_ask_queue(nkb_sock_t *s, nkb_filter_t *f, uint32_t ifindex, b
     s->ask_ifindex = 0;
     return -ETIMEDOUT;
   }
-  nkb_group_ask(f, first);
+  // Asked again when nothing is pending any more: the queue given up for this ask went to
+  // another process, or a holder cleared the ask as stale.
+  nkb_group_ask(f, first || nkb_group_asks(f) == 0);
   return -EAGAIN;
 }
 
@@ -139,7 +141,9 @@ static int32_t nkb_engine_create(nkb_core_t *c, nkb_sock_t *s, uint32_t ifindex,
   nkb_engine_t *e = calloc(1, sizeof(*e));
   rc = e == 0 ? -ENOMEM : nkb_engine_open(e, &f->filter, ifindex, first_queue, queue_count,
                                           frame_size);
-  if (rc == NKB_ENOQUEUE) rc = nkb_ask_queue(s, &f->filter, ifindex, ask);
+  // EBUSY too: a queue the record shows free but the kernel still holds (a holder's wait
+  // still in poll() on a given-up queue, a holder in another pid namespace).
+  if (rc == NKB_ENOQUEUE || (rc == -EBUSY && ask)) rc = nkb_ask_queue(s, &f->filter, ifindex, ask);
   // Queues taken after asking: a given-up one (for this ask or another's: the counts are
   // the same), else the ask itself goes.
   if (rc == 0 && s->ask_ifindex == ifindex) {

@@ -214,6 +214,17 @@ static int32_t nkb_ring_blank(nkb_ring_t *r) {
   return 0;
 }
 
+// XDP_STATISTICS of one XDP socket: its drops, 0 when it cannot say.
+static uint64_t nkb_xsk_drops(int32_t fd) {
+  struct xdp_statistics st;
+  memset(&st, 0, sizeof(st));
+  socklen_t len = sizeof(st);
+  if (fd < 0 || getsockopt(fd, SOL_XDP, XDP_STATISTICS, &st, &len) != 0) return 0;
+  // A drop for an empty fill ring is counted in rx_dropped and again in
+  // rx_fill_ring_empty_descs: count it once.
+  return st.rx_dropped + st.rx_invalid_descs + st.rx_ring_full;
+}
+
 int32_t nkb_engine_retire_queue(nkb_engine_t *e, uint32_t q) {
   assert(q > 0 && q < NKB_MAX_QUEUES);  // index 0 owns the UMEM and the TX ring: never given up
   assert(q >= e->queue_count);
@@ -225,6 +236,7 @@ int32_t nkb_engine_retire_queue(nkb_engine_t *e, uint32_t q) {
   if (rc == 0) rc = nkb_ring_blank(&x->comp);
   if (rc != 0) return rc;  // a ring still maps the socket: closing it would free nothing
   int32_t fd = x->fd;
+  __atomic_add_fetch(&e->retired_drops, nkb_xsk_drops(fd), __ATOMIC_RELAXED);
   __atomic_store_n(&x->fd, -1, __ATOMIC_RELEASE);
   close(fd);
   // After the close, as in nkb_xsk_close: the queue is free when the record says so.
@@ -428,15 +440,8 @@ void nkb_engine_wake_rx(nkb_engine_t *e, uint32_t q) {
 }
 
 uint64_t nkb_engine_kernel_drops(nkb_engine_t *e) {
-  uint64_t total = 0;
-  for (uint32_t q = 0; q < nkb_engine_queues(e); q++) {
-    struct xdp_statistics st;
-    memset(&st, 0, sizeof(st));
-    socklen_t len = sizeof(st);
-    if (getsockopt(e->xsk[q].fd, SOL_XDP, XDP_STATISTICS, &st, &len) != 0) continue;
-    // A drop for an empty fill ring is counted in rx_dropped and again in
-    // rx_fill_ring_empty_descs: count it once.
-    total += st.rx_dropped + st.rx_invalid_descs + st.rx_ring_full;
-  }
+  // A given-up queue's drops stay in the sum: the counters only ever rise.
+  uint64_t total = __atomic_load_n(&e->retired_drops, __ATOMIC_RELAXED);
+  for (uint32_t q = 0; q < nkb_engine_queues(e); q++) total += nkb_xsk_drops(e->xsk[q].fd);
   return total;
 }

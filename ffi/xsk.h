@@ -86,6 +86,7 @@ typedef struct nkb_engine {
   // kernel says so with EBUSY, one frame each time (a veth whose peer's queue is full).
   uint64_t tx_dropped;
   uint64_t rx_retired;      // under rx_lock: frames of a given-up queue that came back
+  uint64_t retired_drops;   // atomic: XDP_STATISTICS drops of given-up queues, at their close
   uint32_t tx_behind;       // under tx_lock: the last doorbell left frames on the TX ring
   nkb_pusher_t pusher;
   // rtnetlink link and address notifications: an MTU change, a link going down or an

@@ -135,6 +135,9 @@ export class BypassBinding {
   // watch every WATCH_INTERVAL_MS until #askUntil (ms, nkb_now_ms).
   #askPlan: Plan | null = null;
   #askUntil = 0;
+  // Retries while asking, whatever the application calls (a receiver waiting 10 s for its
+  // first datagram would not look before its ask lapsed): unref'd, ended with the ask.
+  #askTimer: ReturnType<typeof setInterval> | null = null;
 
   /** Starts undecided (or on the kernel path for good with `kernelOnly`). */
   constructor(h: number, opts: ResolvedOptions, beforeDetach: () => void) {
@@ -384,10 +387,24 @@ export class BypassBinding {
     this.#lastWatch = lib().nkb_now_ms();
     if (this.#lastWatch > this.#askUntil) {
       this.#askPlan = null;
+      this.#askTimerFollow();
       this.#detail = `AF_XDP on ${plan.link.name}: no free queue; stopped waiting for one`;
       return;
     }
     if (this.#attach(plan, false, true)) this.#addFlow(this.#localBe);
+  }
+
+  // The retry timer runs exactly while an ask does (a closed socket's attach is EBADF: the
+  // ask, and the timer, end at the next tick).
+  #askTimerFollow(): void {
+    if (this.#askPlan !== null && this.#askTimer === null) {
+      const timer = setInterval(() => this.watchNow(), WATCH_INTERVAL_MS);
+      Deno.unrefTimer(timer);
+      this.#askTimer = timer;
+    } else if (this.#askPlan === null && this.#askTimer !== null) {
+      clearInterval(this.#askTimer);
+      this.#askTimer = null;
+    }
   }
 
   // The interface has a new MAC: the filter passes unicast frames to the old one to the
@@ -455,6 +472,7 @@ export class BypassBinding {
       this.#askUntil = lib().nkb_now_ms() + ASK_RETRY_LIMIT_MS;
     }
     this.#askPlan = rc === EAGAIN ? plan : null;
+    this.#askTimerFollow();
     if (rc < 0) {
       const [reason, detail] = attachFailure(rc, link);
       this.#fallback(reason, detail, strict);

@@ -41,12 +41,12 @@ export const PREBUILT_GLIBC = "2.27";
 /** The platforms with a prebuilt library, by `linux-<Deno.build.arch>`. */
 export const PREBUILT: Readonly<Record<string, Prebuilt>> = {
   "linux-x86_64": {
-    sha256: "82188f732b4f675c4e18caa41e0de8d419e10455dfb9cd6d5da8f19169207d69",
-    size: 115952,
+    sha256: "8c647153285a93f0614d4eef5ff98262504bc7d2273abde546ab6010dd3b4aa3",
+    size: 116368,
   },
   "linux-aarch64": {
-    sha256: "98231f627c6cc4c04e22a1e86cc643466893d4622ce7ab3cda4897d54a54a311",
-    size: 113664,
+    sha256: "a1a6567061b6672d874d5a9ac541ad55fbd5b0f26170bbc2417cc36dfb03c0ed",
+    size: 114064,
   },
 };
 // END PREBUILT

@@ -524,3 +524,34 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "ring groups: a holder asleep in poll() gives a queue up; the asker, left alone, gets it",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    assert.equal(Deno.uid(), 0, "this test needs root (network namespaces, AF_XDP)");
+    await using tb = await fourQueues();
+    // Its wait sleeps in poll() on every queue's socket, which a close alone would not free.
+    const sleeper = holder(tb, null, ["--idle"]);
+    const r0 = await ready(sleeper);
+    assert.equal(r0.bypass.active, true, `${JSON.stringify(r0)} ${sleeper.stderr}`);
+    // The newcomer's program calls nothing of its socket: its retries are the binding's own.
+    const newcomer = holder(tb, null, ["--noRecv", "--quietMs=3000"]);
+    const r1 = await ready(newcomer);
+    assert.equal(r1.bypass.active, false, JSON.stringify(r1));
+    assert.equal(r1.bypass.reason, "queue-busy", JSON.stringify(r1));
+    const watched = await newcomer.nextWith("watched", 20_000);
+    const b = watched.bypass as Bypass;
+    assert.equal(b.active, true, `${JSON.stringify(watched)} ${newcomer.stderr}`);
+    const phys = await nkbJson(tb, ["phys", tb.a.ifname]);
+    const link = (phys.links as Msg[])[0];
+    assert.equal(link.rgInUse, QUEUES, JSON.stringify(phys));
+    assert.deepEqual(
+      link.holders,
+      [r0.pid, r1.pid].sort((a, b) => a - b),
+      JSON.stringify(phys),
+    );
+    for (const p of [sleeper, newcomer]) p.kill();
+  },
+});
