@@ -57,6 +57,17 @@ async function buildCeiling(bin: string): Promise<void> {
   assert.equal(build.code, 0, build.stderr);
 }
 
+// Runs fn with the native generator built into a temporary file, removed afterwards.
+async function withCeiling(fn: (ceiling: string) => Promise<void>): Promise<void> {
+  const ceiling = await Deno.makeTempFile({ prefix: "nkb-rg-ceiling-" });
+  try {
+    await buildCeiling(ceiling);
+    await fn(ceiling);
+  } finally {
+    await Deno.remove(ceiling);
+  }
+}
+
 function holder(tb: Testbed, queue: number | null, extra: string[] = [], env = {}): TestbedProcess {
   const q = queue === null ? [] : [`--queue=${queue}`];
   return tb.spawnDeno(
@@ -208,9 +219,7 @@ Deno.test({
   sanitizeOps: false,
   fn: async () => {
     assert.equal(Deno.uid(), 0, "this test needs root (network namespaces, AF_XDP)");
-    const ceiling = await Deno.makeTempFile({ prefix: "nkb-rg-ceiling-" });
-    try {
-      await buildCeiling(ceiling);
+    await withCeiling(async (ceiling) => {
       await using tb = await fourQueues();
       const { holders, pids } = await holdQueues(tb, 3);
       const phys = await nkbJson(tb, ["phys", tb.a.ifname]);
@@ -265,9 +274,7 @@ Deno.test({
       assert.equal(st.code, 1, `exit ${st.code}: ${strict.stderr}`);
       assert.match(strict.stderr, /queue-busy/);
       for (const p of holders) p.kill();
-    } finally {
-      await Deno.remove(ceiling);
-    }
+    });
   },
 });
 
@@ -278,9 +285,7 @@ Deno.test({
   sanitizeOps: false,
   fn: async () => {
     assert.equal(Deno.uid(), 0, "this test needs root (network namespaces, AF_XDP)");
-    const ceiling = await Deno.makeTempFile({ prefix: "nkb-rg-ceiling-" });
-    try {
-      await buildCeiling(ceiling);
+    await withCeiling(async (ceiling) => {
       await using tb = await fourQueues();
       const mapsBefore = await flowMaps(tb);
       const { holders } = await holdQueues(tb, 3);
@@ -321,9 +326,7 @@ Deno.test({
       console.log(`a new process bypassed ${ms.toFixed(0)} ms after its start`);
       assert.ok(ms < 1000, `a new process took ${ms.toFixed(0)} ms to bypass`);
       next.kill();
-    } finally {
-      await Deno.remove(ceiling);
-    }
+    });
   },
 });
 
@@ -367,15 +370,8 @@ Deno.test({
   sanitizeOps: false,
   fn: async () => {
     assert.equal(Deno.uid(), 0, "this test needs root (network namespaces, AF_XDP)");
-    const ceiling = await Deno.makeTempFile({ prefix: "nkb-rg-ceiling-" });
-    try {
-      await buildCeiling(ceiling);
-      await using tb = await Testbed.create({
-        thirdOctet: "next",
-        numRxQueues: QUEUES,
-        numTxQueues: QUEUES,
-        scriptDir: FIXTURES,
-      });
+    await withCeiling(async (ceiling) => {
+      await using tb = await fourQueues();
       const procs: TestbedProcess[] = [];
       try {
         const first = holder(tb, null, [`--flows=${QUEUES}`, "--rounds=2", "--maxMs=40000"]);
@@ -451,9 +447,7 @@ Deno.test({
       } finally {
         for (const p of procs) p.kill();
       }
-    } finally {
-      await Deno.remove(ceiling);
-    }
+    });
   },
 });
 
@@ -464,12 +458,7 @@ Deno.test({
   sanitizeOps: false,
   fn: async () => {
     assert.equal(Deno.uid(), 0, "this test needs root (network namespaces, AF_XDP)");
-    await using tb = await Testbed.create({
-      thirdOctet: "next",
-      numRxQueues: QUEUES,
-      numTxQueues: QUEUES,
-      scriptDir: FIXTURES,
-    });
+    await using tb = await fourQueues();
     const procs: TestbedProcess[] = [];
     try {
       const holders: TestbedProcess[] = [];
