@@ -191,17 +191,36 @@ int32_t nkb_bpf_xdp_link(int32_t prog_fd, uint32_t ifindex, uint32_t attach_flag
   return nkb_fd_settle(fd);
 }
 
+int32_t nkb_bpf_obj_info(int32_t fd, void *info, uint32_t len) {
+  assert(fd > 0 && info != NULL && len > 0);
+  union bpf_attr attr;
+  memset(&attr, 0, sizeof(attr));
+  attr.info.bpf_fd = (uint32_t)fd;
+  attr.info.info_len = len;
+  attr.info.info = (uint64_t)(uintptr_t)info;
+  return nkb_bpf(BPF_OBJ_GET_INFO_BY_FD, &attr, sizeof(attr));
+}
+
+int32_t nkb_bpf_fd_by_id(int32_t cmd, uint32_t id) {
+  assert(id != 0);
+  assert(cmd == BPF_LINK_GET_FD_BY_ID || cmd == BPF_PROG_GET_FD_BY_ID ||
+         cmd == BPF_MAP_GET_FD_BY_ID);
+  union bpf_attr attr;
+  memset(&attr, 0, sizeof(attr));
+  if (cmd == BPF_LINK_GET_FD_BY_ID) attr.link_id = id;
+  else if (cmd == BPF_PROG_GET_FD_BY_ID) attr.prog_id = id;
+  else attr.map_id = id;
+  const int32_t fd = nkb_bpf(cmd, &attr, sizeof(attr));
+  if (fd < 0) return fd;
+  return nkb_fd_settle(fd);
+}
+
 int32_t nkb_bpf_prog_id(int32_t prog_fd, uint32_t *id_out) {
   assert(prog_fd > 0);
   assert(id_out != NULL);
   struct bpf_prog_info info;
   memset(&info, 0, sizeof(info));
-  union bpf_attr attr;
-  memset(&attr, 0, sizeof(attr));
-  attr.info.bpf_fd = (uint32_t)prog_fd;
-  attr.info.info_len = sizeof(info);
-  attr.info.info = (uint64_t)(uintptr_t)&info;
-  const int32_t rc = nkb_bpf(BPF_OBJ_GET_INFO_BY_FD, &attr, sizeof(attr));
+  const int32_t rc = nkb_bpf_obj_info(prog_fd, &info, sizeof(info));
   if (rc < 0) return rc;
   if (info.id == 0) return -EIO;
   *id_out = info.id;
@@ -397,18 +416,11 @@ void nkb_filter_close(nkb_filter_t *f) {
 int32_t nkb_filter_prog_name(uint32_t prog_id, char name_out[16]) {
   assert(name_out != NULL);
   if (prog_id == 0) return -EINVAL;
-  union bpf_attr attr;
-  memset(&attr, 0, sizeof(attr));
-  attr.prog_id = prog_id;
-  const int32_t fd = nkb_bpf(BPF_PROG_GET_FD_BY_ID, &attr, sizeof(attr));
+  const int32_t fd = nkb_bpf_fd_by_id(BPF_PROG_GET_FD_BY_ID, prog_id);
   if (fd < 0) return fd;
   struct bpf_prog_info info;
   memset(&info, 0, sizeof(info));
-  memset(&attr, 0, sizeof(attr));
-  attr.info.bpf_fd = (uint32_t)fd;
-  attr.info.info_len = sizeof(info);
-  attr.info.info = (uint64_t)(uintptr_t)&info;
-  const int32_t rc = nkb_bpf(BPF_OBJ_GET_INFO_BY_FD, &attr, sizeof(attr));
+  const int32_t rc = nkb_bpf_obj_info(fd, &info, sizeof(info));
   close(fd);
   if (rc < 0) return rc;
   _Static_assert(sizeof(info.name) == 16, "BPF_OBJ_NAME_LEN");

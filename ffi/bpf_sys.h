@@ -18,5 +18,9 @@ int32_t nkb_bpf_xdp_load(const struct bpf_insn *insns, uint32_t count, const cha
 // the process that holds the link.
 int32_t nkb_bpf_xdp_link(int32_t prog_fd, uint32_t ifindex, uint32_t attach_flags);
 int32_t nkb_bpf_prog_id(int32_t prog_fd, uint32_t *id_out);
+// BPF_OBJ_GET_INFO_BY_FD into info (len bytes): 0 or -errno.
+int32_t nkb_bpf_obj_info(int32_t fd, void *info, uint32_t len);
+// A descriptor of the link, program or map (cmd BPF_*_GET_FD_BY_ID) with that id, or -errno.
+int32_t nkb_bpf_fd_by_id(int32_t cmd, uint32_t id);
 
 #endif

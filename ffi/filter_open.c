@@ -20,32 +20,6 @@
 #define NKB_JOIN_MAX_LINKS 65536u  // links walked at most: a host has a handful
 #define NKB_JOIN_MAX_MAPS 8u       // maps of our program (it has three)
 
-static int32_t nkb_obj_info(int32_t fd, void *info, uint32_t len) {
-  assert(fd > 0 && info != NULL && len > 0);
-  union bpf_attr attr;
-  memset(&attr, 0, sizeof(attr));
-  attr.info.bpf_fd = (uint32_t)fd;
-  attr.info.info_len = len;
-  attr.info.info = (uint64_t)(uintptr_t)info;
-  return nkb_bpf(BPF_OBJ_GET_INFO_BY_FD, &attr, sizeof(attr));
-}
-
-static int32_t nkb_fd_by_id(int32_t cmd, uint32_t id) {
-  assert(id != 0);
-  union bpf_attr attr;
-  memset(&attr, 0, sizeof(attr));
-  if (cmd == BPF_LINK_GET_FD_BY_ID) attr.link_id = id;
-  else if (cmd == BPF_PROG_GET_FD_BY_ID) attr.prog_id = id;
-  else attr.map_id = id;
-  int32_t fd = nkb_bpf(cmd, &attr, sizeof(attr));
-  // fd 0 would read as "not open" in nkb_filter_t: only when the host closed stdin.
-  if (fd == 0) {
-    close(fd);
-    return -EBADF;
-  }
-  return fd;
-}
-
 // A descriptor of the XDP link that attaches prog_id to ifindex, or -ENOENT.
 static int32_t nkb_join_link(uint32_t ifindex, uint32_t prog_id) {
   uint32_t id = 0;
@@ -57,12 +31,12 @@ static int32_t nkb_join_link(uint32_t ifindex, uint32_t prog_id) {
     if (rc < 0) return rc == -ENOENT ? -ENOENT : rc;  // -ENOENT: no more links
     assert(attr.next_id > id);
     id = attr.next_id;
-    int32_t fd = nkb_fd_by_id(BPF_LINK_GET_FD_BY_ID, id);
+    int32_t fd = nkb_bpf_fd_by_id(BPF_LINK_GET_FD_BY_ID, id);
     if (fd == -ENOENT) continue;  // released since it was listed
     if (fd < 0) return fd;
     struct bpf_link_info info;
     memset(&info, 0, sizeof(info));
-    rc = nkb_obj_info(fd, &info, sizeof(info));
+    rc = nkb_bpf_obj_info(fd, &info, sizeof(info));
     if (rc == 0 && info.type == BPF_LINK_TYPE_XDP && info.xdp.ifindex == ifindex &&
         info.prog_id == prog_id) {
       return fd;
@@ -77,11 +51,11 @@ static int32_t nkb_join_map(const uint32_t *ids, uint32_t n, const char *name, u
                             uint32_t key_size, uint32_t value_size, uint32_t *max_entries) {
   assert(n <= NKB_JOIN_MAX_MAPS && name != NULL && max_entries != NULL);
   for (uint32_t i = 0; i < n && i < NKB_JOIN_MAX_MAPS; i++) {
-    int32_t fd = nkb_fd_by_id(BPF_MAP_GET_FD_BY_ID, ids[i]);
+    int32_t fd = nkb_bpf_fd_by_id(BPF_MAP_GET_FD_BY_ID, ids[i]);
     if (fd < 0) return fd;
     struct bpf_map_info info;
     memset(&info, 0, sizeof(info));
-    int32_t rc = nkb_obj_info(fd, &info, sizeof(info));
+    int32_t rc = nkb_bpf_obj_info(fd, &info, sizeof(info));
     if (rc == 0 && strncmp(info.name, name, sizeof(info.name)) == 0) {
       if (info.type == type && info.key_size == key_size && info.value_size == value_size) {
         *max_entries = info.max_entries;
@@ -102,7 +76,7 @@ static int32_t nkb_join_maps(nkb_filter_t *f) {
   memset(ids, 0, sizeof(ids));
   info.nr_map_ids = NKB_JOIN_MAX_MAPS;
   info.map_ids = (uint64_t)(uintptr_t)ids;
-  int32_t rc = nkb_obj_info(f->prog_fd, &info, sizeof(info));
+  int32_t rc = nkb_bpf_obj_info(f->prog_fd, &info, sizeof(info));
   if (rc < 0) return rc;
   if (strncmp(info.name, NKB_PROG_NAME, sizeof(info.name)) != 0) return -EPROTONOSUPPORT;
   uint32_t n = info.nr_map_ids < NKB_JOIN_MAX_MAPS ? info.nr_map_ids : NKB_JOIN_MAX_MAPS;
@@ -134,7 +108,7 @@ int32_t nkb_filter_join(nkb_filter_t *f, uint32_t ifindex, uint32_t prog_id) {
   int32_t rc = nkb_join_link(ifindex, prog_id);
   if (rc >= 0) {
     f->link_fd = rc;
-    rc = nkb_fd_by_id(BPF_PROG_GET_FD_BY_ID, prog_id);
+    rc = nkb_bpf_fd_by_id(BPF_PROG_GET_FD_BY_ID, prog_id);
   }
   if (rc >= 0) {
     f->prog_fd = rc;

@@ -41,12 +41,12 @@ export const PREBUILT_GLIBC = "2.27";
 /** The platforms with a prebuilt library, by `linux-<Deno.build.arch>`. */
 export const PREBUILT: Readonly<Record<string, Prebuilt>> = {
   "linux-x86_64": {
-    sha256: "8c647153285a93f0614d4eef5ff98262504bc7d2273abde546ab6010dd3b4aa3",
-    size: 116368,
+    sha256: "4ef07478968e5542edae2ad3f772450920ab8b1e6947ccdfc3e64126a75cdb94",
+    size: 116208,
   },
   "linux-aarch64": {
-    sha256: "a1a6567061b6672d874d5a9ac541ad55fbd5b0f26170bbc2417cc36dfb03c0ed",
-    size: 114064,
+    sha256: "dd1f22801d2cf4f6e808f5f4413c61f1e31acd49047971f26e1bae313c288b6a",
+    size: 114352,
   },
 };
 // END PREBUILT

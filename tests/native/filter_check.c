@@ -224,12 +224,7 @@ static int32_t check_mac_change(nkb_filter_t *filter, const char *ifname) {
 static void print_prog(void) {
   struct bpf_prog_info info;
   memset(&info, 0, sizeof(info));
-  union bpf_attr attr;
-  memset(&attr, 0, sizeof(attr));
-  attr.info.bpf_fd = (uint32_t)prog_fd;
-  attr.info.info_len = sizeof(info);
-  attr.info.info = (uint64_t)(uintptr_t)&info;
-  const int32_t rc = nkb_bpf(BPF_OBJ_GET_INFO_BY_FD, &attr, sizeof(attr));
+  const int32_t rc = nkb_bpf_obj_info(prog_fd, &info, sizeof(info));
   printf("loaded: rc %d name %.16s insns %u verified_insns %u\n", rc, info.name,
          info.xlated_prog_len / 8u, info.verified_insns);
 }
