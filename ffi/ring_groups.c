@@ -70,23 +70,29 @@ static bool nkb_same(const nkb_group_owner_t *a, const nkb_group_owner_t *b) {
   return a->pid == b->pid && a->pidns == b->pidns && a->start_ticks == b->start_ticks;
 }
 
-bool nkb_group_held(const nkb_filter_t *f, uint32_t q) {
-  assert(f != NULL);
+// nkb_group_held, with this process's identity read once by the caller (two /proc reads).
+static bool nkb_held_by(const nkb_filter_t *f, uint32_t q, const nkb_group_owner_t *me) {
   if (f->ctl == NULL || q >= NKB_FILTER_QUEUES) return false;
   nkb_group_owner_t o = nkb_owner_read(f->ctl, q);
   if (o.pid == 0) return false;
-  nkb_group_owner_t me = nkb_self();
-  if (nkb_same(&o, &me)) return true;     // another engine of this process
-  if (o.pidns != me.pidns) return false;  // cannot be checked from here: the bind decides
+  if (nkb_same(&o, me)) return true;       // another engine of this process
+  if (o.pidns != me->pidns) return false;  // cannot be checked from here: the bind decides
   return o.start_ticks != 0 && nkb_start_ticks(o.pid) == o.start_ticks;
+}
+
+bool nkb_group_held(const nkb_filter_t *f, uint32_t q) {
+  assert(f != NULL);
+  nkb_group_owner_t me = nkb_self();
+  return nkb_held_by(f, q, &me);
 }
 
 uint32_t nkb_group_free_run(const nkb_filter_t *f, uint32_t first, uint32_t count,
                            uint32_t *run_first) {
   assert(f != NULL && run_first != NULL);
+  nkb_group_owner_t me = nkb_self();
   uint32_t best = 0, best_first = first, len = 0;
   for (uint32_t i = 0; i < count && first + i < NKB_FILTER_QUEUES; i++) {
-    if (nkb_group_held(f, first + i)) {
+    if (nkb_held_by(f, first + i, &me)) {
       len = 0;
       continue;
     }

@@ -41,12 +41,12 @@ export const PREBUILT_GLIBC = "2.27";
 /** The platforms with a prebuilt library, by `linux-<Deno.build.arch>`. */
 export const PREBUILT: Readonly<Record<string, Prebuilt>> = {
   "linux-x86_64": {
-    sha256: "4ef07478968e5542edae2ad3f772450920ab8b1e6947ccdfc3e64126a75cdb94",
-    size: 116208,
+    sha256: "90945f9311bad543ded6a27a64bcf392786fa4f656e61aab1f815c7e6ecfa970",
+    size: 116448,
   },
   "linux-aarch64": {
-    sha256: "dd1f22801d2cf4f6e808f5f4413c61f1e31acd49047971f26e1bae313c288b6a",
-    size: 114352,
+    sha256: "10d10443fafe9c1c389c20826c69714527deebb103cc68e8d56b4db678dc5565",
+    size: 114576,
   },
 };
 // END PREBUILT
