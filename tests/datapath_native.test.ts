@@ -10,26 +10,14 @@
  */
 
 import assert from "node:assert/strict";
-import { ROOT, SHIM_FLAGS, shimSources, zigCc } from "./helpers/zig.ts";
+import { buildWithShim, CHECK_FLAGS, shimSources } from "./helpers/zig.ts";
 
 Deno.test("datapath: rings in plain memory, every frame accounted for", async () => {
   const bin = await Deno.makeTempFile({ prefix: "nkb-datapath-check-" });
   try {
-    const sources = (await shimSources()).map((f) => ROOT + f);
-    assert.ok(sources.includes(`${ROOT}ffi/datapath.c`), sources.join(", "));
-    const build = await zigCc([
-      ...SHIM_FLAGS,
-      "-UNDEBUG",
-      "-fsanitize=undefined",
-      "-fsanitize-trap=undefined",
-      "-pthread",
-      "-I",
-      `${ROOT}ffi`,
-      "-o",
-      bin,
-      `${ROOT}tests/native/datapath_check.c`,
-      ...sources,
-    ]);
+    const sources = await shimSources();
+    assert.ok(sources.includes("ffi/datapath.c"), sources.join(", "));
+    const build = await buildWithShim("tests/native/datapath_check.c", bin, CHECK_FLAGS);
     assert.equal(build.code, 0, build.stderr);
     // As nobody (when the test is root) in a network namespace of its own: the companion
     // sockets' datagrams go over that namespace's loopback, and nothing needs privilege.

@@ -6,17 +6,14 @@
  */
 
 import assert from "node:assert/strict";
-import { ROOT, SHIM_FLAGS, zigCc } from "./helpers/zig.ts";
+import { CHECK_FLAGS, ROOT, SHIM_FLAGS, zigCc } from "./helpers/zig.ts";
 
 Deno.test("rings: wrap-around, full and empty, two threads", async () => {
   const bin = await Deno.makeTempFile({ prefix: "nkb-ring-check-" });
   try {
     const build = await zigCc([
       ...SHIM_FLAGS,
-      "-UNDEBUG",
-      "-fsanitize=undefined",
-      "-fsanitize-trap=undefined",
-      "-pthread",
+      ...CHECK_FLAGS,
       "-o",
       bin,
       `${ROOT}tests/native/ring_check.c`,

@@ -213,12 +213,22 @@ async function inDatagrams(tb: Testbed): Promise<number> {
   return (await tb.udpCounters("a")).InDatagrams;
 }
 
-Deno.test({
-  name: "ring groups: three processes on their own queues; a fourth fits, a fifth falls back",
-  sanitizeResources: false,
-  sanitizeOps: false,
-  fn: async () => {
-    assert.equal(Deno.uid(), 0, "this test needs root (network namespaces, AF_XDP)");
+// A test of this file: processes, namespaces and AF_XDP need root (fails, never skips).
+function rootTest(name: string, fn: () => Promise<void>): void {
+  Deno.test({
+    name,
+    sanitizeResources: false,
+    sanitizeOps: false,
+    fn: async () => {
+      assert.equal(Deno.uid(), 0, "this test needs root (network namespaces, AF_XDP)");
+      await fn();
+    },
+  });
+}
+
+rootTest(
+  "ring groups: three processes on their own queues; a fourth fits, a fifth falls back",
+  async () => {
     await withCeiling(async (ceiling) => {
       await using tb = await fourQueues();
       const { holders, pids } = await holdQueues(tb, 3);
@@ -276,15 +286,11 @@ Deno.test({
       for (const p of holders) p.kill();
     });
   },
-});
+);
 
-Deno.test({
-  name:
-    "ring groups: SIGKILL of the filter's attacher; the others keep every datagram; all gone, nothing left",
-  sanitizeResources: false,
-  sanitizeOps: false,
-  fn: async () => {
-    assert.equal(Deno.uid(), 0, "this test needs root (network namespaces, AF_XDP)");
+rootTest(
+  "ring groups: SIGKILL of the filter's attacher; the others keep every datagram; all gone, nothing left",
+  async () => {
     await withCeiling(async (ceiling) => {
       await using tb = await fourQueues();
       const mapsBefore = await flowMaps(tb);
@@ -328,14 +334,11 @@ Deno.test({
       next.kill();
     });
   },
-});
+);
 
-Deno.test({
-  name: "ring groups: a group joined on two queues reaches both members, every datagram",
-  sanitizeResources: false,
-  sanitizeOps: false,
-  fn: async () => {
-    assert.equal(Deno.uid(), 0, "this test needs root (network namespaces, AF_XDP)");
+rootTest(
+  "ring groups: a group joined on two queues reaches both members, every datagram",
+  async () => {
     await using tb = await fourQueues();
     const group = "239.255.16.1";
     const count = 2000;
@@ -361,15 +364,11 @@ for i in range(5):
     }
     for (const p of members) p.kill();
   },
-});
+);
 
-Deno.test({
-  name:
-    "ring groups: alone, a process takes every queue; it gives one up to a newcomer that asks, losing no datagram",
-  sanitizeResources: false,
-  sanitizeOps: false,
-  fn: async () => {
-    assert.equal(Deno.uid(), 0, "this test needs root (network namespaces, AF_XDP)");
+rootTest(
+  "ring groups: alone, a process takes every queue; it gives one up to a newcomer that asks, losing no datagram",
+  async () => {
     await withCeiling(async (ceiling) => {
       await using tb = await fourQueues();
       const procs: TestbedProcess[] = [];
@@ -449,15 +448,11 @@ Deno.test({
       }
     });
   },
-});
+);
 
-Deno.test({
-  name:
-    "ring groups: a newcomer no holder can give a queue stops asking after 3 s, on the kernel path",
-  sanitizeResources: false,
-  sanitizeOps: false,
-  fn: async () => {
-    assert.equal(Deno.uid(), 0, "this test needs root (network namespaces, AF_XDP)");
+rootTest(
+  "ring groups: a newcomer no holder can give a queue stops asking after 3 s, on the kernel path",
+  async () => {
     await using tb = await fourQueues();
     const procs: TestbedProcess[] = [];
     try {
@@ -512,14 +507,11 @@ Deno.test({
       for (const p of procs) p.kill();
     }
   },
-});
+);
 
-Deno.test({
-  name: "ring groups: a holder asleep in poll() gives a queue up; the asker, left alone, gets it",
-  sanitizeResources: false,
-  sanitizeOps: false,
-  fn: async () => {
-    assert.equal(Deno.uid(), 0, "this test needs root (network namespaces, AF_XDP)");
+rootTest(
+  "ring groups: a holder asleep in poll() gives a queue up; the asker, left alone, gets it",
+  async () => {
     await using tb = await fourQueues();
     // Its wait sleeps in poll() on every queue's socket, which a close alone would not free.
     const sleeper = holder(tb, null, ["--idle"]);
@@ -543,4 +535,4 @@ Deno.test({
     );
     for (const p of [sleeper, newcomer]) p.kill();
   },
-});
+);

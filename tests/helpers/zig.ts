@@ -20,6 +20,14 @@ export const SHIM_FLAGS: string[] = [
   "-fno-strict-aliasing",
 ];
 
+/** Extra flags of the native checks: assertions on, undefined behaviour trapping, threads. */
+export const CHECK_FLAGS: string[] = [
+  "-UNDEBUG",
+  "-fsanitize=undefined",
+  "-fsanitize-trap=undefined",
+  "-pthread",
+];
+
 /** Runs `zig cc` with `args`; returns its exit code and standard error. */
 export async function zigCc(args: string[]): Promise<{ code: number; stderr: string }> {
   const out = await new Deno.Command(`${root}.tools/zig/ziglang/zig`, { args: ["cc", ...args] })
