@@ -290,26 +290,34 @@ static void nkb_rx_parked(nkb_sock_t *s, nkb_engine_t *e, nkb_rx_out_t *o) {
 }
 
 // One frame from queue q's RX ring: validate, then deliver, park or drop it.
+// Counts a frame the reader could not deliver; a drain has no reader (give.c: the engine
+// counts what it retires).
+static inline void nkb_rx_count(nkb_sock_t *reader, uint32_t counter) {
+  if (reader != 0) reader->stats[counter]++;
+}
+
+// s: the socket reading (o its batch), or null for a drain, which parks every frame.
 static void nkb_rx_frame(nkb_sock_t *s, nkb_engine_slot_t *es, uint32_t q,
                          const struct xdp_desc *desc, nkb_rx_out_t *o) {
+  assert((s == 0) == (o == 0));
   nkb_engine_t *e = es->engine;
   // Never trust a descriptor: it must lie inside one chunk of the UMEM.
   uint64_t chunk = desc->addr - desc->addr % e->frame_size;
   if (desc->addr >= e->umem_len || desc->len > e->frame_size - (desc->addr - chunk)) {
-    s->stats[NKB_ST_RX_INVALID]++;
+    nkb_rx_count(s, NKB_ST_RX_INVALID);
     if (desc->addr < e->umem_len) nkb_engine_refill(e, q, chunk);
     return;
   }
   const uint8_t *frame = e->umem + desc->addr;
   nkb_parsed_t pr;
   if (nkb_frame_parse(frame, desc->len, &pr) != NKB_FRAME_OK) {
-    s->stats[NKB_ST_RX_INVALID]++;
+    nkb_rx_count(s, NKB_ST_RX_INVALID);
     nkb_engine_refill(e, q, desc->addr);
     return;
   }
   nkb_sock_t *os = nkb_flow_owner(es, pr.daddr_be, pr.dport);
   if (os == 0) {
-    s->stats[NKB_ST_RX_DROPPED]++;  // its socket left between the filter and us
+    nkb_rx_count(s, NKB_ST_RX_DROPPED);  // its socket left between the filter and us
     nkb_engine_refill(e, q, desc->addr);
     return;
   }
@@ -319,7 +327,7 @@ static void nkb_rx_frame(nkb_sock_t *s, nkb_engine_slot_t *es, uint32_t q,
     nkb_engine_refill(e, q, desc->addr);
     return;
   }
-  bool mine = os == s && s->park_head == s->park_tail;
+  bool mine = s != 0 && os == s && s->park_head == s->park_tail;
   if (mine && o->n < o->max && nkb_rx_fits(o, pr.payload_len)) {
     nkb_rx_take(s, o, e, q, desc->addr, pr.payload_len, pr.saddr_be, pr.sport);
     return;
@@ -363,27 +371,6 @@ static void nkb_rx_ring(nkb_sock_t *s, nkb_engine_slot_t *es, nkb_rx_out_t *o) {
   }
 }
 
-// One frame of a queue being given up: parked for its owner (or dropped, counted on it).
-static void nkb_drain_frame(nkb_engine_slot_t *es, uint32_t q, const struct xdp_desc *desc) {
-  nkb_engine_t *e = es->engine;
-  nkb_parsed_t pr;
-  uint64_t chunk = desc->addr - desc->addr % e->frame_size;
-  bool ok = desc->addr < e->umem_len && desc->len <= e->frame_size - (desc->addr - chunk) &&
-            nkb_frame_parse(e->umem + desc->addr, desc->len, &pr) == NKB_FRAME_OK;
-  nkb_sock_t *os = ok ? nkb_flow_owner(es, pr.daddr_be, pr.dport) : 0;
-  if (os != 0 && os->peer_port != 0 && (pr.saddr_be != os->peer_be || pr.sport != os->peer_port)) {
-    os->stats[NKB_ST_RX_FOREIGN]++;
-    os = 0;
-  }
-  if (os == 0) {
-    if (desc->addr < e->umem_len) nkb_engine_refill(e, q, desc->addr);  // retired
-    return;
-  }
-  nkb_parked_t p = {.addr = desc->addr, .payload_len = pr.payload_len, .saddr_be = pr.saddr_be,
-                    .sport = pr.sport, .queue = (uint16_t)q};
-  nkb_park(os, e, q, desc->addr, &p);
-}
-
 uint32_t nkb_rx_drain_queue(nkb_engine_slot_t *es, uint32_t q) {
   nkb_engine_t *e = es->engine;
   assert(nkb_holds(NKB_RANK_RX) && q < NKB_MAX_QUEUES && q >= e->queue_count);
@@ -395,7 +382,7 @@ uint32_t nkb_rx_drain_queue(nkb_engine_slot_t *es, uint32_t q) {
     uint32_t idx = 0;
     uint32_t n = nkb_ring_peek(&x->rx, NKB_RING_SIZE, &idx);
     const struct xdp_desc *descs = (const struct xdp_desc *)x->rx.entries;
-    for (uint32_t i = 0; i < n; i++) nkb_drain_frame(es, q, &descs[(idx + i) & x->rx.mask]);
+    for (uint32_t i = 0; i < n; i++) nkb_rx_frame(0, es, q, &descs[(idx + i) & x->rx.mask], 0);
     if (n > 0) nkb_ring_release(&x->rx, n);
     total += n;
   }

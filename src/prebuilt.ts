@@ -41,12 +41,12 @@ export const PREBUILT_GLIBC = "2.27";
 /** The platforms with a prebuilt library, by `linux-<Deno.build.arch>`. */
 export const PREBUILT: Readonly<Record<string, Prebuilt>> = {
   "linux-x86_64": {
-    sha256: "90945f9311bad543ded6a27a64bcf392786fa4f656e61aab1f815c7e6ecfa970",
-    size: 116448,
+    sha256: "77bd749a0bfee3a025d292adafcacd4ea298729d87005afab1ccaae448fadb2c",
+    size: 116304,
   },
   "linux-aarch64": {
-    sha256: "10d10443fafe9c1c389c20826c69714527deebb103cc68e8d56b4db678dc5565",
-    size: 114576,
+    sha256: "6ae8f99a371de2ea42ce87b3e185faf899e18f0cac9ebd13e69339d1218a0ed8",
+    size: 114656,
   },
 };
 // END PREBUILT
