@@ -344,12 +344,7 @@ int32_t nkb_sock_shutdown(int32_t h) {
 int32_t nkb_sock_wake(int32_t h) {
   nkb_sock_t *s = nkb_sock_get(h);
   if (s == 0) return -EBADF;
-  // The park eventfd is in every sleeping wait's poll set, and a wait that finds it
-  // readable drains it: a wake costs the waiter one empty look, never a missed datagram.
-  uint64_t one = 1;
-  // A spinning wait polls no fd: it looks at this flag.
-  __atomic_store_n(&s->wake_req, 1u, __ATOMIC_RELEASE);
-  (void)!write(s->park_fd, &one, sizeof(one));  // a full eventfd already wakes the waiter
+  nkb_sock_rouse(s);
   return 0;
 }
 

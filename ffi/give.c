@@ -94,10 +94,7 @@ static void nkb_give_count(nkb_core_t *c, nkb_engine_slot_t *es, uint32_t q) {
     nkb_sock_t *s = c->socks[idx];
     if (s == 0 || __atomic_load_n(&c->gen[idx], __ATOMIC_ACQUIRE) == 0 || s->eng != es) continue;
     nkb_reg_queues(idx, e->first_queue, q);
-    // As nkb_sock_wake: a spinning wait looks at the flag, a sleeping one polls park_fd.
-    uint64_t one = 1;
-    __atomic_store_n(&s->wake_req, 1u, __ATOMIC_RELEASE);
-    (void)!write(s->park_fd, &one, sizeof(one));
+    nkb_sock_rouse(s);
   }
   assert(e->queue_count == q);
 }

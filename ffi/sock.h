@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "nkb.h"
 
@@ -126,6 +127,15 @@ static inline void nkb_stat_raise(uint64_t *w, uint64_t v) {
   for (uint32_t i = 0; i < 64u && cur < v; i++) {
     if (__atomic_compare_exchange_n(w, &cur, v, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) return;
   }
+}
+
+// Ends a wait of s early, as if a datagram came. The park eventfd is in every sleeping
+// wait's poll set, and a wait that finds it readable drains it: a wake costs the waiter one
+// empty look, never a missed datagram. A spinning wait polls no fd: it looks at wake_req.
+static inline void nkb_sock_rouse(nkb_sock_t *s) {
+  uint64_t one = 1;
+  __atomic_store_n(&s->wake_req, 1u, __ATOMIC_RELEASE);
+  (void)!write(s->park_fd, &one, sizeof(one));  // a full eventfd already wakes the waiter
 }
 
 // The socket's engine, null on the kernel path.

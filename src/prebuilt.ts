@@ -41,11 +41,11 @@ export const PREBUILT_GLIBC = "2.27";
 /** The platforms with a prebuilt library, by `linux-<Deno.build.arch>`. */
 export const PREBUILT: Readonly<Record<string, Prebuilt>> = {
   "linux-x86_64": {
-    sha256: "77bd749a0bfee3a025d292adafcacd4ea298729d87005afab1ccaae448fadb2c",
+    sha256: "b2dbe9f608778a5f19f4af3b1065177991a963ceb54283ea9289987af4150ff1",
     size: 116304,
   },
   "linux-aarch64": {
-    sha256: "6ae8f99a371de2ea42ce87b3e185faf899e18f0cac9ebd13e69339d1218a0ed8",
+    sha256: "fb0af45b6b3af28c752545b5c38c4e3513162f3e98f4a80ffc1b4c0be3875f33",
     size: 114656,
   },
 };
