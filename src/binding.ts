@@ -13,16 +13,7 @@ import { BypassSetupError, errnoName, errorFromErrno } from "./errors.ts";
 import { byteLengthOf, lib, Opt } from "./ffi.ts";
 import { formatIpv4, isMulticast } from "./ipv4.ts";
 import { WATCH_INTERVAL_MS, watchLink } from "./link_watch.ts";
-import {
-  addrFirst,
-  addrIfindex,
-  isNkbProgram,
-  linkGet,
-  type LinkInfo,
-  progName,
-  routeGet,
-  RouteType,
-} from "./netinfo.ts";
+import { addrFirst, addrIfindex, type LinkInfo, routeGet, RouteType } from "./netinfo.ts";
 import type { BypassState } from "./types.ts";
 
 // open: nothing decided; multicast: bound to a wildcard or group address, waiting
@@ -98,12 +89,12 @@ function attachFailure(rc: number, link: LinkInfo): [FallbackReason, string] {
     ];
   }
   if (rc === EPROTONOSUPPORT) {
-    // A program came between the decision and the attach: another nkb version's, or not nkb's.
-    const now = linkGet(link.ifindex);
-    const prog = typeof now === "number" ? now : progName(now.xdpProgId);
-    return typeof prog === "string" && isNkbProgram(prog)
-      ? ["queue-busy", `an nkb process of another version holds ${name} (${prog})`]
-      : ["foreign-xdp-program", `${name} runs an XDP program that is not nkb's filter`];
+    // A program came between the decision and the attach: the decision, again, names it
+    // (another nkb version's, or not nkb's).
+    const now = decideLink(link.ifindex);
+    return now.ok
+      ? ["foreign-xdp-program", `${name} runs an XDP program that is not nkb's filter`]
+      : [now.reason, now.detail];
   }
   return ["setup-failed", `AF_XDP on ${name}: ${errnoName(rc)}`];
 }
