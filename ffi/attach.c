@@ -99,26 +99,42 @@ static void nkb_iface_drop(nkb_core_t *c, nkb_iface_t *f) {
   if (last) nkb_filter_close(&f->filter);
 }
 
+// Socket s stops asking (setup lock held): the process's ask goes when it got a queue, or
+// when no other socket of it asks on the interface; so does the filter reference it held.
+static void nkb_ask_end(nkb_core_t *c, nkb_sock_t *s, bool got_queue) {
+  assert(nkb_holds(NKB_RANK_SETUP) && !nkb_holds(NKB_RANK_TABLE));
+  nkb_iface_t *f = s->ask_iface;
+  if (f == 0) return;
+  s->ask_iface = 0;
+  assert(f->askers > 0 && f->refs >= f->askers);
+  f->askers--;
+  if (got_queue || f->askers == 0) nkb_group_unask(&f->filter);
+  nkb_iface_drop(c, f);
+}
+
 // Every queue of the interface is held by live processes (setup lock held, filter f open):
-// with ask, socket s asks the holders for one (the first time) or renews its ask, and
-// answers -EAGAIN; after NKB_ASK_WAIT_MS of asking it stops (-ETIMEDOUT). Without: -EBUSY.
-static int32_t nkb_ask_queue(nkb_sock_t *s, nkb_filter_t *f, uint32_t ifindex, bool ask) {
-  assert(nkb_holds(NKB_RANK_SETUP));
+// with ask, socket s asks the holders for one and answers -EAGAIN; the ask holds the
+// filter open, so that each retry neither walks the host's BPF links again nor needs the
+// privilege to join. After NKB_ASK_WAIT_MS of asking it stops (-ETIMEDOUT). Without: -EBUSY.
+static int32_t nkb_ask_queue(nkb_core_t *c, nkb_sock_t *s, nkb_iface_t *f, bool ask) {
+  assert(nkb_holds(NKB_RANK_SETUP) && !nkb_holds(NKB_RANK_TABLE));
   if (!ask) return -EBUSY;
   uint64_t now = nkb_now_ns();
-  bool first = s->ask_ifindex != ifindex;  // an unsettled ask elsewhere expires (NKB_ASK_TTL_MS)
-  if (first) {
-    s->ask_ifindex = ifindex;
+  if (s->ask_iface != f) {
+    nkb_ask_end(c, s, false);  // an ask on another interface (its address moved) ends
+    nkb_lock(&c->table_lock, NKB_RANK_TABLE);
+    assert(f->refs > 0);
+    f->refs++;
+    f->askers++;
+    nkb_unlock(&c->table_lock, NKB_RANK_TABLE);
+    s->ask_iface = f;
     s->ask_since_ns = now;
   }
   if (now - s->ask_since_ns >= (uint64_t)NKB_ASK_WAIT_MS * 1000000ull) {
-    nkb_group_settle(f, false);
-    s->ask_ifindex = 0;
+    nkb_ask_end(c, s, false);
     return -ETIMEDOUT;
   }
-  // Asked again when nothing is pending any more: the queue given up for this ask went to
-  // another process, or a holder cleared the ask as stale.
-  nkb_group_ask(f, first || nkb_group_asks(f) == 0);
+  nkb_group_ask(&f->filter);
   return -EAGAIN;
 }
 
@@ -143,13 +159,7 @@ static int32_t nkb_engine_create(nkb_core_t *c, nkb_sock_t *s, uint32_t ifindex,
                                           frame_size);
   // EBUSY too: a queue the record shows free but the kernel still holds (a holder's wait
   // still in poll() on a given-up queue, a holder in another pid namespace).
-  if (rc == NKB_ENOQUEUE || (rc == -EBUSY && ask)) rc = nkb_ask_queue(s, &f->filter, ifindex, ask);
-  // Queues taken after asking: a given-up one (for this ask or another's: the counts are
-  // the same), else the ask itself goes.
-  if (rc == 0 && s->ask_ifindex == ifindex) {
-    nkb_group_settle(&f->filter, true);
-    s->ask_ifindex = 0;
-  }
+  if (rc == NKB_ENOQUEUE || (rc == -EBUSY && ask)) rc = nkb_ask_queue(c, s, f, ask);
   if (rc != 0) {
     free(e);
     nkb_iface_drop(c, f);
@@ -180,11 +190,9 @@ int32_t nkb_sock_attach(int32_t h, uint32_t ifindex, uint32_t first_queue, uint3
     rc = nkb_engine_create(c, s, ifindex, first_queue, queue_count, frame_size, attach_flags,
                            &es);
   }
-  // On an engine of this process that another socket opened meanwhile: the ask goes.
-  if (rc == 0 && s->ask_ifindex == ifindex) {
-    nkb_group_settle(&es->iface->filter, false);
-    s->ask_ifindex = 0;
-  }
+  // Queues taken after asking (given up for this process or not), or an engine of this
+  // process that another socket opened meanwhile: the process's ask goes.
+  if (rc == 0) nkb_ask_end(c, s, true);
   if (rc == 0 && es->engine->frame_size < frame_size) rc = -EMSGSIZE;
   if (rc == 0) {
     nkb_lock(&c->table_lock, NKB_RANK_TABLE);
@@ -368,25 +376,7 @@ int32_t nkb_detach(nkb_sock_t *s) {
 
 void nkb_ask_drop(nkb_sock_t *s) {
   assert(nkb_holds(NKB_RANK_SETUP) && !nkb_holds(NKB_RANK_TABLE));
-  uint32_t ifindex = s->ask_ifindex;
-  if (ifindex == 0) return;
-  s->ask_ifindex = 0;
-  nkb_core_t *c = nkb_core();
-  for (uint32_t i = 0; i < NKB_MAX_ENGINES; i++) {
-    if (c->ifaces[i].refs > 0 && c->ifaces[i].ifindex == ifindex) {
-      nkb_group_settle(&c->ifaces[i].filter, false);
-      return;
-    }
-  }
-  // Not open here: joined for the moment (a few bpf() calls). Gone, foreign or not ours to
-  // join: the ask expires by itself (NKB_ASK_TTL_MS).
-  nkb_link_t link;
-  if (nkb_nl_link_get(ifindex, &link) != 0 || link.xdp_prog_id == 0) return;
-  nkb_filter_t f;
-  memset(&f, 0, sizeof(f));
-  if (nkb_filter_join(&f, ifindex, link.xdp_prog_id) != 0) return;
-  nkb_group_settle(&f, false);
-  nkb_filter_close(&f);
+  nkb_ask_end(nkb_core(), s, false);
 }
 
 int32_t nkb_sock_detach(int32_t h) {
@@ -394,6 +384,8 @@ int32_t nkb_sock_detach(int32_t h) {
   nkb_core_t *c = nkb_core();
   nkb_lock(&c->setup_lock, NKB_RANK_SETUP);
   nkb_sock_t *s = nkb_sock_get(h);
+  // An unattached socket may be asking for a queue: it stops (its caller stopped retrying).
+  if (s != 0 && s->eng == 0) nkb_ask_drop(s);
   int32_t rc = s == 0 ? -EBADF : nkb_detach(s);
   nkb_unlock(&c->setup_lock, NKB_RANK_SETUP);
   return rc;

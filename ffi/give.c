@@ -1,6 +1,7 @@
 // Queues given up (issue 16's ring groups): a process takes every free queue of an interface
-// when its first whole-interface socket opens, and gives one up for each newcomer that found
-// none and asked (ring_groups.c's requests), down to one. The refresher looks each period.
+// when its first whole-interface socket opens, and gives one up for each newcomer process
+// that found none and asked (ring_groups.c's records), down to one. The refresher looks
+// each period.
 //
 // Giving up queue index q of an engine, in this order, so that no datagram is lost:
 //  1. under the table lock: this engine's flow keys for the queue go; the filter passes that
@@ -36,22 +37,19 @@
 #define NKB_GIVE_SETTLE_NS 2000000L  // without membarrier: redirects in flight land within this
 #define NKB_GIVE_DRAIN_MS 50u        // receives empty the ring meanwhile, at most this long
 
-// The engine of this process to give up a queue, with an ask taken for it, or null: the
-// whole-interface engine (a queue-affine one keeps the queue it was asked for) with the most
-// queues among those with more than one and an ask pending on their interface.
+// The engine of this process to give up a queue, with an ask taken for it, or null: a
+// whole-interface engine (a queue-affine one keeps the queue it was asked for) of more
+// than one queue on an interface where another process asks. One per round.
 static nkb_engine_slot_t *nkb_give_find(nkb_core_t *c) {
   assert(nkb_holds(NKB_RANK_SETUP));
-  nkb_engine_slot_t *best = 0;
   for (uint32_t i = 0; i < NKB_MAX_ENGINES; i++) {
     nkb_engine_slot_t *es = &c->engines[i];
     const nkb_engine_t *e = es->engine;
     if (e == 0 || e->requested_queues < 2u || e->queue_count < 2u) continue;
-    if ((nkb_group_asks(&es->iface->filter) & 0xffffu) == 0) continue;
-    if (best == 0 || e->queue_count > best->engine->queue_count) best = es;
+    // Taken last: an ask taken is a queue owed.
+    if (nkb_group_take_ask(&es->iface->filter)) return es;
   }
-  // Taken last: an ask taken is a queue owed (a stale word is cleared, and false).
-  if (best == 0 || !nkb_group_take_ask(&best->iface->filter)) return 0;
-  return best;
+  return 0;
 }
 
 // Step 1 (table lock held).

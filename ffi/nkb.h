@@ -113,8 +113,9 @@ NKB_API int32_t nkb_sock_wake(int32_t h);
 // the XDP attach mode (0, 2 generic, 4 native) plus NKB_ATTACH_ASK: a whole-interface
 // socket that finds every queue held by other live processes asks them for one and answers
 // -EAGAIN; the caller retries (every 250 ms or so) and the retry that finds a queue given up
-// attaches. After NKB_ASK_WAIT_MS of asking it stops (-ETIMEDOUT). Without the flag (and for
-// a queue-affine socket): -EBUSY.
+// attaches. After NKB_ASK_WAIT_MS of asking it stops (-ETIMEDOUT); so does a detach (the
+// caller stopped retrying). Asking holds the interface's filter open. Without the flag (and
+// for a queue-affine socket): -EBUSY.
 #define NKB_ATTACH_ASK 0x100u
 #define NKB_ASK_WAIT_MS 3000u
 NKB_API int32_t nkb_sock_attach(int32_t h, uint32_t ifindex, uint32_t first_queue,

@@ -63,7 +63,7 @@ int32_t nkb_nl_neigh_resolve(uint32_t ifindex, uint32_t ip_be);
 
 // The program's name; version 2 keys flows by queue (version 1, "nkb_xdp", did not): a
 // filter of another version is not joined.
-#define NKB_PROG_NAME "nkb_xdp2"
+#define NKB_PROG_NAME "nkb_xdp3"
 #define NKB_FILTER_QUEUES 64u  // XSKMAP size and ring groups tracked: queues 0..63
 #define NKB_FILTER_FLOWS_MAX 65536u  // a joined filter's flow map may be no larger
 
@@ -86,19 +86,26 @@ typedef struct nkb_group_owner {
   uint64_t start_ticks;  // its start time (/proc/PID/stat field 22)
 } nkb_group_owner_t;
 
+// A newcomer's request for a queue (ring_groups.c): one per process asking on the
+// interface, however many of its sockets wait. Written by its asker; a holder only marks
+// it given.
+#define NKB_FILTER_ASKERS 16u
+typedef struct nkb_group_ask {
+  nkb_group_owner_t who;  // the asking process; who.pid 0: a free record
+  uint32_t until_ms;      // CLOCK_MONOTONIC ms (low 32 bits): renewed at every retry
+  uint32_t given_ms;      // when a holder took it to give a queue up for it; 0: not yet
+} nkb_group_ask_t;
+
 // The filter's control block: a one-entry array map every user maps (BPF_F_MMAPABLE), so
 // that its words are shared memory. The program reads only mac.
 typedef struct nkb_ctl {
-  uint8_t mac[8];        // the interface's MAC + 2 zeros: unicast frames to another go to the kernel
-  // Queue requests (ring_groups.c): newcomers that found every queue held ask; a holder of
-  // more than one queue gives one up per request. One word: pending asks in the low 16 bits,
-  // queues given up for them and not yet taken in the high 16. The asks count until
-  // asks_until_ms (CLOCK_MONOTONIC, low 32 bits), which every waiting asker pushes on: a
-  // word whose askers all left (closed, killed) goes stale and is cleared.
-  uint32_t asks;
-  uint32_t asks_until_ms;
+  uint8_t mac[8];  // the interface's MAC + 2 zeros: unicast frames to another go to the kernel
+  nkb_group_ask_t asks[NKB_FILTER_ASKERS];      // newcomers waiting for a queue
   nkb_group_owner_t owners[NKB_FILTER_QUEUES];  // per queue: its holder (ring_groups.c)
 } nkb_ctl_t;
+// tests/ring_groups.test.ts reads the ask records at these offsets.
+_Static_assert(sizeof(nkb_group_ask_t) == 24 && __builtin_offsetof(nkb_ctl_t, asks) == 8,
+               "the ask records' layout");
 
 typedef struct nkb_filter {
   int32_t prog_fd;
@@ -163,17 +170,20 @@ uint32_t nkb_group_free_run(const nkb_filter_t *f, uint32_t first, uint32_t coun
 void nkb_group_claim(nkb_filter_t *f, uint32_t q);
 void nkb_group_release(nkb_filter_t *f, uint32_t q);
 
-// Queue requests (nkb_ctl_t.asks). An asker found no free queue: it asks once, then
-// renews the ask at each retry (NKB_ASK_TTL_MS keeps it alive between retries). It settles
-// when it stops asking: got a queue (took a given-up one, else its ask goes) or gave up
-// (its ask goes, else the queue given up for it). A holder takes one pending ask (false:
-// none, or stale ones it cleared), then gives up a queue for it.
-#define NKB_ASK_TTL_MS 1000u  // an ask not renewed for this long is stale (retries: 250 ms)
-void nkb_group_ask(nkb_filter_t *f, bool first);
-void nkb_group_settle(nkb_filter_t *f, bool got_queue);
+// Queue requests (nkb_ctl_t.asks), one record per asking process. An asker found no free
+// queue: nkb_group_ask writes or renews its record (NKB_ASK_TTL_MS keeps it alive between
+// retries; a record given a queue that someone else took is asked again); nkb_group_unask
+// removes it when the process got a queue or stopped asking. A holder takes one live
+// record not yet given (false: none) and gives up a queue for it. A record whose process
+// is gone or that was not renewed is free for the next asker.
+#define NKB_ASK_TTL_MS 1000u    // an ask not renewed for this long is stale (retries: 250 ms)
+#define NKB_GIVE_GRACE_MS 500u  // a holder gives a queue up within this (drain: 50 ms)
+void nkb_group_ask(nkb_filter_t *f);
+void nkb_group_unask(nkb_filter_t *f);
 bool nkb_group_take_ask(nkb_filter_t *f);
-// The pending asks and the given-up queues not yet taken (for tests and tools).
-uint32_t nkb_group_asks(const nkb_filter_t *f);
+// Live asks of other processes not yet answered with a free queue: a whole-interface
+// engine opening leaves that many queues (nkb_engine_open).
+uint32_t nkb_group_waiting(const nkb_filter_t *f);
 
 // ---- packet filtering and IPsec (policy.c) ---------------------------------
 // The Solaris contract allows no bypass while packet filtering or IPsec is configured:

@@ -133,14 +133,12 @@ void nkb_group_release(nkb_filter_t *f, uint32_t q) {
 }
 
 // ---- queue requests ---------------------------------------------------------------------
-// nkb_ctl_t.asks: pending asks in the low half, queues given up for them (not yet taken) in
-// the high half. Every change is a compare-and-swap of the whole word, retried at most
-// NKB_ASK_CAS_TRIES times: a lost race means another process changed it meanwhile, and a
-// process that loses that many in a row gives up this change (an ask lost that way is
-// renewed by no one and expires; a count left over is cleared when it goes stale).
-#define NKB_ASKS_MASK 0xffffu
-#define NKB_GIVEN_ONE 0x10000u
-#define NKB_ASK_CAS_TRIES 64u
+// nkb_ctl_t.asks: a record per asking process, written by that process alone except for
+// given_ms, which a holder sets. A record is claimed by a compare-and-swap of its pid and
+// filled in, its deadline last. Two claimers can still race for a record whose deadline
+// passed (the second sees it half written): both then write it, the one that finds
+// another's identity in it at its next renewal claims a new one, and a holder that reads
+// it half written gives a queue for an asker that does wait. Every retry checks again.
 
 static uint32_t nkb_mono_ms(void) {
   struct timespec ts;
@@ -148,56 +146,114 @@ static uint32_t nkb_mono_ms(void) {
   return (uint32_t)((uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u);
 }
 
-// Replaces *w's expected value with next; false (and *w reloaded) when another process won.
-static bool nkb_asks_cas(nkb_ctl_t *ctl, uint32_t *w, uint32_t next) {
-  return __atomic_compare_exchange_n(&ctl->asks, w, next, false, __ATOMIC_ACQ_REL,
-                                     __ATOMIC_ACQUIRE);
+// A copy of ask record i, read word by word; the deadline first, so that a record claimed
+// meanwhile reads as stale rather than as the new asker's with the old deadline.
+static nkb_group_ask_t nkb_ask_read(const nkb_ctl_t *ctl, uint32_t i) {
+  assert(i < NKB_FILTER_ASKERS);
+  const nkb_group_ask_t *a = &ctl->asks[i];
+  nkb_group_ask_t r;
+  r.until_ms = __atomic_load_n(&a->until_ms, __ATOMIC_ACQUIRE);
+  r.who.pid = __atomic_load_n(&a->who.pid, __ATOMIC_ACQUIRE);
+  r.who.pidns = __atomic_load_n(&a->who.pidns, __ATOMIC_ACQUIRE);
+  r.who.start_ticks = __atomic_load_n(&a->who.start_ticks, __ATOMIC_ACQUIRE);
+  r.given_ms = __atomic_load_n(&a->given_ms, __ATOMIC_ACQUIRE);
+  return r;
 }
 
-void nkb_group_ask(nkb_filter_t *f, bool first) {
-  assert(f != NULL);
-  if (f->ctl == NULL) return;
-  // The deadline before the count: a holder that sees the ask sees it alive.
-  __atomic_store_n(&f->ctl->asks_until_ms, nkb_mono_ms() + NKB_ASK_TTL_MS, __ATOMIC_RELEASE);
-  if (!first) return;
-  uint32_t w = __atomic_load_n(&f->ctl->asks, __ATOMIC_ACQUIRE);
-  for (uint32_t i = 0; i < NKB_ASK_CAS_TRIES && (w & NKB_ASKS_MASK) != NKB_ASKS_MASK; i++) {
-    if (nkb_asks_cas(f->ctl, &w, w + 1u)) return;
-  }
+// Whether record r is an ask still waiting: renewed in time by a process not seen dead
+// (one of another pid namespace cannot be checked: its deadline decides).
+static bool nkb_ask_live(const nkb_group_ask_t *r, const nkb_group_owner_t *me, uint32_t now) {
+  if (r->who.pid == 0 || (int32_t)(now - r->until_ms) > 0) return false;  // gap: wraps in 49 days
+  if (nkb_same(&r->who, me) || r->who.pidns != me->pidns) return true;
+  return r->who.start_ticks != 0 && nkb_start_ticks(r->who.pid) == r->who.start_ticks;
 }
 
-// A given-up queue was taken (got_queue) or the asker stopped without one: the first of the
-// two counts that has one goes (got_queue: given-up queues first, else the asker's own ask,
-// which is still pending when it got its queue another way, from a holder that left; without
-// a queue: its own ask first, else the queue given up for it, which someone else took).
-void nkb_group_settle(nkb_filter_t *f, bool got_queue) {
+// This process's record, or NKB_FILTER_ASKERS.
+static uint32_t nkb_ask_mine(const nkb_ctl_t *ctl, const nkb_group_owner_t *me) {
+  for (uint32_t i = 0; i < NKB_FILTER_ASKERS; i++) {
+    nkb_group_ask_t r = nkb_ask_read(ctl, i);
+    if (nkb_same(&r.who, me)) return i;
+  }
+  return NKB_FILTER_ASKERS;
+}
+
+void nkb_group_ask(nkb_filter_t *f) {
   assert(f != NULL);
   if (f->ctl == NULL) return;
-  uint32_t w = __atomic_load_n(&f->ctl->asks, __ATOMIC_ACQUIRE);
-  for (uint32_t i = 0; i < NKB_ASK_CAS_TRIES && w != 0; i++) {
-    bool given = (w & ~NKB_ASKS_MASK) != 0, asked = (w & NKB_ASKS_MASK) != 0;
-    uint32_t next = (got_queue ? given : !asked) ? w - NKB_GIVEN_ONE : w - 1u;
-    if (nkb_asks_cas(f->ctl, &w, next)) return;
+  nkb_group_owner_t me = nkb_self();
+  uint32_t now = nkb_mono_ms();
+  nkb_ctl_t *ctl = f->ctl;
+  uint32_t mine = nkb_ask_mine(ctl, &me);
+  if (mine < NKB_FILTER_ASKERS) {
+    nkb_group_ask_t *a = &ctl->asks[mine];
+    __atomic_store_n(&a->until_ms, now + NKB_ASK_TTL_MS, __ATOMIC_RELEASE);
+    // Given a while ago and still no free queue here: another process took it. Asked again.
+    uint32_t given = __atomic_load_n(&a->given_ms, __ATOMIC_ACQUIRE);
+    if (given != 0 && (int32_t)(now - given) > (int32_t)NKB_GIVE_GRACE_MS) {
+      (void)__atomic_compare_exchange_n(&a->given_ms, &given, 0u, false, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE);
+    }
+    return;
   }
+  for (uint32_t i = 0; i < NKB_FILTER_ASKERS; i++) {
+    nkb_group_ask_t r = nkb_ask_read(ctl, i);
+    if (nkb_ask_live(&r, &me, now)) continue;
+    nkb_group_ask_t *a = &ctl->asks[i];
+    uint32_t pid = r.who.pid;
+    if (!__atomic_compare_exchange_n(&a->who.pid, &pid, me.pid, false, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE)) {
+      continue;  // another asker claimed it first
+    }
+    __atomic_store_n(&a->until_ms, 0u, __ATOMIC_RELEASE);
+    __atomic_store_n(&a->who.pidns, me.pidns, __ATOMIC_RELEASE);
+    __atomic_store_n(&a->who.start_ticks, me.start_ticks, __ATOMIC_RELEASE);
+    __atomic_store_n(&a->given_ms, 0u, __ATOMIC_RELEASE);
+    __atomic_store_n(&a->until_ms, now + NKB_ASK_TTL_MS, __ATOMIC_RELEASE);
+    return;
+  }
+  // NKB_FILTER_ASKERS processes ask already: this one is not heard until one of them stops.
+}
+
+void nkb_group_unask(nkb_filter_t *f) {
+  assert(f != NULL);
+  if (f->ctl == NULL) return;
+  nkb_group_owner_t me = nkb_self();
+  uint32_t mine = nkb_ask_mine(f->ctl, &me);
+  if (mine == NKB_FILTER_ASKERS) return;
+  nkb_group_ask_t *a = &f->ctl->asks[mine];
+  __atomic_store_n(&a->until_ms, 0u, __ATOMIC_RELEASE);
+  uint32_t pid = me.pid;
+  (void)__atomic_compare_exchange_n(&a->who.pid, &pid, 0u, false, __ATOMIC_ACQ_REL,
+                                    __ATOMIC_ACQUIRE);
 }
 
 bool nkb_group_take_ask(nkb_filter_t *f) {
   assert(f != NULL);
   if (f->ctl == NULL) return false;
-  uint32_t w = __atomic_load_n(&f->ctl->asks, __ATOMIC_ACQUIRE);
-  for (uint32_t i = 0; i < NKB_ASK_CAS_TRIES && w != 0; i++) {
-    uint32_t until = __atomic_load_n(&f->ctl->asks_until_ms, __ATOMIC_ACQUIRE);
-    bool stale = (int32_t)(nkb_mono_ms() - until) > 0;  // wraps every 49 days: compared as a gap
-    if (!stale && (w & NKB_ASKS_MASK) == 0) return false;
-    // Stale: every asker left without settling (closed or killed): nobody waits.
-    uint32_t given = (w >> 16) < NKB_ASKS_MASK ? NKB_GIVEN_ONE : 0u;
-    uint32_t next = stale ? 0u : w - 1u + given;
-    if (nkb_asks_cas(f->ctl, &w, next)) return !stale;
+  nkb_group_owner_t me = nkb_self();
+  uint32_t now = nkb_mono_ms();
+  for (uint32_t i = 0; i < NKB_FILTER_ASKERS; i++) {
+    nkb_group_ask_t r = nkb_ask_read(f->ctl, i);
+    if (r.given_ms != 0 || nkb_same(&r.who, &me) || !nkb_ask_live(&r, &me, now)) continue;
+    uint32_t zero = 0;
+    uint32_t stamp = now == 0 ? 1u : now;  // 0 means "not given"
+    if (__atomic_compare_exchange_n(&f->ctl->asks[i].given_ms, &zero, stamp, false,
+                                    __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+      return true;  // another holder may have taken it first: then the next record
+    }
   }
   return false;
 }
 
-uint32_t nkb_group_asks(const nkb_filter_t *f) {
+uint32_t nkb_group_waiting(const nkb_filter_t *f) {
   assert(f != NULL);
-  return f->ctl == NULL ? 0u : __atomic_load_n(&f->ctl->asks, __ATOMIC_ACQUIRE);
+  if (f->ctl == NULL) return 0;
+  nkb_group_owner_t me = nkb_self();
+  uint32_t now = nkb_mono_ms(), n = 0;
+  for (uint32_t i = 0; i < NKB_FILTER_ASKERS; i++) {
+    nkb_group_ask_t r = nkb_ask_read(f->ctl, i);
+    if (r.given_ms != 0 && !nkb_same(&r.who, &me) && nkb_ask_live(&r, &me, now)) n++;
+  }
+  assert(n <= NKB_FILTER_ASKERS);
+  return n;
 }

@@ -76,9 +76,10 @@ typedef struct nkb_sock {
   uint32_t fairness;      // turns between ring and companion socket
   uint32_t kernel_hint;   // atomic: a wait saw the companion socket readable
   int32_t last_error;
-  // A queue request (ring_groups.c) this socket's attach made and has not settled: the
-  // interface (0: none) and when it first asked. Under the setup lock.
-  uint32_t ask_ifindex;
+  // A queue request (ring_groups.c) this socket's attach made and has not ended: the
+  // interface's filter, which the ask holds open (null: none), and when it first asked.
+  // Under the setup lock.
+  struct nkb_iface *ask_iface;
   uint64_t ask_since_ns;
   uint32_t park_head;     // atomic (a waiter reads it)
   uint32_t park_tail;     // atomic
@@ -116,7 +117,8 @@ typedef struct nkb_engine_slot {
 // queues) and by the other nkb processes on it.
 typedef struct nkb_iface {
   uint32_t ifindex;
-  uint32_t refs;          // engines using the filter; 0: slot free
+  uint32_t refs;          // engines using the filter and sockets asking on it; 0: slot free
+  uint32_t askers;        // sockets asking (nkb_sock_t.ask_iface): the process's ask stays while any
   nkb_filter_t filter;
 } nkb_iface_t;
 

@@ -347,15 +347,17 @@ int32_t nkb_engine_open(nkb_engine_t *e, nkb_filter_t *filter, uint32_t ifindex,
   assert(e->queue_count > 0 && e->queue_count <= queue_count);
   // Queues live nkb processes hold (the shared filter's record; this one's other engines
   // too) are theirs: a queue-affine engine fails at once; a whole-interface one takes the
-  // longest run of the others. Those the record shows free but the kernel still holds (a socket
-  // closed moments ago) the bind retries for.
+  // longest run of the others, less one queue for each other process that a holder gave
+  // one up for and has not taken it yet (it asked first). Those the record shows free but
+  // the kernel still holds (a socket closed moments ago) the bind retries for.
   if (queue_count == 1 && nkb_group_held(filter, first_queue)) return -EBUSY;
   if (queue_count > 1) {
     uint32_t run_first = first_queue;
     uint32_t run = nkb_group_free_run(filter, first_queue, e->queue_count, &run_first);
-    if (run == 0) return NKB_ENOQUEUE;  // every queue is held: the caller may ask for one
+    uint32_t owed = nkb_group_waiting(filter);
+    if (run <= owed) return NKB_ENOQUEUE;  // every queue is held or owed: the caller may ask
     e->first_queue = run_first;
-    e->queue_count = run;
+    e->queue_count = run - owed;
   }
   e->frame_size = frame_size;
   e->filter = filter;

@@ -379,6 +379,8 @@ export class BypassBinding {
     if (this.#lastWatch > this.#askUntil) {
       this.#askPlan = null;
       this.#askTimerFollow();
+      // Tells the shim, whose ask would otherwise hold the interface's filter open.
+      lib().nkb_sock_detach(this.#h);
       this.#detail = `AF_XDP on ${plan.link.name}: no free queue; stopped waiting for one`;
       return;
     }

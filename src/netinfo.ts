@@ -159,10 +159,11 @@ export function privileges(): Privileges | number {
 
 /**
  * The name of our XDP filter (NKB_PROG_NAME, ffi/nkb_net.h; tests/filter_rules.test.ts
- * compares them). Version 2 keys flows by queue and is shared by every nkb process on the
+ * compares them). Version 3's control block holds a record per process asking for a queue;
+ * version 2 ("nkb_xdp2") keyed flows by queue and was shared by every nkb process on the
  * interface; "nkb_xdp" was version 1.
  */
-export const NKB_PROG_NAME = "nkb_xdp2";
+export const NKB_PROG_NAME = "nkb_xdp3";
 
 /** Whether a program of this name is some version of nkb's filter. */
 export function isNkbProgram(name: string): boolean {

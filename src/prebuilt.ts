@@ -41,12 +41,12 @@ export const PREBUILT_GLIBC = "2.27";
 /** The platforms with a prebuilt library, by `linux-<Deno.build.arch>`. */
 export const PREBUILT: Readonly<Record<string, Prebuilt>> = {
   "linux-x86_64": {
-    sha256: "b2dbe9f608778a5f19f4af3b1065177991a963ceb54283ea9289987af4150ff1",
-    size: 116304,
+    sha256: "04391743ad88538bfaf13b61f6c34367d2311de97d1decffe05e65afdae0aa09",
+    size: 117328,
   },
   "linux-aarch64": {
-    sha256: "fb0af45b6b3af28c752545b5c38c4e3513162f3e98f4a80ffc1b4c0be3875f33",
-    size: 114656,
+    sha256: "052c7297a5e43a65469be88a87e1a69d8a739fdb9f42ae649ec65c20df0a0a98",
+    size: 115664,
   },
 };
 // END PREBUILT

@@ -161,8 +161,11 @@ print(n)
   return Number((await tb.execOk("a", ["python3", "-c", code], 30_000)).trim());
 }
 
-// The interface's queue requests (nkb_ctl_t.asks: pending asks in the low 16 bits, queues
-// given up for them in the high 16), read from the attached filter's nkb_ctl map.
+// The interface's queue requests: the ask records (nkb_ctl_t.asks, ffi/nkb_net.h: 16 of
+// {pid, pidns, start_ticks u64, until_ms, given_ms} after the 8 bytes of MAC) whose pid is set,
+// read from the attached filter's nkb_ctl map. A record of a process gone or that stopped
+// renewing stays set until the next asker reuses it: the tests end asks by closing or by the
+// shim's own end, which clears the pid.
 async function ctlAsks(tb: Testbed): Promise<number> {
   const text = await tb.linkText("a");
   const id = /prog\/xdp id (\d+)/.exec(text);
@@ -191,7 +194,7 @@ for mid in list(ids)[:n]:
         val = ctypes.create_string_buffer(4096)
         r = bpf(1, struct.pack("IIQQQ", fd, 0, ctypes.addressof(key), ctypes.addressof(val), 0))
         assert r == 0, "lookup"
-        found = struct.unpack_from("I", val.raw, 8)[0]
+        found = sum(1 for i in range(16) if struct.unpack_from("I", val.raw, 8 + 24 * i)[0] != 0)
     os.close(fd)
 print(found)
 `;
@@ -503,6 +506,48 @@ rootTest(
         firstQueue: 2,
         queueCount: 2,
       }]);
+    } finally {
+      for (const p of procs) p.kill();
+    }
+  },
+);
+
+rootTest(
+  "ring groups: two newcomers, one with three sockets: one ask each, one queue each",
+  async () => {
+    await using tb = await fourQueues();
+    const procs: TestbedProcess[] = [];
+    try {
+      const first = holder(tb, null, ["--noRecv"]);
+      procs.push(first);
+      const r0 = await ready(first);
+      assert.equal(r0.bypass.active, true, `${JSON.stringify(r0)} ${first.stderr}`);
+      // Both at once: three sockets of one process ask as one; neither newcomer takes the
+      // queue given up for the other.
+      const many = holder(tb, null, [
+        `--port=${PORT + 10}`,
+        "--noRecv",
+        "--quietMs=4000",
+        "--extra=2",
+      ]);
+      const one = holder(tb, null, [`--port=${PORT + 20}`, "--noRecv", "--quietMs=4000"]);
+      procs.push(many, one);
+      const [rm, r1] = await Promise.all([ready(many), ready(one)]);
+      for (const r of [rm, r1]) assert.equal(r.bypass.reason, "queue-busy", JSON.stringify(r));
+      const [wm, w1] = await Promise.all([
+        many.nextWith("watched", 15_000),
+        one.nextWith("watched", 15_000),
+      ]);
+      for (const b of [wm.bypass, ...(wm.extras as Bypass[]), w1.bypass] as Bypass[]) {
+        assert.equal(b.active, true, `${JSON.stringify(wm)} ${JSON.stringify(w1)}`);
+      }
+      const rows = await statRows(tb, [r0.pid, rm.pid, r1.pid]);
+      const queues = (pid: number) => rows.filter((x) => x.pid === pid).map((x) => x.queueCount);
+      assert.deepEqual(queues(r0.pid), [2], JSON.stringify(rows));
+      assert.deepEqual(queues(rm.pid), [1, 1, 1], JSON.stringify(rows));
+      assert.deepEqual(queues(r1.pid), [1], JSON.stringify(rows));
+      assert.equal(new Set(rows.map((x) => x.firstQueue)).size, 3, JSON.stringify(rows));
+      assert.equal(await ctlAsks(tb), 0, "no ask is left");
     } finally {
       for (const p of procs) p.kill();
     }
