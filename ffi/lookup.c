@@ -2,6 +2,7 @@
 // routes, addresses and neighbours; capabilities; BPF program names; the host's policy):
 // each checks its output buffer, then asks. No state.
 #define _GNU_SOURCE
+#include <assert.h>
 #include <errno.h>
 #include <linux/capability.h>
 #include <string.h>
@@ -63,6 +64,25 @@ int32_t nkb_caps(uint64_t *out4, uint32_t out_len) {
 int32_t nkb_prog_name(uint32_t prog_id, uint8_t *out16, uint32_t out_len) {
   if (!nkb_buf_ok(out16, out_len, 16u, 1u)) return -EINVAL;
   return nkb_filter_prog_name(prog_id, (char *)out16);
+}
+
+int32_t nkb_group_owners(uint32_t ifindex, uint32_t prog_id, uint32_t *out, uint32_t out_len) {
+  if (!nkb_buf_ok(out, out_len, 8u, _Alignof(uint32_t)) || out_len % 8u != 0) return -EINVAL;
+  if (ifindex == 0 || prog_id == 0) return -EINVAL;
+  // Joined only if it is this version's filter: another's control block has another layout.
+  char name[16];
+  int32_t rc = nkb_filter_prog_name(prog_id, name);
+  if (rc < 0) return rc;
+  if (strcmp(name, NKB_PROG_NAME) != 0) return -EPROTONOSUPPORT;
+  nkb_filter_t f;
+  memset(&f, 0, sizeof(f));
+  rc = nkb_filter_join(&f, ifindex, prog_id);
+  if (rc < 0) return rc;
+  uint32_t n = out_len / 8u < NKB_FILTER_QUEUES ? out_len / 8u : NKB_FILTER_QUEUES;
+  for (uint32_t q = 0; q < n; q++) out[2u * q] = nkb_group_state(&f, q, &out[2u * q + 1u]);
+  nkb_filter_close(&f);
+  assert(n <= NKB_FILTER_QUEUES && (uint64_t)n * 8u <= out_len);
+  return (int32_t)n;
 }
 
 int32_t nkb_policy(uint8_t *out20, uint32_t out_len) {

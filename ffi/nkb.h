@@ -14,9 +14,9 @@
 #include "xsk.h"
 
 #define NKB_API __attribute__((visibility("default")))
-#define NKB_ABI_VERSION 5  // 2: every buffer parameter is followed by its byte length;
+#define NKB_ABI_VERSION 6  // 2: every buffer parameter is followed by its byte length;
                            // 3: the loader pins the copy it keeps (nkb_pin);
-                           // 4: nkb_wait_many; 5: NKB_ATTACH_ASK
+                           // 4: nkb_wait_many; 5: NKB_ATTACH_ASK; 6: nkb_group_owners
 
 #define NKB_MAX_SOCKS 1024u
 #define NKB_WAIT_MANY_MAX NKB_MAX_SOCKS  // sockets of one nkb_wait_many
@@ -188,6 +188,13 @@ NKB_API int32_t nkb_prog_name(uint32_t prog_id, uint8_t *out16, uint32_t out_len
 // 1 when prog_id is (or was, among the last 64) the XDP filter of one of this process's
 // engines (any Worker's), else 0.
 NKB_API int32_t nkb_prog_is_ours(uint32_t prog_id);
+// The holders of ifindex's queues as its nkb filter (program prog_id) records them: for
+// queue q, out[2q] its state (NKB_GROUP_*, nkb_net.h) and out[2q + 1] the pid; out_len
+// bytes, a multiple of 8 (at most NKB_FILTER_QUEUES queues). Joins the filter for the call
+// (CAP_SYS_ADMIN: -EPERM without). How many queues were written, or -errno: -EPROTONOSUPPORT
+// when prog_id is not this version's filter, -ENOENT when it left meanwhile.
+NKB_API int32_t nkb_group_owners(uint32_t ifindex, uint32_t prog_id, uint32_t *out,
+                                 uint32_t out_len);
 
 // The XDP features the driver of ifindex reports (generic netlink family "netdev",
 // NETDEV_A_DEV_XDP_FEATURES: NETDEV_XDP_ACT_* bits; XSK_ZEROCOPY is 1 << 3): 0 and *out1

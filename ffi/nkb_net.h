@@ -169,6 +169,14 @@ uint32_t nkb_group_free_run(const nkb_filter_t *f, uint32_t first, uint32_t coun
 // the XSK closed; only if the record is still ours).
 void nkb_group_claim(nkb_filter_t *f, uint32_t q);
 void nkb_group_release(nkb_filter_t *f, uint32_t q);
+// What queue q's record says, as nkb_group_held sees it (tools; src/phys.ts GROUP_STATE):
+// nobody, a live process (its pid in *pid), one of another pid namespace (cannot be
+// checked from here; its pid there), or a process gone.
+#define NKB_GROUP_FREE 0u
+#define NKB_GROUP_LIVE 1u
+#define NKB_GROUP_OTHER_NS 2u
+#define NKB_GROUP_GONE 3u
+uint32_t nkb_group_state(const nkb_filter_t *f, uint32_t q, uint32_t *pid);
 
 // Queue requests (nkb_ctl_t.asks), one record per asking process. An asker found no free
 // queue: nkb_group_ask writes or renews its record (NKB_ASK_TTL_MS keeps it alive between

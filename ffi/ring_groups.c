@@ -107,6 +107,18 @@ uint32_t nkb_group_free_run(const nkb_filter_t *f, uint32_t first, uint32_t coun
   return best;
 }
 
+uint32_t nkb_group_state(const nkb_filter_t *f, uint32_t q, uint32_t *pid) {
+  assert(f != NULL && pid != NULL);
+  *pid = 0;
+  if (f->ctl == NULL || q >= NKB_FILTER_QUEUES) return NKB_GROUP_FREE;
+  nkb_group_owner_t me = nkb_self();
+  nkb_group_owner_t o = nkb_owner_read(f->ctl, q);
+  if (o.pid == 0) return NKB_GROUP_FREE;
+  *pid = o.pid;
+  if (o.pidns != me.pidns) return NKB_GROUP_OTHER_NS;
+  return nkb_held_by(f, q, &me) ? NKB_GROUP_LIVE : NKB_GROUP_GONE;
+}
+
 void nkb_group_claim(nkb_filter_t *f, uint32_t q) {
   assert(f != NULL);
   if (f->ctl == NULL || q >= NKB_FILTER_QUEUES) return;

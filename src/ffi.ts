@@ -73,6 +73,8 @@ export const symbols = {
   nkb_caps: { parameters: ["buffer", U32], result: I32 },
   nkb_prog_name: { parameters: [U32, "buffer", U32], result: I32 },
   nkb_prog_is_ours: { parameters: [U32], result: I32 },
+  // (ifindex, prog_id, out, out_len): per queue [state, pid] (GROUP_STATE, src/phys.ts)
+  nkb_group_owners: { parameters: [U32, U32, "buffer", U32], result: I32 },
   nkb_policy: { parameters: ["buffer", U32], result: I32 },
   nkb_link_xdp_features: { parameters: [U32, "buffer", U32], result: I32 },
   // (h, flags, recv_mode, reason_z, reason_len)
@@ -97,7 +99,7 @@ export const symbols = {
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The ABI this TypeScript expects from the shim (NKB_ABI_VERSION in ffi/nkb.h). */
-export const ABI_VERSION = 5;
+export const ABI_VERSION = 6;
 
 /** Returned by send entries when a destination must be resolved first. */
 export const E_NEED_ROUTE = -10000;

@@ -6,9 +6,10 @@
  * @module
  */
 
+import { errnoName } from "./errors.ts";
 import { byteLengthOf, lib } from "./ffi.ts";
 import { isNkbProgram, linkGet, progName } from "./netinfo.ts";
-import { readRegistry, type RegisteredSocket } from "./registry_read.ts";
+import { readRegistry, type RegisteredSocket, RegistryLayout } from "./registry_read.ts";
 import { type Column, formatTable } from "./table.ts";
 
 /** Who has an XDP program on the interface: nobody, nkb, something else, or cannot tell. */
@@ -40,7 +41,20 @@ export interface PhysInfo {
   xdpProgName: string | null;
   /** Whether the driver offers AF_XDP zero-copy. */
   zeroCopy: "yes" | "no" | "unknown";
+  /**
+   * Where the holdings come from: "filter", the interface's nkb filter, whose control block
+   * names the process that bound each queue's XDP socket (read with CAP_SYS_ADMIN); else
+   * "registry", what each live process of this network namespace says it holds.
+   */
+  source: "filter" | "registry";
 }
+
+/**
+ * A queue's state in the filter's record (NKB_GROUP_*, ffi/nkb_net.h; compared by
+ * tests/asks_native.test.ts): nobody, a live process, a process of another pid namespace
+ * (cannot be checked from here), a process gone.
+ */
+export const GROUP_STATE = { free: 0, live: 1, otherNamespace: 2, gone: 3 } as const;
 
 /** Options of {@linkcode listPhys}. */
 export interface ListPhysOptions {
@@ -141,8 +155,9 @@ export function parsePhysFields(fields: string[]): PhysField[] {
 
 /**
  * The interfaces of this process's network namespace (from /sys/class/net and
- * rtnetlink) with the receive queues that live nkb processes of the same namespace
- * hold on them (from the registry). Never throws: problems are `warnings`.
+ * rtnetlink) with the receive queues that live nkb processes hold on them: as the
+ * interface's nkb filter records them when it can be read (CAP_SYS_ADMIN), else as the
+ * registry's live processes of this namespace say. Never throws: problems are `warnings`.
  *
  * @param opts Optional (default: every link but `lo`, the default registry, verified).
  */
@@ -157,11 +172,12 @@ export function listPhys(opts: ListPhysOptions = {}): PhysList {
   for (const name of names) {
     const sys = readSysLink(name, opts.links !== undefined, warnings);
     if (sys === null) continue;
-    const held = holdings.filter((s) => s.ifindex === sys.ifindex);
-    const queues = new Set<number>();
-    for (const s of held) {
-      for (let q = s.firstQueue; q < s.firstQueue + s.queueCount; q++) queues.add(q);
-    }
+    const facts = xdp(name, sys.ifindex);
+    const fromFilter = facts.xdp === "nkb"
+      ? filterHoldings(name, sys.ifindex, facts.xdpProgId, warnings)
+      : null;
+    const { queues, holders } = fromFilter ??
+      registryHoldings(holdings.filter((s) => s.ifindex === sys.ifindex));
     links.push({
       link: name,
       ifindex: sys.ifindex,
@@ -169,9 +185,10 @@ export function listPhys(opts: ListPhysOptions = {}): PhysList {
       rxQueues: sys.rxQueues,
       rgAvail: Math.max(0, sys.rxQueues - queues.size),
       rgInUse: queues.size,
-      holders: [...new Set(held.map((s) => s.pid))].sort((a, b) => a - b),
+      holders: [...holders].sort((a, b) => a - b),
       queuesHeld: [...queues].sort((a, b) => a - b),
-      ...xdp(name, sys.ifindex),
+      ...facts,
+      source: fromFilter === null ? "registry" : "filter",
     });
   }
   links.sort((a, b) => a.ifindex - b.ifindex);
@@ -312,6 +329,49 @@ function queueHoldings(
   return scan.sockets.filter((s) =>
     (s.verified || !verify) && s.netnsIno === netns && s.queueCount > 0
   );
+}
+
+interface Holdings {
+  queues: Set<number>;
+  holders: Set<number>;
+}
+
+function registryHoldings(held: RegisteredSocket[]): Holdings {
+  const queues = new Set<number>();
+  for (const s of held) {
+    for (let q = s.firstQueue; q < s.firstQueue + s.queueCount; q++) queues.add(q);
+  }
+  return { queues, holders: new Set(held.map((s) => s.pid)) };
+}
+
+const FILTER_QUEUES = RegistryLayout.queueLimit; // = NKB_FILTER_QUEUES, ffi/nkb_net.h
+const EPERM = -1;
+
+// The queues the interface's nkb filter records as held by processes alive (or of another
+// pid namespace, which the reader cannot check: the kernel's bind decides for them), and
+// the pids of those of this namespace; null when the filter cannot be read (without
+// CAP_SYS_ADMIN: silently, the registry then answers).
+function filterHoldings(
+  name: string,
+  ifindex: number,
+  progId: number,
+  warnings: string[],
+): Holdings | null {
+  const out = new Uint32Array(2 * FILTER_QUEUES);
+  const n = lib().nkb_group_owners(ifindex, progId, out, byteLengthOf(out));
+  if (n < 0) {
+    if (n !== EPERM) {
+      warnings.push(`${name}: the filter's queue records cannot be read: ${errnoName(n)}`);
+    }
+    return null;
+  }
+  const held: Holdings = { queues: new Set(), holders: new Set() };
+  for (let q = 0; q < Math.min(n, FILTER_QUEUES); q++) {
+    const state = out[2 * q];
+    if (state === GROUP_STATE.live || state === GROUP_STATE.otherNamespace) held.queues.add(q);
+    if (state === GROUP_STATE.live) held.holders.add(out[2 * q + 1]);
+  }
+  return held;
 }
 
 type XdpFacts = Pick<PhysInfo, "xdp" | "xdpProgId" | "xdpProgName" | "zeroCopy">;

@@ -41,12 +41,12 @@ export const PREBUILT_GLIBC = "2.27";
 /** The platforms with a prebuilt library, by `linux-<Deno.build.arch>`. */
 export const PREBUILT: Readonly<Record<string, Prebuilt>> = {
   "linux-x86_64": {
-    sha256: "04391743ad88538bfaf13b61f6c34367d2311de97d1decffe05e65afdae0aa09",
-    size: 117328,
+    sha256: "52a300428ae9c818e8eabd1bf864977e5ffcbd278bcaf7da2bcfdc6a22c883ed",
+    size: 118400,
   },
   "linux-aarch64": {
-    sha256: "052c7297a5e43a65469be88a87e1a69d8a739fdb9f42ae649ec65c20df0a0a98",
-    size: 115664,
+    sha256: "52b81ce2fde8a944d1a5d3b9f1a53b93cc3cae7341b2ddae1049396c9ace7aec",
+    size: 116592,
   },
 };
 // END PREBUILT

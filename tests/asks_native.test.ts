@@ -5,9 +5,10 @@
  */
 
 import assert from "node:assert/strict";
+import { GROUP_STATE } from "../src/phys.ts";
 import { buildWithShim, CHECK_FLAGS } from "./helpers/zig.ts";
 
-Deno.test("ring groups: ask records, one per process, each taken once", async () => {
+Deno.test("ring groups: ask records, one per process, each taken once; queue states", async () => {
   const bin = await Deno.makeTempFile({ prefix: "nkb-asks-check-" });
   try {
     const build = await buildWithShim("tests/native/asks_check.c", bin, CHECK_FLAGS);
@@ -36,6 +37,11 @@ Deno.test("ring groups: ask records, one per process, each taken once", async ()
       assert.match(out, new RegExp(`^${check}: failures 0$`, "m"), check);
     }
     assert.match(out, /^failures 0$/m);
+    // The queue states nkb phys reads (nkb_group_owners) mean the same on both sides.
+    const states = Object.fromEntries(
+      [...out.matchAll(/^state\.(\w+) (\d+)$/gm)].map((m) => [m[1], Number(m[2])]),
+    );
+    assert.deepEqual(states, GROUP_STATE);
   } finally {
     await Deno.remove(bin);
   }

@@ -237,6 +237,7 @@ rootTest(
       const { holders, pids } = await holdQueues(tb, 3);
       const phys = await nkbJson(tb, ["phys", tb.a.ifname]);
       const link = (phys.links as Msg[])[0];
+      assert.equal(link.source, "filter", JSON.stringify(phys));
       assert.equal(link.rgInUse, 3, JSON.stringify(phys));
       assert.equal(link.rgAvail, 1, JSON.stringify(phys));
       assert.deepEqual(link.holders, [...pids].sort((a, b) => a - b), JSON.stringify(phys));
@@ -270,11 +271,22 @@ rootTest(
       const kernel = (await inDatagrams(tb)) - before;
       assert.equal(kernel, markersViaKernel, `side A's kernel took ${kernel} datagrams`);
 
-      const fourth = holder(tb, 3, ["--noRecv"]);
+      // Without a registry file: nkb phys sees it all the same, in the filter's records.
+      const fourth = holder(tb, 3, ["--noRecv"], { NKB_REGISTRY_DIR: "off" });
       holders.push(fourth);
       const r4 = await ready(fourth);
       assert.equal(r4.bypass.active, true, `${JSON.stringify(r4)} ${fourth.stderr}`);
       assert.equal(r4.bypass.queue, 3);
+      const phys4 = await nkbJson(tb, ["phys", tb.a.ifname]);
+      const link4 = (phys4.links as Msg[])[0];
+      assert.equal(link4.source, "filter", JSON.stringify(phys4));
+      assert.equal(link4.rgAvail, 0, JSON.stringify(phys4));
+      assert.deepEqual(link4.queuesHeld, [0, 1, 2, 3], JSON.stringify(phys4));
+      assert.deepEqual(
+        link4.holders,
+        [...pids, r4.pid].sort((a, b) => a - b),
+        JSON.stringify(phys4),
+      );
       for (const queue of [null, 0]) {
         const fifth = holder(tb, queue, ["--noRecv"]);
         holders.push(fifth);

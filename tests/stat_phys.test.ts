@@ -179,6 +179,7 @@ const LINKS: PhysInfo[] = [
     xdpProgId: 42,
     xdpProgName: "nkb_xdp",
     zeroCopy: "yes",
+    source: "filter",
   },
   {
     link: "veth-long-name0",
@@ -193,6 +194,7 @@ const LINKS: PhysInfo[] = [
     xdpProgId: 7,
     xdpProgName: "xdp_dummy",
     zeroCopy: "no",
+    source: "registry",
   },
   {
     link: "ifb0",
@@ -207,6 +209,7 @@ const LINKS: PhysInfo[] = [
     xdpProgId: 0,
     xdpProgName: null,
     zeroCopy: "unknown",
+    source: "registry",
   },
 ];
 

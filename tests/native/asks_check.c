@@ -220,12 +220,22 @@ int main(void) {
     check(!nkb_group_held(&f, 3), "a dead holder's queue is free");
     ctl->owners[3].pidns ^= 1u;  // another pid namespace: cannot be checked, the bind decides
     check(!nkb_group_held(&f, 3), "another namespace's record is advice");
+    uint32_t pid = 0;
+    check(nkb_group_state(&f, 3, &pid) == NKB_GROUP_OTHER_NS && pid == 0x3ffffff0u, "state: other");
+    ctl->owners[3].pidns ^= 1u;
+    check(nkb_group_state(&f, 3, &pid) == NKB_GROUP_GONE, "state: gone");
+    check(nkb_group_state(&f, 2, &pid) == NKB_GROUP_LIVE && pid == me, "state: live");
+    check(nkb_group_state(&f, 1, &pid) == NKB_GROUP_FREE && pid == 0, "state: free");
+    check(nkb_group_state(&f, 64, &pid) == NKB_GROUP_FREE, "state: past the table");
     nkb_group_release(&f, 2);
     check(!nkb_group_held(&f, 2) && nkb_group_free_run(&f, 0, 4, &first) == 4, "released");
     memset(ctl->owners, 0, sizeof(ctl->owners));
   }
   printf("owners: failures %u\n", g_failures - before);
 
+  // The contract with src/phys.ts's GROUP_STATE (tests/asks_native.test.ts compares).
+  printf("state.free %u\nstate.live %u\nstate.otherNamespace %u\nstate.gone %u\n",
+         NKB_GROUP_FREE, NKB_GROUP_LIVE, NKB_GROUP_OTHER_NS, NKB_GROUP_GONE);
   printf("failures %u\n", g_failures);
   return g_failures == 0 ? 0 : 1;
 }
