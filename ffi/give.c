@@ -1,7 +1,7 @@
 // Queues given up (issue 16's ring groups): a process takes every free queue of an interface
-// when its first whole-interface socket opens, and gives one up for each newcomer process
-// that found none and asked (ring_groups.c's records), down to one. The refresher looks
-// each period.
+// when its first whole-interface socket opens, gives one up for each newcomer process that
+// found none and asked (ring_groups.c's records), down to one, and takes it back when it is
+// free again (below). The refresher looks each period.
 //
 // Giving up queue index q of an engine, in this order, so that no datagram is lost:
 //  1. under the table lock: this engine's flow keys for the queue go; the filter passes that
@@ -124,11 +124,72 @@ static void nkb_give_queue(nkb_core_t *c, nkb_engine_slot_t *es) {
   (void)nkb_engine_retire_queue(e, q);
 }
 
+// ---- taking a queue back ------------------------------------------------------------------
+// A queue given up comes back to its engine when nobody took it, or its taker left: free
+// on the device by the records for NKB_TAKE_BACK_MS, nobody asking on the interface, and
+// every RX frame of its part of the UMEM home (nkb_engine_queue_idle). Queues come back
+// one per round, lowest first, so the engine's queues stay one run.
+#define NKB_TAKE_BACK_MS 1000u
+
+static bool nkb_take_back_ready(nkb_engine_slot_t *es, uint64_t now) {
+  nkb_engine_t *e = es->engine;
+  uint32_t q = e->queue_count;
+  bool ready = false;
+  if (e->requested_queues >= 2u && q < NKB_MAX_QUEUES) {
+    nkb_lock(&e->rx_lock, NKB_RANK_RX);
+    ready = nkb_engine_queue_idle(e, q);
+    nkb_unlock(&e->rx_lock, NKB_RANK_RX);
+  }
+  nkb_filter_t *f = &es->iface->filter;
+  ready = ready && !nkb_group_held(f, e->first_queue + q) && nkb_group_askers(f) == 0;
+  if (!ready) {
+    es->free_since_ns = 0;
+    return false;
+  }
+  if (es->free_since_ns == 0) es->free_since_ns = now;
+  return now - es->free_since_ns >= (uint64_t)NKB_TAKE_BACK_MS * 1000000ull;
+}
+
+static void nkb_take_back(nkb_core_t *c, nkb_engine_slot_t *es, uint64_t now) {
+  nkb_engine_t *e = es->engine;
+  uint32_t q = e->queue_count;
+  if (nkb_engine_reopen_queue(e, q) != 0) {
+    es->free_since_ns = now;  // tried again after another NKB_TAKE_BACK_MS
+    return;
+  }
+  es->free_since_ns = 0;
+  nkb_filter_t *f = &es->iface->filter;
+  uint16_t queue = (uint16_t)(e->first_queue + q);
+  nkb_lock(&c->table_lock, NKB_RANK_TABLE);
+  // Receives read the ring before the filter sends it a frame.
+  nkb_lock(&e->rx_lock, NKB_RANK_RX);
+  __atomic_store_n(&e->queue_count, q + 1u, __ATOMIC_RELEASE);
+  nkb_unlock(&e->rx_lock, NKB_RANK_RX);
+  for (uint32_t i = 0; i < NKB_MAX_ATTACH; i++) {
+    const nkb_flow_t *fl = &es->flows[i];
+    // A failed key leaves that flow's datagrams on this queue to the kernel path, as before.
+    if (fl->sock != 0) (void)nkb_filter_add_flow(f, fl->ip_be, htons(fl->port), queue);
+  }
+  for (uint32_t idx = 0; idx < NKB_MAX_SOCKS; idx++) {
+    nkb_sock_t *s = c->socks[idx];
+    if (s == 0 || __atomic_load_n(&c->gen[idx], __ATOMIC_ACQUIRE) == 0 || s->eng != es) continue;
+    nkb_reg_queues(idx, e->first_queue, q + 1u);
+    nkb_sock_rouse(s);  // a wait asleep in poll() polls the new queue's socket too
+  }
+  nkb_unlock(&c->table_lock, NKB_RANK_TABLE);
+  assert(e->queue_count == q + 1u);
+}
+
 bool nkb_give_round(void) {
   nkb_core_t *c = nkb_core();
   if (!nkb_trylock(&c->setup_lock, NKB_RANK_SETUP)) return false;
   nkb_engine_slot_t *es = nkb_give_find(c);
   if (es != 0) nkb_give_queue(c, es);
+  uint64_t now = nkb_now_ns();
+  for (uint32_t i = 0; es == 0 && i < NKB_MAX_ENGINES; i++) {
+    nkb_engine_slot_t *t = &c->engines[i];
+    if (t->engine != 0 && nkb_take_back_ready(t, now)) nkb_take_back(c, t, now);
+  }
   nkb_unlock(&c->setup_lock, NKB_RANK_SETUP);
   return es != 0;
 }

@@ -192,6 +192,8 @@ bool nkb_group_take_ask(nkb_filter_t *f);
 // Live asks of other processes not yet answered with a free queue: a whole-interface
 // engine opening leaves that many queues (nkb_engine_open).
 uint32_t nkb_group_waiting(const nkb_filter_t *f);
+// Live asks of other processes, answered or not: a holder takes no queue back meanwhile.
+uint32_t nkb_group_askers(const nkb_filter_t *f);
 
 // ---- packet filtering and IPsec (policy.c) ---------------------------------
 // The Solaris contract allows no bypass while packet filtering or IPsec is configured:

@@ -257,15 +257,21 @@ bool nkb_group_take_ask(nkb_filter_t *f) {
   return false;
 }
 
-uint32_t nkb_group_waiting(const nkb_filter_t *f) {
+// Live records of other processes; only those a holder gave a queue for, with given_only.
+static uint32_t nkb_ask_count(const nkb_filter_t *f, bool given_only) {
   assert(f != NULL);
   if (f->ctl == NULL) return 0;
   nkb_group_owner_t me = nkb_self();
   uint32_t now = nkb_mono_ms(), n = 0;
   for (uint32_t i = 0; i < NKB_FILTER_ASKERS; i++) {
     nkb_group_ask_t r = nkb_ask_read(f->ctl, i);
-    if (r.given_ms != 0 && !nkb_same(&r.who, &me) && nkb_ask_live(&r, &me, now)) n++;
+    if (given_only && r.given_ms == 0) continue;
+    if (!nkb_same(&r.who, &me) && nkb_ask_live(&r, &me, now)) n++;
   }
   assert(n <= NKB_FILTER_ASKERS);
   return n;
 }
+
+uint32_t nkb_group_waiting(const nkb_filter_t *f) { return nkb_ask_count(f, true); }
+
+uint32_t nkb_group_askers(const nkb_filter_t *f) { return nkb_ask_count(f, false); }

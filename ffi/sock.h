@@ -111,6 +111,7 @@ typedef struct nkb_engine_slot {
   struct nkb_iface *iface;
   nkb_engine_t *engine;   // null while the slot is free (published under the table lock)
   nkb_flow_t flows[NKB_MAX_ATTACH];
+  uint64_t free_since_ns;  // setup lock: since when a given-up queue is free to take back (give.c)
 } nkb_engine_slot_t;
 
 // One XDP filter per interface, shared by the interface's engines (one engine per set of

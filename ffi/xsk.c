@@ -56,11 +56,16 @@ static int32_t nkb_ring_size_opt(int32_t fd, int32_t opt, uint32_t size) {
 
 static int32_t nkb_ring_map(nkb_ring_t *r, int32_t fd, const struct xdp_ring_offset *off,
                             uint64_t pgoff, uint32_t size, uint32_t entry_size) {
-  assert(r->map == 0);
   assert(entry_size == sizeof(uint64_t) || entry_size == sizeof(struct xdp_desc));
   uint64_t len = off->desc + (uint64_t)size * entry_size;
-  void *m = mmap(0, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, (off_t)pgoff);
+  // A queue taken back: the new ring replaces the blank of the given-up one at the same
+  // address, in one step (a wait that read an old queue count may still load its indices).
+  void *at = r->map;
+  if (at != 0 && r->map_len != len) return -EINVAL;
+  int32_t flags = MAP_SHARED | MAP_POPULATE | (at != 0 ? MAP_FIXED : 0);
+  void *m = mmap(at, len, PROT_READ | PROT_WRITE, flags, fd, (off_t)pgoff);
   if (m == MAP_FAILED) return -errno;
+  assert(at == 0 || m == at);
   r->map = m;
   r->map_len = len;
   r->producer = (uint32_t *)((uint8_t *)m + off->producer);
@@ -112,7 +117,7 @@ static int32_t nkb_xsk_rings(nkb_xsk_t *x, bool with_tx) {
   return 0;
 }
 
-static int32_t nkb_xsk_bind(nkb_xsk_t *x, uint32_t ifindex, int32_t shared_fd) {
+static int32_t nkb_xsk_bind(nkb_xsk_t *x, uint32_t ifindex, int32_t shared_fd, uint32_t tries) {
   struct sockaddr_xdp sxdp;
   memset(&sxdp, 0, sizeof(sxdp));
   sxdp.sxdp_family = AF_XDP;
@@ -125,10 +130,11 @@ static int32_t nkb_xsk_bind(nkb_xsk_t *x, uint32_t ifindex, int32_t shared_fd) {
     sxdp.sxdp_shared_umem_fd = (uint32_t)shared_fd;
   }
   // A queue released by a process that just died stays busy for a few ms.
-  for (uint32_t attempt = 0; attempt < NKB_BIND_RETRY_MAX; attempt++) {
+  assert(tries >= 1u && tries <= NKB_BIND_RETRY_MAX);
+  for (uint32_t attempt = 0; attempt < tries; attempt++) {
     if (bind(x->fd, (struct sockaddr *)&sxdp, sizeof(sxdp)) == 0) return 0;
     if (errno != EBUSY) return -errno;
-    nkb_sleep_ms(NKB_BIND_RETRY_SLEEP_MS);
+    if (attempt + 1u < tries) nkb_sleep_ms(NKB_BIND_RETRY_SLEEP_MS);
   }
   return -EBUSY;
 }
@@ -144,6 +150,7 @@ static void nkb_xsk_fill_all(nkb_xsk_t *x, uint32_t frame_size) {
 }
 
 static int32_t nkb_engine_umem(nkb_engine_t *e) {
+  e->umem_queues = e->queue_count;
   uint64_t frames = (uint64_t)NKB_RX_FRAMES * e->queue_count + NKB_TX_FRAMES;
   e->umem_len = frames * e->frame_size;
   nkb_memlock_reserve(e->umem_len);
@@ -166,7 +173,7 @@ static int32_t nkb_engine_umem(nkb_engine_t *e) {
   return 0;
 }
 
-static int32_t nkb_engine_queue(nkb_engine_t *e, uint32_t q) {
+static int32_t nkb_engine_queue(nkb_engine_t *e, uint32_t q, uint32_t bind_tries) {
   nkb_xsk_t *x = &e->xsk[q];
   assert(x->fd >= 0);
   // q indexes our sockets and UMEM regions; x->queue is the device's queue.
@@ -174,7 +181,7 @@ static int32_t nkb_engine_queue(nkb_engine_t *e, uint32_t q) {
   x->rx_frame_base = (uint64_t)NKB_RX_FRAMES * q * e->frame_size;
   int32_t rc = nkb_xsk_rings(x, q == 0);
   if (rc != 0) return rc;
-  rc = nkb_xsk_bind(x, e->ifindex, q == 0 ? -1 : e->xsk[0].fd);
+  rc = nkb_xsk_bind(x, e->ifindex, q == 0 ? -1 : e->xsk[0].fd, bind_tries);
   if (rc != 0) return rc;
   nkb_xsk_fill_all(x, e->frame_size);
   // The queue is ours: flow keys left for it by a process that died holding it would send
@@ -231,6 +238,14 @@ int32_t nkb_engine_retire_queue(nkb_engine_t *e, uint32_t q) {
   nkb_xsk_t *x = &e->xsk[q];
   assert(x->tx.map == 0);
   if (x->fd < 0) return 0;
+  // Frames users took from the RX ring and did not give back to the fill ring: they come
+  // back to the engine one by one (retired, given_back). The rest were the kernel's. Both
+  // indices are this process's own; read before the blank hides them. A count that makes
+  // no sense (more than the queue's frames) keeps the queue from ever being taken back.
+  uint32_t fill_prod = __atomic_load_n(x->fill.producer, __ATOMIC_ACQUIRE);
+  uint32_t rx_cons = __atomic_load_n(x->rx.consumer, __ATOMIC_ACQUIRE);
+  uint32_t out = rx_cons - (fill_prod - NKB_RX_FRAMES);
+  __atomic_store_n(&e->given_out[q], out <= NKB_RX_FRAMES ? out : UINT32_MAX, __ATOMIC_RELEASE);
   int32_t rc = nkb_ring_blank(&x->rx);
   if (rc == 0) rc = nkb_ring_blank(&x->fill);
   if (rc == 0) rc = nkb_ring_blank(&x->comp);
@@ -245,11 +260,48 @@ int32_t nkb_engine_retire_queue(nkb_engine_t *e, uint32_t q) {
   return 0;
 }
 
+bool nkb_engine_queue_idle(const nkb_engine_t *e, uint32_t q) {
+  assert(q < NKB_MAX_QUEUES);
+  const nkb_xsk_t *x = &e->xsk[q];
+  return q > 0 && q >= e->queue_count && q < e->umem_queues &&
+         __atomic_load_n(&x->fd, __ATOMIC_ACQUIRE) < 0 &&
+         __atomic_load_n(&e->given_out[q], __ATOMIC_ACQUIRE) ==
+             __atomic_load_n(&e->given_back[q], __ATOMIC_ACQUIRE);
+}
+
+int32_t nkb_engine_reopen_queue(nkb_engine_t *e, uint32_t q) {
+  assert(q > 0 && q == e->queue_count && q < e->umem_queues);
+  nkb_xsk_t *x = &e->xsk[q];
+  assert(x->fd < 0 && x->claimed == 0 && x->tx.map == 0);
+  int32_t fd = socket(AF_XDP, SOCK_RAW | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -errno;
+  x->fd = fd;
+  // The queue was seen free for a while: one bind, no retries on the refresher's time.
+  int32_t rc = nkb_engine_queue(e, q, 1u);
+  if (rc == 0) {
+    __atomic_store_n(&e->given_out[q], 0u, __ATOMIC_RELEASE);
+    __atomic_store_n(&e->given_back[q], 0u, __ATOMIC_RELEASE);
+    return 0;
+  }
+  // Undone: blanks again where rings were mapped (their addresses stay, as after a give),
+  // then the socket closes and the record, if claimed, goes.
+  if (nkb_ring_blank(&x->rx) != 0 || nkb_ring_blank(&x->fill) != 0 ||
+      nkb_ring_blank(&x->comp) != 0) {
+    return rc;  // a ring still maps the socket: it stays bound, unused, until the engine closes
+  }
+  __atomic_store_n(&x->fd, -1, __ATOMIC_RELEASE);
+  close(fd);
+  if (x->claimed) nkb_group_release(e->filter, x->queue);
+  x->claimed = 0;
+  return rc;
+}
+
 // Keeps queues [0, count) and closes the sockets of the others.
 static void nkb_engine_trim(nkb_engine_t *e, uint32_t count) {
   assert(count > 0 && count <= e->queue_count);
   for (uint32_t q = count; q < e->queue_count; q++) nkb_xsk_close(e->filter, &e->xsk[q]);
   e->queue_count = count;
+  e->umem_queues = count;  // the device has no more: never taken back
 }
 
 // A non-blocking rtnetlink socket subscribed to link and IPv4 address changes; -1 when
@@ -376,7 +428,7 @@ int32_t nkb_engine_open(nkb_engine_t *e, nkb_filter_t *filter, uint32_t ifindex,
   }
   int32_t rc = nkb_engine_umem(e);
   for (uint32_t q = 0; rc == 0 && q < e->queue_count; q++) {
-    rc = nkb_engine_queue(e, q);
+    rc = nkb_engine_queue(e, q, NKB_BIND_RETRY_MAX);
     // rtnetlink reports allocated queues; bind refuses those beyond the real count.
     if (rc == -EINVAL && q > 0) {
       nkb_engine_trim(e, q);
@@ -419,9 +471,10 @@ void nkb_engine_refill(nkb_engine_t *e, uint32_t q, uint64_t addr) {
   assert(q < NKB_MAX_QUEUES);
   assert(addr < e->umem_len);
   if (q >= e->queue_count) {
-    // Parked (or drained) before its queue was given up: the queue's fill ring is gone, and
-    // its part of the UMEM with it until the engine closes.
+    // Parked (or drained) before its queue was given up: the queue's fill ring is gone; the
+    // frame waits, idle, in its part of the UMEM until the queue is taken back.
     e->rx_retired++;
+    __atomic_store_n(&e->given_back[q], e->given_back[q] + 1u, __ATOMIC_RELEASE);
     return;
   }
   nkb_xsk_t *x = &e->xsk[q];

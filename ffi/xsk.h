@@ -86,6 +86,12 @@ typedef struct nkb_engine {
   // kernel says so with EBUSY, one frame each time (a veth whose peer's queue is full).
   uint64_t tx_dropped;
   uint64_t rx_retired;      // under rx_lock: frames of a given-up queue that came back
+  uint32_t umem_queues;     // queues the UMEM has RX frames for (the count at open)
+  // Per queue index given up: its RX frames users still held at its close (set then), and
+  // how many of those came back since (under rx_lock). Equal: every frame of its part of
+  // the UMEM is idle, and the queue can be taken back (nkb_engine_reopen_queue).
+  uint32_t given_out[NKB_MAX_QUEUES];
+  uint32_t given_back[NKB_MAX_QUEUES];
   uint64_t retired_drops;   // atomic: XDP_STATISTICS drops of given-up queues, at their close
   uint32_t tx_behind;       // under tx_lock: the last doorbell left frames on the TX ring
   nkb_pusher_t pusher;
@@ -167,6 +173,14 @@ static inline uint32_t nkb_engine_queues(const nkb_engine_t *e) {
 // look at them) but hold zeros. 0, or -errno when that could not be done (the queue then
 // stays bound, unused, until the engine closes).
 int32_t nkb_engine_retire_queue(nkb_engine_t *e, uint32_t q);
+// Whether queue index q, given up, can be taken back: its XSK closed and every RX frame of
+// its part of the UMEM back (given_out, given_back). Under rx_lock.
+bool nkb_engine_queue_idle(const nkb_engine_t *e, uint32_t q);
+// Takes queue index q (= queue_count, given up earlier) back: a new XSK bound to device
+// queue first_queue + q on the shared UMEM (one bind, no retries), its rings mapped where
+// the old ones were, its fill ring full, its flow keys swept and its record claimed. The
+// caller then raises queue_count. 0 or -errno (nothing of it left then).
+int32_t nkb_engine_reopen_queue(nkb_engine_t *e, uint32_t q);
 // Ring the TX doorbell (under tx_lock). 0, NKB_TX_REFUSED when the device dropped a
 // frame (counted in tx_dropped), or -errno for errors that are not "try again".
 #define NKB_TX_REFUSED 1

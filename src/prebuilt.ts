@@ -41,12 +41,12 @@ export const PREBUILT_GLIBC = "2.27";
 /** The platforms with a prebuilt library, by `linux-<Deno.build.arch>`. */
 export const PREBUILT: Readonly<Record<string, Prebuilt>> = {
   "linux-x86_64": {
-    sha256: "52a300428ae9c818e8eabd1bf864977e5ffcbd278bcaf7da2bcfdc6a22c883ed",
-    size: 118400,
+    sha256: "42752cae76b7d283fb10ff78af200549623002b3cd71c3d39503720b0aaad0f3",
+    size: 120768,
   },
   "linux-aarch64": {
-    sha256: "52b81ce2fde8a944d1a5d3b9f1a53b93cc3cae7341b2ddae1049396c9ace7aec",
-    size: 116592,
+    sha256: "530e912197d654186d662baba3ba13b3bbfcd05afc418e4e64e83cd863c1bb18",
+    size: 119104,
   },
 };
 // END PREBUILT

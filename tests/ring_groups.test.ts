@@ -382,13 +382,13 @@ for i in range(5):
 );
 
 rootTest(
-  "ring groups: alone, a process takes every queue; it gives one up to a newcomer that asks, losing no datagram",
+  "ring groups: alone, a process takes every queue; it gives one up to a newcomer that asks, losing no datagram, and takes it back when the newcomer leaves",
   async () => {
     await withCeiling(async (ceiling) => {
       await using tb = await fourQueues();
       const procs: TestbedProcess[] = [];
       try {
-        const first = holder(tb, null, [`--flows=${QUEUES}`, "--rounds=2", "--maxMs=40000"]);
+        const first = holder(tb, null, [`--flows=${QUEUES}`, "--rounds=3", "--maxMs=40000"]);
         procs.push(first);
         const r1 = await ready(first);
         assert.equal(r1.bypass.active, true, `${JSON.stringify(r1)} ${first.stderr}`);
@@ -458,6 +458,35 @@ rootTest(
           assert.equal(viaKernel[GEN_PORT + q], undefined, what2);
         }
         assert.equal((done2.stats as Stats).rxDropped, 0, what2);
+
+        // The newcomer leaves: its queue, free a second with nobody asking, comes back.
+        await second.send({ bye: true });
+        assert.equal((await second.wait(10_000)).code, 0, second.stderr);
+        let back: Row[] = [];
+        const left = performance.now();
+        for (let i = 0; i < 40; i++) {
+          back = await statRows(tb, [r1.pid]);
+          if (back[0]?.queueCount === QUEUES) break;
+          await new Promise((r) => setTimeout(r, 200));
+        }
+        assert.deepEqual(back, [{ pid: r1.pid, firstQueue: 0, queueCount: QUEUES }]);
+        console.log(
+          `the queue came back ${(performance.now() - left).toFixed(0)} ms after it left`,
+        );
+        const result3 = await generate(tb, ceiling, QUEUES, 1).then((g) =>
+          g.nextWith("result", 30_000)
+        );
+        const done3 = await first.nextWith("done", 40_000);
+        const what3 = `${JSON.stringify(done3)} generator ${JSON.stringify(result3)}`;
+        for (let q = 0; q < QUEUES; q++) {
+          const n = ((result3.result as Msg).perQueue as number[])[q];
+          assert.ok(n > 1000, what3);
+          assert.equal((done3.bySource as Record<string, number>)[GEN_PORT + q], n, what3);
+          assert.equal((done3.distinctBySource as Record<string, number>)[GEN_PORT + q], n, what3);
+        }
+        // Every queue's data through its ring again, the one taken back too.
+        assert.deepEqual(done3.kernelBySource, {}, what3);
+        assert.equal((done3.stats as Stats).rxDropped, 0, what3);
       } finally {
         for (const p of procs) p.kill();
       }

@@ -1189,8 +1189,19 @@ static void check_give_up(void) {
   CHECK(rx_room(q) == RX_SIZE);
   CHECK(parked(0) == 10 && parked(1) == 10 && parked(2) == 10);
   CHECK(W.e.rx_retired == 2u && st(2, NKB_ST_RX_FOREIGN) - c_foreign == 1u);
+  // The queue's close counted 32 frames out with users (nkb_engine_retire_queue, which
+  // needs a real socket): it can be taken back once all 32 came home, not before.
+  W.e.umem_queues = QN;
+  W.e.given_out[q] = 32u;
+  int32_t xsk_fd = W.e.xsk[q].fd;
+  W.e.xsk[q].fd = -1;
+  CHECK(W.e.given_back[q] == 2u && !nkb_engine_queue_idle(&W.e, q));
   for (uint32_t x = 0; x < NSOCK; x++) CHECK(recv_check(x, 64, sizeof(rbuf)) == 10);
   CHECK(W.e.rx_retired == 32u);
+  CHECK(W.e.given_back[q] == 32u && nkb_engine_queue_idle(&W.e, q));
+  CHECK(!nkb_engine_queue_idle(&W.e, 0) && !nkb_engine_queue_idle(&W.e, q - 1u));
+  W.e.xsk[q].fd = xsk_fd;
+  CHECK(!nkb_engine_queue_idle(&W.e, q));  // its socket still open
   CHECK(W.sh[q][R_FILL].producer == fill_prod);
   CHECK(k_post_for(0, 0, 40));
   CHECK(recv_check(0, 64, sizeof(rbuf)) == 1);
