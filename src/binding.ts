@@ -121,6 +121,9 @@ export class BypassBinding {
   #localPort = 0;
   #multicastIfaceBe = 0;
   #groupBe = 0;
+  // A group joined on the interface while the socket waits for a ring group there: its
+  // flow goes in when a queue comes (#watchAsk).
+  #waitingGroupBe = 0;
   #multicastLoop = false;
   // Waiting for a ring group: the plan an attach asked for a queue with, retried by the
   // watch every WATCH_INTERVAL_MS until #askUntil (ms, nkb_now_ms).
@@ -213,6 +216,11 @@ export class BypassBinding {
   #joined(groupBe: number, ifaceBe: number): void {
     const ifindex = ifaceBe === 0 ? joinIfindex(groupBe) : addrIfindex(ifaceBe);
     if (this.#phase === "multicast") this.#decideIfindex(ifindex, ifaceBe);
+    const plan = this.#askPlan;
+    if (plan !== null && ifindex === plan.link.ifindex && this.#waitingGroupBe === 0) {
+      if (this.#localBe === 0 || this.#localBe === groupBe) this.#waitingGroupBe = groupBe;
+      return;
+    }
     const link = this.#link;
     if (this.#phase !== "bypass" || this.#groupBe !== 0 || link === null) return;
     if (ifindex !== link.ifindex) return;
@@ -241,6 +249,7 @@ export class BypassBinding {
   }
 
   #left(groupBe: number): void {
+    if (groupBe === this.#waitingGroupBe) this.#waitingGroupBe = 0;
     if (groupBe !== this.#groupBe || this.#phase !== "bypass") return;
     lib().nkb_sock_del_flow(this.#h, groupBe, this.#localPort);
     this.#groupBe = 0;
@@ -366,7 +375,7 @@ export class BypassBinding {
     }
     // Destinations cached for the kernel path while the address was gone go with it.
     lib().nkb_dest_clear(this.#h);
-    if (this.#attach(verdict, false)) this.#addFlow(this.#localBe);
+    if (this.#attach(verdict, false, true)) this.#addFlow(this.#localBe);
   }
 
   // Waiting for a ring group: the attach again, which takes a queue a holder gave up, asks
@@ -384,7 +393,15 @@ export class BypassBinding {
       this.#detail = `AF_XDP on ${plan.link.name}: no free queue; stopped waiting for one`;
       return;
     }
-    if (this.#attach(plan, false, true)) this.#addFlow(this.#localBe);
+    if (!this.#attach(plan, false, true)) return;
+    // A unicast address's flow, or the group joined meanwhile (a wildcard or group-bound
+    // socket has no unicast flow).
+    if (this.#localBe !== 0 && !isMulticast(this.#localBe)) return this.#addFlow(this.#localBe);
+    const groupBe = this.#waitingGroupBe;
+    this.#waitingGroupBe = 0;
+    if (groupBe !== 0 && lib().nkb_sock_add_flow(this.#h, groupBe, this.#localPort) >= 0) {
+      this.#groupBe = groupBe;
+    }
   }
 
   // The retry timer runs exactly while an ask does (a closed socket's attach is EBADF: the
@@ -440,7 +457,7 @@ export class BypassBinding {
     }
     const verdict = decideLink(ifindex);
     if (!verdict.ok) return this.#fallback(verdict.reason, verdict.detail);
-    this.#attach(verdict);
+    this.#attach(verdict, true, true);
   }
 
   // `ask`: a whole-interface socket that finds every queue held asks for one and waits

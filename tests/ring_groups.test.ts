@@ -382,6 +382,65 @@ for i in range(5):
 );
 
 rootTest(
+  "ring groups: a wildcard socket decided by its group join asks too, and its group flow goes in with the queue",
+  async () => {
+    await using tb = await fourQueues();
+    const procs: TestbedProcess[] = [];
+    try {
+      const first = holder(tb, null, ["--noRecv"]);
+      procs.push(first);
+      const r0 = await ready(first);
+      assert.equal(r0.bypass.active, true, `${JSON.stringify(r0)} ${first.stderr}`);
+      const group = "239.255.16.2";
+      const sources = 32;
+      const member = holder(tb, null, [`--group=${group}`, `--flows=${sources}`]);
+      procs.push(member);
+      const rm = await ready(member);
+      assert.equal(rm.bypass.reason, "queue-busy", JSON.stringify(rm));
+      let rows: Row[] = [];
+      for (let i = 0; i < 50; i++) {
+        rows = await statRows(tb, [rm.pid]);
+        if (rows[0]?.queueCount === 1) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.deepEqual(rows, [{ pid: rm.pid, firstQueue: QUEUES - 1, queueCount: 1 }]);
+      // Many source ports: some flows hash onto the member's queue (its ring), the others
+      // onto the holder's (the kernel, to the member's companion socket).
+      const perSource = 50;
+      const code = `
+import socket, struct, time
+socks = []
+for k in range(${sources}):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("${tb.b.ip}"))
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
+    socks.append(s)
+for i in range(${perSource}):
+    for s in socks:
+        s.sendto(struct.pack("<I", i), ("${group}", ${PORT}))
+    time.sleep(0.002)
+time.sleep(0.2)
+for r in range(5):
+    for s in socks:
+        s.sendto(struct.pack("<I", 0xffffffff), ("${group}", ${PORT}))
+`;
+      await tb.execOk("b", ["python3", "-c", code], 60_000);
+      const done = await member.nextWith("done", 30_000);
+      const what = JSON.stringify(done);
+      assert.equal(done.received, sources * perSource, what);
+      const stats = done.stats as Stats;
+      const viaKernel = Object.values(done.kernelBySource as Record<string, number>)
+        .reduce((a, n) => a + n, 0);
+      assert.ok(viaKernel < sources * perSource, `none through the ring: ${what}`);
+      assert.ok(viaKernel > 0, `none through the kernel: ${what}`);
+      assert.equal(stats.rxDropped, 0, what);
+    } finally {
+      for (const p of procs) p.kill();
+    }
+  },
+);
+
+rootTest(
   "ring groups: alone, a process takes every queue; it gives one up to a newcomer that asks, losing no datagram, and takes it back when the newcomer leaves",
   async () => {
     await withCeiling(async (ceiling) => {
