@@ -152,14 +152,18 @@ static int32_t nkb_engine_create(nkb_core_t *c, nkb_sock_t *s, uint32_t ifindex,
   if (es == 0) return -EMFILE;
   nkb_iface_t *f = 0;
   bool ask = (attach_flags & NKB_ATTACH_ASK) != 0;
-  int32_t rc = nkb_iface_hold(c, ifindex, attach_flags & ~NKB_ATTACH_ASK, &f);
+  bool nowait = (attach_flags & NKB_ATTACH_NOWAIT) != 0;
+  int32_t rc = nkb_iface_hold(c, ifindex, attach_flags & ~(NKB_ATTACH_ASK | NKB_ATTACH_NOWAIT), &f);
   if (rc != 0) return rc;
   nkb_engine_t *e = calloc(1, sizeof(*e));
   rc = e == 0 ? -ENOMEM : nkb_engine_open(e, &f->filter, ifindex, first_queue, queue_count,
-                                          frame_size);
-  // EBUSY too: a queue the record shows free but the kernel still holds (a holder's wait
-  // still in poll() on a given-up queue, a holder in another pid namespace).
-  if (rc == NKB_ENOQUEUE || (rc == -EBUSY && ask)) rc = nkb_ask_queue(c, s, f, ask);
+                                          frame_size, nowait);
+  // EBUSY too: a queue the record shows free but the kernel still held after 400 ms (a
+  // holder's wait still in poll() on a given-up queue, a holder in another pid namespace).
+  // One still the kernel's without waiting (EINPROGRESS): an ask already made is renewed.
+  if (rc == NKB_ENOQUEUE || (rc == -EBUSY && ask) || (rc == -EINPROGRESS && ask && s->ask_iface == f)) {
+    rc = nkb_ask_queue(c, s, f, ask);
+  }
   if (rc != 0) {
     free(e);
     nkb_iface_drop(c, f);

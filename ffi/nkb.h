@@ -16,7 +16,8 @@
 #define NKB_API __attribute__((visibility("default")))
 #define NKB_ABI_VERSION 6  // 2: every buffer parameter is followed by its byte length;
                            // 3: the loader pins the copy it keeps (nkb_pin);
-                           // 4: nkb_wait_many; 5: NKB_ATTACH_ASK; 6: nkb_group_owners
+                           // 4: nkb_wait_many; 5: NKB_ATTACH_ASK;
+                           // 6: nkb_group_owners, NKB_ATTACH_NOWAIT
 
 #define NKB_MAX_SOCKS 1024u
 #define NKB_WAIT_MANY_MAX NKB_MAX_SOCKS  // sockets of one nkb_wait_many
@@ -117,6 +118,11 @@ NKB_API int32_t nkb_sock_wake(int32_t h);
 // caller stopped retrying). Asking holds the interface's filter open. Without the flag (and
 // for a queue-affine socket): -EBUSY.
 #define NKB_ATTACH_ASK 0x100u
+// NKB_ATTACH_NOWAIT: one bind per queue. A queue the kernel still holds (its last socket
+// closed moments ago: 15-25 ms) answers -EINPROGRESS at once instead of being bound again
+// for up to 400 ms; the caller retries later (the binding's background retries, which run
+// on the event loop).
+#define NKB_ATTACH_NOWAIT 0x200u
 #define NKB_ASK_WAIT_MS 3000u
 NKB_API int32_t nkb_sock_attach(int32_t h, uint32_t ifindex, uint32_t first_queue,
                                 uint32_t queue_count, uint32_t frame_size,

@@ -86,13 +86,21 @@ bool nkb_group_held(const nkb_filter_t *f, uint32_t q) {
   return nkb_held_by(f, q, &me);
 }
 
-uint32_t nkb_group_free_run(const nkb_filter_t *f, uint32_t first, uint32_t count,
-                           uint32_t *run_first) {
-  assert(f != NULL && run_first != NULL);
-  nkb_group_owner_t me = nkb_self();
+// Whether queue q's record names a process of another pid namespace (cannot be checked).
+static bool nkb_held_elsewhere(const nkb_filter_t *f, uint32_t q, const nkb_group_owner_t *me) {
+  if (f->ctl == NULL || q >= NKB_FILTER_QUEUES) return false;
+  nkb_group_owner_t o = nkb_owner_read(f->ctl, q);
+  return o.pid != 0 && o.pidns != me->pidns;
+}
+
+// The longest run within [first, first + count) of queues neither held nor, with
+// strict, named by a process of another pid namespace.
+static uint32_t nkb_free_run(const nkb_filter_t *f, uint32_t first, uint32_t count,
+                             const nkb_group_owner_t *me, bool strict, uint32_t *run_first) {
   uint32_t best = 0, best_first = first, len = 0;
   for (uint32_t i = 0; i < count && first + i < NKB_FILTER_QUEUES; i++) {
-    if (nkb_held_by(f, first + i, &me)) {
+    uint32_t q = first + i;
+    if (nkb_held_by(f, q, me) || (strict && nkb_held_elsewhere(f, q, me))) {
       len = 0;
       continue;
     }
@@ -105,6 +113,17 @@ uint32_t nkb_group_free_run(const nkb_filter_t *f, uint32_t first, uint32_t coun
   assert(best <= count && (best == 0 || best_first >= first));
   *run_first = best_first;
   return best;
+}
+
+uint32_t nkb_group_free_run(const nkb_filter_t *f, uint32_t first, uint32_t count,
+                           uint32_t *run_first) {
+  assert(f != NULL && run_first != NULL);
+  nkb_group_owner_t me = nkb_self();
+  // Queues known free first: one that a process of another pid namespace holds (or held
+  // before it died) would fail the bind, and a queue given up by such a holder would never
+  // be reached behind it. Only when none is known free does the bind decide on those.
+  uint32_t run = nkb_free_run(f, first, count, &me, true, run_first);
+  return run > 0 ? run : nkb_free_run(f, first, count, &me, false, run_first);
 }
 
 uint32_t nkb_group_state(const nkb_filter_t *f, uint32_t q, uint32_t *pid) {

@@ -379,7 +379,8 @@ static uint32_t nkb_running_rx_queues(uint32_t ifindex) {
 }
 
 int32_t nkb_engine_open(nkb_engine_t *e, nkb_filter_t *filter, uint32_t ifindex,
-                        uint32_t first_queue, uint32_t queue_count, uint32_t frame_size) {
+                        uint32_t first_queue, uint32_t queue_count, uint32_t frame_size,
+                        bool nowait) {
   assert(e != 0 && filter != 0);
   if (queue_count == 0 || queue_count > NKB_MAX_QUEUES) return -EINVAL;
   if (first_queue >= filter->max_queues || queue_count > filter->max_queues - first_queue) {
@@ -428,7 +429,8 @@ int32_t nkb_engine_open(nkb_engine_t *e, nkb_filter_t *filter, uint32_t ifindex,
   }
   int32_t rc = nkb_engine_umem(e);
   for (uint32_t q = 0; rc == 0 && q < e->queue_count; q++) {
-    rc = nkb_engine_queue(e, q, NKB_BIND_RETRY_MAX);
+    rc = nkb_engine_queue(e, q, nowait ? 1u : NKB_BIND_RETRY_MAX);
+    if (rc == -EBUSY && nowait) rc = -EINPROGRESS;  // still the kernel's: not a held queue
     // rtnetlink reports allocated queues; bind refuses those beyond the real count.
     if (rc == -EINVAL && q > 0) {
       nkb_engine_trim(e, q);

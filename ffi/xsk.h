@@ -157,9 +157,12 @@ static inline uint64_t *nkb_ring_addr(nkb_ring_t *r, uint32_t idx) {
 
 // Open an engine on ifindex covering queue_count queues (1..NKB_MAX_QUEUES) from
 // first_queue, with chunks of frame_size bytes, registering its sockets in the
-// interface's filter. 0 or -errno (-EBUSY: another engine or process has a queue).
+// interface's filter. 0 or -errno (-EBUSY: another engine or process has a queue). A
+// queue the kernel still holds (its last socket closed moments ago) is bound again for up
+// to 400 ms; with nowait, once: -EINPROGRESS then (the caller tries again later).
 int32_t nkb_engine_open(nkb_engine_t *e, nkb_filter_t *filter, uint32_t ifindex,
-                        uint32_t first_queue, uint32_t queue_count, uint32_t frame_size);
+                        uint32_t first_queue, uint32_t queue_count, uint32_t frame_size,
+                        bool nowait);
 void nkb_engine_close(nkb_engine_t *e);
 // What nkb_engine_open answers when every queue it could take is held by live processes.
 #define NKB_ENOQUEUE (-EXFULL)

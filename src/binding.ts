@@ -24,9 +24,12 @@ const EBUSY = -16;
 const EPERM = -1;
 const EAGAIN = -11;
 const ETIMEDOUT = -110;
+const EINPROGRESS = -115;
 const EPROTONOSUPPORT = -93;
 // nkb_sock_attach's flag (ffi/nkb.h NKB_ATTACH_ASK): with every queue held, ask for one.
 const ATTACH_ASK = 0x100;
+// (NKB_ATTACH_NOWAIT): one bind; a queue the kernel still holds answers EINPROGRESS at once.
+const ATTACH_NOWAIT = 0x200;
 // The shim stops asking after NKB_ASK_WAIT_MS (3 s); the retries end at the latest this long
 // after the first ask, whatever it answers.
 const ASK_RETRY_LIMIT_MS = 5_000;
@@ -77,6 +80,9 @@ function attachFailure(rc: number, link: LinkInfo): [FallbackReason, string] {
       `AF_XDP on ${name}: no free queue; waits for a ring group (asked the other nkb ` +
       "processes holding its queues to give one up)",
     ];
+  }
+  if (rc === EINPROGRESS) {
+    return ["queue-busy", `AF_XDP on ${name}: a queue is still being released; tries again`];
   }
   if (rc === ETIMEDOUT) {
     return ["queue-busy", `AF_XDP on ${name}: no free queue; no holder gave one up within 3 s`];
@@ -468,7 +474,10 @@ export class BypassBinding {
     // queues then share no rings and no locks.
     const first = this.#opts.queue ?? 0;
     const count = this.#opts.queue === null ? queues : 1;
-    const flags = ask && this.#opts.queue === null && this.#opts.errExit !== 1 ? ATTACH_ASK : 0;
+    const asks = ask && this.#opts.queue === null && this.#opts.errExit !== 1;
+    // A retry in the background (strict false: a timer or a send on the event loop) binds
+    // once: a queue the kernel has not released yet is tried again at the next retry.
+    const flags = (asks ? ATTACH_ASK : 0) | (strict ? 0 : ATTACH_NOWAIT);
     const rc = lib().nkb_sock_attach(
       this.#h,
       link.ifindex,
@@ -478,10 +487,11 @@ export class BypassBinding {
       flags,
       link.mtu,
     );
-    if (rc === EAGAIN && this.#askPlan === null) {
+    const retry = rc === EAGAIN || rc === EINPROGRESS;
+    if (retry && this.#askPlan === null) {
       this.#askUntil = lib().nkb_now_ms() + ASK_RETRY_LIMIT_MS;
     }
-    this.#askPlan = rc === EAGAIN ? plan : null;
+    this.#askPlan = retry ? plan : null;
     this.#askTimerFollow();
     if (rc < 0) {
       const [reason, detail] = attachFailure(rc, link);

@@ -41,12 +41,12 @@ export const PREBUILT_GLIBC = "2.27";
 /** The platforms with a prebuilt library, by `linux-<Deno.build.arch>`. */
 export const PREBUILT: Readonly<Record<string, Prebuilt>> = {
   "linux-x86_64": {
-    sha256: "42752cae76b7d283fb10ff78af200549623002b3cd71c3d39503720b0aaad0f3",
-    size: 120768,
+    sha256: "976b7e54a0406b8cccd361aef356e895f269e2cede5b75191bcd30a17f7743e2",
+    size: 121232,
   },
   "linux-aarch64": {
-    sha256: "530e912197d654186d662baba3ba13b3bbfcd05afc418e4e64e83cd863c1bb18",
-    size: 119104,
+    sha256: "5346df6d2925f85423e98c7878b5e4ca885c322d924ab4c7b08623295f91bd85",
+    size: 119584,
   },
 };
 // END PREBUILT

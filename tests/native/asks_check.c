@@ -229,6 +229,16 @@ int main(void) {
     check(nkb_group_state(&f, 64, &pid) == NKB_GROUP_FREE, "state: past the table");
     nkb_group_release(&f, 2);
     check(!nkb_group_held(&f, 2) && nkb_group_free_run(&f, 0, 4, &first) == 4, "released");
+    // Another pid namespace's queues come last: known-free ones first, then the bind decides.
+    nkb_group_owner_t other = ctl->owners[3];
+    other.pid = 4242u;
+    other.pidns ^= 1u;
+    ctl->owners[1] = other;
+    check(nkb_group_free_run(&f, 0, 4, &first) == 2 && first == 2, "known-free run first");
+    for (uint32_t q = 0; q < 4u; q++) ctl->owners[q] = other;
+    check(nkb_group_free_run(&f, 0, 4, &first) == 4 && first == 0, "then the bind decides");
+    ctl->owners[3].pid = 0;
+    check(nkb_group_free_run(&f, 0, 4, &first) == 1 && first == 3, "the one given up");
     memset(ctl->owners, 0, sizeof(ctl->owners));
   }
   printf("owners: failures %u\n", g_failures - before);
