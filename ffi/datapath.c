@@ -636,6 +636,11 @@ static int32_t nkb_wait_sleep(const nkb_waiting_t *w, int32_t *out, uint32_t n,
 // -EBADF. Takes no lock: a pin is a per-socket count.
 static uint32_t nkb_wait_pin(nkb_waiting_t *w, int32_t *out, uint32_t n, const uint8_t *handles) {
   uint32_t closed = 0;
+  // A bit per socket slot, set once pinned here: a handle listed twice is found in one step
+  // (comparing every pair cost 500,000 comparisons per wait of 1,024 sockets).
+  _Static_assert(NKB_MAX_SOCKS % 64u == 0, "whole words of slots");
+  uint64_t seen[NKB_MAX_SOCKS / 64u];
+  memset(seen, 0, sizeof(seen));
   for (uint32_t k = 0; k < n; k++) {
     int32_t h;
     memcpy(&h, handles + (size_t)k * sizeof(h), sizeof(h));  // the caller's may be misaligned
@@ -647,12 +652,13 @@ static uint32_t nkb_wait_pin(nkb_waiting_t *w, int32_t *out, uint32_t n, const u
       closed++;
       continue;
     }
-    bool twice = false;
-    for (uint32_t j = 0; j < k && !twice; j++) twice = w[j].s == s;
-    if (twice) {
+    assert(s->index < NKB_MAX_SOCKS);
+    uint64_t bit = 1ull << (s->index % 64u);
+    if ((seen[s->index / 64u] & bit) != 0) {
       nkb_sock_unpin(s);
       continue;
     }
+    seen[s->index / 64u] |= bit;
     // Read after the pin: a detach that cleared it first sees the pin and puts it back.
     const nkb_engine_slot_t *es = __atomic_load_n(&s->eng, __ATOMIC_SEQ_CST);
     w[k] = (nkb_waiting_t){.s = s, .e = es != 0 ? es->engine : 0};

@@ -41,12 +41,12 @@ export const PREBUILT_GLIBC = "2.27";
 /** The platforms with a prebuilt library, by `linux-<Deno.build.arch>`. */
 export const PREBUILT: Readonly<Record<string, Prebuilt>> = {
   "linux-x86_64": {
-    sha256: "976b7e54a0406b8cccd361aef356e895f269e2cede5b75191bcd30a17f7743e2",
-    size: 121232,
+    sha256: "ee3301a02c596251ce0e4e274d5762de97d3d0261a0b1e5e3651fbe4b076feeb",
+    size: 121472,
   },
   "linux-aarch64": {
-    sha256: "5346df6d2925f85423e98c7878b5e4ca885c322d924ab4c7b08623295f91bd85",
-    size: 119584,
+    sha256: "5623e74c2391a7099a63638f6ff35848683f877878149054cd8edfad15cedf05",
+    size: 119856,
   },
 };
 // END PREBUILT
