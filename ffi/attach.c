@@ -195,8 +195,12 @@ int32_t nkb_sock_attach(int32_t h, uint32_t ifindex, uint32_t first_queue, uint3
                            &es);
   }
   // Queues taken after asking (given up for this process or not), or an engine of this
-  // process that another socket opened meanwhile: the process's ask goes.
-  if (rc == 0) nkb_ask_end(c, s, true);
+  // process that another socket opened meanwhile: the process's ask goes (only the one on
+  // this interface: an ask elsewhere ends for this socket, its process may still ask there).
+  // Any failure but "asking" (EAGAIN) ends it too: the socket stays on the kernel path, and
+  // its ask would hold the filter until it closes.
+  if (rc == 0 && s->ask_iface != 0) nkb_ask_end(c, s, s->ask_iface == es->iface);
+  if (rc != 0 && rc != -EAGAIN && s != 0) nkb_ask_end(c, s, false);
   if (rc == 0 && es->engine->frame_size < frame_size) rc = -EMSGSIZE;
   if (rc == 0) {
     nkb_lock(&c->table_lock, NKB_RANK_TABLE);

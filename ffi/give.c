@@ -16,6 +16,8 @@
 //  5. every wait of the engine's sockets is woken: a wait asleep in poll() holds the
 //     queue's socket, which its close would then not free (a bind stays EBUSY until it
 //     returns: measured 2.9 s behind a 3 s poll);
+//  5b. the queue's keys go again (a flow added meanwhile saw the old count), and another
+//     grace period;
 //  6. under the rx lock: what is still on ring q is parked for its owner sockets (a park
 //     holds 256 per socket: a backlog beyond that is counted in rxDropped);
 //  7. the queue's XSK closes (its drop counters kept): the device queue and its ring-group
@@ -111,7 +113,12 @@ static void nkb_give_queue(nkb_core_t *c, nkb_engine_slot_t *es) {
   }
   nkb_lock(&c->table_lock, NKB_RANK_TABLE);
   nkb_give_count(c, es, q);
+  // A flow added during the drain (under the table lock, with the old count) put a key on
+  // this queue: it goes now, when no add can put one back, and the grace below lets its
+  // redirects land on the ring before the last drain (they would be lost at the close).
+  nkb_give_keys(es, q);
   nkb_unlock(&c->table_lock, NKB_RANK_TABLE);
+  nkb_give_grace();
   nkb_lock(&e->rx_lock, NKB_RANK_RX);
   (void)nkb_rx_drain_queue(es, q);
   nkb_unlock(&e->rx_lock, NKB_RANK_RX);

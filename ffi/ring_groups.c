@@ -49,9 +49,17 @@ static uint32_t nkb_pidns_lo(void) {
   return stat("/proc/self/ns/pid", &st) == 0 ? (uint32_t)st.st_ino : 0u;
 }
 
+// This process's identity, read once per thread (two /proc reads) and again after a fork:
+// a read that failed once (EMFILE) must not make the process a stranger to its own records
+// (a second ask record, its own given ask counted as owed to another, a queue never
+// released). Per thread: no lock, and a copy a fork inherits is told by its pid.
+static __thread nkb_group_owner_t nkb_self_cached __attribute__((tls_model("initial-exec")));
+
 static nkb_group_owner_t nkb_self(void) {
   uint32_t pid = (uint32_t)getpid();
+  if (nkb_self_cached.pid == pid && nkb_self_cached.start_ticks != 0) return nkb_self_cached;
   nkb_group_owner_t me = {.pid = pid, .pidns = nkb_pidns_lo(), .start_ticks = nkb_start_ticks(pid)};
+  if (me.start_ticks != 0 && me.pidns != 0) nkb_self_cached = me;
   return me;
 }
 
@@ -194,7 +202,10 @@ static nkb_group_ask_t nkb_ask_read(const nkb_ctl_t *ctl, uint32_t i) {
 // Whether record r is an ask still waiting: renewed in time by a process not seen dead
 // (one of another pid namespace cannot be checked: its deadline decides).
 static bool nkb_ask_live(const nkb_group_ask_t *r, const nkb_group_owner_t *me, uint32_t now) {
-  if (r->who.pid == 0 || (int32_t)(now - r->until_ms) > 0) return false;  // gap: wraps in 49 days
+  // Renewed within NKB_ASK_TTL_MS: until lies at most that far ahead (unsigned gap: one
+  // passed wraps to a huge one, as does a deadline far ahead that another process wrote).
+  // 0 marks a record being claimed or let go.
+  if (r->who.pid == 0 || r->until_ms == 0 || r->until_ms - now > NKB_ASK_TTL_MS) return false;
   if (nkb_same(&r->who, me) || r->who.pidns != me->pidns) return true;
   return r->who.start_ticks != 0 && nkb_start_ticks(r->who.pid) == r->who.start_ticks;
 }
@@ -208,19 +219,26 @@ static uint32_t nkb_ask_mine(const nkb_ctl_t *ctl, const nkb_group_owner_t *me) 
   return NKB_FILTER_ASKERS;
 }
 
+// A renewal's deadline, never 0 (the mark of a record being claimed or let go).
+static uint32_t nkb_ask_deadline(uint32_t now) {
+  uint32_t until = now + NKB_ASK_TTL_MS;
+  return until == 0 ? 1u : until;
+}
+
 void nkb_group_ask(nkb_filter_t *f) {
   assert(f != NULL);
   if (f->ctl == NULL) return;
   nkb_group_owner_t me = nkb_self();
+  if (me.start_ticks == 0) return;  // cannot name itself: not heard (the next retry asks again)
   uint32_t now = nkb_mono_ms();
   nkb_ctl_t *ctl = f->ctl;
   uint32_t mine = nkb_ask_mine(ctl, &me);
   if (mine < NKB_FILTER_ASKERS) {
     nkb_group_ask_t *a = &ctl->asks[mine];
-    __atomic_store_n(&a->until_ms, now + NKB_ASK_TTL_MS, __ATOMIC_RELEASE);
+    __atomic_store_n(&a->until_ms, nkb_ask_deadline(now), __ATOMIC_RELEASE);
     // Given a while ago and still no free queue here: another process took it. Asked again.
     uint32_t given = __atomic_load_n(&a->given_ms, __ATOMIC_ACQUIRE);
-    if (given != 0 && (int32_t)(now - given) > (int32_t)NKB_GIVE_GRACE_MS) {
+    if (given != 0 && now - given > NKB_GIVE_GRACE_MS) {  // one ahead of now: wraps, cleared
       (void)__atomic_compare_exchange_n(&a->given_ms, &given, 0u, false, __ATOMIC_ACQ_REL,
                                         __ATOMIC_ACQUIRE);
     }
@@ -239,7 +257,7 @@ void nkb_group_ask(nkb_filter_t *f) {
     __atomic_store_n(&a->who.pidns, me.pidns, __ATOMIC_RELEASE);
     __atomic_store_n(&a->who.start_ticks, me.start_ticks, __ATOMIC_RELEASE);
     __atomic_store_n(&a->given_ms, 0u, __ATOMIC_RELEASE);
-    __atomic_store_n(&a->until_ms, now + NKB_ASK_TTL_MS, __ATOMIC_RELEASE);
+    __atomic_store_n(&a->until_ms, nkb_ask_deadline(now), __ATOMIC_RELEASE);
     return;
   }
   // NKB_FILTER_ASKERS processes ask already: this one is not heard until one of them stops.

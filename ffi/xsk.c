@@ -150,8 +150,8 @@ static void nkb_xsk_fill_all(nkb_xsk_t *x, uint32_t frame_size) {
 }
 
 static int32_t nkb_engine_umem(nkb_engine_t *e) {
-  e->umem_queues = e->queue_count;
-  uint64_t frames = (uint64_t)NKB_RX_FRAMES * e->queue_count + NKB_TX_FRAMES;
+  assert(e->umem_queues >= e->queue_count && e->umem_queues <= NKB_MAX_QUEUES);
+  uint64_t frames = (uint64_t)NKB_RX_FRAMES * e->umem_queues + NKB_TX_FRAMES;
   e->umem_len = frames * e->frame_size;
   nkb_memlock_reserve(e->umem_len);
   void *m = mmap(0, e->umem_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE,
@@ -165,7 +165,7 @@ static int32_t nkb_engine_umem(nkb_engine_t *e) {
   reg.chunk_size = e->frame_size;
   if (setsockopt(e->xsk[0].fd, SOL_XDP, XDP_UMEM_REG, &reg, sizeof(reg)) != 0) return -errno;
   // TX frames live after every queue's RX frames.
-  uint64_t tx_base = (uint64_t)NKB_RX_FRAMES * e->queue_count * e->frame_size;
+  uint64_t tx_base = (uint64_t)NKB_RX_FRAMES * e->umem_queues * e->frame_size;
   for (uint32_t i = 0; i < NKB_TX_FRAMES; i++) {
     e->tx_free[i] = tx_base + (uint64_t)(NKB_TX_FRAMES - 1u - i) * e->frame_size;
   }
@@ -411,7 +411,11 @@ int32_t nkb_engine_open(nkb_engine_t *e, nkb_filter_t *filter, uint32_t ifindex,
     if (run <= owed) return NKB_ENOQUEUE;  // every queue is held or owed: the caller may ask
     e->first_queue = run_first;
     e->queue_count = run - owed;
+    // The owed queues get their part of the UMEM all the same: one whose asker never
+    // comes for it is taken back like a given-up one (give.c).
+    e->umem_queues = run;
   }
+  if (e->umem_queues < e->queue_count) e->umem_queues = e->queue_count;
   e->frame_size = frame_size;
   e->filter = filter;
   e->nl_fd = nkb_link_events_open();

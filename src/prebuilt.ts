@@ -41,12 +41,12 @@ export const PREBUILT_GLIBC = "2.27";
 /** The platforms with a prebuilt library, by `linux-<Deno.build.arch>`. */
 export const PREBUILT: Readonly<Record<string, Prebuilt>> = {
   "linux-x86_64": {
-    sha256: "ee3301a02c596251ce0e4e274d5762de97d3d0261a0b1e5e3651fbe4b076feeb",
-    size: 121472,
+    sha256: "743a7ae3e84417527e314378c92eb5ed7a0533b5d2dc0937c1e0d8b27e09494c",
+    size: 123288,
   },
   "linux-aarch64": {
-    sha256: "5623e74c2391a7099a63638f6ff35848683f877878149054cd8edfad15cedf05",
-    size: 119856,
+    sha256: "98072000471cae17177d1a65acdce894d245b9236e78d31adbed3f2e343fc513",
+    size: 121256,
   },
 };
 // END PREBUILT

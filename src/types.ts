@@ -15,7 +15,11 @@ export interface BypassState {
   active: boolean;
   /** The bypass interface, or null. */
   interface: string | null;
-  /** The queue a queue-affine socket receives from, else 0 (it covers every queue); or null. */
+  /**
+   * The queue a queue-affine socket receives from; 0 for a whole-interface socket, which
+   * covers the queues its process holds on the interface (`nkb stat` lists them); null
+   * off the bypass path.
+   */
   queue: number | null;
   /** Why the socket is on the kernel path (a stable code), or null when active or undecided. */
   reason: FallbackReason | null;

@@ -31,6 +31,7 @@ Deno.test("ring groups: ask records, one per process, each taken once; queue sta
         "dead asker",
         "stale asker",
         "full table",
+        "hostile records",
         "owners",
       ]
     ) {

@@ -203,6 +203,19 @@ print(found)
   return Number(out);
 }
 
+// Whether BPF program `id` is still loaded (BPF_PROG_GET_FD_BY_ID succeeds).
+async function progLoaded(tb: Testbed, id: number): Promise<boolean> {
+  const code = `
+import ctypes, os, struct
+libc = ctypes.CDLL(None, use_errno=True)
+buf = ctypes.create_string_buffer(struct.pack("I", ${id}), 128)
+fd = libc.syscall(321, 13, buf, 128)  # BPF_PROG_GET_FD_BY_ID
+if fd >= 0: os.close(fd)
+print(1 if fd >= 0 else 0)
+`;
+  return (await tb.execOk("a", ["python3", "-c", code], 30_000)).trim() === "1";
+}
+
 type Row = { pid: number; firstQueue: number; queueCount: number };
 
 async function statRows(tb: Testbed, pids: number[]): Promise<Row[]> {
@@ -687,6 +700,39 @@ rootTest(
       }
     } finally {
       elsewhere.kill();
+    }
+  },
+);
+
+// Found by a review: an ask that ended in another error held the filter until close.
+rootTest(
+  "ring groups: an ask that ends in an attach error lets go of the interface's filter",
+  async () => {
+    await using tb = await fourQueues();
+    const procs: TestbedProcess[] = [];
+    try {
+      const first = holder(tb, null, ["--noRecv"]);
+      procs.push(first);
+      const r0 = await ready(first);
+      assert.equal(r0.bypass.active, true, `${JSON.stringify(r0)} ${first.stderr}`);
+      const id = Number(/prog\/xdp id (\d+)/.exec(await tb.linkText("a"))?.[1]);
+      assert.ok(id > 0, "the filter's program id");
+      const asker = holder(tb, null, [`--port=${PORT + 10}`, "--noRecv", "--quietMs=4000"]);
+      procs.push(asker);
+      const r1 = await ready(asker);
+      assert.equal(r1.bypass.reason, "queue-busy", JSON.stringify(r1));
+      // The interface goes (a container's veth removed), then its holder: the asker's next
+      // retry finds every queue free on a device that is gone, and its attach fails.
+      await tb.execOk("a", ["ip", "link", "del", tb.a.ifname]);
+      first.kill();
+      await first.wait(10_000);
+      const w = await asker.nextWith("watched", 20_000);
+      assert.equal((w.bypass as Bypass).active, false, JSON.stringify(w));
+      assert.notEqual((w.bypass as Bypass).reason, "queue-busy", JSON.stringify(w));
+      // The asker, on the kernel path for good, holds nothing of the filter.
+      assert.equal(await progLoaded(tb, id), false, "the asker still holds the filter");
+    } finally {
+      for (const p of procs) p.kill();
     }
   },
 );

@@ -210,6 +210,31 @@ int main(void) {
 
   before = g_failures;
   {
+    // Written by a hostile process: deadlines far ahead or marked 0 are no live ask, and a
+    // given time ahead of now is cleared at the asker's next renewal.
+    reset(ctl);
+    asker_t a = asker_start(&f);
+    check(asker_do(&a, 'a') == 'k', "child asks");
+    uint32_t i = 0;
+    while (i < NKB_FILTER_ASKERS && ctl->asks[i].who.pid != (uint32_t)a.pid) i++;
+    check(i < NKB_FILTER_ASKERS, "its record");
+    if (i < NKB_FILTER_ASKERS) {
+      uint32_t until = ctl->asks[i].until_ms;
+      ctl->asks[i].until_ms = until + 10u * NKB_ASK_TTL_MS;
+      check(!nkb_group_take_ask(&f), "a deadline far ahead is not believed");
+      ctl->asks[i].until_ms = 0;
+      check(!nkb_group_take_ask(&f), "a record being claimed is no ask");
+      check(asker_do(&a, 'a') == 'k', "renewed");
+      ctl->asks[i].given_ms = until + 100000u;
+      check(asker_do(&a, 'a') == 'k', "renewed again");
+      check(ctl->asks[i].given_ms == 0 && nkb_group_take_ask(&f), "a given time ahead is cleared");
+    }
+    asker_end(&a);
+  }
+  printf("hostile records: failures %u\n", g_failures - before);
+
+  before = g_failures;
+  {
     reset(ctl);
     nkb_group_claim(&f, 2);  // held by this process
     uint32_t first = 9;
