@@ -242,6 +242,34 @@ function rootTest(name: string, fn: () => Promise<void>): void {
   });
 }
 
+// A test on a fresh 4-queue testbed; the processes it pushes on procs are killed at its end.
+function queuesTest(
+  name: string,
+  fn: (tb: Testbed, procs: TestbedProcess[]) => Promise<void>,
+): void {
+  rootTest(name, async () => {
+    await using tb = await fourQueues();
+    const procs: TestbedProcess[] = [];
+    try {
+      await fn(tb, procs);
+    } finally {
+      for (const p of procs) p.kill();
+    }
+  });
+}
+
+// A whole-interface holder that does not receive, alone on the interface: every queue.
+async function wholeHolder(
+  tb: Testbed,
+  procs: TestbedProcess[],
+): Promise<{ first: TestbedProcess; r0: { pid: number; bypass: Bypass } }> {
+  const first = holder(tb, null, ["--noRecv"]);
+  procs.push(first);
+  const r0 = await ready(first);
+  assert.equal(r0.bypass.active, true, `${JSON.stringify(r0)} ${first.stderr}`);
+  return { first, r0 };
+}
+
 rootTest(
   "ring groups: three processes on their own queues; a fourth fits, a fifth falls back",
   async () => {
@@ -394,33 +422,27 @@ for i in range(5):
   },
 );
 
-rootTest(
+queuesTest(
   "ring groups: a wildcard socket decided by its group join asks too, and its group flow goes in with the queue",
-  async () => {
-    await using tb = await fourQueues();
-    const procs: TestbedProcess[] = [];
-    try {
-      const first = holder(tb, null, ["--noRecv"]);
-      procs.push(first);
-      const r0 = await ready(first);
-      assert.equal(r0.bypass.active, true, `${JSON.stringify(r0)} ${first.stderr}`);
-      const group = "239.255.16.2";
-      const sources = 32;
-      const member = holder(tb, null, [`--group=${group}`, `--flows=${sources}`]);
-      procs.push(member);
-      const rm = await ready(member);
-      assert.equal(rm.bypass.reason, "queue-busy", JSON.stringify(rm));
-      let rows: Row[] = [];
-      for (let i = 0; i < 50; i++) {
-        rows = await statRows(tb, [rm.pid]);
-        if (rows[0]?.queueCount === 1) break;
-        await new Promise((r) => setTimeout(r, 100));
-      }
-      assert.deepEqual(rows, [{ pid: rm.pid, firstQueue: QUEUES - 1, queueCount: 1 }]);
-      // Many source ports: some flows hash onto the member's queue (its ring), the others
-      // onto the holder's (the kernel, to the member's companion socket).
-      const perSource = 50;
-      const code = `
+  async (tb, procs) => {
+    await wholeHolder(tb, procs);
+    const group = "239.255.16.2";
+    const sources = 32;
+    const member = holder(tb, null, [`--group=${group}`, `--flows=${sources}`]);
+    procs.push(member);
+    const rm = await ready(member);
+    assert.equal(rm.bypass.reason, "queue-busy", JSON.stringify(rm));
+    let rows: Row[] = [];
+    for (let i = 0; i < 50; i++) {
+      rows = await statRows(tb, [rm.pid]);
+      if (rows[0]?.queueCount === 1) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.deepEqual(rows, [{ pid: rm.pid, firstQueue: QUEUES - 1, queueCount: 1 }]);
+    // Many source ports: some flows hash onto the member's queue (its ring), the others
+    // onto the holder's (the kernel, to the member's companion socket).
+    const perSource = 50;
+    const code = `
 import socket, struct, time
 socks = []
 for k in range(${sources}):
@@ -430,26 +452,23 @@ for k in range(${sources}):
     socks.append(s)
 for i in range(${perSource}):
     for s in socks:
-        s.sendto(struct.pack("<I", i), ("${group}", ${PORT}))
+      s.sendto(struct.pack("<I", i), ("${group}", ${PORT}))
     time.sleep(0.002)
 time.sleep(0.2)
 for r in range(5):
     for s in socks:
-        s.sendto(struct.pack("<I", 0xffffffff), ("${group}", ${PORT}))
+      s.sendto(struct.pack("<I", 0xffffffff), ("${group}", ${PORT}))
 `;
-      await tb.execOk("b", ["python3", "-c", code], 60_000);
-      const done = await member.nextWith("done", 30_000);
-      const what = JSON.stringify(done);
-      assert.equal(done.received, sources * perSource, what);
-      const stats = done.stats as Stats;
-      const viaKernel = Object.values(done.kernelBySource as Record<string, number>)
-        .reduce((a, n) => a + n, 0);
-      assert.ok(viaKernel < sources * perSource, `none through the ring: ${what}`);
-      assert.ok(viaKernel > 0, `none through the kernel: ${what}`);
-      assert.equal(stats.rxDropped, 0, what);
-    } finally {
-      for (const p of procs) p.kill();
-    }
+    await tb.execOk("b", ["python3", "-c", code], 60_000);
+    const done = await member.nextWith("done", 30_000);
+    const what = JSON.stringify(done);
+    assert.equal(done.received, sources * perSource, what);
+    const stats = done.stats as Stats;
+    const viaKernel = Object.values(done.kernelBySource as Record<string, number>)
+      .reduce((a, n) => a + n, 0);
+    assert.ok(viaKernel < sources * perSource, `none through the ring: ${what}`);
+    assert.ok(viaKernel > 0, `none through the kernel: ${what}`);
+    assert.equal(stats.rxDropped, 0, what);
   },
 );
 
@@ -566,104 +585,89 @@ rootTest(
   },
 );
 
-rootTest(
+queuesTest(
   "ring groups: a newcomer no holder can give a queue stops asking after 3 s, on the kernel path",
-  async () => {
-    await using tb = await fourQueues();
-    const procs: TestbedProcess[] = [];
-    try {
-      const holders: TestbedProcess[] = [];
-      for (let q = 0; q < QUEUES; q++) {
-        const p = holder(tb, q, ["--noRecv"]);
-        holders.push(p);
-        procs.push(p);
-        const r = await ready(p);
-        assert.equal(r.bypass.active, true, `queue ${q}: ${JSON.stringify(r)} ${p.stderr}`);
-      }
-      assert.equal(await ctlAsks(tb), 0);
-      const late = holder(tb, null, [`--port=${PORT + 1}`, "--noRecv", "--watchMs=4500"]);
-      procs.push(late);
-      const r = await ready(late);
-      const st = r.bypass as Bypass & { detail: string };
-      assert.equal(st.reason, "queue-busy", JSON.stringify(r));
-      assert.match(st.detail, /waits for a ring group/);
-      assert.equal(await ctlAsks(tb), 1, "its ask is pending");
-      const watched = await late.nextWith("watched", 15_000);
-      const end = watched.bypass as Bypass & { detail: string };
-      assert.equal(end.active, false, JSON.stringify(watched));
-      assert.equal(end.reason, "queue-busy", JSON.stringify(watched));
-      assert.match(end.detail, /no holder gave one up within 3 s/);
-      assert.equal(await ctlAsks(tb), 0, "its ask no longer counts");
-
-      // One that closes its socket while it asks: the ask leaves with it.
-      const quitter = holder(tb, null, [`--port=${PORT + 3}`, "--noRecv"]);
-      procs.push(quitter);
-      const rq = await ready(quitter);
-      assert.equal(rq.bypass.reason, "queue-busy", JSON.stringify(rq));
-      assert.equal(await ctlAsks(tb), 1, "the quitter's ask is pending");
-      await quitter.send({ bye: true });
-      const qs = await quitter.wait(10_000);
-      assert.equal(qs.code, 0, quitter.stderr);
-      assert.equal(await ctlAsks(tb), 0, "the quitter's ask left with its socket");
-
-      // Two queues free: a whole-interface process takes both and keeps them (no ask is left).
-      for (const p of holders.slice(2)) p.kill();
-      await Promise.all(holders.slice(2).map((p) => p.wait(10_000)));
-      const next = holder(tb, null, [`--port=${PORT + 2}`, "--noRecv"]);
-      procs.push(next);
-      const rn = await ready(next);
-      assert.equal(rn.bypass.active, true, `${JSON.stringify(rn)} ${next.stderr}`);
-      await new Promise((r) => setTimeout(r, 800)); // three refresher periods
-      assert.deepEqual(await statRows(tb, [rn.pid]), [{
-        pid: rn.pid,
-        firstQueue: 2,
-        queueCount: 2,
-      }]);
-    } finally {
-      for (const p of procs) p.kill();
+  async (tb, procs) => {
+    const holders: TestbedProcess[] = [];
+    for (let q = 0; q < QUEUES; q++) {
+      const p = holder(tb, q, ["--noRecv"]);
+      holders.push(p);
+      procs.push(p);
+      const r = await ready(p);
+      assert.equal(r.bypass.active, true, `queue ${q}: ${JSON.stringify(r)} ${p.stderr}`);
     }
+    assert.equal(await ctlAsks(tb), 0);
+    const late = holder(tb, null, [`--port=${PORT + 1}`, "--noRecv", "--watchMs=4500"]);
+    procs.push(late);
+    const r = await ready(late);
+    const st = r.bypass as Bypass & { detail: string };
+    assert.equal(st.reason, "queue-busy", JSON.stringify(r));
+    assert.match(st.detail, /waits for a ring group/);
+    assert.equal(await ctlAsks(tb), 1, "its ask is pending");
+    const watched = await late.nextWith("watched", 15_000);
+    const end = watched.bypass as Bypass & { detail: string };
+    assert.equal(end.active, false, JSON.stringify(watched));
+    assert.equal(end.reason, "queue-busy", JSON.stringify(watched));
+    assert.match(end.detail, /no holder gave one up within 3 s/);
+    assert.equal(await ctlAsks(tb), 0, "its ask no longer counts");
+
+    // One that closes its socket while it asks: the ask leaves with it.
+    const quitter = holder(tb, null, [`--port=${PORT + 3}`, "--noRecv"]);
+    procs.push(quitter);
+    const rq = await ready(quitter);
+    assert.equal(rq.bypass.reason, "queue-busy", JSON.stringify(rq));
+    assert.equal(await ctlAsks(tb), 1, "the quitter's ask is pending");
+    await quitter.send({ bye: true });
+    const qs = await quitter.wait(10_000);
+    assert.equal(qs.code, 0, quitter.stderr);
+    assert.equal(await ctlAsks(tb), 0, "the quitter's ask left with its socket");
+
+    // Two queues free: a whole-interface process takes both and keeps them (no ask is left).
+    for (const p of holders.slice(2)) p.kill();
+    await Promise.all(holders.slice(2).map((p) => p.wait(10_000)));
+    const next = holder(tb, null, [`--port=${PORT + 2}`, "--noRecv"]);
+    procs.push(next);
+    const rn = await ready(next);
+    assert.equal(rn.bypass.active, true, `${JSON.stringify(rn)} ${next.stderr}`);
+    await new Promise((r) => setTimeout(r, 800)); // three refresher periods
+    assert.deepEqual(await statRows(tb, [rn.pid]), [{
+      pid: rn.pid,
+      firstQueue: 2,
+      queueCount: 2,
+    }]);
   },
 );
 
-rootTest(
+queuesTest(
   "ring groups: two newcomers, one with three sockets: one ask each, one queue each",
-  async () => {
-    await using tb = await fourQueues();
-    const procs: TestbedProcess[] = [];
-    try {
-      const first = holder(tb, null, ["--noRecv"]);
-      procs.push(first);
-      const r0 = await ready(first);
-      assert.equal(r0.bypass.active, true, `${JSON.stringify(r0)} ${first.stderr}`);
-      // Both at once: three sockets of one process ask as one; neither newcomer takes the
-      // queue given up for the other.
-      const many = holder(tb, null, [
-        `--port=${PORT + 10}`,
-        "--noRecv",
-        "--quietMs=4000",
-        "--extra=2",
-      ]);
-      const one = holder(tb, null, [`--port=${PORT + 20}`, "--noRecv", "--quietMs=4000"]);
-      procs.push(many, one);
-      const [rm, r1] = await Promise.all([ready(many), ready(one)]);
-      for (const r of [rm, r1]) assert.equal(r.bypass.reason, "queue-busy", JSON.stringify(r));
-      const [wm, w1] = await Promise.all([
-        many.nextWith("watched", 15_000),
-        one.nextWith("watched", 15_000),
-      ]);
-      for (const b of [wm.bypass, ...(wm.extras as Bypass[]), w1.bypass] as Bypass[]) {
-        assert.equal(b.active, true, `${JSON.stringify(wm)} ${JSON.stringify(w1)}`);
-      }
-      const rows = await statRows(tb, [r0.pid, rm.pid, r1.pid]);
-      const queues = (pid: number) => rows.filter((x) => x.pid === pid).map((x) => x.queueCount);
-      assert.deepEqual(queues(r0.pid), [2], JSON.stringify(rows));
-      assert.deepEqual(queues(rm.pid), [1, 1, 1], JSON.stringify(rows));
-      assert.deepEqual(queues(r1.pid), [1], JSON.stringify(rows));
-      assert.equal(new Set(rows.map((x) => x.firstQueue)).size, 3, JSON.stringify(rows));
-      assert.equal(await ctlAsks(tb), 0, "no ask is left");
-    } finally {
-      for (const p of procs) p.kill();
+  async (tb, procs) => {
+    const { r0 } = await wholeHolder(tb, procs);
+    // Both at once: three sockets of one process ask as one; neither newcomer takes the
+    // queue given up for the other.
+    const many = holder(tb, null, [
+      `--port=${PORT + 10}`,
+      "--noRecv",
+      "--quietMs=4000",
+      "--extra=2",
+    ]);
+    const one = holder(tb, null, [`--port=${PORT + 20}`, "--noRecv", "--quietMs=4000"]);
+    procs.push(many, one);
+    const [rm, r1] = await Promise.all([ready(many), ready(one)]);
+    for (const r of [rm, r1]) assert.equal(r.bypass.reason, "queue-busy", JSON.stringify(r));
+    const [wm, w1] = await Promise.all([
+      many.nextWith("watched", 15_000),
+      one.nextWith("watched", 15_000),
+    ]);
+    for (const b of [wm.bypass, ...(wm.extras as Bypass[]), w1.bypass] as Bypass[]) {
+      assert.equal(b.active, true, `${JSON.stringify(wm)} ${JSON.stringify(w1)}`);
     }
+    const rows = await statRows(tb, [r0.pid, rm.pid, r1.pid]);
+    const queues = (pid: number) => rows.filter((x) => x.pid === pid).map((x) => x.queueCount);
+    assert.deepEqual(queues(r0.pid), [2], JSON.stringify(rows));
+    assert.deepEqual(queues(rm.pid), [1, 1, 1], JSON.stringify(rows));
+    assert.deepEqual(queues(r1.pid), [1], JSON.stringify(rows));
+    assert.equal(new Set(rows.map((x) => x.firstQueue)).size, 3, JSON.stringify(rows));
+    assert.equal(await ctlAsks(tb), 0, "no ask is left");
   },
 );
 
@@ -705,35 +709,26 @@ rootTest(
 );
 
 // Found by a review: an ask that ended in another error held the filter until close.
-rootTest(
+queuesTest(
   "ring groups: an ask that ends in an attach error lets go of the interface's filter",
-  async () => {
-    await using tb = await fourQueues();
-    const procs: TestbedProcess[] = [];
-    try {
-      const first = holder(tb, null, ["--noRecv"]);
-      procs.push(first);
-      const r0 = await ready(first);
-      assert.equal(r0.bypass.active, true, `${JSON.stringify(r0)} ${first.stderr}`);
-      const id = Number(/prog\/xdp id (\d+)/.exec(await tb.linkText("a"))?.[1]);
-      assert.ok(id > 0, "the filter's program id");
-      const asker = holder(tb, null, [`--port=${PORT + 10}`, "--noRecv", "--quietMs=4000"]);
-      procs.push(asker);
-      const r1 = await ready(asker);
-      assert.equal(r1.bypass.reason, "queue-busy", JSON.stringify(r1));
-      // The interface goes (a container's veth removed), then its holder: the asker's next
-      // retry finds every queue free on a device that is gone, and its attach fails.
-      await tb.execOk("a", ["ip", "link", "del", tb.a.ifname]);
-      first.kill();
-      await first.wait(10_000);
-      const w = await asker.nextWith("watched", 20_000);
-      assert.equal((w.bypass as Bypass).active, false, JSON.stringify(w));
-      assert.notEqual((w.bypass as Bypass).reason, "queue-busy", JSON.stringify(w));
-      // The asker, on the kernel path for good, holds nothing of the filter.
-      assert.equal(await progLoaded(tb, id), false, "the asker still holds the filter");
-    } finally {
-      for (const p of procs) p.kill();
-    }
+  async (tb, procs) => {
+    const { first } = await wholeHolder(tb, procs);
+    const id = Number(/prog\/xdp id (\d+)/.exec(await tb.linkText("a"))?.[1]);
+    assert.ok(id > 0, "the filter's program id");
+    const asker = holder(tb, null, [`--port=${PORT + 10}`, "--noRecv", "--quietMs=4000"]);
+    procs.push(asker);
+    const r1 = await ready(asker);
+    assert.equal(r1.bypass.reason, "queue-busy", JSON.stringify(r1));
+    // The interface goes (a container's veth removed), then its holder: the asker's next
+    // retry finds every queue free on a device that is gone, and its attach fails.
+    await tb.execOk("a", ["ip", "link", "del", tb.a.ifname]);
+    first.kill();
+    await first.wait(10_000);
+    const w = await asker.nextWith("watched", 20_000);
+    assert.equal((w.bypass as Bypass).active, false, JSON.stringify(w));
+    assert.notEqual((w.bypass as Bypass).reason, "queue-busy", JSON.stringify(w));
+    // The asker, on the kernel path for good, holds nothing of the filter.
+    assert.equal(await progLoaded(tb, id), false, "the asker still holds the filter");
   },
 );
 

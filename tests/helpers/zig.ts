@@ -65,3 +65,36 @@ export async function buildWithShim(
     "-lpthread",
   ]);
 }
+
+/**
+ * Builds `main` (a native check, a repository path) with the shim's sources, assertions on
+ * and undefined behaviour trapping, and runs it: as nobody when the test is root, and with
+ * `netns` in a user and network namespace of its own (its loopback up). Returns its exit
+ * code and standard output (standard error appended when it failed). Bounded: 60 s.
+ */
+export async function runNativeCheck(
+  main: string,
+  opts: { netns?: boolean } = {},
+): Promise<{ code: number; out: string }> {
+  const bin = await Deno.makeTempFile({ prefix: "nkb-native-check-" });
+  try {
+    const build = await buildWithShim(main, bin, CHECK_FLAGS);
+    if (build.code !== 0) return { code: build.code, out: build.stderr };
+    await Deno.chmod(bin, 0o755);
+    const inNs = opts.netns
+      ? ["unshare", "-rn", "sh", "-c", 'ip link set lo up && exec "$0"', bin]
+      : [bin];
+    const argv = Deno.uid() === 0
+      ? ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", ...inNs]
+      : inNs;
+    const run = await new Deno.Command(argv[0], {
+      args: argv.slice(1),
+      signal: AbortSignal.timeout(60_000),
+    }).output();
+    const out = new TextDecoder().decode(run.stdout);
+    const err = run.code === 0 ? "" : new TextDecoder().decode(run.stderr);
+    return { code: run.code, out: out + err };
+  } finally {
+    await Deno.remove(bin);
+  }
+}

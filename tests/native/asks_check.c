@@ -95,6 +95,13 @@ static char asker_do(const asker_t *a, char c) {
   return out;
 }
 
+// A child that has asked once.
+static asker_t asker_asked(nkb_filter_t *f) {
+  asker_t a = asker_start(f);
+  check(asker_do(&a, 'a') == 'k', "child asks");
+  return a;
+}
+
 static void asker_end(asker_t *a) {
   (void)asker_do(a, 'q');
   int st = 0;
@@ -132,8 +139,7 @@ int main(void) {
 
   before = g_failures;
   {
-    asker_t a = asker_start(&f);
-    check(asker_do(&a, 'a') == 'k', "child asks");
+    asker_t a = asker_asked(&f);
     check(records_of(ctl, (uint32_t)a.pid) == 1, "the child's record");
     check(nkb_group_take_ask(&f), "a holder takes a live ask");
     check(!nkb_group_take_ask(&f), "and only once");
@@ -153,14 +159,12 @@ int main(void) {
   before = g_failures;
   {
     reset(ctl);
-    asker_t a = asker_start(&f);
-    check(asker_do(&a, 'a') == 'k', "child asks");
+    asker_t a = asker_asked(&f);
     asker_end(&a);  // gone, its record left behind (as after SIGKILL)
     check(records_set(ctl) == 1, "a dead asker's record stays");
     check(!nkb_group_take_ask(&f), "no queue for a dead asker");
     check(nkb_group_waiting(&f) == 0, "nothing owed to a dead asker");
-    asker_t b = asker_start(&f);
-    check(asker_do(&b, 'a') == 'k', "next child asks");
+    asker_t b = asker_asked(&f);
     check(records_set(ctl) == 1 && records_of(ctl, (uint32_t)b.pid) == 1, "it reuses the record");
     check(nkb_group_take_ask(&f), "its ask is taken");
     asker_end(&b);
@@ -170,12 +174,10 @@ int main(void) {
   before = g_failures;
   {
     reset(ctl);
-    asker_t a = asker_start(&f);
-    check(asker_do(&a, 'a') == 'k', "child asks");
+    asker_t a = asker_asked(&f);
     sleep_ms(NKB_ASK_TTL_MS + 100u);  // alive, but no longer renewing
     check(!nkb_group_take_ask(&f), "no queue for a stale ask");
-    asker_t b = asker_start(&f);
-    check(asker_do(&b, 'a') == 'k', "next child asks");
+    asker_t b = asker_asked(&f);
     check(records_of(ctl, (uint32_t)b.pid) == 1 && records_set(ctl) == 1, "it reuses the record");
     check(asker_do(&a, 'a') == 'k', "the first renews");
     check(records_set(ctl) == 2, "and asks afresh");
@@ -213,8 +215,7 @@ int main(void) {
     // Written by a hostile process: deadlines far ahead or marked 0 are no live ask, and a
     // given time ahead of now is cleared at the asker's next renewal.
     reset(ctl);
-    asker_t a = asker_start(&f);
-    check(asker_do(&a, 'a') == 'k', "child asks");
+    asker_t a = asker_asked(&f);
     uint32_t i = 0;
     while (i < NKB_FILTER_ASKERS && ctl->asks[i].who.pid != (uint32_t)a.pid) i++;
     check(i < NKB_FILTER_ASKERS, "its record");
