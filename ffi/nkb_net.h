@@ -122,6 +122,9 @@ typedef struct nkb_filter {
   uint32_t prog_id;      // from BPF_OBJ_GET_INFO_BY_FD
   uint32_t max_queues;
   uint32_t max_flows;
+  // Until when (CLOCK_MONOTONIC ns) this process does not try queues another pid
+  // namespace recorded: their bind was refused (nkb_engine_open). Setup lock.
+  uint64_t elsewhere_refused_until_ns;
 } nkb_filter_t;
 
 // Attaches the interface's filter, or joins the one another nkb process attached.
@@ -161,10 +164,12 @@ int32_t nkb_filter_prog_name(uint32_t prog_id, char name_out[16]);
 // ring_groups.c: who holds each queue of a shared filter (nkb_ctl_t.owners).
 // True when the record names a process seen alive (this one included) as queue q's holder.
 bool nkb_group_held(const nkb_filter_t *f, uint32_t q);
-// The longest run of queues within [first, first + count) that nkb_group_held calls free:
-// its length (0: none), its first queue in *run_first.
+// The longest run of queues within [first, first + count) that nkb_group_held calls free,
+// and with known_free none that a process of another pid namespace recorded (it cannot be
+// checked from here: the bind decides on those): its length (0: none), its first queue in
+// *run_first.
 uint32_t nkb_group_free_run(const nkb_filter_t *f, uint32_t first, uint32_t count,
-                           uint32_t *run_first);
+                           bool known_free, uint32_t *run_first);
 // Records this process as queue q's holder (after its XSK bound), and lets it go (after
 // the XSK closed; only if the record is still ours).
 void nkb_group_claim(nkb_filter_t *f, uint32_t q);

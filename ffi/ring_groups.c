@@ -11,6 +11,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,9 +54,17 @@ static uint32_t nkb_pidns_lo(void) {
 // a read that failed once (EMFILE) must not make the process a stranger to its own records
 // (a second ask record, its own given ask counted as owed to another, a queue never
 // released). Per thread: no lock, and a copy a fork inherits is told by its pid.
+// A fork's child forgets it (the only thread there is the forking one): a grandchild that
+// got a dead process's pid must not take its identity from a copy its parent inherited.
 static __thread nkb_group_owner_t nkb_self_cached __attribute__((tls_model("initial-exec")));
+static pthread_once_t nkb_self_once = PTHREAD_ONCE_INIT;
+
+static void nkb_self_forget(void) { memset(&nkb_self_cached, 0, sizeof(nkb_self_cached)); }
+
+static void nkb_self_watch_forks(void) { (void)pthread_atfork(0, 0, nkb_self_forget); }
 
 static nkb_group_owner_t nkb_self(void) {
+  (void)pthread_once(&nkb_self_once, nkb_self_watch_forks);
   uint32_t pid = (uint32_t)getpid();
   if (nkb_self_cached.pid == pid && nkb_self_cached.start_ticks != 0) return nkb_self_cached;
   nkb_group_owner_t me = {.pid = pid, .pidns = nkb_pidns_lo(), .start_ticks = nkb_start_ticks(pid)};
@@ -124,14 +133,10 @@ static uint32_t nkb_free_run(const nkb_filter_t *f, uint32_t first, uint32_t cou
 }
 
 uint32_t nkb_group_free_run(const nkb_filter_t *f, uint32_t first, uint32_t count,
-                           uint32_t *run_first) {
+                           bool known_free, uint32_t *run_first) {
   assert(f != NULL && run_first != NULL);
   nkb_group_owner_t me = nkb_self();
-  // Queues known free first: one that a process of another pid namespace holds (or held
-  // before it died) would fail the bind, and a queue given up by such a holder would never
-  // be reached behind it. Only when none is known free does the bind decide on those.
-  uint32_t run = nkb_free_run(f, first, count, &me, true, run_first);
-  return run > 0 ? run : nkb_free_run(f, first, count, &me, false, run_first);
+  return nkb_free_run(f, first, count, &me, known_free, run_first);
 }
 
 uint32_t nkb_group_state(const nkb_filter_t *f, uint32_t q, uint32_t *pid) {

@@ -27,6 +27,7 @@
 
 #define NKB_BIND_RETRY_MAX 40u      // a queue stays busy a while after its last user closed
 #define NKB_BIND_RETRY_SLEEP_MS 10u
+#define NKB_ELSEWHERE_REFUSED_MS 2000ull  // another pid namespace refused a bind: not retried before
 #define NKB_CLOSE_DRAIN_MS 100u  // what a closing engine gives the device to take its frames
 
 static void nkb_sleep_ms(uint32_t ms) {
@@ -378,6 +379,46 @@ static uint32_t nkb_running_rx_queues(uint32_t ifindex) {
   return n > NKB_MAX_QUEUES ? NKB_MAX_QUEUES : (uint32_t)n;
 }
 
+static int32_t nkb_engine_opened(nkb_engine_t *e);
+
+// The queues an engine opens on: count from first, less owed ones (which keep their part
+// of the UMEM: one whose asker never comes for it is taken back like a given-up one).
+static void nkb_engine_set_run(nkb_engine_t *e, uint32_t first, uint32_t count, uint32_t owed) {
+  assert(count > owed && count <= NKB_MAX_QUEUES);
+  e->first_queue = first;
+  e->queue_count = count - owed;
+  e->umem_queues = count;
+}
+
+// Opens the engine's sockets, UMEM and queues as nkb_engine_set_run chose them, binding each
+// queue up to tries times. 0, or -errno with everything closed again (the run may be tried
+// again with another).
+static int32_t nkb_engine_bind_run(nkb_engine_t *e, uint32_t tries) {
+  e->nl_fd = nkb_link_events_open();
+  for (uint32_t q = 0; q < NKB_MAX_QUEUES; q++) e->xsk[q].fd = -1;
+  nkb_pusher_init(&e->pusher);
+  for (uint32_t q = 0; q < e->queue_count; q++) {
+    e->xsk[q].fd = socket(AF_XDP, SOCK_RAW | SOCK_CLOEXEC, 0);
+    if (e->xsk[q].fd < 0) {
+      int32_t rc = -errno;
+      nkb_engine_close(e);
+      return rc;
+    }
+  }
+  int32_t rc = nkb_engine_umem(e);
+  for (uint32_t q = 0; rc == 0 && q < e->queue_count; q++) {
+    rc = nkb_engine_queue(e, q, tries);
+    // rtnetlink reports allocated queues; bind refuses those beyond the real count.
+    if (rc == -EINVAL && q > 0) {
+      nkb_engine_trim(e, q);
+      rc = 0;
+      break;
+    }
+  }
+  if (rc != 0) nkb_engine_close(e);
+  return rc;
+}
+
 int32_t nkb_engine_open(nkb_engine_t *e, nkb_filter_t *filter, uint32_t ifindex,
                         uint32_t first_queue, uint32_t queue_count, uint32_t frame_size,
                         bool nowait) {
@@ -404,48 +445,46 @@ int32_t nkb_engine_open(nkb_engine_t *e, nkb_filter_t *filter, uint32_t ifindex,
   // one up for and has not taken it yet (it asked first). Those the record shows free but
   // the kernel still holds (a socket closed moments ago) the bind retries for.
   if (queue_count == 1 && nkb_group_held(filter, first_queue)) return -EBUSY;
-  if (queue_count > 1) {
-    uint32_t run_first = first_queue;
-    uint32_t run = nkb_group_free_run(filter, first_queue, e->queue_count, &run_first);
-    uint32_t owed = nkb_group_waiting(filter);
-    if (run <= owed) return NKB_ENOQUEUE;  // every queue is held or owed: the caller may ask
-    e->first_queue = run_first;
-    e->queue_count = run - owed;
-    // The owed queues get their part of the UMEM all the same: one whose asker never
-    // comes for it is taken back like a given-up one (give.c).
-    e->umem_queues = run;
-  }
-  if (e->umem_queues < e->queue_count) e->umem_queues = e->queue_count;
   e->frame_size = frame_size;
   e->filter = filter;
-  e->nl_fd = nkb_link_events_open();
-  for (uint32_t q = 0; q < NKB_MAX_QUEUES; q++) e->xsk[q].fd = -1;
   pthread_mutex_init(&e->rx_lock, 0);
   pthread_mutex_init(&e->tx_lock, 0);
-  nkb_pusher_init(&e->pusher);
-  for (uint32_t q = 0; q < e->queue_count; q++) {
-    e->xsk[q].fd = socket(AF_XDP, SOCK_RAW | SOCK_CLOEXEC, 0);
-    if (e->xsk[q].fd < 0) {
-      int32_t rc = -errno;
-      nkb_engine_close(e);
-      return rc;
+  uint32_t tries = nowait ? 1u : NKB_BIND_RETRY_MAX;
+  int32_t rc = 0;
+  if (queue_count > 1) {
+    uint32_t owed = nkb_group_waiting(filter);
+    uint32_t sure_first = first_queue, any_first = first_queue;
+    uint32_t sure = nkb_group_free_run(filter, first_queue, e->queue_count, true, &sure_first);
+    uint32_t any = nkb_group_free_run(filter, first_queue, e->queue_count, false, &any_first);
+    // A longer run through queues that processes of another pid namespace recorded (this
+    // one cannot tell whether they live): the bind decides, once per queue. Refused, the
+    // run of queues known free (a holder there may have given one up) is tried next, and
+    // for NKB_ELSEWHERE_REFUSED_MS those queues are not tried again: each try sets up the
+    // run's whole UMEM, on the event loop when it is a retry.
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t now = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+    bool refused = now < filter->elsewhere_refused_until_ns;
+    if (any > sure && any > owed && !refused) {
+      nkb_engine_set_run(e, any_first, any, owed);
+      rc = nkb_engine_bind_run(e, 1u);
+      if (rc != -EBUSY) return rc == 0 ? nkb_engine_opened(e) : rc;
+      filter->elsewhere_refused_until_ns = now + NKB_ELSEWHERE_REFUSED_MS * 1000000ull;
+      refused = true;
     }
+    if (any > sure && refused && sure <= owed) return -EBUSY;  // held there: the caller may ask
+    if (sure <= owed) return NKB_ENOQUEUE;  // every queue is held or owed: the caller may ask
+    nkb_engine_set_run(e, sure_first, sure, owed);
+  } else {
+    nkb_engine_set_run(e, e->first_queue, e->queue_count, 0);
   }
-  int32_t rc = nkb_engine_umem(e);
-  for (uint32_t q = 0; rc == 0 && q < e->queue_count; q++) {
-    rc = nkb_engine_queue(e, q, nowait ? 1u : NKB_BIND_RETRY_MAX);
-    if (rc == -EBUSY && nowait) rc = -EINPROGRESS;  // still the kernel's: not a held queue
-    // rtnetlink reports allocated queues; bind refuses those beyond the real count.
-    if (rc == -EINVAL && q > 0) {
-      nkb_engine_trim(e, q);
-      rc = 0;
-      break;
-    }
-  }
-  if (rc != 0) {
-    nkb_engine_close(e);
-    return rc;
-  }
+  rc = nkb_engine_bind_run(e, tries);
+  if (rc == -EBUSY && nowait) rc = -EINPROGRESS;  // known free, still the kernel's: not held
+  return rc == 0 ? nkb_engine_opened(e) : rc;
+}
+
+// The engine opened: the device's options read (setup only).
+static int32_t nkb_engine_opened(nkb_engine_t *e) {
   uint32_t budget = NKB_TX_SKB_BUDGET;  // fewer kicks per batch; old kernels refuse: harmless
   (void)setsockopt(e->xsk[0].fd, SOL_XDP, XDP_MAX_TX_SKB_BUDGET, &budget, sizeof(budget));
   struct xdp_options opts;

@@ -41,12 +41,12 @@ export const PREBUILT_GLIBC = "2.27";
 /** The platforms with a prebuilt library, by `linux-<Deno.build.arch>`. */
 export const PREBUILT: Readonly<Record<string, Prebuilt>> = {
   "linux-x86_64": {
-    sha256: "743a7ae3e84417527e314378c92eb5ed7a0533b5d2dc0937c1e0d8b27e09494c",
-    size: 123288,
+    sha256: "d30cf2ba860616207b4890e64bf27d4cf13830b4c10806af940acd4129a55a21",
+    size: 122720,
   },
   "linux-aarch64": {
-    sha256: "98072000471cae17177d1a65acdce894d245b9236e78d31adbed3f2e343fc513",
-    size: 121256,
+    sha256: "74cfc3f30dd83193e744731d3e70d2e574f47ff48057134dba418441a994dc28",
+    size: 121008,
   },
 };
 // END PREBUILT

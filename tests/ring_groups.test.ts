@@ -242,6 +242,16 @@ function rootTest(name: string, fn: () => Promise<void>): void {
   });
 }
 
+// A whole-interface holder in a pid namespace of its own (a container's process): its
+// records name a namespace the others cannot look into.
+function pidnsHolder(tb: Testbed): TestbedProcess {
+  const deno = [Deno.execPath(), "run", "-A", "--unstable-net", "--no-lock"];
+  return tb.spawn("a", [
+    ...["unshare", "--pid", "--fork", "--kill-child", "--mount-proc"],
+    ...[...deno, `${FIXTURES}/rg_holder.ts`, `--host=${tb.a.ip}`, `--port=${PORT}`, "--noRecv"],
+  ], { name: "rg_holder(pidns)", stdin: true });
+}
+
 // A test on a fresh 4-queue testbed; the processes it pushes on procs are killed at its end.
 function queuesTest(
   name: string,
@@ -676,11 +686,7 @@ rootTest(
   async () => {
     await using tb = await fourQueues();
     // Its records name a pid namespace the asker cannot look into: the bind decides.
-    const deno = [Deno.execPath(), "run", "-A", "--unstable-net", "--no-lock"];
-    const elsewhere = tb.spawn("a", [
-      ...["unshare", "--pid", "--fork", "--kill-child", "--mount-proc"],
-      ...[...deno, `${FIXTURES}/rg_holder.ts`, `--host=${tb.a.ip}`, `--port=${PORT}`, "--noRecv"],
-    ], { name: "rg_holder(pidns)", stdin: true });
+    const elsewhere = pidnsHolder(tb);
     try {
       const r0 = await ready(elsewhere);
       assert.equal(r0.bypass.active, true, `${JSON.stringify(r0)} ${elsewhere.stderr}`);
@@ -705,6 +711,34 @@ rootTest(
     } finally {
       elsewhere.kill();
     }
+  },
+);
+
+// Found by a review: a background retry (an address back) bound once, was refused by the
+// other namespace's holder, and never asked.
+queuesTest(
+  "ring groups: a socket whose address comes back asks a holder in another pid namespace",
+  async (tb, procs) => {
+    // A second address of side a's subnet: the asker's, removed and added back.
+    const ip2 = tb.a.ip.replace(/\.\d+$/, ".77");
+    const addr = (op: "add" | "del") =>
+      tb.execOk("a", ["ip", "addr", op, `${ip2}/24`, "dev", tb.a.ifname]);
+    await addr("add");
+    const asker = holder(tb, null, [`--host=${ip2}`, "--noRecv", "--watchMs=25000"]);
+    procs.push(asker);
+    const r0 = await ready(asker);
+    assert.equal(r0.bypass.active, true, JSON.stringify(r0));
+    await addr("del");
+    const gone = await asker.nextWith("moved", 5_000);
+    assert.equal((gone.bypass as Bypass).reason, "address-removed", JSON.stringify(gone));
+    await new Promise((r) => setTimeout(r, 200)); // its engine's queues: free within 25 ms
+    const elsewhere = pidnsHolder(tb);
+    procs.push(elsewhere);
+    const r1 = await ready(elsewhere);
+    assert.equal(r1.bypass.active, true, `${JSON.stringify(r1)} ${elsewhere.stderr}`);
+    await addr("add");
+    const back = await asker.nextWith("moved", 8_000);
+    assert.equal((back.bypass as Bypass).active, true, `${JSON.stringify(back)} ${asker.stderr}`);
   },
 );
 

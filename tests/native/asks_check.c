@@ -239,7 +239,7 @@ int main(void) {
     reset(ctl);
     nkb_group_claim(&f, 2);  // held by this process
     uint32_t first = 9;
-    check(nkb_group_free_run(&f, 0, 4, &first) == 2 && first == 0, "free run before a held queue");
+    check(nkb_group_free_run(&f, 0, 4, true, &first) == 2 && first == 0, "free run before a held queue");
     check(nkb_group_held(&f, 2) && !nkb_group_held(&f, 3), "held and free");
     ctl->owners[3] = ctl->owners[2];
     ctl->owners[3].pid = 0x3ffffff0u;  // this namespace, no such process: free
@@ -254,17 +254,20 @@ int main(void) {
     check(nkb_group_state(&f, 1, &pid) == NKB_GROUP_FREE && pid == 0, "state: free");
     check(nkb_group_state(&f, 64, &pid) == NKB_GROUP_FREE, "state: past the table");
     nkb_group_release(&f, 2);
-    check(!nkb_group_held(&f, 2) && nkb_group_free_run(&f, 0, 4, &first) == 4, "released");
-    // Another pid namespace's queues come last: known-free ones first, then the bind decides.
+    check(!nkb_group_held(&f, 2) && nkb_group_free_run(&f, 0, 4, true, &first) == 4, "released");
+    // Another pid namespace's queues: free only for the bind to decide (nkb_engine_open tries
+    // a longer run through them first, then the known-free one).
     nkb_group_owner_t other = ctl->owners[3];
     other.pid = 4242u;
     other.pidns ^= 1u;
     ctl->owners[1] = other;
-    check(nkb_group_free_run(&f, 0, 4, &first) == 2 && first == 2, "known-free run first");
+    check(nkb_group_free_run(&f, 0, 4, true, &first) == 2 && first == 2, "known free");
+    check(nkb_group_free_run(&f, 0, 4, false, &first) == 4 && first == 0, "the bind decides");
     for (uint32_t q = 0; q < 4u; q++) ctl->owners[q] = other;
-    check(nkb_group_free_run(&f, 0, 4, &first) == 4 && first == 0, "then the bind decides");
+    check(nkb_group_free_run(&f, 0, 4, true, &first) == 0, "none known free");
+    check(nkb_group_free_run(&f, 0, 4, false, &first) == 4 && first == 0, "all for the bind");
     ctl->owners[3].pid = 0;
-    check(nkb_group_free_run(&f, 0, 4, &first) == 1 && first == 3, "the one given up");
+    check(nkb_group_free_run(&f, 0, 4, true, &first) == 1 && first == 3, "the one given up");
     memset(ctl->owners, 0, sizeof(ctl->owners));
   }
   printf("owners: failures %u\n", g_failures - before);
