@@ -14,10 +14,11 @@
 #include "xsk.h"
 
 #define NKB_API __attribute__((visibility("default")))
-#define NKB_ABI_VERSION 6  // 2: every buffer parameter is followed by its byte length;
+#define NKB_ABI_VERSION 7  // 2: every buffer parameter is followed by its byte length;
                            // 3: the loader pins the copy it keeps (nkb_pin);
                            // 4: nkb_wait_many; 5: NKB_ATTACH_ASK;
-                           // 6: nkb_group_owners, NKB_ATTACH_NOWAIT
+                           // 6: nkb_group_owners, NKB_ATTACH_NOWAIT;
+                           // 7: nkb_queues_xsk_bound
 
 #define NKB_MAX_SOCKS 1024u
 #define NKB_WAIT_MANY_MAX NKB_MAX_SOCKS  // sockets of one nkb_wait_many
@@ -120,8 +121,8 @@ NKB_API int32_t nkb_sock_wake(int32_t h);
 #define NKB_ATTACH_ASK 0x100u
 // NKB_ATTACH_NOWAIT: one bind per queue. A queue the kernel still holds (its last socket
 // closed moments ago: 15-25 ms) answers -EINPROGRESS at once instead of being bound again
-// for up to 400 ms; the caller retries later (the binding's background retries, which run
-// on the event loop).
+// for up to 400 ms; the caller retries later (the binding's retries, which run on the event
+// loop: every attach but one under _NET_KERNEL_BYPASS_ERR_EXIT=1 at socket creation).
 #define NKB_ATTACH_NOWAIT 0x200u
 #define NKB_ASK_WAIT_MS 3000u
 NKB_API int32_t nkb_sock_attach(int32_t h, uint32_t ifindex, uint32_t first_queue,
@@ -206,6 +207,13 @@ NKB_API int32_t nkb_group_owners(uint32_t ifindex, uint32_t prog_id, uint32_t *o
 // NETDEV_A_DEV_XDP_FEATURES: NETDEV_XDP_ACT_* bits; XSK_ZEROCOPY is 1 << 3): 0 and *out1
 // set, -ENOENT (no such interface), -EOPNOTSUPP (the kernel has no "netdev" family).
 NKB_API int32_t nkb_link_xdp_features(uint32_t ifindex, uint64_t *out1, uint32_t out_len);
+
+// How many of ifindex's RX queues first_queue .. first_queue + queue_count - 1 (at most
+// NKB_MAX_QUEUES) have an AF_XDP socket bound, by anyone, as the kernel says (family
+// "netdev", NETDEV_A_QUEUE_XSK): 0..queue_count, or -ENOENT (no such interface), -EINVAL
+// (no such queue), -EOPNOTSUPP (a kernel before 6.8). Before 6.15 every queue reads free.
+NKB_API int32_t nkb_queues_xsk_bound(uint32_t ifindex, uint32_t first_queue,
+                                     uint32_t queue_count);
 
 // The host-wide registry (ffi/registry.h). What the control plane knows of socket h
 // that the shim does not: bypass state flags (NKB_REG_F_BYPASS, NKB_REG_F_AFFINE; the

@@ -1,7 +1,12 @@
-// The XDP features a driver reports (nkb.h: nkb_link_xdp_features), read from the generic
-// netlink family "netdev": NETDEV_CMD_DEV_GET answers with NETDEV_A_DEV_XDP_FEATURES, a u64
-// of NETDEV_XDP_ACT_* bits. The control plane uses it to know, before binding, whether a
-// driver can do AF_XDP zero-copy (NETDEV_XDP_ACT_XSK_ZEROCOPY).
+// What the generic netlink family "netdev" says of an interface (nkb.h):
+// - the XDP features its driver reports (nkb_link_xdp_features): NETDEV_CMD_DEV_GET answers
+//   with NETDEV_A_DEV_XDP_FEATURES, a u64 of NETDEV_XDP_ACT_* bits. The control plane uses
+//   it to know, before binding, whether a driver can do AF_XDP zero-copy;
+// - which of its RX queues have an AF_XDP socket bound (nkb_queues_xsk_bound):
+//   NETDEV_CMD_QUEUE_GET answers with an empty NETDEV_A_QUEUE_XSK nest while the queue has
+//   an XSK buffer pool, the very thing bind refuses with EBUSY. A setup asks it before it
+//   builds a UMEM, so a queue whose last socket closed moments ago (the kernel releases it
+//   15-25 ms later) costs a query, not a UMEM built and torn down, nor a wait.
 //
 // Raw NETLINK_GENERIC socket, no libraries. This is not on the data path, so every call
 // opens its own socket (in the calling thread's network namespace, which is the one whose
@@ -35,8 +40,22 @@ enum { NETDEV_A_DEV_IFINDEX = 1, NETDEV_A_DEV_PAD = 2, NETDEV_A_DEV_XDP_FEATURES
 enum { NETDEV_CMD_DEV_GET = 1 };
 #endif
 
+#include "netdev_query.h"
 #include "nkb.h"
 #include "nl_io.h"
+
+// queue-get (Linux 6.8) and its "xsk" attribute (6.15): the values of
+// include/uapi/linux/netdev.h, named here because UAPI headers before them lack them. A
+// kernel with queue-get but without the attribute never sends it: every queue then reads
+// as free, and the bind decides as it did before the query existed.
+enum {
+  NKB_NETDEV_CMD_QUEUE_GET = 10,
+  NKB_NETDEV_A_QUEUE_ID = 1,
+  NKB_NETDEV_A_QUEUE_IFINDEX = 2,
+  NKB_NETDEV_A_QUEUE_TYPE = 3,
+  NKB_NETDEV_A_QUEUE_XSK = 7,
+  NKB_NETDEV_QUEUE_TYPE_RX = 0,
+};
 
 // The UAPI NLA_* macros compute in int; nl_io.h's keep all length arithmetic unsigned.
 _Static_assert(sizeof(struct nlattr) == 4, "attributes start right after a 4-byte header");
@@ -57,10 +76,14 @@ _Static_assert(CTRL_ATTR_FAMILY_NAME < XF_TB_LEN && CTRL_ATTR_FAMILY_ID < XF_TB_
                "the table indexes the control family's attributes");
 _Static_assert(NETDEV_A_DEV_XDP_FEATURES < XF_TB_LEN && NETDEV_A_DEV_IFINDEX < XF_TB_LEN,
                "the table indexes the netdev family's attributes");
+_Static_assert(NKB_NETDEV_A_QUEUE_XSK < XF_TB_LEN && NKB_NETDEV_A_QUEUE_IFINDEX < XF_TB_LEN,
+               "the table indexes the queue attributes");
 // Any other values would do: the socket is private to one call. Two, so a late answer to
 // the first request cannot be taken for one to the second.
 #define XF_SEQ_FAMILY 0x6e6b7801u
 #define XF_SEQ_DEV 0x6e6b7802u
+// Queue q's request: its own sequence number, so an answer about another queue is skipped.
+#define XF_SEQ_QUEUE 0x6e6b7900u
 // The version of the genetlink controller's own protocol (net/netlink/genetlink.c,
 // genl_ctrl.version); the UAPI header does not name it. The kernel does not check it.
 #define XF_CTRL_VERSION 2u
@@ -119,6 +142,19 @@ static const struct nlmsghdr *xf_req_init(xf_req_t *req, uint16_t type, uint32_t
   h->nlmsg_len = attr_off + NKB_NL_ALIGN4(a.nla_len);
   assert(h->nlmsg_len <= XF_REQ_SIZE);
   return h;
+}
+
+// Appends a u32 attribute to the request req->hdr (which must have room).
+static void xf_req_put_u32(xf_req_t *req, uint16_t attr_type, uint32_t value) {
+  uint32_t off = req->hdr.nlmsg_len;
+  assert(off % 4u == 0);
+  assert(off + NKB_NL_ATTR_HDRLEN + sizeof(value) <= XF_REQ_SIZE);
+  struct nlattr a = {.nla_len = (uint16_t)(NKB_NL_ATTR_HDRLEN + sizeof(value)),
+                     .nla_type = attr_type};
+  memcpy(req->buf + off, &a, sizeof(a));
+  memcpy(req->buf + off + NKB_NL_ATTR_HDRLEN, &value, sizeof(value));
+  req->hdr.nlmsg_len = off + NKB_NL_ALIGN4(a.nla_len);
+  assert(req->hdr.nlmsg_len <= XF_REQ_SIZE);
 }
 
 // ---- attributes --------------------------------------------------------------------
@@ -295,4 +331,61 @@ int32_t nkb_link_xdp_features(uint32_t ifindex, uint64_t *out1, uint32_t out_len
   assert(rc == 0);
   *out1 = ctx.features;
   return 0;
+}
+
+typedef struct xf_queue_ctx {
+  uint32_t ifindex;
+  uint32_t queue;
+  bool bound;
+} xf_queue_ctx_t;
+
+static int32_t xf_queue_on_reply(const struct nlattr *const *tb, void *vctx) {
+  xf_queue_ctx_t *ctx = vctx;
+  assert(ctx != NULL && ctx->ifindex != 0);
+  assert(!ctx->bound);
+  uint32_t ifindex = 0, queue = 0, type = 0;
+  if (xf_attr_get(tb[NKB_NETDEV_A_QUEUE_IFINDEX], &ifindex, sizeof(ifindex)) < 0 ||
+      xf_attr_get(tb[NKB_NETDEV_A_QUEUE_ID], &queue, sizeof(queue)) < 0 ||
+      xf_attr_get(tb[NKB_NETDEV_A_QUEUE_TYPE], &type, sizeof(type)) < 0) {
+    return -EPROTO;
+  }
+  // An answer about another queue or interface, or a TX queue: not the one asked about.
+  if (ifindex != ctx->ifindex || queue != ctx->queue || type != NKB_NETDEV_QUEUE_TYPE_RX) {
+    return -EPROTO;
+  }
+  ctx->bound = tb[NKB_NETDEV_A_QUEUE_XSK] != NULL;  // an empty nest: present or not
+  return 0;
+}
+
+int32_t nkb_queues_xsk_bound(uint32_t ifindex, uint32_t first_queue, uint32_t queue_count) {
+  if (ifindex == 0) return -ENOENT;
+  if (queue_count == 0 || queue_count > NKB_MAX_QUEUES) return -EINVAL;
+  if (first_queue > UINT32_MAX - queue_count) return -EINVAL;
+  int32_t fd = nkb_nlio_open(NETLINK_GENERIC);
+  if (fd < 0) return fd;
+  uint16_t family = 0;
+  int32_t rc = xf_family(fd, &family);
+  int32_t bound = 0;
+  for (uint32_t i = 0; rc == 0 && i < queue_count; i++) {  // bounded: NKB_MAX_QUEUES
+    assert(family > GENL_ID_CTRL);
+    const uint32_t q = first_queue + i;
+    const uint32_t seq = XF_SEQ_QUEUE + i;
+    xf_req_t req;
+    uint32_t rx = NKB_NETDEV_QUEUE_TYPE_RX;
+    (void)xf_req_init(&req, family, seq, NKB_NETDEV_CMD_QUEUE_GET, NETDEV_FAMILY_VERSION,
+                      NKB_NETDEV_A_QUEUE_IFINDEX, &ifindex, sizeof(ifindex));
+    xf_req_put_u32(&req, NKB_NETDEV_A_QUEUE_TYPE, rx);
+    xf_req_put_u32(&req, NKB_NETDEV_A_QUEUE_ID, q);
+    xf_queue_ctx_t ctx = {.ifindex = ifindex, .queue = q, .bound = false};
+    xf_walk_t w = {.seq = seq, .type = family, .cmd = NKB_NETDEV_CMD_QUEUE_GET,
+                   .fn = xf_queue_on_reply, .ctx = &ctx, .replied = false};
+    rc = xf_transact(fd, &req.hdr, &w);
+    if (rc == 0 && ctx.bound) bound++;
+  }
+  (void)close(fd);  // read only: nothing to report
+  if (rc == -ENODEV) return -ENOENT;
+  // Before 6.8 the family has no queue-get: the genetlink core answers -EOPNOTSUPP.
+  if (rc < 0) return rc;
+  assert(bound >= 0 && (uint32_t)bound <= queue_count);
+  return bound;
 }

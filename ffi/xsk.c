@@ -4,6 +4,7 @@
 #include "xsk.h"
 
 #include "lock_order.h"
+#include "netdev_query.h"
 
 #include <errno.h>
 #include <linux/ethtool.h>
@@ -445,6 +446,12 @@ int32_t nkb_engine_open(nkb_engine_t *e, nkb_filter_t *filter, uint32_t ifindex,
   // one up for and has not taken it yet (it asked first). Those the record shows free but
   // the kernel still holds (a socket closed moments ago) the bind retries for.
   if (queue_count == 1 && nkb_group_held(filter, first_queue)) return -EBUSY;
+  // Free by the record but still the kernel's (its socket closed moments ago, or an XSK that
+  // is not nkb's): without waiting, said at once, before any UMEM is built for a bind that
+  // would be refused.
+  if (nowait && queue_count == 1 && nkb_queues_xsk_bound(ifindex, first_queue, 1) > 0) {
+    return -EINPROGRESS;
+  }
   e->frame_size = frame_size;
   e->filter = filter;
   pthread_mutex_init(&e->rx_lock, 0);
@@ -474,6 +481,7 @@ int32_t nkb_engine_open(nkb_engine_t *e, nkb_filter_t *filter, uint32_t ifindex,
     }
     if (any > sure && refused && sure <= owed) return -EBUSY;  // held there: the caller may ask
     if (sure <= owed) return NKB_ENOQUEUE;  // every queue is held or owed: the caller may ask
+    if (nowait && nkb_queues_xsk_bound(ifindex, sure_first, sure) > 0) return -EINPROGRESS;
     nkb_engine_set_run(e, sure_first, sure, owed);
   } else {
     nkb_engine_set_run(e, e->first_queue, e->queue_count, 0);

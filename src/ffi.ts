@@ -77,6 +77,7 @@ export const symbols = {
   nkb_group_owners: { parameters: [U32, U32, "buffer", U32], result: I32 },
   nkb_policy: { parameters: ["buffer", U32], result: I32 },
   nkb_link_xdp_features: { parameters: [U32, "buffer", U32], result: I32 },
+  nkb_queues_xsk_bound: { parameters: [U32, U32, U32], result: I32 },
   // (h, flags, recv_mode, reason_z, reason_len)
   nkb_reg_note: { parameters: [I32, U32, U32, "buffer", U32], result: I32 },
   nkb_reg_path: { parameters: ["buffer", U32], result: I32 },
@@ -99,7 +100,7 @@ export const symbols = {
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The ABI this TypeScript expects from the shim (NKB_ABI_VERSION in ffi/nkb.h). */
-export const ABI_VERSION = 6;
+export const ABI_VERSION = 7;
 
 /** Returned by send entries when a destination must be resolved first. */
 export const E_NEED_ROUTE = -10000;

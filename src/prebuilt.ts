@@ -41,12 +41,12 @@ export const PREBUILT_GLIBC = "2.27";
 /** The platforms with a prebuilt library, by `linux-<Deno.build.arch>`. */
 export const PREBUILT: Readonly<Record<string, Prebuilt>> = {
   "linux-x86_64": {
-    sha256: "d30cf2ba860616207b4890e64bf27d4cf13830b4c10806af940acd4129a55a21",
-    size: 122720,
+    sha256: "7fcec9ad727d2b503225022d93419df602da6f0b1e2670d003805a06f3dd9454",
+    size: 124232,
   },
   "linux-aarch64": {
-    sha256: "74cfc3f30dd83193e744731d3e70d2e574f47ff48057134dba418441a994dc28",
-    size: 121008,
+    sha256: "d9059355a6196bd2a22497537702bd1a9bec45851a32995c6ad9d4c57806dcfa",
+    size: 122568,
   },
 };
 // END PREBUILT
