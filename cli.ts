@@ -35,7 +35,7 @@ nkb stat   the bypass sockets of every process on the host (netstat -k)
 nkb phys   interfaces of this network namespace and the receive queues nkb holds
   -v         add HOLDERS (pids holding queues)
   -o FIELDS  columns, of: LINK, IFINDEX, RXQ, RG-AVAIL, RG-INUSE, HOLDERS, QUEUES,
-             XDP, XDP-PROG, ZEROCOPY, MTU
+             XSK, XDP, XDP-PROG, ZEROCOPY, MTU
   --json     { "links": [...], "warnings": [...] }
   LINK       only these interfaces (lo only when named)
 

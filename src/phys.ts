@@ -25,14 +25,21 @@ export interface PhysInfo {
   mtu: number;
   /** Receive queues the device uses now (entries of /sys/class/net/<link>/queues/rx-*). */
   rxQueues: number;
-  /** Receive queues no nkb process holds (never negative). */
+  /** Receive queues free: neither held by an nkb process nor bound by any AF_XDP socket. */
   rgAvail: number;
-  /** Distinct receive queues held by nkb processes. */
+  /** Distinct receive queues held by nkb processes or bound by any AF_XDP socket. */
   rgInUse: number;
   /** Pids holding queues, ascending. */
   holders: number[];
   /** The queues held, ascending. */
   queuesHeld: number[];
+  /**
+   * The receive queues the kernel says have an AF_XDP socket bound, by any program (nkb's
+   * or not), ascending; null when the kernel cannot say (before Linux 6.8). A queue whose
+   * socket closed moments ago stays here until the kernel has released it (tens of ms).
+   * Kernels before 6.15 say none.
+   */
+  xskQueues: number[] | null;
   /** Whose XDP program is attached. */
   xdp: XdpOwner;
   /** 0 when no program is attached (or unknown). */
@@ -86,6 +93,7 @@ export type PhysField =
   | "RG-INUSE"
   | "HOLDERS"
   | "QUEUES"
+  | "XSK"
   | "XDP"
   | "XDP-PROG"
   | "ZEROCOPY"
@@ -100,6 +108,7 @@ export const PHYS_FIELDS: readonly PhysField[] = [
   "RG-INUSE",
   "HOLDERS",
   "QUEUES",
+  "XSK",
   "XDP",
   "XDP-PROG",
   "ZEROCOPY",
@@ -178,15 +187,20 @@ export function listPhys(opts: ListPhysOptions = {}): PhysList {
       : null;
     const { queues, holders } = fromFilter ??
       registryHoldings(holdings.filter((s) => s.ifindex === sys.ifindex));
+    const xsk = facts.xdp === "unknown" && facts.xdpProgId === 0
+      ? null
+      : xskQueues(name, sys.ifindex, sys.rxQueues, warnings);
+    const inUse = new Set([...queues, ...xsk ?? []]);
     links.push({
       link: name,
       ifindex: sys.ifindex,
       mtu: sys.mtu,
       rxQueues: sys.rxQueues,
-      rgAvail: Math.max(0, sys.rxQueues - queues.size),
-      rgInUse: queues.size,
+      rgAvail: Math.max(0, sys.rxQueues - inUse.size),
+      rgInUse: inUse.size,
       holders: [...holders].sort((a, b) => a - b),
       queuesHeld: [...queues].sort((a, b) => a - b),
+      xskQueues: xsk,
       ...facts,
       source: fromFilter === null ? "registry" : "filter",
     });
@@ -233,6 +247,8 @@ function physCell(l: PhysInfo, field: PhysField): string {
       return list(l.holders);
     case "QUEUES":
       return list(l.queuesHeld);
+    case "XSK":
+      return l.xskQueues === null ? "?" : list(l.xskQueues);
     case "XDP":
       return l.xdp === "none" ? "-" : l.xdp === "other" ? `other:${l.xdpProgName ?? "?"}` : l.xdp;
     case "XDP-PROG":
@@ -372,6 +388,38 @@ function filterHoldings(
     if (state === GROUP_STATE.live) held.holders.add(out[2 * q + 1]);
   }
   return held;
+}
+
+// The shim's query takes at most NKB_MAX_QUEUES (ffi/xsk.h) queues per call.
+const XSK_QUERY_QUEUES = 8;
+const EOPNOTSUPP = -95;
+
+// The receive queues the kernel says have an AF_XDP socket bound (nkb_queues_xsk_bound, one
+// queue per call to learn which); null when it cannot say. Bounded by the queues sysfs shows
+// (MAX_QUEUE_ENTRIES).
+function xskQueues(
+  name: string,
+  ifindex: number,
+  rxQueues: number,
+  warnings: string[],
+): number[] | null {
+  const bound: number[] = [];
+  for (let first = 0; first < rxQueues; first += XSK_QUERY_QUEUES) {
+    const count = Math.min(XSK_QUERY_QUEUES, rxQueues - first);
+    const any = lib().nkb_queues_xsk_bound(ifindex, first, count);
+    if (any < 0) {
+      // A kernel without queue-get says nothing; anything else is worth a line.
+      if (any !== EOPNOTSUPP) {
+        warnings.push(`${name}: the kernel's AF_XDP queues cannot be read: ${errnoName(any)}`);
+      }
+      return null;
+    }
+    // One call per queue of a chunk that has any (a queue released meanwhile reads free).
+    for (let q = first; any > 0 && q < first + count; q++) {
+      if (lib().nkb_queues_xsk_bound(ifindex, q, 1) > 0) bound.push(q);
+    }
+  }
+  return bound;
 }
 
 type XdpFacts = Pick<PhysInfo, "xdp" | "xdpProgId" | "xdpProgName" | "zeroCopy">;

@@ -29,6 +29,7 @@
 import assert from "node:assert/strict";
 import { buildWithShim, ROOT } from "./helpers/zig.ts";
 import { FIXTURES, Testbed, type TestbedProcess } from "./helpers/testbed.ts";
+import { NOBODY, setprivAs } from "./helpers/nobody.ts";
 
 const PORT = 9000;
 const GEN_PORT = 9100; // the generator's queue q sends from GEN_PORT + q
@@ -134,6 +135,31 @@ async function nkbJson(tb: Testbed, args: string[]): Promise<Msg> {
   const deno = `${ROOT}.tools/deno/node_modules/.bin/deno`;
   const out = await tb.execOk("a", [deno, "run", "-A", `${ROOT}cli.ts`, ...args, "--json"], 30_000);
   return JSON.parse(out) as Msg;
+}
+
+// `nkb phys IFNAME --json` run by nobody (setpriv) in side a, with a Deno cache of its own.
+async function physAsNobody(tb: Testbed): Promise<Msg> {
+  const home = await Deno.makeTempDir({ prefix: "nkb-phys-nobody-" });
+  try {
+    Deno.chownSync(home, NOBODY, NOBODY);
+    const deno = `${ROOT}.tools/deno/node_modules/.bin/deno`;
+    const out = await tb.execOk("a", [
+      "env",
+      `DENO_DIR=${home}`,
+      `HOME=${home}`,
+      ...setprivAs(NOBODY),
+      deno,
+      "run",
+      "-A",
+      `${ROOT}cli.ts`,
+      "phys",
+      tb.a.ifname,
+      "--json",
+    ], 60_000);
+    return JSON.parse(out) as Msg;
+  } finally {
+    await Deno.remove(home, { recursive: true });
+  }
 }
 
 // nkb_flows maps on the host (BPF_MAP_GET_NEXT_ID walk): python3 with ctypes, no bpftool.
@@ -293,6 +319,7 @@ rootTest(
       assert.equal(link.rgAvail, 1, JSON.stringify(phys));
       assert.deepEqual(link.holders, [...pids].sort((a, b) => a - b), JSON.stringify(phys));
       assert.deepEqual(link.queuesHeld, [0, 1, 2], JSON.stringify(phys));
+      assert.deepEqual(link.xskQueues, [0, 1, 2], JSON.stringify(phys));
       const stat = await nkbJson(tb, ["stat"]);
       const rows = (stat.sockets as Msg[]).filter((s) => pids.includes(s.pid as number));
       assert.deepEqual(
@@ -333,6 +360,16 @@ rootTest(
       assert.equal(link4.source, "filter", JSON.stringify(phys4));
       assert.equal(link4.rgAvail, 0, JSON.stringify(phys4));
       assert.deepEqual(link4.queuesHeld, [0, 1, 2, 3], JSON.stringify(phys4));
+      assert.deepEqual(link4.xskQueues, [0, 1, 2, 3], JSON.stringify(phys4));
+      // Another user reads neither the filter's records (CAP_SYS_ADMIN) nor root's registry
+      // files: the kernel's word (an XSK bound on each queue) still counts all four in use.
+      const asOther = await physAsNobody(tb);
+      const linkN = (asOther.links as Msg[])[0];
+      assert.equal(linkN.source, "registry", JSON.stringify(asOther));
+      assert.deepEqual(linkN.queuesHeld, [], JSON.stringify(asOther));
+      assert.deepEqual(linkN.xskQueues, [0, 1, 2, 3], JSON.stringify(asOther));
+      assert.equal(linkN.rgInUse, 4, JSON.stringify(asOther));
+      assert.equal(linkN.rgAvail, 0, JSON.stringify(asOther));
       assert.deepEqual(
         link4.holders,
         [...pids, r4.pid].sort((a, b) => a - b),

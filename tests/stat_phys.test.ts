@@ -175,6 +175,7 @@ const LINKS: PhysInfo[] = [
     rgInUse: 2,
     holders: [77, 1234],
     queuesHeld: [0, 3],
+    xskQueues: [0, 3],
     xdp: "nkb",
     xdpProgId: 42,
     xdpProgName: "nkb_xdp",
@@ -190,6 +191,7 @@ const LINKS: PhysInfo[] = [
     rgInUse: 0,
     holders: [],
     queuesHeld: [],
+    xskQueues: [],
     xdp: "other",
     xdpProgId: 7,
     xdpProgName: "xdp_dummy",
@@ -205,6 +207,7 @@ const LINKS: PhysInfo[] = [
     rgInUse: 0,
     holders: [],
     queuesHeld: [],
+    xskQueues: null,
     xdp: "none",
     xdpProgId: 0,
     xdpProgName: null,
@@ -352,6 +355,7 @@ Deno.test("listPhys: queues held on lo by live sockets of this namespace, lo onl
       assert.equal(l.rgAvail, l.rxQueues - 1);
       assert.deepEqual(l.holders, [me.pid]);
       assert.deepEqual(l.queuesHeld, [0]);
+      assert.deepEqual(l.xskQueues, []); // lo: no AF_XDP socket, the kernel says
       assert.ok(["none", "nkb", "other", "unknown"].includes(l.xdp));
       assert.ok(listPhys({ dir }).links.every((x) => x.link !== "lo"));
     });
