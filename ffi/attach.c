@@ -112,6 +112,30 @@ static void nkb_ask_end(nkb_core_t *c, nkb_sock_t *s, bool got_queue) {
   nkb_iface_drop(c, f);
 }
 
+// Socket s stops waiting for a queue the kernel releases (setup lock held): its filter
+// reference goes.
+static void nkb_release_end(nkb_core_t *c, nkb_sock_t *s) {
+  assert(nkb_holds(NKB_RANK_SETUP) && !nkb_holds(NKB_RANK_TABLE));
+  nkb_iface_t *f = s->release_iface;
+  if (f == 0) return;
+  s->release_iface = 0;
+  nkb_iface_drop(c, f);
+}
+
+// Socket s waits for a queue of f the kernel releases (setup lock held): it keeps the
+// reference the attach took on f (one per socket: a second is let go).
+static void nkb_release_wait(nkb_core_t *c, nkb_sock_t *s, nkb_iface_t *f) {
+  assert(nkb_holds(NKB_RANK_SETUP) && !nkb_holds(NKB_RANK_TABLE));
+  assert(f != 0 && f->refs > 0);
+  if (s->release_iface == f) {
+    nkb_iface_drop(c, f);
+    assert(f->refs > 0);  // ours is still there
+    return;
+  }
+  nkb_release_end(c, s);
+  s->release_iface = f;
+}
+
 // Every queue of the interface is held by live processes (setup lock held, filter f open):
 // with ask, socket s asks the holders for one and answers -EAGAIN; the ask holds the
 // filter open, so that each retry neither walks the host's BPF links again nor needs the
@@ -164,6 +188,11 @@ static int32_t nkb_engine_create(nkb_core_t *c, nkb_sock_t *s, uint32_t ifindex,
   if (rc == NKB_ENOQUEUE || (rc == -EBUSY && ask) || (rc == -EINPROGRESS && ask && s->ask_iface == f)) {
     rc = nkb_ask_queue(c, s, f, ask);
   }
+  if (rc == -EINPROGRESS) {
+    free(e);
+    nkb_release_wait(c, s, f);
+    return rc;
+  }
   if (rc != 0) {
     free(e);
     nkb_iface_drop(c, f);
@@ -201,6 +230,8 @@ int32_t nkb_sock_attach(int32_t h, uint32_t ifindex, uint32_t first_queue, uint3
   // its ask would hold the filter until it closes.
   if (rc == 0 && s->ask_iface != 0) nkb_ask_end(c, s, s->ask_iface == es->iface);
   if (rc != 0 && rc != -EAGAIN && s != 0) nkb_ask_end(c, s, false);
+  // Anything but "still being released" ends that wait (a new engine holds its own reference).
+  if (rc != -EINPROGRESS && s != 0) nkb_release_end(c, s);
   if (rc == 0 && es->engine->frame_size < frame_size) rc = -EMSGSIZE;
   if (rc == 0) {
     nkb_lock(&c->table_lock, NKB_RANK_TABLE);
@@ -385,6 +416,7 @@ int32_t nkb_detach(nkb_sock_t *s) {
 void nkb_ask_drop(nkb_sock_t *s) {
   assert(nkb_holds(NKB_RANK_SETUP) && !nkb_holds(NKB_RANK_TABLE));
   nkb_ask_end(nkb_core(), s, false);
+  nkb_release_end(nkb_core(), s);
 }
 
 int32_t nkb_sock_detach(int32_t h) {

@@ -210,8 +210,9 @@ NKB_API int32_t nkb_link_xdp_features(uint32_t ifindex, uint64_t *out1, uint32_t
 
 // How many of ifindex's RX queues first_queue .. first_queue + queue_count - 1 (at most
 // NKB_MAX_QUEUES) have an AF_XDP socket bound, by anyone, as the kernel says (family
-// "netdev", NETDEV_A_QUEUE_XSK): 0..queue_count, or -ENOENT (no such interface), -EINVAL
-// (no such queue), -EOPNOTSUPP (a kernel before 6.8). Before 6.15 every queue reads free.
+// "netdev", NETDEV_A_QUEUE_XSK): 0..queue_count, or -ENOENT (no such interface, or it is
+// down: the kernel answers for running ones only), -EINVAL (no such queue), -EOPNOTSUPP (a
+// kernel before 6.8). Before 6.15 every queue reads free.
 NKB_API int32_t nkb_queues_xsk_bound(uint32_t ifindex, uint32_t first_queue,
                                      uint32_t queue_count);
 

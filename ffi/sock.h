@@ -81,6 +81,10 @@ typedef struct nkb_sock {
   // Under the setup lock.
   struct nkb_iface *ask_iface;
   uint64_t ask_since_ns;
+  // The interface whose filter this socket holds open while the kernel releases the queue
+  // its attach found still bound (-EINPROGRESS): each retry then costs the kernel's answer,
+  // not a join of the filter, nor an XDP attach and detach. Under the setup lock.
+  struct nkb_iface *release_iface;
   uint32_t park_head;     // atomic (a waiter reads it)
   uint32_t park_tail;     // atomic
   nkb_parked_t parked[NKB_PENDING];

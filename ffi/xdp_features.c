@@ -68,7 +68,8 @@ _Static_assert(GENL_HDRLEN == 4, "the genetlink header is cmd, version and 2 res
 // A request gets one reply datagram and then its ack; the rest is slack for stale
 // messages, which are skipped, so a misbehaving peer cannot keep the loop going.
 #define XF_RECV_MAX 8u
-// A request is a netlink header, a genetlink header and one attribute of at most 8 bytes.
+// A request is a netlink header, a genetlink header and at most three attributes of 4 bytes
+// (a queue-get: 44 bytes).
 #define XF_REQ_SIZE 64u
 // Attribute table length, enough for both families' attributes of interest.
 #define XF_TB_LEN 16u

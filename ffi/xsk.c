@@ -481,7 +481,8 @@ int32_t nkb_engine_open(nkb_engine_t *e, nkb_filter_t *filter, uint32_t ifindex,
     }
     if (any > sure && refused && sure <= owed) return -EBUSY;  // held there: the caller may ask
     if (sure <= owed) return NKB_ENOQUEUE;  // every queue is held or owed: the caller may ask
-    if (nowait && nkb_queues_xsk_bound(ifindex, sure_first, sure) > 0) return -EINPROGRESS;
+    // The queues it would bind: the run less those owed to askers (nkb_engine_set_run).
+    if (nowait && nkb_queues_xsk_bound(ifindex, sure_first, sure - owed) > 0) return -EINPROGRESS;
     nkb_engine_set_run(e, sure_first, sure, owed);
   } else {
     nkb_engine_set_run(e, e->first_queue, e->queue_count, 0);

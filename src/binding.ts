@@ -38,6 +38,10 @@ const ASK_RETRY_LIMIT_MS = 5_000;
 // interval. Each try before the release is one netlink query (nkb_queues_xsk_bound).
 const RELEASE_RETRY_FIRST_MS = 4;
 const RELEASE_RETRY_MAX_MS = 16;
+// A queue still bound this long after the first try is not being released: an AF_XDP socket
+// holds it that is not a live nkb process's of this pid namespace (another program's, or one
+// of another namespace). The socket stays on the kernel path (queue-busy).
+const RELEASE_GIVE_UP_MS = 1_000;
 // Reasons where bypass was possible in principle but setting it up failed: the
 // cases _NET_KERNEL_BYPASS_ERR_EXIT=1 turns into an exit. The others (wildcard,
 // loopback, other kinds of interface, filters) are not failures: the socket is
@@ -147,6 +151,8 @@ export class BypassBinding {
   #releaseTimer: ReturnType<typeof setTimeout> | null = null;
   #releaseDelayMs = RELEASE_RETRY_FIRST_MS;
   #releaseWaitedMs = 0;
+  // When an attach first found its queue still bound (nkb_now_ms), 0: not waiting.
+  #releaseSince = 0;
 
   /** Starts undecided (or on the kernel path for good with `kernelOnly`). */
   constructor(h: number, opts: ResolvedOptions, beforeDetach: () => void) {
@@ -403,6 +409,7 @@ export class BypassBinding {
     if (this.#lastWatch > this.#askUntil) {
       this.#askPlan = null;
       this.#askTimerFollow();
+      this.#releaseEnd();
       // Tells the shim, whose ask would otherwise hold the interface's filter open.
       lib().nkb_sock_detach(this.#h);
       this.#detail = `AF_XDP on ${plan.link.name}: no free queue; stopped waiting for one`;
@@ -430,6 +437,22 @@ export class BypassBinding {
       clearInterval(this.#askTimer);
       this.#askTimer = null;
     }
+  }
+
+  // The wait for a queue's release ended (the queue came, or the wait stopped).
+  #releaseEnd(): void {
+    if (this.#releaseTimer !== null) clearTimeout(this.#releaseTimer);
+    this.#releaseTimer = null;
+    this.#releaseDelayMs = RELEASE_RETRY_FIRST_MS;
+    this.#releaseWaitedMs = 0;
+    this.#releaseSince = 0;
+  }
+
+  /** The socket closes: no retry runs after it (its timers go). */
+  dispose(): void {
+    this.#askPlan = null;
+    this.#askTimerFollow();
+    this.#releaseEnd();
   }
 
   // Before the ask's next watch: a queue still being released is usually free within
@@ -514,23 +537,41 @@ export class BypassBinding {
       flags,
       link.mtu,
     );
-    const retry = rc === EAGAIN || rc === EINPROGRESS;
-    if (retry && this.#askPlan === null) {
-      this.#askUntil = lib().nkb_now_ms() + ASK_RETRY_LIMIT_MS;
-    }
+    const now = lib().nkb_now_ms();
+    let retry = rc === EAGAIN || rc === EINPROGRESS;
+    // Not an ask's: a queue the kernel still had not released after RELEASE_GIVE_UP_MS.
+    const stuck = rc === EINPROGRESS && !asks && this.#releaseSince !== 0 &&
+      now - this.#releaseSince > RELEASE_GIVE_UP_MS;
+    if (stuck) retry = false;
+    if (retry && this.#askPlan === null) this.#askUntil = now + ASK_RETRY_LIMIT_MS;
     this.#askPlan = retry ? plan : null;
     this.#askTimerFollow();
-    if (rc === EINPROGRESS) {
+    if (rc === EINPROGRESS && retry) {
+      if (this.#releaseSince === 0) this.#releaseSince = now;
       this.#retrySoon();
     } else {
-      this.#releaseDelayMs = RELEASE_RETRY_FIRST_MS;
-      this.#releaseWaitedMs = 0;
+      this.#releaseEnd();
+    }
+    if (retry) this.#lastWatch = now; // the next look is the retry timers', not at once
+    if (stuck) {
+      // Lets go of the filter the wait held open (nkb_sock_detach: the socket is unattached).
+      lib().nkb_sock_detach(this.#h);
+      this.#fallback(
+        "queue-busy",
+        `AF_XDP on ${link.name}: its queue stayed bound ${RELEASE_GIVE_UP_MS} ms (an AF_XDP ` +
+          "socket that is not a live nkb process's here holds it)",
+        strict,
+      );
+      return false;
     }
     if (rc < 0) {
       const [reason, detail] = attachFailure(rc, link);
       this.#fallback(reason, detail, strict);
       return false;
     }
+    // Destinations looked up while on the kernel path (cached as "kernel" for 5 s) are
+    // looked up again: they may now go through the ring.
+    if (this.#phase !== "bypass") lib().nkb_dest_clear(this.#h);
     this.#link = link;
     this.#phase = "bypass";
     this.#linkDown = false;

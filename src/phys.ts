@@ -35,7 +35,8 @@ export interface PhysInfo {
   queuesHeld: number[];
   /**
    * The receive queues the kernel says have an AF_XDP socket bound, by any program (nkb's
-   * or not), ascending; null when the kernel cannot say (before Linux 6.8). A queue whose
+   * or not), ascending; null when the kernel cannot say (before Linux 6.8, or the interface
+   * is down). A queue whose
    * socket closed moments ago stays here until the kernel has released it (tens of ms).
    * Kernels before 6.15 say none.
    */
@@ -393,6 +394,7 @@ function filterHoldings(
 // The shim's query takes at most NKB_MAX_QUEUES (ffi/xsk.h) queues per call.
 const XSK_QUERY_QUEUES = 8;
 const EOPNOTSUPP = -95;
+const ENOENT = -2;
 
 // The receive queues the kernel says have an AF_XDP socket bound (nkb_queues_xsk_bound, one
 // queue per call to learn which); null when it cannot say. Bounded by the queues sysfs shows
@@ -408,8 +410,9 @@ function xskQueues(
     const count = Math.min(XSK_QUERY_QUEUES, rxQueues - first);
     const any = lib().nkb_queues_xsk_bound(ifindex, first, count);
     if (any < 0) {
-      // A kernel without queue-get says nothing; anything else is worth a line.
-      if (any !== EOPNOTSUPP) {
+      // A kernel without queue-get says nothing, nor about an interface that is down;
+      // anything else is worth a line.
+      if (any !== EOPNOTSUPP && any !== ENOENT) {
         warnings.push(`${name}: the kernel's AF_XDP queues cannot be read: ${errnoName(any)}`);
       }
       return null;

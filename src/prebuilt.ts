@@ -41,12 +41,12 @@ export const PREBUILT_GLIBC = "2.27";
 /** The platforms with a prebuilt library, by `linux-<Deno.build.arch>`. */
 export const PREBUILT: Readonly<Record<string, Prebuilt>> = {
   "linux-x86_64": {
-    sha256: "7fcec9ad727d2b503225022d93419df602da6f0b1e2670d003805a06f3dd9454",
-    size: 124232,
+    sha256: "162b44e4aee4a3b16952cf75bd078e155f1a39841c1af55c294e5a6b2bb2d747",
+    size: 124840,
   },
   "linux-aarch64": {
-    sha256: "d9059355a6196bd2a22497537702bd1a9bec45851a32995c6ad9d4c57806dcfa",
-    size: 122568,
+    sha256: "d188719684be14f2ef78170450346f696a9c249fb0fcd30bfff0922c5f2f8ca8",
+    size: 123064,
   },
 };
 // END PREBUILT

@@ -1047,6 +1047,7 @@ export class UdpBypass implements Deno.DatagramConn {
       // The address stays what it was last read as.
     }
     this.#closed = true;
+    this.#binding.dispose();
     lib().nkb_sock_shutdown(this.#h);
     // Deno's error, with the code Deno gives it.
     this.#rejectAll(() =>

@@ -36,7 +36,12 @@ const GEN_PORT = 9100; // the generator's queue q sends from GEN_PORT + q
 const QUEUES = 4;
 
 type Msg = Record<string, unknown>;
-type Bypass = { active: boolean; reason: string | null; queue: number | null };
+type Bypass = {
+  active: boolean;
+  reason: string | null;
+  queue: number | null;
+  detail?: string | null;
+};
 type Stats = Record<string, number>;
 
 // The generator sends its end markers after a pause, and one may leave through its kernel
@@ -748,6 +753,28 @@ rootTest(
     } finally {
       elsewhere.kill();
     }
+  },
+);
+
+// Found by a review: a queue that stays bound (its holder's record is of another pid
+// namespace, which this process cannot check) looked like one being released, retried for 5 s.
+queuesTest(
+  "ring groups: a queue-affine socket whose queue a process of another pid namespace holds gives up within about a second",
+  async (tb, procs) => {
+    const elsewhere = pidnsHolder(tb);
+    procs.push(elsewhere);
+    const r0 = await ready(elsewhere);
+    assert.equal(r0.bypass.active, true, `${JSON.stringify(r0)} ${elsewhere.stderr}`);
+    const affine = holder(tb, 0, [`--port=${PORT + 1}`, "--noRecv", "--watchMs=2500"]);
+    procs.push(affine);
+    const r1 = await ready(affine);
+    assert.match(r1.bypass.detail ?? "", /still being released/, JSON.stringify(r1));
+    const watched = await affine.nextWith("watched", 20_000);
+    const what = `${JSON.stringify(watched)} ${affine.stderr}`;
+    const bypass = watched.bypass as Bypass;
+    assert.equal(bypass.active, false, what);
+    assert.equal(bypass.reason, "queue-busy", what);
+    assert.match(bypass.detail ?? "", /stayed bound 1000 ms/, what);
   },
 );
 
