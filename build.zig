@@ -7,6 +7,7 @@ const c_sources = [_][]const u8{
     "ffi/netlink.c",
     "ffi/bpf_filter.c",
     "ffi/filter_open.c",
+    "ffi/host_clock.c",
     "ffi/ring_groups.c",
     "ffi/frame.c",
     "ffi/xsk.c",

@@ -83,7 +83,7 @@ typedef struct nkb_flow_key {
 typedef struct nkb_group_owner {
   uint32_t pid;          // 0: nobody (as far as the holders said)
   uint32_t pidns;        // low 32 bits of its pid namespace's inode
-  uint64_t start_ticks;  // its start time (/proc/PID/stat field 22)
+  uint64_t start_ticks;  // its start time (/proc/PID/stat field 22, host ticks: host_clock.h)
 } nkb_group_owner_t;
 
 // A newcomer's request for a queue (ring_groups.c): one per process asking on the
@@ -92,7 +92,7 @@ typedef struct nkb_group_owner {
 #define NKB_FILTER_ASKERS 16u
 typedef struct nkb_group_ask {
   nkb_group_owner_t who;  // the asking process; who.pid 0: a free record
-  uint32_t until_ms;      // CLOCK_MONOTONIC ms (low 32 bits): renewed at every retry
+  uint32_t until_ms;      // host CLOCK_MONOTONIC ms (low 32 bits, host_clock.h): renewed per retry
   uint32_t given_ms;      // when a holder took it to give a queue up for it; 0: not yet
 } nkb_group_ask_t;
 

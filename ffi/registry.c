@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "core.h"
+#include "host_clock.h"
 
 #define NKB_REG_MAX_DIR_ENTRIES 8192u  // bound on the dead-file sweep
 #define NKB_REG_PATH_MAX 512u
@@ -71,7 +72,7 @@ static uint64_t nkb_unix_ms(void) {
 
 #define NKB_START_UNKNOWN UINT64_MAX  // /proc could not say: never taken for "gone"
 
-// Field 22 of a /proc stat file (start time in clock ticks): 0 when the process is gone
+// Field 22 of a /proc stat file (start time in the host's clock ticks): 0 when the process is gone
 // (ENOENT, ESRCH), NKB_START_UNKNOWN when /proc could not say (out of fds, hidepid, a
 // short read): a sweep must not take a live process for a dead one.
 static uint64_t nkb_start_ticks_at(const char *path) {
@@ -90,8 +91,10 @@ static uint64_t nkb_start_ticks_at(const char *path) {
   for (uint32_t field = 2; field < 21 && p != 0; field++) p = strchr(p + 1, ' ');
   if (p == 0) return NKB_START_UNKNOWN;
   uint64_t ticks = strtoull(p + 1, 0, 10);
-  assert(ticks != NKB_START_UNKNOWN);
-  return ticks;
+  if (ticks == NKB_START_UNKNOWN) return NKB_START_UNKNOWN;  // not a start time the kernel writes
+  // In the host's ticks (host_clock.h): a process in a time namespace names its file, and
+  // judges others', as every other process does.
+  return nkb_host_start_ticks(ticks);
 }
 
 static uint64_t nkb_start_ticks(int32_t pid) {

@@ -59,7 +59,7 @@ typedef struct nkb_reg_header {
   uint32_t slot_count;     //  20
   uint32_t pid;            //  24 as the process sees itself (its own pid namespace)
   uint32_t uid;            //  28 effective uid (the file's owner, the directory's name)
-  uint64_t start_ticks;    //  32 /proc/self/stat field 22
+  uint64_t start_ticks;    //  32 /proc/self/stat field 22, in host ticks (host_clock.h)
   uint64_t created_ms;     //  40 unix time, ms
   uint64_t netns_ino;      //  48 inode of /proc/self/ns/net (interfaces are per namespace)
   uint64_t pidns_ino;      //  56 inode of /proc/self/ns/pid

@@ -19,11 +19,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "host_clock.h"
 #include "nkb_net.h"
 
 #define NKB_STAT_MAX 1024u  // bytes of /proc/PID/stat read: the line is about 300
 
-// The start time (field 22) of process pid, or 0 when it is gone or unreadable.
+// The start time (field 22) of process pid in the host's ticks, or 0 when it is gone or
+// unreadable.
 static uint64_t nkb_start_ticks(uint32_t pid) {
   char path[32];
   snprintf(path, sizeof(path), "/proc/%u/stat", pid);
@@ -42,7 +44,9 @@ static uint64_t nkb_start_ticks(uint32_t pid) {
   if (p == 0) return 0;
   char *end = 0;
   unsigned long long v = strtoull(p + 1, &end, 10);
-  return end == p + 1 ? 0 : (uint64_t)v;
+  if (end == p + 1) return 0;
+  // Shown with this reader's boottime offset added (host_clock.h); 0 means unreadable.
+  return v == 0 ? 0 : nkb_host_start_ticks((uint64_t)v);
 }
 
 static uint32_t nkb_pidns_lo(void) {
@@ -184,11 +188,8 @@ void nkb_group_release(nkb_filter_t *f, uint32_t q) {
 // another's identity in it at its next renewal claims a new one, and a holder that reads
 // it half written gives a queue for an asker that does wait. Every retry checks again.
 
-static uint32_t nkb_mono_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint32_t)((uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u);
-}
+// Deadlines are in the host's monotonic ms: another process may live in a time namespace.
+static uint32_t nkb_mono_ms(void) { return nkb_host_mono_ms(); }
 
 // A copy of ask record i, read word by word; the deadline first, so that a record claimed
 // meanwhile reads as stale rather than as the new asker's with the old deadline.

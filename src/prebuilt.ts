@@ -41,12 +41,12 @@ export const PREBUILT_GLIBC = "2.27";
 /** The platforms with a prebuilt library, by `linux-<Deno.build.arch>`. */
 export const PREBUILT: Readonly<Record<string, Prebuilt>> = {
   "linux-x86_64": {
-    sha256: "162b44e4aee4a3b16952cf75bd078e155f1a39841c1af55c294e5a6b2bb2d747",
-    size: 124840,
+    sha256: "60d6ccc5f02deb1eed963988fdfbf8bf46e124f92ec94b9cfaefcbf60782243e",
+    size: 126328,
   },
   "linux-aarch64": {
-    sha256: "d188719684be14f2ef78170450346f696a9c249fb0fcd30bfff0922c5f2f8ca8",
-    size: 123064,
+    sha256: "b892d29524f41986a4db0e41975e78d5d6cb62d897fd111fb12e9debaeb1760e",
+    size: 124440,
   },
 };
 // END PREBUILT

@@ -493,7 +493,8 @@ export function kernelFacts(pid: number, ownPidns: bigint): KernelFacts | null {
   if (status === null || stat === null) return null;
   const uids = statusField(status, "Uid");
   const nspids = statusField(status, "NSpid") ?? [String(pid)];
-  const startTicks = startTicksFromStat(stat);
+  const shown = startTicksFromStat(stat);
+  const startTicks = shown === null ? null : hostStartTicks(shown);
   if (uids === null || uids.length < 2 || startTicks === null) return null;
   const uid = uids[1];
   const nspid = nspids[nspids.length - 1];
@@ -959,7 +960,29 @@ function ipv4(r: DataView, off: number): string {
  */
 export function processStartTicks(pid: number): bigint | null {
   const text = readProc(`/proc/${pid}/stat`);
-  return text === null ? null : startTicksFromStat(text);
+  const shown = text === null ? null : startTicksFromStat(text);
+  return shown === null ? null : hostStartTicks(shown);
+}
+
+// USER_HZ, the unit of /proc start times: 100 on every architecture Deno runs on.
+const USER_HZ = 100n;
+let ownBootOffsetTicks: bigint | null = null;
+
+/**
+ * A start time as /proc shows it to this process, in the host's ticks: in a time namespace
+ * the kernel adds the reader's boottime offset, and the shim writes host times
+ * (ffi/host_clock.h). The offset is read once from /proc/self/timens_offsets (none: 0).
+ */
+export function hostStartTicks(shown: bigint): bigint {
+  if (ownBootOffsetTicks === null) {
+    const text = readProc("/proc/self/timens_offsets") ?? "";
+    const m = /^boottime\s+(-?[0-9]{1,12})\s+([0-9]{1,9})\s*$/m.exec(text);
+    ownBootOffsetTicks = m === null
+      ? 0n
+      : (BigInt(m[1]) * 1_000_000_000n + BigInt(m[2])) / (1_000_000_000n / USER_HZ);
+  }
+  const host = shown - ownBootOffsetTicks;
+  return host <= 0n ? 1n : host;
 }
 
 /** Field 22 of a /proc/<pid>/stat line; fields are counted after the last ")" (comm may hold spaces and parentheses). */

@@ -10,6 +10,7 @@
 import assert from "node:assert/strict";
 import {
   type KernelFacts,
+  processStartTicks,
   readRegistry,
   readScripted,
   REGISTRY_FILE_MAX_BYTES,
@@ -669,6 +670,26 @@ Deno.test("registry: start time is field 22 counted after the last ')'", () => {
     startTicksFromStat(self),
     BigInt(self.slice(self.lastIndexOf(")") + 2).split(" ")[19]),
   );
+});
+
+Deno.test("registry: start times in the host's ticks, read from a time namespace too", async () => {
+  const mine = processStartTicks(Deno.pid);
+  assert.ok(mine !== null && mine > 0n);
+  // A reader whose boot clock runs 1000 s ahead sees every start time 100000 ticks later in
+  // /proc; taken back, it is this process's as the host reads it.
+  const code = `import { processStartTicks } from "${ROOT}src/registry_read.ts";
+const raw = Deno.readTextFileSync("/proc/${Deno.pid}/stat");
+console.log(JSON.stringify({ raw: raw.slice(raw.lastIndexOf(")") + 2).split(" ")[19],
+  host: String(processStartTicks(${Deno.pid})) }));`;
+  const out = await new Deno.Command("unshare", {
+    args: ["--time", "--boottime=1000", "--fork", Deno.execPath(), "eval", code],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  const seen = JSON.parse(new TextDecoder().decode(out.stdout));
+  assert.equal(BigInt(seen.raw), mine + 100_000n, JSON.stringify(seen));
+  assert.equal(seen.host, String(mine), JSON.stringify(seen));
 });
 
 Deno.test("registry: sockets come in slot order", async () => {

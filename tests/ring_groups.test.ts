@@ -283,6 +283,17 @@ function pidnsHolder(tb: Testbed): TestbedProcess {
   ], { name: "rg_holder(pidns)", stdin: true });
 }
 
+// rg_holder.ts (whole interface, not receiving) in a time namespace whose monotonic and boot
+// clocks run `offsetS` seconds ahead of the host's (unshare: the child gets the namespace).
+function timensHolder(tb: Testbed, offsetS: number, extra: string[]): TestbedProcess {
+  const deno = [Deno.execPath(), "run", "-A", "--unstable-net", "--no-lock"];
+  const offsets = [`--monotonic=${offsetS}`, `--boottime=${offsetS}`];
+  return tb.spawn("a", [
+    ...["unshare", "--time", ...offsets, "--fork", "--kill-child"],
+    ...[...deno, `${FIXTURES}/rg_holder.ts`, `--host=${tb.a.ip}`, `--port=${PORT}`, ...extra],
+  ], { name: `rg_holder(timens ${offsetS} s)`, stdin: true });
+}
+
 // A test on a fresh 4-queue testbed; the processes it pushes on procs are killed at its end.
 function queuesTest(
   name: string,
@@ -755,6 +766,40 @@ rootTest(
     }
   },
 );
+
+// Records carry deadlines in the host's monotonic milliseconds and start times in its boot
+// clock's ticks: a process in a time namespace (CRIU restores, some containers) reads its own
+// offsets and translates. Before, neither side was served (the ask lapsed after 3 s).
+for (const [side, offsetS] of [["asker", 100_000], ["holder", 100_000]] as const) {
+  queuesTest(
+    `ring groups: ${
+      side === "asker" ? "an" : "a"
+    } ${side} whose clocks are ${offsetS} s ahead (a time namespace) is served`,
+    async (tb, procs) => {
+      const first = side === "holder"
+        ? timensHolder(tb, offsetS, ["--noRecv"])
+        : holder(tb, null, ["--noRecv"]);
+      procs.push(first);
+      const r0 = await ready(first);
+      assert.equal(r0.bypass.active, true, `${JSON.stringify(r0)} ${first.stderr}`);
+      const asker = side === "asker"
+        ? timensHolder(tb, offsetS, [`--port=${PORT + 1}`, "--noRecv", "--watchMs=6000"])
+        : holder(tb, null, [`--port=${PORT + 1}`, "--noRecv", "--watchMs=6000"]);
+      procs.push(asker);
+      const r1 = await ready(asker);
+      assert.equal(r1.bypass.reason, "queue-busy", JSON.stringify(r1));
+      const watched = await asker.nextWith("watched", 20_000);
+      const what = `${JSON.stringify(watched)} ${asker.stderr}`;
+      assert.equal((watched.bypass as Bypass).active, true, what);
+      // nkb stat (on the host's clocks) sees both, the one in the time namespace included.
+      const rows = await statRows(tb, [r0.pid, r1.pid]);
+      assert.deepEqual(rows, [
+        { pid: r0.pid, firstQueue: 0, queueCount: QUEUES - 1 },
+        { pid: r1.pid, firstQueue: QUEUES - 1, queueCount: 1 },
+      ]);
+    },
+  );
+}
 
 // Found by a review: a queue that stays bound (its holder's record is of another pid
 // namespace, which this process cannot check) looked like one being released, retried for 5 s.

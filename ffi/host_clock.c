@@ -1,0 +1,86 @@
+// The host's clocks as seen from a time namespace (host_clock.h).
+#define _GNU_SOURCE
+#include "host_clock.h"
+
+#include <assert.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define NKB_TIMENS_MAX 256u  // bytes of /proc/self/timens_offsets read: two lines of about 30
+// The kernel keeps offsets within +-KTIME_MAX/2 ns: anything beyond is not its file.
+#define NKB_TIMENS_SEC_MAX 4611686018LL
+
+typedef struct nkb_timens {
+  int64_t mono_ms;     // this process's CLOCK_MONOTONIC minus the host's, in ms
+  int64_t boot_ticks;  // the same for CLOCK_BOOTTIME, in clock ticks (USER_HZ)
+  uint32_t known;      // 1 once read (without the file, no time namespaces: zeros)
+} nkb_timens_t;
+
+// Per thread (no lock) and read once; forgotten in a fork's child, which may live in a time
+// namespace its parent unshared (the namespace applies to children only).
+static __thread nkb_timens_t nkb_timens_cached __attribute__((tls_model("initial-exec")));
+static pthread_once_t nkb_timens_once = PTHREAD_ONCE_INIT;
+
+static void nkb_timens_forget(void) { memset(&nkb_timens_cached, 0, sizeof(nkb_timens_cached)); }
+
+static void nkb_timens_watch_forks(void) { (void)pthread_atfork(0, 0, nkb_timens_forget); }
+
+// The "NAME SECONDS NANOSECONDS" line of timens_offsets as ns; 0 when absent or not the
+// kernel's format.
+static int64_t nkb_timens_line(const char *buf, const char *name) {
+  assert(buf != NULL && name != NULL);
+  const size_t len = strlen(name);
+  for (const char *p = buf; p != NULL && *p != 0; p = strchr(p, '\n')) {  // bounded: buf's lines
+    if (*p == '\n') p++;
+    if (strncmp(p, name, len) != 0 || (p[len] != ' ' && p[len] != '\t')) continue;
+    long long sec = 0, nsec = 0;
+    if (sscanf(p + len, " %lld %lld", &sec, &nsec) != 2) return 0;
+    if (sec < -NKB_TIMENS_SEC_MAX || sec > NKB_TIMENS_SEC_MAX) return 0;
+    if (nsec < 0 || nsec >= 1000000000LL) return 0;
+    return (int64_t)sec * 1000000000LL + (int64_t)nsec;
+  }
+  return 0;
+}
+
+static nkb_timens_t nkb_timens(void) {
+  (void)pthread_once(&nkb_timens_once, nkb_timens_watch_forks);
+  if (nkb_timens_cached.known) return nkb_timens_cached;
+  nkb_timens_t t = {.mono_ms = 0, .boot_ticks = 0, .known = 1};
+  // Our own file: no other user writes it; O_NONBLOCK, no link followed all the same.
+  int fd = open("/proc/self/timens_offsets", O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+  if (fd >= 0) {
+    char buf[NKB_TIMENS_MAX + 1];
+    ssize_t n = read(fd, buf, NKB_TIMENS_MAX);
+    (void)close(fd);  // read only: nothing to report
+    if (n > 0) {
+      buf[n] = 0;
+      long hz = sysconf(_SC_CLK_TCK);
+      if (hz <= 0 || hz > 1000000000L) hz = 100;  // USER_HZ on every Linux Deno runs on
+      t.mono_ms = nkb_timens_line(buf, "monotonic") / 1000000LL;
+      t.boot_ticks = nkb_timens_line(buf, "boottime") / (1000000000LL / hz);
+    }
+  }
+  nkb_timens_cached = t;
+  assert(nkb_timens_cached.known == 1);
+  return t;
+}
+
+uint32_t nkb_host_mono_ms(void) {
+  struct timespec ts;
+  if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0) return 0;  // never on Linux (vDSO clock)
+  uint64_t own = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+  return (uint32_t)(own - (uint64_t)nkb_timens().mono_ms);
+}
+
+uint64_t nkb_host_start_ticks(uint64_t shown) {
+  if (shown == 0 || shown == UINT64_MAX) return shown;
+  uint64_t host = shown - (uint64_t)nkb_timens().boot_ticks;
+  if (host == 0) return 1;
+  if (host == UINT64_MAX) return UINT64_MAX - 1u;
+  assert(host != 0 && host != UINT64_MAX);
+  return host;
+}
