@@ -177,11 +177,13 @@ static int32_t nkb_engine_create(nkb_core_t *c, nkb_sock_t *s, uint32_t ifindex,
   nkb_iface_t *f = 0;
   bool ask = (attach_flags & NKB_ATTACH_ASK) != 0;
   bool nowait = (attach_flags & NKB_ATTACH_NOWAIT) != 0;
-  int32_t rc = nkb_iface_hold(c, ifindex, attach_flags & ~(NKB_ATTACH_ASK | NKB_ATTACH_NOWAIT), &f);
+  uint32_t release_wait_ms = (attach_flags & NKB_ATTACH_BRIEF) != 0 ? NKB_RELEASE_WAIT_MAX_MS : 0;
+  const uint32_t own = NKB_ATTACH_ASK | NKB_ATTACH_NOWAIT | NKB_ATTACH_BRIEF;
+  int32_t rc = nkb_iface_hold(c, ifindex, attach_flags & ~own, &f);
   if (rc != 0) return rc;
   nkb_engine_t *e = calloc(1, sizeof(*e));
   rc = e == 0 ? -ENOMEM : nkb_engine_open(e, &f->filter, ifindex, first_queue, queue_count,
-                                          frame_size, nowait);
+                                          frame_size, nowait, release_wait_ms);
   // EBUSY too: a queue the record shows free but the kernel still held after 400 ms (a
   // holder's wait still in poll() on a given-up queue, a holder in another pid namespace).
   // One still the kernel's without waiting (EINPROGRESS): an ask already made is renewed.

@@ -3,10 +3,12 @@
 #include "host_clock.h"
 
 #include <assert.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -17,13 +19,20 @@
 typedef struct nkb_timens {
   int64_t mono_ms;     // this process's CLOCK_MONOTONIC minus the host's, in ms
   int64_t boot_ticks;  // the same for CLOCK_BOOTTIME, in clock ticks (USER_HZ)
-  uint32_t known;      // 1 once read (without the file, no time namespaces: zeros)
+  uint32_t known;      // 1 once read (no file, no time namespaces: zeros)
 } nkb_timens_t;
 
 // Per thread (no lock) and read once; forgotten in a fork's child, which may live in a time
 // namespace its parent unshared (the namespace applies to children only).
 static __thread nkb_timens_t nkb_timens_cached __attribute__((tls_model("initial-exec")));
 static pthread_once_t nkb_timens_once = PTHREAD_ONCE_INIT;
+
+// Nanoseconds per clock tick (USER_HZ, the unit of /proc start times).
+static int64_t nkb_tick_ns(void) {
+  long hz = sysconf(_SC_CLK_TCK);
+  if (hz <= 0 || hz > 1000000000L) hz = 100;  // USER_HZ on every Linux Deno runs on
+  return 1000000000LL / hz;
+}
 
 static void nkb_timens_forget(void) { memset(&nkb_timens_cached, 0, sizeof(nkb_timens_cached)); }
 
@@ -46,24 +55,42 @@ static int64_t nkb_timens_line(const char *buf, const char *name) {
   return 0;
 }
 
+// The inode of a namespace link of this process, 0 when unreadable.
+static uint64_t nkb_ns_ino(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0 ? (uint64_t)st.st_ino : 0u;
+}
+
 static nkb_timens_t nkb_timens(void) {
   (void)pthread_once(&nkb_timens_once, nkb_timens_watch_forks);
   if (nkb_timens_cached.known) return nkb_timens_cached;
   nkb_timens_t t = {.mono_ms = 0, .boot_ticks = 0, .known = 1};
+  // timens_offsets shows the namespace of our children: after an unshare(CLONE_NEWTIME)
+  // without a fork it is not ours, and our own offsets cannot be read (taken as none).
+  uint64_t own = nkb_ns_ino("/proc/self/ns/time");
+  if (own != 0 && own != nkb_ns_ino("/proc/self/ns/time_for_children")) {
+    nkb_timens_cached = t;
+    return t;
+  }
   // Our own file: no other user writes it; O_NONBLOCK, no link followed all the same.
   int fd = open("/proc/self/timens_offsets", O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-  if (fd >= 0) {
-    char buf[NKB_TIMENS_MAX + 1];
-    ssize_t n = read(fd, buf, NKB_TIMENS_MAX);
-    (void)close(fd);  // read only: nothing to report
-    if (n > 0) {
-      buf[n] = 0;
-      long hz = sysconf(_SC_CLK_TCK);
-      if (hz <= 0 || hz > 1000000000L) hz = 100;  // USER_HZ on every Linux Deno runs on
-      t.mono_ms = nkb_timens_line(buf, "monotonic") / 1000000LL;
-      t.boot_ticks = nkb_timens_line(buf, "boottime") / (1000000000LL / hz);
-    }
+  if (fd < 0) {
+    // Without the file (no CONFIG_TIME_NS) there are no offsets; any other failure (out of
+    // descriptors) is not remembered: the next call reads again.
+    if (errno == ENOENT) nkb_timens_cached = t;
+    t.known = 0;
+    return t;
   }
+  char buf[NKB_TIMENS_MAX + 1];
+  ssize_t n = read(fd, buf, NKB_TIMENS_MAX);
+  (void)close(fd);  // read only: nothing to report
+  if (n <= 0) {
+    t.known = 0;
+    return t;  // not remembered either
+  }
+  buf[n] = 0;
+  t.mono_ms = nkb_timens_line(buf, "monotonic") / 1000000LL;
+  t.boot_ticks = nkb_timens_line(buf, "boottime") / nkb_tick_ns();
   nkb_timens_cached = t;
   assert(nkb_timens_cached.known == 1);
   return t;
@@ -78,7 +105,12 @@ uint32_t nkb_host_mono_ms(void) {
 
 uint64_t nkb_host_start_ticks(uint64_t shown) {
   if (shown == 0 || shown == UINT64_MAX) return shown;
-  uint64_t host = shown - (uint64_t)nkb_timens().boot_ticks;
+  const int64_t offset = nkb_timens().boot_ticks;
+  // Under a negative offset, a process that started before the namespace's zero point shows
+  // (2^64 + start + offset) ns in ticks: the kernel's arithmetic is unsigned.
+  const uint64_t wrap = UINT64_MAX / (uint64_t)nkb_tick_ns();
+  if (offset < 0 && shown > wrap / 2u) shown -= wrap;
+  uint64_t host = shown - (uint64_t)offset;
   if (host == 0) return 1;
   if (host == UINT64_MAX) return UINT64_MAX - 1u;
   assert(host != 0 && host != UINT64_MAX);

@@ -124,6 +124,12 @@ NKB_API int32_t nkb_sock_wake(int32_t h);
 // for up to 400 ms; the caller retries later (the binding's retries, which run on the event
 // loop: every attach but one under _NET_KERNEL_BYPASS_ERR_EXIT=1 at socket creation).
 #define NKB_ATTACH_NOWAIT 0x200u
+// NKB_ATTACH_BRIEF (with NOWAIT, at socket creation): a queue the kernel is still releasing
+// is waited for, up to 50 ms, by asking the kernel every ms (no setup meanwhile), then bound
+// once; still bound then: -EINPROGRESS. The release takes 15-25 ms, so a socket opened right
+// after another closed is bypassed at birth, as the contract decides at bind, and a queue
+// that stays bound costs creation 50 ms, not the 400 ms of binds without NOWAIT.
+#define NKB_ATTACH_BRIEF 0x400u
 #define NKB_ASK_WAIT_MS 3000u
 NKB_API int32_t nkb_sock_attach(int32_t h, uint32_t ifindex, uint32_t first_queue,
                                 uint32_t queue_count, uint32_t frame_size,

@@ -158,7 +158,8 @@ static void nkb_reg_sweep(int dirfd, uint64_t pidns) {
     uint64_t ns = 0, pid = 0, start = 0;
     if (!nkb_reg_name_parse(ent->d_name, &ns, &pid, &start) || ns != pidns) continue;
     uint64_t now = nkb_start_ticks((int32_t)pid);
-    if (now == start || now == NKB_START_UNKNOWN) continue;  // alive, or cannot tell
+    // Alive (a tick either way: host_clock.h), or cannot tell.
+    if (nkb_ticks_near(now, start) || now == NKB_START_UNKNOWN) continue;
     (void)unlinkat(dirfd, ent->d_name, 0);
   }
   closedir(d);

@@ -98,7 +98,7 @@ static bool nkb_held_by(const nkb_filter_t *f, uint32_t q, const nkb_group_owner
   if (o.pid == 0) return false;
   if (nkb_same(&o, me)) return true;       // another engine of this process
   if (o.pidns != me->pidns) return false;  // cannot be checked from here: the bind decides
-  return o.start_ticks != 0 && nkb_start_ticks(o.pid) == o.start_ticks;
+  return o.start_ticks != 0 && nkb_ticks_near(nkb_start_ticks(o.pid), o.start_ticks);
 }
 
 bool nkb_group_held(const nkb_filter_t *f, uint32_t q) {
@@ -213,7 +213,8 @@ static bool nkb_ask_live(const nkb_group_ask_t *r, const nkb_group_owner_t *me, 
   // 0 marks a record being claimed or let go.
   if (r->who.pid == 0 || r->until_ms == 0 || r->until_ms - now > NKB_ASK_TTL_MS) return false;
   if (nkb_same(&r->who, me) || r->who.pidns != me->pidns) return true;
-  return r->who.start_ticks != 0 && nkb_start_ticks(r->who.pid) == r->who.start_ticks;
+  if (r->who.start_ticks == 0) return false;
+  return nkb_ticks_near(nkb_start_ticks(r->who.pid), r->who.start_ticks);
 }
 
 // This process's record, or NKB_FILTER_ASKERS.

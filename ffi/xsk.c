@@ -382,6 +382,21 @@ static uint32_t nkb_running_rx_queues(uint32_t ifindex) {
 
 static int32_t nkb_engine_opened(nkb_engine_t *e);
 
+// How many of queues first .. first + count - 1 the kernel still has an AF_XDP socket bound
+// on (nkb_queues_xsk_bound), asked again every millisecond for up to wait_ms while any is: a
+// queue whose socket closed moments ago is released 15-25 ms later. Negative: the kernel
+// cannot say (the bind decides).
+static int32_t nkb_release_wait(uint32_t ifindex, uint32_t first, uint32_t count,
+                                uint32_t wait_ms) {
+  assert(wait_ms <= NKB_RELEASE_WAIT_MAX_MS);
+  int32_t bound = nkb_queues_xsk_bound(ifindex, first, count);
+  for (uint32_t i = 0; bound > 0 && i < wait_ms; i++) {  // bounded: wait_ms tries
+    nkb_sleep_ms(1);
+    bound = nkb_queues_xsk_bound(ifindex, first, count);
+  }
+  return bound;
+}
+
 // The queues an engine opens on: count from first, less owed ones (which keep their part
 // of the UMEM: one whose asker never comes for it is taken back like a given-up one).
 static void nkb_engine_set_run(nkb_engine_t *e, uint32_t first, uint32_t count, uint32_t owed) {
@@ -422,7 +437,7 @@ static int32_t nkb_engine_bind_run(nkb_engine_t *e, uint32_t tries) {
 
 int32_t nkb_engine_open(nkb_engine_t *e, nkb_filter_t *filter, uint32_t ifindex,
                         uint32_t first_queue, uint32_t queue_count, uint32_t frame_size,
-                        bool nowait) {
+                        bool nowait, uint32_t release_wait_ms) {
   assert(e != 0 && filter != 0);
   if (queue_count == 0 || queue_count > NKB_MAX_QUEUES) return -EINVAL;
   if (first_queue >= filter->max_queues || queue_count > filter->max_queues - first_queue) {
@@ -449,7 +464,8 @@ int32_t nkb_engine_open(nkb_engine_t *e, nkb_filter_t *filter, uint32_t ifindex,
   // Free by the record but still the kernel's (its socket closed moments ago, or an XSK that
   // is not nkb's): without waiting, said at once, before any UMEM is built for a bind that
   // would be refused.
-  if (nowait && queue_count == 1 && nkb_queues_xsk_bound(ifindex, first_queue, 1) > 0) {
+  if (nowait && queue_count == 1 &&
+      nkb_release_wait(ifindex, first_queue, 1, release_wait_ms) > 0) {
     return -EINPROGRESS;
   }
   e->frame_size = frame_size;
@@ -482,7 +498,9 @@ int32_t nkb_engine_open(nkb_engine_t *e, nkb_filter_t *filter, uint32_t ifindex,
     if (any > sure && refused && sure <= owed) return -EBUSY;  // held there: the caller may ask
     if (sure <= owed) return NKB_ENOQUEUE;  // every queue is held or owed: the caller may ask
     // The queues it would bind: the run less those owed to askers (nkb_engine_set_run).
-    if (nowait && nkb_queues_xsk_bound(ifindex, sure_first, sure - owed) > 0) return -EINPROGRESS;
+    if (nowait && nkb_release_wait(ifindex, sure_first, sure - owed, release_wait_ms) > 0) {
+      return -EINPROGRESS;
+    }
     nkb_engine_set_run(e, sure_first, sure, owed);
   } else {
     nkb_engine_set_run(e, e->first_queue, e->queue_count, 0);

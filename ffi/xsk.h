@@ -159,11 +159,14 @@ static inline uint64_t *nkb_ring_addr(nkb_ring_t *r, uint32_t idx) {
 // first_queue, with chunks of frame_size bytes, registering its sockets in the
 // interface's filter. 0 or -errno (-EBUSY: another engine or process has a queue). A
 // queue the kernel still holds (its last socket closed moments ago) is bound again for up
-// to 400 ms; with nowait, -EINPROGRESS then, at once (the kernel's word, asked before any
-// setup: nkb_queues_xsk_bound) or after one bind (the caller tries again later).
+// to 400 ms; with nowait, bound once, after waiting up to release_wait_ms for the kernel
+// to say the queues are free (nkb_queues_xsk_bound, asked every ms before any setup):
+// -EINPROGRESS when it still says bound, or the bind still found one held (the caller
+// tries again later).
+#define NKB_RELEASE_WAIT_MAX_MS 50u
 int32_t nkb_engine_open(nkb_engine_t *e, nkb_filter_t *filter, uint32_t ifindex,
                         uint32_t first_queue, uint32_t queue_count, uint32_t frame_size,
-                        bool nowait);
+                        bool nowait, uint32_t release_wait_ms);
 void nkb_engine_close(nkb_engine_t *e);
 // What nkb_engine_open answers when every queue it could take is held by live processes.
 #define NKB_ENOQUEUE (-EXFULL)

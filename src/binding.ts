@@ -30,6 +30,8 @@ const EPROTONOSUPPORT = -93;
 const ATTACH_ASK = 0x100;
 // (NKB_ATTACH_NOWAIT): one bind; a queue the kernel still holds answers EINPROGRESS at once.
 const ATTACH_NOWAIT = 0x200;
+// (NKB_ATTACH_BRIEF): with NOWAIT, a queue the kernel is releasing is waited for up to 50 ms.
+const ATTACH_BRIEF = 0x400;
 // The shim stops asking after NKB_ASK_WAIT_MS (3 s); the retries end at the latest this long
 // after the first ask, whatever it answers.
 const ASK_RETRY_LIMIT_MS = 5_000;
@@ -38,10 +40,12 @@ const ASK_RETRY_LIMIT_MS = 5_000;
 // interval. Each try before the release is one netlink query (nkb_queues_xsk_bound).
 const RELEASE_RETRY_FIRST_MS = 4;
 const RELEASE_RETRY_MAX_MS = 16;
-// A queue still bound this long after the first try is not being released: an AF_XDP socket
-// holds it that is not a live nkb process's of this pid namespace (another program's, or one
-// of another namespace). The socket stays on the kernel path (queue-busy).
+// A queue still bound this long after the first try, and after this many tries, is not being
+// released: an AF_XDP socket holds it that is not a live nkb process's of this pid namespace
+// (another program's, or one of another namespace). The socket stays on the kernel path
+// (queue-busy). Tries, not only time: a retry delayed by a busy event loop is one try.
 const RELEASE_GIVE_UP_MS = 1_000;
+const RELEASE_GIVE_UP_TRIES = 8;
 // Reasons where bypass was possible in principle but setting it up failed: the
 // cases _NET_KERNEL_BYPASS_ERR_EXIT=1 turns into an exit. The others (wildcard,
 // loopback, other kinds of interface, filters) are not failures: the socket is
@@ -151,8 +155,10 @@ export class BypassBinding {
   #releaseTimer: ReturnType<typeof setTimeout> | null = null;
   #releaseDelayMs = RELEASE_RETRY_FIRST_MS;
   #releaseWaitedMs = 0;
-  // When an attach first found its queue still bound (nkb_now_ms), 0: not waiting.
+  // When an attach first found its queue still bound (nkb_now_ms), 0: not waiting; and the
+  // attaches that found it so since.
   #releaseSince = 0;
+  #releaseTries = 0;
 
   /** Starts undecided (or on the kernel path for good with `kernelOnly`). */
   constructor(h: number, opts: ResolvedOptions, beforeDetach: () => void) {
@@ -446,6 +452,7 @@ export class BypassBinding {
     this.#releaseDelayMs = RELEASE_RETRY_FIRST_MS;
     this.#releaseWaitedMs = 0;
     this.#releaseSince = 0;
+    this.#releaseTries = 0;
   }
 
   /** The socket closes: no retry runs after it (its timers go). */
@@ -522,12 +529,16 @@ export class BypassBinding {
     const first = this.#opts.queue ?? 0;
     const count = this.#opts.queue === null ? queues : 1;
     const asks = ask && this.#opts.queue === null && this.#opts.errExit !== 1;
-    // Binds each queue once, at creation too: a queue the kernel has not released yet
-    // (EINPROGRESS) leaves the socket on the kernel path, where no datagram is lost, and is
-    // tried again in the background. Only under _NET_KERNEL_BYPASS_ERR_EXIT=1 does creation
-    // wait out the release (up to 400 ms): there an answer must come before the call returns.
+    // Binds each queue once. At creation a queue the kernel is still releasing (a socket
+    // closed moments ago: 15-25 ms) is waited for up to 50 ms by asking the kernel, no setup
+    // meanwhile (NKB_ATTACH_BRIEF): the contract decides at bind. Still bound then, or in a
+    // retry in the background (a timer or a send on the event loop, which never waits), the
+    // answer is EINPROGRESS: the socket stays on the kernel path, where no datagram is lost,
+    // and tries again. Under _NET_KERNEL_BYPASS_ERR_EXIT=1, creation binds again for up to
+    // 400 ms: there the answer must come before the call returns.
     const waits = strict && this.#opts.errExit === 1;
-    const flags = (asks ? ATTACH_ASK : 0) | (waits ? 0 : ATTACH_NOWAIT);
+    const wait = waits ? 0 : strict ? ATTACH_NOWAIT | ATTACH_BRIEF : ATTACH_NOWAIT;
+    const flags = (asks ? ATTACH_ASK : 0) | wait;
     const rc = lib().nkb_sock_attach(
       this.#h,
       link.ifindex,
@@ -541,13 +552,15 @@ export class BypassBinding {
     let retry = rc === EAGAIN || rc === EINPROGRESS;
     // Not an ask's: a queue the kernel still had not released after RELEASE_GIVE_UP_MS.
     const stuck = rc === EINPROGRESS && !asks && this.#releaseSince !== 0 &&
-      now - this.#releaseSince > RELEASE_GIVE_UP_MS;
+      now - this.#releaseSince > RELEASE_GIVE_UP_MS &&
+      this.#releaseTries >= RELEASE_GIVE_UP_TRIES;
     if (stuck) retry = false;
     if (retry && this.#askPlan === null) this.#askUntil = now + ASK_RETRY_LIMIT_MS;
     this.#askPlan = retry ? plan : null;
     this.#askTimerFollow();
     if (rc === EINPROGRESS && retry) {
       if (this.#releaseSince === 0) this.#releaseSince = now;
+      this.#releaseTries++;
       this.#retrySoon();
     } else {
       this.#releaseEnd();

@@ -41,12 +41,12 @@ export const PREBUILT_GLIBC = "2.27";
 /** The platforms with a prebuilt library, by `linux-<Deno.build.arch>`. */
 export const PREBUILT: Readonly<Record<string, Prebuilt>> = {
   "linux-x86_64": {
-    sha256: "60d6ccc5f02deb1eed963988fdfbf8bf46e124f92ec94b9cfaefcbf60782243e",
-    size: 126328,
+    sha256: "7f1ccaa4d0952da7fdd5bf4e2d7a036022398ae931248326a663dbd42c309a9b",
+    size: 127512,
   },
   "linux-aarch64": {
-    sha256: "b892d29524f41986a4db0e41975e78d5d6cb62d897fd111fb12e9debaeb1760e",
-    size: 124440,
+    sha256: "ed317f93014182a4dd698c6eb68098233e8752f7c626e693aaf57663e09ed1bb",
+    size: 125416,
   },
 };
 // END PREBUILT

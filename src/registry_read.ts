@@ -347,9 +347,19 @@ export function readRegistry(opts: ReadRegistryOptions = {}): RegistryScan {
     }
     const name = `${k.pidnsIno}-${k.nspid}-${k.startTicks}.reg`;
     live.add(`${k.uid}/${name}`);
+    // A process of another time namespace rounds the host's start time its own way
+    // (ffi/host_clock.h): its file may name one tick more or less.
+    const near = otherTimeNs(pid, self.timeNsIno)
+      ? [k.startTicks - 1n, k.startTicks + 1n].map((t) => ({ ...k, startTicks: t }))
+      : [];
+    for (const n of near) live.add(`${k.uid}/${k.pidnsIno}-${k.nspid}-${n.startTicks}.reg`);
     if (!budget.allows(k.uid)) continue;
     const warned = scan.warnings.length;
-    const found = reader.process(k, name);
+    let found = reader.process(k, name);
+    for (const n of near) {
+      if (found !== null) break;
+      found = reader.process(n, `${n.pidnsIno}-${n.nspid}-${n.startTicks}.reg`);
+    }
     // Warnings count too: slots kept mid-write for good are a warning each.
     budget.spend(k.uid, (found?.sockets.length ?? 0) + scan.warnings.length - warned);
     if (found === null) continue;
@@ -438,6 +448,8 @@ export interface KernelFacts {
 
 interface SelfFacts {
   pidnsIno: bigint;
+  /** Our time namespace's inode; null when unreadable. */
+  timeNsIno: bigint | null;
   /** In the initial pid namespace, with its /proc: this reader sees every process. */
   initialNs: boolean;
 }
@@ -450,13 +462,20 @@ const INIT_PIDNS_INO = 0xeffffffcn;
 // namespace's fixed inode, and a /proc that names us by our own pid.
 function selfFacts(): SelfFacts {
   const pidnsIno = nsInode("/proc/self/ns/pid") ?? 0n;
+  const timeNsIno = nsInode("/proc/self/ns/time");
   let procIsOurs = false;
   try {
     procIsOurs = Deno.readLinkSync("/proc/self") === String(Deno.pid);
   } catch {
     // no /proc: nobody's files are judged
   }
-  return { pidnsIno, initialNs: procIsOurs && pidnsIno === INIT_PIDNS_INO };
+  return { pidnsIno, timeNsIno, initialNs: procIsOurs && pidnsIno === INIT_PIDNS_INO };
+}
+
+// Whether process pid lives in another time namespace than ours (unreadable: maybe).
+function otherTimeNs(pid: number, ours: bigint | null): boolean {
+  const theirs = nsInode(`/proc/${pid}/ns/time`);
+  return theirs === null || ours === null || theirs !== ours;
 }
 
 // The numeric entries of /proc, bounded.
@@ -966,22 +985,44 @@ export function processStartTicks(pid: number): bigint | null {
 
 // USER_HZ, the unit of /proc start times: 100 on every architecture Deno runs on.
 const USER_HZ = 100n;
+const TICK_NS = 1_000_000_000n / USER_HZ;
+// What a negative offset makes of a start before the namespace's zero point: (2^64 + ns) in
+// ticks, as the kernel's unsigned arithmetic has it (ffi/host_clock.c does the same).
+const WRAP_TICKS = ((1n << 64n) - 1n) / TICK_NS;
 let ownBootOffsetTicks: bigint | null = null;
+
+// This process's boottime offset in ticks (/proc/self/timens_offsets), 0 without one; read
+// once, unless the read failed for another reason than the file's absence.
+function bootOffsetTicks(): bigint {
+  if (ownBootOffsetTicks !== null) return ownBootOffsetTicks;
+  // The file shows the namespace of our children: after an unshare without a fork, not ours.
+  const own = nsInode("/proc/self/ns/time");
+  if (own !== null && own !== nsInode("/proc/self/ns/time_for_children")) {
+    return ownBootOffsetTicks = 0n;
+  }
+  let text: string;
+  try {
+    text = Deno.readTextFileSync("/proc/self/timens_offsets");
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) ownBootOffsetTicks = 0n; // no time namespaces
+    return 0n;
+  }
+  const m = /^boottime\s+(-?[0-9]{1,10})\s+([0-9]{1,9})\s*$/m.exec(text);
+  return ownBootOffsetTicks = m === null
+    ? 0n
+    : (BigInt(m[1]) * 1_000_000_000n + BigInt(m[2])) / TICK_NS;
+}
 
 /**
  * A start time as /proc shows it to this process, in the host's ticks: in a time namespace
  * the kernel adds the reader's boottime offset, and the shim writes host times
- * (ffi/host_clock.h). The offset is read once from /proc/self/timens_offsets (none: 0).
+ * (ffi/host_clock.h). Exact for an offset of whole ticks; otherwise one tick more or not,
+ * depending on the process (as in the shim): see {@linkcode readRegistry}'s name lookup.
  */
 export function hostStartTicks(shown: bigint): bigint {
-  if (ownBootOffsetTicks === null) {
-    const text = readProc("/proc/self/timens_offsets") ?? "";
-    const m = /^boottime\s+(-?[0-9]{1,12})\s+([0-9]{1,9})\s*$/m.exec(text);
-    ownBootOffsetTicks = m === null
-      ? 0n
-      : (BigInt(m[1]) * 1_000_000_000n + BigInt(m[2])) / (1_000_000_000n / USER_HZ);
-  }
-  const host = shown - ownBootOffsetTicks;
+  const offset = bootOffsetTicks();
+  const unwrapped = offset < 0n && shown > WRAP_TICKS / 2n ? shown - WRAP_TICKS : shown;
+  const host = unwrapped - offset;
   return host <= 0n ? 1n : host;
 }
 

@@ -264,7 +264,7 @@ static int32_t run_cases(nkb_filter_t *filter, const char *ifname) {
   // No socket yet: the redirect falls back to the kernel.
   expect("hit-no-socket", f, FRAME_LEN, PASS);
   static nkb_engine_t engine;  // large: not on the stack
-  int32_t rc = nkb_engine_open(&engine, filter, ifindex, 0, 1, 2048, false);
+  int32_t rc = nkb_engine_open(&engine, filter, ifindex, 0, 1, 2048, false, 0);
   printf("engine_open queue 0: %d\n", rc);
   if (rc < 0) return rc;
   // Binding queue 0 swept its keys (as if a process that died holding it had left them).
