@@ -1,4 +1,4 @@
-// The host's clocks as seen from a time namespace (host_clock.h).
+// The host's clocks and process start times, as seen from a time namespace (host_clock.h).
 #define _GNU_SOURCE
 #include "host_clock.h"
 
@@ -7,12 +7,14 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #define NKB_TIMENS_MAX 256u  // bytes of /proc/self/timens_offsets read: two lines of about 30
+#define NKB_STAT_MAX 1024u   // bytes of /proc/PID/stat read: the line is about 300
 // The kernel keeps offsets within +-KTIME_MAX/2 ns: anything beyond is not its file.
 #define NKB_TIMENS_SEC_MAX 4611686018LL
 
@@ -55,8 +57,8 @@ static int64_t nkb_timens_line(const char *buf, const char *name) {
   return 0;
 }
 
-// The inode of a namespace link of this process, 0 when unreadable.
-static uint64_t nkb_ns_ino(const char *path) {
+uint64_t nkb_ns_ino(const char *path) {
+  assert(path != NULL);
   struct stat st;
   return stat(path, &st) == 0 ? (uint64_t)st.st_ino : 0u;
 }
@@ -103,7 +105,9 @@ uint32_t nkb_host_mono_ms(void) {
   return (uint32_t)(own - (uint64_t)nkb_timens().mono_ms);
 }
 
-uint64_t nkb_host_start_ticks(uint64_t shown) {
+// A start time as /proc shows it to this process, in the host's ticks (host_clock.h). Never 0
+// nor UINT64_MAX for a value that was neither: callers use both as marks.
+static uint64_t nkb_host_start_ticks(uint64_t shown) {
   if (shown == 0 || shown == UINT64_MAX) return shown;
   const int64_t offset = nkb_timens().boot_ticks;
   // Under a negative offset, a process that started before the namespace's zero point shows
@@ -115,4 +119,28 @@ uint64_t nkb_host_start_ticks(uint64_t shown) {
   if (host == UINT64_MAX) return UINT64_MAX - 1u;
   assert(host != 0 && host != UINT64_MAX);
   return host;
+}
+
+uint64_t nkb_proc_start_ticks(const char *path) {
+  assert(path != NULL);
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+  if (fd < 0) return errno == ENOENT || errno == ESRCH ? 0 : NKB_START_UNKNOWN;
+  char buf[NKB_STAT_MAX + 1];
+  ssize_t n = read(fd, buf, NKB_STAT_MAX);
+  int read_errno = errno;
+  (void)close(fd);  // read only: nothing to report
+  if (n < 0 && read_errno == ESRCH) return 0;  // it exited between the open and the read
+  if (n <= 0) return NKB_START_UNKNOWN;
+  buf[n] = 0;
+  // The command name may hold any byte, ')' and spaces included: fields start after the
+  // last ')'; the start time is field 22, the 20th after it.
+  const char *p = strrchr(buf, ')');
+  for (uint32_t field = 2; field < 22 && p != NULL; field++) p = strchr(p + 1, ' ');
+  if (p == NULL) return NKB_START_UNKNOWN;
+  char *end = NULL;
+  unsigned long long v = strtoull(p + 1, &end, 10);
+  if (end == p + 1 || v == NKB_START_UNKNOWN) return NKB_START_UNKNOWN;  // not the kernel's
+  // Shown with this reader's boottime offset added: in the host's ticks, a process in a time
+  // namespace judges others, and names itself, as every other process does.
+  return nkb_host_start_ticks((uint64_t)v);
 }

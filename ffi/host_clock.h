@@ -12,14 +12,19 @@
 // The host's CLOCK_MONOTONIC in ms, low 32 bits (deadlines compare by unsigned gaps).
 uint32_t nkb_host_mono_ms(void);
 
-// A start time as /proc shows it to this process (field 22 of /proc/PID/stat, clock ticks)
-// in the host's ticks. Never 0 nor UINT64_MAX for a value that was neither (callers use
-// both as marks); 0 and UINT64_MAX pass unchanged.
-//
-// Exact when the namespace's boottime offset is a whole number of ticks; otherwise the
-// kernel's rounding of (start + offset) makes it the host's value or one more, depending on
-// the process: compare start times of other processes with nkb_ticks_near.
-uint64_t nkb_host_start_ticks(uint64_t shown);
+// What nkb_proc_start_ticks answers when /proc could not say (out of descriptors, hidepid,
+// a short read): never taken for "gone".
+#define NKB_START_UNKNOWN UINT64_MAX
+
+// The start time in a /proc stat file (field 22 of /proc/PID/stat, /proc/self/stat), in the
+// host's clock ticks: 0 when the process is gone (ENOENT, ESRCH), NKB_START_UNKNOWN when
+// /proc could not say. Exact when this process's boottime offset is a whole number of
+// ticks; otherwise the kernel's rounding of (start + offset) makes it the host's value or
+// one more, depending on the process: compare other processes' with nkb_ticks_near.
+uint64_t nkb_proc_start_ticks(const char *path);
+
+// The inode of a namespace link (/proc/self/ns/pid, ...), 0 when unreadable.
+uint64_t nkb_ns_ino(const char *path);
 
 // Whether two start times in host ticks name the same start (one tick either way, see
 // above). A pid reused within a tick of its last owner's start is not a case: pids wrap far

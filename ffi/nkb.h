@@ -214,9 +214,9 @@ NKB_API int32_t nkb_group_owners(uint32_t ifindex, uint32_t prog_id, uint32_t *o
 // set, -ENOENT (no such interface), -EOPNOTSUPP (the kernel has no "netdev" family).
 NKB_API int32_t nkb_link_xdp_features(uint32_t ifindex, uint64_t *out1, uint32_t out_len);
 
-// How many of ifindex's RX queues first_queue .. first_queue + queue_count - 1 (at most
+// Which of ifindex's RX queues first_queue .. first_queue + queue_count - 1 (at most
 // NKB_MAX_QUEUES) have an AF_XDP socket bound, by anyone, as the kernel says (family
-// "netdev", NETDEV_A_QUEUE_XSK): 0..queue_count, or -ENOENT (no such interface, or it is
+// "netdev", NETDEV_A_QUEUE_XSK): a bitmask, bit i for queue first_queue + i, or -ENOENT (no such interface, or it is
 // down: the kernel answers for running ones only), -EINVAL (no such queue), -EOPNOTSUPP (a
 // kernel before 6.8). Before 6.15 every queue reads free.
 NKB_API int32_t nkb_queues_xsk_bound(uint32_t ifindex, uint32_t first_queue,

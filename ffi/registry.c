@@ -70,42 +70,10 @@ static uint64_t nkb_unix_ms(void) {
   return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-#define NKB_START_UNKNOWN UINT64_MAX  // /proc could not say: never taken for "gone"
-
-// Field 22 of a /proc stat file (start time in the host's clock ticks): 0 when the process is gone
-// (ENOENT, ESRCH), NKB_START_UNKNOWN when /proc could not say (out of fds, hidepid, a
-// short read): a sweep must not take a live process for a dead one.
-static uint64_t nkb_start_ticks_at(const char *path) {
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return errno == ENOENT || errno == ESRCH ? 0 : NKB_START_UNKNOWN;
-  char buf[1024];
-  ssize_t n = read(fd, buf, sizeof(buf) - 1);
-  int read_errno = errno;
-  close(fd);
-  if (n < 0 && read_errno == ESRCH) return 0;  // it exited between the open and the read
-  if (n <= 0) return NKB_START_UNKNOWN;
-  buf[n] = 0;
-  const char *p = strrchr(buf, ')');  // comm may hold spaces and parentheses
-  if (p == 0) return NKB_START_UNKNOWN;
-  p++;
-  for (uint32_t field = 2; field < 21 && p != 0; field++) p = strchr(p + 1, ' ');
-  if (p == 0) return NKB_START_UNKNOWN;
-  uint64_t ticks = strtoull(p + 1, 0, 10);
-  if (ticks == NKB_START_UNKNOWN) return NKB_START_UNKNOWN;  // not a start time the kernel writes
-  // In the host's ticks (host_clock.h): a process in a time namespace names its file, and
-  // judges others', as every other process does.
-  return nkb_host_start_ticks(ticks);
-}
-
 static uint64_t nkb_start_ticks(int32_t pid) {
   char path[64];
   snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-  return nkb_start_ticks_at(path);
-}
-
-static uint64_t nkb_ns_ino(const char *path) {
-  struct stat st;
-  return stat(path, &st) == 0 ? (uint64_t)st.st_ino : 0;
+  return nkb_proc_start_ticks(path);  // host ticks, 0 gone, NKB_START_UNKNOWN (host_clock.h)
 }
 
 // True when /proc is our pid namespace's (it names us by getpid()): only then do its
@@ -456,7 +424,7 @@ static void nkb_reg_open(void) {
                  NKB_REG_PATH_MAX - NKB_REG_NAME_MAX - 16u);
     return;
   }
-  uint64_t start = nkb_start_ticks_at("/proc/self/stat");
+  uint64_t start = nkb_proc_start_ticks("/proc/self/stat");
   uint64_t pidns = nkb_ns_ino("/proc/self/ns/pid");
   if (start == 0 || start == NKB_START_UNKNOWN || pidns == 0) {
     // Without them no reader could tell our file from a dead process's.

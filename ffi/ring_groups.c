@@ -10,49 +10,24 @@
 #define _GNU_SOURCE
 #include <assert.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "host_clock.h"
 #include "nkb_net.h"
 
-#define NKB_STAT_MAX 1024u  // bytes of /proc/PID/stat read: the line is about 300
-
-// The start time (field 22) of process pid in the host's ticks, or 0 when it is gone or
-// unreadable.
+// The start time of process pid in the host's ticks, 0 when it is gone or /proc cannot say.
 static uint64_t nkb_start_ticks(uint32_t pid) {
   char path[32];
   snprintf(path, sizeof(path), "/proc/%u/stat", pid);
-  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-  if (fd < 0) return 0;
-  char buf[NKB_STAT_MAX + 1];
-  ssize_t n = read(fd, buf, NKB_STAT_MAX);
-  close(fd);
-  if (n <= 0) return 0;
-  buf[n] = 0;
-  // The command name may hold any byte, ')' and spaces included: fields start after the last ')'.
-  const char *p = strrchr(buf, ')');
-  if (p == 0) return 0;
-  // Fields 3.. follow; the start time is field 22, the 20th after the ')'.
-  for (uint32_t field = 2; field < 22 && p != 0; field++) p = strchr(p + 1, ' ');
-  if (p == 0) return 0;
-  char *end = 0;
-  unsigned long long v = strtoull(p + 1, &end, 10);
-  if (end == p + 1) return 0;
-  // Shown with this reader's boottime offset added (host_clock.h); 0 means unreadable.
-  return v == 0 ? 0 : nkb_host_start_ticks((uint64_t)v);
+  uint64_t start = nkb_proc_start_ticks(path);
+  return start == NKB_START_UNKNOWN ? 0 : start;
 }
 
-static uint32_t nkb_pidns_lo(void) {
-  struct stat st;
-  return stat("/proc/self/ns/pid", &st) == 0 ? (uint32_t)st.st_ino : 0u;
-}
+static uint32_t nkb_pidns_lo(void) { return (uint32_t)nkb_ns_ino("/proc/self/ns/pid"); }
 
 // This process's identity, read once per thread (two /proc reads) and again after a fork:
 // a read that failed once (EMFILE) must not make the process a stranger to its own records
@@ -188,9 +163,6 @@ void nkb_group_release(nkb_filter_t *f, uint32_t q) {
 // another's identity in it at its next renewal claims a new one, and a holder that reads
 // it half written gives a queue for an asker that does wait. Every retry checks again.
 
-// Deadlines are in the host's monotonic ms: another process may live in a time namespace.
-static uint32_t nkb_mono_ms(void) { return nkb_host_mono_ms(); }
-
 // A copy of ask record i, read word by word; the deadline first, so that a record claimed
 // meanwhile reads as stale rather than as the new asker's with the old deadline.
 static nkb_group_ask_t nkb_ask_read(const nkb_ctl_t *ctl, uint32_t i) {
@@ -237,7 +209,7 @@ void nkb_group_ask(nkb_filter_t *f) {
   if (f->ctl == NULL) return;
   nkb_group_owner_t me = nkb_self();
   if (me.start_ticks == 0) return;  // cannot name itself: not heard (the next retry asks again)
-  uint32_t now = nkb_mono_ms();
+  uint32_t now = nkb_host_mono_ms();
   nkb_ctl_t *ctl = f->ctl;
   uint32_t mine = nkb_ask_mine(ctl, &me);
   if (mine < NKB_FILTER_ASKERS) {
@@ -287,7 +259,7 @@ bool nkb_group_take_ask(nkb_filter_t *f) {
   assert(f != NULL);
   if (f->ctl == NULL) return false;
   nkb_group_owner_t me = nkb_self();
-  uint32_t now = nkb_mono_ms();
+  uint32_t now = nkb_host_mono_ms();
   for (uint32_t i = 0; i < NKB_FILTER_ASKERS; i++) {
     nkb_group_ask_t r = nkb_ask_read(f->ctl, i);
     if (r.given_ms != 0 || nkb_same(&r.who, &me) || !nkb_ask_live(&r, &me, now)) continue;
@@ -306,7 +278,7 @@ static uint32_t nkb_ask_count(const nkb_filter_t *f, bool given_only) {
   assert(f != NULL);
   if (f->ctl == NULL) return 0;
   nkb_group_owner_t me = nkb_self();
-  uint32_t now = nkb_mono_ms(), n = 0;
+  uint32_t now = nkb_host_mono_ms(), n = 0;
   for (uint32_t i = 0; i < NKB_FILTER_ASKERS; i++) {
     nkb_group_ask_t r = nkb_ask_read(f->ctl, i);
     if (given_only && r.given_ms == 0) continue;

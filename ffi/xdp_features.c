@@ -366,7 +366,7 @@ int32_t nkb_queues_xsk_bound(uint32_t ifindex, uint32_t first_queue, uint32_t qu
   if (fd < 0) return fd;
   uint16_t family = 0;
   int32_t rc = xf_family(fd, &family);
-  int32_t bound = 0;
+  int32_t bound = 0;  // bit i: queue first_queue + i
   for (uint32_t i = 0; rc == 0 && i < queue_count; i++) {  // bounded: NKB_MAX_QUEUES
     assert(family > GENL_ID_CTRL);
     const uint32_t q = first_queue + i;
@@ -381,12 +381,12 @@ int32_t nkb_queues_xsk_bound(uint32_t ifindex, uint32_t first_queue, uint32_t qu
     xf_walk_t w = {.seq = seq, .type = family, .cmd = NKB_NETDEV_CMD_QUEUE_GET,
                    .fn = xf_queue_on_reply, .ctx = &ctx, .replied = false};
     rc = xf_transact(fd, &req.hdr, &w);
-    if (rc == 0 && ctx.bound) bound++;
+    if (rc == 0 && ctx.bound) bound |= (int32_t)(1u << i);
   }
   (void)close(fd);  // read only: nothing to report
   if (rc == -ENODEV) return -ENOENT;
   // Before 6.8 the family has no queue-get: the genetlink core answers -EOPNOTSUPP.
   if (rc < 0) return rc;
-  assert(bound >= 0 && (uint32_t)bound <= queue_count);
+  assert(bound >= 0 && (uint32_t)bound < (1u << queue_count));
   return bound;
 }

@@ -382,10 +382,10 @@ static uint32_t nkb_running_rx_queues(uint32_t ifindex) {
 
 static int32_t nkb_engine_opened(nkb_engine_t *e);
 
-// How many of queues first .. first + count - 1 the kernel still has an AF_XDP socket bound
-// on (nkb_queues_xsk_bound), asked again every millisecond for up to wait_ms while any is: a
-// queue whose socket closed moments ago is released 15-25 ms later. Negative: the kernel
-// cannot say (the bind decides).
+// Which of queues first .. first + count - 1 the kernel still has an AF_XDP socket bound on
+// (nkb_queues_xsk_bound's bitmask), asked again every millisecond for up to wait_ms while
+// any is: a queue whose socket closed moments ago is released 15-25 ms later. Negative: the
+// kernel cannot say (the bind decides).
 static int32_t nkb_release_wait(uint32_t ifindex, uint32_t first, uint32_t count,
                                 uint32_t wait_ms) {
   assert(wait_ms <= NKB_RELEASE_WAIT_MAX_MS);

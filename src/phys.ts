@@ -391,14 +391,14 @@ function filterHoldings(
   return held;
 }
 
-// The shim's query takes at most NKB_MAX_QUEUES (ffi/xsk.h) queues per call.
+// The shim's query takes at most NKB_MAX_QUEUES (ffi/xsk.h) queues per call, and answers a
+// bitmask of them.
 const XSK_QUERY_QUEUES = 8;
 const EOPNOTSUPP = -95;
 const ENOENT = -2;
 
-// The receive queues the kernel says have an AF_XDP socket bound (nkb_queues_xsk_bound, one
-// queue per call to learn which); null when it cannot say. Bounded by the queues sysfs shows
-// (MAX_QUEUE_ENTRIES).
+// The receive queues the kernel says have an AF_XDP socket bound (nkb_queues_xsk_bound);
+// null when it cannot say. Bounded by the queues sysfs shows (MAX_QUEUE_ENTRIES).
 function xskQueues(
   name: string,
   ifindex: number,
@@ -408,19 +408,16 @@ function xskQueues(
   const bound: number[] = [];
   for (let first = 0; first < rxQueues; first += XSK_QUERY_QUEUES) {
     const count = Math.min(XSK_QUERY_QUEUES, rxQueues - first);
-    const any = lib().nkb_queues_xsk_bound(ifindex, first, count);
-    if (any < 0) {
+    const mask = lib().nkb_queues_xsk_bound(ifindex, first, count);
+    if (mask < 0) {
       // A kernel without queue-get says nothing, nor about an interface that is down;
       // anything else is worth a line.
-      if (any !== EOPNOTSUPP && any !== ENOENT) {
-        warnings.push(`${name}: the kernel's AF_XDP queues cannot be read: ${errnoName(any)}`);
+      if (mask !== EOPNOTSUPP && mask !== ENOENT) {
+        warnings.push(`${name}: the kernel's AF_XDP queues cannot be read: ${errnoName(mask)}`);
       }
       return null;
     }
-    // One call per queue of a chunk that has any (a queue released meanwhile reads free).
-    for (let q = first; any > 0 && q < first + count; q++) {
-      if (lib().nkb_queues_xsk_bound(ifindex, q, 1) > 0) bound.push(q);
-    }
+    for (let i = 0; i < count; i++) if ((mask >> i) & 1) bound.push(first + i);
   }
   return bound;
 }

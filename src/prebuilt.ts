@@ -41,12 +41,12 @@ export const PREBUILT_GLIBC = "2.27";
 /** The platforms with a prebuilt library, by `linux-<Deno.build.arch>`. */
 export const PREBUILT: Readonly<Record<string, Prebuilt>> = {
   "linux-x86_64": {
-    sha256: "7f1ccaa4d0952da7fdd5bf4e2d7a036022398ae931248326a663dbd42c309a9b",
-    size: 127512,
+    sha256: "f708ac05831f586f8d308a8a631a94a82398664bf0b0a1277a0c98b2c3c4049e",
+    size: 127640,
   },
   "linux-aarch64": {
-    sha256: "ed317f93014182a4dd698c6eb68098233e8752f7c626e693aaf57663e09ed1bb",
-    size: 125416,
+    sha256: "4ce318c334f952852bd9b792284845640ba7f7c3143c8fcdf0a28511608d3b7b",
+    size: 125560,
   },
 };
 // END PREBUILT
