@@ -35,17 +35,13 @@ const ATTACH_BRIEF = 0x400;
 // The shim stops asking after NKB_ASK_WAIT_MS (3 s); the retries end at the latest this long
 // after the first ask, whatever it answers.
 const ASK_RETRY_LIMIT_MS = 5_000;
-// A queue the kernel is still releasing (its last XSK closed moments ago: 15-25 ms here) is
-// tried again sooner than an ask: after 4, 8, then every 16 ms, for the watch's own
-// interval. Each try before the release is one netlink query (nkb_queues_xsk_bound).
-const RELEASE_RETRY_FIRST_MS = 4;
-const RELEASE_RETRY_MAX_MS = 16;
-// A queue still bound this long after the first try, and after this many tries, is not being
+// A queue still bound this long after the first try, and after this many tries (the ask's
+// retries, every WATCH_INTERVAL_MS, each one netlink query before the release), is not being
 // released: an AF_XDP socket holds it that is not a live nkb process's of this pid namespace
 // (another program's, or one of another namespace). The socket stays on the kernel path
 // (queue-busy). Tries, not only time: a retry delayed by a busy event loop is one try.
 const RELEASE_GIVE_UP_MS = 1_000;
-const RELEASE_GIVE_UP_TRIES = 8;
+const RELEASE_GIVE_UP_TRIES = 4;
 // Reasons where bypass was possible in principle but setting it up failed: the
 // cases _NET_KERNEL_BYPASS_ERR_EXIT=1 turns into an exit. The others (wildcard,
 // loopback, other kinds of interface, filters) are not failures: the socket is
@@ -151,10 +147,6 @@ export class BypassBinding {
   // Retries while asking, whatever the application calls (a receiver waiting 10 s for its
   // first datagram would not look before its ask lapsed): unref'd, ended with the ask.
   #askTimer: ReturnType<typeof setInterval> | null = null;
-  // The sooner retries of a queue still being released (RELEASE_RETRY_FIRST_MS).
-  #releaseTimer: ReturnType<typeof setTimeout> | null = null;
-  #releaseDelayMs = RELEASE_RETRY_FIRST_MS;
-  #releaseWaitedMs = 0;
   // When an attach first found its queue still bound (nkb_now_ms), 0: not waiting; and the
   // attaches that found it so since.
   #releaseSince = 0;
@@ -400,8 +392,6 @@ export class BypassBinding {
         : verdict.detail;
       return;
     }
-    // Destinations cached for the kernel path while the address was gone go with it.
-    lib().nkb_dest_clear(this.#h);
     if (this.#attach(verdict, false, true)) this.#addFlow(this.#localBe);
   }
 
@@ -447,10 +437,6 @@ export class BypassBinding {
 
   // The wait for a queue's release ended (the queue came, or the wait stopped).
   #releaseEnd(): void {
-    if (this.#releaseTimer !== null) clearTimeout(this.#releaseTimer);
-    this.#releaseTimer = null;
-    this.#releaseDelayMs = RELEASE_RETRY_FIRST_MS;
-    this.#releaseWaitedMs = 0;
     this.#releaseSince = 0;
     this.#releaseTries = 0;
   }
@@ -460,21 +446,6 @@ export class BypassBinding {
     this.#askPlan = null;
     this.#askTimerFollow();
     this.#releaseEnd();
-  }
-
-  // Before the ask's next watch: a queue still being released is usually free within
-  // tens of ms, and the socket should not spend a quarter second on the kernel path.
-  #retrySoon(): void {
-    if (this.#releaseTimer !== null || this.#releaseWaitedMs >= WATCH_INTERVAL_MS) return;
-    const delay = this.#releaseDelayMs;
-    const timer = setTimeout(() => {
-      this.#releaseTimer = null;
-      this.watchNow();
-    }, delay);
-    Deno.unrefTimer(timer);
-    this.#releaseTimer = timer;
-    this.#releaseWaitedMs += delay;
-    this.#releaseDelayMs = Math.min(delay * 2, RELEASE_RETRY_MAX_MS);
   }
 
   // The interface has a new MAC: the filter passes unicast frames to the old one to the
@@ -561,11 +532,10 @@ export class BypassBinding {
     if (rc === EINPROGRESS && retry) {
       if (this.#releaseSince === 0) this.#releaseSince = now;
       this.#releaseTries++;
-      this.#retrySoon();
     } else {
       this.#releaseEnd();
     }
-    if (retry) this.#lastWatch = now; // the next look is the retry timers', not at once
+    if (retry) this.#lastWatch = now; // the next look is the ask timer's, not at once
     if (stuck) {
       // Lets go of the filter the wait held open (nkb_sock_detach: the socket is unattached).
       lib().nkb_sock_detach(this.#h);
